@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` and `make test` (see README.md).
+# Both are idempotent: the virtual environment is rebuilt only when pyproject.toml or
+# constraints.txt change.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+ORCH_HOME ?= .orch
+ORCH   := $(BIN)/orch --home $(ORCH_HOME)
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(ORCH) plan configs/sweeps/demo.yaml
+	$(ORCH) submit configs/sweeps/demo.yaml --wait
+	$(ORCH) status
+	$(ORCH) curves demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(ORCH_HOME)

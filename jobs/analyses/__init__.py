@@ -1,0 +1,1 @@
+"""Analyses: figures and tables from measured data (never inside the measurement itself)."""

@@ -1,0 +1,15 @@
+"""Models registered by name: one module per architecture family."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from jobs.catalog import Catalog
+from jobs.spec import ModelSpec
+
+ModelBuilder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
+MODELS: Catalog[ModelBuilder] = Catalog("model")
+
+from jobs.models import mlp as _mlp  # noqa: E402,F401  (registers its builders)

@@ -1,0 +1,257 @@
+"""The run spec: the one schema shared by the login-node side and the jobs.
+
+Dataclasses used as OmegaConf structured configs. They are the single source of truth for
+defaults, types and value checks. A field's metadata may carry:
+
+- ``check``: a :class:`Check` (numeric bounds, choices, regular expression, catalog name);
+- ``fingerprint=False``: the field cannot change results (resources, cluster, log cadence) and is
+  left out of the run id.
+
+This module imports nothing heavy: the login node validates sweeps without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Check:
+    """Constraints on one field's value beyond its type."""
+
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    lt: Optional[float] = None
+    le: Optional[float] = None
+    choices: tuple[str, ...] = ()
+    pattern: str = ""
+    pattern_hint: str = ""
+    catalog: str = ""  # name of a catalog of known names (models, datasets, optimizers, probes)
+
+    def describe(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        return "a number " + " and ".join(parts)
+
+    def violation(self, value: Any, known_names: Mapping[str, Sequence[str]]) -> Optional[str]:
+        """What is accepted, if ``value`` is not; None when it passes."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.gt is not None and not value > self.gt:
+                return self.describe()
+            if self.ge is not None and not value >= self.ge:
+                return self.describe()
+            if self.lt is not None and not value < self.lt:
+                return self.describe()
+            if self.le is not None and not value <= self.le:
+                return self.describe()
+        if self.choices and value not in self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
+            return self.pattern_hint or f"a string matching {self.pattern}"
+        if self.catalog:
+            known = known_names.get(self.catalog, ())
+            if value not in known:
+                return f"a known {self.catalog[:-1]}: " + (", ".join(sorted(known)) or "(none registered yet)")
+        return None
+
+
+def checked(default: Any = dataclasses.MISSING, *, fingerprint: bool = True, **check: Any) -> Any:
+    """A dataclass field with a value check (see :class:`Check`)."""
+    metadata = {"check": Check(**check), "fingerprint": fingerprint}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def unfingerprinted(default: Any) -> Any:
+    """A field that cannot change results: left out of the run id."""
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return field(default_factory=default, metadata={"fingerprint": False})
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"fingerprint": False})
+    return field(default=default, metadata={"fingerprint": False})
+
+
+SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}"
+SLURM_TIME_HINT = "a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+SLURM_MEM = r"\d+[KMGT]?"
+
+
+@dataclass
+class ModelSpec:
+    name: str = checked("mlp", catalog="models")
+    hidden: list[int] = field(default_factory=lambda: [64])
+    activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
+
+
+@dataclass
+class DataSpec:
+    name: str = checked("digits", catalog="datasets")
+    root: Optional[str] = unfingerprinted(None)  # data set directory; None: the cluster profile's
+    val_fraction: float = checked(0.2, gt=0.0, lt=1.0)
+    split_seed: int = checked(42, ge=0)
+
+
+@dataclass
+class ScheduleSpec:
+    name: str = checked("constant", choices=("constant", "step"))
+    milestones: list[float] = field(default_factory=list)  # fractions of training.steps
+    gamma: float = checked(0.1, gt=0.0)
+    warmup_steps: int = checked(0, ge=0)
+
+
+@dataclass
+class OptimizerSpec:
+    name: str = checked("sgd", catalog="optimizers")
+    lr: float = checked(0.1, gt=0.0)
+    momentum: float = checked(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = checked(0.0, ge=0.0)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = checked(1e-8, gt=0.0)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+
+
+@dataclass
+class TrainingSpec:
+    steps: int = checked(1000, ge=1)
+    batch_size: int = checked(64, ge=1)
+    seed: int = checked(0, ge=0)
+    checkpoint_every: int = checked(100, ge=1)
+    eval_every: int = checked(50, ge=1)
+    drop_last: bool = True
+    device: str = checked("auto", choices=("auto", "cpu", "cuda"))
+    heartbeat_seconds: float = checked(5.0, gt=0.0, fingerprint=False)
+
+
+@dataclass
+class ProbeSpec:
+    """A landscape probe run inside the training loop (the probe issue adds the types)."""
+
+    type: str = checked("line", catalog="probes")
+    every: int = checked(1, ge=1)
+
+
+@dataclass
+class ResourcesSpec:
+    partition: str = "test"
+    time: str = checked("00:15:00", pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)
+    gpus: int = checked(0, ge=0)
+    cpus: int = checked(1, ge=1)
+    mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
+
+
+@dataclass
+class ContainerSpec:
+    image: Optional[str] = None  # a .sif image; None: the cluster profile's default (or none)
+    binds: list[str] = unfingerprinted([])
+
+
+@dataclass
+class RunSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    probes: list[ProbeSpec] = field(default_factory=list)
+    resources: ResourcesSpec = unfingerprinted(ResourcesSpec)
+    container: ContainerSpec = field(default_factory=ContainerSpec)
+    cluster: str = unfingerprinted("local")
+
+
+def time_limit_minutes(slurm_time: str) -> float:
+    """Minutes of a Slurm time string (the formats of ``SLURM_TIME``)."""
+    days = 0
+    rest = slurm_time
+    if "-" in rest:
+        day_text, rest = rest.split("-", 1)
+        days = int(day_text)
+        parts = [int(p) for p in rest.split(":")]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        parts = [int(p) for p in rest.split(":")]
+        if len(parts) == 1:
+            hours, minutes, seconds = 0, parts[0], 0
+        elif len(parts) == 2:
+            hours, minutes, seconds = 0, parts[0], parts[1]
+        else:
+            hours, minutes, seconds = parts
+    return days * 24 * 60 + hours * 60 + minutes + seconds / 60
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    dotted_key: str
+    check: Optional[Check]
+    fingerprint: bool
+
+
+def iter_fields(schema: type, prefix: str = "") -> Iterator[FieldInfo]:
+    """Every leaf field of a spec dataclass, depth first, with its dotted key."""
+    for spec_field in dataclasses.fields(schema):
+        key = f"{prefix}{spec_field.name}"
+        fingerprint = spec_field.metadata.get("fingerprint", True)
+        field_type = _field_type(schema, spec_field.name)
+        if dataclasses.is_dataclass(field_type):
+            yield FieldInfo(key, None, fingerprint)
+            yield from (
+                FieldInfo(info.dotted_key, info.check, info.fingerprint and fingerprint)
+                for info in iter_fields(field_type, key + ".")
+            )
+        else:
+            yield FieldInfo(key, spec_field.metadata.get("check"), fingerprint)
+
+
+def _field_type(schema: type, name: str) -> Any:
+    import typing
+
+    return typing.get_type_hints(schema)[name]
+
+
+def field_names(schema: type, dotted_key: str) -> list[str]:
+    """Names accepted below ``dotted_key`` (the key of a nested spec, '' for the top)."""
+    node: Any = schema
+    for part in [p for p in dotted_key.split(".") if p]:
+        node = _field_type(node, part)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, value found, what is accepted) for each value that fails its check."""
+    for spec_field in dataclasses.fields(spec):
+        value = getattr(spec, spec_field.name)
+        key = f"{prefix}{spec_field.name}"
+        if dataclasses.is_dataclass(value):
+            yield from violations(value, known_names, key + ".")
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for index, item in enumerate(value):
+                yield from violations(item, known_names, f"{key}[{index}].")
+        check = spec_field.metadata.get("check")
+        if check is not None:
+            accepted = check.violation(value, known_names)
+            if accepted is not None:
+                yield key, value, accepted
+
+
+def spec_to_yaml(spec: RunSpec) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(spec))
+
+
+def spec_from_yaml(text: str) -> RunSpec:
+    """The typed spec of a resolved ``spec.yaml`` (as written at submission)."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(RunSpec), OmegaConf.create(text))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

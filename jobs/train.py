@@ -1,0 +1,214 @@
+"""The training loop: deterministic, checkpointed, resumable bit for bit.
+
+The batch of step ``t`` is a pure function of (seed, t): epoch ``t // steps_per_epoch`` has its
+own seeded permutation, so resuming needs no sampler state beyond the step. The learning rate is
+a pure function of the step too. Everything else that changes (parameters, optimizer state, RNG
+streams) is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
+from jobs.data import DATASETS, InMemoryData
+from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Started
+from jobs.models import MODELS
+from jobs.optim import OPTIMIZERS, learning_rate
+from jobs.paths import RunPaths
+from jobs.provenance import collect_provenance
+from jobs.spec import RunSpec
+
+
+class BatchOrder:
+    """Indices of each step's mini-batch: a seeded permutation per epoch."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool) -> None:
+        self.num_samples = num_samples
+        self.batch_size = min(batch_size, num_samples)
+        self.seed = seed
+        self.drop_last = drop_last
+        full, remainder = divmod(num_samples, self.batch_size)
+        self.steps_per_epoch = full + (0 if drop_last or remainder == 0 else 1)
+        self._epoch: Optional[int] = None
+        self._permutation = torch.empty(0, dtype=torch.int64)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._permutation = self.permutation(epoch)
+            self._epoch = epoch
+        start = position * self.batch_size
+        return self._permutation[start : start + self.batch_size]
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        seed_words = np.random.SeedSequence([self.seed, epoch]).generate_state(2)
+        generator = torch.Generator().manual_seed(int(seed_words[0]) << 32 | int(seed_words[1]))
+        return torch.randperm(self.num_samples, generator=generator)
+
+
+@dataclass
+class Trainee:
+    """What the loop trains: built from the spec, then possibly restored from a checkpoint."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: InMemoryData
+    device: torch.device
+    step: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def configure_determinism(cpus: int) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", cpus)))
+
+
+def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
+    seed_everything(spec.training.seed)
+    device = resolve_device(spec.training.device)
+    data = DATASETS.get(spec.data.name)(spec.data, spec.data.root).to(device)
+    model = MODELS.get(spec.model.name)(spec.model, data.input_shape, data.num_classes).to(device)
+    optimizer = OPTIMIZERS.get(spec.optimizer.name)(model.parameters(), spec.optimizer)
+    trainee = Trainee(model, optimizer, data, device)
+    checkpoint_file = newest_valid_checkpoint(paths)
+    if checkpoint_file is not None:
+        restore(trainee, load_checkpoint(checkpoint_file, device))
+    return trainee
+
+
+def restore(trainee: Trainee, state: TrainingState) -> None:
+    trainee.model.load_state_dict(state.model)
+    trainee.optimizer.load_state_dict(state.optimizer)
+    restore_rng(state.rng)
+    trainee.step = state.step
+
+
+def snapshot(trainee: Trainee) -> TrainingState:
+    return TrainingState(trainee.step, trainee.model.state_dict(), trainee.optimizer.state_dict(), capture_rng())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int) -> tuple[float, float]:
+    """Mean loss and accuracy over a whole split, in eval mode, in chunks."""
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=inputs.device)
+    correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
+    for start in range(0, len(targets), chunk):
+        logits = model(inputs[start : start + chunk])
+        batch_targets = targets[start : start + chunk]
+        total_loss += F.cross_entropy(logits, batch_targets, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == batch_targets).sum()
+    model.train()
+    return total_loss.item() / len(targets), correct.item() / len(targets)
+
+
+def train_step(trainee: Trainee, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    trainee.optimizer.zero_grad(set_to_none=True)
+    logits = trainee.model(inputs)
+    loss = F.cross_entropy(logits, targets)
+    loss.backward()
+    trainee.optimizer.step()
+    accuracy = (logits.argmax(dim=1) == targets).float().mean()
+    return loss.item(), accuracy.item()
+
+
+class Reporter:
+    """Buffers metrics and publishes them, with heartbeats, through the journal."""
+
+    def __init__(self, journal: JournalWriter, total_steps: int, heartbeat_seconds: float) -> None:
+        self.journal = journal
+        self.total_steps = total_steps
+        self.heartbeat_seconds = heartbeat_seconds
+        self.rows: list[MetricRow] = []
+        self._beat_time = time.monotonic()
+        self._beat_step: Optional[int] = None
+
+    def record(self, step: int, **values: float) -> None:
+        self.rows.extend(MetricRow(step, name, value) for name, value in values.items())
+
+    def flush(self) -> None:
+        if self.rows:
+            self.journal.append(Metrics(self.rows))
+            self.rows = []
+
+    def tick(self, step: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._beat_step is None:
+            self._beat_step, self._beat_time = step, now
+        elapsed = now - self._beat_time
+        if force or elapsed >= self.heartbeat_seconds:
+            rate = (step - self._beat_step) / elapsed if elapsed > 0 else 0.0
+            self.flush()
+            self.journal.heartbeat(Heartbeat(time.time(), step, self.total_steps, rate))
+            self._beat_step, self._beat_time = step, now
+
+
+@dataclass
+class Loop:
+    """One attempt's training loop: what it trains, in which order, where it reports."""
+
+    spec: RunSpec
+    paths: RunPaths
+    trainee: Trainee
+    order: BatchOrder
+    reporter: Reporter
+
+
+def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter) -> Trainee:
+    """Train ``spec`` to ``training.steps``, continuing from the newest valid checkpoint."""
+    configure_determinism(spec.resources.cpus)
+    trainee = build_trainee(spec, paths)
+    training = spec.training
+    journal.append(
+        Started(os.getpid(), os.uname().nodename, trainee.step, training.steps, collect_provenance(trainee.device))
+    )
+    order = BatchOrder(len(trainee.data.train_targets), training.batch_size, training.seed, training.drop_last)
+    loop = Loop(spec, paths, trainee, order, Reporter(journal, training.steps, training.heartbeat_seconds))
+    loop.reporter.tick(trainee.step, force=True)
+    while trainee.step < training.steps:
+        run_one_step(loop)
+        loop.reporter.tick(trainee.step)
+    loop.reporter.tick(trainee.step, force=True)
+    return trainee
+
+
+def run_one_step(loop: Loop) -> None:
+    training, trainee, reporter = loop.spec.training, loop.trainee, loop.reporter
+    lr = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, trainee.step, training.steps)
+    for group in trainee.optimizer.param_groups:
+        group["lr"] = lr
+    batch = loop.order.indices(trainee.step).to(trainee.device)
+    loss, accuracy = train_step(trainee, trainee.data.train_inputs[batch], trainee.data.train_targets[batch])
+    trainee.step += 1
+    reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy, lr=lr)
+    last_step = trainee.step == training.steps
+    if trainee.step % training.eval_every == 0 or last_step:
+        data = trainee.data
+        val_loss, val_accuracy = evaluate(trainee.model, data.val_inputs, data.val_targets, training.batch_size)
+        reporter.record(trainee.step, val_loss=val_loss, val_accuracy=val_accuracy)
+    if trainee.step % training.checkpoint_every == 0 or last_step:
+        reporter.flush()
+        reporter.journal.append(save_checkpoint(loop.paths, snapshot(trainee)))

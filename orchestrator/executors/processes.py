@@ -1,0 +1,26 @@
+"""Process checks on this host (for the local and debug backends)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+
+
+def process_alive(pid: Optional[int], command_fragment: str) -> bool:
+    """Whether ``pid`` runs here with ``command_fragment`` in its command line (guards pid reuse)."""
+    if not pid:
+        return False
+    try:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    if "\nState:\tZ" in status:
+        return False  # a zombie has exited; its parent has not reaped it yet
+    return command_fragment in command_line
+
+
+def this_host(hostname: Optional[str]) -> bool:
+    return hostname is None or hostname in (socket.gethostname(), os.uname().nodename)

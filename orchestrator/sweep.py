@@ -1,0 +1,331 @@
+"""Sweep files: load, validate, expand into runs. Nothing here writes anything.
+
+A sweep file::
+
+    name: demo                       # [A-Za-z0-9_.-], names the sweep in the registry
+    include: [problems/digits_mlp.yaml]   # run-spec fragments, relative to this file or configs/
+    base: {training: {steps: 300}}   # run-spec fragment applied after the includes
+    grid: {optimizer.lr: [0.3, 0.1]} # cartesian product over dotted keys
+    zip: {a.b: [1, 2], c.d: [3, 4]}  # parallel lists of equal length (or a list of such groups)
+    seeds: 2                         # training.seed over range(2), or an explicit list
+
+Every problem raises :class:`SpecError` naming the file, the dotted key, what was found and what
+is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from jobs.spec import RunSpec, violations
+from orchestrator.errors import SpecError
+from orchestrator.fingerprint import run_id
+from orchestrator.home import CONFIGS_DIR
+from orchestrator.profiles import profile_names
+
+TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "zip", "seeds")
+SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+SEED_KEY = "training.seed"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One expansion operator: the dotted keys it sets together and its points."""
+
+    label: str  # where it stands in the sweep file: "grid.optimizer.lr", "zip", "seeds"
+    keys: tuple[str, ...]
+    points: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    spec: RunSpec
+    swept: dict[str, Any]  # dotted key -> value this run takes on each axis
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    name: str
+    description: str
+    source_path: Path
+    source_text: str
+    runs: list[PlannedRun]
+
+
+class Origins:
+    """Which file (and key in it) last set each dotted key, for error messages."""
+
+    def __init__(self, default_file: str) -> None:
+        self.default_file = default_file
+        self._where: dict[str, tuple[str, str]] = {}
+
+    def add(self, fragment: Mapping[str, Any], file: str, prefix: str, key_prefix: str = "") -> None:
+        for key, value in fragment.items():
+            dotted = f"{key_prefix}{key}"
+            self._where[dotted] = (file, f"{prefix}{dotted}")
+            if isinstance(value, Mapping):
+                self.add(value, file, prefix, dotted + ".")
+
+    def add_axis(self, axis: Axis) -> None:
+        for key in axis.keys:
+            self._where[key] = (self.default_file, axis.label if len(axis.keys) == 1 else f"{axis.label}.{key}")
+
+    def of(self, dotted_key: str) -> tuple[str, str]:
+        key = dotted_key
+        while key:
+            if key in self._where:
+                return self._where[key]
+            key = key.rpartition(".")[0]
+        return self.default_file, dotted_key
+
+
+def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPlan:
+    file = str(path)
+    document = read_yaml_mapping(path, file, "(file)")
+    _check_top_level(file, document)
+    name = _sweep_name(file, document)
+    origins = Origins(file)
+    base_config = OmegaConf.structured(RunSpec)
+    for include_path in _include_paths(file, path.parent, document.get("include", [])):
+        fragment = read_yaml_mapping(include_path, file, "include")
+        base_config = merge_fragment(base_config, fragment, str(include_path), "")
+        origins.add(fragment, str(include_path), "")
+    base = document.get("base") or {}
+    if not isinstance(base, Mapping):
+        raise SpecError(file, "base", "base must be a run-spec mapping", base, "a mapping such as {training: {steps: 100}}")
+    base_config = merge_fragment(base_config, base, file, "base.")
+    origins.add(base, file, "base.")
+    axes = _grid_axes(file, document) + _zip_axes(file, document) + _seed_axes(file, document)
+    _check_axes(file, axes, base_config)
+    for axis in axes:
+        origins.add_axis(axis)
+    runs = [_resolve_run(base_config, point, origins, known_names) for point in _points(axes)]
+    _check_unique(file, runs)
+    return SweepPlan(name, str(document.get("description", "")), path, path.read_text(), runs)
+
+
+def read_yaml_mapping(path: Path, referring_file: str, referring_key: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(referring_file, referring_key, "file not found", str(path), "an existing YAML file")
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as error:  # YAML syntax errors come from the parser with line and column
+        raise SpecError(str(path), "(file)", "not valid YAML", str(error).replace("\n", " "), "a YAML mapping") from None
+    if not isinstance(loaded, dict):
+        raise SpecError(str(path), "(file)", "the file is not a mapping", loaded, "a YAML mapping of keys to values")
+    return loaded
+
+
+def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:
+    """``config`` with a run-spec fragment merged in, type-checked against the schema."""
+    try:
+        return OmegaConf.merge(config, OmegaConf.create(dict(fragment)))  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise _schema_error(error, file, prefix, fragment) from None
+
+
+def _schema_error(error: OmegaConfBaseException, file: str, prefix: str, fragment: Any) -> SpecError:
+    key = str(getattr(error, "full_key", "") or "")
+    if isinstance(error, ConfigKeyError):
+        parent, _, leaf = key.rpartition(".")
+        accepted = accepted_keys(parent)
+        return SpecError(file, prefix + key, "unknown key", leaf, ", ".join(accepted))
+    found = _value_at(fragment, key)
+    return SpecError(file, prefix + key if key else prefix.rstrip(".") or "(file)", "wrong type", found, expected_type(key))
+
+
+def accepted_keys(dotted_parent: str) -> list[str]:
+    node: Any = RunSpec
+    for part in [p for p in re.sub(r"\[\d+\]", "", dotted_parent).split(".") if p]:
+        node = _element_type(typing.get_type_hints(node)[part])
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def expected_type(dotted_key: str) -> str:
+    """The schema's type at ``dotted_key`` in words ("float", "list[int]", "a mapping (ModelSpec)")."""
+    node: Any = RunSpec
+    hint: Any = RunSpec
+    for part in [p for p in dotted_key.split(".") if p]:
+        name, indexed = re.subn(r"\[\d+\]", "", part)
+        hint = typing.get_type_hints(node)[name]
+        if indexed:
+            hint = typing.get_args(hint)[0]
+        node = _element_type(hint)
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping ({hint.__name__}) with keys {', '.join(f.name for f in dataclasses.fields(hint))}"
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _element_type(hint: Any) -> Any:
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) in (list, typing.Union) and args:
+        return args[0]
+    return hint
+
+
+def _value_at(fragment: Any, dotted_key: str) -> Any:
+    node = fragment
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted_key):
+        try:
+            node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+        except (KeyError, IndexError, TypeError):
+            return fragment
+    return node
+
+
+def _check_top_level(file: str, document: Mapping[str, Any]) -> None:
+    for key in document:
+        if key not in TOP_LEVEL_KEYS:
+            raise SpecError(file, str(key), "unknown top-level key of a sweep", key, ", ".join(TOP_LEVEL_KEYS))
+
+
+def _sweep_name(file: str, document: Mapping[str, Any]) -> str:
+    name = document.get("name")
+    if not isinstance(name, str) or not re.fullmatch(SWEEP_NAME, name):
+        accepted = "a name of 1-64 letters, digits, '_', '.', '-' starting with a letter or digit"
+        raise SpecError(file, "name", "missing or invalid sweep name", name, accepted)
+    return name
+
+
+def _include_paths(file: str, sweep_dir: Path, includes: Any) -> list[Path]:
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
+        raise SpecError(file, "include", "include must list YAML files", includes, "a list of paths relative to the sweep file or configs/")
+    paths = []
+    for index, include in enumerate(includes):
+        candidates = [sweep_dir / include, CONFIGS_DIR / include]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None:
+            looked = " or ".join(str(candidate) for candidate in candidates)
+            raise SpecError(file, f"include[{index}]", "include file not found", include, f"an existing file ({looked})")
+        paths.append(found)
+    return paths
+
+
+def _grid_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
+    if "grid" not in document:
+        return []
+    grid = document["grid"]
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpecError(file, "grid", "empty grid", grid, "a mapping of dotted keys to non-empty lists of values")
+    return [Axis(f"grid.{key}", (str(key),), tuple((value,) for value in _values(file, f"grid.{key}", values))) for key, values in grid.items()]
+
+
+def _zip_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
+    if "zip" not in document:
+        return []
+    groups = document["zip"]
+    groups = [groups] if isinstance(groups, Mapping) else groups
+    if not isinstance(groups, list) or not groups or not all(isinstance(group, Mapping) and group for group in groups):
+        raise SpecError(file, "zip", "empty or malformed zip", document["zip"], "a mapping of dotted keys to lists of equal length, or a list of such mappings")
+    axes = []
+    for index, group in enumerate(groups):
+        label = "zip" if len(groups) == 1 else f"zip[{index}]"
+        columns = {str(key): _values(file, f"{label}.{key}", values) for key, values in group.items()}
+        lengths = {key: len(values) for key, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise SpecError(file, label, "zip lists have unequal lengths", lengths, "lists of one common length")
+        axes.append(Axis(label, tuple(columns), tuple(zip(*columns.values()))))
+    return axes
+
+
+def _seed_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
+    if "seeds" not in document:
+        return []
+    seeds = document["seeds"]
+    accepted = "a count n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        seeds = list(range(seeds))
+    valid_list = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    if not valid_list:
+        raise SpecError(file, "seeds", "invalid seeds", document["seeds"], accepted)
+    return [Axis("seeds", (SEED_KEY,), tuple((seed,) for seed in seeds))]
+
+
+def _values(file: str, label: str, values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise SpecError(file, label, "a swept key needs a list of values", values, "a non-empty list")
+    if not values:
+        raise SpecError(file, label, "empty list of values", values, "a non-empty list")
+    return values
+
+
+def _check_axes(file: str, axes: list[Axis], base_config: DictConfig) -> None:
+    swept_by: dict[str, str] = {}
+    for axis in axes:
+        for key in axis.keys:
+            _check_key_exists(file, axis.label, key)
+            if key in swept_by:
+                raise SpecError(file, axis.label, f"key swept twice (also by {swept_by[key]})", key, "each key in one grid, zip or seeds entry")
+            swept_by[key] = axis.label
+        for index, point in enumerate(axis.points):
+            config = base_config.copy()
+            for key, value in zip(axis.keys, point):
+                try:
+                    OmegaConf.update(config, key, value, merge=True)
+                except OmegaConfBaseException:
+                    label = f"{axis.label}[{index}]" if len(axis.keys) == 1 else f"{axis.label}.{key}[{index}]"
+                    raise SpecError(file, label, "wrong type", value, expected_type(key)) from None
+
+
+def _check_key_exists(file: str, label: str, dotted_key: str) -> None:
+    parent = ""
+    for part in dotted_key.split("."):
+        accepted = accepted_keys(parent)
+        if part not in accepted:
+            where = f"under '{parent}'" if parent else "at the top of a run spec"
+            raise SpecError(file, label, f"unknown key '{dotted_key}'", part, f"{where}: {', '.join(accepted) or '(no keys: not a mapping)'}")
+        parent = f"{parent}.{part}" if parent else part
+
+
+def _points(axes: list[Axis]) -> list[tuple[tuple[Axis, tuple[Any, ...]], ...]]:
+    return [tuple(zip(axes, combination)) for combination in itertools.product(*(axis.points for axis in axes))]
+
+
+def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
+    config = base_config.copy()
+    swept: dict[str, Any] = {}
+    for axis, values in point:
+        for key, value in zip(axis.keys, values):
+            OmegaConf.update(config, key, value, merge=True)
+            swept[key] = value
+    try:
+        OmegaConf.resolve(config)
+        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]
+    except OmegaConfBaseException as error:
+        key = str(getattr(error, "full_key", "") or "")
+        origin_file, origin_key = origins.of(key)
+        raise SpecError(origin_file, origin_key, "cannot resolve", str(error).splitlines()[0], "an interpolation ${dotted.key} of an existing field with a value of the right type") from None
+    for key, found, accepted in violations(spec, known_names):
+        origin_file, origin_key = origins.of(key)
+        raise SpecError(origin_file, origin_key, "value not accepted", found, accepted)
+    if spec.cluster not in profile_names():
+        origin_file, origin_key = origins.of("cluster")
+        raise SpecError(origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names()))
+    return PlannedRun(run_id(spec), spec, swept)
+
+
+def _check_unique(file: str, runs: list[PlannedRun]) -> None:
+    first_index: dict[str, int] = {}
+    for index, run in enumerate(runs):
+        if run.run_id in first_index:
+            other = runs[first_index[run.run_id]]
+            raise SpecError(
+                file,
+                ", ".join(sorted(run.swept)) or "(sweep)",
+                f"two points of the sweep are the same run {run.run_id} (points {first_index[run.run_id]} and {index})",
+                [other.swept, run.swept],
+                "points that differ in a field that changes results (resources, cluster, container.binds, data.root do not)",
+            )
+        first_index[run.run_id] = index

@@ -1,0 +1,147 @@
+"""``orch sync``: ingest attempt journals into the registry — the registry's only writer of job facts.
+
+Incremental (each attempt remembers the last event it ingested) and idempotent (rows are keyed
+by what they describe, values come verbatim from the journal): a second sync writes nothing.
+An attempt that has no final event while its process is gone becomes LOST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from jobs.journal import (
+    CheckpointWritten,
+    Failed,
+    Finished,
+    JournalEvent,
+    Metrics,
+    ShardWritten,
+    Started,
+    read_events,
+    read_heartbeat,
+)
+from jobs.paths import AttemptPaths
+from orchestrator.executors import JobRef, Liveness, get_backend
+from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
+
+UPSERT_BATCH_ROWS = 1000
+
+
+@dataclass
+class SyncReport:
+    attempts_checked: int = 0
+    events_ingested: int = 0
+    attempts_lost: int = 0
+
+
+def sync(engine: Engine) -> SyncReport:
+    report = SyncReport()
+    with Session(engine) as session, session.begin():
+        open_attempts = session.scalars(select(Attempt).where(Attempt.state.in_(RunState.ACTIVE))).all()
+        for attempt in open_attempts:
+            sync_attempt(session, attempt, report)
+        for run in {attempt.run for attempt in open_attempts}:
+            refresh_run_state(run)
+    return report
+
+
+def sync_attempt(session: Session, attempt: Attempt, report: SyncReport) -> None:
+    report.attempts_checked += 1
+    paths = AttemptPaths(Path(attempt.journal_dir))
+    ingest_events(session, attempt, paths, report)
+    beat = read_heartbeat(paths)
+    if beat is not None and beat.time != attempt.heartbeat_time:
+        attempt.heartbeat_time = beat.time
+        attempt.steps_per_second = beat.steps_per_second
+        attempt.run.current_step = beat.step
+    if attempt.state in RunState.ACTIVE and _is_dead(attempt):
+        ingest_events(session, attempt, paths, report)  # a final event may have landed meanwhile
+        if attempt.state in RunState.ACTIVE:
+            mark_lost(attempt)
+            report.attempts_lost += 1
+
+
+def ingest_events(session: Session, attempt: Attempt, paths: AttemptPaths, report: SyncReport) -> None:
+    events = read_events(paths, after_seq=attempt.journal_seq)
+    for event in events:
+        apply_event(session, attempt, event)
+    if events:
+        attempt.journal_seq = events[-1].seq
+        report.events_ingested += len(events)
+
+
+def apply_event(session: Session, attempt: Attempt, event: JournalEvent) -> None:
+    payload = event.payload
+    if isinstance(payload, Started):
+        _apply_started(attempt, event.time, payload)
+    elif isinstance(payload, Metrics):
+        rows = [{"run_id": attempt.run_id, "attempt_id": attempt.id, **dataclasses.asdict(row)} for row in payload.rows]
+        _upsert(session, Metric, rows, ("run_id", "name", "step"))
+    elif isinstance(payload, CheckpointWritten):
+        row = {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **dataclasses.asdict(payload)}
+        _upsert(session, Checkpoint, [row], ("run_id", "step"))
+    elif isinstance(payload, ShardWritten):
+        row = {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **dataclasses.asdict(payload)}
+        _upsert(session, Shard, [row], ("run_id", "probe", "step"))
+    elif isinstance(payload, Finished):
+        _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
+        attempt.run.current_step = payload.final_step
+    elif isinstance(payload, Failed):
+        _end(attempt, RunState.FAILED, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
+
+
+def _apply_started(attempt: Attempt, event_time: float, started: Started) -> None:
+    if attempt.state == RunState.PENDING:
+        attempt.state = RunState.RUNNING
+    attempt.started_time = attempt.started_time or event_time
+    attempt.hostname = started.hostname
+    attempt.pid = started.pid
+    attempt.start_step = started.start_step
+    attempt.provenance_json = json.dumps(dataclasses.asdict(started.provenance), sort_keys=True)
+    attempt.run.total_steps = started.total_steps
+    attempt.run.current_step = max(attempt.run.current_step, started.start_step)
+
+
+def _end(attempt: Attempt, state: str, end_time: float, exit_code: int, reason: str | None) -> None:
+    if attempt.state not in RunState.ACTIVE:
+        return  # already ended from this side (cancelled): the job's last words do not override it
+    attempt.state = state
+    attempt.ended_time = end_time
+    attempt.exit_code = exit_code
+    attempt.reason = reason
+
+
+def mark_lost(attempt: Attempt) -> None:
+    where = f"process {attempt.pid} on {attempt.hostname}" if attempt.pid else f"job {attempt.job_id}"
+    _end(attempt, RunState.LOST, time.time(), exit_code=None, reason=f"{where} ended without a final journal event")  # type: ignore[arg-type]
+
+
+def _is_dead(attempt: Attempt) -> bool:
+    backend = get_backend(attempt.executor)
+    return backend.liveness(JobRef(attempt.job_id, attempt.hostname, attempt.pid)) is Liveness.DEAD
+
+
+def refresh_run_state(run: Run) -> None:
+    """A run's state is its last attempt's."""
+    state = run.attempts[-1].state if run.attempts else RunState.PLANNED
+    if run.state != state:
+        run.state = state
+
+
+def _upsert(session: Session, model: type, rows: list[dict], keys: tuple[str, ...]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    for start in range(0, len(rows), UPSERT_BATCH_ROWS):  # stay under SQLite's bound-variable limit
+        statement = insert(model).values(rows[start : start + UPSERT_BATCH_ROWS])
+        updated = {column: statement.excluded[column] for column in rows[0] if column not in keys}
+        session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated))

@@ -1,0 +1,184 @@
+"""Read-side queries of the registry, shaped for the CLI (tables) and ``--json`` alike."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orchestrator.registry.models import Metric, Run, RunState, Sweep
+
+
+@dataclass(frozen=True)
+class WhereClause:
+    """``key=value`` from ``--where``: a dotted spec key and a YAML-typed value."""
+
+    key: str
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> "WhereClause":
+        from orchestrator.errors import UserError
+
+        key, separator, value = text.partition("=")
+        if not separator or not key:
+            raise UserError(f"--where {text!r}: expected KEY=VALUE with a dotted spec key, e.g. optimizer.lr=0.1")
+        return cls(key.strip(), yaml.safe_load(value))
+
+    def matches(self, flat_spec: dict[str, Any]) -> bool:
+        return self.key in flat_spec and flat_spec[self.key] == self.value
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested mapping; lists stay values."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return flat
+
+
+def flat_spec(run: Run) -> dict[str, Any]:
+    return flatten(yaml.safe_load(run.spec_yaml))
+
+
+def sweep_names(run: Run) -> list[str]:
+    return sorted(member.sweep.name for member in run.memberships)
+
+
+def eta_seconds(run: Run) -> Optional[float]:
+    attempt = run.attempts[-1] if run.attempts else None
+    if attempt is None or not attempt.steps_per_second:
+        return None
+    return max(run.total_steps - run.current_step, 0) / attempt.steps_per_second
+
+
+def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, Any]]:
+    query = select(Sweep).order_by(Sweep.name)
+    if sweep_name:
+        query = query.where(Sweep.name == sweep_name)
+    views = []
+    for sweep in session.scalars(query):
+        runs = [member.run for member in sweep.members]
+        counts = Counter(run.state for run in runs)
+        active = [
+            {"run": run.id, "state": run.state, "step": run.current_step, "total_steps": run.total_steps, "eta_seconds": eta_seconds(run)}
+            for run in runs
+            if run.state in RunState.ACTIVE
+        ]
+        views.append({"sweep": sweep.name, "runs": len(runs), "counts": {s: counts[s] for s in RunState.ALL if counts[s]}, "active": active})
+    return views
+
+
+def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:
+    query = select(Run).order_by(Run.created_time, Run.id)
+    if sweep:
+        query = query.join(Run.memberships).join(Sweep).where(Sweep.name == sweep)
+    if state:
+        query = query.where(Run.state == state.upper())
+    runs = session.scalars(query).unique().all()
+    if where:
+        runs = [run for run in runs if all(clause.matches(flat_spec(run)) for clause in where)]
+    return list(runs)
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    swept: dict[str, Any] = {}
+    for member in run.memberships:
+        swept.update(json.loads(member.swept_json))
+    return {
+        "id": run.id,
+        "sweeps": sweep_names(run),
+        "state": run.state,
+        "step": run.current_step,
+        "total_steps": run.total_steps,
+        "attempts": len(run.attempts),
+        "swept": swept,
+    }
+
+
+def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The value of each metric at its last recorded step, per run."""
+    last = (
+        select(Metric.run_id, Metric.name, func.max(Metric.step).label("step"))
+        .where(Metric.run_id.in_(run_ids))
+        .group_by(Metric.run_id, Metric.name)
+        .subquery()
+    )
+    query = select(Metric.run_id, Metric.name, Metric.value).join(
+        last, (Metric.run_id == last.c.run_id) & (Metric.name == last.c.name) & (Metric.step == last.c.step)
+    )
+    finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    for run_id, name, value in session.execute(query):
+        finals[run_id][name] = value
+    return finals
+
+
+def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
+    query = (
+        select(Metric.name, func.count(), func.min(Metric.value), func.max(Metric.value), func.max(Metric.step))
+        .where(Metric.run_id == run_id)
+        .group_by(Metric.name)
+    )
+    finals = final_metrics(session, [run_id])[run_id]
+    return {
+        name: {"count": count, "min": low, "max": high, "last_step": last_step, "last": finals[name]}
+        for name, count, low, high, last_step in session.execute(query)
+    }
+
+
+def metric_series(session: Session, run_id: str) -> dict[str, tuple[list[int], list[float]]]:
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    query = select(Metric.name, Metric.step, Metric.value).where(Metric.run_id == run_id).order_by(Metric.name, Metric.step)
+    for name, step, value in session.execute(query):
+        steps, values = series.setdefault(name, ([], []))
+        steps.append(step)
+        values.append(value)
+    return series
+
+
+def show_view(session: Session, run: Run) -> dict[str, Any]:
+    return {
+        **run_row(run),
+        "run_dir": run.run_dir,
+        "spec": yaml.safe_load(run.spec_yaml),
+        "attempts": [
+            {
+                "number": attempt.number,
+                "key": attempt.key,
+                "executor": attempt.executor,
+                "job_id": attempt.job_id,
+                "array_task": attempt.array_task,
+                "hostname": attempt.hostname,
+                "state": attempt.state,
+                "exit_code": attempt.exit_code,
+                "reason": attempt.reason,
+                "start_step": attempt.start_step,
+                "submitted_time": attempt.submitted_time,
+                "started_time": attempt.started_time,
+                "ended_time": attempt.ended_time,
+                "provenance": json.loads(attempt.provenance_json) if attempt.provenance_json else None,
+            }
+            for attempt in run.attempts
+        ],
+        "checkpoints": [{"step": c.step, "path": c.path, "bytes": c.bytes, "sha256": c.sha256} for c in run.checkpoints],
+        "shards": [{"probe": s.probe, "step": s.step, "path": s.path, "bytes": s.bytes, "sha256": s.sha256} for s in run.shards],
+        "metrics": metric_summary(session, run.id),
+    }
+
+
+def export_rows(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    finals = final_metrics(session, [run.id for run in runs])
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"id": run.id, "sweep": ",".join(sweep_names(run)), "state": run.state}
+        row.update({f"config.{key}": json.dumps(value) if isinstance(value, list) else value for key, value in flat_spec(run).items()})
+        row.update({f"final.{name}": value for name, value in sorted(finals[run.id].items())})
+        rows.append(row)
+    return rows
