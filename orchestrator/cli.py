@@ -1,0 +1,393 @@
+"""``orch``: plan, submit, watch, query and resume sweeps from the login node.
+
+Every command that reports something takes ``--json``. Bad input exits with status 2 and a message
+naming what was wrong, where, and what would be accepted; it is detected before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import yaml
+from rich.console import Group
+from rich.live import Live
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from jobs.atomic import publish_bytes
+from jobs.paths import RunPaths
+from orchestrator import output
+from orchestrator.errors import BAD_INPUT_EXIT, UserError
+from orchestrator.executors import EXECUTOR_NAMES
+from orchestrator.home import OrchHome
+from orchestrator.registry.engine import open_registry, open_registry_if_exists
+from orchestrator.registry.models import Attempt, Run, RunState
+from orchestrator.sweep import SweepPlan, load_sweep
+from orchestrator.sync import sync
+from orchestrator.views import (
+    WhereClause,
+    export_rows,
+    metric_series,
+    run_row,
+    select_runs,
+    show_view,
+    status_view,
+)
+from orchestrator import submit as submission
+from orchestrator.wait import wait_for_runs
+
+WATCH_SECONDS = 2.0
+EXPORT_FORMATS = ("csv", "json", "parquet")
+SOME_RUNS_FAILED_EXIT = 1
+
+Handler = Callable[[argparse.Namespace, OrchHome], int]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    home = OrchHome.resolve(arguments.home)
+    try:
+        return arguments.handler(arguments, home)
+    except UserError as error:
+        print(f"orch: error: {error}", file=sys.stderr)
+        return BAD_INPUT_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orch", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="orchestrator home: registry and default results (default: $ORCH_HOME or ./.orch)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str, reports: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if reports:
+            sub.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        return sub
+
+    plan = command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing")
+    plan.add_argument("file", type=Path)
+
+    submit = command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active")
+    submit.add_argument("file", type=Path)
+    _executor_options(submit)
+
+    status = command("status", cmd_status, "runs per state per sweep; step and ETA of active runs")
+    status.add_argument("sweep", nargs="?")
+    status.add_argument("--watch", action="store_true", help="refresh until no run is active (Ctrl-C stops)")
+
+    runs = command("runs", cmd_runs, "list runs")
+    runs.add_argument("--sweep")
+    runs.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
+    runs.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted spec key equals a YAML value (repeatable)")
+
+    show = command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics")
+    show.add_argument("run", help="run id or a unique prefix")
+
+    logs = command("logs", cmd_logs, "an attempt's stdout (or stderr)")
+    logs.add_argument("run", help="run id or a unique prefix")
+    logs.add_argument("--attempt", type=int, help="attempt number (default: the last)")
+    logs.add_argument("--stderr", action="store_true")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+    resume = command("resume", cmd_resume, "re-submit runs whose last attempt failed, timed out, was cancelled or is lost")
+    resume.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+    _executor_options(resume)
+
+    cancel = command("cancel", cmd_cancel, "cancel the active attempts of runs")
+    cancel.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+
+    command("sync", cmd_sync, "ingest the journals of active attempts into the registry")
+
+    export = command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics")
+    export.add_argument("--sweep")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    export.add_argument("--out", type=Path, help="file to write (required for parquet; default: stdout)")
+
+    curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
+    curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+    return parser
+
+
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="local (default) or debug (in-process, pdb works)")
+    parser.add_argument("--wait", action="store_true", help="block with a progress bar until the submitted runs end")
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_plan(arguments: argparse.Namespace, home: OrchHome) -> int:
+    plan = read_sweep(arguments.file)
+    states = _known_states(home, [run.run_id for run in plan.runs])
+    rows = [
+        {"id": run.run_id, "state": states.get(run.run_id, "NEW"), "swept": run.swept}
+        for run in plan.runs
+    ]
+    if arguments.json:
+        output.print_json({"sweep": plan.name, "runs": rows})
+        return 0
+    title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
+    keys = output.swept_keys(rows)
+    table_rows = [[row["id"], row["state"], *[row["swept"].get(key) for key in keys]] for row in rows]
+    output.console().print(output.table(title, ["run", "state", *keys], table_rows))
+    return 0
+
+
+def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
+    plan = read_sweep(arguments.file)  # validated before the registry is touched
+    engine = open_registry(home)
+    report = submission.submit_sweep(engine, home, plan, arguments.executor)
+    return _report_submission(arguments, engine, report, f"sweep {plan.name}")
+
+
+def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = require_registry(home)
+    report = submission.resume(engine, home, arguments.targets, arguments.executor)
+    return _report_submission(arguments, engine, report, "resume")
+
+
+def _report_submission(arguments: argparse.Namespace, engine: Engine, report: submission.SubmissionReport, label: str) -> int:
+    payload: dict[str, Any] = {"submitted": report.submitted, "skipped": report.skipped}
+    if not arguments.json:
+        skipped = ", ".join(f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items())
+        print(f"{label}: submitted {len(report.submitted)} runs" + (f"; skipped {skipped}" if skipped else ""))
+    exit_code = 0
+    if arguments.wait and report.submitted:
+        final = wait_for_runs(engine, report.submitted, show_progress=not arguments.json)
+        payload["final_states"] = final.states
+        if not arguments.json:
+            print(f"{label}: {final.summary()}")
+        if any(state != RunState.COMPLETED for state in final.states.values()):
+            exit_code = SOME_RUNS_FAILED_EXIT
+    if arguments.json:
+        output.print_json(payload)
+    return exit_code
+
+
+def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = open_registry_if_exists(home)
+    if not arguments.watch:
+        views = _status(engine, arguments.sweep)
+        output.print_json(views) if arguments.json else output.console().print(*_status_tables(views))
+        return 0
+    with Live(auto_refresh=False) as live:
+        while True:
+            views = _status(engine, arguments.sweep)
+            live.update(Group(*_status_tables(views)), refresh=True)
+            if not any(view["active"] for view in views):
+                break
+            time.sleep(WATCH_SECONDS)
+    if arguments.json:
+        output.print_json(views)
+    return 0
+
+
+def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[str, Any]]:
+    if engine is None:
+        return []
+    sync(engine)
+    with Session(engine) as session:
+        views = status_view(session, sweep_name)
+    if sweep_name and not views:
+        raise UserError(f"no sweep named {sweep_name!r} in the registry; accepted: a sweep recorded by orch submit")
+    return views
+
+
+def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
+    if not views:
+        return ["no sweeps recorded yet (orch submit FILE records one)"]
+    states = [state for state in RunState.ALL if any(state in view["counts"] for view in views)]
+    summary = output.table("runs per state", ["sweep", "runs", *[s.lower() for s in states]], [
+        [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]] for view in views
+    ])
+    active_rows = [
+        [view["sweep"], item["run"], item["state"], f"{item['step']}/{item['total_steps']}", output.format_duration(item["eta_seconds"])]
+        for view in views
+        for item in view["active"]
+    ]
+    if not active_rows:
+        return [summary]
+    return [summary, output.table("active runs", ["sweep", "run", "state", "step", "eta"], active_rows)]
+
+
+def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = open_registry_if_exists(home)
+    rows: list[dict[str, Any]] = []
+    if engine is not None:
+        sync(engine)
+        with Session(engine) as session:
+            rows = [run_row(run) for run in select_runs(session, arguments.sweep, arguments.state, arguments.where)]
+    if arguments.json:
+        output.print_json(rows)
+        return 0
+    keys = output.swept_keys(rows)
+    table_rows = [
+        [r["id"], ",".join(r["sweeps"]), r["state"], f"{r['step']}/{r['total_steps']}", r["attempts"], *[r["swept"].get(key) for key in keys]]
+        for r in rows
+    ]
+    output.console().print(output.table(f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *keys], table_rows))
+    return 0
+
+
+def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = require_registry(home)
+    sync(engine)
+    with Session(engine) as session:
+        view = show_view(session, submission.find_run(session, arguments.run))
+    if arguments.json:
+        output.print_json(view)
+        return 0
+    console = output.console()
+    console.print(f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps {', '.join(view['sweeps'])}")
+    console.print(f"folder {view['run_dir']}")
+    console.print(yaml.safe_dump(view["spec"], sort_keys=False).rstrip())
+    attempt_columns = ["number", "executor", "job_id", "array_task", "hostname", "state", "exit_code", "start_step", "reason"]
+    console.print(output.table("attempts", attempt_columns, [[a[c] for c in attempt_columns] for a in view["attempts"]]))
+    console.print(output.table("checkpoints", ["step", "path", "bytes"], [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]]))
+    console.print(f"shards: {len(view['shards'])}")
+    metric_rows = [[name, m["count"], m["last_step"], m["last"], m["min"], m["max"]] for name, m in sorted(view["metrics"].items())]
+    console.print(output.table("metrics", ["name", "points", "last step", "last", "min", "max"], metric_rows))
+    return 0
+
+
+def cmd_logs(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = require_registry(home)
+    with Session(engine) as session:
+        run = submission.find_run(session, arguments.run)
+        attempt = _pick_attempt(run, arguments.attempt)
+        stream = "stderr" if arguments.stderr else "stdout"
+        path = attempt.stderr_path if arguments.stderr else attempt.stdout_path
+        label = f"run {run.id} attempt {attempt.number}"
+    if not path:
+        raise UserError(f"{label} ({attempt.executor} executor) has no {stream} file: a debug attempt prints to the terminal that submitted it")
+    if not Path(path).is_file():
+        raise UserError(f"{label}: {stream} file {path} does not exist (yet); accepted: an attempt that has started")
+    lines = Path(path).read_text(errors="replace").splitlines()
+    if arguments.tail is not None:
+        lines = lines[-arguments.tail:] if arguments.tail > 0 else []
+    if arguments.json:
+        output.print_json({"run": run.id, "attempt": attempt.number, "stream": stream, "path": path, "lines": lines})
+    else:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+def _pick_attempt(run: Run, number: Optional[int]) -> Attempt:
+    if not run.attempts:
+        raise UserError(f"run {run.id} has no attempts yet; accepted: a run that was submitted")
+    if number is None:
+        return run.attempts[-1]
+    for attempt in run.attempts:
+        if attempt.number == number:
+            return attempt
+    raise UserError(f"run {run.id}: --attempt {number} does not exist; accepted: 1..{len(run.attempts)}")
+
+
+def cmd_cancel(arguments: argparse.Namespace, home: OrchHome) -> int:
+    cancelled = submission.cancel(require_registry(home), arguments.targets)
+    output.print_json({"cancelled": cancelled}) if arguments.json else print(f"cancelled {len(cancelled)} runs")
+    return 0
+
+
+def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = open_registry_if_exists(home)
+    report = sync(engine) if engine is not None else None
+    payload = vars(report) if report is not None else {"attempts_checked": 0, "events_ingested": 0, "attempts_lost": 0}
+    if arguments.json:
+        output.print_json(payload)
+    else:
+        print(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in payload.items()))
+    return 0
+
+
+def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
+    export_format = "json" if arguments.json else arguments.format
+    if export_format == "parquet" and arguments.out is None:
+        raise UserError("export --format parquet: --out FILE is required (parquet is binary); accepted: --out runs.parquet")
+    engine = open_registry_if_exists(home)
+    rows: list[dict[str, Any]] = []
+    if engine is not None:
+        sync(engine)
+        with Session(engine) as session:
+            rows = export_rows(session, select_runs(session, arguments.sweep, None, []))
+    encoded = encode_rows(rows, export_format)
+    if arguments.out is None:
+        sys.stdout.write(encoded.decode())
+    else:
+        publish_bytes(arguments.out, encoded)
+        print(f"wrote {len(rows)} runs to {arguments.out}", file=sys.stderr)
+    return 0
+
+
+def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    if export_format == "json":
+        return (json.dumps(rows, indent=2, default=str) + "\n").encode()
+    if export_format == "csv":
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return text.getvalue().encode()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows]), buffer)
+    return buffer.getvalue()
+
+
+def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from jobs.analyses.curves import plot_training_curves
+
+    engine = require_registry(home)
+    sync(engine)
+    written = []
+    with Session(engine) as session:
+        for run in submission.resolve_targets(session, arguments.targets):
+            if run.run_dir is None:
+                continue  # never submitted: no folder, no curves
+            series = metric_series(session, run.id)
+            title = f"run {run.id} ({run.state}) " + " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
+            written.append(str(plot_training_curves(series, title, RunPaths(Path(run.run_dir)).curves_png)))
+    output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def read_sweep(file: Path) -> SweepPlan:
+    from jobs.catalog import known_names
+
+    return load_sweep(file, known_names())
+
+
+def require_registry(home: OrchHome) -> Engine:
+    engine = open_registry_if_exists(home)
+    if engine is None:
+        raise UserError(f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry created by orch submit")
+    return engine
+
+
+def _known_states(home: OrchHome, run_ids: list[str]) -> dict[str, str]:
+    engine = open_registry_if_exists(home)
+    if engine is None:
+        return {}
+    with Session(engine) as session:
+        return {run.id: run.state for run in session.query(Run).filter(Run.id.in_(run_ids))}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

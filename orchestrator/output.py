@@ -1,0 +1,54 @@
+"""Printing what a command reports: a rich table for people, or JSON (``--json``) for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_json(payload: Any) -> None:
+    json.dump(payload, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+PIPE_WIDTH = 200  # columns when stdout is not a terminal (logs, CI): wide tables stay one line per row
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The dotted keys swept in any of ``rows`` (each with a ``swept`` mapping), in first-seen order."""
+    return list(dict.fromkeys(key for row in rows for key in row["swept"]))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    rendered = Table(title=title, title_justify="left", show_lines=False)
+    for column in columns:
+        rendered.add_column(column, overflow="fold")
+    for row in rows:
+        rendered.add_row(*(format_cell(cell) for cell in row))
+    return rendered
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return " ".join(f"{key}={format_cell(item)}" for key, item in value.items())
+    return str(value)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

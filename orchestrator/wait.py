@@ -1,0 +1,58 @@
+"""``--wait``: sync until the given runs are no longer pending or running, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from orchestrator.registry.models import Run, RunState
+from orchestrator.sync import sync
+
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Progression:
+    states: dict[str, str]  # run id -> state
+    steps_done: int
+    steps_total: int
+
+    @property
+    def finished(self) -> bool:
+        return not any(state in RunState.ACTIVE for state in self.states.values())
+
+    def summary(self) -> str:
+        counts = Counter(self.states.values())
+        return " ".join(f"{state.lower()} {counts[state]}" for state in RunState.ALL if state in counts)
+
+
+def progression(engine: Engine, run_ids: Sequence[str]) -> Progression:
+    sync(engine)
+    with Session(engine) as session:
+        runs = session.scalars(select(Run).where(Run.id.in_(run_ids))).all()
+        done = sum(run.total_steps if run.state == RunState.COMPLETED else run.current_step for run in runs)
+        return Progression({run.id: run.state for run in runs}, done, sum(run.total_steps for run in runs))
+
+
+def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -> Progression:
+    """Block until none of ``run_ids`` is active; returns their final states."""
+    current = progression(engine, run_ids)
+    if not show_progress:
+        while not current.finished:
+            time.sleep(POLL_SECONDS)
+            current = progression(engine, run_ids)
+        return current
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(current.summary(), total=current.steps_total, completed=current.steps_done)
+        while not current.finished:
+            time.sleep(POLL_SECONDS)
+            current = progression(engine, run_ids)
+            bar.update(task, description=current.summary(), completed=current.steps_done)
+    return current
