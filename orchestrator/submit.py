@@ -86,6 +86,7 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: str)
             else:
                 to_submit.append(run)
         report.submitted = [attempt.run_id for attempt in submit_runs(session, home, to_submit, executor)]
+    sync(engine)  # what finished already (the debug executor runs jobs inside submit)
     return report
 
 
@@ -170,6 +171,7 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: str
         resumable = [run for run in runs if run.state in RunState.RESUMABLE]
         report.skipped = {run.id: run.state for run in runs if run.state not in RunState.RESUMABLE}
         report.submitted = [attempt.run_id for attempt in submit_runs(session, home, resumable, executor)]
+    sync(engine)
     return report
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import submitit
 
 from jobs.entry import run_attempt
@@ -23,7 +21,7 @@ class DebugBackend:
                 job.result()  # runs now, in this process
             except Exception:  # noqa: BLE001 - the failure is in the attempt's journal
                 pass
-            handles.append(JobHandle(f"debug-{os.getpid()}", index, "", ""))
+            handles.append(JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)))
         return handles
 
     def liveness(self, job: JobRef) -> Liveness:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 from orchestrator.home import MIGRATIONS_DIR, OrchHome
 
@@ -33,9 +34,9 @@ def registry_exists(home: OrchHome) -> bool:
 
 def open_registry(home: OrchHome) -> Engine:
     """An engine on the registry at the newest schema; creates the SQLite file (0600) if missing."""
-    url = registry_url(home)
-    if url.startswith("sqlite"):
-        _create_private_file(home)
+    url = make_url(registry_url(home))
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        _create_private_file(Path(url.database))
     engine = _engine(url)
     _upgrade_to_head(engine)
     return engine
@@ -46,18 +47,18 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
     return open_registry(home) if registry_exists(home) else None
 
 
-def _create_private_file(home: OrchHome) -> None:
-    home.root.mkdir(parents=True, exist_ok=True)
+def _create_private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        descriptor = os.open(home.registry_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
     os.close(descriptor)
-    os.chmod(home.registry_file, 0o600)  # whatever the umask
+    os.chmod(path, 0o600)  # whatever the umask
 
 
-def _engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
+def _engine(url: URL) -> Engine:
+    if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
 

@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated orchestrator home and an in-process ``orch`` runner."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+
+SWEEPS_DIR = Path(__file__).parent / "sweeps"
+
+
+@dataclass(frozen=True)
+class OrchResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass(frozen=True)
+class Orch:
+    """Runs ``orch --home <home> ...`` in this process and captures what it prints."""
+
+    home: Path
+
+    def __call__(self, *arguments: str | Path) -> OrchResult:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            exit_code = main(["--home", str(self.home), *map(str, arguments)])
+        return OrchResult(exit_code, stdout.getvalue(), stderr.getvalue())
+
+    def ok(self, *arguments: str | Path) -> OrchResult:
+        result = self(*arguments)
+        assert result.exit_code == 0, f"orch {' '.join(map(str, arguments))} exited {result.exit_code}: {result.stderr}"
+        return result
+
+    @property
+    def registry(self) -> Path:
+        return self.home / "registry.sqlite"
+
+
+@pytest.fixture
+def orch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Orch:
+    monkeypatch.delenv("ORCH_DB_URL", raising=False)
+    monkeypatch.delenv("ORCH_HOME", raising=False)
+    return Orch(tmp_path / "home")
+
+
+def write_sweep(directory: Path, name: str, text: str) -> Path:
+    """A sweep file in ``directory`` (includes resolve against configs/)."""
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
