@@ -84,9 +84,13 @@ def newest_valid_checkpoint(paths: RunPaths) -> Optional[Path]:
     if not paths.checkpoints_dir.is_dir():
         return None
     for manifest_file in sorted(paths.checkpoints_dir.glob("step_*.json"), reverse=True):
-        manifest = json.loads(manifest_file.read_text())
-        data_file = paths.checkpoint_file(manifest["step"])
-        if data_file.is_file() and data_file.stat().st_size == manifest["bytes"] and sha256_file(data_file) == manifest["sha256"]:
+        try:
+            manifest = json.loads(manifest_file.read_text())
+            data_file = paths.checkpoint_file(int(manifest["step"]))
+            expected_bytes, expected_sha256 = manifest["bytes"], manifest["sha256"]
+        except (ValueError, KeyError, TypeError):
+            continue  # not one of our manifests
+        if data_file.is_file() and data_file.stat().st_size == expected_bytes and sha256_file(data_file) == expected_sha256:
             return data_file
     return None
 

@@ -189,43 +189,6 @@ def time_limit_minutes(slurm_time: str) -> float:
     return days * 24 * 60 + hours * 60 + minutes + seconds / 60
 
 
-@dataclass(frozen=True)
-class FieldInfo:
-    dotted_key: str
-    check: Optional[Check]
-    fingerprint: bool
-
-
-def iter_fields(schema: type, prefix: str = "") -> Iterator[FieldInfo]:
-    """Every leaf field of a spec dataclass, depth first, with its dotted key."""
-    for spec_field in dataclasses.fields(schema):
-        key = f"{prefix}{spec_field.name}"
-        fingerprint = spec_field.metadata.get("fingerprint", True)
-        field_type = _field_type(schema, spec_field.name)
-        if dataclasses.is_dataclass(field_type):
-            yield FieldInfo(key, None, fingerprint)
-            yield from (
-                FieldInfo(info.dotted_key, info.check, info.fingerprint and fingerprint)
-                for info in iter_fields(field_type, key + ".")
-            )
-        else:
-            yield FieldInfo(key, spec_field.metadata.get("check"), fingerprint)
-
-
-def _field_type(schema: type, name: str) -> Any:
-    import typing
-
-    return typing.get_type_hints(schema)[name]
-
-
-def field_names(schema: type, dotted_key: str) -> list[str]:
-    """Names accepted below ``dotted_key`` (the key of a nested spec, '' for the top)."""
-    node: Any = schema
-    for part in [p for p in dotted_key.split(".") if p]:
-        node = _field_type(node, part)
-    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-
-
 def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
     """(dotted key, value found, what is accepted) for each value that fails its check."""
     for spec_field in dataclasses.fields(spec):

@@ -12,9 +12,10 @@ from jobs.entry import run_attempt
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Liveness
-from orchestrator.executors.processes import process_alive, this_host
+from orchestrator.executors.processes import process_alive, process_tree, this_host
 
 SUBMITIT_MARK = "submitit"
+CONTROLLER_MODULE = "submitit.local._local"
 
 
 class LocalBackend:
@@ -41,6 +42,13 @@ class LocalBackend:
         return Liveness.ALIVE if alive else Liveness.DEAD
 
     def cancel(self, job: JobRef) -> None:
-        for pid in (job.pid, int(job.job_id) if job.job_id else None):
-            if process_alive(pid, SUBMITIT_MARK):
-                os.kill(pid, signal.SIGTERM)  # the controller forwards SIGTERM to its tasks
+        """Interrupt submitit's controller, which interrupts (then kills) its task, as ``LocalJob.cancel`` does.
+
+        The job id is the pid of the shell that runs the setup lines and then the controller; the
+        task ignores SIGTERM (submitit bypasses it), so SIGINT is what ends it.
+        """
+        if not job.job_id or not this_host(job.hostname):
+            return
+        for pid in process_tree(int(job.job_id)):
+            if process_alive(pid, CONTROLLER_MODULE):
+                os.kill(pid, signal.SIGINT)

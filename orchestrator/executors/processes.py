@@ -24,3 +24,20 @@ def process_alive(pid: Optional[int], command_fragment: str) -> bool:
 
 def this_host(hostname: Optional[str]) -> bool:
     return hostname is None or hostname in (socket.gethostname(), os.uname().nodename)
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """``root_pid`` and all its descendants on this host, parents first."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    tree, frontier = [], [root_pid]
+    while frontier:
+        pid = frontier.pop(0)
+        tree.append(pid)
+        frontier.extend(sorted(children.get(pid, [])))
+    return tree

@@ -1,0 +1,105 @@
+"""SIGKILL a running local job mid-training, resume it, and get bit-identical results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from jobs.journal import CheckpointWritten, Started, read_events
+from jobs.paths import AttemptPaths
+from tests.conftest import Orch, write_sweep
+
+pytestmark = pytest.mark.subprocess
+
+STEPS = 2000
+SWEEP = f"""
+name: crash
+include: [problems/digits_mlp.yaml]
+base:
+  training:
+    steps: {STEPS}
+    checkpoint_every: 250
+    eval_every: 50
+    heartbeat_seconds: 0.2
+"""
+WAIT_SECONDS = 120
+
+
+def wait_for_first_checkpoint(run_dir: Path) -> int:
+    """The pid of the running job, once it has published a checkpoint."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        for attempt_dir in (run_dir / "attempts").glob("*"):
+            events = [event.payload for event in read_events(AttemptPaths(attempt_dir))]
+            started = [payload for payload in events if isinstance(payload, Started)]
+            if started and any(isinstance(payload, CheckpointWritten) for payload in events):
+                return started[0].pid
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint in {run_dir} after {WAIT_SECONDS} s")
+
+
+def wait_until_gone(pid: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, f"process {pid} survived SIGKILL"
+        time.sleep(0.05)
+
+
+def wait_for_counts(orch: Orch, expected: dict[str, int]) -> dict[str, int]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    counts = orch.ok("status", "--json").json()[0]["counts"]
+    while counts != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counts = orch.ok("status", "--json").json()[0]["counts"]
+    return counts
+
+
+def metric_rows(registry: Path, run_id: str) -> list[tuple[str, int, float]]:
+    with sqlite3.connect(registry) as connection:
+        query = "SELECT name, step, value FROM metrics WHERE run_id = ? ORDER BY name, step"
+        return connection.execute(query, (run_id,)).fetchall()
+
+
+def test_killed_job_resumes_to_bit_identical_result(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "crash", SWEEP)
+    crashed, reference = Orch(tmp_path / "crashed"), Orch(tmp_path / "reference")
+
+    run_id = crashed.ok("submit", sweep, "--executor", "local", "--json").json()["submitted"][0]
+    run_dir = Path(crashed.ok("show", run_id, "--json").json()["run_dir"])
+    job_pid = wait_for_first_checkpoint(run_dir)
+    os.kill(job_pid, signal.SIGKILL)
+    wait_until_gone(job_pid)
+
+    assert wait_for_counts(crashed, {"LOST": 1}) == {"LOST": 1}  # once submitit's controller noticed too
+    resumed = crashed("resume", "crash", "--wait", "--json")
+    reference.ok("submit", sweep, "--executor", "debug")
+
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.json()["final_states"] == {run_id: "COMPLETED"}
+    attempts = crashed.ok("show", run_id, "--json").json()["attempts"]
+    assert [attempt["state"] for attempt in attempts] == ["LOST", "COMPLETED"]
+    assert 0 < attempts[1]["start_step"] < STEPS  # continued from a checkpoint, not from scratch
+
+    final_checkpoint = f"runs/{run_id}/checkpoints/step_{STEPS:09d}.safetensors"
+    crashed_tensors = load_file(crashed.home / "results" / final_checkpoint)
+    reference_tensors = load_file(reference.home / "results" / final_checkpoint)
+    assert crashed_tensors.keys() == reference_tensors.keys()
+    for name, tensor in reference_tensors.items():
+        assert crashed_tensors[name].dtype == tensor.dtype
+        assert crashed_tensors[name].view(-1).view(dtype=_bits(tensor)).equal(tensor.view(-1).view(dtype=_bits(tensor))), name
+
+    crashed_metrics, reference_metrics = metric_rows(crashed.registry, run_id), metric_rows(reference.registry, run_id)
+    assert len(reference_metrics) >= 2 * STEPS  # train loss and accuracy at every step
+    assert crashed_metrics == reference_metrics  # floats compared exactly
+
+
+def _bits(tensor):  # an integer dtype of the same width: compare bit patterns, NaN included
+    import torch
+
+    return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]

@@ -1,0 +1,89 @@
+"""The training job on its own: data order, checkpoints, resume, provenance (no orchestrator)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from jobs.checkpoint import newest_valid_checkpoint
+from jobs.journal import CheckpointWritten, JournalWriter, Started, read_events
+from jobs.paths import RunPaths
+from jobs.spec import ModelSpec, RunSpec, TrainingSpec
+from jobs.train import BatchOrder, train
+
+SMALL = RunSpec(
+    model=ModelSpec(hidden=[16]),
+    training=TrainingSpec(steps=45, batch_size=32, checkpoint_every=15, eval_every=15, heartbeat_seconds=0.1),
+)
+
+
+def train_in(run_dir: Path, spec: RunSpec = SMALL, attempt: str = "001-a") -> RunPaths:
+    paths = RunPaths(run_dir)
+    train(spec, paths, JournalWriter(paths.attempt(attempt)))
+    return paths
+
+
+def final_tensors(paths: RunPaths, spec: RunSpec = SMALL) -> dict[str, torch.Tensor]:
+    return load_file(paths.checkpoint_file(spec.training.steps))
+
+
+def assert_bit_identical(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name].dtype == second[name].dtype and first[name].shape == second[name].shape, name
+        assert first[name].numpy().tobytes() == second[name].numpy().tobytes(), name
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
+    order = BatchOrder(num_samples=100, batch_size=32, seed=3, drop_last=True)
+    sequential = [order.indices(step) for step in range(10)]
+    fresh = BatchOrder(num_samples=100, batch_size=32, seed=3, drop_last=True)
+
+    assert order.steps_per_epoch == 3
+    assert torch.equal(fresh.indices(7), sequential[7])  # jumping in mid-way gives the same batch
+    epoch = torch.cat(sequential[:3])
+    assert len(set(epoch.tolist())) == 96  # without replacement inside an epoch
+    assert not torch.equal(sequential[0], sequential[3])  # a new permutation each epoch
+    assert not torch.equal(BatchOrder(100, 32, seed=4, drop_last=True).indices(0), sequential[0])
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    assert_bit_identical(final_tensors(train_in(tmp_path / "a")), final_tensors(train_in(tmp_path / "b")))
+
+
+def test_resume_from_a_middle_checkpoint_is_bit_identical(tmp_path: Path) -> None:
+    uninterrupted = train_in(tmp_path / "whole")
+    interrupted = train_in(tmp_path / "resumed")
+    for step in (30, 45):  # as if the first attempt had died after its checkpoint at step 15
+        interrupted.checkpoint_file(step).unlink()
+        interrupted.checkpoint_manifest(step).unlink()
+
+    train_in(interrupted.run_dir, attempt="002-b")
+
+    started = [event.payload for event in read_events(interrupted.attempt("002-b")) if isinstance(event.payload, Started)]
+    assert started[0].start_step == 15
+    assert_bit_identical(final_tensors(uninterrupted), final_tensors(interrupted))
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped(tmp_path: Path) -> None:
+    paths = train_in(tmp_path / "run")
+    newest = paths.checkpoint_file(45)
+    newest.write_bytes(newest.read_bytes()[:-10] + b"0123456789")  # same size, other bytes
+    paths.checkpoint_manifest(30).write_text("{not json")
+
+    assert newest_valid_checkpoint(paths) == paths.checkpoint_file(15)
+
+
+def test_journal_records_checkpoints_and_provenance(tmp_path: Path) -> None:
+    paths = train_in(tmp_path / "run")
+    payloads = [event.payload for event in read_events(paths.attempt("001-a"))]
+
+    assert [p.step for p in payloads if isinstance(p, CheckpointWritten)] == [15, 30, 45]
+    provenance = payloads[0].provenance
+    assert provenance.torch == torch.__version__
+    assert len(provenance.git_commit or "") == 40  # tests run from a git checkout
+    assert provenance.device.startswith("cpu")
+    assert dataclasses.asdict(provenance).keys() >= {"python", "torchvision", "submitit", "hostname", "git_diff_sha256"}
