@@ -23,7 +23,7 @@ class LocalBackend:
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
         executor = submitit.LocalExecutor(folder=array.folder)
-        slots_dir = array.folder / "slots"
+        slots_dir = array.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
         executor.update_parameters(
             timeout_min=time_limit_minutes(array.resources.time),
             setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(array.max_parallel)}"],
