@@ -8,7 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from submitit.helpers import Checkpointable
+
 from jobs.slots import local_slot
+
+TIMEOUT_STATE = "TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,9 @@ class AttemptRequest:
 def run_attempt(request: AttemptRequest) -> int:
     """Train the run to completion (resuming from its newest valid checkpoint); returns the final step."""
     with local_slot():
+        from submitit.core.utils import UncompletedJobError
+
+        from jobs.interrupt import StopRequest
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
@@ -30,10 +37,27 @@ def run_attempt(request: AttemptRequest) -> int:
 
         paths = RunPaths(Path(request.run_dir))
         journal = JournalWriter(paths.attempt(request.attempt_key))
+        stop = StopRequest.install()
         try:
-            trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal)
+            trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
+        except SystemExit:
+            if stop.requested:
+                raise  # requeued: the journal says so, and the requeued job continues it
+            journal.failed(RuntimeError("the job exited before finishing"))
+            raise
+        except UncompletedJobError as error:  # submitit: time limit reached with no requeue left
+            journal.failed(error, TIMEOUT_STATE)
+            raise
         except BaseException as error:
             journal.failed(error)
             raise
         journal.append(Finished(final_step=trainee.step))
         return trainee.step
+
+
+class AttemptJob(Checkpointable):
+    """``run_attempt`` as a submitit Checkpointable: on the warning signal the job is requeued with
+    the same request; the resumed job finds its place from the checkpoints in the run folder."""
+
+    def __call__(self, request: AttemptRequest) -> int:
+        return run_attempt(request)

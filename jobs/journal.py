@@ -82,10 +82,19 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Requeued:
+    """The job stopped at ``step`` on the scheduler's warning signal and asked to be requeued."""
+
+    step: int
+    signal: str
+
+
+@dataclass(frozen=True)
 class Failed:
     error_type: str
     message: str
     traceback: str
+    state: str = "FAILED"  # or TIMEOUT: out of requeues at the time limit
 
 
 @dataclass(frozen=True)
@@ -96,12 +105,13 @@ class Heartbeat:
     steps_per_second: float
 
 
-Payload = Union[Started, Metrics, CheckpointWritten, ShardWritten, Finished, Failed]
+Payload = Union[Started, Metrics, CheckpointWritten, ShardWritten, Requeued, Finished, Failed]
 EVENT_KINDS: dict[str, type] = {
     "started": Started,
     "metrics": Metrics,
     "checkpoint": CheckpointWritten,
     "shard": ShardWritten,
+    "requeued": Requeued,
     "finished": Finished,
     "failed": Failed,
 }
@@ -138,9 +148,9 @@ class JournalWriter:
     def heartbeat(self, beat: Heartbeat) -> None:
         publish_json(self.paths.heartbeat_file, dataclasses.asdict(beat))
 
-    def failed(self, error: BaseException) -> JournalEvent:
+    def failed(self, error: BaseException, state: str = "FAILED") -> JournalEvent:
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        return self.append(Failed(type(error).__name__, str(error), text[-8000:]))
+        return self.append(Failed(type(error).__name__, str(error), text[-8000:], state))
 
 
 def read_events(paths: AttemptPaths, after_seq: int = 0) -> list[JournalEvent]:

@@ -144,9 +144,12 @@ class ProbeSpec:
 
 @dataclass
 class ResourcesSpec:
-    partition: str = "test"
-    time: str = checked("00:15:00", pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)
+    """What one job asks the scheduler for; checked against the cluster profile at plan time."""
+
+    partition: Optional[str] = None  # None: the shortest partition of the profile that fits ``time``
+    time: Optional[str] = checked(None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)  # None: profile default
     gpus: int = checked(0, ge=0)
+    gpu_type: Optional[str] = None  # a gres type of the profile's nodes (1080ti); None: any
     cpus: int = checked(1, ge=1)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
 
@@ -167,6 +170,21 @@ class RunSpec:
     resources: ResourcesSpec = unfingerprinted(ResourcesSpec)
     container: ContainerSpec = field(default_factory=ContainerSpec)
     cluster: str = unfingerprinted("local")
+
+
+def memory_megabytes(slurm_mem: str) -> float:
+    """Megabytes of a Slurm memory size (a bare number is megabytes, as for ``--mem``)."""
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem.strip()).groups()  # type: ignore[union-attr]
+    return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+
+
+def slurm_time(minutes: float) -> str:
+    """``D-HH:MM:SS`` for a number of minutes (rounded up to whole seconds)."""
+    import math
+
+    days, rest = divmod(math.ceil(minutes * 60), 24 * 3600)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}-{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def time_limit_minutes(slurm_time: str) -> float:

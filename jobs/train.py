@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -21,7 +22,8 @@ from torch import nn
 
 from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
 from jobs.data import DATASETS, InMemoryData
-from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Started
+from jobs.interrupt import StopRequest
+from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
 from jobs.models import MODELS
 from jobs.optim import OPTIMIZERS, learning_rate
 from jobs.paths import RunPaths
@@ -177,8 +179,12 @@ class Loop:
     reporter: Reporter
 
 
-def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter) -> Trainee:
-    """Train ``spec`` to ``training.steps``, continuing from the newest valid checkpoint."""
+def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional[StopRequest] = None) -> Trainee:
+    """Train ``spec`` to ``training.steps``, continuing from the newest valid checkpoint.
+
+    When ``stop`` is requested (the scheduler's warning signal), publish a checkpoint at the next
+    step boundary, journal the requeue and hand the signal to submitit, which requeues the job.
+    """
     configure_determinism(spec.resources.cpus)
     trainee = build_trainee(spec, paths)
     training = spec.training
@@ -191,8 +197,21 @@ def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter) -> Trainee:
     while trainee.step < training.steps:
         run_one_step(loop)
         loop.reporter.tick(trainee.step)
+        if stop is not None and stop.requested and trainee.step < training.steps:
+            stop_for_requeue(loop, stop)
     loop.reporter.tick(trainee.step, force=True)
     return trainee
+
+
+def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
+    trainee, reporter = loop.trainee, loop.reporter
+    reporter.flush()
+    if trainee.step % loop.spec.training.checkpoint_every != 0:  # not just published by run_one_step
+        reporter.journal.append(save_checkpoint(loop.paths, snapshot(trainee)))
+    reporter.tick(trainee.step, force=True)
+    assert stop.signum is not None
+    reporter.journal.append(Requeued(trainee.step, signal.Signals(stop.signum).name))
+    stop.hand_over()
 
 
 def run_one_step(loop: Loop) -> None:

@@ -1,8 +1,8 @@
-"""Cluster profiles (``configs/cluster/<name>.yaml``): where results and data live, how to run."""
+"""Cluster profiles (``configs/cluster/<name>.yaml``): what a cluster offers and how runs get there."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -16,14 +16,48 @@ PROFILES_DIR = CONFIGS_DIR / "cluster"
 
 
 @dataclass
+class PartitionLimit:
+    name: str
+    max_time: str  # Slurm time, e.g. 1-00:00:00
+
+
+@dataclass
+class NodeShape:
+    """What one node offers; None leaves that resource unchecked (a workstation of unknown shape)."""
+
+    gpus: Optional[int] = None
+    gpu_type: Optional[str] = None  # the gres type, e.g. 1080ti
+    cpus: Optional[int] = None
+    mem: Optional[str] = None  # Slurm memory size, e.g. 60G
+
+
+@dataclass
+class ContainerRuntime:
+    runtime: Optional[str] = None  # singularity | apptainer; None: jobs run on the host's Python
+    image: Optional[str] = None  # default image for runs whose container.image is unset
+    binds: list[str] = field(default_factory=list)  # src[:dst[:opts]] bound into every job
+    python: str = "python3"  # the interpreter inside the image
+
+
+@dataclass
 class ClusterProfile:
     name: str = "local"
+    executor: str = "local"  # the default --executor for runs on this cluster: local | slurm
     results_root: Optional[str] = None  # None: <home>/results
     data_root: Optional[str] = None  # default data.root of runs on this cluster
     max_parallel: int = 2  # array parallelism cap (Slurm's %N; a slot count on the local executor)
+    partitions: list[PartitionLimit] = field(default_factory=list)  # shortest first; empty: no partitions
+    default_time: str = "00:15:00"  # --time of runs that do not set resources.time
+    time_margin: float = 1.25  # an estimate times this must fit the partition's limit
+    node: NodeShape = field(default_factory=NodeShape)
+    container: ContainerRuntime = field(default_factory=ContainerRuntime)
+    signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
 
     def results_path(self, home: OrchHome) -> Path:
         return Path(self.results_root).expanduser().absolute() if self.results_root else home.default_results_root
+
+    def partition(self, name: str) -> Optional[PartitionLimit]:
+        return next((partition for partition in self.partitions if partition.name == name), None)
 
 
 def profile_names() -> list[str]:
@@ -37,5 +71,6 @@ def load_profile(name: str) -> ClusterProfile:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ClusterProfile), OmegaConf.load(path))
     except OmegaConfBaseException as error:
-        raise SpecError(str(path), str(getattr(error, "full_key", "") or "(file)"), "invalid profile", str(error).splitlines()[0], "see orchestrator/profiles.py") from None
+        key = str(getattr(error, "full_key", "") or "(file)")
+        raise SpecError(str(path), key, "invalid profile", str(error).splitlines()[0], "the fields of ClusterProfile in orchestrator/profiles.py") from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

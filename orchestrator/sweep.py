@@ -19,7 +19,7 @@ import dataclasses
 import itertools
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,7 +30,8 @@ from jobs.spec import RunSpec, violations
 from orchestrator.errors import SpecError
 from orchestrator.fingerprint import run_id
 from orchestrator.home import CONFIGS_DIR
-from orchestrator.profiles import profile_names
+from orchestrator.profiles import load_profile, profile_names
+from orchestrator.resources import ResourceProblem, resolve_resources
 
 TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "zip", "seeds")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -313,6 +314,11 @@ def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: 
     if spec.cluster not in profile_names():
         origin_file, origin_key = origins.of("cluster")
         raise SpecError(origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names()))
+    try:
+        spec = replace(spec, resources=resolve_resources(spec.resources, load_profile(spec.cluster)))
+    except ResourceProblem as problem:
+        origin_file, origin_key = origins.of(f"resources.{problem.key}")
+        raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
     return PlannedRun(run_id(spec), spec, swept)
 
 

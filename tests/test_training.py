@@ -87,3 +87,33 @@ def test_journal_records_checkpoints_and_provenance(tmp_path: Path) -> None:
     assert len(provenance.git_commit or "") == 40  # tests run from a git checkout
     assert provenance.device.startswith("cpu")
     assert dataclasses.asdict(provenance).keys() >= {"python", "torchvision", "submitit", "hostname", "git_diff_sha256"}
+
+
+def test_stop_request_checkpoints_between_steps_and_resumes_bit_identical(tmp_path: Path) -> None:
+    import signal
+
+    from jobs.interrupt import StopRequest
+    from jobs.journal import Requeued
+
+    handed_over = []
+
+    def submitit_handler(signum: int, frame: object) -> None:  # stands where submitit's requeue handler is
+        handed_over.append(signum)
+        raise SystemExit(-1)
+
+    stop = StopRequest()
+    stop.signum, stop.requested, stop._previous = int(signal.SIGUSR2), True, submitit_handler
+    interrupted = RunPaths(tmp_path / "interrupted")
+    try:
+        train(SMALL, interrupted, JournalWriter(interrupted.attempt("001-a")), stop)
+    except SystemExit:
+        pass
+    else:
+        raise AssertionError("the stop request did not stop training")
+
+    payloads = [event.payload for event in read_events(interrupted.attempt("001-a"))]
+    assert handed_over == [signal.SIGUSR2]
+    assert isinstance(payloads[-1], Requeued) and payloads[-1].step == 1
+    assert [p.step for p in payloads if isinstance(p, CheckpointWritten)] == [1]  # off the checkpoint cadence
+    train_in(interrupted.run_dir, attempt="001-a")  # the requeued job continues the same attempt
+    assert_bit_identical(final_tensors(train_in(tmp_path / "whole")), final_tensors(interrupted))

@@ -1,0 +1,48 @@
+"""The scheduler's warning signal (USR2 before the time limit, or on preemption), handled at a step boundary.
+
+submitit installs a USR2 handler that checkpoints the job's callable and requeues it. Run in the
+middle of a training step, that would capture a half-updated model. :class:`StopRequest` takes the
+signal over: it only notes it; the training loop publishes a checkpoint at the next step boundary
+and then hands the signal to submitit's handler, which requeues the job and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Any, Callable, Optional, Union
+
+SIGNAL_VARIABLE = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's name for the signal, USR2 by default
+EXECUTOR_VARIABLE = "SUBMITIT_EXECUTOR"  # set by submitit in slurm and local jobs
+HANDLED_EXECUTORS = ("slurm", "local")
+
+Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.requested = False
+        self._previous: Handler = None
+
+    @classmethod
+    def install(cls) -> "StopRequest":
+        """Take over the warning signal inside submitit's slurm/local jobs; elsewhere a request never comes."""
+        request = cls()
+        if os.environ.get(EXECUTOR_VARIABLE) in HANDLED_EXECUTORS:
+            request.signum = int(getattr(signal, "SIG" + os.environ.get(SIGNAL_VARIABLE, "USR2")))
+            request._previous = signal.signal(request.signum, request._note)
+        return request
+
+    def _note(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.requested = True
+
+    def hand_over(self) -> None:
+        """Let submitit's handler act now (checkpoint the callable, requeue, exit)."""
+        assert self.signum is not None
+        previous = self._previous
+        if callable(previous):
+            previous(self.signum, None)
+        else:
+            raise SystemExit(f"stopped by signal {signal.Signals(self.signum).name}")

@@ -1,0 +1,66 @@
+"""A run's resources resolved against its cluster profile at plan time.
+
+Impossible requests (unknown partition or GPU type, more than a node has, a time above the
+partition's limit) are errors naming the allowed values. What the spec leaves open is filled in:
+``time`` from the profile's default, ``partition`` as the shortest partition that fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Optional
+
+from jobs.spec import ResourcesSpec, memory_megabytes, time_limit_minutes
+from orchestrator.profiles import ClusterProfile
+
+
+class ResourceProblem(Exception):
+    def __init__(self, key: str, found: Any, accepted: str) -> None:
+        super().__init__(f"resources.{key}: {found!r}; accepted: {accepted}")
+        self.key = key  # under resources., e.g. "gpus"
+        self.found = found
+        self.accepted = accepted
+
+
+def resolve_resources(resources: ResourcesSpec, profile: ClusterProfile) -> ResourcesSpec:
+    _check_node(resources, profile)
+    time = resources.time or profile.default_time
+    partition = resources.partition or _shortest_fitting_partition(time, profile)
+    _check_partition(partition, time, resources, profile)
+    return replace(resources, time=time, partition=partition)
+
+
+def _check_node(resources: ResourcesSpec, profile: ClusterProfile) -> None:
+    node = profile.node
+    if node.gpus is not None and resources.gpus > node.gpus:
+        raise ResourceProblem("gpus", resources.gpus, f"0..{node.gpus} (GPUs per node of cluster {profile.name})")
+    if resources.gpu_type is not None and node.gpu_type is not None and resources.gpu_type != node.gpu_type:
+        raise ResourceProblem("gpu_type", resources.gpu_type, f"{node.gpu_type} or null (the GPU type of cluster {profile.name})")
+    if node.cpus is not None and resources.cpus > node.cpus:
+        raise ResourceProblem("cpus", resources.cpus, f"1..{node.cpus} (CPUs per node of cluster {profile.name})")
+    if node.mem is not None and memory_megabytes(resources.mem) > memory_megabytes(node.mem):
+        raise ResourceProblem("mem", resources.mem, f"at most {node.mem} (memory per node of cluster {profile.name})")
+
+
+def _shortest_fitting_partition(time: str, profile: ClusterProfile) -> Optional[str]:
+    if not profile.partitions:
+        return None
+    fitting = [p for p in profile.partitions if time_limit_minutes(time) <= time_limit_minutes(p.max_time)]
+    if not fitting:
+        raise ResourceProblem("time", time, f"at most {_longest(profile)} (the longest partition of cluster {profile.name})")
+    return min(fitting, key=lambda p: time_limit_minutes(p.max_time)).name
+
+
+def _check_partition(partition: Optional[str], time: str, resources: ResourcesSpec, profile: ClusterProfile) -> None:
+    if not profile.partitions or partition is None:
+        return  # a cluster without partitions (the local executor) takes any name
+    limit = profile.partition(partition)
+    if limit is None:
+        names = ", ".join(p.name for p in profile.partitions)
+        raise ResourceProblem("partition", partition, f"{names} or null (the shortest that fits) on cluster {profile.name}")
+    if time_limit_minutes(time) > time_limit_minutes(limit.max_time):
+        raise ResourceProblem("time", resources.time, f"at most {limit.max_time} on partition {partition} (or a longer partition)")
+
+
+def _longest(profile: ClusterProfile) -> str:
+    return max(profile.partitions, key=lambda p: time_limit_minutes(p.max_time)).max_time
