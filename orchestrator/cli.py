@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="local (default) or debug (in-process, pdb works)")
+    parser.add_argument(
+        "--executor", choices=EXECUTOR_NAMES, default=None,
+        help="slurm, local or debug (in-process, pdb works); default: the cluster profile's executor",
+    )  # fmt: skip
     parser.add_argument("--wait", action="store_true", help="block with a progress bar until the submitted runs end")
 
 

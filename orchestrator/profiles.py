@@ -52,6 +52,7 @@ class ClusterProfile:
     node: NodeShape = field(default_factory=NodeShape)
     container: ContainerRuntime = field(default_factory=ContainerRuntime)
     signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
+    lost_after_s: float = 600.0  # a job the scheduler does not know, silent this long, is LOST
 
     def results_path(self, home: OrchHome) -> Path:
         return Path(self.results_root).expanduser().absolute() if self.results_root else home.default_results_root

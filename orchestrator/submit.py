@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from itertools import groupby
-from typing import Sequence
+from typing import Optional, Sequence
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -18,13 +18,14 @@ from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
 from jobs.spec import RunSpec, spec_from_yaml, spec_to_yaml
 from orchestrator.errors import UserError
-from orchestrator.executors import ArraySubmission, JobRef, get_backend
+from orchestrator.containers import launcher_argv
+from orchestrator.executors import ArraySubmission, get_backend
 from orchestrator.fingerprint import canonical_json
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
 from orchestrator.sweep import SweepPlan
-from orchestrator.sync import refresh_run_state, sync
+from orchestrator.sync import job_ref, refresh_run_state, sync
 
 
 @dataclass
@@ -35,7 +36,8 @@ class SubmissionReport:
 
 @dataclass(frozen=True)
 class PreparedAttempt:
-    attempt: Attempt
+    attempt_id: int
+    executor: str
     request: AttemptRequest
     spec: RunSpec
     profile: ClusterProfile
@@ -73,50 +75,62 @@ def record_sweep(session: Session, plan: SweepPlan) -> list[Run]:
     return runs
 
 
-def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: str) -> SubmissionReport:
+def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> SubmissionReport:
     """Record the sweep and submit its runs that are neither completed nor active."""
     sync(engine)
     report = SubmissionReport()
     with Session(engine) as session, session.begin():
         runs = record_sweep(session, plan)
-        to_submit = []
         for run in runs:
             if run.state == RunState.COMPLETED or run.state in RunState.ACTIVE:
                 report.skipped[run.id] = run.state
-            else:
-                to_submit.append(run)
-        report.submitted = [attempt.run_id for attempt in submit_runs(session, home, to_submit, executor)]
+        to_submit = [run.id for run in runs if run.id not in report.skipped]
+    report.submitted = submit_runs(engine, home, to_submit, executor)
     sync(engine)  # what finished already (the debug executor runs jobs inside submit)
     return report
 
 
-def submit_runs(session: Session, home: OrchHome, runs: Sequence[Run], executor: str) -> list[Attempt]:
-    """A new attempt for each run, submitted as one array per group of equal resources."""
-    if not runs:
-        return []
-    backend = get_backend(executor)
-    submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    prepared = [_prepare_attempt(session, home, run, executor, submission_id) for run in runs]
-    session.flush()
+def submit_runs(engine: Engine, home: OrchHome, run_ids: Sequence[str], executor: Optional[str]) -> list[str]:
+    """A new attempt for each run, submitted as one array per group of equal executor and resources.
 
+    The attempts are committed before the scheduler is called (intent first): if this process dies
+    in between, sync finds the jobs by their name or marks the attempts lost; never submits twice.
+    """
+    if not run_ids:
+        return []
+    submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        prepared = [_prepare_attempt(session, home, session.get_one(Run, run_id), executor, submission_id) for run_id in run_ids]
     for _, group_items in groupby(sorted(prepared, key=_array_key), key=_array_key):
         group = list(group_items)
-        folder = group[0].profile.results_path(home) / "submitit" / submission_id
-        array = ArraySubmission([item.request for item in group], group[0].spec.resources, folder, group[0].profile.max_parallel)
-        for item, handle in zip(group, backend.submit(array)):
-            item.attempt.job_id = handle.job_id
-            item.attempt.array_task = handle.array_task
-            item.attempt.stdout_path = handle.stdout_path or None
-            item.attempt.stderr_path = handle.stderr_path or None
-    return [item.attempt for item in prepared]
+        handles = get_backend(group[0].executor).submit(_array_of(group, home, submission_id))
+        with Session(engine) as session, session.begin():
+            for item, handle in zip(group, handles):
+                attempt = session.get_one(Attempt, item.attempt_id)
+                attempt.job_id, attempt.array_task = handle.job_id, handle.array_task
+                attempt.stdout_path, attempt.stderr_path = handle.stdout_path or None, handle.stderr_path or None
+    return [item.request.run_id for item in prepared]
+
+
+def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str) -> ArraySubmission:
+    first = group[0]
+    return ArraySubmission(
+        requests=[item.request for item in group],
+        resources=first.spec.resources,
+        folder=first.profile.results_path(home) / "submitit" / submission_id,
+        max_parallel=first.profile.max_parallel,
+        name=submission_id,
+        launcher=launcher_argv(first.spec, first.profile, home),
+        signal_delay_s=first.profile.signal_delay_s,
+    )
 
 
 def _array_key(item: PreparedAttempt) -> str:
-    """Runs share an array when they share a cluster profile and resources."""
-    return json.dumps([item.profile.name, dataclasses.asdict(item.spec.resources)], sort_keys=True)
+    """Runs share an array when they share an executor, a cluster profile, resources and an image."""
+    return json.dumps([item.executor, item.profile.name, dataclasses.asdict(item.spec.resources), item.spec.container.image], sort_keys=True)
 
 
-def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: str, submission_id: str) -> PreparedAttempt:
+def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: Optional[str], submission_id: str) -> PreparedAttempt:
     spec = spec_from_yaml(run.spec_yaml)
     profile = load_profile(spec.cluster)
     if spec.data.root is None and profile.data_root is not None:
@@ -129,17 +143,19 @@ def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: str, 
         run=run,
         number=number,
         key=key,
-        executor=executor,
+        executor=executor or profile.executor,
         submission_id=submission_id,
         state=RunState.PENDING,
         submitted_time=time.time(),
         journal_dir=str(paths.attempt(key).root),
         journal_seq=0,
+        requeues=0,
     )
     session.add(attempt)
+    session.flush()
     run.run_dir = str(paths.run_dir)
     run.state = RunState.PENDING
-    return PreparedAttempt(attempt, AttemptRequest(run.id, str(paths.run_dir), key), spec, profile)
+    return PreparedAttempt(attempt.id, attempt.executor, AttemptRequest(run.id, str(paths.run_dir), key), spec, profile)
 
 
 def resolve_targets(session: Session, targets: Sequence[str]) -> list[Run]:
@@ -162,15 +178,15 @@ def find_run(session: Session, id_prefix: str) -> Run:
     raise UserError(f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); accepted: a longer prefix")
 
 
-def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: str) -> SubmissionReport:
+def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
     """Re-submit the named runs whose last attempt failed, timed out, was cancelled or is lost."""
     sync(engine)
     report = SubmissionReport()
     with Session(engine) as session, session.begin():
         runs = resolve_targets(session, targets)
-        resumable = [run for run in runs if run.state in RunState.RESUMABLE]
+        resumable = [run.id for run in runs if run.state in RunState.RESUMABLE]
         report.skipped = {run.id: run.state for run in runs if run.state not in RunState.RESUMABLE}
-        report.submitted = [attempt.run_id for attempt in submit_runs(session, home, resumable, executor)]
+    report.submitted = submit_runs(engine, home, resumable, executor)
     sync(engine)
     return report
 
@@ -180,12 +196,12 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
     sync(engine)
     cancelled = []
     with Session(engine) as session, session.begin():
-        for run in resolve_targets(session, targets):
-            if run.state not in RunState.ACTIVE:
-                continue
-            attempt = run.attempts[-1]
-            get_backend(attempt.executor).cancel(JobRef(attempt.job_id, attempt.hostname, attempt.pid))
-            attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), "cancelled by orch cancel"
-            refresh_run_state(run)
-            cancelled.append(run.id)
+        attempts = [run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE]
+        for executor, group in groupby(sorted(attempts, key=lambda a: a.executor), key=lambda a: a.executor):
+            members = list(group)
+            get_backend(executor).cancel([job_ref(attempt) for attempt in members])
+            for attempt in members:
+                attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), "cancelled by orch cancel"
+                refresh_run_state(attempt.run)
+                cancelled.append(attempt.run_id)
     return cancelled

@@ -23,13 +23,16 @@ from jobs.journal import (
     Finished,
     JournalEvent,
     Metrics,
+    Requeued,
     ShardWritten,
     Started,
     read_events,
     read_heartbeat,
 )
 from jobs.paths import AttemptPaths
-from orchestrator.executors import JobRef, Liveness, get_backend
+from jobs.spec import spec_from_yaml
+from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
+from orchestrator.profiles import load_profile
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
 
 UPSERT_BATCH_ROWS = 1000
@@ -47,13 +50,18 @@ def sync(engine: Engine) -> SyncReport:
     with Session(engine) as session, session.begin():
         open_attempts = session.scalars(select(Attempt).where(Attempt.state.in_(RunState.ACTIVE))).all()
         for attempt in open_attempts:
-            sync_attempt(session, attempt, report)
+            read_journal(session, attempt, report)
+        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
+        for executor, attempts in _by_executor(still_open).items():
+            observations = get_backend(executor).observe([job_ref(attempt) for attempt in attempts])
+            for attempt, observation in zip(attempts, observations):
+                reconcile(session, attempt, observation, report)
         for run in {attempt.run for attempt in open_attempts}:
             refresh_run_state(run)
     return report
 
 
-def sync_attempt(session: Session, attempt: Attempt, report: SyncReport) -> None:
+def read_journal(session: Session, attempt: Attempt, report: SyncReport) -> None:
     report.attempts_checked += 1
     paths = AttemptPaths(Path(attempt.journal_dir))
     ingest_events(session, attempt, paths, report)
@@ -62,11 +70,47 @@ def sync_attempt(session: Session, attempt: Attempt, report: SyncReport) -> None
         attempt.heartbeat_time = beat.time
         attempt.steps_per_second = beat.steps_per_second
         attempt.run.current_step = beat.step
-    if attempt.state in RunState.ACTIVE and _is_dead(attempt):
-        ingest_events(session, attempt, paths, report)  # a final event may have landed meanwhile
-        if attempt.state in RunState.ACTIVE:
-            mark_lost(attempt)
+
+
+def reconcile(session: Session, attempt: Attempt, observation: Observation, report: SyncReport) -> None:
+    """Apply what the scheduler says of an attempt whose journal has no final event."""
+    if observation.job_id and not attempt.job_id:
+        attempt.job_id, attempt.array_task = observation.job_id, array_task_of(observation.job_id)
+    if observation.node and not attempt.hostname:
+        attempt.hostname = observation.node
+    if observation.phase is Phase.PENDING:
+        attempt.reason = observation.reason and f"pending: {observation.reason}"
+    elif observation.phase in (Phase.ENDED, Phase.GONE):
+        ingest_events(session, attempt, AttemptPaths(Path(attempt.journal_dir)), report)  # last words may have landed
+        if attempt.state not in RunState.ACTIVE:
+            return
+        if observation.phase is Phase.ENDED:
+            state = RunState.FAILED if observation.state == RunState.COMPLETED else observation.state
+            reason = observation.reason if observation.state != RunState.COMPLETED else "the job exited without a final journal event"
+            _end(attempt, state or RunState.LOST, time.time(), observation.exit_code, reason)
+        elif time.time() - _last_sign_of_life(attempt) > lost_after_seconds(attempt):
+            _end(attempt, RunState.LOST, time.time(), None, observation.reason)
+        if attempt.state == RunState.LOST:
             report.attempts_lost += 1
+
+
+def job_ref(attempt: Attempt) -> JobRef:
+    return JobRef(attempt.job_id, attempt.hostname, attempt.pid, attempt.submission_id, attempt.array_task)
+
+
+def lost_after_seconds(attempt: Attempt) -> float:
+    return load_profile(spec_from_yaml(attempt.run.spec_yaml).cluster).lost_after_s
+
+
+def _last_sign_of_life(attempt: Attempt) -> float:
+    return max(t for t in (attempt.heartbeat_time, attempt.started_time, attempt.submitted_time) if t is not None)
+
+
+def _by_executor(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+    groups: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        groups.setdefault(attempt.executor, []).append(attempt)
+    return groups
 
 
 def ingest_events(session: Session, attempt: Attempt, paths: AttemptPaths, report: SyncReport) -> None:
@@ -91,16 +135,21 @@ def apply_event(session: Session, attempt: Attempt, event: JournalEvent) -> None
     elif isinstance(payload, ShardWritten):
         row = {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **dataclasses.asdict(payload)}
         _upsert(session, Shard, [row], ("run_id", "probe", "step"))
+    elif isinstance(payload, Requeued):
+        attempt.state = RunState.PENDING  # the same job continues after the scheduler restarts it
+        attempt.requeues += 1
+        attempt.reason = f"requeued at step {payload.step} on {payload.signal}"
     elif isinstance(payload, Finished):
         _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
         attempt.run.current_step = payload.final_step
     elif isinstance(payload, Failed):
-        _end(attempt, RunState.FAILED, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
+        _end(attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
 
 
 def _apply_started(attempt: Attempt, event_time: float, started: Started) -> None:
     if attempt.state == RunState.PENDING:
         attempt.state = RunState.RUNNING
+        attempt.reason = None
     attempt.started_time = attempt.started_time or event_time
     attempt.hostname = started.hostname
     attempt.pid = started.pid
@@ -110,23 +159,13 @@ def _apply_started(attempt: Attempt, event_time: float, started: Started) -> Non
     attempt.run.current_step = max(attempt.run.current_step, started.start_step)
 
 
-def _end(attempt: Attempt, state: str, end_time: float, exit_code: int, reason: str | None) -> None:
+def _end(attempt: Attempt, state: str, end_time: float, exit_code: int | None, reason: str | None) -> None:
     if attempt.state not in RunState.ACTIVE:
         return  # already ended from this side (cancelled): the job's last words do not override it
     attempt.state = state
     attempt.ended_time = end_time
     attempt.exit_code = exit_code
     attempt.reason = reason
-
-
-def mark_lost(attempt: Attempt) -> None:
-    where = f"process {attempt.pid} on {attempt.hostname}" if attempt.pid else f"job {attempt.job_id}"
-    _end(attempt, RunState.LOST, time.time(), exit_code=None, reason=f"{where} ended without a final journal event")  # type: ignore[arg-type]
-
-
-def _is_dead(attempt: Attempt) -> bool:
-    backend = get_backend(attempt.executor)
-    return backend.liveness(JobRef(attempt.job_id, attempt.hostname, attempt.pid)) is Liveness.DEAD
 
 
 def refresh_run_state(run: Run) -> None:

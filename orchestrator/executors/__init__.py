@@ -32,21 +32,39 @@ class ArraySubmission:
     resources: ResourcesSpec
     folder: Path
     max_parallel: int
+    name: str = "orch"  # job name and comment: finds the array again if the submitter dies
+    launcher: Sequence[str] = ()  # argv that runs Python in the job (a container wrapper); () = this Python
+    max_requeues: int = 3  # submitit's max_num_timeout
+    signal_delay_s: int = 90
 
 
 @dataclass(frozen=True)
 class JobRef:
-    """What the registry knows of a submitted job, for liveness checks and cancellation."""
+    """What the registry knows of a submitted job, for observation and cancellation."""
 
     job_id: Optional[str]
     hostname: Optional[str]
     pid: Optional[int]
+    name: Optional[str] = None  # the array's job name (its submission)
+    array_task: Optional[int] = None
 
 
-class Liveness(enum.Enum):
-    ALIVE = "alive"
-    DEAD = "dead"
+class Phase(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    ENDED = "ended"  # the scheduler says it ended: ``state`` says how
+    GONE = "gone"  # the scheduler does not know the job (any more)
     UNKNOWN = "unknown"  # cannot tell from here (another host, scheduler unreachable)
+
+
+@dataclass(frozen=True)
+class Observation:
+    phase: Phase
+    state: Optional[str] = None  # the registry state of an ENDED job
+    exit_code: Optional[int] = None
+    reason: Optional[str] = None
+    node: Optional[str] = None
+    job_id: Optional[str] = None  # the scheduler's id, when it had to be found by name
 
 
 class Backend(Protocol):
@@ -54,12 +72,18 @@ class Backend(Protocol):
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]: ...
 
-    def liveness(self, job: JobRef) -> Liveness: ...
+    def observe(self, jobs: Sequence[JobRef]) -> list[Observation]: ...
 
-    def cancel(self, job: JobRef) -> None: ...
+    def cancel(self, jobs: Sequence[JobRef]) -> None: ...
 
 
-EXECUTOR_NAMES = ("local", "debug")
+EXECUTOR_NAMES = ("local", "debug", "slurm")
+
+
+def array_task_of(job_id: str) -> Optional[int]:
+    """The task index of a Slurm array job id (``123_4`` -> 4); None for a plain job id."""
+    _, separator, task = job_id.partition("_")
+    return int(task) if separator and task.isdigit() else None
 
 
 def get_backend(name: str) -> Backend:
@@ -71,4 +95,8 @@ def get_backend(name: str) -> Backend:
         from orchestrator.executors.debug import DebugBackend
 
         return DebugBackend()
+    if name == "slurm":
+        from orchestrator.executors.slurm import SlurmBackend
+
+        return SlurmBackend()
     raise KeyError(name)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import submitit
 
 from jobs.entry import run_attempt
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Liveness
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase
 from orchestrator.executors.processes import process_alive, this_host
 
 
@@ -24,10 +26,13 @@ class DebugBackend:
             handles.append(JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)))
         return handles
 
-    def liveness(self, job: JobRef) -> Liveness:
-        if not this_host(job.hostname):
-            return Liveness.UNKNOWN
-        return Liveness.ALIVE if process_alive(job.pid, "") else Liveness.DEAD
+    def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
+        """A debug job has ended by the time ``submit`` returns, unless its process is this one, still in it."""
+        return [
+            Observation(Phase.RUNNING) if this_host(job.hostname) and process_alive(job.pid, "") else
+            Observation(Phase.ENDED, state="LOST", reason="the debug job ended without a final journal event")
+            for job in jobs
+        ]
 
-    def cancel(self, job: JobRef) -> None:
+    def cancel(self, jobs: Sequence[JobRef]) -> None:
         """Nothing to cancel: a debug job has finished by the time ``submit`` returns."""

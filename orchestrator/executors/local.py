@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import shlex
+import signal
+from typing import Sequence
 
 import submitit
 
-from jobs.entry import run_attempt
+from jobs.entry import AttemptJob
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Liveness
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase
 from orchestrator.executors.processes import process_alive, process_tree, this_host
 
 SUBMITIT_MARK = "submitit"
@@ -22,33 +23,39 @@ class LocalBackend:
     name = "local"
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
-        executor = submitit.LocalExecutor(folder=array.folder)
+        python = shlex.join(array.launcher) if array.launcher else None
+        executor = submitit.LocalExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
         slots_dir = array.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
         executor.update_parameters(
-            timeout_min=time_limit_minutes(array.resources.time),
+            timeout_min=time_limit_minutes(array.resources.time or "15"),
+            signal_delay_s=array.signal_delay_s,
             setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(array.max_parallel)}"],
         )
         with executor.batch():
-            jobs = [executor.submit(run_attempt, request) for request in array.requests]
-        return [
-            JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)
-        ]
+            jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
+        return [JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)]
 
-    def liveness(self, job: JobRef) -> Liveness:
+    def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
+        return [self._observe(job) for job in jobs]
+
+    def _observe(self, job: JobRef) -> Observation:
         if not this_host(job.hostname):
-            return Liveness.UNKNOWN
+            return Observation(Phase.UNKNOWN, reason=f"ran on {job.hostname}, not on this host")
         controller_pid = int(job.job_id) if job.job_id else None
-        alive = process_alive(job.pid, SUBMITIT_MARK) or process_alive(controller_pid, SUBMITIT_MARK)
-        return Liveness.ALIVE if alive else Liveness.DEAD
+        if process_alive(job.pid, SUBMITIT_MARK) or process_alive(controller_pid, SUBMITIT_MARK):
+            return Observation(Phase.RUNNING if job.pid else Phase.PENDING)
+        where = f"process {job.pid}" if job.pid else f"job {job.job_id}"
+        return Observation(Phase.ENDED, state="LOST", reason=f"{where} ended without a final journal event")
 
-    def cancel(self, job: JobRef) -> None:
+    def cancel(self, jobs: Sequence[JobRef]) -> None:
         """Interrupt submitit's controller, which interrupts (then kills) its task, as ``LocalJob.cancel`` does.
 
         The job id is the pid of the shell that runs the setup lines and then the controller; the
         task ignores SIGTERM (submitit bypasses it), so SIGINT is what ends it.
         """
-        if not job.job_id or not this_host(job.hostname):
-            return
-        for pid in process_tree(int(job.job_id)):
-            if process_alive(pid, CONTROLLER_MODULE):
-                os.kill(pid, signal.SIGINT)
+        for job in jobs:
+            if not job.job_id or not this_host(job.hostname):
+                continue
+            for pid in process_tree(int(job.job_id)):
+                if process_alive(pid, CONTROLLER_MODULE):
+                    os.kill(pid, signal.SIGINT)

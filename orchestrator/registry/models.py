@@ -25,10 +25,15 @@ class RunState:
     TIMEOUT = "TIMEOUT"
     CANCELLED = "CANCELLED"
     LOST = "LOST"  # the process is gone without a final journal event (killed, node lost)
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # the states below come from Slurm (sacct)
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
 
     ACTIVE = (PENDING, RUNNING)
-    RESUMABLE = (FAILED, TIMEOUT, CANCELLED, LOST)
-    ALL = (PLANNED, PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED, LOST)
+    RESUMABLE = (FAILED, TIMEOUT, CANCELLED, LOST, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE)
+    ALL = (PLANNED, PENDING, RUNNING, COMPLETED, *RESUMABLE)
 
 
 class Sweep(Base):
@@ -104,6 +109,7 @@ class Attempt(Base):
     start_step: Mapped[Optional[int]] = mapped_column(Integer)
     journal_dir: Mapped[str] = mapped_column(Text)
     journal_seq: Mapped[int] = mapped_column(Integer, default=0)  # last ingested event
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # by the scheduler, same job
     stdout_path: Mapped[Optional[str]] = mapped_column(Text)
     stderr_path: Mapped[Optional[str]] = mapped_column(Text)
     provenance_json: Mapped[Optional[str]] = mapped_column(Text)

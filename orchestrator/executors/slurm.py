@@ -1,0 +1,132 @@
+"""Slurm through submitit: one array per submission (chunked under MaxArraySize), sacct for states.
+
+The job runs ``python -u -m submitit.core._submit FOLDER`` where ``python`` is the launcher: the
+login node's interpreter, or a container wrapper (``singularity exec --nv … python3``) with every
+element shell-quoted, because submitit pastes it into the sbatch script as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import subprocess
+import sys
+from typing import Iterator, Optional, Sequence
+
+import submitit
+
+from jobs.entry import AttemptJob, AttemptRequest
+from jobs.spec import ResourcesSpec, time_limit_minutes
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase, array_task_of
+from orchestrator.executors.slurm_states import SacctRecord, observation_of, parse_sacct
+
+SACCT_IDS_PER_CALL = 1000
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End")
+COMMAND_TIMEOUT_SECONDS = 60
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def submit(self, array: ArraySubmission) -> list[JobHandle]:
+        handles: list[JobHandle] = []
+        for chunk in array_chunks(array.requests, max_array_size()):
+            handles.extend(self._submit_chunk(array, chunk))
+        return handles
+
+    def _submit_chunk(self, array: ArraySubmission, requests: Sequence[AttemptRequest]) -> list[JobHandle]:
+        python = shlex.join(array.launcher) if array.launcher else shlex.quote(sys.executable)
+        executor = submitit.SlurmExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
+        executor.update_parameters(**sbatch_parameters(array.resources, array.name, array.max_parallel, array.signal_delay_s))
+        with executor.batch():
+            jobs = [executor.submit(AttemptJob(), request) for request in requests]
+        return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
+
+    def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
+        records = sacct_records([job.job_id for job in jobs if job.job_id])
+        unrecorded_names = sorted({job.name for job in jobs if not job.job_id and job.name})
+        by_name = sacct_records_by_name(unrecorded_names) if unrecorded_names else {}
+        observations = []
+        for job in jobs:
+            if job.job_id:
+                observations.append(observation_of(records.get(job.job_id)))
+            else:
+                observations.append(_recovered(by_name.get((job.name or "", job.array_task))))
+        return observations
+
+    def cancel(self, jobs: Sequence[JobRef]) -> None:
+        job_ids = [job.job_id for job in jobs if job.job_id]
+        if job_ids:
+            _run(["scancel", *job_ids])
+
+
+def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, signal_delay_s: int) -> dict[str, object]:
+    parameters: dict[str, object] = {
+        "job_name": name,
+        "comment": name,
+        "time": math.ceil(time_limit_minutes(resources.time or "15")),
+        "cpus_per_task": resources.cpus,
+        "mem": resources.mem,
+        "array_parallelism": max_parallel,
+        "signal_delay_s": signal_delay_s,
+    }
+    if resources.partition:
+        parameters["partition"] = resources.partition
+    if resources.gpus:
+        parameters["gres"] = f"gpu:{resources.gpu_type}:{resources.gpus}" if resources.gpu_type else f"gpu:{resources.gpus}"
+    return parameters
+
+
+def array_chunks(requests: Sequence[AttemptRequest], max_array_size: int) -> Iterator[Sequence[AttemptRequest]]:
+    """Slices whose task indices 0..k-1 stay below MaxArraySize (the limit is on the index)."""
+    for start in range(0, len(requests), max_array_size):
+        yield requests[start : start + max_array_size]
+
+
+def max_array_size() -> int:
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", _run(["scontrol", "show", "config"]), re.MULTILINE)
+    if match is None:
+        raise SlurmError("scontrol show config does not report MaxArraySize")
+    return int(match.group(1))
+
+
+def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
+    """The newest record of each job id (``123`` or ``123_4``), ≤ 1 000 ids per sacct call."""
+    records: dict[str, SacctRecord] = {}
+    for start in range(0, len(job_ids), SACCT_IDS_PER_CALL):
+        batch = job_ids[start : start + SACCT_IDS_PER_CALL]
+        records.update(parse_sacct(_sacct(["--jobs", ",".join(batch)]), wanted=set(batch)))
+    return records
+
+
+def sacct_records_by_name(names: Sequence[str]) -> dict[tuple[str, Optional[int]], SacctRecord]:
+    """Records of jobs named ``names``, keyed by (name, array task): finds arrays whose ids were never recorded."""
+    found = parse_sacct(_sacct(["--name", ",".join(names), "--starttime", "now-7days"]), wanted=None)
+    return {(record.name, record.array_task): record for record in found.values()}
+
+
+def _sacct(selection: list[str]) -> str:
+    command = ["sacct", "--duplicates", "--parsable2", "--noheader", "--allocations", f"--format={','.join(SACCT_FIELDS)}"]
+    return _run(command + selection)
+
+
+def _recovered(record: Optional[SacctRecord]) -> Observation:
+    if record is None:
+        return Observation(Phase.GONE, reason="no job id was recorded and Slurm knows no job of this submission")
+    observed = observation_of(record)
+    return Observation(observed.phase, observed.state, observed.exit_code, observed.reason, observed.node, job_id=record.job_id)
+
+
+def _run(command: list[str]) -> str:
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SlurmError(f"{command[0]} failed: {error}") from None
+    if completed.returncode != 0:
+        raise SlurmError(f"{shlex.join(command)} exited {completed.returncode}: {completed.stderr.strip()}")
+    return completed.stdout

@@ -1,0 +1,90 @@
+"""Reading ``sacct --parsable2`` and mapping Slurm job states onto the registry's states."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from orchestrator.executors import Observation, Phase, array_task_of
+
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
+ENDED_STATES = {  # Slurm's state -> the registry's
+    "COMPLETED": "COMPLETED",
+    "FAILED": "FAILED",
+    "CANCELLED": "CANCELLED",
+    "TIMEOUT": "TIMEOUT",
+    "OUT_OF_MEMORY": "OUT_OF_MEMORY",
+    "NODE_FAIL": "NODE_FAIL",
+    "PREEMPTED": "PREEMPTED",
+    "BOOT_FAIL": "BOOT_FAIL",
+    "DEADLINE": "DEADLINE",
+    "REVOKED": "CANCELLED",
+    "SPECIAL_EXIT": "FAILED",
+}
+
+
+@dataclass(frozen=True)
+class SacctRecord:
+    job_id: str  # 123 or 123_4
+    name: str
+    state: str  # first word of sacct's State ("CANCELLED by 0" -> CANCELLED)
+    exit_code: Optional[int]
+    node: Optional[str]
+    reason: Optional[str]
+
+    @property
+    def array_task(self) -> Optional[int]:
+        return array_task_of(self.job_id)
+
+
+def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]:
+    """Records by job id; a later line (a newer duplicate after a requeue) replaces an earlier one.
+
+    Pending array tasks come as one line (``123_[0-5%2]``) and are expanded to one record each.
+    """
+    records: dict[str, SacctRecord] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 6:
+            continue
+        job_id, name, state, exit_code, node, reason = fields[:6]
+        for single_id in _expand(job_id):
+            if wanted is None or single_id in wanted:
+                records[single_id] = SacctRecord(single_id, name, state.split()[0] if state else "", _exit_code(exit_code), _none(node), _none(reason))
+    return records
+
+
+def observation_of(record: Optional[SacctRecord]) -> Observation:
+    if record is None:
+        return Observation(Phase.GONE, reason="Slurm does not know this job (any more)")
+    if record.state in PENDING_STATES:
+        return Observation(Phase.PENDING, reason=record.reason, node=None)
+    if record.state in RUNNING_STATES:
+        return Observation(Phase.RUNNING, node=record.node)
+    if record.state in ENDED_STATES:
+        reason = f"Slurm: {record.state}" + (f" ({record.reason})" if record.reason else "") + f", exit code {record.exit_code}"
+        return Observation(Phase.ENDED, ENDED_STATES[record.state], record.exit_code, reason, record.node)
+    return Observation(Phase.UNKNOWN, reason=f"Slurm state {record.state!r}")
+
+
+def _expand(job_id: str) -> Iterator[str]:
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if match is None:
+        yield job_id
+        return
+    array_id, ranges = match.group(1), match.group(2).split("%")[0]
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        for task in range(int(first), int(last or first) + 1):
+            yield f"{array_id}_{task}"
+
+
+def _exit_code(text: str) -> Optional[int]:
+    code, _, _signal = text.partition(":")
+    return int(code) if code.isdigit() else None
+
+
+def _none(text: str) -> Optional[str]:
+    return None if text in ("", "None", "None assigned", "(null)") else text
