@@ -132,6 +132,7 @@ class TrainingSpec:
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
     heartbeat_seconds: float = checked(5.0, gt=0.0, fingerprint=False)
+    fail_on_nonfinite_loss: bool = unfingerprinted(True)  # a diverged run fails at once instead of burning GPU time
 
 
 @dataclass

@@ -8,6 +8,7 @@ streams) is in the checkpoint.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -221,6 +222,8 @@ def run_one_step(loop: Loop) -> None:
         group["lr"] = lr
     batch = loop.order.indices(trainee.step).to(trainee.device)
     loss, accuracy = train_step(trainee, trainee.data.train_inputs[batch], trainee.data.train_targets[batch])
+    if training.fail_on_nonfinite_loss and not math.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss} at step {trainee.step + 1} (lr {lr:g}): the run diverged")
     trainee.step += 1
     reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy, lr=lr)
     last_step = trainee.step == training.steps

@@ -101,9 +101,14 @@ def submit_runs(engine: Engine, home: OrchHome, run_ids: Sequence[str], executor
     submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     with Session(engine, expire_on_commit=False) as session, session.begin():
         prepared = [_prepare_attempt(session, home, session.get_one(Run, run_id), executor, submission_id) for run_id in run_ids]
-    for _, group_items in groupby(sorted(prepared, key=_array_key), key=_array_key):
-        group = list(group_items)
-        handles = get_backend(group[0].executor).submit(_array_of(group, home, submission_id))
+    groups = [list(items) for _, items in groupby(sorted(prepared, key=_array_key), key=_array_key)]
+    with Session(engine) as session, session.begin():  # each attempt's position in its array, before sbatch
+        for number, group in enumerate(groups):
+            for position, item in enumerate(group):
+                attempt = session.get_one(Attempt, item.attempt_id)
+                attempt.submission_id, attempt.array_task = f"{submission_id}.{number}", position
+    for number, group in enumerate(groups):
+        handles = get_backend(group[0].executor).submit(_array_of(group, home, submission_id, f"{submission_id}.{number}"))
         with Session(engine) as session, session.begin():
             for item, handle in zip(group, handles):
                 attempt = session.get_one(Attempt, item.attempt_id)
@@ -112,14 +117,14 @@ def submit_runs(engine: Engine, home: OrchHome, run_ids: Sequence[str], executor
     return [item.request.run_id for item in prepared]
 
 
-def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str) -> ArraySubmission:
+def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str, array_name: str) -> ArraySubmission:
     first = group[0]
     return ArraySubmission(
         requests=[item.request for item in group],
         resources=first.spec.resources,
         folder=first.profile.results_path(home) / "submitit" / submission_id,
         max_parallel=first.profile.max_parallel,
-        name=submission_id,
+        name=array_name,
         launcher=launcher_argv(first.spec, first.profile, home),
         signal_delay_s=first.profile.signal_delay_s,
     )

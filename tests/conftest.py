@@ -60,3 +60,21 @@ def write_sweep(directory: Path, name: str, text: str) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def mini_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real Slurm cluster on localhost for the whole session (see tests/cluster/minicluster.py)."""
+    import os
+
+    from tests.cluster import minicluster
+
+    cluster = minicluster.start(tmp_path_factory.mktemp("slurm"))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ.update(cluster.environment)
+    yield cluster
+    minicluster.stop(cluster.state_dir)
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous

@@ -12,7 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import submitit
 
@@ -22,7 +22,7 @@ from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observati
 from orchestrator.executors.slurm_states import SacctRecord, observation_of, parse_sacct
 
 SACCT_IDS_PER_CALL = 1000
-SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End")
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End", "MaxRSS", "ReqMem")
 COMMAND_TIMEOUT_SECONDS = 60
 
 
@@ -35,28 +35,34 @@ class SlurmBackend:
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
         handles: list[JobHandle] = []
-        for chunk in array_chunks(array.requests, max_array_size()):
-            handles.extend(self._submit_chunk(array, chunk))
+        chunk_size = max_array_size()
+        for offset in range(0, len(array.requests), chunk_size):
+            handles.extend(self._submit_chunk(array, offset, array.requests[offset : offset + chunk_size]))
         return handles
 
-    def _submit_chunk(self, array: ArraySubmission, requests: Sequence[AttemptRequest]) -> list[JobHandle]:
+    def _submit_chunk(self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]) -> list[JobHandle]:
         python = shlex.join(array.launcher) if array.launcher else shlex.quote(sys.executable)
         executor = submitit.SlurmExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
-        executor.update_parameters(**sbatch_parameters(array.resources, array.name, array.max_parallel, array.signal_delay_s))
+        name = chunk_name(array.name, offset)
+        executor.update_parameters(**sbatch_parameters(array.resources, name, array.max_parallel, array.signal_delay_s))
         with executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in requests]
         return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
-        records = sacct_records([job.job_id for job in jobs if job.job_id])
-        unrecorded_names = sorted({job.name for job in jobs if not job.job_id and job.name})
-        by_name = sacct_records_by_name(unrecorded_names) if unrecorded_names else {}
+        job_ids = [job.job_id for job in jobs if job.job_id]
+        records = sacct_records(job_ids)
+        unaccounted = [job_id for job_id in job_ids if job_id not in records]
+        if unaccounted:  # accounting lags behind slurmctld for just-submitted jobs
+            records.update(squeue_records(unaccounted))
+        unrecorded = [job for job in jobs if not job.job_id and job.name]
+        by_position = records_by_submission(unrecorded) if unrecorded else {}
         observations = []
         for job in jobs:
             if job.job_id:
                 observations.append(observation_of(records.get(job.job_id)))
             else:
-                observations.append(_recovered(by_name.get((job.name or "", job.array_task))))
+                observations.append(_recovered(by_position.get((job.name or "", job.array_task))))
         return observations
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
@@ -82,10 +88,29 @@ def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, si
     return parameters
 
 
-def array_chunks(requests: Sequence[AttemptRequest], max_array_size: int) -> Iterator[Sequence[AttemptRequest]]:
-    """Slices whose task indices 0..k-1 stay below MaxArraySize (the limit is on the index)."""
-    for start in range(0, len(requests), max_array_size):
-        yield requests[start : start + max_array_size]
+def chunk_name(submission: str, offset: int) -> str:
+    """The job name of the array holding runs ``offset``… of a submission (task i is run offset + i)."""
+    return f"{submission}+{offset}"
+
+
+def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[int]], SacctRecord]:
+    """Records of submissions whose job ids were never recorded, keyed by (submission, position in it)."""
+    chunk_size = max_array_size()
+    names = {
+        chunk_name(job.name, offset): (job.name, offset)
+        for job in jobs
+        if job.name
+        for offset in range(0, (job.array_task or 0) + 1, chunk_size)
+    }
+    joined = ",".join(sorted(names))
+    found = parse_sacct(_squeue(["--name", joined]), wanted=None)  # sacct lists a task by name once it started
+    found.update(parse_sacct(_sacct(["--name", joined, "--starttime", "now-7days"]), wanted=None))
+    by_position = {}
+    for record in found.values():
+        if record.name in names:
+            submission, offset = names[record.name]
+            by_position[(submission, offset + (record.array_task or 0))] = record
+    return by_position
 
 
 def max_array_size() -> int:
@@ -96,22 +121,37 @@ def max_array_size() -> int:
 
 
 def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
-    """The newest record of each job id (``123`` or ``123_4``), ≤ 1 000 ids per sacct call."""
+    """The newest record of each job id (``123`` or ``123_4``), ≤ 1 000 ids per sacct call.
+
+    sacct is asked for whole arrays (``123``): a task still pending inside its array's
+    ``123_[4-5%2]`` line is not found under its own id.
+    """
+    wanted = set(job_ids)
+    array_ids = sorted({job_id.partition("_")[0] for job_id in job_ids})
     records: dict[str, SacctRecord] = {}
-    for start in range(0, len(job_ids), SACCT_IDS_PER_CALL):
-        batch = job_ids[start : start + SACCT_IDS_PER_CALL]
-        records.update(parse_sacct(_sacct(["--jobs", ",".join(batch)]), wanted=set(batch)))
+    for start in range(0, len(array_ids), SACCT_IDS_PER_CALL):
+        batch = array_ids[start : start + SACCT_IDS_PER_CALL]
+        records.update(parse_sacct(_sacct(["--jobs", ",".join(batch)]), wanted=wanted))
     return records
 
 
-def sacct_records_by_name(names: Sequence[str]) -> dict[tuple[str, Optional[int]], SacctRecord]:
-    """Records of jobs named ``names``, keyed by (name, array task): finds arrays whose ids were never recorded."""
-    found = parse_sacct(_sacct(["--name", ",".join(names), "--starttime", "now-7days"]), wanted=None)
-    return {(record.name, record.array_task): record for record in found.values()}
+def squeue_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
+    """What slurmctld itself says of jobs that sacct does not list (yet)."""
+    array_ids = sorted({job_id.partition("_")[0] for job_id in job_ids})
+    return parse_sacct(_squeue(["--jobs", ",".join(array_ids)]), wanted=set(job_ids))
+
+
+def _squeue(selection: list[str]) -> str:
+    # the first six columns of SACCT_FIELDS; squeue has no exit code (that column stays empty)
+    command = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%j|%T||%N|%r", *selection]
+    try:
+        return _run(command)
+    except SlurmError:
+        return ""  # squeue rejects ids that slurmctld has already forgotten
 
 
 def _sacct(selection: list[str]) -> str:
-    command = ["sacct", "--duplicates", "--parsable2", "--noheader", "--allocations", f"--format={','.join(SACCT_FIELDS)}"]
+    command = ["sacct", "--duplicates", "--parsable2", "--noheader", f"--format={','.join(SACCT_FIELDS)}"]
     return _run(command + selection)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 from orchestrator.executors import Observation, Phase, array_task_of
@@ -43,16 +43,32 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
     """Records by job id; a later line (a newer duplicate after a requeue) replaces an earlier one.
 
     Pending array tasks come as one line (``123_[0-5%2]``) and are expanded to one record each.
+    Step lines (``123_4.0``, ``123_4.batch``) are folded into their job: a failed job whose step
+    peaked above the job's memory request was killed for memory (without cgroups, Slurm's
+    OverMemoryKill leaves the job FAILED and the step CANCELLED), and is OUT_OF_MEMORY.
     """
     records: dict[str, SacctRecord] = {}
+    requested_mb: dict[str, float] = {}
+    peak_step_mb: dict[str, float] = {}
     for line in text.splitlines():
         fields = line.split("|")
         if len(fields) < 6:
             continue
         job_id, name, state, exit_code, node, reason = fields[:6]
+        max_rss, req_mem = (fields[8], fields[9]) if len(fields) >= 10 else ("", "")
+        state = state.split()[0] if state else ""
+        owner, is_step, _ = job_id.partition(".")
+        if is_step:
+            peak_step_mb[owner] = max(peak_step_mb.get(owner, 0.0), _megabytes(max_rss) or 0.0)
+            continue
         for single_id in _expand(job_id):
             if wanted is None or single_id in wanted:
-                records[single_id] = SacctRecord(single_id, name, state.split()[0] if state else "", _exit_code(exit_code), _none(node), _none(reason))
+                records[single_id] = SacctRecord(single_id, name, state, _exit_code(exit_code), _none(node), _none(reason))
+                requested_mb[single_id] = _megabytes(req_mem) or 0.0
+    for job_id, record in records.items():
+        over_limit = requested_mb[job_id] and peak_step_mb.get(job_id, 0.0) > requested_mb[job_id]
+        if record.state in ("FAILED", "CANCELLED") and over_limit:
+            records[job_id] = replace(record, state="OUT_OF_MEMORY")  # killed by OverMemoryKill
     return records
 
 
@@ -84,6 +100,14 @@ def _expand(job_id: str) -> Iterator[str]:
 def _exit_code(text: str) -> Optional[int]:
     code, _, _signal = text.partition(":")
     return int(code) if code.isdigit() else None
+
+
+def _megabytes(text: str) -> Optional[float]:
+    """sacct's MaxRSS / ReqMem (``404060K``, ``60M``, ``4Gn``) in megabytes."""
+    match = re.fullmatch(r"([\d.]+)([KMGT]?)[nc]?", text.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * {"K": 1 / 1024, "": 1 / (1024 * 1024), "M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2)]
 
 
 def _none(text: str) -> Optional[str]:

@@ -1,0 +1,161 @@
+"""The Slurm path on a real single-node cluster (slurmctld, slurmd, slurmdbd, MariaDB, munge)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import submit as submission
+from orchestrator.executors.slurm import max_array_size
+from tests.cluster.minicluster import MiniCluster
+from tests.conftest import SWEEPS_DIR, Orch, write_sweep
+
+pytestmark = pytest.mark.slurm
+
+GPU_SWEEP = SWEEPS_DIR / "slurm_gpu.yaml"
+WAIT_SECONDS = 300
+
+
+def slurm_sweep(tmp_path: Path, name: str, base: str, grid: str = "") -> Path:
+    text = f"name: {name}\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n{base}"
+    return write_sweep(tmp_path, name, text + (f"grid:\n{grid}" if grid else ""))
+
+
+def attempts_of(orch: Orch) -> list[dict]:
+    return [orch.ok("show", run["id"], "--json").json()["attempts"][-1] for run in orch.ok("runs", "--json").json()]
+
+
+def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(1.0)
+
+
+def test_gpu_sweep_runs_as_one_array_with_parallelism_cap(orch: Orch, mini_cluster: MiniCluster) -> None:
+    submitted = orch("submit", GPU_SWEEP, "--wait", "--json")
+
+    assert submitted.exit_code == 0, submitted.stdout + submitted.stderr
+    assert orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 6}
+    job_ids = [attempt["job_id"] for attempt in attempts_of(orch)]
+    assert len(set(job_ids)) == 6
+    assert len({job_id.split("_")[0] for job_id in job_ids}) == 1  # one array
+    assert sorted(attempt["array_task"] for attempt in attempts_of(orch)) == [0, 1, 2, 3, 4, 5]
+    script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-5%2" in script and "#SBATCH --gres=gpu:1080ti:1" in script
+    assert "#SBATCH --partition=test" in script and "#SBATCH --signal=USR2@30" in script
+
+
+def test_sweep_larger_than_max_array_size_goes_out_in_chunks(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    set_max_array_size(mini_cluster, 5)
+    try:
+        sweep = slurm_sweep(tmp_path, "chunked", "  training: {steps: 20, checkpoint_every: 10, eval_every: 10}\n  model: {hidden: [8]}\n", "  optimizer.lr: [0.1, 0.05, 0.02]\nseeds: 4\n")
+        result = orch("submit", sweep, "--wait", "--json")
+    finally:
+        set_max_array_size(mini_cluster, 1001)
+
+    assert result.exit_code == 0, result.stderr
+    job_ids = [attempt["job_id"] for attempt in attempts_of(orch)]
+    assert len(job_ids) == 12 and len(set(job_ids)) == 12
+    assert sorted(Counter(job_id.split("_")[0] for job_id in job_ids).values()) == [2, 5, 5]
+    assert max(attempt["array_task"] for attempt in attempts_of(orch)) == 4
+
+
+def test_failing_task_is_failed_with_traceback_in_logs(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    sweep = slurm_sweep(tmp_path, "diverges", "  optimizer: {lr: 1.0e+6}\n  training: {steps: 50}\n")
+
+    result = orch("submit", sweep, "--wait", "--json")
+
+    assert result.exit_code == 1
+    [run] = orch.ok("runs", "--json").json()
+    assert run["state"] == "FAILED"
+    attempt = orch.ok("show", run["id"], "--json").json()["attempts"][0]
+    assert attempt["reason"].startswith("FloatingPointError: training loss is nan")
+    stderr = orch.ok("logs", run["id"], "--stderr").stdout
+    assert "Traceback (most recent call last)" in stderr and "FloatingPointError" in stderr
+
+
+def test_task_over_its_memory_limit_is_out_of_memory(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    sweep = slurm_sweep(tmp_path, "oom", "  resources: {mem: 60M}\n")
+
+    orch("submit", sweep, "--wait")
+
+    [run] = orch.ok("runs", "--json").json()
+    assert run["state"] == "OUT_OF_MEMORY"
+    assert "OUT_OF_MEMORY" in orch.ok("show", run["id"], "--json").json()["attempts"][0]["reason"]
+
+
+def test_cancel_calls_scancel(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    sweep = slurm_sweep(tmp_path, "cancelled", "  training: {steps: 100000, heartbeat_seconds: 0.5}\n")
+    run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
+    wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] > 0)
+
+    assert orch.ok("cancel", "cancelled", "--json").json() == {"cancelled": [run_id]}
+
+    job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]
+    wait_until(lambda: sacct_state(mini_cluster, job_id).startswith("CANCELLED"))
+    assert orch.ok("runs", "--json").json()[0]["state"] == "CANCELLED"
+
+
+def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
+    orch: Orch, mini_cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_get_backend = submission.get_backend
+
+    class SubmitterDiesAfterSbatch:
+        def __init__(self, name: str) -> None:
+            self.backend = real_get_backend(name)
+
+        def submit(self, array):  # type: ignore[no-untyped-def]
+            self.backend.submit(array)
+            raise KeyboardInterrupt  # the login-node process dies before it records the job ids
+
+    monkeypatch.setattr(submission, "get_backend", SubmitterDiesAfterSbatch)
+    assert orch("submit", GPU_SWEEP).exit_code == 130
+    monkeypatch.undo()
+
+    with sqlite3.connect(orch.registry) as registry:
+        assert registry.execute("SELECT DISTINCT state, job_id FROM attempts").fetchall() == [("PENDING", None)]
+    again = orch.ok("submit", GPU_SWEEP, "--wait", "--json").json()
+
+    assert again["submitted"] == []  # the six attempts are still active: nothing is submitted twice
+    wait_until(lambda: orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 6})
+    assert all(attempt["job_id"] for attempt in attempts_of(orch))  # found by the array's job name
+
+
+def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    sweep = slurm_sweep(tmp_path, "forgotten", "  training: {steps: 3000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
+    run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
+    wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
+    job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]
+    subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)
+    with sqlite3.connect(orch.registry) as registry:  # as if the scheduler's accounting had lost the job
+        registry.execute("UPDATE attempts SET job_id = '999999' WHERE job_id = ?", (job_id,))
+
+    wait_until(lambda: orch.ok("runs", "--json").json()[0]["state"] == "LOST", timeout_seconds=120)
+    resumed = orch("resume", "forgotten", "--wait", "--json")
+
+    assert resumed.exit_code == 0, resumed.stderr
+    attempts = orch.ok("show", run_id, "--json").json()["attempts"]
+    assert [attempt["state"] for attempt in attempts] == ["LOST", "COMPLETED"]
+    assert attempts[1]["start_step"] >= 100
+
+
+def set_max_array_size(cluster: MiniCluster, size: int) -> None:
+    text = cluster.slurm_conf.read_text()
+    lines = [f"MaxArraySize={size}" if line.startswith("MaxArraySize=") else line for line in text.splitlines()]
+    cluster.slurm_conf.write_text("\n".join(lines) + "\n")
+    subprocess.run(["scontrol", "reconfigure"], check=True, env={**os.environ, **cluster.environment})
+    wait_until(lambda: max_array_size() == size, timeout_seconds=30)
+
+
+def sacct_state(cluster: MiniCluster, job_id: str) -> str:
+    completed = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
+    lines = completed.stdout.splitlines()
+    return lines[-1] if lines else ""
