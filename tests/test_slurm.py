@@ -130,11 +130,11 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
 
 
 def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "forgotten", "  training: {steps: 3000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
+    sweep = slurm_sweep(tmp_path, "forgotten", "  training: {steps: 20000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
     job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]
-    subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)
+    subprocess.run(["scancel", job_id], check=True)
     with sqlite3.connect(orch.registry) as registry:  # as if the scheduler's accounting had lost the job
         registry.execute("UPDATE attempts SET job_id = '999999' WHERE job_id = ?", (job_id,))
 
