@@ -153,6 +153,7 @@ class ResourcesSpec:
     gpu_type: Optional[str] = None  # a gres type of the profile's nodes (1080ti); None: any
     cpus: int = checked(1, ge=1)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
+    segments: int = checked(1, ge=1)  # jobs of ``time`` the run may take, requeued at each time limit
 
 
 @dataclass
@@ -183,7 +184,7 @@ def slurm_time(minutes: float) -> str:
     """``D-HH:MM:SS`` for a number of minutes (rounded up to whole seconds)."""
     import math
 
-    days, rest = divmod(math.ceil(minutes * 60), 24 * 3600)
+    days, rest = divmod(math.ceil(round(minutes * 60, 6)), 24 * 3600)
     hours, rest = divmod(rest, 3600)
     return f"{days}-{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
 

@@ -7,7 +7,9 @@ naming what was wrong, where, and what would be accepted; it is detected before 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -19,13 +21,14 @@ from typing import Any, Callable, Optional, Sequence
 import yaml
 from rich.console import Group
 from rich.live import Live
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from orchestrator import output
 from orchestrator.errors import BAD_INPUT_EXIT, UserError
+from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES
 from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry, open_registry_if_exists
@@ -47,6 +50,7 @@ from orchestrator.wait import wait_for_runs
 WATCH_SECONDS = 2.0
 EXPORT_FORMATS = ("csv", "json", "parquet")
 SOME_RUNS_FAILED_EXIT = 1
+CHECK_FAILED_EXIT = 1
 
 Handler = Callable[[argparse.Namespace, OrchHome], int]
 
@@ -114,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     export.add_argument("--out", type=Path, help="file to write (required for parquet; default: stdout)")
 
+    container = commands.add_parser("container", help="the container runtime and image of a cluster profile")
+    container_commands = container.add_subparsers(dest="container_command", required=True, metavar="COMMAND")
+    check = container_commands.add_parser("check", help="runtime, its version, the image's sha256 and Python/torch inside")
+    check.set_defaults(handler=cmd_container_check)
+    check.add_argument("--json", action="store_true", help="print JSON instead of text")
+    check.add_argument("--cluster", default="tcml", help="cluster profile (default: tcml)")
+    check.add_argument("--image", type=Path, help="image to check (default: the profile's container.image)")
+
     curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
     curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
     return parser
@@ -132,19 +144,36 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_plan(arguments: argparse.Namespace, home: OrchHome) -> int:
     plan = read_sweep(arguments.file)
-    states = _known_states(home, [run.run_id for run in plan.runs])
-    rows = [
-        {"id": run.run_id, "state": states.get(run.run_id, "NEW"), "swept": run.swept}
-        for run in plan.runs
-    ]
+    engine = open_registry_if_exists(home)
+    with Session(engine) if engine is not None else contextlib.nullcontext() as session:
+        scheduled = schedule_plan(session, plan)
+        states = _known_states(session, [run.run_id for run in plan.runs]) if session is not None else {}
+    rows = [_plan_row(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
     if arguments.json:
         output.print_json({"sweep": plan.name, "runs": rows})
         return 0
     title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
     keys = output.swept_keys(rows)
-    table_rows = [[row["id"], row["state"], *[row["swept"].get(key) for key in keys]] for row in rows]
-    output.console().print(output.table(title, ["run", "state", *keys], table_rows))
+    columns = ["run", "state", *keys, "estimate", "partition", "time", "segments"]
+    table_rows = [
+        [row["id"], row["state"], *[row["swept"].get(key) for key in keys], output.format_duration(row["estimate_seconds"]), row["partition"], row["time"], row["segments"]]
+        for row in rows
+    ]
+    output.console().print(output.table(title, columns, table_rows))
     return 0
+
+
+def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:
+    resources = item.run.spec.resources
+    return {
+        "id": item.run.run_id,
+        "state": state,
+        "swept": item.run.swept,
+        "estimate_seconds": item.estimate_seconds,
+        "partition": resources.partition,
+        "time": resources.time,
+        "segments": resources.segments,
+    }
 
 
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -368,6 +397,21 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
+def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator.containers import check_container
+    from orchestrator.profiles import load_profile
+
+    profile = load_profile(arguments.cluster)
+    image = arguments.image or (Path(profile.container.image).expanduser() if profile.container.image else None)
+    report = check_container(profile, image, home.image_digest_cache)
+    if arguments.json:
+        output.print_json(dataclasses.asdict(report))
+    else:
+        for key, value in dataclasses.asdict(report).items():
+            print(f"{key:16} {value}")
+    return 0 if not report.problems else CHECK_FAILED_EXIT
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -384,12 +428,8 @@ def require_registry(home: OrchHome) -> Engine:
     return engine
 
 
-def _known_states(home: OrchHome, run_ids: list[str]) -> dict[str, str]:
-    engine = open_registry_if_exists(home)
-    if engine is None:
-        return {}
-    with Session(engine) as session:
-        return {run.id: run.state for run in session.query(Run).filter(Run.id.in_(run_ids))}
+def _known_states(session: Session, run_ids: list[str]) -> dict[str, str]:
+    return {run.id: run.state for run in session.scalars(select(Run).where(Run.id.in_(run_ids)))}
 
 
 if __name__ == "__main__":

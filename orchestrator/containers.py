@@ -7,10 +7,16 @@ the Slurm backend quotes every element when it pastes it into the sbatch script.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from jobs.atomic import publish_json, sha256_file
 from jobs.spec import RunSpec
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile
@@ -44,3 +50,66 @@ def container_binds(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> l
     binds = [str(Path(path).expanduser()) for path in paths if path]
     binds += [*profile.container.binds, *spec.container.binds]
     return list(dict.fromkeys(binds))
+
+
+def image_sha256(image: Path, cache_file: Path) -> str:
+    """sha256 of an image file, cached by (path, mtime, size): a multi-GB .sif is hashed once."""
+    stat = image.stat()
+    key = f"{image.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    if key not in cache:
+        cache[key] = sha256_file(image)
+        publish_json(cache_file, cache)
+    return cache[key]
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    runtime: Optional[str]  # the binary found on PATH
+    runtime_version: Optional[str]
+    image: Optional[str]
+    image_sha256: Optional[str]
+    inside: dict[str, str]  # Python, torch, CUDA as the image reports them
+    problems: list[str]
+
+
+INSIDE_PROBE = (
+    "import json, platform, torch, submitit; "
+    "print(json.dumps({'python': platform.python_version(), 'torch': torch.__version__, "
+    "'cuda': str(torch.version.cuda), 'cuda_available': str(torch.cuda.is_available()), 'submitit': submitit.__version__}))"
+)
+
+
+def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: Path) -> ContainerReport:
+    """What ``orch container check`` reports: the runtime, its version, the image and what runs inside."""
+    problems: list[str] = []
+    runtime = shutil.which(profile.container.runtime) if profile.container.runtime else None
+    if profile.container.runtime is None:
+        problems.append(f"cluster {profile.name} runs jobs without a container (container.runtime is null)")
+    elif runtime is None:
+        problems.append(f"{profile.container.runtime} is not on PATH")
+    version = _output([runtime, "--version"], problems) if runtime else None
+    digest = None
+    if image is None:
+        problems.append(f"no image: set container.image in the run spec or in configs/cluster/{profile.name}.yaml")
+    elif not image.is_file():
+        problems.append(f"image {image} does not exist")
+    else:
+        digest = image_sha256(image, cache_file)
+    inside: dict[str, str] = {}
+    if runtime and digest:
+        probe = _output([runtime, "exec", str(image), profile.container.python, "-c", INSIDE_PROBE], problems)
+        inside = json.loads(probe.splitlines()[-1]) if probe else {}
+    return ContainerReport(runtime, version, str(image) if image else None, digest, inside, problems)
+
+
+def _output(argv: list[str], problems: list[str]) -> Optional[str]:
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problems.append(f"{shlex.join(argv)}: {error}")
+        return None
+    if completed.returncode != 0:
+        problems.append(f"{shlex.join(argv)} exited {completed.returncode}: {completed.stderr.strip()[-500:]}")
+        return None
+    return completed.stdout.strip()

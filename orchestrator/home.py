@@ -24,5 +24,9 @@ class OrchHome:
         return self.root / "registry.sqlite"
 
     @property
+    def image_digest_cache(self) -> Path:
+        return self.root / "cache" / "image-sha256.json"
+
+    @property
     def default_results_root(self) -> Path:
         return self.root / "results"

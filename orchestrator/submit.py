@@ -18,7 +18,8 @@ from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
 from jobs.spec import RunSpec, spec_from_yaml, spec_to_yaml
 from orchestrator.errors import UserError
-from orchestrator.containers import launcher_argv
+from orchestrator.estimates import schedule_plan
+from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, get_backend
 from orchestrator.fingerprint import canonical_json
 from orchestrator.home import OrchHome
@@ -26,6 +27,9 @@ from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
 from orchestrator.sweep import SweepPlan
 from orchestrator.sync import job_ref, refresh_run_state, sync
+
+
+REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
 
 
 @dataclass
@@ -80,7 +84,8 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Opti
     sync(engine)
     report = SubmissionReport()
     with Session(engine) as session, session.begin():
-        runs = record_sweep(session, plan)
+        scheduled = [item.run for item in schedule_plan(session, plan)]
+        runs = record_sweep(session, replace(plan, runs=scheduled))
         for run in runs:
             if run.state == RunState.COMPLETED or run.state in RunState.ACTIVE:
                 report.skipped[run.id] = run.state
@@ -127,6 +132,7 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str, 
         name=array_name,
         launcher=launcher_argv(first.spec, first.profile, home),
         signal_delay_s=first.profile.signal_delay_s,
+        max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
     )
 
 
@@ -140,6 +146,7 @@ def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: Optio
     profile = load_profile(spec.cluster)
     if spec.data.root is None and profile.data_root is not None:
         spec = replace(spec, data=replace(spec.data, root=profile.data_root))
+    digest = _image_digest(spec, profile, home)  # before anything is written: a missing image is bad input
     paths = RunPaths.under(profile.results_path(home), run.id)
     publish_text(paths.spec_file, spec_to_yaml(spec))
     number = len(run.attempts) + 1
@@ -155,12 +162,22 @@ def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: Optio
         journal_dir=str(paths.attempt(key).root),
         journal_seq=0,
         requeues=0,
+        image_sha256=digest,
     )
     session.add(attempt)
     session.flush()
     run.run_dir = str(paths.run_dir)
     run.state = RunState.PENDING
     return PreparedAttempt(attempt.id, attempt.executor, AttemptRequest(run.id, str(paths.run_dir), key), spec, profile)
+
+
+def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Optional[str]:
+    image = container_image(spec, profile)
+    if profile.container.runtime is None or image is None:
+        return None
+    if not image.is_file():
+        raise UserError(f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif file in container.image or the profile's container.image")
+    return image_sha256(image, home.image_digest_cache)
 
 
 def resolve_targets(session: Session, targets: Sequence[str]) -> list[Run]:

@@ -50,8 +50,9 @@ class Axis:
 @dataclass(frozen=True)
 class PlannedRun:
     run_id: str
-    spec: RunSpec
+    spec: RunSpec  # resources resolved against the cluster profile
     swept: dict[str, Any]  # dotted key -> value this run takes on each axis
+    time_was_given: bool  # resources.time came from the sweep (else an estimate may choose it)
 
 
 @dataclass(frozen=True)
@@ -314,12 +315,13 @@ def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: 
     if spec.cluster not in profile_names():
         origin_file, origin_key = origins.of("cluster")
         raise SpecError(origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names()))
+    time_was_given = spec.resources.time is not None
     try:
         spec = replace(spec, resources=resolve_resources(spec.resources, load_profile(spec.cluster)))
     except ResourceProblem as problem:
         origin_file, origin_key = origins.of(f"resources.{problem.key}")
         raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
-    return PlannedRun(run_id(spec), spec, swept)
+    return PlannedRun(run_id(spec), spec, swept, time_was_given)
 
 
 def _check_unique(file: str, runs: list[PlannedRun]) -> None:

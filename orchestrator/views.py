@@ -161,6 +161,8 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
                 "exit_code": attempt.exit_code,
                 "reason": attempt.reason,
                 "start_step": attempt.start_step,
+                "requeues": attempt.requeues,
+                "image_sha256": attempt.image_sha256,
                 "journal_dir": attempt.journal_dir,
                 "submitted_time": attempt.submitted_time,
                 "started_time": attempt.started_time,

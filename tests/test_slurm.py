@@ -159,3 +159,24 @@ def sacct_state(cluster: MiniCluster, job_id: str) -> str:
     completed = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
     lines = completed.stdout.splitlines()
     return lines[-1] if lines else ""
+
+
+def test_time_limit_checkpoints_requeues_and_completes_identically(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    steps = 12000  # about 150 s of training in a job here (13 ms a step): longer than its 2-minute limit
+    base = f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2'}\n")
+    reference = Orch(tmp_path / "reference")
+
+    result = orch("submit", sweep, "--wait", "--json")
+    reference.ok("submit", sweep, "--executor", "debug")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    [run] = orch.ok("runs", "--json").json()
+    [attempt] = orch.ok("show", run["id"], "--json").json()["attempts"]
+    assert attempt["state"] == "COMPLETED" and attempt["requeues"] >= 1  # one job, requeued by submitit
+    final = f"runs/{run['id']}/checkpoints/step_{steps:09d}.safetensors"
+    requeued, uninterrupted = load_file(orch.home / "results" / final), load_file(reference.home / "results" / final)
+    assert requeued.keys() == uninterrupted.keys()
+    assert all(requeued[name].numpy().tobytes() == uninterrupted[name].numpy().tobytes() for name in requeued)

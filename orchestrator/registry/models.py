@@ -113,6 +113,7 @@ class Attempt(Base):
     stdout_path: Mapped[Optional[str]] = mapped_column(Text)
     stderr_path: Mapped[Optional[str]] = mapped_column(Text)
     provenance_json: Mapped[Optional[str]] = mapped_column(Text)
+    image_sha256: Mapped[Optional[str]] = mapped_column(String(64))  # the container image it ran in
 
     run: Mapped[Run] = relationship(back_populates="attempts")
 
