@@ -29,7 +29,7 @@ from jobs.paths import RunPaths
 from orchestrator import output
 from orchestrator.errors import BAD_INPUT_EXIT, UserError
 from orchestrator.estimates import Scheduled, schedule_plan
-from orchestrator.executors import EXECUTOR_NAMES
+from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
 from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry, open_registry_if_exists
 from orchestrator.registry.models import Attempt, Run, RunState
@@ -47,7 +47,6 @@ from orchestrator.views import (
 from orchestrator import submit as submission
 from orchestrator.wait import wait_for_runs
 
-WATCH_SECONDS = 2.0
 EXPORT_FORMATS = ("csv", "json", "parquet")
 SOME_RUNS_FAILED_EXIT = 1
 CHECK_FAILED_EXIT = 1
@@ -219,7 +218,7 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
             live.update(Group(*_status_tables(views)), refresh=True)
             if not any(view["active"] for view in views):
                 break
-            time.sleep(WATCH_SECONDS)
+            time.sleep(poll_seconds([item["executor"] for view in views for item in view["active"]]))
     if arguments.json:
         output.print_json(views)
     return 0
@@ -244,13 +243,14 @@ def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
         [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]] for view in views
     ])
     active_rows = [
-        [view["sweep"], item["run"], item["state"], f"{item['step']}/{item['total_steps']}", output.format_duration(item["eta_seconds"])]
+        [view["sweep"], item["run"], item["state"], f"{item['step']}/{item['total_steps']}", output.format_duration(item["eta_seconds"]),
+         item["job_id"], item["node"], item["reason"]]
         for view in views
         for item in view["active"]
-    ]
+    ]  # fmt: skip
     if not active_rows:
         return [summary]
-    return [summary, output.table("active runs", ["sweep", "run", "state", "step", "eta"], active_rows)]
+    return [summary, output.table("active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows)]
 
 
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:

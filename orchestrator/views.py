@@ -67,13 +67,24 @@ def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, A
     for sweep in session.scalars(query):
         runs = [member.run for member in sweep.members]
         counts = Counter(run.state for run in runs)
-        active = [
-            {"run": run.id, "state": run.state, "step": run.current_step, "total_steps": run.total_steps, "eta_seconds": eta_seconds(run)}
-            for run in runs
-            if run.state in RunState.ACTIVE
-        ]
+        active = [active_row(run) for run in runs if run.state in RunState.ACTIVE]
         views.append({"sweep": sweep.name, "runs": len(runs), "counts": {s: counts[s] for s in RunState.ALL if counts[s]}, "active": active})
     return views
+
+
+def active_row(run: Run) -> dict[str, Any]:
+    attempt = run.attempts[-1]
+    return {
+        "run": run.id,
+        "state": run.state,
+        "step": run.current_step,
+        "total_steps": run.total_steps,
+        "eta_seconds": eta_seconds(run),
+        "executor": attempt.executor,
+        "job_id": attempt.job_id,
+        "node": attempt.hostname,
+        "reason": attempt.reason,
+    }
 
 
 def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:

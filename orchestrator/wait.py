@@ -11,15 +11,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from orchestrator.executors import poll_seconds
 from orchestrator.registry.models import Run, RunState
 from orchestrator.sync import sync
 
-POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Progression:
     states: dict[str, str]  # run id -> state
+    executors: list[str]  # of the runs' last attempts
     steps_done: int
     steps_total: int
 
@@ -37,7 +38,8 @@ def progression(engine: Engine, run_ids: Sequence[str]) -> Progression:
     with Session(engine) as session:
         runs = session.scalars(select(Run).where(Run.id.in_(run_ids))).all()
         done = sum(run.total_steps if run.state == RunState.COMPLETED else run.current_step for run in runs)
-        return Progression({run.id: run.state for run in runs}, done, sum(run.total_steps for run in runs))
+        executors = sorted({run.attempts[-1].executor for run in runs if run.attempts})
+        return Progression({run.id: run.state for run in runs}, executors, done, sum(run.total_steps for run in runs))
 
 
 def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -> Progression:
@@ -45,14 +47,14 @@ def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -
     current = progression(engine, run_ids)
     if not show_progress:
         while not current.finished:
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll_seconds(current.executors))
             current = progression(engine, run_ids)
         return current
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn())
     with Progress(*columns) as bar:
         task = bar.add_task(current.summary(), total=current.steps_total, completed=current.steps_done)
         while not current.finished:
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll_seconds(current.executors))
             current = progression(engine, run_ids)
             bar.update(task, description=current.summary(), completed=current.steps_done)
     return current

@@ -114,7 +114,7 @@ def test_python_dash_m_entry_point() -> None:
 
 @pytest.mark.subprocess
 def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> None:
-    long_sweep = write_sweep(tmp_path, "long", "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 20000, checkpoint_every: 100, heartbeat_seconds: 0.2}}\n")
+    long_sweep = write_sweep(tmp_path, "long", "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, checkpoint_every: 100, heartbeat_seconds: 0.2}}\n")
     run_id = orch.ok("submit", long_sweep, "--json").json()["submitted"][0]
     wait_for_state(orch, run_id, "RUNNING", step_at_least=100)
     assert orch.ok("status", "--json").json()[0]["active"][0]["eta_seconds"] > 0

@@ -22,6 +22,8 @@ SWEEP = f"""
 name: crash
 include: [problems/digits_mlp.yaml]
 base:
+  model:
+    hidden: [512, 512]  # a few ms a step: the kill lands long before the end
   training:
     steps: {STEPS}
     checkpoint_every: 250

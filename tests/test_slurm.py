@@ -92,7 +92,7 @@ def test_task_over_its_memory_limit_is_out_of_memory(orch: Orch, mini_cluster: M
 
 
 def test_cancel_calls_scancel(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "cancelled", "  training: {steps: 100000, heartbeat_seconds: 0.5}\n")
+    sweep = slurm_sweep(tmp_path, "cancelled", "  training: {steps: 10000000, heartbeat_seconds: 0.5}\n")
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] > 0)
 
@@ -130,7 +130,7 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
 
 
 def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "forgotten", "  training: {steps: 20000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
+    sweep = slurm_sweep(tmp_path, "forgotten", "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
     job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]

@@ -80,6 +80,15 @@ class Backend(Protocol):
 EXECUTOR_NAMES = ("local", "debug", "slurm")
 
 
+# How often waiting commands look again: a process table is cheap to read; sacct and squeue load
+# slurmctld and slurmdbd, which Slurm's documentation asks not to poll in tight loops.
+POLL_SECONDS = {"local": 1.0, "debug": 1.0, "slurm": 10.0}
+
+
+def poll_seconds(executors: Sequence[str]) -> float:
+    return max((POLL_SECONDS[name] for name in executors), default=POLL_SECONDS["local"])
+
+
 def array_task_of(job_id: str) -> Optional[int]:
     """The task index of a Slurm array job id (``123_4`` -> 4); None for a plain job id."""
     _, separator, task = job_id.partition("_")
