@@ -13,6 +13,7 @@ from submitit.helpers import Checkpointable
 from jobs.slots import local_slot
 
 TIMEOUT_STATE = "TIMEOUT"
+CANCELLED_STATE = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def run_attempt(request: AttemptRequest) -> int:
     with local_slot():
         from submitit.core.utils import UncompletedJobError
 
-        from jobs.interrupt import StopRequest
+        from jobs.interrupt import StopRequest, Terminated, raise_on_termination
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
@@ -38,6 +39,8 @@ def run_attempt(request: AttemptRequest) -> int:
         paths = RunPaths(Path(request.run_dir))
         journal = JournalWriter(paths.attempt(request.attempt_key))
         stop = StopRequest.install()
+        if stop.signum is not None:  # inside a submitit job process (not the debug executor's caller)
+            raise_on_termination()
         try:
             trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
         except SystemExit:
@@ -47,6 +50,9 @@ def run_attempt(request: AttemptRequest) -> int:
             raise
         except UncompletedJobError as error:  # submitit: time limit reached with no requeue left
             journal.failed(error, TIMEOUT_STATE)
+            raise
+        except Terminated as error:
+            journal.failed(error, CANCELLED_STATE)
             raise
         except BaseException as error:
             journal.failed(error)

@@ -46,3 +46,20 @@ class StopRequest:
             previous(self.signum, None)
         else:
             raise SystemExit(f"stopped by signal {signal.Signals(self.signum).name}")
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the job: ``orch cancel`` on the local executor, or scancel on Slurm."""
+
+
+def raise_on_termination() -> None:
+    """Make SIGTERM end the job with :class:`Terminated`, so that it journals its cancellation.
+
+    submitit's job environment ignores SIGTERM; a job started from a background shell ignores
+    SIGINT too (Python then installs no KeyboardInterrupt handler), so SIGTERM is what cancels.
+    """
+
+    def terminate(signum: int, frame: Optional[FrameType]) -> None:
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, terminate)

@@ -124,7 +124,7 @@ def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> Non
     first = orch.ok("show", run_id, "--json").json()["attempts"][0]
     wait_until(lambda: not process_alive(first["pid"], "submitit"))
     last_words = read_events(AttemptPaths(Path(first["journal_dir"])))[-1].payload
-    assert isinstance(last_words, Failed) and last_words.error_type == "KeyboardInterrupt"
+    assert isinstance(last_words, Failed) and (last_words.error_type, last_words.state) == ("Terminated", "CANCELLED")
 
     resumed = orch.ok("resume", run_id, "--json").json()
     assert resumed["submitted"] == [run_id]

@@ -16,7 +16,6 @@ from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observati
 from orchestrator.executors.processes import process_alive, process_tree, this_host
 
 SUBMITIT_MARK = "submitit"
-CONTROLLER_MODULE = "submitit.local._local"
 
 
 class LocalBackend:
@@ -48,14 +47,17 @@ class LocalBackend:
         return Observation(Phase.ENDED, state="LOST", reason=f"{where} ended without a final journal event")
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
-        """Interrupt submitit's controller, which interrupts (then kills) its task, as ``LocalJob.cancel`` does.
+        """SIGTERM to a started task (it journals its cancellation and exits; submitit's controller
+        follows); a job still waiting for its slot has written nothing yet and is killed outright.
 
-        The job id is the pid of the shell that runs the setup lines and then the controller; the
-        task ignores SIGTERM (submitit bypasses it), so SIGINT is what ends it.
+        SIGINT is no use here: jobs started from a background shell ignore it.
         """
         for job in jobs:
-            if not job.job_id or not this_host(job.hostname):
+            if not this_host(job.hostname):
                 continue
-            for pid in process_tree(int(job.job_id)):
-                if process_alive(pid, CONTROLLER_MODULE):
-                    os.kill(pid, signal.SIGINT)
+            if process_alive(job.pid, SUBMITIT_MARK):
+                os.kill(job.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            elif job.job_id:
+                for pid in reversed(process_tree(int(job.job_id))):
+                    if process_alive(pid, SUBMITIT_MARK):
+                        os.kill(pid, signal.SIGKILL)
