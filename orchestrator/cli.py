@@ -41,6 +41,7 @@ from orchestrator.views import (
     metric_series,
     run_row,
     select_runs,
+    shard_row,
     show_view,
     status_view,
 )
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics")
     show.add_argument("run", help="run id or a unique prefix")
+
+    shards = command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)")
+    shards.add_argument("run", help="run id or a unique prefix")
+    shards.add_argument("--probe", help="only this probe type")
+    shards.add_argument("--start", type=int, help="first step (inclusive)")
+    shards.add_argument("--stop", type=int, help="last step (exclusive)")
 
     logs = command("logs", cmd_logs, "an attempt's stdout (or stderr)")
     logs.add_argument("run", help="run id or a unique prefix")
@@ -290,6 +297,26 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
     console.print(f"shards: {len(view['shards'])}")
     metric_rows = [[name, m["count"], m["last_step"], m["last"], m["min"], m["max"]] for name, m in sorted(view["metrics"].items())]
     console.print(output.table("metrics", ["name", "points", "last step", "last", "min", "max"], metric_rows))
+    return 0
+
+
+def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
+    engine = require_registry(home)
+    sync(engine)
+    with Session(engine) as session:
+        run = submission.find_run(session, arguments.run)
+        rows = [
+            shard_row(shard)
+            for shard in run.shards
+            if (arguments.probe is None or shard.probe == arguments.probe)
+            and (arguments.start is None or shard.step >= arguments.start)
+            and (arguments.stop is None or shard.step < arguments.stop)
+        ]
+    if arguments.json:
+        output.print_json({"run": run.id, "shards": rows})
+    else:
+        columns = ["probe", "step", "path", "bytes", "sha256"]
+        output.console().print(output.table(f"run {run.id}: {len(rows)} shards", columns, [[row[c] for c in columns] for row in rows]))
     return 0
 
 

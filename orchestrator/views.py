@@ -11,7 +11,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.registry.models import Metric, Run, RunState, Sweep
+from orchestrator.registry.models import Metric, Run, RunState, Shard, Sweep
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,20 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
             for attempt in run.attempts
         ],
         "checkpoints": [{"step": c.step, "path": c.path, "bytes": c.bytes, "sha256": c.sha256} for c in run.checkpoints],
-        "shards": [{"probe": s.probe, "step": s.step, "path": s.path, "bytes": s.bytes, "sha256": s.sha256} for s in run.shards],
+        "shards": [shard_row(shard) for shard in run.shards],
         "metrics": metric_summary(session, run.id),
+    }
+
+
+def shard_row(shard: Shard) -> dict[str, Any]:
+    return {
+        "probe": shard.probe,
+        "step": shard.step,
+        "path": shard.path,
+        "bytes": shard.bytes,
+        "sha256": shard.sha256,
+        "n_points": shard.n_points,
+        "is_extrapolation": shard.is_extrapolation,
     }
 
 
