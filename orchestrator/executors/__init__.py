@@ -2,7 +2,7 @@
 
 Every backend runs the same job function (``jobs.entry.run_attempt``) with the same
 ``AttemptRequest``; the job's journal is identical whichever backend ran it. A backend submits a
-list of requests as one array, tells whether a submitted job is still alive, and cancels jobs.
+list of requests as one array, observes submitted jobs in batches, and cancels them.
 """
 
 from __future__ import annotations
