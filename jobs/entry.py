@@ -13,7 +13,6 @@ from submitit.helpers import Checkpointable
 from jobs.slots import local_slot
 
 TIMEOUT_STATE = "TIMEOUT"
-CANCELLED_STATE = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,8 @@ def run_attempt(request: AttemptRequest) -> int:
         except UncompletedJobError as error:  # submitit: time limit reached with no requeue left
             journal.failed(error, TIMEOUT_STATE)
             raise
-        except Terminated as error:
-            journal.failed(error, CANCELLED_STATE)
-            raise
+        except Terminated:
+            raise  # scancel, a time limit, orch cancel: the scheduler or the registry knows which
         except BaseException as error:
             journal.failed(error)
             raise

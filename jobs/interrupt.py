@@ -53,10 +53,12 @@ class Terminated(BaseException):
 
 
 def raise_on_termination() -> None:
-    """Make SIGTERM end the job with :class:`Terminated`, so that it journals its cancellation.
+    """Make SIGTERM end the job promptly with :class:`Terminated` (no final journal event).
 
     submitit's job environment ignores SIGTERM; a job started from a background shell ignores
     SIGINT too (Python then installs no KeyboardInterrupt handler), so SIGTERM is what cancels.
+    Why the job was terminated (orch cancel, scancel, a time limit) is for the registry or the
+    scheduler to say, not for the job, which cannot tell.
     """
 
     def terminate(signum: int, frame: Optional[FrameType]) -> None:

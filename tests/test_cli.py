@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.journal import Failed, read_events
+from jobs.journal import Failed, Finished, read_events
 from jobs.paths import AttemptPaths
 from orchestrator.executors.processes import process_alive
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
@@ -123,8 +123,8 @@ def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> Non
     assert orch.ok("runs", "--json").json()[0]["state"] == "CANCELLED"
     first = orch.ok("show", run_id, "--json").json()["attempts"][0]
     wait_until(lambda: not process_alive(first["pid"], "submitit"))
-    last_words = read_events(AttemptPaths(Path(first["journal_dir"])))[-1].payload
-    assert isinstance(last_words, Failed) and (last_words.error_type, last_words.state) == ("Terminated", "CANCELLED")
+    last_event = read_events(AttemptPaths(Path(first["journal_dir"])))[-1].payload
+    assert not isinstance(last_event, (Failed, Finished))  # stopped mid-run; the registry says why
 
     resumed = orch.ok("resume", run_id, "--json").json()
     assert resumed["submitted"] == [run_id]

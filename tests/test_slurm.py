@@ -134,7 +134,7 @@ def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_clus
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
     job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]
-    subprocess.run(["scancel", job_id], check=True)
+    subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True)  # no last words in the journal
     with sqlite3.connect(orch.registry) as registry:  # as if the scheduler's accounting had lost the job
         registry.execute("UPDATE attempts SET job_id = '999999' WHERE job_id = ?", (job_id,))
 
