@@ -13,6 +13,7 @@ This module imports nothing heavy: the login node validates sweeps without loadi
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -182,8 +183,6 @@ def memory_megabytes(slurm_mem: str) -> float:
 
 def slurm_time(minutes: float) -> str:
     """``D-HH:MM:SS`` for a number of minutes (rounded up to whole seconds)."""
-    import math
-
     days, rest = divmod(math.ceil(round(minutes * 60, 6)), 24 * 3600)
     hours, rest = divmod(rest, 3600)
     return f"{days}-{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -66,9 +67,15 @@ def profile_names() -> list[str]:
 
 
 def load_profile(name: str) -> ClusterProfile:
+    """The profile ``name``; parsed once per process and file version (planning asks once per run)."""
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise SpecError(str(path), "cluster", "unknown cluster profile", name, ", ".join(profile_names()))
+    return _parse_profile(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_profile(path: Path, _mtime_ns: int) -> ClusterProfile:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ClusterProfile), OmegaConf.load(path))
     except OmegaConfBaseException as error:

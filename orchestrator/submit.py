@@ -26,7 +26,7 @@ from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
 from orchestrator.sweep import SweepPlan
-from orchestrator.sync import job_ref, refresh_run_state, sync
+from orchestrator.sync import by_executor, job_ref, refresh_run_state, sync
 
 
 REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
@@ -104,11 +104,10 @@ def submit_runs(engine: Engine, home: OrchHome, run_ids: Sequence[str], executor
     if not run_ids:
         return []
     submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with Session(engine) as session, session.begin():
         prepared = [_prepare_attempt(session, home, session.get_one(Run, run_id), executor, submission_id) for run_id in run_ids]
-    groups = [list(items) for _, items in groupby(sorted(prepared, key=_array_key), key=_array_key)]
-    with Session(engine) as session, session.begin():  # each attempt's position in its array, before sbatch
-        for number, group in enumerate(groups):
+        groups = [list(items) for _, items in groupby(sorted(prepared, key=_array_key), key=_array_key)]
+        for number, group in enumerate(groups):  # each attempt's array and position in it, before sbatch
             for position, item in enumerate(group):
                 attempt = session.get_one(Attempt, item.attempt_id)
                 attempt.submission_id, attempt.array_task = f"{submission_id}.{number}", position
@@ -219,8 +218,7 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
     cancelled = []
     with Session(engine) as session, session.begin():
         attempts = [run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE]
-        for executor, group in groupby(sorted(attempts, key=lambda a: a.executor), key=lambda a: a.executor):
-            members = list(group)
+        for executor, members in by_executor(attempts).items():
             get_backend(executor).cancel([job_ref(attempt) for attempt in members])
             for attempt in members:
                 attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), "cancelled by orch cancel"

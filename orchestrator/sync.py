@@ -52,7 +52,7 @@ def sync(engine: Engine) -> SyncReport:
         for attempt in open_attempts:
             read_journal(session, attempt, report)
         still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
-        for executor, attempts in _by_executor(still_open).items():
+        for executor, attempts in by_executor(still_open).items():
             observations = get_backend(executor).observe([job_ref(attempt) for attempt in attempts])
             for attempt, observation in zip(attempts, observations):
                 reconcile(session, attempt, observation, report)
@@ -106,7 +106,7 @@ def _last_sign_of_life(attempt: Attempt) -> float:
     return max(t for t in (attempt.heartbeat_time, attempt.started_time, attempt.submitted_time) if t is not None)
 
 
-def _by_executor(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+def by_executor(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
     groups: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         groups.setdefault(attempt.executor, []).append(attempt)

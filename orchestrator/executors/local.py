@@ -47,7 +47,7 @@ class LocalBackend:
         return Observation(Phase.ENDED, state="LOST", reason=f"{where} ended without a final journal event")
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
-        """SIGTERM to a started task (it journals its cancellation and exits; submitit's controller
+        """SIGTERM to a started task (it stops at once, without final words; submitit's controller
         follows); a job still waiting for its slot has written nothing yet and is killed outright.
 
         SIGINT is no use here: jobs started from a background shell ignore it.

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import submitit
@@ -127,7 +128,7 @@ def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
     ``123_[4-5%2]`` line is not found under its own id.
     """
     wanted = set(job_ids)
-    array_ids = sorted({job_id.partition("_")[0] for job_id in job_ids})
+    array_ids = _array_ids(job_ids)
     records: dict[str, SacctRecord] = {}
     for start in range(0, len(array_ids), SACCT_IDS_PER_CALL):
         batch = array_ids[start : start + SACCT_IDS_PER_CALL]
@@ -137,8 +138,7 @@ def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
 
 def squeue_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
     """What slurmctld itself says of jobs that sacct does not list (yet)."""
-    array_ids = sorted({job_id.partition("_")[0] for job_id in job_ids})
-    return parse_sacct(_squeue(["--jobs", ",".join(array_ids)]), wanted=set(job_ids))
+    return parse_sacct(_squeue(["--jobs", ",".join(_array_ids(job_ids))]), wanted=set(job_ids))
 
 
 def _squeue(selection: list[str]) -> str:
@@ -155,11 +155,15 @@ def _sacct(selection: list[str]) -> str:
     return _run(command + selection)
 
 
+def _array_ids(job_ids: Sequence[str]) -> list[str]:
+    """The arrays (``123``) that the job ids (``123_4``, ``123``) belong to."""
+    return sorted({job_id.partition("_")[0] for job_id in job_ids})
+
+
 def _recovered(record: Optional[SacctRecord]) -> Observation:
     if record is None:
         return Observation(Phase.GONE, reason="no job id was recorded and Slurm knows no job of this submission")
-    observed = observation_of(record)
-    return Observation(observed.phase, observed.state, observed.exit_code, observed.reason, observed.node, job_id=record.job_id)
+    return replace(observation_of(record), job_id=record.job_id)
 
 
 def _run(command: list[str]) -> str:
