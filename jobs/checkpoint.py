@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +32,7 @@ class TrainingState:
     model: dict[str, Any]
     optimizer: dict[str, Any]
     rng: dict[str, Any]
+    probes: dict[str, Any] = field(default_factory=dict)  # each probe's state (e.g. the previous gradient)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -58,7 +59,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(paths: RunPaths, state: TrainingState) -> CheckpointWritten:
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten({"step": state.step, "model": state.model, "optimizer": state.optimizer, "rng": state.rng}, tensors)
+    tree = {"step": state.step, "model": state.model, "optimizer": state.optimizer, "rng": state.rng, "probes": state.probes}
+    skeleton = _flatten(tree, tensors)
     payload = save_safetensors(tensors, metadata={"skeleton": json.dumps(skeleton)})
     data_file = paths.checkpoint_file(state.step)
     sha256 = publish_bytes(data_file, payload)
@@ -76,7 +78,16 @@ def load_checkpoint(data_file: Path, device: torch.device) -> TrainingState:
     metadata = json.loads(payload[8 : 8 + header_length])["__metadata__"]
     tree = _unflatten(json.loads(metadata["skeleton"]), tensors)
     tree["model"] = {name: tensor.to(device) for name, tensor in tree["model"].items()}
-    return TrainingState(step=tree["step"], model=tree["model"], optimizer=tree["optimizer"], rng=tree["rng"])
+    probes = {label: _to_device(state, device) for label, state in tree.get("probes", {}).items()}
+    return TrainingState(step=tree["step"], model=tree["model"], optimizer=tree["optimizer"], rng=tree["rng"], probes=probes)
+
+
+def _to_device(node: Any, device: torch.device) -> Any:
+    if isinstance(node, torch.Tensor):
+        return node.to(device)
+    if isinstance(node, dict):
+        return {key: _to_device(value, device) for key, value in node.items()}
+    return node
 
 
 def newest_valid_checkpoint(paths: RunPaths) -> Optional[Path]:

@@ -76,15 +76,26 @@ def iter_shards(paths: RunPaths, probe: str, start: Optional[int] = None, stop: 
 
 
 def complete_steps(paths: RunPaths, probe: str) -> set[int]:
-    """Steps whose shard matches its journaled manifest; any other shard file is moved aside."""
+    """Steps whose shard matches its journaled manifest, after clearing up what a crash left.
+
+    A file whose size or sha256 differs from its manifest (torn, corrupted) is moved aside for
+    inspection; a file without a manifest (the job died between publishing it and journaling it)
+    and temporary files of an interrupted publication are removed. Either way the step is
+    measured again.
+    """
     manifests = journaled_shards(paths, probe)
     complete = set()
     for step, path in _shard_files(paths, probe):
         manifest = manifests.get(step)
-        if manifest is not None and path.stat().st_size == manifest.bytes and sha256_file(path) == manifest.sha256:
+        if manifest is None:
+            path.unlink()
+        elif path.stat().st_size == manifest.bytes and sha256_file(path) == manifest.sha256:
             complete.add(step)
         else:
             path.rename(path.with_name(f"{path.name}{CORRUPT_SUFFIX}-{time.time_ns()}"))
+    folder = paths.shards_dir / probe
+    for temporary in folder.glob(f"{TEMP_PREFIX}*") if folder.is_dir() else []:
+        temporary.unlink()
     return complete
 
 

@@ -55,7 +55,10 @@ class Check:
                 return self.describe()
             if self.le is not None and not value <= self.le:
                 return self.describe()
-        if self.choices and value not in self.choices:
+        if self.choices and isinstance(value, list):
+            if any(item not in self.choices for item in value):
+                return "a list of " + ", ".join(self.choices)
+        elif self.choices and value not in self.choices:
             return "one of " + ", ".join(self.choices)
         if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
             return self.pattern_hint or f"a string matching {self.pattern}"
@@ -93,6 +96,7 @@ class ModelSpec:
     name: str = checked("mlp", catalog="models")
     hidden: list[int] = field(default_factory=lambda: [64])
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
+    dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
 
 
 @dataclass
@@ -132,16 +136,85 @@ class TrainingSpec:
     eval_every: int = checked(50, ge=1)
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
+    checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)  # also publish a checkpoint this often
     heartbeat_seconds: float = checked(5.0, gt=0.0, fingerprint=False)
     fail_on_nonfinite_loss: bool = unfingerprinted(True)  # a diverged run fails at once instead of burning GPU time
 
 
+PROBE_TYPES = ("line", "interpolation", "hessian_norm")
+LOSS_SETS = ("train", "val", "direction")
+
+
 @dataclass
 class ProbeSpec:
-    """A landscape probe run inside the training loop (the probe issue adds the types)."""
+    """A landscape probe run inside the training loop (``jobs/probes``).
+
+    A probe at step ``t`` looks at the update from θ_t to θ_{t+1}. Which steps: ``steps`` when
+    given, else every ``every``-th step from ``from_step`` up to (not including) ``to_step``.
+    The fields after the common ones belong to one probe type each (see ``PROBE_FIELDS``);
+    setting another type's field is an error.
+    """
 
     type: str = checked("line", catalog="probes")
+    name: Optional[str] = checked(None, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_hint="letters, digits, '_', '.', '-'")  # None: the type
     every: int = checked(1, ge=1)
+    steps: list[int] = field(default_factory=list)
+    from_step: int = checked(0, ge=0)
+    to_step: Optional[int] = checked(None, ge=1)  # exclusive; None: the end of training
+    bn_mode: str = checked("batch", choices=("batch", "eval"))  # batch: BatchNorm on batch statistics (train mode)
+    eval_chunk: Optional[int] = checked(None, ge=1)  # samples per forward (BN statistics); None: training.batch_size
+    forward_batch: Optional[int] = checked(None, ge=1, fingerprint=False)  # samples per forward (a multiple of eval_chunk; speed only); None: 1024
+    # line
+    interval: float = checked(0.5, gt=0.0)
+    resolution: float = checked(0.006, gt=0.0)
+    max_enlargements: int = checked(5, ge=0)
+    record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)
+    directions: int = checked(0, ge=0)  # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    store_direction: bool = False
+    # interpolation
+    alphas: int = checked(10, ge=2)
+    alpha_endpoints: str = checked("inclusive", choices=("inclusive", "exclusive"))
+    # hessian_norm
+    hessian_samples: int = checked(1000, ge=1)
+    power_iterations: int = checked(20, ge=1)
+    power_tolerance: float = checked(1e-3, gt=0.0)
+
+    @property
+    def label(self) -> str:
+        """The probe's shard folder and registry name."""
+        return self.name or self.type
+
+    def selects(self, step: int) -> bool:
+        if self.steps:
+            return step in self.steps
+        in_range = step >= self.from_step and (self.to_step is None or step < self.to_step)
+        return in_range and (step - self.from_step) % self.every == 0
+
+
+COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "bn_mode", "eval_chunk", "forward_batch")
+PROBE_FIELDS = {
+    "line": ("interval", "resolution", "max_enlargements", "record", "directions", "store_direction"),
+    "interpolation": ("alphas", "alpha_endpoints"),
+    "hessian_norm": ("hessian_samples", "power_iterations", "power_tolerance"),
+}
+
+
+def probe_violations(probes: Sequence[ProbeSpec]) -> Iterator[tuple[str, Any, str]]:
+    """Fields set for another probe type, duplicate probe names, an empty ``record``."""
+    defaults = ProbeSpec()
+    seen: set[str] = set()
+    for index, probe in enumerate(probes):
+        own = set(COMMON_PROBE_FIELDS) | set(PROBE_FIELDS.get(probe.type, ()))
+        for spec_field in dataclasses.fields(probe):
+            value = getattr(probe, spec_field.name)
+            if spec_field.name not in own and value != getattr(defaults, spec_field.name):
+                accepted = ", ".join(sorted(own))
+                yield f"probes[{index}].{spec_field.name}", value, f"not a field of a {probe.type} probe; its fields: {accepted}"
+        if probe.type == "line" and not probe.record:
+            yield f"probes[{index}].record", probe.record, "at least one of " + ", ".join(LOSS_SETS)
+        if probe.label in seen:
+            yield f"probes[{index}].name", probe.name, f"a name other than {probe.label!r}, which an earlier probe has"
+        seen.add(probe.label)
 
 
 @dataclass
@@ -223,6 +296,8 @@ def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str 
             accepted = check.violation(value, known_names)
             if accepted is not None:
                 yield key, value, accepted
+    if isinstance(spec, RunSpec):
+        yield from probe_violations(spec.probes)
 
 
 def spec_to_yaml(spec: RunSpec) -> str:

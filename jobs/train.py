@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -28,6 +28,8 @@ from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued,
 from jobs.models import MODELS
 from jobs.optim import OPTIMIZERS, learning_rate
 from jobs.paths import RunPaths
+from jobs.probes import ProbeSetup
+from jobs.probes.runner import ProbeRunner, step_context
 from jobs.provenance import collect_provenance
 from jobs.spec import RunSpec
 
@@ -67,6 +69,7 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     data: InMemoryData
     device: torch.device
+    probes: ProbeRunner
     step: int = 0
 
 
@@ -95,7 +98,8 @@ def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     data = DATASETS.get(spec.data.name)(spec.data, spec.data.root).to(device)
     model = MODELS.get(spec.model.name)(spec.model, data.input_shape, data.num_classes).to(device)
     optimizer = OPTIMIZERS.get(spec.optimizer.name)(model.parameters(), spec.optimizer)
-    trainee = Trainee(model, optimizer, data, device)
+    probes = ProbeRunner.build(spec.probes, ProbeSetup(model, data, spec.training, device), paths)  # sees θ_0
+    trainee = Trainee(model, optimizer, data, device, probes)
     checkpoint_file = newest_valid_checkpoint(paths)
     if checkpoint_file is not None:
         restore(trainee, load_checkpoint(checkpoint_file, device))
@@ -106,11 +110,14 @@ def restore(trainee: Trainee, state: TrainingState) -> None:
     trainee.model.load_state_dict(state.model)
     trainee.optimizer.load_state_dict(state.optimizer)
     restore_rng(state.rng)
+    trainee.probes.load_state_dict(state.probes)
     trainee.step = state.step
 
 
 def snapshot(trainee: Trainee) -> TrainingState:
-    return TrainingState(trainee.step, trainee.model.state_dict(), trainee.optimizer.state_dict(), capture_rng())
+    return TrainingState(
+        trainee.step, trainee.model.state_dict(), trainee.optimizer.state_dict(), capture_rng(), trainee.probes.state_dict()
+    )
 
 
 @torch.no_grad()
@@ -178,6 +185,21 @@ class Loop:
     trainee: Trainee
     order: BatchOrder
     reporter: Reporter
+    last_checkpoint_time: float = field(default_factory=time.monotonic)
+    published_step: int = -1  # the step of this attempt's newest checkpoint
+
+    def checkpoint_due(self) -> bool:
+        """Every ``checkpoint_every`` steps, at the end, and ``checkpoint_minutes`` after the last one."""
+        training, step = self.spec.training, self.trainee.step
+        minutes = training.checkpoint_minutes
+        overdue = minutes is not None and time.monotonic() - self.last_checkpoint_time >= 60 * minutes
+        return step % training.checkpoint_every == 0 or step == training.steps or overdue
+
+    def publish_checkpoint(self) -> None:
+        self.reporter.flush()
+        self.reporter.journal.append(save_checkpoint(self.paths, snapshot(self.trainee)))
+        self.last_checkpoint_time = time.monotonic()
+        self.published_step = self.trainee.step
 
 
 def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional[StopRequest] = None) -> Trainee:
@@ -206,9 +228,8 @@ def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional
 
 def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
     trainee, reporter = loop.trainee, loop.reporter
-    reporter.flush()
-    if trainee.step % loop.spec.training.checkpoint_every != 0:  # not just published by run_one_step
-        reporter.journal.append(save_checkpoint(loop.paths, snapshot(trainee)))
+    if loop.published_step != trainee.step:
+        loop.publish_checkpoint()
     reporter.tick(trainee.step, force=True)
     assert stop.signum is not None
     reporter.journal.append(Requeued(trainee.step, signal.Signals(stop.signum).name))
@@ -217,20 +238,23 @@ def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
 
 def run_one_step(loop: Loop) -> None:
     training, trainee, reporter = loop.spec.training, loop.trainee, loop.reporter
-    lr = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, trainee.step, training.steps)
+    step = trainee.step
+    lr = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps)
     for group in trainee.optimizer.param_groups:
         group["lr"] = lr
-    batch = loop.order.indices(trainee.step).to(trainee.device)
+    batch = loop.order.indices(step).to(trainee.device)
+    params_before = trainee.probes.before_step(trainee.model, step)
     loss, accuracy = train_step(trainee, trainee.data.train_inputs[batch], trainee.data.train_targets[batch])
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
-        raise FloatingPointError(f"training loss is {loss} at step {trainee.step + 1} (lr {lr:g}): the run diverged")
+        raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {lr:g}): the run diverged")
+    if params_before is not None:
+        context = step_context(step, trainee.model, trainee.data, batch, params_before, lr, trainee.optimizer)
+        trainee.probes.after_step(context, reporter.journal)
     trainee.step += 1
     reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy, lr=lr)
-    last_step = trainee.step == training.steps
-    if trainee.step % training.eval_every == 0 or last_step:
+    if trainee.step % training.eval_every == 0 or trainee.step == training.steps:
         data = trainee.data
         val_loss, val_accuracy = evaluate(trainee.model, data.val_inputs, data.val_targets, training.batch_size)
         reporter.record(trainee.step, val_loss=val_loss, val_accuracy=val_accuracy)
-    if trainee.step % training.checkpoint_every == 0 or last_step:
-        reporter.flush()
-        reporter.journal.append(save_checkpoint(loop.paths, snapshot(trainee)))
+    if loop.checkpoint_due():
+        loop.publish_checkpoint()

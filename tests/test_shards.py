@@ -56,10 +56,15 @@ def test_only_journaled_intact_shards_count_as_complete(run: RunPaths) -> None:
     data[-1] ^= 0xFF
     corrupt.write_bytes(bytes(data))
 
+    leftover = run.shards_dir / "line" / ".tmp-step_000000005.safetensors.4242"  # a publication cut short
+    leftover.write_bytes(b"partial")
+
     assert complete_steps(run, "line") == {1, 3}
     moved = sorted(path.name.split(".corrupt")[0] for path in (run.shards_dir / "line").glob("*.corrupt-*"))
-    assert moved == ["step_000000002.safetensors", "step_000000004.safetensors"]
+    assert moved == ["step_000000002.safetensors"]  # kept for inspection
     assert not shard_file(run, "line", 2).exists()
+    assert not shard_file(run, "line", 4).exists()  # unjournaled: removed, measured again
+    assert not leftover.exists()
     assert complete_steps(run, "line") == {1, 3}  # idempotent
 
 

@@ -12,4 +12,5 @@ from jobs.spec import ModelSpec
 ModelBuilder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Catalog[ModelBuilder] = Catalog("model")
 
-from jobs.models import mlp as _mlp  # noqa: E402,F401  (registers its builders)
+from jobs.models import cnn as _cnn  # noqa: E402,F401  (registers its builders)
+from jobs.models import mlp as _mlp  # noqa: E402,F401

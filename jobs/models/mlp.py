@@ -18,5 +18,7 @@ def mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
     layers: list[nn.Module] = [nn.Flatten()]
     for width_in, width_out in zip(widths, widths[1:]):
         layers += [nn.Linear(width_in, width_out), ACTIVATIONS[spec.activation]()]
+        if spec.dropout:
+            layers.append(nn.Dropout(spec.dropout))
     layers.append(nn.Linear(widths[-1], num_classes))
     return nn.Sequential(*layers)

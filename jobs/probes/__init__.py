@@ -1,9 +1,86 @@
-"""Landscape probes registered by type name (the probe issue adds line, interpolation, …)."""
+"""Landscape probes: measurements taken inside the training loop, registered by type name.
+
+The training loop knows only this contract. At construction a probe gets a :class:`ProbeSetup`
+(the model at θ_0, the data, the training spec); at each selected step ``t`` it gets a
+:class:`ProbeContext` describing the update θ_t → θ_{t+1} and returns a :class:`Measurement`,
+which :class:`jobs.probes.runner.ProbeRunner` publishes as one shard. Probes never write the
+model, its buffers or gradients; the runner restores the random streams around them.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from torch import nn
 
 from jobs.catalog import Catalog
+from jobs.data import InMemoryData
+from jobs.spec import ProbeSpec, TrainingSpec
 
-PROBES: Catalog[Callable] = Catalog("probe")
+
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What a probe may keep from the start of a run (before any checkpoint is restored)."""
+
+    model: nn.Module  # the training model; read only
+    data: InMemoryData
+    training: TrainingSpec
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """One update step θ_t → θ_{t+1} as a probe sees it."""
+
+    step: int  # t, the number of updates before this one
+    model: nn.Module  # holds θ_{t+1}; read only
+    data: InMemoryData
+    batch_indices: torch.Tensor  # the step's mini-batch, as indices into the training split
+    params_before: torch.Tensor  # flat θ_t
+    params_after: torch.Tensor  # flat θ_{t+1}
+    gradient: torch.Tensor  # flat gradient of the step's mini-batch at θ_t
+    learning_rate: float
+    optimizer_step: Optional[float]  # the step length the optimizer reports choosing, if it reports one
+
+
+@dataclass
+class Measurement:
+    """A probe's result for one step: arrays (safe dtypes only) and JSON-able metadata."""
+
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    is_extrapolation: bool = False
+
+
+class Probe(Protocol):
+    spec: ProbeSpec
+
+    def wants(self, step: int) -> bool:
+        """Whether the probe needs step ``step``'s context (to measure it or to remember it)."""
+
+    def measure(self, context: ProbeContext) -> Measurement: ...
+
+    def observe(self, context: ProbeContext) -> None:
+        """Called after ``measure`` (or instead, when the step's shard already exists)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+ProbeBuilder = Callable[[ProbeSpec, ProbeSetup], Probe]
+PROBES: Catalog[ProbeBuilder] = Catalog("probe")
+
+
+def line_seed(training_seed: int, step: int, label: str, salt: int = 0) -> int:
+    """The fixed random state of one measurement: a pure function of run seed, step and probe."""
+    words = np.random.SeedSequence([training_seed, step, salt, *label.encode()]).generate_state(1)
+    return int(words[0])
+
+
+from jobs.probes import hessian as _hessian  # noqa: E402,F401  (registers its builders)
+from jobs.probes import interpolation as _interpolation  # noqa: E402,F401
+from jobs.probes import line as _line  # noqa: E402,F401

@@ -1,0 +1,163 @@
+"""Line-probe throughput against the model's inference ceiling and the authors' loop.
+
+Measures, in one run on one model and device:
+
+  (a) the line probe's evaluator: per-sample losses of N samples at K points of one line;
+  (b) the ceiling: the model's no-grad inference throughput at its best batch size;
+  (c) a reference-style loop as the authors' sampler does it: per point, move the parameters in
+      place, batches of 128, a host copy after every batch, a Python loop over points.
+
+All three report sample-forwards per second; the ratios a/b and a/c are printed at the end
+(targets: a/b >= 0.9 on CPU; on a GPU a/b >= 0.8 and a/c >= 5).
+
+    python benchmarks/probe_throughput.py --model cnn --hidden 16 32 64 --input-shape 3 32 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.models import MODELS
+from jobs.probes.functional import LineEvaluator, flat_parameters
+from jobs.probes.line import base_points
+from jobs.spec import ModelSpec
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--input-shape", type=int, nargs="+", default=[3, 32, 32])
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=1024, help="samples per line (the paper: 4000 train + 1000 val + 128)")
+    parser.add_argument("--chunk", type=int, default=128, help="eval_chunk: samples per BatchNorm batch")
+    parser.add_argument("--bn-mode", default="batch", choices=("batch", "eval"))
+    parser.add_argument("--forward-batch", type=int, default=None, help="samples per forward (default 1024)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (a, b, c); the best of each counts")
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args()
+
+
+BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048]
+
+
+def best_seconds(action: Callable[[], None], device: torch.device, repeats: int) -> float:
+    action()  # warm-up (allocations, kernels, vmap tracing)
+    timings = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        action()
+        synchronize(device)
+        timings.append(time.perf_counter() - start)
+    return min(timings)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_batch_size(model: nn.Module, inputs: torch.Tensor, device: torch.device, train_mode: bool) -> int:
+    """The batch size of the fastest no-grad forward (one scan; the rounds then time only it)."""
+    rates = {size: inference_rate(model, inputs, device, size, train_mode) for size in BATCH_SIZES if size <= len(inputs)}
+    return max(rates, key=rates.__getitem__)
+
+
+def inference_rate(model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int, train_mode: bool) -> float:
+    """Samples/s of no-grad forwards over ``inputs`` in batches of ``batch_size``.
+
+    ``train_mode``: BatchNorm on batch statistics, the work the probe must do in ``bn_mode: batch``.
+    """
+    model.train(train_mode)
+
+    @torch.no_grad()
+    def forward_all() -> None:
+        for start in range(0, len(inputs) - batch_size + 1, batch_size):
+            model(inputs[start : start + batch_size])
+
+    covered = (len(inputs) // batch_size) * batch_size
+    rate = covered / best_seconds(forward_all, device, 1)
+    model.train()
+    return rate
+
+
+def reference_loop(model: nn.Module, origin: torch.Tensor, direction: torch.Tensor, points: np.ndarray, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """The authors' way: step the parameters in place to each point, batches of 128, host copy per batch."""
+    losses = np.zeros((len(targets), len(points)), dtype=np.float32)
+    parameters = list(model.parameters())
+    with torch.no_grad():
+        for index, point in enumerate(points):
+            torch.nn.utils.vector_to_parameters(origin + float(point) * direction, parameters)
+            for start in range(0, len(targets), 128):
+                logits = model(inputs[start : start + 128])
+                batch_losses = F.cross_entropy(logits, targets[start : start + 128], reduction="none")
+                losses[start : start + 128, index] = batch_losses.cpu().numpy()
+        torch.nn.utils.vector_to_parameters(origin, parameters)
+    return losses
+
+
+def main() -> None:
+    options = arguments()
+    device = torch.device(options.device)
+    torch.manual_seed(0)
+    spec = ModelSpec(name=options.model, hidden=options.hidden)
+    model = MODELS.get(options.model)(spec, tuple(options.input_shape), options.classes).to(device)
+    inputs = torch.randn(options.samples, *options.input_shape, device=device)
+    targets = torch.randint(0, options.classes, (options.samples,), device=device)
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin)
+    direction /= direction.norm()
+    points = base_points(0.5, 0.006, [0.05])
+    sample_forwards = len(points) * options.samples
+
+    evaluator = LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch)
+    train_mode = options.bn_mode == "batch"
+    ceiling_batch = best_batch_size(model, inputs, device, train_mode)
+    eval_batch = best_batch_size(model, inputs, device, False)
+    probe_seconds = reference_seconds = float("inf")
+    ceiling_rate = eval_rate = 0.0
+    for _ in range(options.repeats):  # rounds of a, b, c side by side; the best of each counts
+        probe_seconds = min(probe_seconds, best_seconds(lambda: evaluator.losses(origin, direction, points, inputs, targets, seed=0), device, 1))
+        ceiling_rate = max(ceiling_rate, inference_rate(model, inputs, device, ceiling_batch, train_mode))
+        eval_rate = max(eval_rate, inference_rate(model, inputs, device, eval_batch, False))
+        reference_seconds = min(reference_seconds, best_seconds(lambda: reference_loop(model, origin, direction, points, inputs, targets), device, 1))
+
+    probe_rate = sample_forwards / probe_seconds
+    reference_rate = sample_forwards / reference_seconds
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "model": f"{options.model} {options.hidden} on {options.input_shape}",
+        "parameters": origin.numel(),
+        "samples": options.samples,
+        "points": len(points),
+        "eval_chunk": options.chunk,
+        "forward_batch": evaluator.forward_batch,
+        "probe_samples_per_s": round(probe_rate),
+        "ceiling_samples_per_s": round(ceiling_rate),
+        "ceiling_batch_size": ceiling_batch,
+        "ceiling_bn": "batch statistics (train mode)" if options.bn_mode == "batch" else "running statistics (eval mode)",
+        "eval_mode_samples_per_s": round(eval_rate),
+        "eval_mode_batch_size": eval_batch,
+        "reference_samples_per_s": round(reference_rate),
+        "a/b": round(probe_rate / ceiling_rate, 3),
+        "a/c": round(probe_rate / reference_rate, 2),
+    }
+    if options.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Evaluating a model at parameter vectors other than its own, without touching it.
+
+Probes work on flat parameter vectors (θ, θ + s·d, …). :class:`ParameterLayout` moves between a
+flat vector and the dict of named tensors that ``torch.func.functional_call`` takes, and
+:func:`probe_replica` makes the module the probes call: a copy of the training model whose
+BatchNorm layers either normalize with the statistics of each group of ``eval_chunk`` samples and
+track nothing (``bn_mode: batch``, the authors' train-mode measurement) or use the live model's
+running statistics read-only (``bn_mode: eval``). The training model, its buffers and its
+gradients are never written.
+
+Speed: BatchNorm statistics are taken per ``eval_chunk`` samples (128 in the paper), but a forward
+may hold many such groups (:class:`GroupBatchNorm`), so the model runs at an efficient batch size
+(``forward_batch``) while computing exactly the per-chunk statistics. The data stays on the device
+and the losses of a whole line leave it in one transfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+GPU_FORWARD_BATCH = 1024  # samples per forward on a GPU when ``forward_batch`` is not set (CPU: eval_chunk)
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Names and shapes of a model's parameters, in ``named_parameters`` order."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "ParameterLayout":
+        named = list(model.named_parameters())
+        return cls(tuple(name for name, _ in named), tuple(parameter.shape for _, parameter in named))
+
+    @property
+    def numels(self) -> list[int]:
+        return [math.prod(shape) for shape in self.shapes]
+
+    @property
+    def size(self) -> int:
+        return sum(self.numels)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``flat`` (shape ``[size]``) as the named parameters."""
+        pieces = torch.split(flat, self.numels)
+        return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """A copy of the model's parameters as one vector."""
+    return torch.cat([parameter.detach().reshape(-1) for parameter in model.parameters()])
+
+
+def flat_gradients(model: nn.Module) -> torch.Tensor:
+    """A copy of the gradients left by the last backward (zeros where a parameter has none)."""
+    return torch.cat(
+        [
+            (parameter.grad.detach() if parameter.grad is not None else torch.zeros_like(parameter)).reshape(-1)
+            for parameter in model.parameters()
+        ]
+    )
+
+
+class GroupBatchNorm(nn.Module):
+    """BatchNorm on batch statistics computed separately for each group of ``group_size`` samples.
+
+    A forward of ``m × group_size`` samples normalizes exactly as ``m`` forwards of
+    ``group_size`` samples would (train-mode BatchNorm, biased variance), and tracks nothing.
+    """
+
+    def __init__(self, batch_norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.eps = batch_norm.eps
+        self.weight = batch_norm.weight
+        self.bias = batch_norm.bias
+        self.group_size = 0  # set by the evaluator before each forward; 0: the whole batch
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        samples = inputs.shape[0]
+        if not 0 < self.group_size < samples:
+            return F.batch_norm(inputs, None, None, self.weight, self.bias, training=True, eps=self.eps)
+        grouped = inputs.reshape(samples // self.group_size, self.group_size, *inputs.shape[1:])
+        variance, mean = torch.var_mean(grouped, dim=[1, *range(3, grouped.dim())], unbiased=False, keepdim=True)
+        scale = torch.rsqrt(variance + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.reshape(1, 1, -1, *[1] * (inputs.dim() - 2))
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.reshape(1, 1, -1, *[1] * (inputs.dim() - 2))
+        return torch.addcmul(shift, grouped, scale).reshape(inputs.shape)
+
+
+def probe_replica(model: nn.Module, bn_mode: str) -> nn.Module:
+    """A copy of ``model`` for functional calls; see the module docstring for ``bn_mode``."""
+    replica = copy.deepcopy(model)
+    if bn_mode == "batch":
+        _replace_batch_norms(replica)
+    for parameter in replica.parameters():
+        parameter.requires_grad_(False)
+        parameter.grad = None
+    return replica.train(bn_mode == "batch")
+
+
+def _replace_batch_norms(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, GroupBatchNorm(child))
+        else:
+            _replace_batch_norms(child)
+
+
+def forward_batches(samples: int, chunk: int, forward_batch: int) -> list[tuple[int, int]]:
+    """(start, stop) of each forward: whole multiples of ``chunk`` samples, then the remainder."""
+    size = max(chunk, forward_batch // chunk * chunk)
+    whole = samples // chunk * chunk
+    spans = [(start, min(start + size, whole)) for start in range(0, whole, size)]
+    return spans + ([(whole, samples)] if whole < samples else [])
+
+
+def default_forward_batch(model: nn.Module, chunk: int) -> int:
+    """On a CPU small forwards stay in cache; a GPU needs large ones to leave launch overhead behind."""
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    return max(chunk, GPU_FORWARD_BATCH // chunk * chunk) if on_gpu else chunk
+
+
+class LineEvaluator:
+    """Per-sample cross-entropy losses of a model at points ``origin + s·direction``."""
+
+    def __init__(self, model: nn.Module, bn_mode: str, chunk: int, forward_batch: Optional[int] = None) -> None:
+        self.model = model
+        self.bn_mode = bn_mode
+        self.chunk = chunk
+        self.forward_batch = forward_batch or default_forward_batch(model, chunk)
+        self.layout = ParameterLayout.of(model)
+        self.replica = probe_replica(model, bn_mode)
+        self.group_norms = [module for module in self.replica.modules() if isinstance(module, GroupBatchNorm)]
+
+    @torch.no_grad()
+    def losses(
+        self,
+        origin: torch.Tensor,
+        direction: torch.Tensor,
+        points: Sequence[float],
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        seed: int,
+        chunk: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Float32 losses ``[len(targets), len(points)]`` on the host; one transfer per call.
+
+        Every point sees the same random draws (dropout): the random state is re-seeded from
+        ``seed`` for each forward.
+        """
+        chunk = chunk or self.chunk
+        for module in self.group_norms:
+            module.group_size = chunk
+        if self.bn_mode == "eval":  # the running statistics as training has left them so far
+            for replica_buffer, live_buffer in zip(self.replica.buffers(), self.model.buffers()):
+                replica_buffer.copy_(live_buffer)
+        spans = forward_batches(len(targets), chunk, self.forward_batch)
+        parameters = list(self.replica.parameters())
+        result = torch.empty(len(points), len(targets), dtype=torch.float32, device=origin.device)
+        for index, point in enumerate(points):
+            torch.nn.utils.vector_to_parameters(origin + float(point) * direction, parameters)
+            for span_index, (start, stop) in enumerate(spans):
+                reseed(origin.device, seed + span_index)
+                logits = self.replica(inputs[start:stop])
+                result[index, start:stop] = F.cross_entropy(logits, targets[start:stop], reduction="none")
+        return result.T.contiguous().cpu()
+
+
+def reseed(device: torch.device, seed: int) -> None:
+    """Seed the generators a forward on ``device`` draws from (cheaper than ``torch.manual_seed``)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def gradient_at(
+    replica: nn.Module, layout: ParameterLayout, position: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """The flat gradient of the mean loss of one batch at ``position`` (replica in train mode)."""
+    flat = position.detach().clone().requires_grad_(True)
+    reseed(position.device, seed)
+    logits = functional_call(replica, layout.unflatten(flat), (inputs,))
+    (gradient,) = torch.autograd.grad(F.cross_entropy(logits, targets), flat)
+    return gradient

@@ -1,0 +1,269 @@
+"""Landscape probes: exact values against independent evaluations, no effect on training."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs.checkpoint import load_checkpoint
+from jobs.data import DATASETS, InMemoryData
+from jobs.journal import JournalWriter, ShardWritten, read_events
+from jobs.models import MODELS
+from jobs.paths import RunPaths
+from jobs.probes import ProbeContext, ProbeSetup
+from jobs.probes.functional import LineEvaluator, flat_parameters
+from jobs.probes.hessian import HessianNormProbe
+from jobs.probes.interpolation import alpha_points
+from jobs.probes.line import LineProbe, base_points
+from jobs.shards import iter_shards
+from jobs.spec import ModelSpec, ProbeSpec, RunSpec, TrainingSpec, violations
+from jobs.catalog import known_names
+from jobs.train import seed_everything, train
+
+DIGITS_TRAINING = TrainingSpec(steps=12, batch_size=32, checkpoint_every=1, eval_every=6, heartbeat_seconds=0.1)
+
+
+def train_in(run_dir: Path, spec: RunSpec) -> RunPaths:
+    paths = RunPaths(run_dir)
+    train(spec, paths, JournalWriter(paths.attempt("001-a")))
+    return paths
+
+
+def full_batch_losses(model: nn.Module, position: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, chunk: int) -> np.ndarray:
+    """Independent evaluation: load the parameters into a copy, plain train-mode forwards in chunks."""
+    probe_model = copy.deepcopy(model).train()
+    torch.nn.utils.vector_to_parameters(position, probe_model.parameters())
+    with torch.no_grad():
+        losses = [F.cross_entropy(probe_model(inputs[start : start + chunk]), targets[start : start + chunk], reduction="none") for start in range(0, len(targets), chunk)]
+    return torch.cat(losses).double().numpy()
+
+
+def test_a_measured_line_equals_an_independent_evaluation_from_the_checkpoint(tmp_path: Path) -> None:
+    """The oracle: checkpoint at step t + stored direction → L(θ + s·d) as in the shard."""
+    coarse = {"resolution": 0.02, "max_enlargements": 1}  # the convolutional net is slow on a CPU: fewer points
+    for model_spec, grid in ((ModelSpec(name="mlp", hidden=[32, 32]), {}), (ModelSpec(name="cnn", hidden=[8, 16]), coarse)):
+        probe = ProbeSpec(type="line", steps=[4, 9], store_direction=True, record=["train"], **grid)
+        spec = RunSpec(model=model_spec, training=DIGITS_TRAINING, probes=[probe])
+        paths = train_in(tmp_path / model_spec.name, spec)
+        data = DATASETS.get("digits")(spec.data, None)
+        model = MODELS.get(model_spec.name)(model_spec, data.input_shape, data.num_classes)
+        shards = list(iter_shards(paths, "line"))
+        assert [shard.step for shard in shards] == [4, 9]
+        for shard in shards:
+            model.load_state_dict(load_checkpoint(paths.checkpoint_file(shard.step), torch.device("cpu")).model)
+            origin = flat_parameters(model)
+            direction = torch.from_numpy(shard.arrays["direction_vector"][0])
+            points = shard.arrays["points"]
+            assert 0.0 in points and shard.metadata["update_norm"][0] in points
+            for index in (0, int(np.searchsorted(points, 0.0)), len(points) // 3, len(points) - 1):
+                position = origin + torch.tensor(points[index], dtype=torch.float32) * direction
+                expected = full_batch_losses(model, position, data.train_inputs, data.train_targets, spec.training.batch_size).mean()
+                measured = shard.arrays["train"][0, :, index].astype(np.float64).mean()
+                assert abs(measured - expected) <= 1e-6 * abs(expected), (model_spec.name, shard.step, points[index])
+
+
+def test_the_direction_is_the_normalized_update(tmp_path: Path) -> None:
+    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="line", steps=[5], store_direction=True, record=["direction"])])
+    paths = train_in(tmp_path / "run", spec)
+    before = torch.cat([t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(5), torch.device("cpu")).model.values()])
+    after = torch.cat([t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(6), torch.device("cpu")).model.values()])
+    (shard,) = iter_shards(paths, "line")
+    update = after - before
+    assert shard.arrays["update_norm"][0] == pytest.approx(float(update.norm()), rel=1e-6)
+    assert np.allclose(shard.arrays["direction_vector"][0], (update / update.norm()).numpy(), atol=1e-6)
+    # plain SGD without momentum: s_upd = λ‖g‖
+    assert shard.arrays["update_norm"][0] == pytest.approx(spec.optimizer.lr * shard.arrays["grad_norm"][0], rel=1e-5)
+    assert shard.arrays["direction"].shape == (1, 32, len(shard.arrays["points"]))
+    assert "train" not in shard.arrays and shard.metadata["learning_rate"] == spec.optimizer.lr
+
+
+def test_probes_leave_the_training_trajectory_bit_identical(tmp_path: Path) -> None:
+    """BatchNorm statistics, dropout draws, optimizer state and RNG streams: all as without probes."""
+    model_spec = ModelSpec(name="cnn", hidden=[8, 16], dropout=0.2)
+    training = TrainingSpec(steps=10, batch_size=32, checkpoint_every=5, eval_every=5, heartbeat_seconds=0.1)
+    plain = RunSpec(model=model_spec, training=training)
+    probed = RunSpec(
+        model=model_spec,
+        training=training,
+        probes=[
+            ProbeSpec(type="line", every=3, resolution=0.05, max_enlargements=1),
+            ProbeSpec(type="line", name="noisy", steps=[4], directions=2, record=["direction"], resolution=0.05),
+            ProbeSpec(type="interpolation", every=2),
+            ProbeSpec(type="hessian_norm", steps=[7], hessian_samples=64, power_iterations=3),
+        ],
+    )
+    without, with_probes = train_in(tmp_path / "plain", plain), train_in(tmp_path / "probed", probed)
+    assert len(list(iter_shards(with_probes, "line"))) == 4 and len(list(iter_shards(with_probes, "hessian_norm"))) == 1
+    for step in (5, 10):
+        first = load_checkpoint(without.checkpoint_file(step), torch.device("cpu"))
+        second = load_checkpoint(with_probes.checkpoint_file(step), torch.device("cpu"))
+        assert any("running_mean" in name for name in first.model)
+        for name, tensor in first.model.items():
+            assert torch.equal(tensor, second.model[name]), name
+        for key, state in first.optimizer["state"].items():
+            assert all(torch.equal(value, second.optimizer["state"][key][field]) for field, value in state.items())
+        assert torch.equal(first.rng["torch"], second.rng["torch"])
+        assert first.rng["python"] == second.rng["python"]
+        assert np.array_equal(first.rng["numpy"]["keys"], second.rng["numpy"]["keys"])
+
+
+def tilted_pair_problem(offset: float) -> tuple[nn.Module, InMemoryData, torch.Tensor, torch.Tensor]:
+    """Logits (w0·x, w1·x) with x = 1 on samples of both classes: the loss is smallest at w0 = w1.
+
+    Along d = (1, −1)/√2 from θ with w0 − w1 = −offset·√2 the minimum lies at s = offset.
+    """
+    model = nn.Sequential(nn.Linear(1, 2, bias=False))
+    inputs = torch.ones(64, 1)
+    targets = torch.arange(64) % 2
+    data = InMemoryData(inputs, targets, inputs[:16], targets[:16], 2, torch.arange(64), torch.arange(16))
+    direction = torch.tensor([1.0, -1.0]) / math.sqrt(2)
+    origin = torch.tensor([-offset / math.sqrt(2), offset / math.sqrt(2)])
+    return model, data, origin, direction
+
+
+def line_context(model: nn.Module, data: InMemoryData, origin: torch.Tensor, direction: torch.Tensor, step_length: float) -> ProbeContext:
+    return ProbeContext(
+        step=0, model=model, data=data, batch_indices=torch.arange(16), params_before=origin,
+        params_after=origin + step_length * direction, gradient=-direction, learning_rate=step_length, optimizer_step=None,
+    )
+
+
+def test_the_interval_is_enlarged_until_the_minimum_is_inside() -> None:
+    model, data, origin, direction = tilted_pair_problem(offset=1.2)
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
+    context = line_context(model, data, origin, direction, step_length=0.01)
+
+    measurement = LineProbe(ProbeSpec(type="line"), setup).measure(context)
+    points = measurement.arrays["points"]
+    full_batch = measurement.arrays["train"][0].mean(axis=0)
+    assert measurement.metadata["enlargements"] == 2 and not measurement.is_extrapolation
+    assert points.min() == pytest.approx(-1.5) and points.max() < 1.5 and np.all(np.diff(points) > 0)
+    assert abs(points[np.argmin(full_batch)] - 1.2) <= 0.006
+    assert len(points) == len(base_points(0.5, 0.006, [0.01])) + 4 * 84  # two shells of 2 × 84 points
+
+    capped = LineProbe(ProbeSpec(type="line", max_enlargements=1), setup).measure(context)
+    assert capped.metadata["enlargements"] == 1 and capped.is_extrapolation
+
+
+def test_a_line_with_its_minimum_inside_is_not_enlarged() -> None:
+    model, data, origin, direction = tilted_pair_problem(offset=0.2)
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
+    measurement = LineProbe(ProbeSpec(type="line"), setup).measure(line_context(model, data, origin, direction, 0.03))
+    assert measurement.metadata["enlargements"] == 0 and not measurement.is_extrapolation
+    assert len(measurement.arrays["points"]) == 167 + 2  # the grid, 0 and s_upd
+
+
+def test_grouped_batch_norm_forwards_equal_one_forward_per_chunk() -> None:
+    torch.manual_seed(0)
+    model = MODELS.get("cnn")(ModelSpec(name="cnn", hidden=[8, 16]), (1, 8, 8), 10)
+    inputs, targets = torch.randn(300, 1, 8, 8), torch.randint(0, 10, (300,))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    points = [-0.3, 0.0, 0.25]
+    one_chunk_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=32).losses(origin, direction, points, inputs, targets, seed=1)
+    many_chunks_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=128).losses(origin, direction, points, inputs, targets, seed=1)
+    assert one_chunk_per_forward.shape == (300, 3)
+    assert torch.allclose(one_chunk_per_forward, many_chunks_per_forward, rtol=1e-5, atol=1e-6)
+    for index, point in enumerate(points):  # and both equal plain train-mode chunks (300 = 9 × 32 + 12)
+        expected = full_batch_losses(model, origin + point * direction, inputs, targets, chunk=32)
+        assert np.allclose(one_chunk_per_forward[:, index].double().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_mode_uses_the_running_statistics_without_changing_them() -> None:
+    torch.manual_seed(0)
+    model = MODELS.get("cnn")(ModelSpec(name="cnn", hidden=[8]), (1, 8, 8), 10)
+    inputs, targets = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    model(inputs)  # one train-mode forward moves the running statistics away from (0, 1)
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    losses = LineEvaluator(model, "eval", chunk=8).losses(flat_parameters(model), torch.zeros(flat_parameters(model).numel()), [0.0], inputs, targets, seed=0)
+    with torch.no_grad():
+        expected = F.cross_entropy(copy.deepcopy(model).eval()(inputs), targets, reduction="none")
+    assert torch.allclose(losses[:, 0], expected, atol=1e-6)
+    assert all(torch.equal(buffer, before[name]) for name, buffer in model.named_buffers())
+
+
+def test_interpolation_records_losses_between_iterates_gradient_cosines_and_distance(tmp_path: Path) -> None:
+    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="interpolation", every=3, alpha_endpoints="exclusive", alphas=4)])
+    paths = train_in(tmp_path / "run", spec)
+    shards = list(iter_shards(paths, "interpolation"))
+    assert [shard.step for shard in shards] == [0, 3, 6, 9]
+    assert np.allclose(shards[0].arrays["alphas"], [0.2, 0.4, 0.6, 0.8])
+    assert shards[0].metadata["gradient_cosine"] is None and shards[0].metadata["distance_from_init"] == 0.0
+    assert all(-1.0 <= shard.metadata["gradient_cosine"] <= 1.0 for shard in shards[1:])
+    data = DATASETS.get("digits")(spec.data, None)
+    seed_everything(spec.training.seed)  # as the job does before building the model: θ_0 again
+    model = MODELS.get("mlp")(spec.model, data.input_shape, data.num_classes)
+    initial = flat_parameters(model)
+    shard = shards[2]
+    model.load_state_dict(load_checkpoint(paths.checkpoint_file(6), torch.device("cpu")).model)
+    before = flat_parameters(model)
+    model.load_state_dict(load_checkpoint(paths.checkpoint_file(7), torch.device("cpu")).model)
+    after = flat_parameters(model)
+    assert shard.metadata["distance_from_init"] == pytest.approx(float((before - initial).norm()), rel=1e-6)
+    expected = full_batch_losses(model, (1 - 0.4) * before + 0.4 * after, data.train_inputs, data.train_targets, 32).mean()
+    assert shard.arrays["train_loss"][1] == pytest.approx(expected, rel=1e-5)
+    assert alpha_points(10, "inclusive")[[0, -1]].tolist() == [0.0, 1.0]
+
+
+def test_hessian_norm_matches_the_exact_hessian_of_a_small_model() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    inputs, targets = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    data = InMemoryData(inputs, targets, inputs[:5], targets[:5], 3, torch.arange(50), torch.arange(5))
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=50), torch.device("cpu"))
+    spec = ProbeSpec(type="hessian_norm", hessian_samples=50, power_iterations=500, power_tolerance=1e-7)
+    origin = flat_parameters(model)
+    measurement = HessianNormProbe(spec, setup).measure(line_context(model, data, origin, torch.zeros_like(origin), 0.0))
+
+    def loss_at(flat: torch.Tensor) -> torch.Tensor:
+        replica = copy.deepcopy(model)
+        params = dict(zip([name for name, _ in model.named_parameters()], torch.split(flat, [p.numel() for p in model.parameters()])))
+        shaped = {name: piece.view_as(dict(model.named_parameters())[name]) for name, piece in params.items()}
+        return F.cross_entropy(torch.func.functional_call(replica, shaped, (inputs,)), targets)
+
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_at, origin.double().float()))
+    assert measurement.metadata["converged"]
+    assert measurement.metadata["spectral_norm"] == pytest.approx(float(eigenvalues.abs().max()), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("probe", "key", "accepted"),
+    [
+        (ProbeSpec(type="line", alphas=5), "probes[0].alphas", "not a field of a line probe"),
+        (ProbeSpec(type="interpolation", directions=3), "probes[0].directions", "not a field of a interpolation probe"),
+        (ProbeSpec(type="line", record=["train", "test"]), "probes[0].record", "a list of train, val, direction"),
+        (ProbeSpec(type="line", record=[]), "probes[0].record", "at least one of"),
+    ],
+)
+def test_probe_fields_are_checked(probe: ProbeSpec, key: str, accepted: str) -> None:
+    found = [(where, text) for where, _, text in violations(RunSpec(probes=[probe]), known_names())]
+    assert any(where == key and accepted in text for where, text in found), found
+
+
+def test_two_probes_need_distinct_names() -> None:
+    spec = RunSpec(probes=[ProbeSpec(type="line"), ProbeSpec(type="line", directions=2)])
+    assert [key for key, _, _ in violations(spec, known_names())] == ["probes[1].name"]
+    named = RunSpec(probes=[ProbeSpec(type="line"), ProbeSpec(type="line", name="noisy", directions=2)])
+    assert list(violations(named, known_names())) == []
+
+
+def test_probe_step_selection() -> None:
+    assert [t for t in range(20) if ProbeSpec(every=5, from_step=3, to_step=14).selects(t)] == [3, 8, 13]
+    assert [t for t in range(20) if ProbeSpec(steps=[0, 7, 19], every=5).selects(t)] == [0, 7, 19]
+
+
+def test_each_shard_is_journaled_once_with_its_size_and_hash(tmp_path: Path) -> None:
+    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="line", every=4, record=["val"])])
+    paths = train_in(tmp_path / "run", spec)
+    manifests = [event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, ShardWritten)]
+    assert [manifest.step for manifest in manifests] == [0, 4, 8]
+    for manifest in manifests:
+        assert (paths.run_dir / manifest.path).stat().st_size == manifest.bytes
+        assert manifest.n_points >= 169 and manifest.probe == "line"
