@@ -83,11 +83,14 @@ class Origins:
             self._where[key] = (self.default_file, axis.label if len(axis.keys) == 1 else f"{axis.label}.{key}")
 
     def of(self, dotted_key: str) -> tuple[str, str]:
+        """The file and key that set ``dotted_key`` or the nearest enclosing key (``probes[0].every``
+        set by a list at ``base.probes`` → ``base.probes[0].every``)."""
         key = dotted_key
         while key:
             if key in self._where:
-                return self._where[key]
-            key = key.rpartition(".")[0]
+                file, origin_key = self._where[key]
+                return file, origin_key + dotted_key[len(key) :]
+            key = re.sub(r"(\[\d+\]|\.?[^.\[]+)$", "", key)
         return self.default_file, dotted_key
 
 
@@ -137,13 +140,32 @@ def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, p
 
 
 def _schema_error(error: OmegaConfBaseException, file: str, prefix: str, fragment: Any) -> SpecError:
-    key = str(getattr(error, "full_key", "") or "")
+    key = _key_in_fragment(str(getattr(error, "full_key", "") or ""), fragment)
     if isinstance(error, ConfigKeyError):
         parent, _, leaf = key.rpartition(".")
         accepted = accepted_keys(parent)
         return SpecError(file, prefix + key, "unknown key", leaf, ", ".join(accepted))
     found = _value_at(fragment, key)
     return SpecError(file, prefix + key if key else prefix.rstrip(".") or "(file)", "wrong type", found, expected_type(key))
+
+
+def _key_in_fragment(key: str, fragment: Any, path: str = "") -> str:
+    """The full dotted key of ``key``: OmegaConf reports keys inside list items (``probes[0]``)
+    relative to the item, so find the item of ``fragment`` that holds the key's first part."""
+    if not key or not isinstance(fragment, Mapping) or path == "" and key.split(".")[0] in fragment:
+        return key
+    head = key.split(".")[0]
+    for name, value in fragment.items():
+        where = f"{path}{name}"
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping) and head in item:
+                    return f"{where}[{index}].{key}"
+        elif isinstance(value, Mapping):
+            found = _key_in_fragment(key, value, where + ".")
+            if found != key:
+                return found
+    return key
 
 
 def accepted_keys(dotted_parent: str) -> list[str]:
