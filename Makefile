@@ -29,6 +29,7 @@ demo: $(VENV)/.installed
 	$(ORCH) submit configs/sweeps/demo.yaml --wait
 	$(ORCH) status
 	$(ORCH) curves demo
+	$(ORCH) analyze demo --figure lines
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

@@ -53,7 +53,7 @@ def write_shard(
 
     ``n_points`` is the length of the ``points`` array when there is one (a line), else 1.
     """
-    document = {"probe": probe, "step": step, **metadata}
+    document = {"probe": probe, "step": step, "is_extrapolation": is_extrapolation, **metadata}
     payload = save_safetensors({name: np.ascontiguousarray(array) for name, array in arrays.items()}, metadata={METADATA_KEY: json.dumps(document)})
     path = shard_file(paths, probe, step)
     digest = publish_bytes(path, payload)
@@ -61,18 +61,20 @@ def write_shard(
     return ShardWritten(probe, step, str(path.relative_to(paths.run_dir)), len(payload), digest, n_points, is_extrapolation)
 
 
-def read_shard(path: Path) -> LoadedShard:
-    arrays = load_safetensors(path.read_bytes())
-    header = _header_metadata(path)
-    document = json.loads(header[METADATA_KEY])
+def read_shard(path: Path, metadata_only: bool = False) -> LoadedShard:
+    """One shard; with ``metadata_only`` just its header (no array is read)."""
+    document = json.loads(_header_metadata(path)[METADATA_KEY])
+    arrays = {} if metadata_only else load_safetensors(path.read_bytes())
     return LoadedShard(document["probe"], document["step"], arrays, document)
 
 
-def iter_shards(paths: RunPaths, probe: str, start: Optional[int] = None, stop: Optional[int] = None) -> Iterator[LoadedShard]:
+def iter_shards(
+    paths: RunPaths, probe: str, start: Optional[int] = None, stop: Optional[int] = None, metadata_only: bool = False
+) -> Iterator[LoadedShard]:
     """Shards of ``probe`` with ``start <= step < stop``, in step order, one file in memory at a time."""
     for step, path in _shard_files(paths, probe):
         if (start is None or step >= start) and (stop is None or step < stop):
-            yield read_shard(path)
+            yield read_shard(path, metadata_only)
 
 
 def complete_steps(paths: RunPaths, probe: str) -> set[int]:

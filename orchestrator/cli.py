@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     shards = command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)")
     shards.add_argument("run", help="run id or a unique prefix")
-    shards.add_argument("--probe", help="only this probe type")
+    shards.add_argument("--probe", help="only this probe (its name, by default its type)")
     shards.add_argument("--start", type=int, help="first step (inclusive)")
     shards.add_argument("--stop", type=int, help="last step (exclusive)")
 
@@ -134,7 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
     curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+
+    analyze = command("analyze", cmd_analyze, "figures from landscape shards (lines: the line paper's Fig. 2)")
+    analyze.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+    analyze.add_argument("--figure", choices=FIGURES, required=True)
+    analyze.add_argument("--probe", default="line", help="the line probe's name (default: line)")
+    analyze.add_argument("--steps", type=step_range, metavar="A:B", help="only lines with A <= step < B")
+    analyze.add_argument("--out", type=Path, help="folder for the figures (default: each run's figures/ folder)")
+    analyze.add_argument("--format", choices=("png", "pdf"), default="png")
     return parser
+
+
+FIGURES = ("lines",)
+
+
+def step_range(text: str) -> tuple[int, int]:
+    start, separator, stop = text.partition(":")
+    if not separator or not start.isdigit() or not stop.isdigit() or int(stop) <= int(start):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step range; accepted: A:B with integers 0 <= A < B")
+    return int(start), int(stop)
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
@@ -421,6 +439,31 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
             title = f"run {run.id} ({run.state}) " + " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
             written.append(str(plot_training_curves(series, title, RunPaths(Path(run.run_dir)).curves_png)))
     output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
+    return 0
+
+
+def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from jobs.analyses.lines import plot_representative_lines
+
+    engine = require_registry(home)
+    sync(engine)
+    report = []
+    with Session(engine) as session:
+        for run in submission.resolve_targets(session, arguments.targets):
+            if run.run_dir is None:
+                continue  # never submitted: nothing measured
+            paths = RunPaths(Path(run.run_dir))
+            folder = arguments.out or paths.run_dir / "figures"
+            out_file = folder / f"{run.id}-{arguments.figure}.{arguments.format}"
+            title = f"run {run.id}: " + " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
+            lines = plot_representative_lines(paths, title, out_file, arguments.probe, arguments.steps, image_format=arguments.format)
+            report.append({"run": run.id, "figure": str(out_file) if lines else None, "lines": [dataclasses.asdict(line) for line in lines]})
+    if arguments.json:
+        output.print_json(report)
+    else:
+        for entry in report:
+            shown = ", ".join(str(line["step"]) for line in entry["lines"])
+            print(f"{entry['run']}: {entry['figure']} (lines at steps {shown})" if entry["figure"] else f"{entry['run']}: no {arguments.probe} shards")
     return 0
 
 

@@ -267,3 +267,26 @@ def test_each_shard_is_journaled_once_with_its_size_and_hash(tmp_path: Path) -> 
     for manifest in manifests:
         assert (paths.run_dir / manifest.path).stat().st_size == manifest.bytes
         assert manifest.n_points >= 169 and manifest.probe == "line"
+
+
+def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import write_sweep
+
+    sweep = write_sweep(
+        tmp_path,
+        "probed",
+        "name: probed\ninclude: [problems/digits_mlp.yaml]\n"
+        "base:\n  model: {hidden: [16]}\n  training: {steps: 30, checkpoint_every: 10, eval_every: 10}\n"
+        "  probes: [{type: line, every: 5, resolution: 0.02}]\n",
+    )
+    run_id = orch.ok("submit", sweep, "--executor", "debug", "--json").json()["submitted"][0]
+    (report,) = orch.ok("analyze", "probed", "--figure", "lines", "--steps", "5:30", "--json").json()
+    assert report["run"] == run_id
+    assert [line["step"] for line in report["lines"]] == [5, 10, 20, 25]  # four, spread over the range
+    assert Path(report["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = report["lines"][0]
+    assert first["full_batch_at_update"] < first["full_batch_at_zero"]  # the step went downhill on the full batch
+    assert len(orch.ok("shards", run_id, "--probe", "line", "--json").json()["shards"]) == 6
+    with pytest.raises(SystemExit) as exited:  # argparse rejects the range before anything runs
+        orch("analyze", "probed", "--figure", "lines", "--steps", "9:3")
+    assert exited.value.code == 2
