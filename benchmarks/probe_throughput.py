@@ -50,16 +50,12 @@ def arguments() -> argparse.Namespace:
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048]
 
 
-def best_seconds(action: Callable[[], None], device: torch.device, repeats: int) -> float:
-    action()  # warm-up (allocations, kernels, vmap tracing)
-    timings = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        action()
-        synchronize(device)
-        timings.append(time.perf_counter() - start)
-    return min(timings)
+def seconds(action: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    action()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,10 +63,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_batch_size(model: nn.Module, inputs: torch.Tensor, device: torch.device, train_mode: bool) -> int:
-    """The batch size of the fastest no-grad forward (one scan; the rounds then time only it)."""
-    rates = {size: inference_rate(model, inputs, device, size, train_mode) for size in BATCH_SIZES if size <= len(inputs)}
-    return max(rates, key=rates.__getitem__)
+def ceiling(rates: dict[int, float]) -> tuple[float, int]:
+    """(samples/s, batch size) of the fastest batch size."""
+    batch_size = max(rates, key=rates.__getitem__)
+    return rates[batch_size], batch_size
 
 
 def inference_rate(model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int, train_mode: bool) -> float:
@@ -86,7 +82,8 @@ def inference_rate(model: nn.Module, inputs: torch.Tensor, device: torch.device,
             model(inputs[start : start + batch_size])
 
     covered = (len(inputs) // batch_size) * batch_size
-    rate = covered / best_seconds(forward_all, device, 1)
+    forward_all()  # warm-up
+    rate = covered / seconds(forward_all, device)
     model.train()
     return rate
 
@@ -122,15 +119,21 @@ def main() -> None:
 
     evaluator = LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch)
     train_mode = options.bn_mode == "batch"
-    ceiling_batch = best_batch_size(model, inputs, device, train_mode)
-    eval_batch = best_batch_size(model, inputs, device, False)
+    batch_sizes = [size for size in BATCH_SIZES if size <= options.samples]
+    measure_line = lambda: evaluator.losses(origin, direction, points, inputs, targets, seed=0)  # noqa: E731
+    reference_line = lambda: reference_loop(model, origin, direction, points, inputs, targets)  # noqa: E731
+    measure_line(), reference_line()  # warm-up
     probe_seconds = reference_seconds = float("inf")
-    ceiling_rate = eval_rate = 0.0
-    for _ in range(options.repeats):  # rounds of a, b, c side by side; the best of each counts
-        probe_seconds = min(probe_seconds, best_seconds(lambda: evaluator.losses(origin, direction, points, inputs, targets, seed=0), device, 1))
-        ceiling_rate = max(ceiling_rate, inference_rate(model, inputs, device, ceiling_batch, train_mode))
-        eval_rate = max(eval_rate, inference_rate(model, inputs, device, eval_batch, False))
-        reference_seconds = min(reference_seconds, best_seconds(lambda: reference_loop(model, origin, direction, points, inputs, targets), device, 1))
+    probe_mode_rates = {size: 0.0 for size in batch_sizes}
+    eval_mode_rates = {size: 0.0 for size in batch_sizes}
+    for _ in range(options.repeats):  # rounds of a, b (every batch size), c side by side; the best of each counts
+        probe_seconds = min(probe_seconds, seconds(measure_line, device))
+        for size in batch_sizes:
+            probe_mode_rates[size] = max(probe_mode_rates[size], inference_rate(model, inputs, device, size, train_mode))
+            eval_mode_rates[size] = max(eval_mode_rates[size], inference_rate(model, inputs, device, size, False))
+        reference_seconds = min(reference_seconds, seconds(reference_line, device))
+    ceiling_rate, ceiling_batch = ceiling(probe_mode_rates)
+    eval_rate, eval_batch = ceiling(eval_mode_rates)
 
     probe_rate = sample_forwards / probe_seconds
     reference_rate = sample_forwards / reference_seconds

@@ -163,7 +163,8 @@ class ProbeSpec:
     to_step: Optional[int] = checked(None, ge=1)  # exclusive; None: the end of training
     bn_mode: str = checked("batch", choices=("batch", "eval"))  # batch: BatchNorm on batch statistics (train mode)
     eval_chunk: Optional[int] = checked(None, ge=1)  # samples per forward (BN statistics); None: training.batch_size
-    forward_batch: Optional[int] = checked(None, ge=1, fingerprint=False)  # samples per forward (a multiple of eval_chunk; speed only); None: 1024
+    precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))  # tf32 (GPU matmuls) or bf16 autocast: explicit only
+    forward_batch: Optional[int] = checked(None, ge=1, fingerprint=False)  # samples per forward (speed only); None: see jobs/probes/functional.py
     # line
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
@@ -191,7 +192,7 @@ class ProbeSpec:
         return in_range and (step - self.from_step) % self.every == 0
 
 
-COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "bn_mode", "eval_chunk", "forward_batch")
+COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "bn_mode", "eval_chunk", "precision", "forward_batch")
 PROBE_FIELDS = {
     "line": ("interval", "resolution", "max_enlargements", "record", "directions", "store_direction"),
     "interpolation": ("alphas", "alpha_endpoints"),

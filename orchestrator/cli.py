@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import yaml
 from rich.console import Group
@@ -428,34 +428,38 @@ def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
 def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.analyses.curves import plot_training_curves
 
-    engine = require_registry(home)
-    sync(engine)
     written = []
-    with Session(engine) as session:
-        for run in submission.resolve_targets(session, arguments.targets):
-            if run.run_dir is None:
-                continue  # never submitted: no folder, no curves
-            series = metric_series(session, run.id)
-            title = f"run {run.id} ({run.state}) " + " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
-            written.append(str(plot_training_curves(series, title, RunPaths(Path(run.run_dir)).curves_png)))
+    with submitted_runs(home, arguments.targets) as (session, runs):
+        for run in runs:
+            title = f"run {run.id} ({run.state}) {swept_values(run)}"
+            written.append(str(plot_training_curves(metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png)))
     output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
     return 0
+
+
+@contextlib.contextmanager
+def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Session, list[Run]]]:
+    """The named runs that have a folder (were ever submitted), after a sync, in an open session."""
+    engine = require_registry(home)
+    sync(engine)
+    with Session(engine) as session:
+        yield session, [run for run in submission.resolve_targets(session, targets) if run.run_dir is not None]
+
+
+def swept_values(run: Run) -> str:
+    return " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.analyses.lines import plot_representative_lines
 
-    engine = require_registry(home)
-    sync(engine)
     report = []
-    with Session(engine) as session:
-        for run in submission.resolve_targets(session, arguments.targets):
-            if run.run_dir is None:
-                continue  # never submitted: nothing measured
+    with submitted_runs(home, arguments.targets) as (_, runs):
+        for run in runs:
             paths = RunPaths(Path(run.run_dir))
             folder = arguments.out or paths.run_dir / "figures"
             out_file = folder / f"{run.id}-{arguments.figure}.{arguments.format}"
-            title = f"run {run.id}: " + " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
+            title = f"run {run.id}: {swept_values(run)}"
             lines = plot_representative_lines(paths, title, out_file, arguments.probe, arguments.steps, image_format=arguments.format)
             report.append({"run": run.id, "figure": str(out_file) if lines else None, "lines": [dataclasses.asdict(line) for line in lines]})
     if arguments.json:

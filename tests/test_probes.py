@@ -290,3 +290,17 @@ def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None: 
     with pytest.raises(SystemExit) as exited:  # argparse rejects the range before anything runs
         orch("analyze", "probed", "--figure", "lines", "--steps", "9:3")
     assert exited.value.code == 2
+
+
+def test_reduced_precision_is_explicit_and_close() -> None:
+    torch.manual_seed(0)
+    model = MODELS.get("mlp")(ModelSpec(hidden=[32]), (1, 8, 8), 10)
+    inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    fp32 = LineEvaluator(model, "batch", chunk=32).losses(origin, direction, [0.0, 0.2], inputs, targets, seed=0)
+    bf16 = LineEvaluator(model, "batch", chunk=32, precision="bf16").losses(origin, direction, [0.0, 0.2], inputs, targets, seed=0)
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert not torch.equal(fp32, bf16) and torch.allclose(fp32, bf16, rtol=5e-2, atol=5e-2)
+    expected = full_batch_losses(model, origin, inputs, targets, chunk=64)
+    assert np.allclose(fp32[:, 0].double().numpy(), expected, rtol=1e-6, atol=1e-7)

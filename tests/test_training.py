@@ -117,3 +117,15 @@ def test_stop_request_checkpoints_between_steps_and_resumes_bit_identical(tmp_pa
     assert [p.step for p in payloads if isinstance(p, CheckpointWritten)] == [1]  # off the checkpoint cadence
     train_in(interrupted.run_dir, attempt="001-a")  # the requeued job continues the same attempt
     assert_bit_identical(final_tensors(train_in(tmp_path / "whole")), final_tensors(interrupted))
+
+
+def test_checkpoints_are_also_written_every_few_minutes(tmp_path: Path) -> None:
+    """``checkpoint_minutes`` bounds the work lost on a crash even when steps are slow."""
+    by_steps_only = dataclasses.replace(SMALL.training, checkpoint_every=1000, checkpoint_minutes=None)
+    by_time = dataclasses.replace(SMALL.training, checkpoint_every=1000, checkpoint_minutes=1e-9)
+    few = train_in(tmp_path / "few", dataclasses.replace(SMALL, training=by_steps_only))
+    many = train_in(tmp_path / "many", dataclasses.replace(SMALL, training=by_time))
+
+    assert [path.name for path in few.checkpoints_dir.glob("*.safetensors")] == ["step_000000045.safetensors"]
+    assert len(list(many.checkpoints_dir.glob("*.safetensors"))) == 45  # one after every step
+    assert_bit_identical(final_tensors(few), final_tensors(many))

@@ -71,6 +71,30 @@ class Probe(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class ProbeBase:
+    """What most probes share: their spec and setup, measuring only at selected steps, no state."""
+
+    def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
+        self.spec = spec
+        self.setup = setup
+        self.chunk = spec.eval_chunk or setup.training.batch_size  # samples per BatchNorm group
+
+    def wants(self, step: int) -> bool:
+        return self.spec.selects(step)
+
+    def observe(self, context: ProbeContext) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def seed(self, step: int) -> int:
+        return line_seed(self.setup.training.seed, step, self.spec.label)
+
+
 ProbeBuilder = Callable[[ProbeSpec, ProbeSetup], Probe]
 PROBES: Catalog[ProbeBuilder] = Catalog("probe")
 

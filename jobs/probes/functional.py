@@ -16,17 +16,18 @@ and the losses of a whole line leave it in one transfer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-GPU_FORWARD_BATCH = 1024  # samples per forward on a GPU when ``forward_batch`` is not set (CPU: eval_chunk)
+LARGE_FORWARD_BATCH = 1024  # samples per forward on a GPU, or for a model without convolutions
 
 
 @dataclass(frozen=True)
@@ -127,17 +128,24 @@ def forward_batches(samples: int, chunk: int, forward_batch: int) -> list[tuple[
 
 
 def default_forward_batch(model: nn.Module, chunk: int) -> int:
-    """On a CPU small forwards stay in cache; a GPU needs large ones to leave launch overhead behind."""
+    """Samples per forward when the spec leaves it open (a multiple of ``chunk``).
+
+    A GPU needs large forwards to leave launch overhead behind. On a CPU, convolutions run fastest
+    on small batches whose activations stay in cache, fully connected layers on large ones.
+    """
+    large = max(chunk, LARGE_FORWARD_BATCH // chunk * chunk)
     on_gpu = next(model.parameters()).device.type == "cuda"
-    return max(chunk, GPU_FORWARD_BATCH // chunk * chunk) if on_gpu else chunk
+    has_convolutions = any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules())
+    return chunk if not on_gpu and has_convolutions else large
 
 
 class LineEvaluator:
     """Per-sample cross-entropy losses of a model at points ``origin + s·direction``."""
 
-    def __init__(self, model: nn.Module, bn_mode: str, chunk: int, forward_batch: Optional[int] = None) -> None:
+    def __init__(self, model: nn.Module, bn_mode: str, chunk: int, forward_batch: Optional[int] = None, precision: str = "fp32") -> None:
         self.model = model
         self.bn_mode = bn_mode
+        self.precision = precision
         self.chunk = chunk
         self.forward_batch = forward_batch or default_forward_batch(model, chunk)
         self.layout = ParameterLayout.of(model)
@@ -169,13 +177,30 @@ class LineEvaluator:
         spans = forward_batches(len(targets), chunk, self.forward_batch)
         parameters = list(self.replica.parameters())
         result = torch.empty(len(points), len(targets), dtype=torch.float32, device=origin.device)
-        for index, point in enumerate(points):
-            torch.nn.utils.vector_to_parameters(origin + float(point) * direction, parameters)
-            for span_index, (start, stop) in enumerate(spans):
-                reseed(origin.device, seed + span_index)
-                logits = self.replica(inputs[start:stop])
-                result[index, start:stop] = F.cross_entropy(logits, targets[start:stop], reduction="none")
+        with reduced_precision(self.precision, origin.device):
+            for index, point in enumerate(points):
+                torch.nn.utils.vector_to_parameters(origin + float(point) * direction, parameters)
+                for span_index, (start, stop) in enumerate(spans):
+                    reseed(origin.device, seed + span_index)
+                    logits = self.replica(inputs[start:stop])
+                    result[index, start:stop] = F.cross_entropy(logits.float(), targets[start:stop], reduction="none")
         return result.T.contiguous().cpu()
+
+
+@contextlib.contextmanager
+def reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """fp32 (default): nothing changes. tf32: TensorFloat-32 matmuls and convolutions on a GPU.
+    bf16: autocast to bfloat16. The previous settings come back afterwards."""
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def reseed(device: torch.device, seed: int) -> None:

@@ -12,23 +12,19 @@ Shard arrays: ``estimates`` float64 [iterations] (‖Hv‖ per iteration).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from jobs.probes import PROBES, Measurement, ProbeContext, ProbeSetup, line_seed
+from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import ParameterLayout, probe_replica, reseed
 from jobs.spec import ProbeSpec
 
 
-class HessianNormProbe:
+class HessianNormProbe(ProbeBase):
     def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
-        self.spec = spec
-        self.setup = setup
-        self.chunk = spec.eval_chunk or setup.training.batch_size
+        super().__init__(spec, setup)
         self.layout = ParameterLayout.of(setup.model)
         self.replica = probe_replica(setup.model, "batch")
         targets = setup.data.train_targets
@@ -37,18 +33,6 @@ class HessianNormProbe:
         self.sample_indices = chosen
         self.inputs = setup.data.train_inputs[chosen.to(targets.device)]
         self.targets = targets[chosen.to(targets.device)]
-
-    def wants(self, step: int) -> bool:
-        return self.spec.selects(step)
-
-    def observe(self, context: ProbeContext) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
     def hessian_vector_product(self, position: torch.Tensor, vector: torch.Tensor, seed: int) -> torch.Tensor:
         flat = position.detach().clone().requires_grad_(True)
@@ -65,7 +49,7 @@ class HessianNormProbe:
         return product
 
     def measure(self, context: ProbeContext) -> Measurement:
-        seed = line_seed(self.setup.training.seed, context.step, self.spec.label)
+        seed = self.seed(context.step)
         generator = torch.Generator().manual_seed(seed)
         vector = torch.randn(self.layout.size, generator=generator, dtype=torch.float32).to(context.params_before.device)
         vector /= vector.norm()

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.probes import PROBES, Measurement, ProbeContext, ProbeSetup, line_seed
+from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
 from jobs.probes.functional import LineEvaluator, flat_parameters
 from jobs.spec import ProbeSpec
 
@@ -29,12 +29,10 @@ def alpha_points(count: int, endpoints: str) -> np.ndarray:
     return np.linspace(0.0, 1.0, count + 2)[1:-1]
 
 
-class InterpolationProbe:
+class InterpolationProbe(ProbeBase):
     def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
-        self.spec = spec
-        self.setup = setup
-        chunk = spec.eval_chunk or setup.training.batch_size
-        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, chunk, spec.forward_batch)
+        super().__init__(spec, setup)
+        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision)
         self.initial_parameters = flat_parameters(setup.model)
         self.previous_step: Optional[int] = None
         self.previous_gradient: Optional[torch.Tensor] = None
@@ -60,7 +58,7 @@ class InterpolationProbe:
         alphas = alpha_points(self.spec.alphas, self.spec.alpha_endpoints)
         update = context.params_after - context.params_before
         data = context.data
-        seed = line_seed(self.setup.training.seed, context.step, self.spec.label)
+        seed = self.seed(context.step)
         losses = self.evaluator.losses(context.params_before, update, alphas, data.train_inputs, data.train_targets, seed)
         return Measurement(
             arrays={"alphas": alphas, "train_loss": losses.double().mean(dim=0).numpy()},
@@ -71,6 +69,7 @@ class InterpolationProbe:
                 "distance_from_init": float((context.params_before - self.initial_parameters).norm()),
                 "alpha_endpoints": self.spec.alpha_endpoints,
                 "bn_mode": self.spec.bn_mode,
+            "precision": self.spec.precision,
                 "eval_chunk": self.evaluator.chunk,
                 "seed": seed,
             },

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.probes import PROBES, Measurement, ProbeContext, ProbeSetup, line_seed
+from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
 from jobs.spec import ProbeSpec
 
@@ -70,28 +70,14 @@ class LossSet:
     chunk: Optional[int]  # None: the evaluator's chunk
 
 
-class LineProbe:
+class LineProbe(ProbeBase):
     def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
-        self.spec = spec
-        self.setup = setup
-        chunk = spec.eval_chunk or setup.training.batch_size
-        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, chunk, spec.forward_batch)
+        super().__init__(spec, setup)
+        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision)
         self.gradient_replica = probe_replica(setup.model, "batch") if spec.directions else None
 
-    def wants(self, step: int) -> bool:
-        return self.spec.selects(step)
-
-    def observe(self, context: ProbeContext) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     def measure(self, context: ProbeContext) -> Measurement:
-        seed = line_seed(self.setup.training.seed, context.step, self.spec.label)
+        seed = self.seed(context.step)
         directions = self.noisy_directions(context, seed) if self.spec.directions else [self.update_direction(context)]
         sets = self.loss_sets(context, directions)
         points = base_points(self.spec.interval, self.spec.resolution, [d.update_norm for d in directions])
@@ -179,6 +165,7 @@ class LineProbe:
             "interval": self.spec.interval,
             "resolution": self.spec.resolution,
             "bn_mode": self.spec.bn_mode,
+            "precision": self.spec.precision,
             "eval_chunk": self.evaluator.chunk,
             "seed": seed,
             "sets": list(self.spec.record),
