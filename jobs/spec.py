@@ -151,8 +151,8 @@ class ProbeSpec:
 
     A probe at step ``t`` looks at the update from θ_t to θ_{t+1}. Which steps: ``steps`` when
     given, else every ``every``-th step from ``from_step`` up to (not including) ``to_step``.
-    The fields after the common ones belong to one probe type each (see ``PROBE_FIELDS``);
-    setting another type's field is an error.
+    Fields other than the common ones belong to some probe types only (see ``PROBE_FIELDS``);
+    setting a field the probe's type does not have is an error.
     """
 
     type: str = checked("line", catalog="probes")
@@ -192,11 +192,12 @@ class ProbeSpec:
         return in_range and (step - self.from_step) % self.every == 0
 
 
-COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "bn_mode", "eval_chunk", "precision", "forward_batch")
+COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "eval_chunk")
+LOSS_EVALUATION_FIELDS = ("bn_mode", "precision", "forward_batch")  # probes that evaluate losses at many points
 PROBE_FIELDS = {
-    "line": ("interval", "resolution", "max_enlargements", "record", "directions", "store_direction"),
-    "interpolation": ("alphas", "alpha_endpoints"),
-    "hessian_norm": ("hessian_samples", "power_iterations", "power_tolerance"),
+    "line": (*LOSS_EVALUATION_FIELDS, "interval", "resolution", "max_enlargements", "record", "directions", "store_direction"),
+    "interpolation": (*LOSS_EVALUATION_FIELDS, "alphas", "alpha_endpoints"),
+    "hessian_norm": ("hessian_samples", "power_iterations", "power_tolerance"),  # BatchNorm on batch statistics, fp32
 }
 
 

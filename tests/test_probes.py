@@ -240,6 +240,7 @@ def test_hessian_norm_matches_the_exact_hessian_of_a_small_model() -> None:
         (ProbeSpec(type="interpolation", directions=3), "probes[0].directions", "not a field of a interpolation probe"),
         (ProbeSpec(type="line", record=["train", "test"]), "probes[0].record", "a list of train, val, direction"),
         (ProbeSpec(type="line", record=[]), "probes[0].record", "at least one of"),
+        (ProbeSpec(type="hessian_norm", bn_mode="eval"), "probes[0].bn_mode", "not a field of a hessian_norm probe"),
     ],
 )
 def test_probe_fields_are_checked(probe: ProbeSpec, key: str, accepted: str) -> None:
