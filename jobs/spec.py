@@ -97,6 +97,7 @@ class ModelSpec:
     hidden: list[int] = field(default_factory=lambda: [64])
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
+    init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))  # None: the source's (docs/models.md)
 
 
 @dataclass
