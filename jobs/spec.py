@@ -45,7 +45,9 @@ class Check:
         return "a number " + " and ".join(parts)
 
     def violation(self, value: Any, known_names: Mapping[str, Sequence[str]]) -> Optional[str]:
-        """What is accepted, if ``value`` is not; None when it passes."""
+        """What is accepted, if ``value`` is not; None when it passes (None always does: "the default")."""
+        if value is None:
+            return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.gt is not None and not value > self.gt:
                 return self.describe()
@@ -104,8 +106,13 @@ class ModelSpec:
 class DataSpec:
     name: str = checked("digits", catalog="datasets")
     root: Optional[str] = unfingerprinted(None)  # data set directory; None: the cluster profile's
-    val_fraction: float = checked(0.2, gt=0.0, lt=1.0)
+    val_fraction: float = checked(0.2, gt=0.0, lt=1.0)  # used when train_size is None
     split_seed: int = checked(42, ge=0)
+    train_size: Optional[int] = checked(None, ge=1)  # samples of the official training set kept for training; the rest: validation
+    fraction: Optional[float] = checked(None, gt=0.0, le=1.0)  # then keep this fraction of each part (line paper: 0.1)
+    val_source: Optional[str] = checked(None, choices=("split", "test"))  # None/split: from the training set; test: the official test set
+    mean: list[float] = field(default_factory=list)  # empty: the source's normalization constants
+    std: list[float] = field(default_factory=list)
 
 
 @dataclass

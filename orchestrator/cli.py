@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     export.add_argument("--out", type=Path, help="file to write (required for parquet; default: stdout)")
 
+    data = commands.add_parser("data", help="stage data sets (jobs never download)")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    fetch = data_commands.add_parser("fetch", help="download a data set with torchvision into a data root (needs internet)")
+    fetch.set_defaults(handler=cmd_data_fetch)
+    fetch.add_argument("name", choices=VISION_DATASETS)
+    fetch.add_argument("--root", type=Path, required=True, help="the data root (a cluster profile's data_root)")
+    fetch.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     container = commands.add_parser("container", help="the container runtime and image of a cluster profile")
     container_commands = container.add_subparsers(dest="container_command", required=True, metavar="COMMAND")
     check = container_commands.add_parser("check", help="runtime, its version, the image's sha256 and Python/torch inside")
@@ -146,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FIGURES = ("lines",)
+VISION_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")  # jobs.data.vision.SOURCES, without importing torch
 
 
 def step_range(text: str) -> tuple[int, int]:
@@ -468,6 +477,17 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
         for entry in report:
             shown = ", ".join(str(line["step"]) for line in entry["lines"])
             print(f"{entry['run']}: {entry['figure']} (lines at steps {shown})" if entry["figure"] else f"{entry['run']}: no {arguments.probe} shards")
+    return 0
+
+
+def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from jobs.data.vision import fetch
+
+    try:
+        files = fetch(arguments.name, str(arguments.root.expanduser()))
+    except OSError as error:  # no network, no space, no permission
+        raise UserError(f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable folder on a machine with internet access") from None
+    output.print_json({"data_set": arguments.name, "files": list(map(str, files))}) if arguments.json else print("\n".join(map(str, files)))
     return 0
 
 

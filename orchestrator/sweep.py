@@ -343,7 +343,23 @@ def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: 
     except ResourceProblem as problem:
         origin_file, origin_key = origins.of(f"resources.{problem.key}")
         raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
+    _check_data_present(spec, origins)
     return PlannedRun(run_id(spec), spec, swept, time_was_given)
+
+
+def _check_data_present(spec: RunSpec, origins: Origins) -> None:
+    """Jobs never download: a data set missing under its root fails here, on the login node."""
+    from jobs.data.vision import SOURCES, missing_files
+
+    if spec.data.name not in SOURCES:
+        return  # bundled with a package (digits)
+    root = spec.data.root or load_profile(spec.cluster).data_root
+    missing = missing_files(spec.data.name, root)
+    if missing:
+        origin_file, origin_key = origins.of("data.root" if spec.data.root else "data.name")
+        looked_at = ", ".join(map(str, missing)) if root else f"no data.root and no data_root in cluster profile {spec.cluster}"
+        fetch = f"orch data fetch {spec.data.name} --root {root or 'DIR'}"
+        raise SpecError(origin_file, origin_key, f"data set {spec.data.name} not found", looked_at, f"its files under data.root (or the profile's data_root); stage them on a machine with internet: {fetch}")
 
 
 def _check_unique(file: str, runs: list[PlannedRun]) -> None:

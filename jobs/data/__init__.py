@@ -52,3 +52,4 @@ def seeded_split(num_samples: int, val_fraction: float, seed: int) -> tuple[torc
 
 
 from jobs.data import digits as _digits  # noqa: E402,F401  (registers its builders)
+from jobs.data import vision as _vision  # noqa: E402,F401

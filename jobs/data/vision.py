@@ -1,0 +1,153 @@
+"""CIFAR-10, CIFAR-100, SVHN and MNIST through torchvision's own classes, never downloading.
+
+A job reads the files torchvision would have downloaded (``<data.root>/cifar-10-batches-py``,
+``cifar-100-python``, ``train_32x32.mat``/``test_32x32.mat``, ``MNIST/raw``), checked by
+torchvision against their published md5 sums. ``orch data fetch NAME --root DIR`` stages them on a
+machine with internet access.
+
+Splits as the line paper's code makes them: ``random_split`` of the official training set into
+``train_size`` and the rest with a ``Generator`` seeded ``split_seed`` (42), then, with
+``fraction``, ``random_split`` of each part into ``int(size · fraction)`` and the rest, again seeded
+42: CIFAR-10 40 000 / 10 000 → 4 000 / 1 000. ``val_source: test`` uses the official test set
+as validation instead (the thesis). Normalization constants are each source's (e.g. CIFAR-10 std
+(0.2023, 0.1994, 0.2010) from the line paper's code); ``mean``/``std`` override them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import random_split
+
+from jobs.data import DATASETS, InMemoryData
+from jobs.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class VisionSource:
+    """One torchvision data set: how to read a split as uint8 NCHW images and labels."""
+
+    name: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    required: tuple[str, ...]  # files under the root that must exist (what ``orch data fetch`` stages)
+    read: Callable[[str, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download) → images, labels
+
+
+def _read_cifar(cls_name: str) -> Callable[[str, bool, bool], tuple[np.ndarray, np.ndarray]]:
+    def read(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+        import torchvision.datasets
+
+        dataset = getattr(torchvision.datasets, cls_name)(root, train=train, download=download)
+        return dataset.data.transpose(0, 3, 1, 2), np.asarray(dataset.targets, dtype=np.int64)
+
+    return read
+
+
+def _read_svhn(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import SVHN
+
+    dataset = SVHN(root, split="train" if train else "test", download=download)
+    return dataset.data, dataset.labels.astype(np.int64)
+
+
+def _read_mnist(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import MNIST
+
+    dataset = MNIST(root, train=train, download=download)
+    return dataset.data.numpy()[:, None], dataset.targets.numpy().astype(np.int64)
+
+
+SOURCES = {
+    source.name: source
+    for source in (
+        VisionSource(
+            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+            ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"), _read_cifar("CIFAR10"),
+        ),
+        VisionSource(
+            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
+            ("cifar-100-python/train", "cifar-100-python/test"), _read_cifar("CIFAR100"),
+        ),
+        VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), ("train_32x32.mat", "test_32x32.mat"), _read_svhn),
+        VisionSource(
+            "mnist", 10, (0.1307,), (0.3081,),
+            ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"), _read_mnist,
+        ),
+    )
+}  # fmt: skip
+
+
+def missing_files(name: str, root: Optional[str]) -> list[Path]:
+    """The files of data set ``name`` that are not under ``root`` (all of them when root is None)."""
+    source = SOURCES[name]
+    base = Path(root or "").expanduser()
+    return [base / relative for relative in source.required if root is None or not (base / relative).is_file()]
+
+
+def fetch(name: str, root: str) -> list[Path]:
+    """Download ``name`` into ``root`` with torchvision (needs internet; never called by jobs)."""
+    source = SOURCES[name]
+    for train in (True, False):
+        source.read(root, train, True)
+    return [Path(root) / relative for relative in source.required]
+
+
+def split_indices(num_samples: int, train_size: int, fraction: Optional[float], seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the training and validation subsets, exactly as the line paper's code draws them."""
+    train_part, val_part = random_split(range(num_samples), [train_size, num_samples - train_size], torch.Generator().manual_seed(seed))
+    train, val = list(train_part), list(val_part)
+    if fraction is not None and fraction != 1.0:
+        train = _keep_fraction(train, fraction, seed)
+        val = _keep_fraction(val, fraction, seed)
+    return train, val
+
+
+def _keep_fraction(indices: list[int], fraction: float, seed: int) -> list[int]:
+    kept = int(len(indices) * fraction)
+    chosen, _ = random_split(indices, [kept, len(indices) - kept], torch.Generator().manual_seed(seed))
+    return list(chosen)
+
+
+def normalized(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    shape = (1, -1, 1, 1)
+    return (tensor - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
+    source = SOURCES[spec.name]
+    missing = missing_files(spec.name, data_root)
+    if missing:
+        raise FileNotFoundError(f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data fetch {spec.name} --root {data_root or 'DIR'}")
+    root = str(Path(data_root or "").expanduser())
+    images, labels = source.read(root, True, False)
+    mean, std = tuple(spec.mean or source.mean), tuple(spec.std or source.std)
+    if spec.val_source == "test":
+        train_indices = list(range(len(labels)))
+        if spec.fraction is not None:
+            train_indices = _keep_fraction(train_indices, spec.fraction, spec.split_seed)
+        val_images, val_labels = source.read(root, False, False)
+        val_indices = list(range(len(val_labels)))
+    else:
+        train_size = spec.train_size if spec.train_size is not None else len(labels) - max(1, round(len(labels) * spec.val_fraction))
+        train_indices, val_indices = split_indices(len(labels), train_size, spec.fraction, spec.split_seed)
+        val_images, val_labels = images, labels
+    return InMemoryData(
+        train_inputs=normalized(images[train_indices], mean, std),
+        train_targets=torch.from_numpy(labels[train_indices]),
+        val_inputs=normalized(val_images[val_indices], mean, std),
+        val_targets=torch.from_numpy(val_labels[val_indices]),
+        num_classes=source.num_classes,
+        train_indices=torch.tensor(train_indices, dtype=torch.int64),
+        val_indices=torch.tensor(val_indices, dtype=torch.int64),
+    )
+
+
+for _name in SOURCES:
+    DATASETS.register(_name)(load_vision)

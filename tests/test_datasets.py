@@ -1,0 +1,101 @@
+"""The vision data sets through torchvision's classes, from miniature files in the real formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jobs.data import DATASETS
+from jobs.data.vision import SOURCES, split_indices
+from jobs.spec import DataSpec
+from tests.datasets import Miniature, write_miniatures
+
+
+@pytest.fixture
+def miniature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Miniature:
+    return write_miniatures(tmp_path / "data", monkeypatch)
+
+
+@pytest.mark.parametrize(("name", "shape", "classes"), [("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100), ("svhn", (3, 32, 32), 10), ("mnist", (1, 28, 28), 10)])
+def test_each_data_set_loads_with_recorded_indices(miniature: Miniature, name: str, shape: tuple[int, ...], classes: int) -> None:
+    total = len(miniature.train_labels[name])
+    data = DATASETS.get(name)(DataSpec(name=name, train_size=total - 50), str(miniature.root))
+    assert data.input_shape == shape and data.num_classes == classes
+    assert len(data.train_targets) == total - 50 and len(data.val_targets) == 50
+    assert sorted(data.train_indices.tolist() + data.val_indices.tolist()) == list(range(total))  # a partition
+    assert torch.equal(data.train_targets, torch.from_numpy(miniature.train_labels[name][data.train_indices.numpy()]))
+    assert torch.equal(data.val_targets, torch.from_numpy(miniature.train_labels[name][data.val_indices.numpy()]))
+    assert data.train_inputs.dtype == torch.float32
+
+
+def test_line_paper_split_sizes_and_seed(miniature: Miniature) -> None:
+    spec = DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=42)  # 500 images: 400/100 → 40/10
+    data = DATASETS.get("cifar10")(spec, str(miniature.root))
+    again = DATASETS.get("cifar10")(spec, str(miniature.root))
+    other_seed = DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=7), str(miniature.root))
+    assert (len(data.train_targets), len(data.val_targets)) == (40, 10)
+    assert torch.equal(data.train_indices, again.train_indices) and torch.equal(data.train_inputs, again.train_inputs)
+    assert not torch.equal(data.train_indices, other_seed.train_indices)
+    train, val = split_indices(50_000, 40_000, 0.1, 42)  # the paper's numbers
+    assert (len(train), len(val)) == (4_000, 1_000) and not set(train) & set(val)
+
+
+def test_split_matches_random_split_of_the_authors_code() -> None:
+    generator = torch.Generator().manual_seed(42)
+    first, second = torch.utils.data.random_split(range(1000), [800, 200], generator)
+    fraction_of_first, _ = torch.utils.data.random_split(list(first), [80, 720], torch.Generator().manual_seed(42))
+    train, val = split_indices(1000, 800, 0.1, 42)
+    assert train == list(fraction_of_first)
+    assert len(val) == 20 and set(val) <= set(second)
+
+
+def test_official_test_set_as_validation_and_normalization(miniature: Miniature) -> None:
+    data = DATASETS.get("cifar10")(DataSpec(name="cifar10", val_source="test"), str(miniature.root))
+    assert len(data.train_targets) == 500 and len(data.val_targets) == 100
+    assert torch.equal(data.val_targets, torch.from_numpy(miniature.test_labels["cifar10"]))
+    mean, std = SOURCES["cifar10"].mean, SOURCES["cifar10"].std
+    assert std == (0.2023, 0.1994, 0.2010)  # the line paper's code
+    raw = data.train_inputs * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    pixels = (raw * 255).round()
+    assert torch.allclose(raw * 255, pixels, atol=1e-3) and pixels.min() >= 0 and pixels.max() <= 255
+
+
+def test_a_corrupted_file_is_refused_by_torchvision(miniature: Miniature) -> None:
+    batch = miniature.root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(RuntimeError, match="corrupted"):
+        DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400), str(miniature.root))
+
+
+def test_missing_data_set_names_the_files_and_the_fetch_command(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py/data_batch_1.*orch data fetch cifar10 --root"):
+        DATASETS.get("cifar10")(DataSpec(name="cifar10"), str(tmp_path))
+
+
+def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniature_cifar(miniature: Miniature, tmp_path: Path) -> None:
+    from tests.conftest import Orch, write_sweep
+
+    orch = Orch(tmp_path / "home")
+    body = (
+        "include: [problems/digits_mlp.yaml]\nbase:\n  model: {{name: resnet20, hidden: []}}\n"
+        "  data: {{name: cifar10, root: '{root}', train_size: 400, fraction: 0.1}}\n"
+        "  training: {{steps: 4, batch_size: 8, checkpoint_every: 2, eval_every: 2}}\n"
+        "  probes: [{{type: line, every: 2, resolution: 0.1, max_enlargements: 1}}]\n"
+    )
+    missing = write_sweep(tmp_path, "missing", "name: missing\n" + body.format(root=tmp_path / "nowhere"))
+    refused = orch("plan", missing)
+    assert refused.exit_code == 2
+    assert f"{tmp_path / 'nowhere'}/cifar-10-batches-py/data_batch_1" in refused.stderr
+    assert f"orch data fetch cifar10 --root {tmp_path / 'nowhere'}" in refused.stderr
+    assert not orch.home.exists()
+
+    sweep = write_sweep(tmp_path, "c10", "name: c10\n" + body.format(root=miniature.root))
+    run_id = orch.ok("submit", sweep, "--executor", "debug", "--json").json()["submitted"][0]
+    assert orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 1}
+    shards = orch.ok("shards", run_id, "--json").json()["shards"]
+    assert [row["step"] for row in shards] == [0, 2]
+    (report,) = orch.ok("analyze", run_id, "--figure", "lines", "--json").json()
+    assert report["lines"][0]["points"] >= 12
