@@ -113,6 +113,9 @@ class DataSpec:
     val_source: Optional[str] = checked(None, choices=("split", "test"))  # None/split: from the training set; test: the official test set
     mean: list[float] = field(default_factory=list)  # empty: the source's normalization constants
     std: list[float] = field(default_factory=list)
+    crop_padding: Optional[int] = checked(None, ge=0)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    flip: Optional[bool] = None  # random horizontal flips; None: the source's
+    val_augment: Optional[bool] = None  # augment validation too (the line paper's code did, by accident); None: no
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch import nn
 
 from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
 from jobs.data import DATASETS, InMemoryData
+from jobs.data.augment import batch_seed
 from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
 from jobs.models import MODELS
@@ -244,7 +245,8 @@ def run_one_step(loop: Loop) -> None:
         group["lr"] = lr
     batch = loop.order.indices(step).to(trainee.device)
     params_before = trainee.probes.before_step(trainee.model, step)
-    loss, accuracy = train_step(trainee, trainee.data.train_inputs[batch], trainee.data.train_targets[batch])
+    inputs = trainee.data.train_batch(batch, batch_seed(training.seed, step))
+    loss, accuracy = train_step(trainee, inputs, trainee.data.train_targets[batch])
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {lr:g}): the run diverged")
     if params_before is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -99,3 +99,67 @@ def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniat
     assert [row["step"] for row in shards] == [0, 2]
     (report,) = orch.ok("analyze", run_id, "--figure", "lines", "--json").json()
     assert report["lines"][0]["points"] >= 12
+
+
+def test_augmentation_is_a_pure_function_of_the_seed_and_pads_with_black(miniature: Miniature) -> None:
+    from jobs.data.augment import augment
+
+    data = DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400), str(miniature.root))
+    assert data.augmentation is not None and data.augmentation.crop_padding == 4 and data.augmentation.flip
+    batch = torch.arange(64)
+    first, again, other = data.train_batch(batch, 5), data.train_batch(batch, 5), data.train_batch(batch, 6)
+    assert torch.equal(first, again) and not torch.equal(first, other) and not torch.equal(first, data.train_inputs[batch])
+    black = torch.tensor(data.augmentation.pad_value).view(1, 3, 1, 1)
+    shifted = augment(data.train_inputs[:1], dataclasses.replace(data.augmentation, flip=False), seed=0)
+    mean, std = torch.tensor(SOURCES["cifar10"].mean).view(1, 3, 1, 1), torch.tensor(SOURCES["cifar10"].std).view(1, 3, 1, 1)
+    assert torch.allclose(black * std + mean, torch.zeros(1, 3, 1, 1), atol=1e-6)
+    padded_pixels = torch.isclose(shifted, black.expand_as(shifted)).all(dim=1)
+    original_pixels = torch.isclose(data.train_inputs[:1], black.expand_as(shifted)).all(dim=1)
+    assert padded_pixels.sum() >= original_pixels.sum()  # any shift brings in black borders
+    mnist = DATASETS.get("mnist")(DataSpec(name="mnist", train_size=150), str(miniature.root))
+    assert mnist.augmentation is not None and not mnist.augmentation.active
+
+
+def test_augmented_training_resumes_bit_identically(miniature: Miniature, tmp_path: Path) -> None:
+    from jobs.journal import JournalWriter
+    from jobs.paths import RunPaths
+    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
+    from jobs.train import train
+    from tests.test_training import assert_bit_identical
+    from safetensors.torch import load_file
+
+    spec = RunSpec(
+        model=ModelSpec(name="cnn", hidden=[8, 16]),
+        data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
+        training=TrainingSpec(steps=12, batch_size=16, checkpoint_every=4, eval_every=4, heartbeat_seconds=0.1),
+    )
+    whole, resumed = RunPaths(tmp_path / "whole"), RunPaths(tmp_path / "resumed")
+    train(spec, whole, JournalWriter(whole.attempt("1")))
+    train(spec, resumed, JournalWriter(resumed.attempt("1")))
+    for step in (8, 12):
+        resumed.checkpoint_file(step).unlink()
+        resumed.checkpoint_manifest(step).unlink()
+    train(spec, resumed, JournalWriter(resumed.attempt("2")))
+    assert_bit_identical(load_file(whole.checkpoint_file(12)), load_file(resumed.checkpoint_file(12)))
+
+
+def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(miniature: Miniature, tmp_path: Path) -> None:
+    """Same samples, same augmentation draws, same BatchNorm statistics: the step's own loss."""
+    from jobs.journal import JournalWriter, Metrics, read_events
+    from jobs.paths import RunPaths
+    from jobs.shards import iter_shards
+    from jobs.spec import ModelSpec, ProbeSpec, RunSpec, TrainingSpec
+    from jobs.train import train
+
+    spec = RunSpec(
+        model=ModelSpec(name="cnn", hidden=[8, 16]),
+        data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
+        training=TrainingSpec(steps=6, batch_size=16, checkpoint_every=3, eval_every=3, heartbeat_seconds=0.1),
+        probes=[ProbeSpec(type="line", steps=[2, 5], record=["direction"], resolution=0.1, max_enlargements=0)],
+    )
+    paths = RunPaths(tmp_path / "run")
+    train(spec, paths, JournalWriter(paths.attempt("1")))
+    train_loss = {row.step: row.value for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows if row.name == "train_loss"}
+    for shard in iter_shards(paths, "line"):
+        at_zero = shard.arrays["direction"][0, :, list(shard.arrays["points"]).index(0.0)].astype(float).mean()
+        assert at_zero == pytest.approx(train_loss[shard.step + 1], rel=1e-5)

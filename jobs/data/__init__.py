@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import torch
 
 from jobs.catalog import Catalog
+from jobs.data.augment import Augmentation, augment
 from jobs.spec import DataSpec
 
 
@@ -22,6 +23,8 @@ class InMemoryData:
     num_classes: int
     train_indices: torch.Tensor  # indices into the source data set, for tying losses to samples
     val_indices: torch.Tensor
+    augmentation: Optional[Augmentation] = None  # of training batches (and the line probe's training split)
+    val_augment: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -36,7 +39,14 @@ class InMemoryData:
             self.num_classes,
             self.train_indices,
             self.val_indices,
+            self.augmentation,
+            self.val_augment,
         )
+
+    def train_batch(self, indices: torch.Tensor, seed: int) -> torch.Tensor:
+        """The (augmented, when configured) inputs of training samples ``indices``."""
+        inputs = self.train_inputs[indices]
+        return augment(inputs, self.augmentation, seed) if self.augmentation is not None and self.augmentation.active else inputs
 
 
 DatasetBuilder = Callable[[DataSpec, Optional[str]], InMemoryData]

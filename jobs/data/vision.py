@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import random_split
 
 from jobs.data import DATASETS, InMemoryData
+from jobs.data.augment import Augmentation
 from jobs.spec import DataSpec
 
 
@@ -35,6 +36,8 @@ class VisionSource:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_padding: int  # the source's training augmentation
+    flip: bool
     required: tuple[str, ...]  # files under the root that must exist (what ``orch data fetch`` stages)
     read: Callable[[str, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download) → images, labels
 
@@ -67,16 +70,16 @@ SOURCES = {
     source.name: source
     for source in (
         VisionSource(
-            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True,
             ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"), _read_cifar("CIFAR10"),
         ),
         VisionSource(
-            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
+            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 8, True,
             ("cifar-100-python/train", "cifar-100-python/test"), _read_cifar("CIFAR100"),
         ),
-        VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), ("train_32x32.mat", "test_32x32.mat"), _read_svhn),
+        VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), 4, True, ("train_32x32.mat", "test_32x32.mat"), _read_svhn),
         VisionSource(
-            "mnist", 10, (0.1307,), (0.3081,),
+            "mnist", 10, (0.1307,), (0.3081,), 0, False,
             ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"), _read_mnist,
         ),
     )
@@ -146,6 +149,12 @@ def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
         num_classes=source.num_classes,
         train_indices=torch.tensor(train_indices, dtype=torch.int64),
         val_indices=torch.tensor(val_indices, dtype=torch.int64),
+        augmentation=Augmentation(
+            source.crop_padding if spec.crop_padding is None else spec.crop_padding,
+            source.flip if spec.flip is None else spec.flip,
+            tuple(-m / s for m, s in zip(mean, std)),
+        ),
+        val_augment=bool(spec.val_augment),
     )
 
 

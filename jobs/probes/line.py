@@ -29,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from jobs.data.augment import augment, batch_seed
 from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
 from jobs.spec import ProbeSpec
@@ -58,6 +59,7 @@ class LineDirection:
     update_norm: float  # s_upd
     grad_norm: float  # ‖g‖ of the direction-defining batch
     batch_indices: torch.Tensor
+    augmentation_seed: int  # the draws the direction batch was augmented with
 
 
 @dataclass
@@ -97,7 +99,8 @@ class LineProbe(ProbeBase):
         update = context.params_after - context.params_before
         update_norm = float(update.norm())
         vector = update / update_norm if update_norm > 0 else torch.zeros_like(update)
-        return LineDirection(vector, update_norm, float(context.gradient.norm()), context.batch_indices.cpu())
+        step_seed = batch_seed(self.setup.training.seed, context.step)
+        return LineDirection(vector, update_norm, float(context.gradient.norm()), context.batch_indices.cpu(), step_seed)
 
     def noisy_directions(self, context: ProbeContext, seed: int) -> list[LineDirection]:
         data, batch_size = context.data, self.setup.training.batch_size
@@ -107,28 +110,37 @@ class LineProbe(ProbeBase):
         for index in range(self.spec.directions):
             batch = order[index * batch_size : (index + 1) * batch_size]
             on_device = batch.to(data.train_inputs.device)
+            augmentation_seed = line_seed(seed, index, "noisy-batch")
             assert self.gradient_replica is not None
             gradient = gradient_at(
                 self.gradient_replica, self.evaluator.layout, context.params_before,
-                data.train_inputs[on_device], data.train_targets[on_device], seed + index,
+                data.train_batch(on_device, augmentation_seed), data.train_targets[on_device], seed + index,
             )
             grad_norm = float(gradient.norm())
             vector = -gradient / grad_norm if grad_norm > 0 else torch.zeros_like(gradient)
-            directions.append(LineDirection(vector, context.learning_rate * grad_norm, grad_norm, batch))
+            directions.append(LineDirection(vector, context.learning_rate * grad_norm, grad_norm, batch, augmentation_seed))
         return directions
 
     def loss_sets(self, context: ProbeContext, directions: list[LineDirection]) -> list[LossSet]:
-        data, sets = context.data, []
+        """Training split augmented once per line (all points see the same draws), validation split
+        augmented only with ``data.val_augment``, direction batches exactly as their step saw them."""
+        data, sets, count = context.data, [], len(directions)
+        everything = torch.arange(len(data.train_targets), device=data.train_inputs.device)
         for name in self.spec.record:
             if name == "train":
-                sets.append(LossSet(name, [data.train_inputs] * len(directions), [data.train_targets] * len(directions), None))
+                train_inputs = data.train_batch(everything, line_seed(self.seed(context.step), 0, "augment"))
+                sets.append(LossSet(name, [train_inputs] * count, [data.train_targets] * count, None))
             elif name == "val":
-                sets.append(LossSet(name, [data.val_inputs] * len(directions), [data.val_targets] * len(directions), None))
+                val_inputs = data.val_inputs
+                if data.val_augment and data.augmentation is not None:
+                    val_inputs = augment(val_inputs, data.augmentation, line_seed(self.seed(context.step), 1, "augment"))
+                sets.append(LossSet(name, [val_inputs] * count, [data.val_targets] * count, None))
             else:
                 batches = [d.batch_indices.to(data.train_inputs.device) for d in directions]
                 # the direction batch is one forward, so BatchNorm sees the batch the step saw
                 chunk = max(len(batch) for batch in batches)
-                sets.append(LossSet(name, [data.train_inputs[b] for b in batches], [data.train_targets[b] for b in batches], chunk))
+                inputs = [data.train_batch(batch, d.augmentation_seed) for batch, d in zip(batches, directions)]
+                sets.append(LossSet(name, inputs, [data.train_targets[b] for b in batches], chunk))
         return sets
 
     def measure_points(
