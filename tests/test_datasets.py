@@ -163,3 +163,22 @@ def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(miniature:
     for shard in iter_shards(paths, "line"):
         at_zero = shard.arrays["direction"][0, :, list(shard.arrays["points"]).index(0.0)].astype(float).mean()
         assert at_zero == pytest.approx(train_loss[shard.step + 1], rel=1e-5)
+
+
+@pytest.mark.parametrize("problem", ["line_resnet20_cifar10_8pct", "walk_vgg11_cifar10", "thesis_resnet34_cifar10"])
+def test_paper_problem_presets_plan(miniature: Miniature, tmp_path: Path, problem: str) -> None:
+    from tests.conftest import Orch, write_sweep
+
+    sweep = write_sweep(tmp_path, problem, f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: '{miniature.root}'}}}}\nseeds: 2\n")
+    planned = Orch(tmp_path / "home").ok("plan", sweep, "--json").json()
+    assert len(planned["runs"]) == 2
+
+
+def test_the_line_paper_sweep_asks_for_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import Orch
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the tcml profile's data_root is ~/datasets
+    refused = Orch(tmp_path / "home")("plan", Path(__file__).parents[1] / "configs/sweeps/line_paper_lr.yaml")
+    assert refused.exit_code == 2
+    assert f"{tmp_path}/datasets/cifar-10-batches-py/data_batch_1" in refused.stderr
+    assert "orch data fetch cifar10 --root ~/datasets" in refused.stderr
