@@ -44,6 +44,11 @@ class RunPaths:
         return self.run_dir / "shards"
 
     @property
+    def data_indices_file(self) -> Path:
+        """The source-data-set indices of the training and validation samples (npz, no pickle)."""
+        return self.run_dir / "data" / "indices.npz"
+
+    @property
     def curves_png(self) -> Path:
         return self.run_dir / "curves.png"
 

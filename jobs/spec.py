@@ -100,6 +100,7 @@ class ModelSpec:
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
     init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))  # None: the source's (docs/models.md)
+    channels_last: Optional[bool] = None  # NHWC memory format for speed on GPUs; None: the faithful NCHW
 
 
 @dataclass
@@ -116,6 +117,7 @@ class DataSpec:
     crop_padding: Optional[int] = checked(None, ge=0)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
     flip: Optional[bool] = None  # random horizontal flips; None: the source's
     val_augment: Optional[bool] = None  # augment validation too (the line paper's code did, by accident); None: no
+    indices_sha256: Optional[str] = checked(None, fingerprint=False, pattern=r"[0-9a-f]{64}", pattern_hint="a sha256 in hex")  # pin the split: the job fails if it differs
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
-from jobs.data import DATASETS, InMemoryData
+from jobs.data import DATASETS, InMemoryData, record_indices
 from jobs.data.augment import batch_seed
 from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
@@ -96,8 +96,12 @@ def configure_determinism(cpus: int) -> None:
 def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     seed_everything(spec.training.seed)
     device = resolve_device(spec.training.device)
-    data = DATASETS.get(spec.data.name)(spec.data, spec.data.root).to(device)
+    data = DATASETS.get(spec.data.name)(spec.data, spec.data.root)
+    record_indices(data, spec.data, paths.data_indices_file)
+    data = data.to(device)
     model = MODELS.get(spec.model.name)(spec.model, data.input_shape, data.num_classes).to(device)
+    if spec.model.channels_last:
+        model, data = model.to(memory_format=torch.channels_last), data.channels_last()
     optimizer = OPTIMIZERS.get(spec.optimizer.name)(model.parameters(), spec.optimizer)
     probes = ProbeRunner.build(spec.probes, ProbeSetup(model, data, spec.training, device), paths)  # sees θ_0
     trainee = Trainee(model, optimizer, data, device, probes)

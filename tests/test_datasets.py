@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +183,49 @@ def test_the_line_paper_sweep_asks_for_its_data(tmp_path: Path, monkeypatch: pyt
     assert refused.exit_code == 2
     assert f"{tmp_path}/datasets/cifar-10-batches-py/data_batch_1" in refused.stderr
     assert "orch data fetch cifar10 --root ~/datasets" in refused.stderr
+
+
+def test_the_split_is_recorded_in_the_run_folder_and_can_be_pinned(miniature: Miniature, tmp_path: Path) -> None:
+    from jobs.data import indices_sha256
+    from jobs.journal import JournalWriter
+    from jobs.paths import RunPaths
+    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
+    from jobs.train import train
+
+    data_spec = DataSpec(name="cifar10", root=str(miniature.root), train_size=400, fraction=0.5)
+    spec = RunSpec(model=ModelSpec(name="cnn", hidden=[4]), data=data_spec, training=TrainingSpec(steps=2, batch_size=16, checkpoint_every=2, eval_every=2))
+    paths = RunPaths(tmp_path / "run")
+    train(spec, paths, JournalWriter(paths.attempt("1")))
+    with np.load(paths.data_indices_file, allow_pickle=False) as recorded:
+        data = DATASETS.get("cifar10")(data_spec, str(miniature.root))
+        assert np.array_equal(recorded["train"], data.train_indices.numpy()) and len(recorded["val"]) == 50
+    digest = indices_sha256(data)
+
+    pinned = dataclasses.replace(spec, data=dataclasses.replace(data_spec, indices_sha256=digest))
+    train(pinned, RunPaths(tmp_path / "pinned"), JournalWriter(RunPaths(tmp_path / "pinned").attempt("1")))
+    wrong = dataclasses.replace(spec, data=dataclasses.replace(data_spec, indices_sha256="0" * 64))
+    with pytest.raises(ValueError, match=f"indices_sha256 is {digest}"):
+        train(wrong, RunPaths(tmp_path / "wrong"), JournalWriter(RunPaths(tmp_path / "wrong").attempt("1")))
+
+
+def test_channels_last_computes_the_same_losses(miniature: Miniature, tmp_path: Path) -> None:
+    """NHWC is a speed option: the first step's loss (same parameters, same batch) agrees to float
+    precision; later steps drift apart like any change of kernel."""
+    from jobs.journal import JournalWriter, Metrics, read_events
+    from jobs.paths import RunPaths
+    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
+    from jobs.train import train
+
+    first_losses = []
+    for channels_last in (None, True):
+        spec = RunSpec(
+            model=ModelSpec(name="resnet20", channels_last=channels_last),
+            data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
+            training=TrainingSpec(steps=2, batch_size=16, checkpoint_every=2, eval_every=2),
+        )
+        paths = RunPaths(tmp_path / str(channels_last))
+        train(spec, paths, JournalWriter(paths.attempt("1")))
+        rows = [row for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows]
+        first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
+        assert paths.checkpoint_file(2).exists()
+    assert first_losses[1] == pytest.approx(first_losses[0], rel=1e-5)

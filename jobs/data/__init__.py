@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
+from jobs.atomic import publish_bytes
 from jobs.catalog import Catalog
 from jobs.data.augment import Augmentation, augment
 from jobs.spec import DataSpec
@@ -43,10 +49,39 @@ class InMemoryData:
             self.val_augment,
         )
 
+    def channels_last(self) -> "InMemoryData":
+        """The same samples with image tensors in NHWC memory order (values unchanged)."""
+        def nhwc(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+
+        return dataclasses.replace(self, train_inputs=nhwc(self.train_inputs), val_inputs=nhwc(self.val_inputs))
+
     def train_batch(self, indices: torch.Tensor, seed: int) -> torch.Tensor:
         """The (augmented, when configured) inputs of training samples ``indices``."""
         inputs = self.train_inputs[indices]
         return augment(inputs, self.augmentation, seed) if self.augmentation is not None and self.augmentation.active else inputs
+
+
+def indices_sha256(data: InMemoryData) -> str:
+    """The split's fingerprint: sha256 of the training then the validation indices (int64, little endian)."""
+    digest = hashlib.sha256(data.train_indices.to(torch.int64).numpy().astype("<i8").tobytes())
+    digest.update(data.val_indices.to(torch.int64).numpy().astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
+def record_indices(data: InMemoryData, spec: DataSpec, out_file: Path) -> str:
+    """Publish the split's indices (``train``, ``val``) once and check a pinned ``indices_sha256``."""
+    digest = indices_sha256(data)
+    if spec.indices_sha256 is not None and spec.indices_sha256 != digest:
+        raise ValueError(
+            f"data set {spec.name}: the split's indices_sha256 is {digest}, the spec pins {spec.indices_sha256}; "
+            "the data files or the split code changed (remove data.indices_sha256 to accept the new split)"
+        )
+    if not out_file.exists():
+        buffer = io.BytesIO()
+        np.savez(buffer, train=data.train_indices.numpy(), val=data.val_indices.numpy())
+        publish_bytes(out_file, buffer.getvalue())
+    return digest
 
 
 DatasetBuilder = Callable[[DataSpec, Optional[str]], InMemoryData]
