@@ -117,6 +117,7 @@ class DataSpec:
     crop_padding: Optional[int] = checked(None, ge=0)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
     flip: Optional[bool] = None  # random horizontal flips; None: the source's
     val_augment: Optional[bool] = None  # augment validation too (the line paper's code did, by accident); None: no
+    verify_checksums: Optional[bool] = unfingerprinted(None)  # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
     indices_sha256: Optional[str] = checked(None, fingerprint=False, pattern=r"[0-9a-f]{64}", pattern_hint="a sha256 in hex")  # pin the split: the job fails if it differs
 
 

@@ -28,6 +28,9 @@ from jobs.data.augment import Augmentation
 from jobs.spec import DataSpec
 
 
+Reader = Callable[[str, bool, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download, verify)
+
+
 @dataclass(frozen=True)
 class VisionSource:
     """One torchvision data set: how to read a split as uint8 NCHW images and labels."""
@@ -39,30 +42,44 @@ class VisionSource:
     crop_padding: int  # the source's training augmentation
     flip: bool
     required: tuple[str, ...]  # files under the root that must exist (what ``orch data fetch`` stages)
-    read: Callable[[str, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download) → images, labels
+    read: Reader
 
 
-def _read_cifar(cls_name: str) -> Callable[[str, bool, bool], tuple[np.ndarray, np.ndarray]]:
-    def read(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
-        import torchvision.datasets
+def without_checksums(dataset_class: type) -> type:
+    """``dataset_class`` with its md5 sums dropped: torchvision then checks that files exist only."""
+    overrides: dict[str, object] = {}
+    for name in ("train_list", "test_list"):
+        if hasattr(dataset_class, name):
+            overrides[name] = [[file_name, None] for file_name, _ in getattr(dataset_class, name)]
+    if hasattr(dataset_class, "meta"):
+        overrides["meta"] = {**dataset_class.meta, "md5": None}
+    if hasattr(dataset_class, "split_list"):
+        overrides["split_list"] = {split: [url, file_name, None] for split, (url, file_name, _) in dataset_class.split_list.items()}
+    return type(dataset_class.__name__, (dataset_class,), overrides)
 
-        dataset = getattr(torchvision.datasets, cls_name)(root, train=train, download=download)
+
+def _dataset_class(name: str, verify: bool) -> type:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, name)
+    return dataset_class if verify else without_checksums(dataset_class)
+
+
+def _read_cifar(class_name: str) -> Reader:
+    def read(root: str, train: bool, download: bool, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+        dataset = _dataset_class(class_name, verify)(root, train=train, download=download)
         return dataset.data.transpose(0, 3, 1, 2), np.asarray(dataset.targets, dtype=np.int64)
 
     return read
 
 
-def _read_svhn(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import SVHN
-
-    dataset = SVHN(root, split="train" if train else "test", download=download)
+def _read_svhn(root: str, train: bool, download: bool, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    dataset = _dataset_class("SVHN", verify)(root, split="train" if train else "test", download=download)
     return dataset.data, dataset.labels.astype(np.int64)
 
 
-def _read_mnist(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import MNIST
-
-    dataset = MNIST(root, train=train, download=download)
+def _read_mnist(root: str, train: bool, download: bool, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    dataset = _dataset_class("MNIST", verify)(root, train=train, download=download)  # MNIST has no md5 check of its raw files
     return dataset.data.numpy()[:, None], dataset.targets.numpy().astype(np.int64)
 
 
@@ -97,7 +114,7 @@ def fetch(name: str, root: str) -> list[Path]:
     """Download ``name`` into ``root`` with torchvision (needs internet; never called by jobs)."""
     source = SOURCES[name]
     for train in (True, False):
-        source.read(root, train, True)
+        source.read(root, train, True, True)
     return [Path(root) / relative for relative in source.required]
 
 
@@ -129,13 +146,14 @@ def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     if missing:
         raise FileNotFoundError(f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data fetch {spec.name} --root {data_root or 'DIR'}")
     root = str(Path(data_root or "").expanduser())
-    images, labels = source.read(root, True, False)
+    verify = spec.verify_checksums is not False
+    images, labels = source.read(root, True, False, verify)
     mean, std = tuple(spec.mean or source.mean), tuple(spec.std or source.std)
     if spec.val_source == "test":
         train_indices = list(range(len(labels)))
         if spec.fraction is not None:
             train_indices = _keep_fraction(train_indices, spec.fraction, spec.split_seed)
-        val_images, val_labels = source.read(root, False, False)
+        val_images, val_labels = source.read(root, False, False, verify)
         val_indices = list(range(len(val_labels)))
     else:
         train_size = spec.train_size if spec.train_size is not None else len(labels) - max(1, round(len(labels) * spec.val_fraction))
