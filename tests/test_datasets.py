@@ -8,11 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from jobs.data import DATASETS
+from jobs.data import DATASETS, indices_sha256
+from jobs.data.augment import augment
 from jobs.data.vision import SOURCES, split_indices
-from jobs.spec import DataSpec
+from jobs.journal import JournalWriter, Metrics, read_events
+from jobs.paths import RunPaths
+from jobs.shards import iter_shards
+from jobs.spec import DataSpec, ModelSpec, ProbeSpec, RunSpec, TrainingSpec
+from jobs.train import train
+from tests.conftest import Orch, write_sweep
 from tests.datasets import Miniature, write_miniatures
+from tests.test_training import assert_bit_identical
 
 
 @pytest.fixture
@@ -81,8 +89,6 @@ def test_missing_data_set_names_the_files_and_the_fetch_command(tmp_path: Path) 
 
 
 def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniature_cifar(miniature: Miniature, tmp_path: Path) -> None:
-    from tests.conftest import Orch, write_sweep
-
     orch = Orch(tmp_path / "home")
     body = (
         "include: [problems/digits_mlp.yaml]\nbase:\n  model: {{name: resnet20}}\n"
@@ -110,8 +116,6 @@ def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniat
 
 
 def test_augmentation_is_a_pure_function_of_the_seed_and_pads_with_black(miniature: Miniature) -> None:
-    from jobs.data.augment import augment
-
     data = DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400), str(miniature.root))
     assert data.augmentation is not None and data.augmentation.crop_padding == 4 and data.augmentation.flip
     batch = torch.arange(64)
@@ -129,13 +133,6 @@ def test_augmentation_is_a_pure_function_of_the_seed_and_pads_with_black(miniatu
 
 
 def test_augmented_training_resumes_bit_identically(miniature: Miniature, tmp_path: Path) -> None:
-    from jobs.journal import JournalWriter
-    from jobs.paths import RunPaths
-    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
-    from jobs.train import train
-    from tests.test_training import assert_bit_identical
-    from safetensors.torch import load_file
-
     spec = RunSpec(
         model=ModelSpec(name="cnn", hidden=[8, 16]),
         data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
@@ -153,12 +150,6 @@ def test_augmented_training_resumes_bit_identically(miniature: Miniature, tmp_pa
 
 def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(miniature: Miniature, tmp_path: Path) -> None:
     """Same samples, same augmentation draws, same BatchNorm statistics: the step's own loss."""
-    from jobs.journal import JournalWriter, Metrics, read_events
-    from jobs.paths import RunPaths
-    from jobs.shards import iter_shards
-    from jobs.spec import ModelSpec, ProbeSpec, RunSpec, TrainingSpec
-    from jobs.train import train
-
     spec = RunSpec(
         model=ModelSpec(name="cnn", hidden=[8, 16]),
         data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
@@ -175,16 +166,12 @@ def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(miniature:
 
 @pytest.mark.parametrize("problem", ["line_resnet20_cifar10_8pct", "walk_vgg11_cifar10", "thesis_resnet34_cifar10"])
 def test_paper_problem_presets_plan(miniature: Miniature, tmp_path: Path, problem: str) -> None:
-    from tests.conftest import Orch, write_sweep
-
     sweep = write_sweep(tmp_path, problem, f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: '{miniature.root}'}}}}\nseeds: 2\n")
     planned = Orch(tmp_path / "home").ok("plan", sweep, "--json").json()
     assert len(planned["runs"]) == 2
 
 
 def test_the_line_paper_sweep_asks_for_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import Orch
-
     monkeypatch.setenv("HOME", str(tmp_path))  # the tcml profile's data_root is ~/datasets
     refused = Orch(tmp_path / "home")("plan", Path(__file__).parents[1] / "configs/sweeps/line_paper_lr.yaml")
     assert refused.exit_code == 2
@@ -193,12 +180,6 @@ def test_the_line_paper_sweep_asks_for_its_data(tmp_path: Path, monkeypatch: pyt
 
 
 def test_the_split_is_recorded_in_the_run_folder_and_can_be_pinned(miniature: Miniature, tmp_path: Path) -> None:
-    from jobs.data import indices_sha256
-    from jobs.journal import JournalWriter
-    from jobs.paths import RunPaths
-    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
-    from jobs.train import train
-
     data_spec = DataSpec(name="cifar10", root=str(miniature.root), train_size=400, fraction=0.5)
     spec = RunSpec(model=ModelSpec(name="cnn", hidden=[4]), data=data_spec, training=TrainingSpec(steps=2, batch_size=16, checkpoint_every=2, eval_every=2))
     paths = RunPaths(tmp_path / "run")
@@ -218,11 +199,6 @@ def test_the_split_is_recorded_in_the_run_folder_and_can_be_pinned(miniature: Mi
 def test_channels_last_computes_the_same_losses(miniature: Miniature, tmp_path: Path) -> None:
     """NHWC is a speed option: the first step's loss (same parameters, same batch) agrees to float
     precision; later steps drift apart like any change of kernel."""
-    from jobs.journal import JournalWriter, Metrics, read_events
-    from jobs.paths import RunPaths
-    from jobs.spec import ModelSpec, RunSpec, TrainingSpec
-    from jobs.train import train
-
     first_losses = []
     for channels_last in (None, True):
         spec = RunSpec(
