@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from jobs.data.augment import Augmentation, augment, batch_seed
 from jobs.data.vision import SOURCES, normalized
-from jobs.models import MODELS
+from jobs.models import build_model
 from jobs.spec import ModelSpec
 from jobs.train import BatchOrder
 
@@ -51,7 +51,7 @@ def arguments() -> argparse.Namespace:
 
 def steps_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, device: torch.device) -> float:
     torch.manual_seed(0)
-    model = MODELS.get("resnet20")(ModelSpec(name="resnet20"), (3, 32, 32), 10).to(device)
+    model = build_model(ModelSpec(name="resnet20"), (3, 32, 32), 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:

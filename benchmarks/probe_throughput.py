@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jobs.models import MODELS
+from jobs.models import build_model
 from jobs.probes.functional import LineEvaluator, flat_parameters
 from jobs.probes.line import base_points
 from jobs.spec import ModelSpec
@@ -108,7 +108,7 @@ def main() -> None:
     device = torch.device(options.device)
     torch.manual_seed(0)
     spec = ModelSpec(name=options.model, hidden=options.hidden)
-    model = MODELS.get(options.model)(spec, tuple(options.input_shape), options.classes).to(device)
+    model = build_model(spec, tuple(options.input_shape), options.classes).to(device)
     inputs = torch.randn(options.samples, *options.input_shape, device=device)
     targets = torch.randint(0, options.classes, (options.samples,), device=device)
     origin = flat_parameters(model)

@@ -26,7 +26,7 @@ from jobs.data import DATASETS, InMemoryData, record_indices
 from jobs.data.augment import batch_seed
 from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
-from jobs.models import MODELS
+from jobs.models import build_model
 from jobs.optim import OPTIMIZERS, learning_rate
 from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
@@ -99,7 +99,7 @@ def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     data = DATASETS.get(spec.data.name)(spec.data, spec.data.root)
     record_indices(data, spec.data, paths.data_indices_file)
     data = data.to(device)
-    model = MODELS.get(spec.model.name)(spec.model, data.input_shape, data.num_classes).to(device)
+    model = build_model(spec.model, data.input_shape, data.num_classes).to(device)
     if spec.model.channels_last:
         model, data = model.to(memory_format=torch.channels_last), data.channels_last()
     optimizer = OPTIMIZERS.get(spec.optimizer.name)(model.parameters(), spec.optimizer)

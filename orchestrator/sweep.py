@@ -344,7 +344,17 @@ def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: 
         origin_file, origin_key = origins.of(f"resources.{problem.key}")
         raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
     _check_data_present(spec, origins)
+    spec = _with_source_init(spec)
     return PlannedRun(run_id(spec), spec, swept, time_was_given)
+
+
+def _with_source_init(spec: RunSpec) -> RunSpec:
+    """Record the initialization the model's source uses when the sweep leaves ``model.init`` open."""
+    from jobs.models import source_init
+
+    if spec.model.init is not None:
+        return spec
+    return replace(spec, model=replace(spec.model, init=source_init(spec.model.name)))
 
 
 def _check_data_present(spec: RunSpec, origins: Origins) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.models import MODELS
+from jobs.models import MODELS, build_model
 from jobs.spec import ModelSpec
 
 # name, spec fields, input shape, parameters (10 classes)
@@ -32,7 +32,7 @@ PARAMETER_COUNTS = [
 
 @pytest.mark.parametrize(("name", "fields", "input_shape", "expected"), PARAMETER_COUNTS, ids=[f"{row[0]}-{row[3]}" for row in PARAMETER_COUNTS])
 def test_parameter_count_and_output_shape(name: str, fields: dict, input_shape: tuple[int, ...], expected: int) -> None:
-    model = MODELS.get(name)(ModelSpec(name=name, **fields), input_shape, 10)
+    model = build_model(ModelSpec(name=name, **fields), input_shape, 10)
     assert sum(parameter.numel() for parameter in model.parameters()) == expected
     with torch.no_grad():
         assert model.eval()(torch.randn(2, *input_shape)).shape == (2, 10)
@@ -44,10 +44,21 @@ def test_every_registered_model_has_a_parameter_count_test() -> None:
 
 def test_cifar_resnets_use_kaiming_normal_initialization_unless_told_otherwise() -> None:
     torch.manual_seed(0)
-    model = MODELS.get("resnet56")(ModelSpec(name="resnet56"), (3, 32, 32), 10)
+    model = build_model(ModelSpec(name="resnet56"), (3, 32, 32), 10)
     convolution = model.stages[2][0].conv1  # 32 → 64 channels, 3×3: fan-in 288
     assert convolution.weight.std().item() == pytest.approx(math.sqrt(2 / 288), rel=0.02)
-    default = MODELS.get("resnet56")(ModelSpec(name="resnet56", init="pytorch_default"), (3, 32, 32), 10)
+    default = build_model(ModelSpec(name="resnet56", init="pytorch_default"), (3, 32, 32), 10)
     bound = 1 / math.sqrt(288)  # kaiming_uniform(a=√5): U(−1/√fan_in, 1/√fan_in)
     assert default.stages[2][0].conv1.weight.abs().max().item() <= bound
     assert not any(isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) for module in model.modules())  # option A
+
+
+def test_plan_records_the_source_initialization(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from jobs.catalog import known_names
+    from orchestrator.sweep import load_sweep
+    from tests.conftest import write_sweep
+
+    sweep = write_sweep(tmp_path, "inits", "name: inits\ninclude: [problems/digits_mlp.yaml]\ngrid: {model.name: [mlp, resnet20]}\n")
+    assert [run.spec.model.init for run in load_sweep(sweep, known_names()).runs] == ["pytorch_default", "kaiming_normal"]
+    chosen = write_sweep(tmp_path, "chosen", "name: chosen\ninclude: [problems/digits_mlp.yaml]\nbase: {model: {name: resnet20, init: pytorch_default}}\n")
+    assert load_sweep(chosen, known_names()).runs[0].spec.model.init == "pytorch_default"

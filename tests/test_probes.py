@@ -15,7 +15,7 @@ from torch import nn
 from jobs.checkpoint import load_checkpoint
 from jobs.data import DATASETS, InMemoryData
 from jobs.journal import JournalWriter, ShardWritten, read_events
-from jobs.models import MODELS
+from jobs.models import build_model
 from jobs.paths import RunPaths
 from jobs.probes import ProbeContext, ProbeSetup
 from jobs.probes.functional import LineEvaluator, flat_parameters
@@ -53,7 +53,7 @@ def test_a_measured_line_equals_an_independent_evaluation_from_the_checkpoint(tm
         spec = RunSpec(model=model_spec, training=DIGITS_TRAINING, probes=[probe])
         paths = train_in(tmp_path / model_spec.name, spec)
         data = DATASETS.get("digits")(spec.data, None)
-        model = MODELS.get(model_spec.name)(model_spec, data.input_shape, data.num_classes)
+        model = build_model(model_spec, data.input_shape, data.num_classes)
         shards = list(iter_shards(paths, "line"))
         assert [shard.step for shard in shards] == [4, 9]
         for shard in shards:
@@ -162,7 +162,7 @@ def test_a_line_with_its_minimum_inside_is_not_enlarged() -> None:
 
 def test_grouped_batch_norm_forwards_equal_one_forward_per_chunk() -> None:
     torch.manual_seed(0)
-    model = MODELS.get("cnn")(ModelSpec(name="cnn", hidden=[8, 16]), (1, 8, 8), 10)
+    model = build_model(ModelSpec(name="cnn", hidden=[8, 16]), (1, 8, 8), 10)
     inputs, targets = torch.randn(300, 1, 8, 8), torch.randint(0, 10, (300,))
     origin = flat_parameters(model)
     direction = torch.randn_like(origin) / origin.numel() ** 0.5
@@ -178,7 +178,7 @@ def test_grouped_batch_norm_forwards_equal_one_forward_per_chunk() -> None:
 
 def test_eval_mode_uses_the_running_statistics_without_changing_them() -> None:
     torch.manual_seed(0)
-    model = MODELS.get("cnn")(ModelSpec(name="cnn", hidden=[8]), (1, 8, 8), 10)
+    model = build_model(ModelSpec(name="cnn", hidden=[8]), (1, 8, 8), 10)
     inputs, targets = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
     model(inputs)  # one train-mode forward moves the running statistics away from (0, 1)
     before = {name: buffer.clone() for name, buffer in model.named_buffers()}
@@ -199,7 +199,7 @@ def test_interpolation_records_losses_between_iterates_gradient_cosines_and_dist
     assert all(-1.0 <= shard.metadata["gradient_cosine"] <= 1.0 for shard in shards[1:])
     data = DATASETS.get("digits")(spec.data, None)
     seed_everything(spec.training.seed)  # as the job does before building the model: θ_0 again
-    model = MODELS.get("mlp")(spec.model, data.input_shape, data.num_classes)
+    model = build_model(spec.model, data.input_shape, data.num_classes)
     initial = flat_parameters(model)
     shard = shards[2]
     model.load_state_dict(load_checkpoint(paths.checkpoint_file(6), torch.device("cpu")).model)
@@ -295,7 +295,7 @@ def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None: 
 
 def test_reduced_precision_is_explicit_and_close() -> None:
     torch.manual_seed(0)
-    model = MODELS.get("mlp")(ModelSpec(hidden=[32]), (1, 8, 8), 10)
+    model = build_model(ModelSpec(hidden=[32]), (1, 8, 8), 10)
     inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     origin = flat_parameters(model)
     direction = torch.randn_like(origin) / origin.numel() ** 0.5

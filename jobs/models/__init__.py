@@ -12,6 +12,27 @@ from jobs.spec import ModelSpec
 ModelBuilder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Catalog[ModelBuilder] = Catalog("model")
 
+KAIMING_NORMAL_SOURCES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # the line paper's code
+
+
+def source_init(name: str) -> str:
+    """The initialization the model's source uses: what ``model.init: null`` resolves to."""
+    return "kaiming_normal" if name in KAIMING_NORMAL_SOURCES else "pytorch_default"
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The registered builder's model, initialized as ``spec.init`` (or the source) says.
+
+    Builders create PyTorch's default initialization; ``kaiming_normal`` then redraws the weights
+    of every convolution and linear layer from N(0, 2/fan_in), biases and BatchNorm untouched.
+    """
+    model = MODELS.get(spec.name)(spec, input_shape, num_classes)
+    if (spec.init or source_init(spec.name)) == "kaiming_normal":
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight)
+    return model
+
 from jobs.models import cnn as _cnn  # noqa: E402,F401  (registers its builders)
 from jobs.models import densenet as _densenet  # noqa: E402,F401
 from jobs.models import mlp as _mlp  # noqa: E402,F401

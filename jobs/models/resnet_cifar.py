@@ -8,6 +8,8 @@
 - ``resnet18/34``: the CIFAR variant of the ImageNet ResNets used by the dissertation and the
   thesis — 3×3 stem of 64 channels without max-pooling, four stages (64 … 512 channels) of basic
   blocks with 1×1-convolution (option-B) shortcuts; PyTorch's default initialization.
+
+Initialization is applied by :func:`jobs.models.build_model` from ``model.init``.
 """
 
 from __future__ import annotations
@@ -76,19 +78,11 @@ class CifarResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def kaiming_normal(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight)
-    return model
-
-
 def he_resnet(depth: int):  # type: ignore[no-untyped-def]
     blocks = (depth - 2) // 6
 
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        model = CifarResNet([blocks] * 3, [16, 32, 64], "A", input_shape[0], num_classes)
-        return kaiming_normal(model) if (spec.init or "kaiming_normal") == "kaiming_normal" else model
+        return CifarResNet([blocks] * 3, [16, 32, 64], "A", input_shape[0], num_classes)
 
     return build
 
@@ -99,8 +93,7 @@ for _depth in (20, 32, 44, 56, 110):
 
 def imagenet_style_resnet(blocks: list[int]):  # type: ignore[no-untyped-def]
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        model = CifarResNet(blocks, [64, 128, 256, 512], "B", input_shape[0], num_classes)
-        return kaiming_normal(model) if spec.init == "kaiming_normal" else model
+        return CifarResNet(blocks, [64, 128, 256, 512], "B", input_shape[0], num_classes)
 
     return build
 
