@@ -344,8 +344,22 @@ def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: 
         origin_file, origin_key = origins.of(f"resources.{problem.key}")
         raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
     _check_data_present(spec, origins)
-    spec = _with_source_init(spec)
+    spec = _with_split_hash(_with_source_init(spec), origins)
     return PlannedRun(run_id(spec), spec, swept, time_was_given)
+
+
+def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:
+    """Write the hash of the run's training/validation indices into the spec (the job checks it)."""
+    from jobs.data import planned_indices_sha256
+
+    if spec.data.indices_sha256 is not None:
+        return spec
+    try:
+        digest = planned_indices_sha256(spec.data)
+    except ValueError as problem:
+        origin_file, origin_key = origins.of("data.train_size" if spec.data.train_size is not None else "data.val_source")
+        raise SpecError(origin_file, origin_key, "the split does not fit the data set", str(problem), "a train_size smaller than the official training set, val_source: test only where a test set exists") from None
+    return spec if digest is None else replace(spec, data=replace(spec.data, indices_sha256=digest))
 
 
 def _with_source_init(spec: RunSpec) -> RunSpec:

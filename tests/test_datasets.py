@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jobs.data import DATASETS, indices_sha256
+from jobs.data import DATASETS, indices_sha256, split_indices
 from jobs.data.augment import augment
-from jobs.data.vision import SOURCES, split_indices
+from jobs.data.vision import SOURCES
 from jobs.journal import JournalWriter, Metrics, read_events
 from jobs.paths import RunPaths
 from jobs.shards import iter_shards
@@ -212,3 +212,26 @@ def test_channels_last_computes_the_same_losses(miniature: Miniature, tmp_path: 
         first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
         assert paths.checkpoint_file(2).exists()
     assert first_losses[1] == pytest.approx(first_losses[0], rel=1e-5)
+
+
+def test_plan_writes_the_split_hash_that_the_job_checks(tmp_path: Path) -> None:
+    from jobs.catalog import known_names
+    from orchestrator.sweep import load_sweep
+
+    sweep = write_sweep(tmp_path, "digits", "name: digits\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 2, checkpoint_every: 2}}\n")
+    (run,) = load_sweep(sweep, known_names()).runs
+    digest = run.spec.data.indices_sha256
+    assert digest is not None and len(digest) == 64
+    paths = RunPaths(tmp_path / "run")
+    train(run.spec, paths, JournalWriter(paths.attempt("1")))  # the job's split has that hash, or it would fail
+    with np.load(paths.data_indices_file, allow_pickle=False) as recorded:
+        assert indices_sha256_of(recorded["train"], recorded["val"]) == digest
+    too_big = write_sweep(tmp_path, "big", "name: big\ninclude: [problems/digits_mlp.yaml]\nbase: {data: {train_size: 5000}}\n")
+    refused = Orch(tmp_path / "home")("plan", too_big)
+    assert refused.exit_code == 2 and "data.train_size" in refused.stderr and "1797 training samples" in refused.stderr
+
+
+def indices_sha256_of(train_indices: np.ndarray, val_indices: np.ndarray) -> str:
+    from jobs.data import split_sha256
+
+    return split_sha256(train_indices.tolist(), val_indices.tolist())

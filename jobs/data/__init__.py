@@ -7,10 +7,11 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import random_split
 
 from jobs.atomic import publish_bytes
 from jobs.catalog import Catalog
@@ -63,10 +64,7 @@ class InMemoryData:
 
 
 def indices_sha256(data: InMemoryData) -> str:
-    """The split's fingerprint: sha256 of the training then the validation indices (int64, little endian)."""
-    digest = hashlib.sha256(data.train_indices.to(torch.int64).numpy().astype("<i8").tobytes())
-    digest.update(data.val_indices.to(torch.int64).numpy().astype("<i8").tobytes())
-    return digest.hexdigest()
+    return split_sha256(data.train_indices.tolist(), data.val_indices.tolist())
 
 
 def record_indices(data: InMemoryData, spec: DataSpec, out_file: Path) -> str:
@@ -88,12 +86,55 @@ DatasetBuilder = Callable[[DataSpec, Optional[str]], InMemoryData]
 DATASETS: Catalog[DatasetBuilder] = Catalog("dataset")
 
 
-def seeded_split(num_samples: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of a seeded random train/validation split."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(num_samples, generator=generator)
-    num_val = max(1, round(num_samples * val_fraction))
-    return order[num_val:].sort().values, order[:num_val].sort().values
+# (training, test) set sizes of the official data sets: the planner computes a run's split from
+# them and writes its hash into the spec, which the job checks against the files it reads
+OFFICIAL_COUNTS = {"digits": (1797, 0), "cifar10": (50000, 10000), "cifar100": (50000, 10000), "svhn": (73257, 26032), "mnist": (60000, 10000)}
+
+
+def subset_indices(spec: DataSpec, train_count: int, test_count: int) -> tuple[list[int], list[int]]:
+    """(training, validation) sample indices for a source with ``train_count`` training and
+    ``test_count`` test samples: into the training set, or with ``val_source: test`` validation
+    indices into the test set. Raises ValueError when the spec does not fit those sizes."""
+    if spec.val_source == "test":
+        if test_count == 0:
+            raise ValueError(f"data set {spec.name} has no official test set to validate on")
+        train = list(range(train_count))
+        return (_keep_fraction(train, spec.fraction, spec.split_seed) if spec.fraction else train), list(range(test_count))
+    train_size = spec.train_size if spec.train_size is not None else train_count - max(1, round(train_count * spec.val_fraction))
+    if not 0 < train_size < train_count:
+        raise ValueError(f"train_size {train_size} leaves no validation samples of the {train_count} training samples of {spec.name}")
+    return split_indices(train_count, train_size, spec.fraction, spec.split_seed)
+
+
+def split_indices(num_samples: int, train_size: int, fraction: Optional[float], seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the training and validation subsets, exactly as the line paper's code draws them:
+    ``random_split`` into ``train_size`` and the rest, then of each part into ``int(size · fraction)``
+    and the rest, each with a ``Generator`` seeded ``seed``."""
+    train_part, val_part = random_split(range(num_samples), [train_size, num_samples - train_size], torch.Generator().manual_seed(seed))
+    train, val = list(train_part), list(val_part)
+    if fraction is not None and fraction != 1.0:
+        train, val = _keep_fraction(train, fraction, seed), _keep_fraction(val, fraction, seed)
+    return train, val
+
+
+def _keep_fraction(indices: list[int], fraction: float, seed: int) -> list[int]:
+    kept = int(len(indices) * fraction)
+    chosen, _ = random_split(indices, [kept, len(indices) - kept], torch.Generator().manual_seed(seed))
+    return list(chosen)
+
+
+def split_sha256(train_indices: Sequence[int], val_indices: Sequence[int]) -> str:
+    """sha256 of the training then the validation indices as little-endian int64."""
+    digest = hashlib.sha256(np.asarray(train_indices, dtype="<i8").tobytes())
+    digest.update(np.asarray(val_indices, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def planned_indices_sha256(spec: DataSpec) -> Optional[str]:
+    """The split's hash for the official files (None for an unknown data set or unverified files)."""
+    if spec.name not in OFFICIAL_COUNTS or spec.verify_checksums is False:
+        return None
+    return split_sha256(*subset_indices(spec, *OFFICIAL_COUNTS[spec.name]))
 
 
 from jobs.data import digits as _digits  # noqa: E402,F401  (registers its builders)

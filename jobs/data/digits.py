@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from jobs.data import DATASETS, InMemoryData, seeded_split
+from jobs.data import DATASETS, OFFICIAL_COUNTS, InMemoryData, subset_indices
 from jobs.spec import DataSpec
 
 
@@ -17,7 +17,10 @@ def digits(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     targets = torch.as_tensor(bunch.target, dtype=torch.int64)
-    train_indices, val_indices = seeded_split(len(targets), spec.val_fraction, spec.split_seed)
+    train_count, test_count = OFFICIAL_COUNTS["digits"]
+    assert len(targets) == train_count, f"scikit-learn's digits has {len(targets)} images, expected {train_count}"
+    train_list, val_list = subset_indices(spec, train_count, test_count)
+    train_indices, val_indices = torch.tensor(train_list), torch.tensor(val_list)
     mean = images[train_indices].mean()
     std = images[train_indices].std()
     images = (images - mean) / std

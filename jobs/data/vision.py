@@ -21,9 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import random_split
 
-from jobs.data import DATASETS, InMemoryData
+from jobs.data import DATASETS, InMemoryData, subset_indices
 from jobs.data.augment import Augmentation
 from jobs.spec import DataSpec
 
@@ -118,22 +117,6 @@ def fetch(name: str, root: str) -> list[Path]:
     return [Path(root) / relative for relative in source.required]
 
 
-def split_indices(num_samples: int, train_size: int, fraction: Optional[float], seed: int) -> tuple[list[int], list[int]]:
-    """Indices of the training and validation subsets, exactly as the line paper's code draws them."""
-    train_part, val_part = random_split(range(num_samples), [train_size, num_samples - train_size], torch.Generator().manual_seed(seed))
-    train, val = list(train_part), list(val_part)
-    if fraction is not None and fraction != 1.0:
-        train = _keep_fraction(train, fraction, seed)
-        val = _keep_fraction(val, fraction, seed)
-    return train, val
-
-
-def _keep_fraction(indices: list[int], fraction: float, seed: int) -> list[int]:
-    kept = int(len(indices) * fraction)
-    chosen, _ = random_split(indices, [kept, len(indices) - kept], torch.Generator().manual_seed(seed))
-    return list(chosen)
-
-
 def normalized(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     shape = (1, -1, 1, 1)
@@ -149,16 +132,8 @@ def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     verify = spec.verify_checksums is not False
     images, labels = source.read(root, True, False, verify)
     mean, std = tuple(spec.mean or source.mean), tuple(spec.std or source.std)
-    if spec.val_source == "test":
-        train_indices = list(range(len(labels)))
-        if spec.fraction is not None:
-            train_indices = _keep_fraction(train_indices, spec.fraction, spec.split_seed)
-        val_images, val_labels = source.read(root, False, False, verify)
-        val_indices = list(range(len(val_labels)))
-    else:
-        train_size = spec.train_size if spec.train_size is not None else len(labels) - max(1, round(len(labels) * spec.val_fraction))
-        train_indices, val_indices = split_indices(len(labels), train_size, spec.fraction, spec.split_seed)
-        val_images, val_labels = images, labels
+    val_images, val_labels = (source.read(root, False, False, verify) if spec.val_source == "test" else (images, labels))
+    train_indices, val_indices = subset_indices(spec, len(labels), len(val_labels) if spec.val_source == "test" else 0)
     return InMemoryData(
         train_inputs=normalized(images[train_indices], mean, std),
         train_targets=torch.from_numpy(labels[train_indices]),
