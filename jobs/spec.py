@@ -101,6 +101,7 @@ class ModelSpec:
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
     init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))  # None: the source's (docs/models.md)
     channels_last: Optional[bool] = None  # NHWC memory format for speed on GPUs; None: the faithful NCHW
+    autocast: Optional[str] = checked(None, choices=("bfloat16", "float16"))  # mixed-precision training forwards; None: the faithful float32
 
 
 @dataclass

@@ -140,10 +140,11 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chun
     return total_loss.item() / len(targets), correct.item() / len(targets)
 
 
-def train_step(trainee: Trainee, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+def train_step(trainee: Trainee, inputs: torch.Tensor, targets: torch.Tensor, autocast: Optional[str] = None) -> tuple[float, float]:
     trainee.optimizer.zero_grad(set_to_none=True)
-    logits = trainee.model(inputs)
-    loss = F.cross_entropy(logits, targets)
+    with torch.autocast(trainee.device.type, dtype=getattr(torch, autocast or "float32"), enabled=autocast is not None):
+        logits = trainee.model(inputs)
+        loss = F.cross_entropy(logits.float(), targets)
     loss.backward()
     trainee.optimizer.step()
     accuracy = (logits.argmax(dim=1) == targets).float().mean()
@@ -250,7 +251,7 @@ def run_one_step(loop: Loop) -> None:
     batch = loop.order.indices(step).to(trainee.device)
     params_before = trainee.probes.before_step(trainee.model, step)
     inputs = trainee.data.train_batch(batch, batch_seed(training.seed, step))
-    loss, accuracy = train_step(trainee, inputs, trainee.data.train_targets[batch])
+    loss, accuracy = train_step(trainee, inputs, trainee.data.train_targets[batch], loop.spec.model.autocast)
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {lr:g}): the run diverged")
     if params_before is not None:

@@ -235,3 +235,15 @@ def indices_sha256_of(train_indices: np.ndarray, val_indices: np.ndarray) -> str
     from jobs.data import split_sha256
 
     return split_sha256(train_indices.tolist(), val_indices.tolist())
+
+
+def test_autocast_training_is_explicit_and_close(tmp_path: Path) -> None:
+    first_losses = []
+    for autocast in (None, "bfloat16"):
+        spec = RunSpec(model=ModelSpec(name="cnn", hidden=[8, 16], autocast=autocast), training=TrainingSpec(steps=3, batch_size=32, checkpoint_every=3, eval_every=3))
+        paths = RunPaths(tmp_path / str(autocast))
+        train(spec, paths, JournalWriter(paths.attempt("1")))
+        rows = [row for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows]
+        first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
+        assert load_file(paths.checkpoint_file(3))["t0"].dtype == torch.float32  # parameters stay float32
+    assert first_losses[1] != first_losses[0] and first_losses[1] == pytest.approx(first_losses[0], rel=2e-2)
