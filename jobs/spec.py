@@ -124,22 +124,122 @@ class DataSpec:
 
 @dataclass
 class ScheduleSpec:
-    name: str = checked("constant", choices=("constant", "step"))
+    """The learning rate of step t as a pure function of t (``jobs/optim/schedules.py``).
+
+    ``constant``; ``step``: ×gamma at each milestone (fractions of training.steps; the
+    dissertation's λ/10 at 50 % and λ/100 at 75 % is milestones [0.5, 0.75], gamma 0.1);
+    ``cosine``: cosine decay to 0 after the warm-up (the thesis' AdamW). A linear warm-up over
+    ``warmup_steps`` precedes any of them, from ``warmup_start_factor`` × lr.
+    """
+
+    name: str = checked("constant", choices=("constant", "step", "cosine"))
     milestones: list[float] = field(default_factory=list)  # fractions of training.steps
     gamma: float = checked(0.1, gt=0.0)
     warmup_steps: int = checked(0, ge=0)
+    warmup_start_factor: Optional[float] = checked(None, ge=0.0, le=1.0)  # None: lr·(t+1)/warmup_steps
+
+
+SLS_RESETS = ("keep", "reset_to_max", "grow_per_epoch")
+SEARCH_METRICS = ("loss", "accuracy", "smooth_accuracy")
+SEARCH_BATCHES = ("same", "small", "big")
 
 
 @dataclass
 class OptimizerSpec:
+    """One optimizer: a name and its fields, flat; ``OPTIMIZER_FIELDS`` says which belong to which.
+
+    Defaults are the sources' (PAPERS.md §4-§8, docs/optimizers.md); setting a field the chosen
+    optimizer does not have is an error at plan time, as for probes.
+    """
+
     name: str = checked("sgd", catalog="optimizers")
-    lr: float = checked(0.1, gt=0.0)
-    momentum: float = checked(0.0, ge=0.0, lt=1.0)
+    lr: float = checked(0.1, gt=0.0)  # SGD-like: the learning rate; SLS/GOLS-I: the initial step; ALIG: the maximal lr
+    weight_decay: float = checked(0.0, ge=0.0)  # torch optimizers: their own; line searches: an L2 term wd/2·‖θ‖² in the searched loss
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    momentum: float = checked(0.0, ge=0.0, lt=1.0)  # PyTorch form buf = m·buf + g (SGD, RMSProp, LABPAL, GOLS-I, ALIG)
     nesterov: bool = False
-    weight_decay: float = checked(0.0, ge=0.0)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = checked(1e-8, gt=0.0)
-    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    rms_alpha: float = checked(0.99, gt=0.0, lt=1.0)  # RMSProp's discounting factor
+    # PAL (dissertation Alg. 8; project default: the thesis' μ 0.1, α 1/0.6, β 0.4, s_max 3.16)
+    measuring_step: float = checked(0.1, gt=0.0)  # μ
+    step_adaptation: Optional[float] = checked(None, gt=0.0)  # α; None: PAL 1/0.6, LABPAL 1.8
+    direction_adaptation: float = checked(0.4, ge=0.0, lt=1.0)  # β, conjugate-like d = g + β·d_prev
+    max_step: Optional[float] = checked(None, gt=0.0)  # s_max; None: PAL 3.16, LABPAL 1.0, SLS no cap
+    exact_directional_derivative: bool = True  # PAL with β > 0: b = −g·d/‖d‖ (False: −‖d‖, the code's cheap option)
+    # LABPAL (dissertation Alg. 9 and the authors' code)
+    labpal_mode: str = checked("nsgd", choices=("sgd", "nsgd"))  # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
+    reuse_steps: int = checked(1000, ge=1)  # n_SGD: updates with one estimate
+    approximation_samples: int = checked(1280, ge=1)  # |B_a|
+    approximation_scales_with_k: bool = False  # the code averages k(t)·|B_a| samples; Alg. 9: |B_a|
+    measure_points: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])  # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
+    parabola_fit: str = checked("exact", choices=("exact", "numpy_gradient"))  # the code's np.gradient fit halves the curvature (docs/optimizers.md)
+    batch_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # k(t) changes here (fractions of training.steps)
+    batch_factors: list[int] = field(default_factory=lambda: [1, 2, 4])  # k(t) before, between and after the milestones
+    noise_factor: Optional[float] = checked(None, gt=0.0)  # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
+    average_last: int = checked(25, ge=1)  # the code averages the last estimates ...
+    untrusted_updates: int = checked(400, ge=0)  # ... once this many updates were made
+    # SLS (Vaswani et al.'s code) and the accuracy-based searches (thesis Alg. 3-5)
+    armijo_c: float = checked(0.1, gt=0.0, lt=1.0)
+    backtrack: float = checked(0.9, gt=0.0, lt=1.0)  # β_b
+    reset: str = checked("grow_per_epoch", choices=SLS_RESETS)  # the code's option 1; numbers differ between sources
+    growth: float = checked(2.0, ge=1.0)  # γ: grow_per_epoch multiplies by γ^(1/steps per epoch)
+    max_backtracks: int = checked(100, ge=1)
+    fallback_step: float = checked(1e-6, ge=0.0)  # taken when no step passes
+    min_grad_norm: float = checked(1e-8, ge=0.0)  # below: no search, no step
+    search_metric: str = checked("loss", choices=SEARCH_METRICS)  # l-SLS, a-SLS, sa-SLS
+    slope_factor: float = checked(1.0, gt=0.0)  # s of the smooth accuracy σ(s·(π_y − max π_k))
+    fd_epsilon: float = checked(1e-4, gt=0.0)  # finite-difference slope
+    search_batch: str = checked("same", choices=SEARCH_BATCHES)
+    search_batch_size: Optional[int] = checked(None, ge=1)  # None: small 128, big 1 000 (code: 1 024)
+    search_every: Optional[int] = checked(None, ge=1)  # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    # GOLS-I (Kafka & Wilke), ALIG, SGD-HD, COCOB
+    wolfe_c2: float = checked(0.9, gt=0.0, lt=1.0)
+    step_scaling: float = checked(2.0, gt=1.0)  # η
+    min_step: float = checked(1e-8, gt=0.0)
+    alig_delta: float = checked(1e-5, gt=0.0)
+    hypergradient_lr: float = checked(0.001, gt=0.0)  # β of SGD-HD
+    cocob_alpha: float = checked(100.0, gt=0.0)
+
+
+COMMON_OPTIMIZER_FIELDS = ("name",)
+_SCHEDULED = ("lr", "weight_decay", "schedule")
+_LINE_SEARCH = ("weight_decay", "max_step")
+_SLS = ("lr", "weight_decay", "max_step", "backtrack", "armijo_c", "reset", "growth", "max_backtracks", "fallback_step", "min_grad_norm")
+OPTIMIZER_FIELDS = {
+    "sgd": (*_SCHEDULED, "momentum", "nesterov"),
+    "adam": (*_SCHEDULED, "betas", "eps"),
+    "adamw": (*_SCHEDULED, "betas", "eps"),
+    "rmsprop": (*_SCHEDULED, "rms_alpha", "eps", "momentum"),
+    "pal": (*_LINE_SEARCH, "measuring_step", "step_adaptation", "direction_adaptation", "exact_directional_derivative"),
+    "labpal": (
+        *_LINE_SEARCH, "labpal_mode", "step_adaptation", "momentum", "reuse_steps", "approximation_samples",
+        "approximation_scales_with_k", "measure_points", "parabola_fit", "batch_milestones", "batch_factors", "noise_factor", "average_last", "untrusted_updates",
+    ),
+    "sls": _SLS,
+    "accuracy_sls": (*_SLS, "search_metric", "slope_factor", "fd_epsilon", "search_batch", "search_batch_size", "search_every"),
+    "gols_i": ("lr", "weight_decay", "max_step", "momentum", "wolfe_c2", "step_scaling", "min_step"),
+    "alig": ("lr", "weight_decay", "momentum", "alig_delta"),
+    "sgd_hd": ("lr", "weight_decay", "hypergradient_lr"),
+    "cocob": ("weight_decay", "cocob_alpha"),
+}
+
+
+def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, str]]:
+    """Fields set that the chosen optimizer does not have; malformed LABPAL schedules."""
+    defaults = OptimizerSpec()
+    own = set(COMMON_OPTIMIZER_FIELDS) | set(OPTIMIZER_FIELDS.get(optimizer.name, ()))
+    for spec_field in dataclasses.fields(optimizer):
+        value = getattr(optimizer, spec_field.name)
+        if spec_field.name not in own and value != getattr(defaults, spec_field.name):
+            accepted = ", ".join(sorted(own))
+            yield f"optimizer.{spec_field.name}", value, f"not a field of optimizer {optimizer.name}; its fields: {accepted}"
+    if len(optimizer.batch_factors) != len(optimizer.batch_milestones) + 1:
+        yield "optimizer.batch_factors", optimizer.batch_factors, f"one factor more than batch_milestones ({len(optimizer.batch_milestones)})"
+    if len(optimizer.measure_points) != 3 or sorted(set(optimizer.measure_points)) != optimizer.measure_points:
+        yield "optimizer.measure_points", optimizer.measure_points, "three increasing step sizes, the first usually 0"
+    if len(optimizer.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in optimizer.betas):
+        yield "optimizer.betas", optimizer.betas, "two numbers in [0, 1)"
 
 
 @dataclass
@@ -315,6 +415,7 @@ def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str 
                 yield key, value, accepted
     if isinstance(spec, RunSpec):
         yield from probe_violations(spec.probes)
+        yield from optimizer_violations(spec.optimizer)
 
 
 def spec_to_yaml(spec: RunSpec) -> str:

@@ -23,11 +23,11 @@ from torch import nn
 
 from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
 from jobs.data import DATASETS, InMemoryData, record_indices
-from jobs.data.augment import batch_seed
+from jobs.data.augment import DROPOUT_STREAM, SEARCH_STREAM, batch_seed
 from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
 from jobs.models import build_model
-from jobs.optim import OPTIMIZERS, learning_rate
+from jobs.optim import Objective, StepReport, TrainingShape, build_optimizer, learning_rate
 from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
 from jobs.probes.runner import ProbeRunner, step_context
@@ -63,6 +63,32 @@ class BatchOrder:
 
 
 @dataclass
+class RunBatches:
+    """The run's batches as objectives: each step's own, and those optimizers ask for (the
+    :class:`jobs.optim.BatchProvider` of this run). Pure functions of (seed, step or draw)."""
+
+    model: nn.Module
+    data: InMemoryData
+    order: BatchOrder
+    seed: int
+    autocast: Optional[str]
+
+    def training_batch(self, step: int) -> Objective:
+        indices = self.order.indices(step).to(self.data.train_targets.device)
+        return self._objective(indices, step, batch_seed(self.seed, step))
+
+    def search_batch(self, size: int, draw: int) -> Objective:
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, draw, SEARCH_STREAM))
+        count = len(self.data.train_targets)
+        indices = torch.randperm(count, generator=generator)[: min(size, count)].to(self.data.train_targets.device)
+        return self._objective(indices, draw, batch_seed(self.seed, draw, SEARCH_STREAM + 1))
+
+    def _objective(self, indices: torch.Tensor, step: int, augmentation_seed: int) -> Objective:
+        inputs = self.data.train_batch(indices, augmentation_seed)
+        return Objective(self.model, inputs, self.data.train_targets[indices], batch_seed(self.seed, step, DROPOUT_STREAM), self.autocast)
+
+
+@dataclass
 class Trainee:
     """What the loop trains: built from the spec, then possibly restored from a checkpoint."""
 
@@ -71,6 +97,7 @@ class Trainee:
     data: InMemoryData
     device: torch.device
     probes: ProbeRunner
+    batches: RunBatches
     step: int = 0
 
 
@@ -102,9 +129,13 @@ def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     model = build_model(spec.model, data.input_shape, data.num_classes).to(device)
     if spec.model.channels_last:
         model, data = model.to(memory_format=torch.channels_last), data.channels_last()
-    optimizer = OPTIMIZERS.get(spec.optimizer.name)(model.parameters(), spec.optimizer)
-    probes = ProbeRunner.build(spec.probes, ProbeSetup(model, data, spec.training, device), paths)  # sees θ_0
-    trainee = Trainee(model, optimizer, data, device, probes)
+    training = spec.training
+    order = BatchOrder(len(data.train_targets), training.batch_size, training.seed, training.drop_last)
+    batches = RunBatches(model, data, order, training.seed, spec.model.autocast)
+    shape = TrainingShape(training.steps, order.steps_per_epoch, order.batch_size, len(data.train_targets))
+    optimizer = build_optimizer(model.parameters(), spec.optimizer, shape, batches)
+    probes = ProbeRunner.build(spec.probes, ProbeSetup(model, data, training, device), paths)  # sees θ_0
+    trainee = Trainee(model, optimizer, data, device, probes, batches)
     checkpoint_file = newest_valid_checkpoint(paths)
     if checkpoint_file is not None:
         restore(trainee, load_checkpoint(checkpoint_file, device))
@@ -140,15 +171,13 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chun
     return total_loss.item() / len(targets), correct.item() / len(targets)
 
 
-def train_step(trainee: Trainee, inputs: torch.Tensor, targets: torch.Tensor, autocast: Optional[str] = None) -> tuple[float, float]:
-    trainee.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(trainee.device.type, dtype=getattr(torch, autocast or "float32"), enabled=autocast is not None):
-        logits = trainee.model(inputs)
-        loss = F.cross_entropy(logits.float(), targets)
-    loss.backward()
-    trainee.optimizer.step()
-    accuracy = (logits.argmax(dim=1) == targets).float().mean()
-    return loss.item(), accuracy.item()
+def train_step(trainee: Trainee, objective: Objective) -> tuple[float, float, StepReport]:
+    """One optimizer step on ``objective``: the batch's loss and accuracy at θ_t, and the step's report."""
+    trainee.optimizer.step(objective)
+    assert objective.first is not None
+    loss, logits = objective.first
+    accuracy = (logits.argmax(dim=1) == objective.targets).float().mean()
+    return loss, accuracy.item(), trainee.optimizer.last_report  # type: ignore[attr-defined]
 
 
 class Reporter:
@@ -189,7 +218,6 @@ class Loop:
     spec: RunSpec
     paths: RunPaths
     trainee: Trainee
-    order: BatchOrder
     reporter: Reporter
     last_checkpoint_time: float = field(default_factory=time.monotonic)
     published_step: int = -1  # the step of this attempt's newest checkpoint
@@ -220,8 +248,7 @@ def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional
     journal.append(
         Started(os.getpid(), os.uname().nodename, trainee.step, training.steps, collect_provenance(trainee.device))
     )
-    order = BatchOrder(len(trainee.data.train_targets), training.batch_size, training.seed, training.drop_last)
-    loop = Loop(spec, paths, trainee, order, Reporter(journal, training.steps, training.heartbeat_seconds))
+    loop = Loop(spec, paths, trainee, Reporter(journal, training.steps, training.heartbeat_seconds))
     loop.reporter.tick(trainee.step, force=True)
     while trainee.step < training.steps:
         run_one_step(loop)
@@ -244,24 +271,29 @@ def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
 
 def run_one_step(loop: Loop) -> None:
     training, trainee, reporter = loop.spec.training, loop.trainee, loop.reporter
-    step = trainee.step
-    lr = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps)
-    for group in trainee.optimizer.param_groups:
-        group["lr"] = lr
-    batch = loop.order.indices(step).to(trainee.device)
+    optimizer, step = trainee.optimizer, trainee.step
+    if optimizer.scheduled:  # type: ignore[attr-defined]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps)
+    objective = trainee.batches.training_batch(step)
     params_before = trainee.probes.before_step(trainee.model, step)
-    inputs = trainee.data.train_batch(batch, batch_seed(training.seed, step))
-    loss, accuracy = train_step(trainee, inputs, trainee.data.train_targets[batch], loop.spec.model.autocast)
+    loss, accuracy, report = train_step(trainee, objective)
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
-        raise FloatingPointError(f"training loss is {loss} at step {step + 1} (lr {lr:g}): the run diverged")
+        raise FloatingPointError(f"training loss is {loss} at step {step + 1} ({loop.spec.optimizer.name}, lr {report.learning_rate}): the run diverged")
     if params_before is not None:
-        context = step_context(step, trainee.model, trainee.data, batch, params_before, lr, trainee.optimizer)
+        batch_indices = trainee.batches.order.indices(step).to(trainee.device)
+        context = step_context(step, trainee.model, trainee.data, batch_indices, params_before, report.learning_rate, report.step_length)
         trainee.probes.after_step(context, reporter.journal)
     trainee.step += 1
-    reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy, lr=lr)
+    reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy)
+    if report.learning_rate is not None:
+        reporter.record(trainee.step, lr=report.learning_rate)
+    if report.step_length is not None:
+        reporter.record(trainee.step, step_length=report.step_length)
     if trainee.step % training.eval_every == 0 or trainee.step == training.steps:
         data = trainee.data
         val_loss, val_accuracy = evaluate(trainee.model, data.val_inputs, data.val_targets, training.batch_size)
         reporter.record(trainee.step, val_loss=val_loss, val_accuracy=val_accuracy)
+        reporter.record(trainee.step, forward_passes=optimizer.forwards_total, backward_passes=optimizer.backwards_total)  # type: ignore[attr-defined]
     if loop.checkpoint_due():
         loop.publish_checkpoint()

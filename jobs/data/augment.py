@@ -47,6 +47,12 @@ def augment(images: torch.Tensor, augmentation: Augmentation, seed: int) -> torc
     return out
 
 
-def batch_seed(training_seed: int, step: int) -> int:
-    """The augmentation draws of step ``step``'s mini-batch (the line probe re-creates them)."""
-    return int(np.random.SeedSequence([training_seed, step, 0xA0]).generate_state(1)[0])
+AUGMENTATION_STREAM = 0xA0
+DROPOUT_STREAM = 0xD0
+SEARCH_STREAM = 0x5B
+
+
+def batch_seed(training_seed: int, step: int, stream: int = AUGMENTATION_STREAM) -> int:
+    """A seed for step ``step``'s draws of one kind: augmentation (the line probe re-creates them),
+    dropout, search batches."""
+    return int(np.random.SeedSequence([training_seed, step, stream]).generate_state(1)[0])

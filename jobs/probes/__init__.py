@@ -42,7 +42,7 @@ class ProbeContext:
     params_before: torch.Tensor  # flat θ_t
     params_after: torch.Tensor  # flat θ_{t+1}
     gradient: torch.Tensor  # flat gradient of the step's mini-batch at θ_t
-    learning_rate: float
+    learning_rate: Optional[float]  # λ of the update, as the optimizer reports it; None: it made none
     optimizer_step: Optional[float]  # the step length the optimizer reports choosing, if it reports one
 
 

@@ -118,7 +118,7 @@ class LineProbe(ProbeBase):
             )
             grad_norm = float(gradient.norm())
             vector = -gradient / grad_norm if grad_norm > 0 else torch.zeros_like(gradient)
-            directions.append(LineDirection(vector, context.learning_rate * grad_norm, grad_norm, batch, augmentation_seed))
+            directions.append(LineDirection(vector, (context.learning_rate or 0.0) * grad_norm, grad_norm, batch, augmentation_seed))
         return directions
 
     def loss_sets(self, context: ProbeContext, directions: list[LineDirection]) -> list[LossSet]:

@@ -64,7 +64,7 @@ class ProbeRunner:
 
 
 def step_context(
-    step: int, model: nn.Module, data: Any, batch_indices: torch.Tensor, params_before: torch.Tensor, learning_rate: float, optimizer: torch.optim.Optimizer
+    step: int, model: nn.Module, data: Any, batch_indices: torch.Tensor, params_before: torch.Tensor, learning_rate: Optional[float], step_length: Optional[float]
 ) -> ProbeContext:
     """The context of the update just taken (the model holds θ_{t+1}, its grads the batch's g)."""
     return ProbeContext(
@@ -76,7 +76,7 @@ def step_context(
         params_after=flat_parameters(model),
         gradient=flat_gradients(model),
         learning_rate=learning_rate,
-        optimizer_step=getattr(optimizer, "last_step_length", None),
+        optimizer_step=step_length,
     )
 
 

@@ -1,0 +1,192 @@
+"""The dissertation's other baselines: GOLS-I, ALIG, SGD-HD and COCOB (PAPERS.md §8).
+
+- **GOLS-I** (Kafka & Wilke 2019, as compared in dissertation ch. 6): a gradient-only line search
+  with dynamic mini-batch sub-sampling: every directional derivative D(α) = ∇L(θ0 + α·d)·d/‖d‖ is
+  measured on the step's own batch, so one search spans several training-loop steps (a step is a
+  consumed batch). Direction d = momentum·d_prev − g; the first α is the last accepted one,
+  clipped to [``min_step``, min(1/‖d‖, ``max_step`` or 1e7)]. Accept at once if 0 ≤ D ≤ c2·|D(0)|;
+  while D < 0 grow α ×η (until D ≥ 0 or α > α_max/η); while D > 0 shrink α /η (until D < 0 or
+  α < η·α_min). An accepted point's gradient starts the next search. (The LABPAL repository's
+  GOLSI changes α in the grow/shrink phases without moving θ; this one moves θ to θ0 + α·d.)
+- **ALIG** (Berrada et al. 2020): γ = min(``lr``, L/(‖g‖² + δ)); with momentum μ the Nesterov form
+  of the authors' code, z ← μ·z − γ·g, θ ← θ + μ·z − γ·g.
+- **SGD-HD** (Baydin et al. 2018): λ_t = λ_{t−1} + β·g_t·g_{t−1}, θ ← θ − λ_t·g_t.
+- **COCOB-Backprop** (Orabona & Tommasi 2017), per coordinate, with the restriction factor α.
+
+Weight decay is an L2 term of the loss for all four (``SearchOptimizer.evaluate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from jobs.optim import OPTIMIZERS
+from jobs.optim.base import SearchOptimizer
+from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
+from jobs.spec import OptimizerSpec
+
+GOLS_MAX_STEP = 1e7
+
+
+class GOLSI(SearchOptimizer):
+    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+        super().__init__(params, spec, shape, batches)
+        self.phase = "direction"  # direction | check | increase | decrease
+        self.step_size = spec.lr
+        self.max_step_size = GOLS_MAX_STEP
+        self.initial_derivative = 0.0
+        self.direction_norm = 1.0
+
+    @torch.no_grad()
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+        loss = self.evaluate(closure, backward=True)
+        if self.phase == "direction" or self._accepts(self._directional_derivative()):
+            self._new_direction()
+        else:
+            before = self.step_size
+            self.step_size = self.step_size * self.spec.step_scaling if self.phase == "increase" else self.step_size / self.spec.step_scaling
+            self._move()
+            self.finish(self.step_size, abs(self.step_size - before) * self.direction_norm)
+        return torch.tensor(loss)
+
+    def _directional_derivative(self) -> float:
+        directions = [self.state[p]["direction"] for p in self.params]
+        return float(dot(self.gradients(), directions)) / self.direction_norm
+
+    def _accepts(self, derivative: float) -> bool:
+        """Whether the search ends here; otherwise sets the phase (grow or shrink α)."""
+        spec, alpha = self.spec, self.step_size
+        if self.phase == "check":
+            if 0 <= derivative <= spec.wolfe_c2 * abs(self.initial_derivative):
+                return True
+            if derivative < 0 and alpha < self.max_step_size:
+                self.phase = "increase"
+            elif derivative > 0 and alpha > spec.min_step:
+                self.phase = "decrease"
+            else:
+                return True
+            return False
+        if self.phase == "increase":
+            return derivative >= 0 or alpha > self.max_step_size / spec.step_scaling
+        return derivative < 0 or alpha < spec.min_step * spec.step_scaling
+
+    def _new_direction(self) -> None:
+        """d from the gradient just measured; θ0 is here; move to θ0 + α·d."""
+        for parameter, gradient in zip(self.params, self.gradients()):
+            state = self.state[parameter]
+            direction = state.setdefault("direction", torch.zeros_like(parameter))
+            direction.mul_(self.spec.momentum).sub_(gradient)
+            state["origin"] = parameter.detach().clone()
+        directions = [self.state[p]["direction"] for p in self.params]
+        self.direction_norm = float(norm(directions)) or 1e-8
+        self.initial_derivative = float(dot(self.gradients(), directions)) / self.direction_norm
+        cap = self.spec.max_step if self.spec.max_step is not None else GOLS_MAX_STEP
+        self.max_step_size = min(1.0 / self.direction_norm, cap)
+        self.step_size = min(max(self.step_size, self.spec.min_step), self.max_step_size)
+        self._move()
+        self.phase = "check"
+        self.finish(self.step_size, self.step_size * self.direction_norm)
+
+    def _move(self) -> None:
+        origins = [self.state[p]["origin"] for p in self.params]
+        move_to(self.params, origins, [self.state[p]["direction"] for p in self.params], self.step_size)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"phase": self.phase, "step_size": self.step_size, "max_step_size": self.max_step_size,
+                "initial_derivative": self.initial_derivative, "direction_norm": self.direction_norm}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class ALIG(SearchOptimizer):
+    @torch.no_grad()
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+        loss = self.evaluate(closure, backward=True)
+        gradients = self.gradients()
+        squared_norm = float(dot(gradients, gradients))
+        step_size = min(self.spec.lr, loss / (squared_norm + self.spec.alig_delta))
+        momentum = self.spec.momentum
+        if momentum:
+            buffers = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in self.params]
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, gradients, alpha=-step_size)
+            torch._foreach_add_(self.params, buffers, alpha=momentum)
+        torch._foreach_add_(self.params, gradients, alpha=-step_size)
+        self.finish(step_size, step_size * squared_norm**0.5 if not momentum else None)
+        return torch.tensor(loss)
+
+
+class SGDHD(SearchOptimizer):
+    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+        super().__init__(params, spec, shape, batches)
+        self.learning_rate = spec.lr
+
+    @torch.no_grad()
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+        loss = self.evaluate(closure, backward=True)
+        gradients = self.gradients()
+        previous = [self.state[p].get("previous_gradient", torch.zeros_like(p)) for p in self.params]
+        self.learning_rate += self.spec.hypergradient_lr * float(dot(gradients, previous))
+        torch._foreach_add_(self.params, gradients, alpha=-self.learning_rate)
+        for parameter, gradient in zip(self.params, clone_all(gradients)):
+            self.state[parameter]["previous_gradient"] = gradient
+        self.finish(self.learning_rate, abs(self.learning_rate) * float(norm(gradients)))
+        return torch.tensor(loss)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.learning_rate = state.get("learning_rate", self.spec.lr)
+
+
+class COCOB(SearchOptimizer):
+    EPSILON = 1e-8
+
+    @torch.no_grad()
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+        loss = self.evaluate(closure, backward=True)
+        change = torch.zeros((), device=self.params[0].device)
+        for parameter, gradient in zip(self.params, self.gradients()):
+            state = self.state[parameter]
+            if not state:
+                state["initial"] = parameter.detach().clone()
+                for name in ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum"):
+                    state[name] = torch.zeros_like(parameter)
+                state["scale"] = torch.full_like(parameter, self.EPSILON)
+            scale = torch.maximum(state["scale"], gradient.abs())
+            state["scale"] = scale
+            state["absolute_gradient_sum"].add_(gradient.abs())
+            state["negative_gradient_sum"].sub_(gradient)
+            state["reward"] = torch.clamp(state["reward"] - state["bet"] * gradient, min=0.0)
+            fraction = state["negative_gradient_sum"] / (scale * torch.maximum(state["absolute_gradient_sum"] + scale, self.spec.cocob_alpha * scale))
+            bet = fraction * (scale + state["reward"])
+            change += (bet - state["bet"]).pow(2).sum()
+            state["bet"] = bet
+            parameter.copy_(state["initial"] + bet)
+        self.finish(None, float(change.sqrt()))
+        return torch.tensor(loss)
+
+
+@OPTIMIZERS.register("gols_i")
+def gols_i(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
+    return GOLSI(params, spec, shape, batches)
+
+
+@OPTIMIZERS.register("alig")
+def alig(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
+    return ALIG(params, spec, shape, batches)
+
+
+@OPTIMIZERS.register("sgd_hd")
+def sgd_hd(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
+    return SGDHD(params, spec, shape, batches)
+
+
+@OPTIMIZERS.register("cocob")
+def cocob(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
+    return COCOB(params, spec, shape, batches)
