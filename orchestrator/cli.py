@@ -186,11 +186,11 @@ def cmd_plan(arguments: argparse.Namespace, home: OrchHome) -> int:
         output.print_json({"sweep": plan.name, "runs": rows})
         return 0
     title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
-    keys = output.swept_keys(rows)
-    columns = ["run", "state", *keys, "estimate", "partition", "time", "segments"]
+    swept_names, swept_cells = output.swept_columns(rows)
+    columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
     table_rows = [
-        [row["id"], row["state"], *[row["swept"].get(key) for key in keys], output.format_duration(row["estimate_seconds"]), row["partition"], row["time"], row["segments"]]
-        for row in rows
+        [row["id"], row["state"], *cells, output.format_duration(row["estimate_seconds"]), row["partition"], row["time"], row["segments"]]
+        for row, cells in zip(rows, swept_cells)
     ]
     output.console().print(output.table(title, columns, table_rows))
     return 0
@@ -297,12 +297,12 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     if arguments.json:
         output.print_json(rows)
         return 0
-    keys = output.swept_keys(rows)
+    swept_names, swept_cells = output.swept_columns(rows)
     table_rows = [
-        [r["id"], ",".join(r["sweeps"]), r["state"], f"{r['step']}/{r['total_steps']}", r["attempts"], *[r["swept"].get(key) for key in keys]]
-        for r in rows
+        [r["id"], ",".join(r["sweeps"]), r["state"], f"{r['step']}/{r['total_steps']}", r["attempts"], *cells]
+        for r, cells in zip(rows, swept_cells)
     ]
-    output.console().print(output.table(f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *keys], table_rows))
+    output.console().print(output.table(f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *swept_names], table_rows))
     return 0
 
 

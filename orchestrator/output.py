@@ -22,9 +22,16 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
-def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The dotted keys swept in any of ``rows`` (each with a ``swept`` mapping), in first-seen order."""
-    return list(dict.fromkeys(key for row in rows for key in row["swept"]))
+MAX_SWEPT_COLUMNS = 6  # more swept keys (a per-optimizer ``grids`` sweep) share one "swept" column
+
+
+def swept_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Column names and per-row cells for the keys swept in any of ``rows`` (each with a ``swept``
+    mapping): a column per dotted key, or one column of ``key=value`` pairs when there are many."""
+    keys = list(dict.fromkeys(key for row in rows for key in row["swept"]))
+    if len(keys) <= MAX_SWEPT_COLUMNS:
+        return keys, [[row["swept"].get(key) for key in keys] for row in rows]
+    return ["swept"], [[row["swept"]] for row in rows]
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:

@@ -6,9 +6,13 @@ A sweep file::
     include: [problems/digits_mlp.yaml]   # run-spec fragments, relative to this file or configs/
     base: {training: {steps: 300}}   # run-spec fragment applied after the includes
     grid: {optimizer.lr: [0.3, 0.1]} # cartesian product over dotted keys
+    grids:                           # union of several grids (one per optimizer, say); a key an
+      - {optimizer.name: [sgd], optimizer.lr: [0.1, 0.01]}   # alternative leaves out keeps the
+      - {optimizer.name: [pal], optimizer.measuring_step: [1, 0.1]}  # value of base/includes
     zip: {a.b: [1, 2], c.d: [3, 4]}  # parallel lists of equal length (or a list of such groups)
     seeds: 2                         # training.seed over range(2), or an explicit list
 
+The runs are the cartesian product of grid × (union of grids) × zip × seeds.
 Every problem raises :class:`SpecError` naming the file, the dotted key, what was found and what
 is accepted.
 """
@@ -33,9 +37,17 @@ from orchestrator.home import CONFIGS_DIR
 from orchestrator.profiles import load_profile, profile_names
 from orchestrator.resources import ResourceProblem, resolve_resources
 
-TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "zip", "seeds")
+TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 SEED_KEY = "training.seed"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()  # a key that one alternative of ``grids`` does not set
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,12 @@ class Axis:
 
     label: str  # where it stands in the sweep file: "grid.optimizer.lr", "zip", "seeds"
     keys: tuple[str, ...]
-    points: tuple[tuple[Any, ...], ...]
+    points: tuple[tuple[Any, ...], ...]  # a value per key, or UNSET
+    point_labels: tuple[str, ...] = ()  # per point, where it comes from ("grids[2]"), if not label
+
+    def origin(self, point_index: int, key: str) -> str:
+        label = self.point_labels[point_index] if self.point_labels else self.label
+        return label if len(self.keys) == 1 and not self.point_labels else f"{label}.{key}"
 
 
 @dataclass(frozen=True)
@@ -78,9 +95,15 @@ class Origins:
             if isinstance(value, Mapping):
                 self.add(value, file, prefix, dotted + ".")
 
-    def add_axis(self, axis: Axis) -> None:
-        for key in axis.keys:
-            self._where[key] = (self.default_file, axis.label if len(axis.keys) == 1 else f"{axis.label}.{key}")
+    def with_point(self, point: Sequence[tuple[Axis, int]]) -> Origins:
+        """A copy that knows which sweep entry set each key of one point of the expansion."""
+        copy = Origins(self.default_file)
+        copy._where = dict(self._where)
+        for axis, index in point:
+            for key, value in zip(axis.keys, axis.points[index]):
+                if value is not UNSET:
+                    copy._where[key] = (self.default_file, axis.origin(index, key))
+        return copy
 
     def of(self, dotted_key: str) -> tuple[str, str]:
         """The file and key that set ``dotted_key`` or the nearest enclosing key (``probes[0].every``
@@ -110,11 +133,13 @@ def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPla
         raise SpecError(file, "base", "base must be a run-spec mapping", base, "a mapping such as {training: {steps: 100}}")
     base_config = merge_fragment(base_config, base, file, "base.")
     origins.add(base, file, "base.")
-    axes = _grid_axes(file, document) + _zip_axes(file, document) + _seed_axes(file, document)
-    _check_axes(file, axes, base_config)
-    for axis in axes:
-        origins.add_axis(axis)
-    runs = [_resolve_run(base_config, point, origins, known_names) for point in _points(axes)]
+    grid_axes = _grid_axes(file, document.get("grid"), "grid") if "grid" in document else []
+    alternatives = _alternative_grids(file, document)
+    outer_axes = _zip_axes(file, document) + _seed_axes(file, document)
+    _check_values(file, grid_axes + [axis for grid in alternatives for axis in grid] + outer_axes, base_config)
+    axes = grid_axes + ([_union_axis(alternatives)] if alternatives else []) + outer_axes
+    _check_swept_once(file, axes)
+    runs = [_resolve_run(base_config, point, origins.with_point(point), known_names) for point in _points(axes)]
     _check_unique(file, runs)
     return SweepPlan(name, str(document.get("description", "")), path, path.read_text(), runs)
 
@@ -237,13 +262,33 @@ def _include_paths(file: str, sweep_dir: Path, includes: Any) -> list[Path]:
     return paths
 
 
-def _grid_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
-    if "grid" not in document:
-        return []
-    grid = document["grid"]
+def _grid_axes(file: str, grid: Any, label: str) -> list[Axis]:
     if not isinstance(grid, Mapping) or not grid:
-        raise SpecError(file, "grid", "empty grid", grid, "a mapping of dotted keys to non-empty lists of values")
-    return [Axis(f"grid.{key}", (str(key),), tuple((value,) for value in _values(file, f"grid.{key}", values))) for key, values in grid.items()]
+        raise SpecError(file, label, "empty grid", grid, "a mapping of dotted keys to non-empty lists of values")
+    return [Axis(f"{label}.{key}", (str(key),), tuple((value,) for value in _values(file, f"{label}.{key}", values))) for key, values in grid.items()]
+
+
+def _alternative_grids(file: str, document: Mapping[str, Any]) -> list[list[Axis]]:
+    if "grids" not in document:
+        return []
+    alternatives = document["grids"]
+    if not isinstance(alternatives, list) or not alternatives:
+        accepted = "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid per optimizer)"
+        raise SpecError(file, "grids", "grids must list grid mappings", alternatives, accepted)
+    return [_grid_axes(file, grid, f"grids[{index}]") for index, grid in enumerate(alternatives)]
+
+
+def _union_axis(alternatives: list[list[Axis]]) -> Axis:
+    """One axis whose points are every alternative's cartesian product, one after the other."""
+    keys = tuple(dict.fromkeys(axis.keys[0] for grid in alternatives for axis in grid))
+    points: list[tuple[Any, ...]] = []
+    labels: list[str] = []
+    for index, grid in enumerate(alternatives):
+        for combination in itertools.product(*(axis.points for axis in grid)):
+            values = {axis.keys[0]: point[0] for axis, point in zip(grid, combination)}
+            points.append(tuple(values.get(key, UNSET) for key in keys))
+            labels.append(f"grids[{index}]")
+    return Axis("grids", keys, tuple(points), tuple(labels))
 
 
 def _zip_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
@@ -285,14 +330,19 @@ def _values(file: str, label: str, values: Any) -> list[Any]:
     return values
 
 
-def _check_axes(file: str, axes: list[Axis], base_config: DictConfig) -> None:
+def _check_swept_once(file: str, axes: list[Axis]) -> None:
     swept_by: dict[str, str] = {}
     for axis in axes:
         for key in axis.keys:
-            _check_key_exists(file, axis.label, key)
             if key in swept_by:
-                raise SpecError(file, axis.label, f"key swept twice (also by {swept_by[key]})", key, "each key in one grid, zip or seeds entry")
+                raise SpecError(file, axis.label, f"key swept twice (also by {swept_by[key]})", key, "each key in one grid, grids, zip or seeds entry")
             swept_by[key] = axis.label
+
+
+def _check_values(file: str, axes: list[Axis], base_config: DictConfig) -> None:
+    for axis in axes:
+        for key in axis.keys:
+            _check_key_exists(file, axis.label, key)
         for index, point in enumerate(axis.points):
             config = base_config.copy()
             for key, value in zip(axis.keys, point):
@@ -313,17 +363,19 @@ def _check_key_exists(file: str, label: str, dotted_key: str) -> None:
         parent = f"{parent}.{part}" if parent else part
 
 
-def _points(axes: list[Axis]) -> list[tuple[tuple[Axis, tuple[Any, ...]], ...]]:
-    return [tuple(zip(axes, combination)) for combination in itertools.product(*(axis.points for axis in axes))]
+def _points(axes: list[Axis]) -> list[tuple[tuple[Axis, int], ...]]:
+    """Every point of the expansion, as (axis, index of its point) per axis."""
+    return [tuple(zip(axes, indices)) for indices in itertools.product(*(range(len(axis.points)) for axis in axes))]
 
 
-def _resolve_run(base_config: DictConfig, point, origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
+def _resolve_run(base_config: DictConfig, point: Sequence[tuple[Axis, int]], origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
     config = base_config.copy()
     swept: dict[str, Any] = {}
-    for axis, values in point:
-        for key, value in zip(axis.keys, values):
-            OmegaConf.update(config, key, value, merge=True)
-            swept[key] = value
+    for axis, index in point:
+        for key, value in zip(axis.keys, axis.points[index]):
+            if value is not UNSET:
+                OmegaConf.update(config, key, value, merge=True)
+                swept[key] = value
     try:
         OmegaConf.resolve(config)
         spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]
