@@ -74,12 +74,11 @@ class GOLSI(SearchOptimizer):
 
     def _new_direction(self) -> None:
         """d from the gradient just measured; θ0 is here; move to θ0 + α·d."""
-        for parameter, gradient in zip(self.params, self.gradients()):
-            state = self.state[parameter]
-            direction = state.setdefault("direction", torch.zeros_like(parameter))
-            direction.mul_(self.spec.momentum).sub_(gradient)
-            state["origin"] = parameter.detach().clone()
-        directions = [self.state[p]["direction"] for p in self.params]
+        directions = [self.state[p].setdefault("direction", torch.zeros_like(p)) for p in self.params]
+        torch._foreach_mul_(directions, self.spec.momentum)
+        torch._foreach_sub_(directions, self.gradients())
+        for parameter, origin in zip(self.params, clone_all(self.params)):
+            self.state[parameter]["origin"] = origin
         self.direction_norm = float(norm(directions)) or 1e-8
         self.initial_derivative = float(dot(self.gradients(), directions)) / self.direction_norm
         cap = self.spec.max_step if self.spec.max_step is not None else GOLS_MAX_STEP
@@ -107,7 +106,7 @@ class ALIG(SearchOptimizer):
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
-        squared_norm = float(dot(gradients, gradients))
+        squared_norm = float(norm(gradients)) ** 2
         step_size = min(self.spec.lr, loss / (squared_norm + self.spec.alig_delta))
         momentum = self.spec.momentum
         if momentum:
@@ -132,7 +131,7 @@ class SGDHD(SearchOptimizer):
         previous = [self.state[p].get("previous_gradient", torch.zeros_like(p)) for p in self.params]
         self.learning_rate += self.spec.hypergradient_lr * float(dot(gradients, previous))
         torch._foreach_add_(self.params, gradients, alpha=-self.learning_rate)
-        for parameter, gradient in zip(self.params, clone_all(gradients)):
+        for parameter, gradient in zip(self.params, gradients):  # kept, not copied: each backward allocates new ones
             self.state[parameter]["previous_gradient"] = gradient
         self.finish(self.learning_rate, abs(self.learning_rate) * float(norm(gradients)))
         return torch.tensor(loss)
@@ -146,30 +145,42 @@ class SGDHD(SearchOptimizer):
 
 class COCOB(SearchOptimizer):
     EPSILON = 1e-8
+    ZERO_STATES = ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum")
 
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
         loss = self.evaluate(closure, backward=True)
-        change = torch.zeros((), device=self.params[0].device)
-        for parameter, gradient in zip(self.params, self.gradients()):
-            state = self.state[parameter]
-            if not state:
-                state["initial"] = parameter.detach().clone()
-                for name in ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum"):
-                    state[name] = torch.zeros_like(parameter)
-                state["scale"] = torch.full_like(parameter, self.EPSILON)
-            scale = torch.maximum(state["scale"], gradient.abs())
-            state["scale"] = scale
-            state["absolute_gradient_sum"].add_(gradient.abs())
-            state["negative_gradient_sum"].sub_(gradient)
-            state["reward"] = torch.clamp(state["reward"] - state["bet"] * gradient, min=0.0)
-            fraction = state["negative_gradient_sum"] / (scale * torch.maximum(state["absolute_gradient_sum"] + scale, self.spec.cocob_alpha * scale))
-            bet = fraction * (scale + state["reward"])
-            change += (bet - state["bet"]).pow(2).sum()
-            state["bet"] = bet
-            parameter.copy_(state["initial"] + bet)
-        self.finish(None, float(change.sqrt()))
+        gradients = self.gradients()
+        states = [self.state[parameter] for parameter in self.params]
+        if not states[0]:
+            self._initialize(states)
+
+        def of(name: str) -> list[torch.Tensor]:
+            return [state[name] for state in states]
+
+        absolute = torch._foreach_abs(gradients)
+        scale, absolute_sum, negative_sum, reward, previous_bet = of("scale"), of("absolute_gradient_sum"), of("negative_gradient_sum"), of("reward"), of("bet")
+        torch._foreach_maximum_(scale, absolute)
+        torch._foreach_add_(absolute_sum, absolute)
+        torch._foreach_sub_(negative_sum, gradients)
+        torch._foreach_sub_(reward, torch._foreach_mul(previous_bet, gradients))
+        torch._foreach_clamp_min_(reward, 0.0)
+        denominator = torch._foreach_maximum(torch._foreach_add(absolute_sum, scale), torch._foreach_mul(scale, self.spec.cocob_alpha))
+        torch._foreach_mul_(denominator, scale)
+        bet = torch._foreach_mul(torch._foreach_div(negative_sum, denominator), torch._foreach_add(scale, reward))
+        change = norm(torch._foreach_sub(bet, previous_bet))
+        for state, new_bet in zip(states, bet):
+            state["bet"] = new_bet
+        torch._foreach_copy_(self.params, torch._foreach_add(of("initial"), bet))
+        self.finish(None, float(change))
         return torch.tensor(loss)
+
+    def _initialize(self, states: list[dict[str, Any]]) -> None:
+        for parameter, state, initial in zip(self.params, states, clone_all(self.params)):
+            state["initial"] = initial
+            for name in self.ZERO_STATES:
+                state[name] = torch.zeros_like(parameter)
+            state["scale"] = torch.full_like(parameter, self.EPSILON)
 
 
 @OPTIMIZERS.register("gols_i")

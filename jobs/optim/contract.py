@@ -101,11 +101,18 @@ def gradients_of(params: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def clone_all(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in tensors]
+    copies = [torch.empty_like(t) for t in tensors]
+    torch._foreach_copy_(copies, [t.detach() for t in tensors])
+    return copies
+
+
+def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def dot(first: list[torch.Tensor], second: list[torch.Tensor]) -> torch.Tensor:
-    return sum((torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(first, second)), torch.zeros((), device=first[0].device))
+    """Σ a·b over the lists, as one dot product of the concatenations (3 kernels, not 2 per tensor)."""
+    return torch.dot(flat(first), flat(second))
 
 
 def norm(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -122,4 +129,4 @@ def move_to(params: list[torch.Tensor], origin: list[torch.Tensor], direction: l
 
 def l2_penalty(params: list[torch.Tensor], weight_decay: float) -> torch.Tensor:
     """wd/2·‖θ‖², the weight decay the line searches add to the loss they search."""
-    return 0.5 * weight_decay * sum(p.pow(2).sum() for p in params)
+    return 0.5 * weight_decay * norm(params) ** 2

@@ -97,25 +97,30 @@ class LABPAL(SearchOptimizer):
         self.gathered, self.loss_sum, self.sampled = [], 0.0, 0
 
     def _accumulate_gradient(self, count: int) -> None:
-        """Running mean of the gradients of the current k(t) batches in state["batch_mean"]."""
-        for parameter, gradient in zip(self.params, self.gradients()):
-            state = self.state[parameter]
-            if count == 1 or "batch_mean" not in state:
-                state["batch_mean"] = gradient.clone()
-            else:
-                state["batch_mean"].mul_((count - 1) / count).add_(gradient, alpha=1 / count)
+        """Running mean of the gradients of the current k(t) batches in state["batch_mean"]. The
+        first batch's gradients are kept, not copied: every backward allocates fresh ones."""
+        gradients = self.gradients()
+        states = [self.state[parameter] for parameter in self.params]
+        if count == 1 or any("batch_mean" not in state for state in states):
+            for state, gradient in zip(states, gradients):
+                state["batch_mean"] = gradient
+            return
+        means = [state["batch_mean"] for state in states]
+        torch._foreach_mul_(means, (count - 1) / count)
+        torch._foreach_add_(means, gradients, alpha=1 / count)
 
     def _direction(self) -> list[torch.Tensor]:
         """d: the batch mean gradient, through the momentum buffer when momentum > 0."""
-        directions = []
-        for parameter in self.params:
-            state = self.state[parameter]
-            if self.spec.momentum:
-                buffer = state.setdefault("direction", torch.zeros_like(parameter))
-                directions.append(buffer.mul_(self.spec.momentum).add_(state["batch_mean"]))
-            else:
-                state["direction"] = state["batch_mean"].clone()
-                directions.append(state["direction"])
+        states = [self.state[parameter] for parameter in self.params]
+        if not self.spec.momentum:
+            for state in states:
+                state["direction"] = state["batch_mean"]
+            return [state["direction"] for state in states]
+        for state, parameter in zip(states, self.params):
+            state.setdefault("direction", torch.zeros_like(parameter))
+        directions = [state["direction"] for state in states]
+        torch._foreach_mul_(directions, self.spec.momentum)
+        torch._foreach_add_(directions, [state["batch_mean"] for state in states])
         return directions
 
     def _gather(self, closure: Objective) -> float:

@@ -65,13 +65,10 @@ class PAL(SearchOptimizer):
         gradients = self.gradients()
         beta = self.spec.direction_adaptation
         if beta == 0:
-            return gradients, -float(dot(gradients, gradients))
-        buffers = []
-        for parameter, gradient in zip(self.params, gradients):
-            state = self.state[parameter]
-            if "direction" not in state:
-                state["direction"] = torch.zeros_like(gradient)
-            buffers.append(state["direction"].mul_(beta).add_(gradient))
+            return gradients, -float(norm(gradients)) ** 2
+        buffers = [self.state[p].setdefault("direction", torch.zeros_like(p)) for p in self.params]
+        torch._foreach_mul_(buffers, beta)
+        torch._foreach_add_(buffers, gradients)
         if self.spec.exact_directional_derivative:
             return buffers, -float(dot(gradients, buffers))
         return buffers, -float(dot(buffers, buffers))
