@@ -225,15 +225,21 @@ OPTIMIZER_FIELDS = {
 }
 
 
+def foreign_fields(spec: Any, own: set[str]) -> Iterator[tuple[str, Any, str]]:
+    """(field, value, its owners in words) for each field of ``spec`` outside ``own`` that is set
+    to something other than its default (fields that belong to another optimizer or probe type)."""
+    defaults = type(spec)()
+    for spec_field in dataclasses.fields(spec):
+        value = getattr(spec, spec_field.name)
+        if spec_field.name not in own and value != getattr(defaults, spec_field.name):
+            yield spec_field.name, value, ", ".join(sorted(own))
+
+
 def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, str]]:
     """Fields set that the chosen optimizer does not have; malformed LABPAL schedules."""
-    defaults = OptimizerSpec()
     own = set(COMMON_OPTIMIZER_FIELDS) | set(OPTIMIZER_FIELDS.get(optimizer.name, ()))
-    for spec_field in dataclasses.fields(optimizer):
-        value = getattr(optimizer, spec_field.name)
-        if spec_field.name not in own and value != getattr(defaults, spec_field.name):
-            accepted = ", ".join(sorted(own))
-            yield f"optimizer.{spec_field.name}", value, f"not a field of optimizer {optimizer.name}; its fields: {accepted}"
+    for name, value, accepted in foreign_fields(optimizer, own):
+        yield f"optimizer.{name}", value, f"not a field of optimizer {optimizer.name}; its fields: {accepted}"
     if len(optimizer.batch_factors) != len(optimizer.batch_milestones) + 1:
         yield "optimizer.batch_factors", optimizer.batch_factors, f"one factor more than batch_milestones ({len(optimizer.batch_milestones)})"
     if len(optimizer.measure_points) != 3 or sorted(set(optimizer.measure_points)) != optimizer.measure_points:
@@ -318,15 +324,11 @@ PROBE_FIELDS = {
 
 def probe_violations(probes: Sequence[ProbeSpec]) -> Iterator[tuple[str, Any, str]]:
     """Fields set for another probe type, duplicate probe names, an empty ``record``."""
-    defaults = ProbeSpec()
     seen: set[str] = set()
     for index, probe in enumerate(probes):
         own = set(COMMON_PROBE_FIELDS) | set(PROBE_FIELDS.get(probe.type, ()))
-        for spec_field in dataclasses.fields(probe):
-            value = getattr(probe, spec_field.name)
-            if spec_field.name not in own and value != getattr(defaults, spec_field.name):
-                accepted = ", ".join(sorted(own))
-                yield f"probes[{index}].{spec_field.name}", value, f"not a field of a {probe.type} probe; its fields: {accepted}"
+        for name, value, accepted in foreign_fields(probe, own):
+            yield f"probes[{index}].{name}", value, f"not a field of a {probe.type} probe; its fields: {accepted}"
         if probe.type == "line" and not probe.record:
             yield f"probes[{index}].record", probe.record, "at least one of " + ", ".join(LOSS_SETS)
         if probe.label in seen:

@@ -83,3 +83,25 @@ def test_reproduction_sweeps_plan_the_papers_run_counts(sweep: str, orch, tmp_pa
         per_optimizer[name] = per_optimizer.get(name, 0) + 1
     assert per_optimizer == REPRODUCTIONS[sweep]
     assert len({run["id"] for run in runs}) == sum(REPRODUCTIONS[sweep].values())
+
+
+def test_line_searches_on_digits_run_end_to_end(orch) -> None:
+    """configs/sweeps/line_searches_digits.yaml through the orchestrator: every run completes and
+    records the passes its optimizer makes (400 steps each)."""
+    from orchestrator.home import CONFIGS_DIR
+
+    orch.ok("submit", CONFIGS_DIR / "sweeps" / "line_searches_digits.yaml", "--executor", "debug")
+    rows = orch.ok("export", "--json").json()
+
+    assert len(rows) == 12 and {row["state"] for row in rows} == {"COMPLETED"}
+    by_name: dict[str, list[dict]] = {}
+    for row in rows:
+        by_name.setdefault(row["config.optimizer.name"], []).append(row)
+    passes = {name: {(row["final.forward_passes"], row["final.backward_passes"]) for row in group} for name, group in by_name.items() if name != "labpal"}
+    assert passes["sgd"] == {(400, 400)}
+    assert passes["pal"] == {(800, 400)}
+    assert all(forwards > 800 and backwards == 400 for forwards, backwards in passes["sls"] | passes["accuracy_sls"])
+    for row in by_name["labpal"]:  # approximation phases: forward passes only, 1 280 samples = 20 batches of 64
+        assert row["final.backward_passes"] < 400 < row["final.forward_passes"]
+    for name in ("pal", "sls", "accuracy_sls"):
+        assert all(row["final.val_accuracy"] > 0.9 for row in by_name[name])  # the digits are easy

@@ -30,6 +30,7 @@ from jobs.spec import OptimizerSpec
 GOLS_MAX_STEP = 1e7
 
 
+@OPTIMIZERS.register("gols_i")
 class GOLSI(SearchOptimizer):
     def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
@@ -101,6 +102,7 @@ class GOLSI(SearchOptimizer):
             setattr(self, name, value)
 
 
+@OPTIMIZERS.register("alig")
 class ALIG(SearchOptimizer):
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
@@ -119,6 +121,7 @@ class ALIG(SearchOptimizer):
         return torch.tensor(loss)
 
 
+@OPTIMIZERS.register("sgd_hd")
 class SGDHD(SearchOptimizer):
     def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
@@ -143,6 +146,7 @@ class SGDHD(SearchOptimizer):
         self.learning_rate = state.get("learning_rate", self.spec.lr)
 
 
+@OPTIMIZERS.register("cocob")
 class COCOB(SearchOptimizer):
     EPSILON = 1e-8
     ZERO_STATES = ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum")
@@ -181,23 +185,3 @@ class COCOB(SearchOptimizer):
             for name in self.ZERO_STATES:
                 state[name] = torch.zeros_like(parameter)
             state["scale"] = torch.full_like(parameter, self.EPSILON)
-
-
-@OPTIMIZERS.register("gols_i")
-def gols_i(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return GOLSI(params, spec, shape, batches)
-
-
-@OPTIMIZERS.register("alig")
-def alig(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return ALIG(params, spec, shape, batches)
-
-
-@OPTIMIZERS.register("sgd_hd")
-def sgd_hd(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return SGDHD(params, spec, shape, batches)
-
-
-@OPTIMIZERS.register("cocob")
-def cocob(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return COCOB(params, spec, shape, batches)

@@ -50,6 +50,7 @@ def parabola_through(points: list[float], losses: list[float], fit: str) -> tupl
     return a, first - a * (x0 + x1)
 
 
+@OPTIMIZERS.register("labpal")
 class LABPAL(SearchOptimizer):
     def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
@@ -212,8 +213,3 @@ class LABPAL(SearchOptimizer):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
-
-
-@OPTIMIZERS.register("labpal")
-def labpal(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return LABPAL(params, spec, shape, batches)

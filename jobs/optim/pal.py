@@ -41,6 +41,7 @@ def parabola_step(l0: float, l_mu: float, b: float, mu: float, adaptation: float
     return min(step, max_step)
 
 
+@OPTIMIZERS.register("pal")
 class PAL(SearchOptimizer):
     def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
@@ -72,8 +73,3 @@ class PAL(SearchOptimizer):
         if self.spec.exact_directional_derivative:
             return buffers, -float(dot(gradients, buffers))
         return buffers, -float(dot(buffers, buffers))
-
-
-@OPTIMIZERS.register("pal")
-def pal(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return PAL(params, spec, shape, batches)

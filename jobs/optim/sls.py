@@ -63,6 +63,12 @@ class ArmijoSearch(SearchOptimizer):
         self.step_size = spec.lr
         self.steps_taken = 0
 
+    def gradient_at_origin(self, closure: Objective) -> tuple[float, list[torch.Tensor], float]:
+        """The batch loss at θ, its gradient and the gradient's norm."""
+        loss = self.evaluate(closure, backward=True)
+        gradients = self.gradients()
+        return loss, gradients, float(norm(gradients))
+
     def extra_state(self) -> dict[str, Any]:
         return {"step_size": self.step_size, "steps_taken": self.steps_taken}
 
@@ -86,12 +92,11 @@ class ArmijoSearch(SearchOptimizer):
         return taken
 
 
+@OPTIMIZERS.register("sls")
 class SLS(ArmijoSearch):
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
-        loss = self.evaluate(closure, backward=True)
-        gradients = self.gradients()
-        gradient_norm = float(norm(gradients))
+        loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if gradient_norm >= self.spec.min_grad_norm:
             decrease = self.spec.armijo_c * gradient_norm**2
@@ -101,6 +106,7 @@ class SLS(ArmijoSearch):
         return torch.tensor(loss)
 
 
+@OPTIMIZERS.register("accuracy_sls")
 class AccuracySLS(ArmijoSearch):
     """l-SLS (``search_metric: loss``), a-SLS (``accuracy``), sa-SLS (``smooth_accuracy``)."""
 
@@ -123,9 +129,7 @@ class AccuracySLS(ArmijoSearch):
 
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
-        loss = self.evaluate(closure, backward=True)
-        gradients = self.gradients()
-        gradient_norm = float(norm(gradients))
+        loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if self.steps_taken % self.search_every != 0:
             taken = self.step_size
@@ -160,14 +164,3 @@ class AccuracySLS(ArmijoSearch):
         m0 = self._metric_at(search, origin, gradients, 0.0)
         m_epsilon = self._metric_at(search, origin, gradients, -self.spec.fd_epsilon)
         return self._armijo(m0, m_epsilon, m_step, step_size)
-
-
-@OPTIMIZERS.register("sls")
-def sls(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return SLS(params, spec, shape, batches)
-
-
-@OPTIMIZERS.register("accuracy_sls")
-def accuracy_sls(params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
-    return AccuracySLS(params, spec, shape, batches)
-
