@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from orchestrator import output
+from orchestrator.analyze import add_arguments as add_analyze_arguments
 from orchestrator.errors import BAD_INPUT_EXIT, UserError
 from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
@@ -44,6 +45,7 @@ from orchestrator.views import (
     shard_row,
     show_view,
     status_view,
+    swept_values,
 )
 from orchestrator import submit as submission
 from orchestrator.wait import wait_for_runs
@@ -143,17 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
     curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
 
-    analyze = command("analyze", cmd_analyze, "figures from landscape shards (lines: the line paper's Fig. 2)")
-    analyze.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
-    analyze.add_argument("--figure", choices=FIGURES, required=True)
-    analyze.add_argument("--probe", default="line", help="the line probe's name (default: line)")
-    analyze.add_argument("--steps", type=step_range, metavar="A:B", help="only lines with A <= step < B")
-    analyze.add_argument("--out", type=Path, help="folder for the figures (default: each run's figures/ folder)")
-    analyze.add_argument("--format", choices=("png", "pdf"), default="png")
+    analyze = command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)")
+    add_analyze_arguments(analyze, step_range)
     return parser
 
 
-FIGURES = ("lines",)
 VISION_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")  # jobs.data.vision.SOURCES, without importing torch
 
 
@@ -455,28 +451,21 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
         yield session, [run for run in submission.resolve_targets(session, targets) if run.run_dir is not None]
 
 
-def swept_values(run: Run) -> str:
-    return " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
-
-
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
-    from jobs.analyses.lines import plot_representative_lines
+    from orchestrator.analyze import SWEEP_VIEWS, analyze_runs, analyze_sweep, print_reports, selected_runs
 
-    report = []
-    with submitted_runs(home, arguments.targets) as (_, runs):
-        for run in runs:
-            paths = RunPaths(Path(run.run_dir))
-            folder = arguments.out or paths.run_dir / "figures"
-            out_file = folder / f"{run.id}-{arguments.figure}.{arguments.format}"
-            title = f"run {run.id}: {swept_values(run)}"
-            lines = plot_representative_lines(paths, title, out_file, arguments.probe, arguments.steps, image_format=arguments.format)
-            report.append({"run": run.id, "figure": str(out_file) if lines else None, "lines": [dataclasses.asdict(line) for line in lines]})
+    engine = require_registry(home)
+    sync(engine)
+    with Session(engine) as session:
+        runs = selected_runs(session, arguments.targets, arguments.where)
+        if arguments.figure in SWEEP_VIEWS:
+            reports = [analyze_sweep(session, runs, arguments, home)]
+        else:
+            reports = analyze_runs(runs, arguments)
     if arguments.json:
-        output.print_json(report)
+        output.print_json([report.as_json() for report in reports])
     else:
-        for entry in report:
-            shown = ", ".join(str(line["step"]) for line in entry["lines"])
-            print(f"{entry['run']}: {entry['figure']} (lines at steps {shown})" if entry["figure"] else f"{entry['run']}: no {arguments.probe} shards")
+        print_reports(reports)
     return 0
 
 

@@ -99,6 +99,11 @@ def select_runs(session: Session, sweep: Optional[str], state: Optional[str], wh
     return list(runs)
 
 
+def swept_values(run: Run) -> str:
+    """``key=value`` of each swept key of the run, for titles."""
+    return " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
+
+
 def run_row(run: Run) -> dict[str, Any]:
     swept: dict[str, Any] = {}
     for member in run.memberships:

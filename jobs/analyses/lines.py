@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_table
 from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from jobs.shards import LoadedShard, iter_shards
@@ -93,6 +94,17 @@ def plot_representative_lines(
     plt.close(figure)
     publish_bytes(out_file, buffer.getvalue())
     return summaries
+
+
+def representative_lines(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
+    figure = output_path(run, "lines", options.image_format)
+    lines = plot_representative_lines(run.paths, run.title, figure, options.probe, options.steps, image_format=options.image_format)
+    if not lines:
+        return AnalysisOutput({"lines": 0, "note": f"no update-direction shards of probe {options.probe!r}"})
+    columns = [name for name in LineSummary.__dataclass_fields__]
+    table = write_table(output_path(run, "lines", "csv"), columns, [[getattr(line, name) for name in columns] for line in lines])
+    summary = {"lines": len(lines), "steps": [line.step for line in lines], "s_min_full_batch": [line.s_min_full_batch for line in lines]}
+    return AnalysisOutput(summary, [figure], [table])
 
 
 def draw_line(axis, shard: LoadedShard) -> None:  # type: ignore[no-untyped-def]
