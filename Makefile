@@ -30,6 +30,10 @@ demo: $(VENV)/.installed
 	$(ORCH) status
 	$(ORCH) curves demo
 	$(ORCH) analyze demo --figure lines
+	$(ORCH) analyze demo --figure polyfit
+	$(ORCH) analyze demo --figure strategies
+	$(ORCH) analyze demo --figure walk
+	$(ORCH) analyze demo --figure table
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

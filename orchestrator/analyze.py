@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser, step_range: Any) -> None:
     parser.add_argument("--format", choices=("png", "pdf"), default="png")
     parser.add_argument("--window", type=float, default=0.2, help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)")
     parser.add_argument("--stride", type=int, default=1, help="shape distance on every STRIDE-th line")
+    parser.add_argument("--block", type=int, default=256, help="shape distance: lines per block of the pairwise matrix (memory: block² × points × 4 bytes)")
     parser.add_argument("--kernel", type=int, default=25, help="moving average over lines (strategies)")
     parser.add_argument("--sgd-lr", type=float, nargs="+", default=[0.1, 0.05], help="SGD strategies' learning rates")
     parser.add_argument("--pal-mu", type=float, default=0.1, help="PAL/FBPAL strategies' measuring step")
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, step_range: Any) -> None:
 
 
 def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
-    for name in ("stride", "kernel", "steps_per_epoch"):
+    for name in ("stride", "block", "kernel", "steps_per_epoch"):
         value = getattr(arguments, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value} is not allowed; accepted: an integer >= 1")
@@ -72,7 +73,7 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         raise UserError("--window and --pal-mu must be positive; accepted: numbers > 0")
     return AnalysisOptions(
         probe=arguments.probe or probe, steps=arguments.steps, image_format=arguments.format, window=arguments.window,
-        stride=arguments.stride, kernel=arguments.kernel, sgd_learning_rates=tuple(arguments.sgd_lr), pal_measuring_step=arguments.pal_mu,
+        stride=arguments.stride, block=arguments.block, kernel=arguments.kernel, sgd_learning_rates=tuple(arguments.sgd_lr), pal_measuring_step=arguments.pal_mu,
         batch_sizes=tuple(arguments.batch_sizes), steps_per_epoch=arguments.steps_per_epoch,
     )  # fmt: skip
 
@@ -124,7 +125,7 @@ def default_group_keys(runs: Sequence[Run]) -> list[str]:
 def print_reports(reports: Sequence[AnalysisReport]) -> None:
     for report in reports:
         written = ", ".join(str(path) for path in report.output.figures) or "no figure"
-        numbers = ", ".join(f"{key}={_short(value)}" for key, value in report.output.summary.items() if not isinstance(value, dict))
+        numbers = ", ".join(f"{key}={_short(value)}" for key, value in report.output.summary.items() if not isinstance(value, (dict, list)))
         print(f"{report.target} {report.analysis}: {written}")
         if numbers:
             print(f"  {numbers}")

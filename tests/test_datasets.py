@@ -112,7 +112,7 @@ def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniat
     shards = orch.ok("shards", run_id, "--json").json()["shards"]
     assert [row["step"] for row in shards] == [0, 2]
     (report,) = orch.ok("analyze", run_id, "--figure", "lines", "--json").json()
-    assert report["lines"][0]["points"] >= 12
+    assert report["summary"]["lines"][0]["points"] >= 12 and report["figures"][0].endswith("-lines.png")
 
 
 def test_augmentation_is_a_pure_function_of_the_seed_and_pads_with_black(miniature: Miniature) -> None:

@@ -282,10 +282,10 @@ def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None: 
     )
     run_id = orch.ok("submit", sweep, "--executor", "debug", "--json").json()["submitted"][0]
     (report,) = orch.ok("analyze", "probed", "--figure", "lines", "--steps", "5:30", "--json").json()
-    assert report["run"] == run_id
-    assert [line["step"] for line in report["lines"]] == [5, 10, 20, 25]  # four, spread over the range
-    assert Path(report["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    first = report["lines"][0]
+    assert report["target"] == run_id and report["analysis"] == "lines"
+    assert [line["step"] for line in report["summary"]["lines"]] == [5, 10, 20, 25]  # four, spread over the range
+    assert Path(report["figures"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = report["summary"]["lines"][0]
     assert first["full_batch_at_update"] < first["full_batch_at_zero"]  # the step went downhill on the full batch
     assert len(orch.ok("shards", run_id, "--probe", "line", "--json").json()["shards"]) == 6
     with pytest.raises(SystemExit) as exited:  # argparse rejects the range before anything runs

@@ -29,7 +29,7 @@ class AnalysisOptions:
     image_format: str = "png"
     window: float = 0.2  # |s| <= window: shape distances and polynomial fits (Fig. 3: 0.2 SGD, 0.5 momentum)
     stride: int = 1  # every stride-th line (shape distance)
-    block: int = 512  # lines per block of the pairwise distance matrix
+    block: int = 256  # lines per block of the pairwise distance matrix
     kernel: int = 25  # moving-average width over lines (Fig. 6)
     sgd_learning_rates: tuple[float, ...] = (0.1, 0.05)  # the SGD strategies of Fig. 6
     pal_measuring_step: float = 0.1  # μ of the PAL and FBPAL strategies

@@ -9,6 +9,7 @@ direction, with s = 0 and s_upd marked. Shards are read one at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,10 +101,10 @@ def representative_lines(run: RunInput, options: AnalysisOptions) -> AnalysisOut
     figure = output_path(run, "lines", options.image_format)
     lines = plot_representative_lines(run.paths, run.title, figure, options.probe, options.steps, image_format=options.image_format)
     if not lines:
-        return AnalysisOutput({"lines": 0, "note": f"no update-direction shards of probe {options.probe!r}"})
+        return AnalysisOutput({"count": 0, "note": f"no update-direction shards of probe {options.probe!r}"})
     columns = [name for name in LineSummary.__dataclass_fields__]
     table = write_table(output_path(run, "lines", "csv"), columns, [[getattr(line, name) for name in columns] for line in lines])
-    summary = {"lines": len(lines), "steps": [line.step for line in lines], "s_min_full_batch": [line.s_min_full_batch for line in lines]}
+    summary = {"count": len(lines), "steps": [line.step for line in lines], "lines": [dataclasses.asdict(line) for line in lines]}
     return AnalysisOutput(summary, [figure], [table])
 
 
