@@ -10,23 +10,33 @@ whole selection into ``--out`` (default ``<home>/analyses``), grouped by ``--gro
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from sqlalchemy.orm import Session
 
-from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS, analysis
+from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS, AnalysisJob, analysis, read_report
 from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
 from jobs.paths import RunPaths
+from jobs.spec import spec_from_yaml
+from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError
+from orchestrator.executors import EXECUTOR_NAMES
 from orchestrator.home import OrchHome
+from orchestrator.profiles import ClusterProfile, load_profile
+from orchestrator.resources import ResourceProblem, resolve_resources
 from orchestrator.registry.models import Run
 from orchestrator.submit import resolve_targets
 from orchestrator.views import WhereClause, flat_spec, metric_series, run_row, select_runs, swept_values
 
 SEED_KEY = "training.seed"
 FIGURES = RUN_ANALYSES + SWEEP_VIEWS
+ANALYSIS_TIME = "04:00:00"  # --time of an analysis job: shards are read once, in order
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser, step_range: Any) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
     parser.add_argument("--steps-per-epoch", type=int, help="walk: epoch length (default: from the run's split and batch size)")
     parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
+    parser.add_argument(
+        "--executor", choices=EXECUTOR_NAMES,
+        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process",
+    )  # fmt: skip
 
 
 def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
@@ -87,16 +101,48 @@ def selected_runs(session: Session, targets: Sequence[str], where: Sequence[Wher
     return [run for run in runs if run.run_dir is not None]
 
 
-def analyze_runs(runs: Sequence[Run], arguments: argparse.Namespace) -> list[AnalysisReport]:
-    chosen = analysis(arguments.figure)
-    options = options_of(arguments, chosen.probe)
-    reports = []
+def analyze_runs(runs: Sequence[Run], arguments: argparse.Namespace, home: OrchHome) -> list[AnalysisReport]:
+    options = options_of(arguments, analysis(arguments.figure).probe)
+    jobs = []
     for run in runs:
         paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]
-        title = f"run {run.id}: {swept_values(run)}"
-        run_input = RunInput(run.id, paths, title, arguments.out or paths.run_dir / "figures")
-        reports.append(AnalysisReport(run.id, arguments.figure, chosen.run(run_input, options)))
-    return reports
+        run_input = RunInput(run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures")
+        jobs.append(AnalysisJob(arguments.figure, run_input, options))
+    if arguments.executor is None:
+        return [AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options)) for job in jobs]
+    return submitted_analyses(runs, jobs, arguments.executor, home)
+
+
+def submitted_analyses(runs: Sequence[Run], jobs: Sequence[AnalysisJob], executor_name: str, home: OrchHome) -> list[AnalysisReport]:
+    """Each analysis as a job on ``executor_name``; waits for them and reads their JSON reports."""
+    submission = "analyze-" + time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    submitted = []
+    for run, job in zip(runs, jobs):
+        spec = spec_from_yaml(run.spec_yaml)
+        profile = load_profile(spec.cluster)
+        try:
+            resources = resolve_resources(replace(spec.resources, gpus=0, gpu_type=None, partition=None, time=ANALYSIS_TIME, segments=1), profile)
+        except ResourceProblem as problem:
+            raise UserError(f"an analysis job of run {run.id} does not fit cluster {profile.name}: {problem.found}; accepted: {problem.accepted}") from None
+        launcher = launcher_argv(replace(spec, resources=resources), profile, home)
+        executor = analysis_executor(executor_name, profile.results_path(home) / "submitit" / submission, launcher, resources, profile, submission)
+        submitted.append(executor.submit(job))
+    return [AnalysisReport(job.run.run_id, job.name, read_report(Path(handle.result()))) for job, handle in zip(jobs, submitted)]
+
+
+def analysis_executor(name: str, folder: Path, launcher: Sequence[str], resources: Any, profile: ClusterProfile, job_name: str) -> Any:
+    import submitit
+
+    python = shlex.join(launcher) if launcher else shlex.quote(sys.executable)
+    if name == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if name == "local":
+        return submitit.LocalExecutor(folder=folder, python=python)
+    from orchestrator.executors.slurm import sbatch_parameters
+
+    executor = submitit.SlurmExecutor(folder=folder, python=python)
+    executor.update_parameters(**sbatch_parameters(resources, job_name, profile.max_parallel, profile.signal_delay_s))
+    return executor
 
 
 def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Namespace, home: OrchHome) -> AnalysisReport:

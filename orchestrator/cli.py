@@ -461,7 +461,7 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
         if arguments.figure in SWEEP_VIEWS:
             reports = [analyze_sweep(session, runs, arguments, home)]
         else:
-            reports = analyze_runs(runs, arguments)
+            reports = analyze_runs(runs, arguments, home)
     if arguments.json:
         output.print_json([report.as_json() for report in reports])
     else:

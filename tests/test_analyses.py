@@ -203,3 +203,8 @@ def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) 
     assert "| optimizer.lr=0.1 | 2 |" in markdown and "final val_accuracy" in markdown
     assert table[0]["summary"]["groups"]["optimizer.lr=0.3"]["runs"] == 2
     assert orch("analyze", "--figure", "lines").exit_code == 2  # no target
+
+    in_process = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--json").json()
+    as_jobs = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--executor", "local", "--json").json()
+    assert [report["summary"] for report in as_jobs] == [report["summary"] for report in in_process]
+    assert all(Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs)  # the job's report

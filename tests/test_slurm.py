@@ -180,3 +180,19 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(orch: Orch, m
     requeued, uninterrupted = load_file(orch.home / "results" / final), load_file(reference.home / "results" / final)
     assert requeued.keys() == uninterrupted.keys()
     assert all(requeued[name].numpy().tobytes() == uninterrupted[name].numpy().tobytes() for name in requeued)
+
+
+def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    base = (
+        "  model: {hidden: [16]}\n"
+        "  training: {steps: 30, checkpoint_every: 10, eval_every: 10, heartbeat_seconds: 0.5}\n"
+        "  probes: [{type: line, every: 10, resolution: 0.02}]\n"
+        "  resources: {gpus: 1, gpu_type: 1080ti, mem: 1G}\n"
+    )
+    assert orch("submit", slurm_sweep(tmp_path, "probed", base), "--wait").exit_code == 0
+
+    (report,) = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--json").json()
+
+    assert report["summary"]["lines"] == 3 and Path(report["figures"][0]).is_file()
+    script = next((orch.home / "results" / "submitit").glob("analyze-*/*_submission.sh")).read_text()
+    assert "#SBATCH --partition=day" in script and "#SBATCH --time=240" in script and "--gres" not in script
