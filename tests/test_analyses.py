@@ -179,6 +179,7 @@ base:
     - {type: line, every: 10}
     - {type: line, name: noisy, directions: 3, steps: [0, 40], record: [train]}
     - {type: interpolation, every: 5}
+    - {type: hessian_norm, every: 30, hessian_samples: 100}
 grid: {optimizer.lr: [0.1, 0.3]}
 seeds: 2
 """
@@ -192,6 +193,8 @@ def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) 
         reports = orch.ok("analyze", "analysed", "--figure", name, "--window", "0.3", "--json").json()
         assert len(reports) == 4 and all(report["figures"] for report in reports), name
         figures[name] = [Path(path) for report in reports for path in report["figures"] + report["tables"]]
+        if name == "walk":
+            assert all(report["summary"]["hessian_spectral_norm"]["max"] > 0 and len(report["figures"]) == 2 for report in reports)
     noisy = orch.ok("analyze", "analysed", "--figure", "noisy-directions", "--probe", "noisy", "--where", "optimizer.lr=0.1", "--json").json()
     curves = orch.ok("analyze", "analysed", "--figure", "curves", "--out", tmp_path / "views", "--json").json()
     table = orch.ok("analyze", "analysed", "--figure", "table", "--out", tmp_path / "views", "--json").json()
