@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jobs.analyses.batch_size import batch_size, emulated_batch_line
-from jobs.analyses.common import AnalysisOptions, RunInput, first_minimum, proportionality
+from jobs.analyses.common import AnalysisOptions, RunInput, first_minimum, proportionality, window_grid
 from jobs.analyses.shapes import full_batch_lines, pairwise_shape_distance, polyfit, shape_distance
 from jobs.analyses.strategies import strategies
 from jobs.analyses.walk import walk
@@ -71,10 +71,11 @@ def test_identical_shapes_have_shape_distance_zero(tmp_path: Path) -> None:
     with np.load(output.tables[1], allow_pickle=False) as saved:
         distances = saved["distances"]
     assert np.allclose(distances[:6, :6], 0.0, atol=1e-6)
-    expected = np.abs(parabola(3.0, 0.1) - parabola(6.0, 0.1))[np.abs(POINTS) <= 0.2 + 1e-9]
-    assert distances[0, 6] > 0.01 and distances[0, 6] == distances[6, 0]
+    grid = window_grid(0.2, 0.006)
+    narrow, wide = (np.interp(grid, POINTS, parabola(curvature, 0.1)) for curvature in (6.0, 3.0))
+    expected = np.abs((narrow - narrow.min()) - (wide - wide.min())).mean()  # a different curvature: another shape
+    assert distances[0, 6] == pytest.approx(expected, rel=1e-5) and distances[6, 0] == distances[0, 6]
     assert output.summary["median_consecutive"] == pytest.approx(0.0, abs=1e-6)
-    assert expected.mean() > 0  # a different curvature is a different shape
 
 
 def test_blockwise_distances_equal_the_direct_computation() -> None:
