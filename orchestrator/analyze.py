@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser, step_range: Any) -> None:
     parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
     parser.add_argument(
         "--executor", choices=EXECUTOR_NAMES,
-        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process",
+        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process; sweep views always run here",
     )  # fmt: skip
 
 
@@ -83,8 +83,10 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         value = getattr(arguments, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value} is not allowed; accepted: an integer >= 1")
-    if arguments.window <= 0 or arguments.pal_mu <= 0:
-        raise UserError("--window and --pal-mu must be positive; accepted: numbers > 0")
+    if arguments.window <= 0 or arguments.pal_mu <= 0 or min(arguments.sgd_lr) <= 0:
+        raise UserError("--window, --pal-mu and --sgd-lr must be positive; accepted: numbers > 0")
+    if min(arguments.batch_sizes) < 1:
+        raise UserError(f"--batch-sizes {arguments.batch_sizes} is not allowed; accepted: integers >= 1")
     return AnalysisOptions(
         probe=arguments.probe or probe, steps=arguments.steps, image_format=arguments.format, window=arguments.window,
         stride=arguments.stride, block=arguments.block, kernel=arguments.kernel, sgd_learning_rates=tuple(arguments.sgd_lr), pal_measuring_step=arguments.pal_mu,
@@ -149,6 +151,12 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
     from jobs.analyses.groups import RunCurves, curves, result_table
 
     keys = arguments.group_by or default_group_keys(runs)
+    known = {key for run in runs for key in flat_spec(run)}
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        section = unknown[0].split(".")[0]
+        related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
+        raise UserError(f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec keys, e.g. {', '.join(related)}")
     selection = "+".join(arguments.targets) or "where"
     out_dir = arguments.out or home.root / "analyses"
     collected = [RunCurves(run.id, flat_spec(run), metric_series(session, run.id)) for run in runs]

@@ -144,7 +144,7 @@ def test_batch_size_emulation_gives_the_expected_slope_ratios(tmp_path: Path) ->
     assert ratios["16"] == pytest.approx(8 / 16)  # 8 flat samples added
     assert ratios["64"] == pytest.approx(8 / 64)
     assert ratios["4"] == pytest.approx(np.mean([1.0, 2.0, 3.0, 4.0]) / mean_slope)  # the 4 steepest dropped
-    line = emulated_batch_line(POINTS, direction, train, np.arange(batch), 16, seed=0)
+    line = emulated_batch_line(POINTS, direction, train, np.arange(batch), 16, 0, 0.006)
     assert line[np.searchsorted(POINTS, 0.0)] == pytest.approx(1.0)
 
 
@@ -207,6 +207,8 @@ def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) 
     assert "| optimizer.lr=0.1 | 2 |" in markdown and "final val_accuracy" in markdown
     assert table[0]["summary"]["groups"]["optimizer.lr=0.3"]["runs"] == 2
     assert orch("analyze", "--figure", "lines").exit_code == 2  # no target
+    misnamed = orch("analyze", "analysed", "--figure", "table", "--group-by", "optimizer.learning_rate")
+    assert misnamed.exit_code == 2 and "--group-by optimizer.learning_rate" in misnamed.stderr and "optimizer.lr" in misnamed.stderr
 
     in_process = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--json").json()
     as_jobs = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--executor", "local", "--json").json()

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, output_path, write_figure, write_table
+from jobs.analyses.common import (
+    AnalysisOptions,
+    AnalysisOutput,
+    RunInput,
+    line_shards,
+    mean_line,
+    output_path,
+    resolution_of,
+    slope_at_zero,
+    write_figure,
+    write_table,
+)
 from jobs.analyses.strategies import pal_step
 
 
-def per_sample_slopes(points: np.ndarray, losses: np.ndarray) -> np.ndarray:
-    """Central-difference slope at s = 0 of each sample's line [samples]."""
-    zero = int(np.searchsorted(points, 0.0))
-    return (losses[:, zero + 1] - losses[:, zero - 1]).astype(np.float64) / (points[zero + 1] - points[zero - 1])
-
-
-def emulated_batch_line(points: np.ndarray, direction: np.ndarray, train: np.ndarray, direction_indices: np.ndarray, size: int, seed: int) -> np.ndarray:
+def emulated_batch_line(points: np.ndarray, direction: np.ndarray, train: np.ndarray, direction_indices: np.ndarray, size: int, seed: int, spacing: float) -> np.ndarray:
     """The mean line of an emulated batch of ``size`` samples."""
     batch = len(direction)
     if size <= batch:
-        keep = np.argsort(per_sample_slopes(points, direction))[batch - size :]  # drop the steepest descents
+        keep = np.argsort(slope_at_zero(points, direction, spacing))[batch - size :]  # drop the steepest descents
         return mean_line(direction[keep])
     others = np.setdiff1d(np.arange(len(train)), direction_indices)
     added = np.random.default_rng(seed).choice(others, size=min(size - batch, len(others)), replace=False)
@@ -43,13 +48,11 @@ def batch_size(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         if "train" not in arrays or "direction" not in arrays:
             continue
         points, train, direction = arrays["points"], arrays["train"][0], arrays["direction"][0]
-        full = mean_line(train)
-        zero = int(np.searchsorted(points, 0.0))
-        spacing = float(points[zero + 1] - points[zero - 1]) / 2
-        reference = abs(float(per_sample_slopes(points, direction).mean()))
+        full, spacing = mean_line(train), resolution_of(shard.metadata)
+        reference = abs(float(slope_at_zero(points, mean_line(direction), spacing)))
         for size in options.batch_sizes:
-            line = emulated_batch_line(points, direction, train, arrays["direction_indices"][0], size, seed=shard.step)
-            slope = float((np.interp(spacing, points, line) - np.interp(-spacing, points, line)) / (2 * spacing))
+            line = emulated_batch_line(points, direction, train, arrays["direction_indices"][0], size, shard.step, spacing)
+            slope = float(slope_at_zero(points, line, spacing))
             sgd, pal = rate * abs(slope), pal_step(points, line, slope, mu)
             improvement = [float(np.interp(0.0, points, full) - np.interp(step, points, full)) for step in (sgd, pal)]
             rows.append((shard.step, size, slope, abs(slope) / reference if reference > 0 else np.nan, sgd, improvement[0], pal, improvement[1]))

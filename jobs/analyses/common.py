@@ -20,6 +20,9 @@ from jobs.paths import RunPaths
 from jobs.shards import LoadedShard, iter_shards
 
 
+DEFAULT_RESOLUTION = 0.006  # the line probe's default spacing of points
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """The knobs of ``orch analyze``; each analysis reads the ones it needs."""
@@ -69,6 +72,23 @@ def mean_line(losses: np.ndarray) -> np.ndarray:
 def on_grid(points: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """``values`` measured at ``points`` (increasing) read at ``grid`` by linear interpolation."""
     return np.interp(grid, points, values)
+
+
+def value_at(points: np.ndarray, values: np.ndarray, s: float) -> np.ndarray:
+    """Lines ``values`` [..., K] measured at ``points`` (increasing), linearly interpolated at s."""
+    right = int(np.clip(np.searchsorted(points, s), 1, len(points) - 1))
+    weight = (s - points[right - 1]) / (points[right] - points[right - 1])
+    return values[..., right - 1] * (1.0 - weight) + values[..., right] * weight
+
+
+def slope_at_zero(points: np.ndarray, values: np.ndarray, spacing: float) -> np.ndarray:
+    """Central difference at s = 0 over ±``spacing`` (the grid's resolution, not the distance to an
+    inserted point such as s_upd, which can be tiny) of one line [K] or of many [samples, K]."""
+    return (value_at(points, values.astype(np.float64), spacing) - value_at(points, values.astype(np.float64), -spacing)) / (2 * spacing)
+
+
+def resolution_of(metadata: dict[str, Any]) -> float:
+    return float(metadata.get("resolution") or DEFAULT_RESOLUTION)
 
 
 def window_grid(window: float, resolution: float) -> np.ndarray:

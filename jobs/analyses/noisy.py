@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, on_grid, output_path, window_grid, write_figure, write_table
-from jobs.analyses.shapes import DEFAULT_RESOLUTION, pairwise_shape_distance
+from jobs.analyses.common import (
+    AnalysisOptions,
+    AnalysisOutput,
+    RunInput,
+    line_shards,
+    mean_line,
+    on_grid,
+    output_path,
+    resolution_of,
+    window_grid,
+    write_figure,
+    write_table,
+)
+from jobs.analyses.shapes import pairwise_shape_distance
 
 SHOWN_POSITIONS = 3
 
@@ -20,7 +32,7 @@ SHOWN_POSITIONS = 3
 def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     rows, shown = [], []
     for shard in line_shards(run, options, kind="noisy_directions"):
-        grid = window_grid(options.noisy_window, float(shard.metadata.get("resolution") or DEFAULT_RESOLUTION))
+        grid = window_grid(options.noisy_window, resolution_of(shard.metadata))
         points = shard.arrays["points"]
         lines = np.array([on_grid(points, mean_line(losses), grid) for losses in shard.arrays["train"]])
         distances = pairwise_shape_distance(lines, options.block)

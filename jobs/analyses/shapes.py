@@ -27,13 +27,13 @@ from jobs.analyses.common import (
     mean_line,
     on_grid,
     output_path,
+    resolution_of,
     window_grid,
     write_figure,
     write_table,
 )
 from jobs.atomic import publish_bytes
 
-DEFAULT_RESOLUTION = 0.006
 NEAR = 0.3  # the paper: distances settle below 0.3 after the first lines
 
 
@@ -43,7 +43,7 @@ def full_batch_lines(run: RunInput, options: AnalysisOptions, window: float) -> 
     for index, shard in enumerate(line_shards(run, options)):
         if index % options.stride:
             continue
-        grid = window_grid(window, float(shard.metadata.get("resolution") or DEFAULT_RESOLUTION))
+        grid = window_grid(window, resolution_of(shard.metadata))
         steps.append(shard.step)
         lines.append(on_grid(shard.arrays["points"], mean_line(shard.arrays["train"][0]), grid))
     return np.array(steps, dtype=np.int64), np.array(lines, dtype=np.float32).reshape(len(lines), -1)

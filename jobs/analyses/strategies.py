@@ -32,15 +32,12 @@ from jobs.analyses.common import (
     moving_average,
     output_path,
     proportionality,
+    resolution_of,
+    slope_at_zero,
     write_figure,
     write_table,
 )
 from jobs.optim.pal import parabola_step
-
-
-def slope_at_zero(points: np.ndarray, values: np.ndarray, spacing: float) -> float:
-    """Central difference of a line at s = 0."""
-    return float((np.interp(spacing, points, values) - np.interp(-spacing, points, values)) / (2 * spacing))
 
 
 def pal_step(points: np.ndarray, values: np.ndarray, slope: float, measuring_step: float) -> float:
@@ -48,12 +45,11 @@ def pal_step(points: np.ndarray, values: np.ndarray, slope: float, measuring_ste
     return parabola_step(at_zero, at_mu, slope, measuring_step, 1.0, math.inf)
 
 
-def strategy_steps(points: np.ndarray, full: np.ndarray, direction: np.ndarray, gradient_norm: float, update_norm: float, options: AnalysisOptions) -> dict[str, float]:
-    spacing = float(np.min(np.diff(points)))
+def strategy_steps(points: np.ndarray, full: np.ndarray, direction: np.ndarray, gradient_norm: float, update_norm: float, spacing: float, options: AnalysisOptions) -> dict[str, float]:
     mu = options.pal_measuring_step
     steps = {f"sgd λ={rate:g}": rate * gradient_norm for rate in options.sgd_learning_rates}
     steps[f"pal μ={mu:g}"] = pal_step(points, direction, -gradient_norm, mu)
-    steps[f"fbpal μ={mu:g}"] = pal_step(points, full, slope_at_zero(points, full, spacing), mu)
+    steps[f"fbpal μ={mu:g}"] = pal_step(points, full, float(slope_at_zero(points, full, spacing)), mu)
     steps["exact (direction batch)"] = first_minimum(points, direction)
     steps["update"] = update_norm
     return steps
@@ -69,7 +65,7 @@ def strategies(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         points, full, direction = arrays["points"], mean_line(arrays["train"][0]), mean_line(arrays["direction"][0])
         gradient_norm, update_norm = float(arrays["grad_norm"][0]), float(arrays["update_norm"][0])
         optimum = first_minimum(points, full)
-        steps = strategy_steps(points, full, direction, gradient_norm, update_norm, options)
+        steps = strategy_steps(points, full, direction, gradient_norm, update_norm, resolution_of(shard.metadata), options)
         names = list(steps)
         row = [shard.step, gradient_norm, optimum, float(full[np.searchsorted(points, 0.0)] - np.interp(optimum, points, full))]
         for step in steps.values():
