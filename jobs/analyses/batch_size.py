@@ -14,18 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.analyses.common import (
-    AnalysisOptions,
-    AnalysisOutput,
-    RunInput,
-    line_shards,
-    mean_line,
-    output_path,
-    resolution_of,
-    slope_at_zero,
-    write_figure,
-    write_table,
-)
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, output_path, resolution_of, slope_at_zero, write_figure, write_table
 from jobs.analyses.strategies import pal_step
 
 

@@ -11,19 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.analyses.common import (
-    AnalysisOptions,
-    AnalysisOutput,
-    RunInput,
-    line_shards,
-    mean_line,
-    on_grid,
-    output_path,
-    resolution_of,
-    window_grid,
-    write_figure,
-    write_table,
-)
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, on_grid, output_path, resolution_of, window_grid, write_figure, write_table
 from jobs.analyses.shapes import pairwise_shape_distance
 
 SHOWN_POSITIONS = 3

@@ -19,19 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.analyses.common import (
-    AnalysisOptions,
-    AnalysisOutput,
-    RunInput,
-    line_shards,
-    mean_line,
-    on_grid,
-    output_path,
-    resolution_of,
-    window_grid,
-    write_figure,
-    write_table,
-)
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, on_grid, output_path, resolution_of, window_grid, write_figure, write_table
 from jobs.atomic import publish_bytes
 
 NEAR = 0.3  # the paper: distances settle below 0.3 after the first lines

@@ -22,21 +22,7 @@ import math
 
 import numpy as np
 
-from jobs.analyses.common import (
-    AnalysisOptions,
-    AnalysisOutput,
-    RunInput,
-    first_minimum,
-    line_shards,
-    mean_line,
-    moving_average,
-    output_path,
-    proportionality,
-    resolution_of,
-    slope_at_zero,
-    write_figure,
-    write_table,
-)
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, first_minimum, line_shards, mean_line, moving_average, output_path, proportionality, resolution_of, slope_at_zero, write_figure, write_table
 from jobs.optim.pal import parabola_step
 
 
