@@ -1,6 +1,6 @@
 """``orch analyze``: the papers' figures and tables for runs, sweeps or a ``--where`` selection.
 
-Run analyses (``jobs.analyses.ANALYSES``) read each run's shards one file at a time and write
+Run analyses (``jobs.analyses.analysis``) read each run's shards one file at a time and write
 their figures and CSVs into the run's ``figures/`` folder (or ``--out``). Sweep views
 (``curves``, ``table``) read metric series from the registry and write one figure/table for the
 whole selection into ``--out`` (default ``<home>/analyses``), grouped by ``--group-by`` keys
@@ -20,22 +20,21 @@ from typing import Any, Sequence
 
 from sqlalchemy.orm import Session
 
-from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS, AnalysisJob, analysis, read_report
+from jobs.analyses import analysis
+from jobs.analyses.job import AnalysisJob, read_report, report_document
 from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
 from jobs.paths import RunPaths
 from jobs.spec import spec_from_yaml
 from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError
-from orchestrator.executors import EXECUTOR_NAMES
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.resources import ResourceProblem, resolve_resources
 from orchestrator.registry.models import Run
 from orchestrator.submit import resolve_targets
-from orchestrator.views import WhereClause, flat_spec, metric_series, run_row, select_runs, swept_values
+from orchestrator.sweep import SEED_KEY
+from orchestrator.views import WhereClause, flat_spec, matches_where, metric_series, run_row, select_runs, swept_values
 
-SEED_KEY = "training.seed"
-FIGURES = RUN_ANALYSES + SWEEP_VIEWS
 ANALYSIS_TIME = "04:00:00"  # --time of an analysis job: shards are read once, in order
 
 
@@ -46,36 +45,7 @@ class AnalysisReport:
     output: AnalysisOutput
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "analysis": self.analysis,
-            "summary": self.output.summary,
-            "figures": [str(path) for path in self.output.figures],
-            "tables": [str(path) for path in self.output.tables],
-        }
-
-
-def add_arguments(parser: argparse.ArgumentParser, step_range: Any) -> None:
-    parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
-    parser.add_argument("--figure", choices=FIGURES, required=True)
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="only runs whose dotted spec key equals a YAML value (repeatable)")
-    parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
-    parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
-    parser.add_argument("--out", type=Path, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
-    parser.add_argument("--format", choices=("png", "pdf"), default="png")
-    parser.add_argument("--window", type=float, default=0.2, help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)")
-    parser.add_argument("--stride", type=int, default=1, help="shape distance on every STRIDE-th line")
-    parser.add_argument("--block", type=int, default=256, help="shape distance: lines per block of the pairwise matrix (memory: block² × points × 4 bytes)")
-    parser.add_argument("--kernel", type=int, default=25, help="moving average over lines (strategies)")
-    parser.add_argument("--sgd-lr", type=float, nargs="+", default=[0.1, 0.05], help="SGD strategies' learning rates")
-    parser.add_argument("--pal-mu", type=float, default=0.1, help="PAL/FBPAL strategies' measuring step")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
-    parser.add_argument("--steps-per-epoch", type=int, help="walk: epoch length (default: from the run's split and batch size)")
-    parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
-    parser.add_argument(
-        "--executor", choices=EXECUTOR_NAMES,
-        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process; sweep views always run here",
-    )  # fmt: skip
+        return {"target": self.target, "analysis": self.analysis, **report_document(self.output)}
 
 
 def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
@@ -99,7 +69,7 @@ def selected_runs(session: Session, targets: Sequence[str], where: Sequence[Wher
         raise UserError("orch analyze needs a target; accepted: sweep names, run ids (prefixes), or --where KEY=VALUE")
     runs = resolve_targets(session, targets) if targets else select_runs(session, None, None, where)
     if targets and where:
-        runs = [run for run in runs if all(clause.matches(flat_spec(run)) for clause in where)]
+        runs = [run for run in runs if matches_where(run, where)]
     return [run for run in runs if run.run_dir is not None]
 
 
@@ -151,7 +121,8 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
     from jobs.analyses.groups import RunCurves, curves, result_table
 
     keys = arguments.group_by or default_group_keys(runs)
-    known = {key for run in runs for key in flat_spec(run)}
+    configs = {run.id: flat_spec(run) for run in runs}
+    known = {key for config in configs.values() for key in config}
     unknown = [key for key in keys if key not in known]
     if unknown:
         section = unknown[0].split(".")[0]
@@ -159,7 +130,7 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
         raise UserError(f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec keys, e.g. {', '.join(related)}")
     selection = "+".join(arguments.targets) or "where"
     out_dir = arguments.out or home.root / "analyses"
-    collected = [RunCurves(run.id, flat_spec(run), metric_series(session, run.id)) for run in runs]
+    collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
     title = f"{selection}: {len(runs)} runs grouped by {', '.join(keys) or '(nothing)'}"
     if arguments.figure == "curves":
         output = curves(collected, keys, out_dir, selection, arguments.format, title)

@@ -24,10 +24,10 @@ from rich.live import Live
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
 from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from orchestrator import output
-from orchestrator.analyze import add_arguments as add_analyze_arguments
 from orchestrator.errors import BAD_INPUT_EXIT, UserError
 from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
 
     analyze = command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)")
-    add_analyze_arguments(analyze, step_range)
+    _analyze_options(analyze)
     return parser
 
 
@@ -158,6 +158,29 @@ def step_range(text: str) -> tuple[int, int]:
     if not separator or not start.isdigit() or not stop.isdigit() or int(stop) <= int(start):
         raise argparse.ArgumentTypeError(f"{text!r} is not a step range; accepted: A:B with integers 0 <= A < B")
     return int(start), int(stop)
+
+
+def _analyze_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
+    parser.add_argument("--figure", choices=RUN_ANALYSES + SWEEP_VIEWS, required=True)
+    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="only runs whose dotted spec key equals a YAML value (repeatable)")
+    parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
+    parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
+    parser.add_argument("--out", type=Path, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
+    parser.add_argument("--format", choices=("png", "pdf"), default="png")
+    parser.add_argument("--window", type=float, default=0.2, help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)")
+    parser.add_argument("--stride", type=int, default=1, help="shape distance on every STRIDE-th line")
+    parser.add_argument("--block", type=int, default=256, help="shape distance: lines per block of the pairwise matrix (memory: block² × points × 4 bytes)")
+    parser.add_argument("--kernel", type=int, default=25, help="moving average over lines (strategies)")
+    parser.add_argument("--sgd-lr", type=float, nargs="+", default=[0.1, 0.05], help="SGD strategies' learning rates")
+    parser.add_argument("--pal-mu", type=float, default=0.1, help="PAL/FBPAL strategies' measuring step")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
+    parser.add_argument("--steps-per-epoch", type=int, help="walk: epoch length (default: from the run's split and batch size)")
+    parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
+    parser.add_argument(
+        "--executor", choices=EXECUTOR_NAMES,
+        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process; sweep views always run here",
+    )  # fmt: skip
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
@@ -452,7 +475,7 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
-    from orchestrator.analyze import SWEEP_VIEWS, analyze_runs, analyze_sweep, print_reports, selected_runs
+    from orchestrator.analyze import analyze_runs, analyze_sweep, print_reports, selected_runs
 
     engine = require_registry(home)
     sync(engine)

@@ -95,8 +95,14 @@ def select_runs(session: Session, sweep: Optional[str], state: Optional[str], wh
         query = query.where(Run.state == state.upper())
     runs = session.scalars(query).unique().all()
     if where:
-        runs = [run for run in runs if all(clause.matches(flat_spec(run)) for clause in where)]
+        runs = [run for run in runs if matches_where(run, where)]
     return list(runs)
+
+
+def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
+    """Whether the run's resolved spec satisfies every ``--where`` clause."""
+    config = flat_spec(run)
+    return all(clause.matches(config) for clause in where)
 
 
 def swept_values(run: Run) -> str:

@@ -1,20 +1,19 @@
 """Analyses: figures and tables from measured data (never inside the measurement itself).
 
-``ANALYSES`` maps the names ``orch analyze --figure`` takes to a function of one run
-(``RunInput``, ``AnalysisOptions``) → ``AnalysisOutput`` and the probe whose shards it reads
-unless ``--probe`` names another. Sweep-level views (curves and tables over many runs) are in
-``jobs.analyses.groups``.
+``analysis(name)`` gives, for each name ``orch analyze --figure`` takes (``RUN_ANALYSES``), a
+function of one run (``RunInput``, ``AnalysisOptions``) → ``AnalysisOutput`` and the probe whose
+shards it reads unless ``--probe`` names another. Sweep-level views (``SWEEP_VIEWS``: curves and
+tables over many runs) are in ``jobs.analyses.groups``; ``jobs.analyses.job`` runs one analysis
+as a job. This module imports nothing heavy, so the CLI can list the names at start-up.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path
-from jobs.atomic import publish_bytes
+if TYPE_CHECKING:
+    from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
 
 
 @dataclass(frozen=True)
@@ -50,30 +49,3 @@ SWEEP_VIEWS = ("curves", "table")
 def analysis(name: str) -> Analysis:
     return _catalog()[name]
 
-
-@dataclass(frozen=True)
-class AnalysisJob:
-    """One run analysis as a job (``orch analyze --executor``): it writes its figures, tables and
-    a JSON report next to them, which is what the login node reads back."""
-
-    name: str
-    run: RunInput
-    options: AnalysisOptions
-
-    @property
-    def report_file(self) -> Path:
-        return output_path(self.run, self.name, "json")
-
-    def __call__(self) -> str:
-        output = analysis(self.name).run(self.run, self.options)
-        publish_bytes(self.report_file, json.dumps(report_document(output), indent=2, default=str).encode())
-        return str(self.report_file)
-
-
-def report_document(output: AnalysisOutput) -> dict:
-    return {"summary": output.summary, "figures": [str(path) for path in output.figures], "tables": [str(path) for path in output.tables]}
-
-
-def read_report(path: Path) -> AnalysisOutput:
-    document = json.loads(path.read_text())
-    return AnalysisOutput(document["summary"], [Path(item) for item in document["figures"]], [Path(item) for item in document["tables"]])

@@ -148,6 +148,13 @@ def write_table(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]
     return path
 
 
+def write_markdown_table(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    publish_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
 def write_figure(path: Path, draw: Callable[[Any], None], panels: int = 1, width: float = 5.0, height: float = 3.8, title: str = "") -> Path:
     """A figure of ``panels`` side-by-side axes drawn by ``draw(axes)``, published atomically."""
     import matplotlib

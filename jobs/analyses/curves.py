@@ -5,35 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from jobs.atomic import publish_bytes
+from jobs.analyses.common import write_figure
 
 PANELS = (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")))
 
 
 def plot_training_curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str, out_file: Path) -> Path:
     """Write a PNG with a loss panel and an accuracy panel; returns its path."""
-    import io
 
-    import matplotlib
+    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+        for axis, (quantity, names) in zip(axes, PANELS):
+            for name in names:
+                if name in series:
+                    steps, values = series[name]
+                    axis.plot(steps, values, label=name.replace("_", " "), linewidth=1.0 if name.startswith("train") else 1.8)
+            axis.set_xlabel("training step (updates)")
+            axis.set_ylabel("cross-entropy loss (nats)" if quantity == "loss" else "accuracy (fraction correct)")
+            if quantity == "loss":
+                axis.set_yscale("log")
+            axis.grid(alpha=0.3)
+            axis.legend()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(11, 4), constrained_layout=True)
-    for axis, (quantity, names) in zip(axes, PANELS):
-        for name in names:
-            if name in series:
-                steps, values = series[name]
-                axis.plot(steps, values, label=name.replace("_", " "), linewidth=1.0 if name.startswith("train") else 1.8)
-        axis.set_xlabel("training step (updates)")
-        axis.set_ylabel("cross-entropy loss (nats)" if quantity == "loss" else "accuracy (fraction correct)")
-        if quantity == "loss":
-            axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(title, fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    publish_bytes(out_file, buffer.getvalue())
-    return out_file
+    return write_figure(out_file, draw, panels=len(PANELS), width=5.5, height=4.0, title=title)

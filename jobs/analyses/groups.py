@@ -16,8 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOutput, write_figure, write_table
-from jobs.atomic import publish_bytes
+from jobs.analyses.common import AnalysisOutput, write_figure, write_markdown_table, write_table
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_accuracy")
 HIGHER_IS_BETTER = ("accuracy",)
@@ -101,8 +100,5 @@ def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, 
         rows.append(row)
     output = AnalysisOutput({"group_by": list(keys), "groups": summary})
     output.tables.append(write_table(out_dir / f"{name}-table.csv", columns, rows))
-    markdown = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    path = out_dir / f"{name}-table.md"
-    publish_bytes(path, ("\n".join(markdown) + "\n").encode())
-    output.tables.append(path)
+    output.tables.append(write_markdown_table(out_dir / f"{name}-table.md", columns, rows))
     return output

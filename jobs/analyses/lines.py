@@ -10,16 +10,11 @@ direction, with s = 0 and s_upd marked. Shards are read one at a time.
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_table
-from jobs.atomic import publish_bytes
-from jobs.paths import RunPaths
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_figure, write_table
 from jobs.shards import LoadedShard, iter_shards
 
 QUARTILES = (25.0, 50.0, 75.0)
@@ -68,40 +63,23 @@ def summarize(shard: LoadedShard) -> LineSummary:
     )
 
 
-def plot_representative_lines(
-    paths: RunPaths, title: str, out_file: Path, probe: str = "line", steps: Optional[tuple[int, int]] = None, count: int = 4, image_format: str = "png"
-) -> list[LineSummary]:
-    """Write the figure; returns a summary of each line shown (empty when the run has no lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    start, stop = steps if steps is not None else (None, None)
-    available = [shard.step for shard in iter_shards(paths, probe, start, stop, metadata_only=True) if shard.metadata.get("kind") == "update_direction"]
+def representative_lines(run: RunInput, options: AnalysisOptions, count: int = 4) -> AnalysisOutput:
+    """Four lines spread over ``options.steps``: the figure, a CSV and a summary of each line shown."""
+    start, stop = options.steps if options.steps is not None else (None, None)
+    available = [shard.step for shard in iter_shards(run.paths, options.probe, start, stop, metadata_only=True) if shard.metadata.get("kind") == "update_direction"]
     chosen = choose_steps(available, count)
     if not chosen:
-        return []
-    figure, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.8), constrained_layout=True, squeeze=False)
-    summaries = []
-    for axis, step in zip(axes[0], chosen):
-        (shard,) = iter_shards(paths, probe, step, step + 1)
-        summaries.append(summarize(shard))
-        draw_line(axis, shard)
-    axes[0][0].legend(fontsize=7, loc="best")
-    figure.suptitle(title, fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=110)
-    plt.close(figure)
-    publish_bytes(out_file, buffer.getvalue())
-    return summaries
-
-
-def representative_lines(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
-    figure = output_path(run, "lines", options.image_format)
-    lines = plot_representative_lines(run.paths, run.title, figure, options.probe, options.steps, image_format=options.image_format)
-    if not lines:
         return AnalysisOutput({"count": 0, "note": f"no update-direction shards of probe {options.probe!r}"})
+    lines: list[LineSummary] = []
+
+    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+        for axis, step in zip(axes, chosen):
+            (shard,) = iter_shards(run.paths, options.probe, step, step + 1)
+            lines.append(summarize(shard))
+            draw_line(axis, shard)
+        axes[0].legend(fontsize=7, loc="best")
+
+    figure = write_figure(output_path(run, "lines", options.image_format), draw, panels=len(chosen), width=4.2, height=3.8, title=run.title)
     columns = [name for name in LineSummary.__dataclass_fields__]
     table = write_table(output_path(run, "lines", "csv"), columns, [[getattr(line, name) for name in columns] for line in lines])
     summary = {"count": len(lines), "steps": [line.step for line in lines], "lines": [dataclasses.asdict(line) for line in lines]}

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_figure, write_table
+from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_figure, write_markdown_table, write_table
 from jobs.shards import iter_shards
 from jobs.spec import spec_from_yaml
 
@@ -73,8 +73,8 @@ def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     output = AnalysisOutput(summary)
     output.tables.append(write_table(output_path(run, "walk-steps", "csv"), ["step", "valley_floor", "height_above_floor", "barrier", "gradient_cosine", "distance_from_init"], rows))
     output.tables.append(write_table(output_path(run, "walk-epochs", "csv"), ["epoch", "barriers", "mean_height_above_floor", "steps_measured"], epoch_rows))
-    _write_markdown_epochs(output_path(run, "walk-epochs", "md"), epoch_rows)
-    output.tables.append(output_path(run, "walk-epochs", "md"))
+    columns = ["epoch", "barriers crossed", "mean height above the valley floor (nats)", "steps measured"]
+    output.tables.append(write_markdown_table(output_path(run, "walk-epochs", "md"), columns, [(epoch, barriers, f"{height:.4g}", count) for epoch, barriers, height, count in epoch_rows]))
     output.figures.append(_plot_walk(run, options, table, curve, epoch_rows))
     hessian = [(shard.step, float(shard.metadata["spectral_norm"])) for shard in iter_shards(run.paths, HESSIAN_PROBE, start, stop, metadata_only=True)]
     if hessian:
@@ -82,14 +82,6 @@ def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         output.tables.append(write_table(output_path(run, "hessian-norm", "csv"), ["step", "spectral_norm"], hessian))
         output.figures.append(_plot_hessian(run, options, hessian))
     return output
-
-
-def _write_markdown_epochs(path, epoch_rows) -> None:  # type: ignore[no-untyped-def]
-    from jobs.atomic import publish_bytes
-
-    lines = ["| epoch | barriers crossed | mean height above the valley floor (nats) | steps measured |", "|---|---|---|---|"]
-    lines += [f"| {epoch} | {barriers} | {height:.4g} | {count} |" for epoch, barriers, height, count in epoch_rows]
-    publish_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve, epoch_rows):  # type: ignore[no-untyped-def]

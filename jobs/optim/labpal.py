@@ -117,9 +117,7 @@ class LABPAL(SearchOptimizer):
             for state in states:
                 state["direction"] = state["batch_mean"]
             return [state["direction"] for state in states]
-        for state, parameter in zip(states, self.params):
-            state.setdefault("direction", torch.zeros_like(parameter))
-        directions = [state["direction"] for state in states]
+        directions = [state.setdefault("direction", torch.zeros_like(parameter)) for state, parameter in zip(states, self.params)]
         torch._foreach_mul_(directions, self.spec.momentum)
         torch._foreach_add_(directions, [state["batch_mean"] for state in states])
         return directions
