@@ -8,6 +8,7 @@ counts only when its manifest exists and the file's hash matches it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -67,7 +68,13 @@ def save_checkpoint(paths: RunPaths, state: TrainingState) -> CheckpointWritten:
     manifest = CheckpointWritten(
         step=state.step, path=str(data_file.relative_to(paths.run_dir)), bytes=len(payload), sha256=sha256
     )
-    publish_json(paths.checkpoint_manifest(state.step), {"step": state.step, "bytes": len(payload), "sha256": sha256})
+    try:
+        publish_json(paths.checkpoint_manifest(state.step), {"step": state.step, "bytes": len(payload), "sha256": sha256})
+    except OSError:
+        if not paths.checkpoint_manifest(state.step).exists():  # without a manifest it never counts:
+            with contextlib.suppress(OSError):  # give its space back (a full disk) for what the job says next
+                data_file.unlink()
+        raise
     return manifest
 
 

@@ -5,13 +5,18 @@ This module imports nothing heavy at import time: a local job waiting for a slot
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
+from jobs.paths import AttemptPaths
 from jobs.slots import local_slot
 
+FAILED_STATE = "FAILED"
 TIMEOUT_STATE = "TIMEOUT"
 
 
@@ -22,10 +27,19 @@ class AttemptRequest:
     run_id: str
     run_dir: str
     attempt_key: str
+    umask: int = 0o077  # the cluster profile's results_access: everything the job writes gets it
 
 
 def run_attempt(request: AttemptRequest) -> int:
     """Train the run to completion (resuming from its newest valid checkpoint); returns the final step."""
+    previous_umask = os.umask(request.umask)  # restored below: the debug executor runs in orch's process
+    try:
+        return _run_attempt(request)
+    finally:
+        os.umask(previous_umask)
+
+
+def _run_attempt(request: AttemptRequest) -> int:
     with local_slot():
         from submitit.core.utils import UncompletedJobError
 
@@ -36,27 +50,47 @@ def run_attempt(request: AttemptRequest) -> int:
         from jobs.train import train
 
         paths = RunPaths(Path(request.run_dir))
-        journal = JournalWriter(paths.attempt(request.attempt_key))
+        attempt = paths.attempt(request.attempt_key)
         stop = StopRequest.install()
         if stop.signum is not None:  # inside a submitit job process (not the debug executor's caller)
             raise_on_termination()
         try:
+            journal = JournalWriter(attempt)
             trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
+            journal.append(Finished(final_step=trainee.step))
         except SystemExit:
             if stop.requested:
                 raise  # requeued: the journal says so, and the requeued job continues it
-            journal.failed(RuntimeError("the job exited before finishing"))
+            report_failure(attempt, RuntimeError("the job exited before finishing"))
             raise
         except UncompletedJobError as error:  # submitit: time limit reached with no requeue left
-            journal.failed(error, TIMEOUT_STATE)
+            report_failure(attempt, error, TIMEOUT_STATE)
             raise
         except Terminated:
             raise  # scancel, a time limit, orch cancel: the scheduler or the registry knows which
         except BaseException as error:
-            journal.failed(error)
+            report_failure(attempt, error)
             raise
-        journal.append(Finished(final_step=trainee.step))
         return trainee.step
+
+
+def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE) -> None:
+    """Journal the failure if the disk lets us, and print it as the job's final stderr line either way.
+
+    When the journal cannot take the event (the disk is full for it too), that line is what
+    ``orch sync`` reads to end the attempt with its reason instead of calling it lost.
+    """
+    from jobs.journal import JournalWriter, failure_line, failure_of
+
+    failed = failure_of(error, state)
+    lines: list[str] = []
+    try:
+        JournalWriter(attempt).append(failed)
+    except OSError as journal_error:
+        lines.append(f"orch-job: the journal could not record the failure: {journal_error}")
+    lines.append(failure_line(failed))
+    with contextlib.suppress(OSError, ValueError):  # stderr on the full disk too, or closed: nothing more to do
+        print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 
 class AttemptJob(Checkpointable):

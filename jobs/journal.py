@@ -149,8 +149,43 @@ class JournalWriter:
         publish_json(self.paths.heartbeat_file, dataclasses.asdict(beat))
 
     def failed(self, error: BaseException, state: str = "FAILED") -> JournalEvent:
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        return self.append(Failed(type(error).__name__, str(error), text[-8000:], state))
+        return self.append(failure_of(error, state))
+
+
+def failure_of(error: BaseException, state: str = "FAILED") -> Failed:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return Failed(type(error).__name__, failure_message(error), text[-8000:], state)
+
+
+def failure_message(error: BaseException) -> str:
+    """What went wrong, and for a file system error where: ``No space left on device: <path>``."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        where = error.filename
+        return f"{error.strerror}: {os.fsdecode(where) if isinstance(where, bytes) else where}"
+    return str(error)
+
+
+FAILURE_LINE_PREFIX = "orch-job: failed: "  # then a JSON object: state, error_type, message
+
+
+def failure_line(failed: Failed) -> str:
+    """The one line a failing job prints last on stderr, journal or not: ``orch sync`` reads it when
+    the journal has no final event (the disk was full for that event too)."""
+    fields = {"state": failed.state, "error_type": failed.error_type, "message": failed.message}
+    return FAILURE_LINE_PREFIX + json.dumps(fields, sort_keys=True)
+
+
+def find_failure_line(text: str) -> Optional[Failed]:
+    """The failure the last well-formed :func:`failure_line` in ``text`` reports (no traceback), if any."""
+    for line in reversed(text.splitlines()):
+        if not line.startswith(FAILURE_LINE_PREFIX):
+            continue
+        try:
+            fields = json.loads(line[len(FAILURE_LINE_PREFIX) :])
+            return Failed(str(fields["error_type"]), str(fields["message"]), "", str(fields["state"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # cut short or garbled: an earlier line may still be whole
+    return None
 
 
 def read_events(paths: AttemptPaths, after_seq: int = 0) -> list[JournalEvent]:

@@ -14,6 +14,7 @@ from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR, OrchHome
 
 PROFILES_DIR = CONFIGS_DIR / "cluster"
+RESULTS_UMASKS = {"private": 0o077, "group": 0o027}
 
 
 @dataclass
@@ -54,6 +55,14 @@ class ClusterProfile:
     container: ContainerRuntime = field(default_factory=ContainerRuntime)
     signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
     lost_after_s: float = 600.0  # a job the scheduler does not know, silent this long, is LOST
+    # Who may read what runs write (spec, checkpoints, shards, journals, logs): "private" (files
+    # 0600, folders 0700: the owner only, like the registry) or "group" (0640/0750: a lab that
+    # shares results through a common Unix group). Applied as the umask of submit and of the jobs.
+    results_access: str = "private"
+
+    @property
+    def results_umask(self) -> int:
+        return RESULTS_UMASKS[self.results_access]
 
     def results_path(self, home: OrchHome) -> Path:
         return Path(self.results_root).expanduser().absolute() if self.results_root else home.default_results_root
@@ -81,4 +90,7 @@ def _parse_profile(path: Path, _mtime_ns: int) -> ClusterProfile:
     except OmegaConfBaseException as error:
         key = str(getattr(error, "full_key", "") or "(file)")
         raise SpecError(str(path), key, "invalid profile", str(error).splitlines()[0], "the fields of ClusterProfile in orchestrator/profiles.py") from None
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    if profile.results_access not in RESULTS_UMASKS:
+        raise SpecError(str(path), "results_access", "unknown access mode", profile.results_access, " or ".join(RESULTS_UMASKS))
+    return profile

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from itertools import groupby
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobs import faults
 from jobs.atomic import publish_text
 from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
@@ -40,8 +45,11 @@ class SubmissionReport:
 
 @dataclass(frozen=True)
 class PreparedAttempt:
+    """A committed attempt, ready for the scheduler (plain values: its session has ended)."""
+
     attempt_id: int
     executor: str
+    array_name: str  # "<submission>.<group>": the job name that finds the array again
     request: AttemptRequest
     spec: RunSpec
     profile: ClusterProfile
@@ -80,53 +88,122 @@ def record_sweep(session: Session, plan: SweepPlan) -> list[Run]:
 
 
 def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> SubmissionReport:
-    """Record the sweep and submit its runs that are neither completed nor active."""
+    """Record the sweep and submit its runs that are neither completed nor active.
+
+    Recording the runs and creating their attempts is one transaction: a submit killed at any
+    point leaves either nothing or runs with attempts, never runs that nothing will submit.
+    """
     sync(engine)
-    report = SubmissionReport()
-    with Session(engine) as session, session.begin():
+
+    def record_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
         scheduled = [item.run for item in schedule_plan(session, plan)]
         runs = record_sweep(session, replace(plan, runs=scheduled))
-        for run in runs:
-            if run.state == RunState.COMPLETED or run.state in RunState.ACTIVE:
-                report.skipped[run.id] = run.state
-        to_submit = [run.id for run in runs if run.id not in report.skipped]
-    report.submitted = submit_runs(engine, home, to_submit, executor)
+        return _prepare_submission(session, home, runs, executor, submittable=lambda state: state not in _NOT_SUBMITTED)
+
+    return _submit(engine, home, record_and_prepare)
+
+
+def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
+    """Re-submit the named runs whose last attempt failed, timed out, was cancelled or is lost,
+    and runs that were recorded but never submitted (PLANNED)."""
+    sync(engine)
+
+    def select_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
+        runs = resolve_targets(session, targets)
+        return _prepare_submission(session, home, runs, executor, submittable=lambda state: state in _RESUMABLE)
+
+    return _submit(engine, home, select_and_prepare)
+
+
+_NOT_SUBMITTED = (RunState.COMPLETED, *RunState.ACTIVE)
+_RESUMABLE = (RunState.PLANNED, *RunState.RESUMABLE)
+Preparation = Callable[[Session], tuple["SubmissionReport", list[list[PreparedAttempt]]]]
+
+
+def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionReport:
+    """Commit the attempts ``prepare`` creates (intent first), then hand them to the scheduler.
+
+    The transaction holds the registry's write lock (SQLite ``BEGIN IMMEDIATE``), so a concurrent
+    submit waits and then sees these runs active. Where the database lets two transactions run
+    side by side (PostgreSQL), the one-active-attempt index refuses the loser, which tries once
+    more and then finds the runs active: a run is never submitted twice.
+    """
+    for last_try in (False, True):
+        try:
+            with Session(engine) as session, session.begin():
+                report, groups = prepare(session)
+            break
+        except IntegrityError:
+            if last_try:
+                raise UserError("another orch command kept changing the same runs; accepted: run this command again") from None
+    faults.reached("submit.committed")
+    report.submitted = [item.request.run_id for group in groups for item in group]
+    for group in groups:
+        _launch(engine, home, group)
     sync(engine)  # what finished already (the debug executor runs jobs inside submit)
     return report
 
 
-def submit_runs(engine: Engine, home: OrchHome, run_ids: Sequence[str], executor: Optional[str]) -> list[str]:
-    """A new attempt for each run, submitted as one array per group of equal executor and resources.
-
-    The attempts are committed before the scheduler is called (intent first): if this process dies
-    in between, sync finds the jobs by their name or marks the attempts lost; never submits twice.
-    """
-    if not run_ids:
-        return []
+def _prepare_submission(
+    session: Session, home: OrchHome, runs: Sequence[Run], executor: Optional[str], submittable: Callable[[str], bool]
+) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
+    """A new attempt (flushed, in ``session``'s transaction) for each run whose state allows it."""
+    report = SubmissionReport(skipped={run.id: run.state for run in runs if not submittable(run.state)})
+    to_submit = [run for run in runs if submittable(run.state)]
+    if not to_submit:
+        return report, []
     submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    targets = [_attempt_target(home, run) for run in to_submit]  # every image checked before anything is written
+    attempts = [_add_attempt(session, run, target, executor, submission_id) for run, target in zip(to_submit, targets)]
+    session.flush()  # the one-active-attempt index speaks here, before any file is written
+    by_array = sorted(zip(attempts, targets), key=_array_key)
+    groups = []
+    for number, (_, grouped) in enumerate(groupby(by_array, key=_array_key)):
+        members = list(grouped)
+        group = [_prepared(attempt, target, f"{submission_id}.{number}", position) for position, (attempt, target) in enumerate(members)]
+        with results_umask(group[0].profile):
+            for attempt, target in members:
+                publish_text(target.paths.spec_file, spec_to_yaml(target.spec))
+        groups.append(group)
+    return report, groups
+
+
+def _prepared(attempt: Attempt, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
+    """Each attempt's array and position in it, recorded before sbatch."""
+    attempt.submission_id, attempt.array_task = array_name, position
+    request = AttemptRequest(attempt.run_id, str(target.paths.run_dir), attempt.key, umask=target.profile.results_umask)
+    return PreparedAttempt(attempt.id, attempt.executor, array_name, request, target.spec, target.profile)
+
+
+def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> None:
+    """Submit one array and record its job ids (the attempts are committed already)."""
+    faults.reached("submit.scheduler")
+    with results_umask(group[0].profile):
+        handles = get_backend(group[0].executor).submit(_array_of(group, home))
     with Session(engine) as session, session.begin():
-        prepared = [_prepare_attempt(session, home, session.get_one(Run, run_id), executor, submission_id) for run_id in run_ids]
-        groups = [list(items) for _, items in groupby(sorted(prepared, key=_array_key), key=_array_key)]
-        for number, group in enumerate(groups):  # each attempt's array and position in it, before sbatch
-            for position, item in enumerate(group):
-                attempt = session.get_one(Attempt, item.attempt_id)
-                attempt.submission_id, attempt.array_task = f"{submission_id}.{number}", position
-    for number, group in enumerate(groups):
-        handles = get_backend(group[0].executor).submit(_array_of(group, home, submission_id, f"{submission_id}.{number}"))
-        with Session(engine) as session, session.begin():
-            for item, handle in zip(group, handles):
-                attempt = session.get_one(Attempt, item.attempt_id)
-                attempt.job_id, attempt.array_task = handle.job_id, handle.array_task
-                attempt.stdout_path, attempt.stderr_path = handle.stdout_path or None, handle.stderr_path or None
-    return [item.request.run_id for item in prepared]
+        for item, handle in zip(group, handles):
+            attempt = session.get_one(Attempt, item.attempt_id)
+            attempt.job_id, attempt.array_task = handle.job_id, handle.array_task
+            attempt.stdout_path, attempt.stderr_path = handle.stdout_path or None, handle.stderr_path or None
 
 
-def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str, array_name: str) -> ArraySubmission:
+@contextlib.contextmanager
+def results_umask(profile: ClusterProfile) -> Iterator[None]:
+    """Files and folders of runs (spec, logs, and the jobs this process starts) get the profile's modes."""
+    previous = os.umask(profile.results_umask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
     first = group[0]
+    array_name = first.array_name
     return ArraySubmission(
         requests=[item.request for item in group],
         resources=first.spec.resources,
-        folder=first.profile.results_path(home) / "submitit" / submission_id,
+        folder=first.profile.results_path(home) / "submitit" / array_name.rpartition(".")[0],
         max_parallel=first.profile.max_parallel,
         name=array_name,
         launcher=launcher_argv(first.spec, first.profile, home),
@@ -135,39 +212,52 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome, submission_id: str, 
     )
 
 
-def _array_key(item: PreparedAttempt) -> str:
+def _array_key(pair: tuple[Attempt, AttemptTarget]) -> str:
     """Runs share an array when they share an executor, a cluster profile, resources and an image."""
-    return json.dumps([item.executor, item.profile.name, dataclasses.asdict(item.spec.resources), item.spec.container.image], sort_keys=True)
+    attempt, target = pair
+    return json.dumps([attempt.executor, target.profile.name, dataclasses.asdict(target.spec.resources), target.spec.container.image], sort_keys=True)
 
 
-def _prepare_attempt(session: Session, home: OrchHome, run: Run, executor: Optional[str], submission_id: str) -> PreparedAttempt:
+@dataclass(frozen=True)
+class AttemptTarget:
+    """Where and how a run's next attempt runs: resolved, and its image checked, before any write."""
+
+    spec: RunSpec
+    profile: ClusterProfile
+    paths: RunPaths
+    image_sha256: Optional[str]
+
+
+def _attempt_target(home: OrchHome, run: Run) -> AttemptTarget:
     spec = spec_from_yaml(run.spec_yaml)
     profile = load_profile(spec.cluster)
     if spec.data.root is None and profile.data_root is not None:
         spec = replace(spec, data=replace(spec.data, root=profile.data_root))
-    digest = _image_digest(spec, profile, home)  # before anything is written: a missing image is bad input
-    paths = RunPaths.under(profile.results_path(home), run.id)
-    publish_text(paths.spec_file, spec_to_yaml(spec))
+    digest = _image_digest(spec, profile, home)  # a missing image is bad input: found before anything is written
+    return AttemptTarget(spec, profile, RunPaths.under(profile.results_path(home), run.id), digest)
+
+
+def _add_attempt(session: Session, run: Run, target: AttemptTarget, executor: Optional[str], submission_id: str) -> Attempt:
     number = len(run.attempts) + 1
     key = f"{number:03d}-{secrets.token_hex(4)}"
     attempt = Attempt(
         run=run,
         number=number,
         key=key,
-        executor=executor or profile.executor,
+        executor=executor or target.profile.executor,
         submission_id=submission_id,
         state=RunState.PENDING,
         submitted_time=time.time(),
-        journal_dir=str(paths.attempt(key).root),
+        journal_dir=str(target.paths.attempt(key).root),
         journal_seq=0,
         requeues=0,
-        image_sha256=digest,
+        image_sha256=target.image_sha256,
+        submitter=f"{socket.gethostname()}:{os.getpid()}",
     )
     session.add(attempt)
-    session.flush()
-    run.run_dir = str(paths.run_dir)
+    run.run_dir = str(target.paths.run_dir)
     run.state = RunState.PENDING
-    return PreparedAttempt(attempt.id, attempt.executor, AttemptRequest(run.id, str(paths.run_dir), key), spec, profile)
+    return attempt
 
 
 def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Optional[str]:
@@ -197,19 +287,6 @@ def find_run(session: Session, id_prefix: str) -> Run:
     if not matches:
         raise UserError(f"no sweep or run matches {id_prefix!r}; accepted: a sweep name ({sweeps}) or a run id (prefix)")
     raise UserError(f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); accepted: a longer prefix")
-
-
-def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
-    """Re-submit the named runs whose last attempt failed, timed out, was cancelled or is lost."""
-    sync(engine)
-    report = SubmissionReport()
-    with Session(engine) as session, session.begin():
-        runs = resolve_targets(session, targets)
-        resumable = [run.id for run in runs if run.state in RunState.RESUMABLE]
-        report.skipped = {run.id: run.state for run in runs if run.state not in RunState.RESUMABLE}
-    report.submitted = submit_runs(engine, home, resumable, executor)
-    sync(engine)
-    return report
 
 
 def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:

@@ -2,16 +2,19 @@
 
 Incremental (each attempt remembers the last event it ingested) and idempotent (rows are keyed
 by what they describe, values come verbatim from the journal): a second sync writes nothing.
-An attempt that has no final event while its process is gone becomes LOST.
+An attempt that has no final event while its process is gone becomes LOST, unless its job printed
+a failure line on stderr (``jobs.journal.failure_line``: the journal could not take the event).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,16 +29,19 @@ from jobs.journal import (
     Requeued,
     ShardWritten,
     Started,
+    find_failure_line,
     read_events,
     read_heartbeat,
 )
 from jobs.paths import AttemptPaths
 from jobs.spec import spec_from_yaml
 from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
+from orchestrator.executors.processes import submitter_alive
 from orchestrator.profiles import load_profile
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
 
 UPSERT_BATCH_ROWS = 1000
+STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
 
 
 @dataclass
@@ -51,7 +57,7 @@ def sync(engine: Engine) -> SyncReport:
         open_attempts = session.scalars(select(Attempt).where(Attempt.state.in_(RunState.ACTIVE))).all()
         for attempt in open_attempts:
             read_journal(session, attempt, report)
-        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
+        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE and not being_submitted(attempt)]
         for executor, attempts in by_executor(still_open).items():
             observations = get_backend(executor).observe([job_ref(attempt) for attempt in attempts])
             for attempt, observation in zip(attempts, observations):
@@ -87,11 +93,46 @@ def reconcile(session: Session, attempt: Attempt, observation: Observation, repo
         if observation.phase is Phase.ENDED:
             state = RunState.FAILED if observation.state == RunState.COMPLETED else observation.state
             reason = observation.reason if observation.state != RunState.COMPLETED else "the job exited without a final journal event"
-            _end(attempt, state or RunState.LOST, time.time(), observation.exit_code, reason)
+            _end_without_final_event(attempt, state or RunState.LOST, observation.exit_code, reason)
         elif time.time() - _last_sign_of_life(attempt) > lost_after_seconds(attempt):
-            _end(attempt, RunState.LOST, time.time(), None, observation.reason)
+            _end_without_final_event(attempt, RunState.LOST, None, observation.reason)
         if attempt.state == RunState.LOST:
             report.attempts_lost += 1
+
+
+def being_submitted(attempt: Attempt) -> bool:
+    """Committed, no job id recorded yet, and the orch process submitting it still runs (on
+    another login node: until it would count as lost). The scheduler knows nothing of it yet."""
+    if attempt.job_id is not None or attempt.pid is not None:
+        return False
+    if attempt.submitter is None or not submitter_alive(attempt.submitter):
+        return False
+    return time.time() - attempt.submitted_time < lost_after_seconds(attempt)
+
+
+def _end_without_final_event(attempt: Attempt, state: str, exit_code: Optional[int], reason: Optional[str]) -> None:
+    """End an attempt whose journal has no final event: as the failure its job printed last on
+    stderr when there is one (the journal could not take the event: a full disk), else as the
+    scheduler says."""
+    failed = read_failure_line(attempt.stderr_path)
+    if failed is not None:
+        state = failed.state if failed.state in (RunState.FAILED, RunState.TIMEOUT) else RunState.FAILED
+        exit_code, reason = exit_code or 1, f"{failed.error_type}: {failed.message}"
+    _end(attempt, state, time.time(), exit_code, reason)
+
+
+def read_failure_line(stderr_path: Optional[str]) -> Optional[Failed]:
+    """The failure line (``jobs.journal.failure_line``) in the last ``STDERR_TAIL_BYTES`` of a job's stderr."""
+    if not stderr_path:
+        return None  # not recorded (an attempt submitted before the logs were known)
+    try:
+        with open(stderr_path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - STDERR_TAIL_BYTES))
+            tail = handle.read()
+    except OSError:
+        return None  # no log (yet, or not from this host): nothing to add
+    return find_failure_line(tail.decode(errors="replace"))
 
 
 def job_ref(attempt: Attempt) -> JobRef:

@@ -89,16 +89,20 @@ def test_killed_job_resumes_to_bit_identical_result(tmp_path: Path) -> None:
     assert 0 < attempts[1]["start_step"] < STEPS  # continued from a checkpoint, not from scratch
 
     final_checkpoint = f"runs/{run_id}/checkpoints/step_{STEPS:09d}.safetensors"
-    crashed_tensors = load_file(crashed.home / "results" / final_checkpoint)
-    reference_tensors = load_file(reference.home / "results" / final_checkpoint)
-    assert crashed_tensors.keys() == reference_tensors.keys()
-    for name, tensor in reference_tensors.items():
-        assert crashed_tensors[name].dtype == tensor.dtype
-        assert crashed_tensors[name].view(-1).view(dtype=_bits(tensor)).equal(tensor.view(-1).view(dtype=_bits(tensor))), name
+    assert_bit_identical_checkpoints(crashed.home / "results" / final_checkpoint, reference.home / "results" / final_checkpoint)
 
     crashed_metrics, reference_metrics = metric_rows(crashed.registry, run_id), metric_rows(reference.registry, run_id)
     assert len(reference_metrics) >= 2 * STEPS  # train loss and accuracy at every step
     assert crashed_metrics == reference_metrics  # floats compared exactly
+
+
+def assert_bit_identical_checkpoints(checkpoint: Path, reference: Path) -> None:
+    """Both safetensors files hold the same tensors, bit for bit (NaN payloads included)."""
+    tensors, reference_tensors = load_file(checkpoint), load_file(reference)
+    assert tensors.keys() == reference_tensors.keys()
+    for name, tensor in reference_tensors.items():
+        assert tensors[name].dtype == tensor.dtype
+        assert tensors[name].view(-1).view(dtype=_bits(tensor)).equal(tensor.view(-1).view(dtype=_bits(tensor))), name
 
 
 def _bits(tensor):  # an integer dtype of the same width: compare bit patterns, NaN included

@@ -41,3 +41,12 @@ def process_tree(root_pid: int) -> list[int]:
         tree.append(pid)
         frontier.extend(sorted(children.get(pid, [])))
     return tree
+
+
+def submitter_alive(submitter: Optional[str]) -> bool:
+    """Whether the orch process ``"<host>:<pid>"`` that submits an attempt still runs; True when it
+    ran on another login node (this one cannot tell: the attempt's age decides there)."""
+    host, _, pid = (submitter or "").rpartition(":")
+    if not pid.isdigit():
+        return False
+    return not this_host(host) or process_alive(int(pid), "")

@@ -2,7 +2,10 @@
 
 SQLite runs with ``journal_mode=DELETE`` (a rollback journal, not WAL: the registry may sit on NFS,
 where WAL's shared memory does not work) and a busy timeout so that ``orch status --watch`` and a
-``submit --wait`` can share it. The schema comes from Alembic (``db/``) and is upgraded on open.
+``submit --wait`` can share it. Every transaction is ``BEGIN IMMEDIATE``: it takes the write lock
+when it starts, so two commands never interleave a read and a write (one waits for the other), and
+DDL is transactional too: the schema comes from Alembic (``db/``), upgraded on open in one
+transaction, so a process killed while creating or upgrading the registry leaves it as it was.
 """
 
 from __future__ import annotations
@@ -16,61 +19,123 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
+from jobs import faults
+from orchestrator.errors import UserError
 from orchestrator.home import MIGRATIONS_DIR, OrchHome
 
 BUSY_TIMEOUT_SECONDS = 60
 DB_URL_VARIABLE = "ORCH_DB_URL"
+ACCEPTED_URLS = "sqlite:////absolute/path/registry.sqlite or postgresql+psycopg://user@host/dbname"
 
 
-def registry_url(home: OrchHome) -> str:
-    return os.environ.get(DB_URL_VARIABLE) or f"sqlite:///{home.registry_file}"
-
-
-def registry_exists(home: OrchHome) -> bool:
-    return bool(os.environ.get(DB_URL_VARIABLE)) or home.registry_file.exists()
+def registry_url(home: OrchHome) -> URL:
+    """The registry's URL: ``ORCH_DB_URL`` if set, else ``<home>/registry.sqlite``."""
+    given = os.environ.get(DB_URL_VARIABLE)
+    if not given:
+        return make_url(f"sqlite:///{home.registry_file}")
+    try:
+        url = make_url(given)
+    except ArgumentError:
+        raise UserError(f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UserError(f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise UserError(f"{DB_URL_VARIABLE}: {_shown(url)} names no file (an in-memory registry forgets everything); accepted: {ACCEPTED_URLS}")
+    return url
 
 
 def open_registry(home: OrchHome) -> Engine:
     """An engine on the registry at the newest schema; creates the SQLite file (0600) if missing."""
-    url = make_url(registry_url(home))
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        _create_private_file(Path(url.database))
+    url = registry_url(home)
+    if _sqlite_file(url) is not None:
+        _create_private_file(_sqlite_file(url))  # type: ignore[arg-type]
     engine = _engine(url)
-    _upgrade_to_head(engine)
+    _upgrade_to_head(engine, url)
     return engine
 
 
 def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
-    """For read-only commands (``plan``): never creates a registry that is not there."""
-    return open_registry(home) if registry_exists(home) else None
+    """For commands that only read: never creates a file, a folder or a schema that is not there."""
+    url = registry_url(home)
+    file = _sqlite_file(url)
+    if file is not None:
+        if not file.exists():
+            return None
+        if not file.is_file():
+            raise UserError(f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or a path where none exists yet)")
+        if file.stat().st_size == 0:
+            return None  # created by a submit that died before its first transaction committed
+    engine = _engine(url)
+    if file is None and not _has_schema(engine, url):
+        engine.dispose()
+        return None
+    _upgrade_to_head(engine, url)
+    return engine
+
+
+def _sqlite_file(url: URL) -> Optional[Path]:
+    return Path(url.database).expanduser().absolute() if url.get_backend_name() == "sqlite" and url.database else None
+
+
+def _shown(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
 
 
 def _create_private_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        if os.environ.get(DB_URL_VARIABLE):
+            raise UserError(f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder")
+        path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        if not path.is_file():
+            raise UserError(f"registry {path} is not a regular file; accepted: an SQLite file written by orch") from None
         return
     os.close(descriptor)
     os.chmod(path, 0o600)  # whatever the umask
 
 
 def _engine(url: URL) -> Engine:
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    try:
+        engine = create_engine(url, pool_pre_ping=True) if url.get_backend_name() != "sqlite" else _sqlite_engine(url)
+    except NoSuchModuleError:
+        raise UserError(f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}") from None
+    except ImportError as error:
+        raise UserError(f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}") from None
+    event.listen(engine, "before_cursor_execute", _statement_kill_point)
+    event.listen(engine, "commit", _commit_kill_point)
+    return engine
+
+
+def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # the driver begins nothing itself: see _begin
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=DELETE")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
+
+
+def _statement_kill_point(*_arguments: object) -> None:
+    faults.reached("sql")
+
+
+def _commit_kill_point(*_arguments: object) -> None:
+    faults.reached("commit")
 
 
 def _alembic_config() -> Config:
@@ -79,15 +144,42 @@ def _alembic_config() -> Config:
     return config
 
 
-def _upgrade_to_head(engine: Engine) -> None:
+def _has_schema(engine: Engine, url: URL) -> bool:
+    with _reachable(url):
+        with engine.connect() as connection:
+            return inspect(connection).has_table("alembic_version")
+
+
+def _upgrade_to_head(engine: Engine, url: URL) -> None:
+    """Bring the schema to the newest revision in one transaction (DDL included)."""
     config = _alembic_config()
     head = ScriptDirectory.from_config(config).get_current_head()
-    with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
-            return  # nothing to do: no write, the file stays byte-identical
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with _reachable(url):
+        with engine.connect() as connection:
+            if MigrationContext.configure(connection).get_current_revision() == head:
+                return  # nothing to do: no write, the file stays byte-identical
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+
+class _reachable:
+    """Turns 'cannot open / not a database' into a UserError naming the registry (never its password)."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> bool:
+        if not isinstance(error, DatabaseError):
+            return False
+        cause = str(getattr(error, "orig", error)).splitlines()[0][:300]
+        where = _sqlite_file(self.url) or _shown(self.url)
+        if isinstance(error, OperationalError) and "locked" in cause:
+            raise UserError(f"registry {where} is locked by another orch command ({cause}) for over {BUSY_TIMEOUT_SECONDS} s; accepted: retry once it ends") from None
+        raise UserError(f"registry {where} cannot be opened: {cause}; accepted: {ACCEPTED_URLS}, reachable, holding an orch registry") from None
 
 
 def _make_revision(message: str, home: OrchHome) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -32,6 +32,7 @@ class RunState:
     DEADLINE = "DEADLINE"
 
     ACTIVE = (PENDING, RUNNING)
+    ACTIVE_SQL = "state IN ('PENDING', 'RUNNING')"  # the partial index below: one active attempt per run
     RESUMABLE = (FAILED, TIMEOUT, CANCELLED, LOST, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE)
     ALL = (PLANNED, PENDING, RUNNING, COMPLETED, *RESUMABLE)
 
@@ -86,7 +87,15 @@ class Attempt(Base):
     """One execution try of a run."""
 
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("run_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "number"),
+        # At most one active attempt per run, whatever the timing of concurrent submits: the
+        # database refuses the second (SQLite and PostgreSQL both have partial unique indexes).
+        Index(
+            "uq_attempts_one_active_per_run", "run_id", unique=True,
+            sqlite_where=text(RunState.ACTIVE_SQL), postgresql_where=text(RunState.ACTIVE_SQL),
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
@@ -114,6 +123,9 @@ class Attempt(Base):
     stderr_path: Mapped[Optional[str]] = mapped_column(Text)
     provenance_json: Mapped[Optional[str]] = mapped_column(Text)
     image_sha256: Mapped[Optional[str]] = mapped_column(String(64))  # the container image it ran in
+    # "<host>:<pid>" of the orch process that committed the attempt: while it lives and no job id
+    # is recorded, the attempt is being submitted (not lost), whatever another command's sync sees.
+    submitter: Mapped[Optional[str]] = mapped_column(String(300))
 
     run: Mapped[Run] = relationship(back_populates="attempts")
 

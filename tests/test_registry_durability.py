@@ -1,0 +1,303 @@
+"""The registry survives kills during its creation and upgrades, concurrent submitters, and bad URLs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.home import MIGRATIONS_DIR, OrchHome
+from orchestrator.registry.engine import open_registry
+from orchestrator.registry.models import Attempt, Run, RunState
+from orchestrator.submit import record_sweep
+from orchestrator.sweep import load_sweep
+from tests.conftest import SWEEPS_DIR, Orch, write_sweep
+from tests.killpoints import KILLED, _context, run_orch, spread
+
+pytestmark = pytest.mark.subprocess
+
+TINY = SWEEPS_DIR / "tiny.yaml"
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()  # type: ignore[return-value]
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def revision_of(registry: Path) -> str | None:
+    with sqlite3.connect(registry) as connection:
+        rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    return rows[0][0] if rows else None
+
+
+def _open_in_child(home: str) -> None:
+    open_registry(OrchHome(Path(home)))
+
+
+def open_killed_at(home: Path, kill_at: str) -> int:
+    """Open (create or upgrade) the registry of ``home`` in a child killed at ``kill_at``."""
+    process = _context().Process(target=_killed_open, args=(str(home), kill_at))
+    process.start()
+    process.join(60)
+    return process.exitcode  # type: ignore[return-value]
+
+
+def _killed_open(home: str, kill_at: str) -> None:
+    os.environ["ORCH_KILL_AT"] = kill_at
+    _open_in_child(home)
+
+
+def statements_of_first_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    from jobs import faults
+
+    monkeypatch.setenv("ORCH_KILL_AT", "never:0")
+    before = faults.passes("sql")
+    open_registry(OrchHome(tmp_path / "counting"))
+    monkeypatch.delenv("ORCH_KILL_AT")
+    return faults.passes("sql") - before
+
+
+def test_a_kill_at_any_statement_of_the_first_creation_leaves_a_working_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = statements_of_first_creation(tmp_path, monkeypatch)
+    assert count >= 10  # the schema's DDL, the version row, the first read
+    for point in range(1, count + 1):
+        home = tmp_path / f"home-{point}"
+        home.mkdir()
+        (home / "registry.sqlite").touch(mode=0o600)  # as submit leaves it before the first transaction
+
+        assert open_killed_at(home, f"sql:{point}") == KILLED, f"statement {point} was not reached"
+        open_registry(OrchHome(home))  # the next command: rolls the hot journal back, migrates again
+
+        assert revision_of(home / "registry.sqlite") == head_revision(), point
+        assert not (home / "registry.sqlite-journal").exists()
+        Orch(home).ok("status")
+
+
+def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Path) -> None:
+    old_home = tmp_path / "old"
+    old_home.mkdir()
+    old_registry = old_home / "registry.sqlite"
+    engine = create_engine(f"sqlite:///{old_registry}")
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    with sqlite3.connect(old_registry) as connection:  # two active attempts of one run: what 0004 cleans up
+        connection.execute("INSERT INTO runs VALUES ('r1', '{}', 'x: 1', 'RUNNING', NULL, 10, 0, 0.0)")
+        for number in (1, 2):
+            connection.execute(
+                "INSERT INTO attempts (run_id, number, key, executor, submission_id, state, submitted_time, journal_dir, journal_seq, requeues) "
+                f"VALUES ('r1', {number}, 'k{number}', 'local', 's', 'RUNNING', 0.0, '/nonexistent', 0, 0)"
+            )
+    pristine = old_registry.read_bytes()
+    upgrade_statements = 0
+    for point in range(1, 40):
+        old_registry.write_bytes(pristine)
+        if open_killed_at(old_home, f"sql:{point}") != KILLED:
+            break  # the whole upgrade ran before this statement
+        upgrade_statements += 1
+        assert revision_of(old_registry) in ("0003", head_revision())
+        with sqlite3.connect(old_registry) as connection:  # rolls back the hot journal
+            assert connection.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2
+    assert upgrade_statements >= 3
+
+    open_registry(OrchHome(old_home))
+    assert revision_of(old_registry) == head_revision()
+    with sqlite3.connect(old_registry) as connection:
+        states = connection.execute("SELECT number, state, reason FROM attempts ORDER BY number").fetchall()
+    assert [state for _, state, _ in states] == ["LOST", "RUNNING"]
+    assert "superseded" in states[0][2]
+
+
+def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> None:
+    orch.ok("submit", TINY, "--executor", "debug")
+    engine = open_registry(OrchHome(orch.home))
+    with Session(engine) as session, session.begin():
+        run_id = session.scalars(select(Run.id)).first()
+    for active in RunState.ACTIVE:
+        with pytest.raises(IntegrityError):
+            with Session(engine) as session, session.begin():
+                for number in (10, 11):
+                    session.add(Attempt(run_id=run_id, number=number, key=f"{active}-{number}", executor="debug", submission_id="x",
+                                        state=active, submitted_time=0.0, journal_dir="/x", journal_seq=0, requeues=0))  # fmt: skip
+
+
+SHARED_BASE = """
+include: [problems/digits_mlp.yaml]
+base:
+  model: {hidden: [16]}
+  training: {steps: 20, checkpoint_every: 10, eval_every: 10}
+"""
+
+
+def _start_together(home: Path, sweeps: list[Path]) -> list[int]:
+    from tests.killpoints import _child
+
+    processes = [
+        _context().Process(target=_child, args=(["--home", str(home), "submit", str(sweep), "--executor", "debug"], "never:0", {}, str(home.parent / f".p{i}")))
+        for i, sweep in enumerate(sweeps)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(300)
+    return [process.exitcode for process in processes]  # type: ignore[misc]
+
+
+def attempts_per_run(registry: Path) -> dict[str, int]:
+    with sqlite3.connect(registry) as connection:
+        return dict(connection.execute("SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = runs.id GROUP BY runs.id"))
+
+
+@pytest.mark.parametrize("round_number", range(3))
+def test_concurrent_submits_of_sweeps_sharing_a_run_run_it_once(tmp_path: Path, round_number: int) -> None:
+    first = write_sweep(tmp_path, "first", "name: first" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.2]}\n")
+    second = write_sweep(tmp_path, "second", "name: second" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.3]}\n")
+    home = tmp_path / "home"
+
+    assert _start_together(home, [first, second]) == [0, 0]
+
+    counts = attempts_per_run(home / "registry.sqlite")
+    assert len(counts) == 3
+    assert set(counts.values()) == {1}, counts
+    states = {run["id"]: run["state"] for run in Orch(home).ok("runs", "--json").json()}
+    assert set(states.values()) == {"COMPLETED"}
+
+
+def test_the_same_sweep_submitted_twice_at_once_runs_each_run_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    assert _start_together(home, [TINY, TINY]) == [0, 0]
+
+    assert attempts_per_run(home / "registry.sqlite") and set(attempts_per_run(home / "registry.sqlite").values()) == {1}
+
+
+def test_resume_submits_runs_a_dead_submit_left_planned(orch: Orch) -> None:
+    engine = open_registry(OrchHome(orch.home))
+    from jobs.catalog import known_names
+
+    with Session(engine) as session, session.begin():  # what submits before this fix could leave
+        record_sweep(session, load_sweep(TINY, known_names()))
+
+    result = orch("resume", "tiny", "--executor", "debug", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert len(result.json()["submitted"]) == 2
+    assert {run["state"] for run in orch.ok("runs", "--json").json()} == {"COMPLETED"}
+
+
+def test_a_kill_between_commit_and_scheduler_is_recovered_by_the_next_submit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for point in ("submit.committed:1", "submit.scheduler:1"):
+        assert run_orch(home, ["submit", TINY, "--executor", "local"], kill_at=point).exit_code == KILLED
+        states = Orch(home).ok("runs", "--json").json()
+        assert {run["state"] for run in states} == {"LOST"}  # no job exists: sync says so at once
+        Orch(home).ok("submit", TINY, "--executor", "debug")
+        assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
+        Orch(home).ok("status")
+        home = tmp_path / "home2"
+
+
+# -- ORCH_DB_URL -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("garbage", "not a database URL"),
+        ("://", "not a database URL"),
+        ("mysql://root:hunter2@localhost/db", "unsupported database 'mysql'"),
+        ("oracle+cx_oracle://u:hunter2@h/db", "unsupported database 'oracle'"),
+        ("postgresql+nosuchdriver://u:hunter2@h/db", "no SQLAlchemy dialect"),
+        ("postgresql+pg8000://u:hunter2@localhost:1/db", "not installed"),
+        ("sqlite://", "names no file"),
+        ("sqlite:///:memory:", "names no file"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["runs"], ["submit", str(TINY), "--executor", "debug"]])
+def test_a_bad_db_url_is_bad_input_and_never_echoes_a_password(orch: Orch, monkeypatch: pytest.MonkeyPatch, url: str, fragment: str, command: list[str]) -> None:
+    monkeypatch.setenv("ORCH_DB_URL", url)
+
+    result = orch(*command)
+
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("orch: error: ORCH_DB_URL")
+    assert fragment in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_db_url_to_a_file_that_is_not_a_database(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("these are my notes, not a registry\n" * 50)
+    monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{not_a_database}")
+    before = not_a_database.read_bytes()
+
+    for command in (["status"], ["submit", str(TINY), "--executor", "debug"]):
+        result = orch(*command)
+        assert result.exit_code == 2
+        assert f"registry {not_a_database} cannot be opened: file is not a database" in result.stderr
+    assert not_a_database.read_bytes() == before
+
+
+def test_a_db_url_to_a_folder(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{tmp_path}")
+
+    for command in (["status"], ["submit", str(TINY), "--executor", "debug"]):
+        result = orch(*command)
+        assert result.exit_code == 2
+        assert "is not a regular file" in result.stderr
+
+
+def test_read_only_commands_with_a_url_to_a_missing_folder_create_nothing(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "missing" / "deeper"
+    monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{missing}/registry.sqlite")
+
+    for command in (["status", "--json"], ["runs", "--json"], ["sync", "--json"], ["export", "--json"]):
+        result = orch(*command)
+        assert result.exit_code == 0, result.stderr
+    assert orch("plan", TINY).exit_code == 0
+    assert not (tmp_path / "missing").exists()
+    assert not orch.home.exists()
+
+    result = orch("submit", TINY, "--executor", "debug")  # writing commands say where the folder is missing
+    assert result.exit_code == 2
+    assert f"folder {missing} does not exist" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_fresh_home_created_by_submit_is_private(orch: Orch) -> None:
+    orch.ok("submit", TINY, "--executor", "debug")
+
+    assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600
+    assert revision_of(orch.registry) == head_revision()
+
+
+def test_an_empty_registry_file_is_no_registry_for_readers(orch: Orch) -> None:
+    orch.home.mkdir()
+    orch.registry.touch(mode=0o600)  # a submit killed before its first transaction
+
+    assert orch.ok("status", "--json").json() == []
+    assert orch.registry.read_bytes() == b""
+    orch.ok("submit", TINY, "--executor", "debug")
+    assert {run["state"] for run in orch.ok("runs", "--json").json()} == {"COMPLETED"}
+
+
+def test_spread_picks_distinct_points_first_and_last() -> None:
+    assert spread(100, 5) == [1, 26, 51, 75, 100]
+    assert spread(3, 20) == [1, 2, 3]
