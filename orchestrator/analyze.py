@@ -10,6 +10,8 @@ whole selection into ``--out`` (default ``<home>/analyses``), grouped by ``--gro
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import secrets
 import shlex
 import sys
@@ -27,10 +29,12 @@ from jobs.paths import RunPaths
 from jobs.spec import spec_from_yaml
 from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError
+from orchestrator.executors.local import streams_detached
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
-from orchestrator.resources import ResourceProblem, resolve_resources
 from orchestrator.registry.models import Run
+from orchestrator.resources import ResourceProblem, resolve_resources
+from orchestrator.safe_output import check_output_folder
 from orchestrator.submit import resolve_targets
 from orchestrator.sweep import SEED_KEY
 from orchestrator.views import WhereClause, flat_spec, matches_where, metric_series, run_row, select_runs, swept_values
@@ -53,8 +57,8 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         value = getattr(arguments, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value} is not allowed; accepted: an integer >= 1")
-    if arguments.window <= 0 or arguments.pal_mu <= 0 or min(arguments.sgd_lr) <= 0:
-        raise UserError("--window, --pal-mu and --sgd-lr must be positive; accepted: numbers > 0")
+    if not all(math.isfinite(value) and value > 0 for value in (arguments.window, arguments.pal_mu, *arguments.sgd_lr)):
+        raise UserError(f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: not all finite and positive; accepted: finite numbers > 0")
     if min(arguments.batch_sizes) < 1:
         raise UserError(f"--batch-sizes {arguments.batch_sizes} is not allowed; accepted: integers >= 1")
     return AnalysisOptions(
@@ -62,6 +66,17 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         stride=arguments.stride, block=arguments.block, kernel=arguments.kernel, sgd_learning_rates=tuple(arguments.sgd_lr), pal_measuring_step=arguments.pal_mu,
         batch_sizes=tuple(arguments.batch_sizes), steps_per_epoch=arguments.steps_per_epoch,
     )  # fmt: skip
+
+
+def check_out_folder(out: Path | None, home: OrchHome) -> None:
+    """``--out``: a folder (or a new one in an existing folder), not inside the home but for its
+    analyses folder (the default of sweep views)."""
+    if out is not None:
+        check_output_folder("--out", out, [home.root], allowed=[default_sweep_folder(home)])
+
+
+def default_sweep_folder(home: OrchHome) -> Path:
+    return home.root / "analyses"
 
 
 def selected_runs(session: Session, targets: Sequence[str], where: Sequence[WhereClause]) -> list[Run]:
@@ -97,8 +112,11 @@ def submitted_analyses(runs: Sequence[Run], jobs: Sequence[AnalysisJob], executo
         except ResourceProblem as problem:
             raise UserError(f"an analysis job of run {run.id} does not fit cluster {profile.name}: {problem.found}; accepted: {problem.accepted}") from None
         launcher = launcher_argv(replace(spec, resources=resources), profile, home)
-        executor = analysis_executor(executor_name, profile.results_path(home) / "submitit" / submission, launcher, resources, profile, submission)
-        submitted.append(executor.submit(job))
+        folder = profile.results_path(home) / "submitit" / submission
+        executor = analysis_executor(executor_name, folder, launcher, resources, profile, submission)
+        # a local job must not hold orch's stdout (orch analyze … | cat would wait for it)
+        with streams_detached(folder / "controller.log") if executor_name == "local" else contextlib.nullcontext():
+            submitted.append(executor.submit(job))
     return [AnalysisReport(job.run.run_id, job.name, read_report(Path(handle.result()))) for job, handle in zip(jobs, submitted)]
 
 
@@ -129,7 +147,7 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
         related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
         raise UserError(f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec keys, e.g. {', '.join(related)}")
     selection = "+".join(arguments.targets) or "where"
-    out_dir = arguments.out or home.root / "analyses"
+    out_dir = arguments.out or default_sweep_folder(home)
     collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
     title = f"{selection}: {len(runs)} runs grouped by {', '.join(keys) or '(nothing)'}"
     if arguments.figure == "curves":

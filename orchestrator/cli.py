@@ -1,7 +1,16 @@
 """``orch``: plan, submit, watch, query and resume sweeps from the login node.
 
-Every command that reports something takes ``--json``. Bad input exits with status 2 and a message
-naming what was wrong, where, and what would be accepted; it is detected before anything is written.
+Every command that reports something takes ``--json``. Exit status:
+
+- 0: done (also when the reader of orch's output went away early, ``orch runs | head``: orch stops
+  writing and exits quietly; a command that was reporting bad input keeps its 2);
+- 1: a run did not complete (``--wait``), a check failed (``container check``), or an internal
+  error, a bug in orch, reported in one paragraph with the exception and where to report it;
+- 2: bad input, or an environment problem (permission denied, disk full, read-only file system,
+  a registry that is locked or not a registry): one line ``orch: error: …`` naming what was wrong,
+  where, and what would be accepted. Bad input is detected before anything is written.
+
+Ctrl-C stops a command with 130, as shells expect.
 """
 
 from __future__ import annotations
@@ -10,30 +19,35 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
+import os
 import sys
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import yaml
+from alembic.util.exc import CommandError as MigrationError
 from rich.console import Group
 from rich.live import Live
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
-from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from orchestrator import output
-from orchestrator.errors import BAD_INPUT_EXIT, UserError
+from orchestrator.errors import BAD_INPUT_EXIT, SpecError, UserError
 from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
 from orchestrator.home import OrchHome
-from orchestrator.registry.engine import open_registry, open_registry_if_exists
+from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_url
 from orchestrator.registry.models import Attempt, Run, RunState
+from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
 from orchestrator.sweep import SweepPlan, load_sweep
 from orchestrator.sync import sync
 from orchestrator.views import (
@@ -44,6 +58,7 @@ from orchestrator.views import (
     select_runs,
     shard_row,
     show_view,
+    shown,
     status_view,
     swept_values,
 )
@@ -51,22 +66,129 @@ from orchestrator import submit as submission
 from orchestrator.wait import wait_for_runs
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
+STDOUT_PATH = Path("-")  # --out -: standard output
 SOME_RUNS_FAILED_EXIT = 1
 CHECK_FAILED_EXIT = 1
+INTERNAL_ERROR_EXIT = 1
+READER_GONE_EXIT = 0
+INTERRUPTED_EXIT = 130
+TRACEBACK_VARIABLE = "ORCH_TRACEBACK"  # set: an internal error shows its full traceback
 
 Handler = Callable[[argparse.Namespace, OrchHome], int]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    """Run one ``orch`` command; returns its exit status (see the module's docstring)."""
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # here, not in the interpreter's exit, so that a closed pipe is caught
+    except BrokenPipeError:
+        _stop_writing()
+        return READER_GONE_EXIT
+    return status
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    try:
+        arguments = build_parser().parse_args(argv)
+    except SystemExit:  # --help (0) or a usage error (2), as argparse does it
+        sys.stdout.flush()  # --help's text: a closed pipe shows here, not in the interpreter's exit
+        raise
     home = OrchHome.resolve(arguments.home)
     try:
         return arguments.handler(arguments, home)
     except UserError as error:
-        print(f"orch: error: {error}", file=sys.stderr)
-        return BAD_INPUT_EXIT
+        return _fail(f"orch: error: {error}", BAD_INPUT_EXIT)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_EXIT
+    except BrokenPipeError:
+        raise  # the reader went away: main's business
+    except Exception as error:  # noqa: BLE001 - turned into one message; a bug stays visible as one
+        problem = environment_problem(error, home)
+        if problem is not None:
+            return _fail(f"orch: error: {problem}", BAD_INPUT_EXIT)
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        return _fail(internal_error_message(error), INTERNAL_ERROR_EXIT)
+
+
+def _fail(message: str, status: int) -> int:
+    try:
+        print(message, file=sys.stderr)
+    except BrokenPipeError:  # nobody reads stderr either; the status still says what happened
+        _stop_writing()
+    return status
+
+
+def _stop_writing() -> None:
+    """Point stdout and stderr at /dev/null: their reader has gone, and the interpreter's last flush
+    of what is still buffered must not fail a second time (Python's documented SIGPIPE recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):  # not a file (captured in a test), or closed
+                continue
+    finally:
+        os.close(devnull)
+
+
+# What to do about an operating-system error that comes from the machine, not from orch's code.
+ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "a path you may write (check its permissions), or another --home/--out",
+    errno.EPERM: "a path you may write (check its permissions), or another --home/--out",
+    errno.ENOSPC: "free space on that file system, or another --home/--out",
+    errno.EDQUOT: "free space within your disk quota, or another --home/--out",
+    errno.EROFS: "a writable file system for --home/--out",
+    errno.EIO: "a working file system (an I/O error: check the disk or the network mount)",
+    errno.ENAMETOOLONG: "a shorter path",
+    errno.ELOOP: "a path without a loop of symbolic links",
+}
+
+
+def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
+    """One line for an error of the environment (file system, registry), or None for anything else."""
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+        where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None) or "a file"
+        return f"{where}: {error.strerror}; accepted: {ENVIRONMENT_ERRNOS[error.errno]}"
+    if isinstance(error, OperationalError) or type(error) is DatabaseError:
+        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
+        return f"registry {registry_location(home)}: {reason}; accepted: {registry_advice(reason)}"
+    if isinstance(error, MigrationError):
+        return f"registry {registry_location(home)}: {error}; accepted: a registry of this orch's schema (one a newer orch upgraded needs that orch), or another --home"
+    return None
+
+
+def registry_location(home: OrchHome) -> str:
+    try:
+        url = registry_url(home)
+    except UserError:  # a malformed $ORCH_DB_URL
+        return f"${DB_URL_VARIABLE}"
+    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string(hide_password=True)
+
+
+def registry_advice(reason: str) -> str:
+    advice = {
+        "locked": "a registry no other orch command is writing: retry when it has finished",
+        "full": "free space on the registry's file system, or another --home",
+        "readonly": "a registry on a writable file system that you may write, or another --home",
+        "unable to open": "a --home folder that exists and that you may write",
+        "not a database": "an orch registry: this file is something else or damaged (restore it from a backup)",
+        "malformed": "an intact registry: restore it from a backup",
+    }
+    return next((text for fragment, text in advice.items() if fragment in reason), "a working file system for the registry, or another --home")
+
+
+def internal_error_message(error: Exception) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    message = " ".join(str(error).split())
+    return (
+        f"orch: internal error: {type(error).__name__}: {message}{where}. This is a bug in orch, not in what you typed: "
+        f"please report it to the maintainers of this repository with the command you ran and this message "
+        f"(set {TRACEBACK_VARIABLE}=1 to print the full traceback)."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     plan = command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing")
-    plan.add_argument("file", type=Path)
+    plan.add_argument("file", type=path_argument)
 
     submit = command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active")
-    submit.add_argument("file", type=Path)
+    submit.add_argument("file", type=path_argument)
     _executor_options(submit)
 
     status = command("status", cmd_status, "runs per state per sweep; step and ETA of active runs")
@@ -95,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = command("runs", cmd_runs, "list runs")
     runs.add_argument("--sweep")
     runs.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
-    runs.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted spec key equals a YAML value (repeatable)")
+    runs.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted run-spec key (probes[0].every: one probe's) equals a YAML value (repeatable)")
 
     show = command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics")
     show.add_argument("run", help="run id or a unique prefix")
@@ -124,14 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics")
     export.add_argument("--sweep")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
-    export.add_argument("--out", type=Path, help="file to write (required for parquet; default: stdout)")
+    export.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
 
     data = commands.add_parser("data", help="stage data sets (jobs never download)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     fetch = data_commands.add_parser("fetch", help="download a data set with torchvision into a data root (needs internet)")
     fetch.set_defaults(handler=cmd_data_fetch)
     fetch.add_argument("name", choices=VISION_DATASETS)
-    fetch.add_argument("--root", type=Path, required=True, help="the data root (a cluster profile's data_root)")
+    fetch.add_argument("--root", type=path_argument, required=True, help="the data root (a cluster profile's data_root)")
     fetch.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     container = commands.add_parser("container", help="the container runtime and image of a cluster profile")
@@ -140,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_container_check)
     check.add_argument("--json", action="store_true", help="print JSON instead of text")
     check.add_argument("--cluster", default="tcml", help="cluster profile (default: tcml)")
-    check.add_argument("--image", type=Path, help="image to check (default: the profile's container.image)")
+    check.add_argument("--image", type=path_argument, help="image to check (default: the profile's container.image)")
 
     curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
     curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
@@ -151,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 VISION_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")  # jobs.data.vision.SOURCES, without importing torch
+
+
+def path_argument(text: str) -> Path:
+    """A path from the command line: not empty (``Path("")`` would quietly mean the current folder),
+    ``~`` expanded."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; accepted: a file or folder path")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as error:  # ~nosuchuser
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {error}; accepted: a path, ~ for your home folder") from None
 
 
 def step_range(text: str) -> tuple[int, int]:
@@ -166,7 +299,7 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="only runs whose dotted spec key equals a YAML value (repeatable)")
     parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
     parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
-    parser.add_argument("--out", type=Path, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
+    parser.add_argument("--out", type=path_argument, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
     parser.add_argument("--format", choices=("png", "pdf"), default="png")
     parser.add_argument("--window", type=float, default=0.2, help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)")
     parser.add_argument("--stride", type=int, default=1, help="shape distance on every STRIDE-th line")
@@ -230,6 +363,7 @@ def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:
 
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     plan = read_sweep(arguments.file)  # validated before the registry is touched
+    require_home_folder(home)
     engine = open_registry(home)
     report = submission.submit_sweep(engine, home, plan, arguments.executor)
     return _report_submission(arguments, engine, report, f"sweep {plan.name}")
@@ -265,7 +399,7 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
         views = _status(engine, arguments.sweep)
         output.print_json(views) if arguments.json else output.console().print(*_status_tables(views))
         return 0
-    with Live(auto_refresh=False) as live:
+    with Live(auto_refresh=False, console=output.console()) as live:
         while True:
             views = _status(engine, arguments.sweep)
             live.update(Group(*_status_tables(views)), refresh=True)
@@ -367,6 +501,8 @@ def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_logs(arguments: argparse.Namespace, home: OrchHome) -> int:
+    if arguments.tail is not None and arguments.tail < 0:
+        raise UserError(f"--tail {arguments.tail}: a negative number of lines; accepted: an integer >= 0")
     engine = require_registry(home)
     with Session(engine) as session:
         run = submission.find_run(session, arguments.run)
@@ -418,8 +554,10 @@ def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
     export_format = "json" if arguments.json else arguments.format
-    if export_format == "parquet" and arguments.out is None:
+    to_stdout = arguments.out in (None, STDOUT_PATH)
+    if export_format == "parquet" and to_stdout:
         raise UserError("export --format parquet: --out FILE is required (parquet is binary); accepted: --out runs.parquet")
+    out = None if to_stdout else check_output_file("--out", arguments.out, protected_folders(home))
     engine = open_registry_if_exists(home)
     rows: list[dict[str, Any]] = []
     if engine is not None:
@@ -427,12 +565,26 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
         with Session(engine) as session:
             rows = export_rows(session, select_runs(session, arguments.sweep, None, []))
     encoded = encode_rows(rows, export_format)
-    if arguments.out is None:
+    if out is None:
         sys.stdout.write(encoded.decode())
     else:
-        publish_bytes(arguments.out, encoded)
-        print(f"wrote {len(rows)} runs to {arguments.out}", file=sys.stderr)
+        replace_file(out, encoded)
+        print(f"wrote {len(rows)} runs to {out}", file=sys.stderr)
     return 0
+
+
+def protected_folders(home: OrchHome) -> list[Path]:
+    """Folders whose contents orch owns, never a target of ``--out``: the home (registry, its journal,
+    cache, default results) and the results folder of each cluster profile."""
+    from orchestrator.profiles import load_profile, profile_names
+
+    folders = [home.root]
+    for name in profile_names():
+        try:
+            folders.append(load_profile(name).results_path(home))
+        except SpecError:  # a broken profile: the commands that use it report it
+            continue
+    return list(dict.fromkeys(folders))
 
 
 def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
@@ -458,11 +610,21 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     written = []
     with submitted_runs(home, arguments.targets) as (session, runs):
+        for run in runs:  # every figure's place is checked before the first is written
+            check_figure_path(run, RunPaths(Path(run.run_dir)).curves_png)
         for run in runs:
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
             written.append(str(plot_training_curves(metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png)))
     output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
     return 0
+
+
+def check_figure_path(run: Run, figure: Path) -> None:
+    """A figure goes into its run's folder, which must still be there; an existing figure is replaced."""
+    if not figure.parent.is_dir():
+        raise UserError(f"run {run.id}: its folder {figure.parent} does not exist (moved or deleted?); accepted: runs whose folder is in place")
+    if os.path.lexists(figure) and not figure.is_file():
+        raise UserError(f"run {run.id}: {figure} is {describe_kind(figure)}, not a regular file; accepted: a regular file or none (remove it)")
 
 
 @contextlib.contextmanager
@@ -475,8 +637,9 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
-    from orchestrator.analyze import analyze_runs, analyze_sweep, print_reports, selected_runs
+    from orchestrator.analyze import analyze_runs, analyze_sweep, check_out_folder, print_reports, selected_runs
 
+    check_out_folder(arguments.out, home)
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
@@ -495,8 +658,9 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
 def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.data.vision import fetch
 
+    root = check_output_folder("--root", arguments.root, protected_folders(home))
     try:
-        files = fetch(arguments.name, str(arguments.root.expanduser()))
+        files = fetch(arguments.name, str(root))
     except OSError as error:  # no network, no space, no permission
         raise UserError(f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable folder on a machine with internet access") from None
     output.print_json({"data_set": arguments.name, "files": list(map(str, files))}) if arguments.json else print("\n".join(map(str, files)))
@@ -505,8 +669,10 @@ def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator.containers import check_container
-    from orchestrator.profiles import load_profile
+    from orchestrator.profiles import load_profile, profile_names
 
+    if arguments.cluster not in profile_names():  # a name, not a path to some other YAML file
+        raise UserError(f"--cluster {shown(arguments.cluster)}: no such cluster profile; accepted: {', '.join(profile_names())}")
     profile = load_profile(arguments.cluster)
     image = arguments.image or (Path(profile.container.image).expanduser() if profile.container.image else None)
     report = check_container(profile, image, home.image_digest_cache)
@@ -524,7 +690,18 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
 def read_sweep(file: Path) -> SweepPlan:
     from jobs.catalog import known_names
 
+    if os.path.lexists(file) and not file.is_file():  # a folder, a device, a FIFO (reading it would block)
+        raise SpecError(str(file), "(file)", "not a regular file", describe_kind(file), "a YAML sweep file")
     return load_sweep(file, known_names())
+
+
+def require_home_folder(home: OrchHome) -> None:
+    """The home is a folder, or can become one: nothing but folders on the way to it."""
+    for folder in (home.root, *home.root.parents):
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                raise UserError(f"--home {home.root}: {folder} is {describe_kind(folder)}, not a folder; accepted: a folder (or a path where one can be created)")
+            return
 
 
 def require_registry(home: OrchHome) -> Engine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from typing import Any, Sequence
@@ -18,8 +19,17 @@ def print_json(payload: Any) -> None:
 PIPE_WIDTH = 200  # columns when stdout is not a terminal (logs, CI): wide tables stay one line per row
 
 
+class PipedConsole(Console):
+    """rich's console, except that a closed pipe (``orch status | head``) raises BrokenPipeError,
+    which ``orch``'s main handles for every command alike (rich's own handling exits with 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of orch's output went away")
+
+
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    return PipedConsole(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 MAX_SWEPT_COLUMNS = 6  # more swept keys (a per-optimizer ``grids`` sweep) share one "swept" column

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import functools
 import json
+import re
+import typing
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -16,22 +21,93 @@ from orchestrator.registry.models import Metric, Run, RunState, Shard, Sweep
 
 @dataclass(frozen=True)
 class WhereClause:
-    """``key=value`` from ``--where``: a dotted spec key and a YAML-typed value."""
+    """``key=value`` from ``--where``: a dotted run-spec key and a YAML-typed value."""
 
     key: str
     value: Any
 
     @classmethod
     def parse(cls, text: str) -> "WhereClause":
-        from orchestrator.errors import UserError
-
-        key, separator, value = text.partition("=")
+        """The clause, or argparse's usage error (exit 2) naming what is wrong and what is accepted."""
+        key, separator, value_text = text.partition("=")
+        key = key.strip()
         if not separator or not key:
-            raise UserError(f"--where {text!r}: expected KEY=VALUE with a dotted spec key, e.g. optimizer.lr=0.1")
-        return cls(key.strip(), yaml.safe_load(value))
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not KEY=VALUE; accepted: a dotted run-spec key, '=' and a YAML value, e.g. optimizer.lr=0.1")
+        problem = unknown_key_problem(key)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
+        return cls(key, where_value(text, value_text))
 
-    def matches(self, flat_spec: dict[str, Any]) -> bool:
-        return self.key in flat_spec and flat_spec[self.key] == self.value
+    def matches(self, config: dict[str, Any]) -> bool:
+        return self.key in config and config[self.key] == self.value
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, shortened when long."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else quoted[: limit - 4] + "...'"
+
+
+WHERE_VALUE_EXAMPLES = "a YAML scalar or list, e.g. 0.1, sgd, true, null, [16, 16]"
+INDEXED_KEY = re.compile(r"(?P<list>[A-Za-z_][A-Za-z0-9_]*)\[(?P<index>\d+)\]\.(?P<field>.+)")
+
+
+def where_value(text: str, value_text: str) -> Any:
+    """The value of a ``--where`` clause: plain YAML data (no tags for objects, no sets or dates)."""
+    try:
+        value = yaml.safe_load(value_text)
+        json.dumps(value, allow_nan=True)  # what a run spec can hold; refuses recursive lists (&a [*a])
+    except (yaml.YAMLError, RecursionError, TypeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise argparse.ArgumentTypeError(f"{shown(text)}: the value {shown(value_text)} is not plain YAML data ({first_line}); accepted: {WHERE_VALUE_EXAMPLES}") from None
+    return value
+
+
+def unknown_key_problem(key: str) -> Optional[str]:
+    """Why ``key`` names no field of a run spec, with the keys accepted instead; None if it does."""
+    keys = spec_keys()
+    indexed = INDEXED_KEY.fullmatch(key)
+    if key in keys.plain or indexed and indexed["list"] in keys.item_fields and indexed["field"] in keys.item_fields[indexed["list"]]:
+        return None
+    section = key.split(".")[0].split("[")[0]
+    related = [known for known in keys.all_names() if known.split(".")[0].split("[")[0] == section] or keys.all_names()
+    return f"unknown key {shown(key)}; accepted: a dotted run-spec key: {', '.join(related)}"
+
+
+@dataclass(frozen=True)
+class SpecKeys:
+    """The dotted keys of a run spec as :func:`flatten` names them (a list is one value), and the
+    fields of the items of lists of mappings (probes), which ``--where`` names ``probes[0].every``."""
+
+    plain: tuple[str, ...]
+    item_fields: dict[str, tuple[str, ...]]
+
+    def all_names(self) -> list[str]:
+        return [*self.plain, *(f"{name}[N].{field}" for name, fields in self.item_fields.items() for field in fields)]
+
+
+@functools.lru_cache(maxsize=1)
+def spec_keys() -> SpecKeys:
+    from jobs.spec import RunSpec  # dataclasses only: no torch
+
+    plain: list[str] = []
+    item_fields: dict[str, tuple[str, ...]] = {}
+    _collect_keys(RunSpec, "", plain, item_fields)
+    return SpecKeys(tuple(plain), item_fields)
+
+
+def _collect_keys(schema: type, prefix: str, plain: list[str], item_fields: dict[str, tuple[str, ...]]) -> None:
+    for name, hint in typing.get_type_hints(schema).items():
+        key = f"{prefix}{name}"
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        if dataclasses.is_dataclass(hint):
+            _collect_keys(hint, f"{key}.", plain, item_fields)
+            continue
+        plain.append(key)
+        if item is not None and dataclasses.is_dataclass(item):
+            nested: list[str] = []
+            _collect_keys(item, "", nested, {})
+            item_fields[key] = tuple(nested)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -41,6 +117,17 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in node.items():
         flat.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return flat
+
+
+def where_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`flatten` of a spec plus ``list[i].field`` for each mapping in a list (``probes[0].every``)."""
+    flat = flatten(spec)
+    for key, value in list(flat.items()):
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, dict):
+                    flat.update(flatten(item, f"{key}[{index}]."))
     return flat
 
 
@@ -101,7 +188,7 @@ def select_runs(session: Session, sweep: Optional[str], state: Optional[str], wh
 
 def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
     """Whether the run's resolved spec satisfies every ``--where`` clause."""
-    config = flat_spec(run)
+    config = where_view(yaml.safe_load(run.spec_yaml))
     return all(clause.matches(config) for clause in where)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
-from typing import Sequence
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
 import submitit
 
@@ -30,7 +33,7 @@ class LocalBackend:
             signal_delay_s=array.signal_delay_s,
             setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(array.max_parallel)}"],
         )
-        with executor.batch():
+        with streams_detached(array.folder / "controller.log"), executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
         return [JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)]
 
@@ -61,3 +64,43 @@ class LocalBackend:
                 for pid in reversed(process_tree(int(job.job_id))):
                     if process_alive(pid, SUBMITIT_MARK):
                         os.kill(pid, signal.SIGKILL)
+
+
+STANDARD_STREAMS = (0, 1, 2)
+
+
+@contextlib.contextmanager
+def streams_detached(log_file: Path) -> Iterator[None]:
+    """Processes started inside get /dev/null as stdin and ``log_file`` as stdout and stderr, not
+    this process's own streams.
+
+    submitit's local executor starts each job's controller with the streams of the process that
+    submits; the controller outlives ``orch``, so a pipe (``orch submit F | cat``) stayed open
+    until the jobs ended. The jobs' output goes to their submitit log files either way;
+    ``log_file`` gets what a controller itself prints (its own crash, say).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    saved = {number: _duplicate(number) for number in STANDARD_STREAMS}
+    try:
+        for source, number in ((stdin, 0), (log, 1), (log, 2)):
+            os.dup2(source, number)
+        yield
+    finally:
+        for number, copy in saved.items():
+            if copy is None:
+                os.close(number)  # it was closed before: close it again
+            else:
+                os.dup2(copy, number)
+                os.close(copy)
+        os.close(stdin)
+        os.close(log)
+
+
+def _duplicate(number: int) -> Optional[int]:
+    try:
+        return os.dup(number)
+    except OSError:  # not open
+        return None
