@@ -3,9 +3,13 @@
 Dataclasses used as OmegaConf structured configs. They are the single source of truth for
 defaults, types and value checks. A field's metadata may carry:
 
-- ``check``: a :class:`Check` (numeric bounds, choices, regular expression, catalog name);
+- ``check``: a :class:`Check` (numeric bounds, choices, regular expression, catalog name); the
+  bounds of a list field hold for each of its items;
 - ``fingerprint=False``: the field cannot change results (resources, cluster, log cadence) and is
   left out of the run id.
+
+Every number must be finite and every string free of control characters, whatever its check;
+every integer has an upper bound a real run stays far below (and SQLite's 64-bit integers hold).
 
 This module imports nothing heavy: the login node validates sweeps without loading torch.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -31,36 +36,33 @@ class Check:
     pattern: str = ""
     pattern_hint: str = ""
     catalog: str = ""  # name of a catalog of known names (models, datasets, optimizers, probes)
+    max_items: Optional[int] = None  # of a list
 
-    def describe(self) -> str:
-        parts = []
-        if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
-        if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
-        if self.lt is not None:
-            parts.append(f"< {self.lt:g}")
-        if self.le is not None:
-            parts.append(f"<= {self.le:g}")
-        return "a number " + " and ".join(parts)
+    def bounds(self) -> str:
+        """The numeric bounds in words ("> 0 and < 1"); empty without bounds."""
+        limits = [(">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)]
+        return " and ".join(f"{sign} {_number_text(limit)}" for sign, limit in limits if limit is not None)
+
+    def describe(self, noun: str = "a number") -> str:
+        return f"{noun} {self.bounds()}"
+
+    def within_bounds(self, value: float) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
 
     def violation(self, value: Any, known_names: Mapping[str, Sequence[str]]) -> Optional[str]:
         """What is accepted, if ``value`` is not; None when it passes (None always does: "the default")."""
         if value is None:
             return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if self.gt is not None and not value > self.gt:
-                return self.describe()
-            if self.ge is not None and not value >= self.ge:
-                return self.describe()
-            if self.lt is not None and not value < self.lt:
-                return self.describe()
-            if self.le is not None and not value <= self.le:
-                return self.describe()
-        if self.choices and isinstance(value, list):
-            if any(item not in self.choices for item in value):
-                return "a list of " + ", ".join(self.choices)
-        elif self.choices and value not in self.choices:
+        if isinstance(value, list):
+            return self.list_violation(value)
+        if is_number(value) and not self.within_bounds(value):
+            return self.describe()
+        if self.choices and value not in self.choices:
             return "one of " + ", ".join(self.choices)
         if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
             return self.pattern_hint or f"a string matching {self.pattern}"
@@ -69,6 +71,47 @@ class Check:
             if value not in known:
                 return f"a known {self.catalog[:-1]}: " + (", ".join(sorted(known)) or "(none registered yet)")
         return None
+
+    def list_violation(self, items: list[Any]) -> Optional[str]:
+        if self.max_items is not None and len(items) > self.max_items:
+            return f"a list of at most {self.max_items} items" + (f", each {self.bounds()}" if self.bounds() else "")
+        if self.choices and any(item not in self.choices for item in items):
+            return "a list of " + ", ".join(self.choices)
+        if any(is_number(item) and not self.within_bounds(item) for item in items):
+            return self.describe("a list of numbers")
+        return None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_text(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separators
+
+
+def value_problem(value: Any) -> Optional[str]:
+    """What is accepted instead of a value no field takes: an infinite or NaN number, a string with
+    control characters (a newline, an escape sequence, a NUL); None for any other value."""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+        return "finite numbers" if isinstance(value, list) else "a finite number"
+    if any(isinstance(item, str) and any(unicodedata.category(c) in CONTROL_CATEGORIES for c in item) for item in items):
+        return "text without control characters (newlines, tabs, escape sequences, NUL)"
+    return None
+
+
+# Upper bounds no real run comes near; they keep every count far inside SQLite's 64-bit integers.
+MAX_STEPS = 10**9  # training steps, and any step count or step number
+MAX_SEED = 2**32 - 1
+MAX_SAMPLES = 10**8  # batch sizes and sample counts (the largest data set here has 73 257)
+MAX_WIDTH = 65536  # units or channels of one hidden layer
+MAX_HIDDEN_LAYERS = 1000
+MAX_HIDDEN_WEIGHTS = 10**10  # weights between consecutive hidden layers (40 GB as float32)
+MAX_LINE_POINTS = 100_000  # points of one line, all enlargements included (the paper's: 169)
 
 
 def checked(default: Any = dataclasses.MISSING, *, fingerprint: bool = True, **check: Any) -> Any:
@@ -88,15 +131,15 @@ def unfingerprinted(default: Any) -> Any:
     return field(default=default, metadata={"fingerprint": False})
 
 
-SLURM_TIME = r"(\d+-)?\d+(:\d{1,2}){0,2}"
+SLURM_TIME = r"(\d{1,4}-)?\d{1,7}(:\d{1,2}){0,2}"
 SLURM_TIME_HINT = "a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
-SLURM_MEM = r"\d+[KMGT]?"
+SLURM_MEM = r"\d{1,12}[KMGT]?"
 
 
 @dataclass
 class ModelSpec:
     name: str = checked("mlp", catalog="models")
-    hidden: list[int] = field(default_factory=lambda: [64])
+    hidden: list[int] = checked([64], ge=1, le=MAX_WIDTH, max_items=MAX_HIDDEN_LAYERS)  # widths (mlp) or channels (cnn)
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
     init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))  # None: the source's (docs/models.md)
@@ -109,13 +152,13 @@ class DataSpec:
     name: str = checked("digits", catalog="datasets")
     root: Optional[str] = unfingerprinted(None)  # data set directory; None: the cluster profile's
     val_fraction: float = checked(0.2, gt=0.0, lt=1.0)  # used when train_size is None
-    split_seed: int = checked(42, ge=0)
-    train_size: Optional[int] = checked(None, ge=1)  # samples of the official training set kept for training; the rest: validation
+    split_seed: int = checked(42, ge=0, le=MAX_SEED)
+    train_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # samples of the official training set kept for training; the rest: validation
     fraction: Optional[float] = checked(None, gt=0.0, le=1.0)  # then keep this fraction of each part (line paper: 0.1)
     val_source: Optional[str] = checked(None, choices=("split", "test"))  # None/split: from the training set; test: the official test set
     mean: list[float] = field(default_factory=list)  # empty: the source's normalization constants
     std: list[float] = field(default_factory=list)
-    crop_padding: Optional[int] = checked(None, ge=0)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    crop_padding: Optional[int] = checked(None, ge=0, le=256)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
     flip: Optional[bool] = None  # random horizontal flips; None: the source's
     val_augment: Optional[bool] = None  # augment validation too (the line paper's code did, by accident); None: no
     verify_checksums: Optional[bool] = unfingerprinted(None)  # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
@@ -135,7 +178,7 @@ class ScheduleSpec:
     name: str = checked("constant", choices=("constant", "step", "cosine"))
     milestones: list[float] = field(default_factory=list)  # fractions of training.steps
     gamma: float = checked(0.1, gt=0.0)
-    warmup_steps: int = checked(0, ge=0)
+    warmup_steps: int = checked(0, ge=0, le=MAX_STEPS)
     warmup_start_factor: Optional[float] = checked(None, ge=0.0, le=1.0)  # None: lr·(t+1)/warmup_steps
 
 
@@ -169,30 +212,30 @@ class OptimizerSpec:
     exact_directional_derivative: bool = True  # PAL with β > 0: b = −g·d/‖d‖ (False: −‖d‖, the code's cheap option)
     # LABPAL (dissertation Alg. 9 and the authors' code)
     labpal_mode: str = checked("nsgd", choices=("sgd", "nsgd"))  # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
-    reuse_steps: int = checked(1000, ge=1)  # n_SGD: updates with one estimate
-    approximation_samples: int = checked(1280, ge=1)  # |B_a|
+    reuse_steps: int = checked(1000, ge=1, le=MAX_STEPS)  # n_SGD: updates with one estimate
+    approximation_samples: int = checked(1280, ge=1, le=MAX_SAMPLES)  # |B_a|
     approximation_scales_with_k: bool = False  # the code averages k(t)·|B_a| samples; Alg. 9: |B_a|
     measure_points: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])  # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
     parabola_fit: str = checked("exact", choices=("exact", "numpy_gradient"))  # the code's np.gradient fit halves the curvature (docs/optimizers.md)
     batch_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # k(t) changes here (fractions of training.steps)
-    batch_factors: list[int] = field(default_factory=lambda: [1, 2, 4])  # k(t) before, between and after the milestones
+    batch_factors: list[int] = checked([1, 2, 4], ge=1, le=10_000)  # k(t) before, between and after the milestones
     noise_factor: Optional[float] = checked(None, gt=0.0)  # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
-    average_last: int = checked(25, ge=1)  # the code averages the last estimates ...
-    untrusted_updates: int = checked(400, ge=0)  # ... once this many updates were made
+    average_last: int = checked(25, ge=1, le=MAX_STEPS)  # the code averages the last estimates ...
+    untrusted_updates: int = checked(400, ge=0, le=MAX_STEPS)  # ... once this many updates were made
     # SLS (Vaswani et al.'s code) and the accuracy-based searches (thesis Alg. 3-5)
     armijo_c: float = checked(0.1, gt=0.0, lt=1.0)
     backtrack: float = checked(0.9, gt=0.0, lt=1.0)  # β_b
     reset: str = checked("grow_per_epoch", choices=SLS_RESETS)  # the code's option 1; numbers differ between sources
     growth: float = checked(2.0, ge=1.0)  # γ: grow_per_epoch multiplies by γ^(1/steps per epoch)
-    max_backtracks: int = checked(100, ge=1)
+    max_backtracks: int = checked(100, ge=1, le=10**6)
     fallback_step: float = checked(1e-6, ge=0.0)  # taken when no step passes
     min_grad_norm: float = checked(1e-8, ge=0.0)  # below: no search, no step
     search_metric: str = checked("loss", choices=SEARCH_METRICS)  # l-SLS, a-SLS, sa-SLS
     slope_factor: float = checked(1.0, gt=0.0)  # s of the smooth accuracy σ(s·(π_y − max π_k))
     fd_epsilon: float = checked(1e-4, gt=0.0)  # finite-difference slope
     search_batch: str = checked("same", choices=SEARCH_BATCHES)
-    search_batch_size: Optional[int] = checked(None, ge=1)  # None: small 128, big 1 000 (code: 1 024)
-    search_every: Optional[int] = checked(None, ge=1)  # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    search_batch_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # None: small 128, big 1 000 (code: 1 024)
+    search_every: Optional[int] = checked(None, ge=1, le=MAX_STEPS)  # steps between searches; None: same/small 1, big 1 000 (code: 100)
     # GOLS-I (Kafka & Wilke), ALIG, SGD-HD, COCOB
     wolfe_c2: float = checked(0.9, gt=0.0, lt=1.0)
     step_scaling: float = checked(2.0, gt=1.0)  # η
@@ -250,11 +293,11 @@ def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, s
 
 @dataclass
 class TrainingSpec:
-    steps: int = checked(1000, ge=1)
-    batch_size: int = checked(64, ge=1)
-    seed: int = checked(0, ge=0)
-    checkpoint_every: int = checked(100, ge=1)
-    eval_every: int = checked(50, ge=1)
+    steps: int = checked(1000, ge=1, le=MAX_STEPS)
+    batch_size: int = checked(64, ge=1, le=MAX_SAMPLES)  # also at most the training split (checked at plan time)
+    seed: int = checked(0, ge=0, le=MAX_SEED)
+    checkpoint_every: int = checked(100, ge=1, le=MAX_STEPS)
+    eval_every: int = checked(50, ge=1, le=MAX_STEPS)
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
     checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)  # also publish a checkpoint this often
@@ -278,27 +321,27 @@ class ProbeSpec:
 
     type: str = checked("line", catalog="probes")
     name: Optional[str] = checked(None, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_hint="letters, digits, '_', '.', '-'")  # None: the type
-    every: int = checked(1, ge=1)
-    steps: list[int] = field(default_factory=list)
-    from_step: int = checked(0, ge=0)
-    to_step: Optional[int] = checked(None, ge=1)  # exclusive; None: the end of training
+    every: int = checked(1, ge=1, le=MAX_STEPS)
+    steps: list[int] = checked([], ge=0, le=MAX_STEPS)
+    from_step: int = checked(0, ge=0, le=MAX_STEPS)
+    to_step: Optional[int] = checked(None, ge=1, le=MAX_STEPS)  # exclusive; None: the end of training
     bn_mode: str = checked("batch", choices=("batch", "eval"))  # batch: BatchNorm on batch statistics (train mode)
-    eval_chunk: Optional[int] = checked(None, ge=1)  # samples per forward (BN statistics); None: training.batch_size
+    eval_chunk: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # samples per forward (BN statistics); None: training.batch_size
     precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))  # tf32 (GPU matmuls) or bf16 autocast: explicit only
-    forward_batch: Optional[int] = checked(None, ge=1, fingerprint=False)  # samples per forward (speed only); None: see jobs/probes/functional.py
+    forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)  # samples per forward (speed only); None: see jobs/probes/functional.py
     # line
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
-    max_enlargements: int = checked(5, ge=0)
+    max_enlargements: int = checked(5, ge=0, le=1000)
     record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)
-    directions: int = checked(0, ge=0)  # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    directions: int = checked(0, ge=0, le=10_000)  # 0: the update direction; k: k noisy gradient directions (Fig. 8)
     store_direction: bool = False
     # interpolation
-    alphas: int = checked(10, ge=2)
+    alphas: int = checked(10, ge=2, le=10**6)
     alpha_endpoints: str = checked("inclusive", choices=("inclusive", "exclusive"))
     # hessian_norm
-    hessian_samples: int = checked(1000, ge=1)
-    power_iterations: int = checked(20, ge=1)
+    hessian_samples: int = checked(1000, ge=1, le=MAX_SAMPLES)
+    power_iterations: int = checked(20, ge=1, le=10**6)
     power_tolerance: float = checked(1e-3, gt=0.0)
 
     @property
@@ -331,9 +374,61 @@ def probe_violations(probes: Sequence[ProbeSpec]) -> Iterator[tuple[str, Any, st
             yield f"probes[{index}].{name}", value, f"not a field of a {probe.type} probe; its fields: {accepted}"
         if probe.type == "line" and not probe.record:
             yield f"probes[{index}].record", probe.record, "at least one of " + ", ".join(LOSS_SETS)
+        if probe.type == "line" and line_points_bound(probe) > MAX_LINE_POINTS:
+            yield f"probes[{index}].resolution", probe.resolution, _line_points_accepted(probe)
         if probe.label in seen:
             yield f"probes[{index}].name", probe.name, f"a name other than {probe.label!r}, which an earlier probe has"
         seen.add(probe.label)
+
+
+def line_points_bound(probe: ProbeSpec) -> float:
+    """The most points one line of ``probe`` measures (``jobs/probes/line.py``): the grid
+    ``arange(-interval, interval, resolution)``, 0 and one s_upd per direction, and two half-shells
+    of ``interval / resolution`` points per enlargement. Infinite when that ratio is not finite."""
+    if not (probe.resolution > 0 and math.isfinite(probe.interval)):
+        return 0  # a non-positive, infinite or NaN value fails its own check
+    per_interval = probe.interval / probe.resolution
+    if not math.isfinite(per_interval) or per_interval > MAX_LINE_POINTS:
+        return math.inf
+    directions = max(1, probe.directions)
+    return math.ceil(2 * per_interval - 1e-9) + 1 + directions + probe.max_enlargements * 2 * math.ceil(per_interval - 1e-9)
+
+
+def line_memory_bytes(probe: ProbeSpec, train_samples: int, val_samples: int, batch_size: int) -> float:
+    """Bytes of the per-sample losses one line of a line probe holds (float32 [directions,
+    samples, points] per recorded set), at its most points; 0 for other probe types."""
+    if probe.type != "line":
+        return 0
+    samples = {"train": train_samples, "val": val_samples, "direction": batch_size}
+    recorded = sum(samples[name] for name in probe.record if name in samples)
+    return 4 * max(1, probe.directions) * recorded * line_points_bound(probe)
+
+
+def _line_points_accepted(probe: ProbeSpec) -> str:
+    """The smallest resolution that keeps ``line_points_bound`` within MAX_LINE_POINTS (each
+    ceil adds at most one point), rounded up to three digits."""
+    halves = 2 + 2 * probe.max_enlargements
+    room = MAX_LINE_POINTS - 2 - max(1, probe.directions) - probe.max_enlargements * 2
+    smallest = _round_up(probe.interval * halves / room)
+    return (
+        f"a resolution >= {smallest:.3g} for interval {probe.interval:g} and max_enlargements {probe.max_enlargements} "
+        f"(at most {MAX_LINE_POINTS} points per line; a smaller interval or fewer enlargements also work)"
+    )
+
+
+def _round_up(number: float) -> float:
+    """``number`` rounded up to three significant digits (so the value printed is large enough)."""
+    if not math.isfinite(number) or number <= 0:
+        return number
+    scale = 10.0 ** (math.floor(math.log10(number)) - 2)
+    return math.ceil(number / scale * (1 - 1e-12)) * scale
+
+
+def model_violations(model: ModelSpec) -> Iterator[tuple[str, Any, str]]:
+    """Hidden layers whose weights no node could hold."""
+    weights = sum(width_in * width_out for width_in, width_out in zip(model.hidden, model.hidden[1:]))
+    if weights > MAX_HIDDEN_WEIGHTS:
+        yield "model.hidden", model.hidden, f"hidden layers with at most {MAX_HIDDEN_WEIGHTS} weights between them (these have {weights})"
 
 
 @dataclass
@@ -342,11 +437,11 @@ class ResourcesSpec:
 
     partition: Optional[str] = None  # None: the shortest partition of the profile that fits ``time``
     time: Optional[str] = checked(None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)  # None: profile default
-    gpus: int = checked(0, ge=0)
+    gpus: int = checked(0, ge=0, le=1024)
     gpu_type: Optional[str] = None  # a gres type of the profile's nodes (1080ti); None: any
-    cpus: int = checked(1, ge=1)
+    cpus: int = checked(1, ge=1, le=100_000)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
-    segments: int = checked(1, ge=1)  # jobs of ``time`` the run may take, requeued at each time limit
+    segments: int = checked(1, ge=1, le=10_000)  # jobs of ``time`` the run may take, requeued at each time limit
 
 
 @dataclass
@@ -401,21 +496,26 @@ def time_limit_minutes(slurm_time: str) -> float:
 
 
 def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
-    """(dotted key, value found, what is accepted) for each value that fails its check."""
+    """(dotted key, value found, what is accepted) for each value that fails its check (an infinite
+    number or a string with control characters fails in any field)."""
     for spec_field in dataclasses.fields(spec):
         value = getattr(spec, spec_field.name)
         key = f"{prefix}{spec_field.name}"
+        check = spec_field.metadata.get("check")
         if dataclasses.is_dataclass(value):
             yield from violations(value, known_names, key + ".")
         elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
             for index, item in enumerate(value):
                 yield from violations(item, known_names, f"{key}[{index}].")
-        check = spec_field.metadata.get("check")
-        if check is not None:
+        elif value_problem(value) is not None:
+            bounds = check.bounds() if check is not None else ""
+            yield key, value, f"{value_problem(value)} {bounds}".strip()
+        elif check is not None:
             accepted = check.violation(value, known_names)
             if accepted is not None:
                 yield key, value, accepted
     if isinstance(spec, RunSpec):
+        yield from model_violations(spec.model)
         yield from probe_violations(spec.probes)
         yield from optimizer_violations(spec.optimizer)
 

@@ -1,14 +1,25 @@
-"""Errors a user can act on. Each says what was wrong, where, and what would be accepted."""
+"""Errors a user can act on. Each says what was wrong, where, and what would be accepted.
+
+A message is one paragraph of bounded length: control characters (newlines included) are shown
+escaped, and every part that can echo input is cut short, so a hostile or mistaken file can
+neither fill the terminal nor move its cursor.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 BAD_INPUT_EXIT = 2
+MAX_MESSAGE_CHARS = 960  # "orch: error: " and the newline keep a printed message within 1 000
+MAX_PART_CHARS = 200  # of a file name, key, problem or found value inside a message
 
 
 class UserError(Exception):
     """Bad input from the user (command line, sweep file, run id): exit status 2, nothing written."""
+
+    def __str__(self) -> str:
+        return one_paragraph(super().__str__(), MAX_MESSAGE_CHARS)
 
 
 class SpecError(UserError):
@@ -20,9 +31,21 @@ class SpecError(UserError):
         self.problem = problem
         self.found = found
         self.accepted = accepted
-        super().__init__(f"{file}: {key}: {problem}; found {_show(found)}; accepted: {accepted}")
+        parts = [one_paragraph(str(part), MAX_PART_CHARS) for part in (file, key, problem)]
+        super().__init__(f"{parts[0]}: {parts[1]}: {parts[2]}; found {_show(found)}; accepted: {one_paragraph(accepted, MAX_MESSAGE_CHARS)}")
+
+
+def one_paragraph(text: str, limit: int) -> str:
+    """``text`` on one line, control characters escaped (``\\n``, ``\\x1b``), at most ``limit`` characters."""
+    shown = "".join(_escaped(character) for character in text[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _escaped(character: str) -> str:
+    if unicodedata.category(character) in ("Cc", "Zl", "Zp"):
+        return repr(character)[1:-1]
+    return character
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_paragraph(repr(value), MAX_PART_CHARS)

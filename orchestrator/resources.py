@@ -14,6 +14,9 @@ from jobs.spec import ResourcesSpec, memory_megabytes, time_limit_minutes
 from orchestrator.profiles import ClusterProfile
 
 
+FALLBACK_NODE_MEMORY = "64G"  # a sane cap where a profile leaves node.mem open
+
+
 class ResourceProblem(Exception):
     def __init__(self, key: str, found: Any, accepted: str) -> None:
         super().__init__(f"resources.{key}: {found!r}; accepted: {accepted}")
@@ -40,6 +43,14 @@ def _check_node(resources: ResourcesSpec, profile: ClusterProfile) -> None:
         raise ResourceProblem("cpus", resources.cpus, f"1..{node.cpus} (CPUs per node of cluster {profile.name})")
     if node.mem is not None and memory_megabytes(resources.mem) > memory_megabytes(node.mem):
         raise ResourceProblem("mem", resources.mem, f"at most {node.mem} (memory per node of cluster {profile.name})")
+
+
+def node_memory(profile: ClusterProfile) -> tuple[float, str]:
+    """Bytes one job may hold at most, and where that number comes from (in words): the node's
+    memory when the profile knows it, else FALLBACK_NODE_MEMORY."""
+    if profile.node.mem is not None:
+        return memory_megabytes(profile.node.mem) * 2**20, f"{profile.node.mem} (the memory of a node of cluster {profile.name})"
+    return memory_megabytes(FALLBACK_NODE_MEMORY) * 2**20, f"{FALLBACK_NODE_MEMORY} (cluster {profile.name} does not state its nodes' memory)"
 
 
 def _shortest_fitting_partition(time: str, profile: ClusterProfile) -> Optional[str]:

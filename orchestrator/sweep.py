@@ -1,6 +1,6 @@
 """Sweep files: load, validate, expand into runs. Nothing here writes anything.
 
-A sweep file::
+A sweep file (the reference: docs/sweeps.md)::
 
     name: demo                       # [A-Za-z0-9_.-], names the sweep in the registry
     include: [problems/digits_mlp.yaml]   # run-spec fragments, relative to this file or configs/
@@ -11,35 +11,60 @@ A sweep file::
       - {optimizer.name: [pal], optimizer.measuring_step: [1, 0.1]}  # value of base/includes
     zip: {a.b: [1, 2], c.d: [3, 4]}  # parallel lists of equal length (or a list of such groups)
     seeds: 2                         # training.seed over range(2), or an explicit list
+    max_runs: 400000                 # refuse sweeps of more runs (default 250 000)
 
-The runs are the cartesian product of grid × (union of grids) × zip × seeds.
+The runs are the cartesian product of grid × (union of grids) × zip × seeds. Their number is
+computed from the lengths of the lists before any point exists, and a sweep of more than
+``max_runs`` runs is refused; the points are then generated one at a time.
+
+Files are read only when they are regular files of at most 1 MiB of UTF-8 text without NUL bytes
+or control characters (a directory, FIFO or device is refused before it is opened). Their YAML may
+nest at most 32 levels and hold at most 10 000 nodes with aliases expanded; every key is a string.
+An include must lie, after symlinks are resolved, under the sweep file's folder or ``configs/``.
+
 Every problem raises :class:`SpecError` naming the file, the dotted key, what was found and what
 is accepted.
 """
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import dataclasses
+import io
 import itertools
+import math
+import os
 import re
+import stat
 import typing
-from dataclasses import dataclass, replace
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from jobs.spec import RunSpec, violations
+from jobs.spec import RunSpec, line_memory_bytes, value_problem, violations
 from orchestrator.errors import SpecError
 from orchestrator.fingerprint import run_id
 from orchestrator.home import CONFIGS_DIR
 from orchestrator.profiles import load_profile, profile_names
-from orchestrator.resources import ResourceProblem, resolve_resources
+from orchestrator.resources import ResourceProblem, node_memory, resolve_resources
 
-TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds")
+TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds", "max_runs")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 SEED_KEY = "training.seed"
+SWEEP_DOCS = "docs/sweeps.md"
+DEFAULT_MAX_RUNS = 250_000
+MAX_FILE_BYTES = 1 << 20
+MAX_YAML_NODES = 10_000  # with aliases expanded (OmegaConf's own default limit)
+MAX_YAML_DEPTH = 32
+MAX_PATH_CHARS = 1024
+FORBIDDEN_IN_FILES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")  # control characters but tab and newlines
+UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 class _Unset:
@@ -54,14 +79,65 @@ UNSET = _Unset()  # a key that one alternative of ``grids`` does not set
 class Axis:
     """One expansion operator: the dotted keys it sets together and its points."""
 
-    label: str  # where it stands in the sweep file: "grid.optimizer.lr", "zip", "seeds"
+    label: str  # where it stands in the sweep file: "grid.optimizer.lr", "zip", "seeds", "grids"
     keys: tuple[str, ...]
-    points: tuple[tuple[Any, ...], ...]  # a value per key, or UNSET
-    point_labels: tuple[str, ...] = ()  # per point, where it comes from ("grids[2]"), if not label
+    points: Sequence[tuple[Any, ...]]  # a value per key, or UNSET; seeds and grids compute theirs on access
+    size: int  # the number of points, known before any point is built
 
     def origin(self, point_index: int, key: str) -> str:
-        label = self.point_labels[point_index] if self.point_labels else self.label
-        return label if len(self.keys) == 1 and not self.point_labels else f"{label}.{key}"
+        if isinstance(self.points, GridUnion):
+            return f"{self.points.label_of(point_index)}.{key}"
+        return self.label if len(self.keys) == 1 else f"{self.label}.{key}"
+
+
+class SeedCount(SequenceABC):
+    """The points (0,), (1,), … of ``seeds: n``, none of them stored."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return (index,)
+
+
+class GridUnion(SequenceABC):
+    """The points of ``grids:``: each alternative's cartesian product in turn (the last key varies
+    fastest, as in ``itertools.product``), computed on access; a key an alternative leaves out is UNSET."""
+
+    def __init__(self, alternatives: list[list[Axis]]) -> None:
+        self.alternatives = alternatives
+        self.keys = tuple(dict.fromkeys(axis.keys[0] for grid in alternatives for axis in grid))
+        self.starts = list(itertools.accumulate((math.prod(axis.size for axis in grid) for grid in alternatives), initial=0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def alternative_of(self, index: int) -> int:
+        return bisect.bisect_right(self.starts, index) - 1
+
+    def label_of(self, index: int) -> str:
+        return f"grids[{self.alternative_of(index)}]"
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]
+        if not 0 <= index < self.starts[-1]:
+            raise IndexError(index)
+        alternative = self.alternative_of(index)
+        values = dict(zip([axis.keys[0] for axis in self.alternatives[alternative]], _mixed_radix(index - self.starts[alternative], self.alternatives[alternative])))
+        return tuple(values[key][0] if key in values else UNSET for key in self.keys)
+
+
+def _mixed_radix(number: int, axes: Sequence[Axis]) -> list[tuple[Any, ...]]:
+    """The point of each axis at position ``number`` of their cartesian product (last axis fastest)."""
+    points: list[tuple[Any, ...]] = []
+    for axis in reversed(axes):
+        number, position = divmod(number, axis.size)
+        points.append(axis.points[position])
+    return points[::-1]
 
 
 @dataclass(frozen=True)
@@ -119,13 +195,18 @@ class Origins:
 
 def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPlan:
     file = str(path)
-    document = read_yaml_mapping(path, file, "(file)")
+    text = read_text(path, file, "(file)")
+    document = parse_yaml_mapping(text, file)
     _check_top_level(file, document)
     name = _sweep_name(file, document)
+    description = _description(file, document)
+    axes = sweep_axes(file, document)
+    _check_swept_once(file, axes)
+    check_run_count(file, axes, run_limit(file, document))
     origins = Origins(file)
     base_config = OmegaConf.structured(RunSpec)
-    for include_path in _include_paths(file, path.parent, document.get("include", [])):
-        fragment = read_yaml_mapping(include_path, file, "include")
+    for index, include_path in enumerate(_include_paths(file, path.parent, document.get("include", []))):
+        fragment = parse_yaml_mapping(read_text(include_path, file, f"include[{index}]"), str(include_path))
         base_config = merge_fragment(base_config, fragment, str(include_path), "")
         origins.add(fragment, str(include_path), "")
     base = document.get("base") or {}
@@ -133,27 +214,198 @@ def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPla
         raise SpecError(file, "base", "base must be a run-spec mapping", base, "a mapping such as {training: {steps: 100}}")
     base_config = merge_fragment(base_config, base, file, "base.")
     origins.add(base, file, "base.")
-    grid_axes = _grid_axes(file, document.get("grid"), "grid") if "grid" in document else []
-    alternatives = _alternative_grids(file, document)
-    outer_axes = _zip_axes(file, document) + _seed_axes(file, document)
-    _check_values(file, grid_axes + [axis for grid in alternatives for axis in grid] + outer_axes, base_config)
-    axes = grid_axes + ([_union_axis(alternatives)] if alternatives else []) + outer_axes
-    _check_swept_once(file, axes)
-    runs = [_resolve_run(base_config, point, origins.with_point(point), known_names) for point in _points(axes)]
+    _check_values(file, _value_axes(axes), base_config)
+    runs = [_resolve_run(base_config, point, origins.with_point(point), known_names) for point in expansion_points(axes)]
     _check_unique(file, runs)
-    return SweepPlan(name, str(document.get("description", "")), path, path.read_text(), runs)
+    return SweepPlan(name, description, path, text, runs)
 
 
-def read_yaml_mapping(path: Path, referring_file: str, referring_key: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(referring_file, referring_key, "file not found", str(path), "an existing YAML file")
+# -- reading files: regular, bounded, UTF-8, YAML of bounded shape -----------------------------------
+
+
+def read_text(path: Path, referring_file: str, referring_key: str) -> str:
+    """The text of a sweep or include file. Anything but a regular file of at most MAX_FILE_BYTES
+    is refused before it is opened (a FIFO would block, /dev/zero never ends); so are bytes that
+    are not UTF-8, NUL bytes and control characters other than tab and newline."""
+    return _decoded(_read_regular_file(path, referring_file, referring_key), str(path))
+
+
+def _read_regular_file(path: Path, referring_file: str, referring_key: str) -> bytes:
+    def refuse(problem: str, found: Any, accepted: str = "a readable YAML file") -> SpecError:
+        return SpecError(referring_file, referring_key, problem, found, accepted)
+
     try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception as error:  # YAML syntax errors come from the parser with line and column
-        raise SpecError(str(path), "(file)", "not valid YAML", str(error).replace("\n", " "), "a YAML mapping") from None
-    if not isinstance(loaded, dict):
-        raise SpecError(str(path), "(file)", "the file is not a mapping", loaded, "a YAML mapping of keys to values")
-    return loaded
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode):
+            raise refuse("not a regular file", _file_kind(status.st_mode), "a YAML file (not a directory, FIFO or device)")
+        if status.st_size > MAX_FILE_BYTES:
+            raise refuse("file too large", f"{status.st_size} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced since os.stat
+                raise refuse("not a regular file", _file_kind(os.fstat(handle.fileno()).st_mode), "a YAML file (not a directory, FIFO or device)")
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise refuse("file not found", str(path), "an existing YAML file") from None
+    except PermissionError:
+        raise refuse("permission denied", str(path), "a YAML file this user may read") from None
+    except OSError as error:
+        raise refuse("cannot read the file", f"{path}: {error.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:  # /proc files say they are empty
+        raise refuse("file too large", f"more than {MAX_FILE_BYTES} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
+
+
+def _decoded(data: bytes, file: str) -> str:
+    utf8 = "a YAML file saved as UTF-8"
+    if data.startswith(UTF16_MARKS):
+        raise SpecError(file, "(file)", "not UTF-8 text", "a UTF-16 byte order mark", utf8)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise SpecError(file, "(file)", "a NUL byte", f"at {_line_and_column(data, nul)}", f"text without NUL bytes, {utf8}")
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        raise SpecError(file, "(file)", "not UTF-8 text", f"byte 0x{data[error.start]:02x} at {_line_and_column(data, error.start)}", utf8) from None
+    control = FORBIDDEN_IN_FILES.search(text)
+    if control is not None:
+        accepted = 'text without control characters other than tab and newline (a value that needs one: an escape such as "\\e" in double quotes)'
+        raise SpecError(file, "(file)", "a control character", f"U+{ord(control.group()):04X} at {_line_and_column(text, control.start())}", accepted)
+    return text
+
+
+def _line_and_column(text: str | bytes, offset: int) -> str:
+    newline: Any = b"\n" if isinstance(text, bytes) else "\n"
+    line_start = text.rfind(newline, 0, offset) + 1
+    return f"line {text.count(newline, 0, offset) + 1}, column {offset - line_start + 1}"
+
+
+def parse_yaml_mapping(text: str, file: str) -> dict[str, Any]:
+    """The mapping of a YAML document whose shape :class:`YamlShape` accepted."""
+    root_kind = YamlShape(file).check(text)
+    if root_kind not in ("a mapping", "empty"):
+        raise SpecError(file, "(file)", "the file is not a mapping", root_kind, "a YAML mapping of keys to values")
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
+    except Exception as error:  # duplicate keys, undefined aliases: with line and column
+        raise SpecError(file, "(file)", "not valid YAML", str(error), "a YAML mapping") from None
+    assert isinstance(loaded, dict)
+    return loaded  # type: ignore[return-value]
+
+
+@dataclass
+class _Node:
+    """A mapping or sequence being read, in :class:`YamlShape`."""
+
+    path: str  # dotted key of this node ("" for the document)
+    is_mapping: bool
+    anchor: Optional[str]
+    first_node: int  # YamlShape.nodes when it started
+    children: int = 0  # mapping: keys and values
+    key: str = ""  # mapping: the key whose value comes next
+
+
+@dataclass
+class YamlShape:
+    """Checks a YAML document's shape from its parser events, before anything is built from it: at
+    most MAX_YAML_DEPTH levels, at most MAX_YAML_NODES nodes with aliases expanded (a billion
+    laughs stops at the first node too many), no alias inside the node it names, string keys."""
+
+    file: str
+    nodes: int = 0  # so far, aliases expanded
+    aliases: int = 0
+    open: list[_Node] = field(default_factory=list)
+    anchor_nodes: dict[str, int] = field(default_factory=dict)  # expanded size of each anchored node
+    root_kind: str = "empty"
+    resolver: yaml.resolver.Resolver = field(default_factory=yaml.resolver.Resolver)  # the tag a plain scalar gets
+
+    def check(self, text: str) -> str:
+        """What the document is ("a mapping", "a sequence", "a scalar" or "empty")."""
+        try:
+            for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+                self.take(event)
+        except yaml.YAMLError as error:  # syntax: with line and column
+            raise SpecError(self.file, "(file)", "not valid YAML", str(error), "a YAML mapping") from None
+        return self.root_kind
+
+    def take(self, event: yaml.Event) -> None:
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionEndEvent):
+            self.close()
+        elif isinstance(event, yaml.AliasEvent):
+            self.alias(event.anchor, line)
+        elif isinstance(event, yaml.ScalarEvent):
+            self.scalar(event, line)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            self.start(event, line)
+
+    def scalar(self, event: yaml.ScalarEvent, line: int) -> None:
+        self.child_path(None, event.value, event)
+        self.count(1, line)
+        if event.anchor is not None:
+            self.anchor_nodes[event.anchor] = 1
+
+    def alias(self, anchor: str, line: int) -> None:
+        if any(node.anchor == anchor for node in self.open):
+            raise SpecError(self.file, "(file)", "a recursive YAML alias", f"*{anchor} at line {line}", "aliases of complete nodes only (an alias inside the node it names never ends)")
+        self.child_path("an alias", anchor, None)
+        self.aliases += 1
+        self.count(self.anchor_nodes.get(anchor, 1), line)
+
+    def start(self, event: yaml.CollectionStartEvent, line: int) -> None:
+        is_mapping = isinstance(event, yaml.MappingStartEvent)
+        path = self.child_path("a mapping" if is_mapping else "a sequence", "", None)
+        if len(self.open) >= MAX_YAML_DEPTH:
+            raise SpecError(self.file, "(file)", "YAML nested too deeply", f"more than {MAX_YAML_DEPTH} levels at line {line}", f"at most {MAX_YAML_DEPTH} levels of nesting")
+        self.count(1, line)
+        self.open.append(_Node(path, is_mapping, event.anchor, self.nodes))
+
+    def close(self) -> None:
+        node = self.open.pop()
+        if node.anchor is not None:
+            self.anchor_nodes[node.anchor] = self.nodes - node.first_node + 1
+
+    def count(self, nodes: int, line: int) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_YAML_NODES:
+            problem = "YAML aliases expand to too many nodes" if self.aliases else "too many YAML nodes"
+            accepted = f"at most {MAX_YAML_NODES} YAML nodes, every alias (*name) counted as the node it names"
+            raise SpecError(self.file, "(file)", problem, f"more than {MAX_YAML_NODES} nodes by line {line}", accepted)
+
+    def child_path(self, non_scalar: Optional[str], text: str, scalar: Optional[yaml.ScalarEvent]) -> str:
+        """The dotted key of the node that starts now; refuses a key that is not a string."""
+        if not self.open:
+            self.root_kind = non_scalar or "a scalar"
+            return ""
+        parent = self.open[-1]
+        parent.children += 1
+        if not parent.is_mapping:
+            return f"{parent.path}[{parent.children - 1}]"
+        if parent.children % 2 == 1:  # a key
+            self._check_key(parent, non_scalar, text, scalar)
+            parent.key = text
+            return ""
+        return f"{parent.path}.{parent.key}" if parent.path else parent.key
+
+    def _check_key(self, parent: _Node, non_scalar: Optional[str], text: str, scalar: Optional[yaml.ScalarEvent]) -> None:
+        accepted = "a string key: quote a key that YAML reads otherwise ('~', 'yes', '1')"
+        prefix = f"{parent.path}." if parent.path else ""
+        if non_scalar is not None:
+            raise SpecError(self.file, f"{prefix}?", f"a key that is not a string ({non_scalar})", text or non_scalar, accepted)
+        assert scalar is not None
+        tag = scalar.tag if scalar.tag not in (None, "!") else self.resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
+        if tag not in (_STRING_TAG, _MERGE_TAG):
+            kind = tag.rsplit(":", 1)[-1]
+            raise SpecError(self.file, f"{prefix}{text}", f"a key that is not a string (YAML reads it as {kind})", text, accepted)
+
+
+_STRING_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:
@@ -246,26 +498,98 @@ def _sweep_name(file: str, document: Mapping[str, Any]) -> str:
     return name
 
 
+def _description(file: str, document: Mapping[str, Any]) -> str:
+    description = str(document.get("description", ""))
+    if value_problem(description) is not None:
+        raise SpecError(file, "description", "value not accepted", description, str(value_problem(description)))
+    return description
+
+
+def run_limit(file: str, document: Mapping[str, Any]) -> int:
+    """The most runs the sweep may expand to: ``max_runs``, else DEFAULT_MAX_RUNS."""
+    limit = document.get("max_runs", DEFAULT_MAX_RUNS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise SpecError(file, "max_runs", "invalid max_runs", limit, f"a whole number of runs >= 1 (default {DEFAULT_MAX_RUNS}; {SWEEP_DOCS})")
+    return limit
+
+
 def _include_paths(file: str, sweep_dir: Path, includes: Any) -> list[Path]:
     if isinstance(includes, str):
         includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
-        raise SpecError(file, "include", "include must list YAML files", includes, "a list of paths relative to the sweep file or configs/")
-    paths = []
-    for index, include in enumerate(includes):
-        candidates = [sweep_dir / include, CONFIGS_DIR / include]
-        found = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if found is None:
-            looked = " or ".join(str(candidate) for candidate in candidates)
-            raise SpecError(file, f"include[{index}]", "include file not found", include, f"an existing file ({looked})")
-        paths.append(found)
-    return paths
+    if not isinstance(includes, list) or not all(_is_path_text(item) for item in includes):
+        accepted = f"a list of paths relative to the sweep file or configs/ (1-{MAX_PATH_CHARS} characters, no control characters)"
+        raise SpecError(file, "include", "include must list YAML files", includes, accepted)
+    return [_include_path(file, f"include[{index}]", sweep_dir, include) for index, include in enumerate(includes)]
+
+
+def _is_path_text(item: Any) -> bool:
+    return isinstance(item, str) and 0 < len(item) <= MAX_PATH_CHARS and value_problem(item) is None
+
+
+def _include_path(file: str, key: str, sweep_dir: Path, include: str) -> Path:
+    """The file ``include`` names, relative to the sweep's folder or configs/; after symlinks are
+    resolved it must lie under one of them (no absolute paths or ../ out of them, no symlink out)."""
+    roots = (sweep_dir.resolve(), CONFIGS_DIR.resolve())
+    candidates = [sweep_dir / include, CONFIGS_DIR / include]
+    outside = SpecError(file, key, "include outside the sweep's folder and configs/", include, f"a file under {roots[0]} or {roots[1]} (symlinks resolved)")
+    try:
+        resolved = [candidate.resolve() for candidate in candidates]
+        inside = [any(path.is_relative_to(root) for root in roots) for path in resolved]
+        if not any(inside):
+            raise outside
+        for path, is_inside in zip(resolved, inside):
+            if path.exists():
+                if not is_inside:
+                    raise outside  # a symlink out of the sweep's folder
+                return path
+    except (OSError, RuntimeError) as error:  # a name too long for the file system; a symlink loop (RuntimeError before Python 3.13)
+        reason = error.strerror if isinstance(error, OSError) else "a symlink loop"
+        raise SpecError(file, key, "include path cannot be used", include, f"a path to an existing file ({reason})") from None
+    looked = " or ".join(str(candidate) for candidate in candidates)
+    raise SpecError(file, key, "include file not found", include, f"an existing file ({looked})")
+
+
+def sweep_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
+    """The expansion operators of a sweep in order: grid keys, the union of grids, zip groups,
+    seeds. Nothing here is proportional to the number of runs."""
+    grid_axes = _grid_axes(file, document.get("grid"), "grid") if "grid" in document else []
+    alternatives = _alternative_grids(file, document)
+    union = GridUnion(alternatives)
+    union_axes = [Axis("grids", union.keys, union, union.starts[-1])] if alternatives else []
+    return grid_axes + union_axes + _zip_axes(file, document) + _seed_axes(file, document)
+
+
+def run_count(axes: Sequence[Axis]) -> int:
+    return math.prod(axis.size for axis in axes)
+
+
+def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
+    count = run_count(axes)
+    if count > limit:
+        operators = ", ".join(dict.fromkeys(re.split(r"[.\[]", axis.label)[0] for axis in axes))
+        accepted = f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} ({SWEEP_DOCS})"
+        raise SpecError(file, operators, f"sweep expands to {count} runs, above the limit of {limit}", {axis.label: axis.size for axis in axes}, accepted)
+
+
+def expansion_points(axes: Sequence[Axis]) -> Iterator[tuple[tuple[Axis, int], ...]]:
+    """Every point of the expansion, one at a time, as (axis, index of its point) per axis (the
+    last axis varies fastest)."""
+    for number in range(run_count(axes)):
+        indices = []
+        for axis in reversed(axes):
+            number, position = divmod(number, axis.size)
+            indices.append(position)
+        yield tuple(zip(axes, reversed(indices)))
 
 
 def _grid_axes(file: str, grid: Any, label: str) -> list[Axis]:
     if not isinstance(grid, Mapping) or not grid:
         raise SpecError(file, label, "empty grid", grid, "a mapping of dotted keys to non-empty lists of values")
-    return [Axis(f"{label}.{key}", (str(key),), tuple((value,) for value in _values(file, f"{label}.{key}", values))) for key, values in grid.items()]
+    axes = []
+    for key, values in grid.items():
+        points = tuple((value,) for value in _values(file, f"{label}.{key}", values))
+        axes.append(Axis(f"{label}.{key}", (str(key),), points, len(points)))
+    return axes
 
 
 def _alternative_grids(file: str, document: Mapping[str, Any]) -> list[list[Axis]]:
@@ -276,19 +600,6 @@ def _alternative_grids(file: str, document: Mapping[str, Any]) -> list[list[Axis
         accepted = "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid per optimizer)"
         raise SpecError(file, "grids", "grids must list grid mappings", alternatives, accepted)
     return [_grid_axes(file, grid, f"grids[{index}]") for index, grid in enumerate(alternatives)]
-
-
-def _union_axis(alternatives: list[list[Axis]]) -> Axis:
-    """One axis whose points are every alternative's cartesian product, one after the other."""
-    keys = tuple(dict.fromkeys(axis.keys[0] for grid in alternatives for axis in grid))
-    points: list[tuple[Any, ...]] = []
-    labels: list[str] = []
-    for index, grid in enumerate(alternatives):
-        for combination in itertools.product(*(axis.points for axis in grid)):
-            values = {axis.keys[0]: point[0] for axis, point in zip(grid, combination)}
-            points.append(tuple(values.get(key, UNSET) for key in keys))
-            labels.append(f"grids[{index}]")
-    return Axis("grids", keys, tuple(points), tuple(labels))
 
 
 def _zip_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
@@ -305,7 +616,8 @@ def _zip_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
         lengths = {key: len(values) for key, values in columns.items()}
         if len(set(lengths.values())) > 1:
             raise SpecError(file, label, "zip lists have unequal lengths", lengths, "lists of one common length")
-        axes.append(Axis(label, tuple(columns), tuple(zip(*columns.values()))))
+        points = tuple(zip(*columns.values()))
+        axes.append(Axis(label, tuple(columns), points, len(points)))
     return axes
 
 
@@ -315,11 +627,11 @@ def _seed_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
     seeds = document["seeds"]
     accepted = "a count n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        seeds = list(range(seeds))
+        return [Axis("seeds", (SEED_KEY,), SeedCount(seeds), seeds)]
     valid_list = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     if not valid_list:
         raise SpecError(file, "seeds", "invalid seeds", document["seeds"], accepted)
-    return [Axis("seeds", (SEED_KEY,), tuple((seed,) for seed in seeds))]
+    return [Axis("seeds", (SEED_KEY,), tuple((seed,) for seed in seeds), len(seeds))]
 
 
 def _values(file: str, label: str, values: Any) -> list[Any]:
@@ -337,6 +649,18 @@ def _check_swept_once(file: str, axes: list[Axis]) -> None:
             if key in swept_by:
                 raise SpecError(file, axis.label, f"key swept twice (also by {swept_by[key]})", key, "each key in one grid, grids, zip or seeds entry")
             swept_by[key] = axis.label
+
+
+def _value_axes(axes: Sequence[Axis]) -> list[Axis]:
+    """The axes whose values come from the sweep file as written: grid keys, each alternative's
+    keys, zip groups (seeds are integers >= 0 already)."""
+    listed: list[Axis] = []
+    for axis in axes:
+        if isinstance(axis.points, GridUnion):
+            listed += [alternative_axis for grid in axis.points.alternatives for alternative_axis in grid]
+        elif axis.label != "seeds":
+            listed.append(axis)
+    return listed
 
 
 def _check_values(file: str, axes: list[Axis], base_config: DictConfig) -> None:
@@ -361,11 +685,6 @@ def _check_key_exists(file: str, label: str, dotted_key: str) -> None:
             where = f"under '{parent}'" if parent else "at the top of a run spec"
             raise SpecError(file, label, f"unknown key '{dotted_key}'", part, f"{where}: {', '.join(accepted) or '(no keys: not a mapping)'}")
         parent = f"{parent}.{part}" if parent else part
-
-
-def _points(axes: list[Axis]) -> list[tuple[tuple[Axis, int], ...]]:
-    """Every point of the expansion, as (axis, index of its point) per axis."""
-    return [tuple(zip(axes, indices)) for indices in itertools.product(*(range(len(axis.points)) for axis in axes))]
 
 
 def _resolve_run(base_config: DictConfig, point: Sequence[tuple[Axis, int]], origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
@@ -397,7 +716,30 @@ def _resolve_run(base_config: DictConfig, point: Sequence[tuple[Axis, int]], ori
         raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
     _check_data_present(spec, origins)
     spec = _with_split_hash(_with_source_init(spec), origins)
+    _check_sizes(spec, origins)
     return PlannedRun(run_id(spec), spec, swept, time_was_given)
+
+
+def _check_sizes(spec: RunSpec, origins: Origins) -> None:
+    """Batch sizes against the training split, and one line of each line probe against the memory
+    of a node (only where the planner knows the split: the official files of a known data set)."""
+    from jobs.data import planned_split_sizes
+
+    split = planned_split_sizes(spec.data)
+    if split is None:
+        return
+    train, val = split
+    for key, size in (("training.batch_size", spec.training.batch_size), ("optimizer.search_batch_size", spec.optimizer.search_batch_size)):
+        if size is not None and size > train:
+            origin_file, origin_key = origins.of(key)
+            raise SpecError(origin_file, origin_key, "larger than the training split", size, f"at most {train} (the training samples of {spec.data.name} with this split)")
+    memory, memory_words = node_memory(load_profile(spec.cluster))
+    for index, probe in enumerate(spec.probes):
+        needed = line_memory_bytes(probe, train, val, spec.training.batch_size)
+        if needed > memory:
+            origin_file, origin_key = origins.of(f"probes[{index}]")
+            accepted = f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer max_enlargements, directions or recorded sets"
+            raise SpecError(origin_file, origin_key, "a line of this probe does not fit in memory", f"{needed / 2**30:,.1f} GiB of losses per line", accepted)
 
 
 def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+import tracemalloc
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 from jobs.catalog import known_names
 from orchestrator.errors import SpecError
-from orchestrator.sweep import load_sweep
+from orchestrator.home import CONFIGS_DIR
+from orchestrator.sweep import DEFAULT_MAX_RUNS, check_run_count, expansion_points, load_sweep, run_count, run_limit, sweep_axes
 
 PER_OPTIMIZER = """
 name: per_optimizer
@@ -105,3 +110,165 @@ def test_line_searches_on_digits_run_end_to_end(orch) -> None:
         assert row["final.backward_passes"] < 400 < row["final.forward_passes"]
     for name in ("pal", "sls", "accuracy_sls"):
         assert all(row["final.val_accuracy"] > 0.9 for row in by_name[name])  # the digits are easy
+
+
+# -- the run count: arithmetic, before any point exists ------------------------------------------------
+
+
+def measured(action: Callable[[], Any]) -> tuple[Any, float, int]:
+    """What ``action`` returns (or raises), its seconds, and the peak bytes Python allocated meanwhile."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        outcome: Any = action()
+    except SpecError as error:
+        outcome = error
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return outcome, seconds, peak
+
+
+HUGE = {
+    "name": "huge",
+    "grid": {"optimizer.lr": [0.1, 0.2, 0.3]},
+    "grids": [{"optimizer.name": ["sgd"], "optimizer.momentum": [0.0, 0.5]}, {"optimizer.name": ["adam"]}],
+    "zip": {"training.batch_size": [16, 32], "training.steps": [10, 20]},
+    "seeds": 10**9,
+}
+
+
+def test_a_billion_runs_are_counted_and_refused_without_building_a_point() -> None:
+    axes, _, _ = measured(lambda: sweep_axes("huge.yaml", HUGE))
+
+    count, count_seconds, count_peak = measured(lambda: run_count(axes))
+    refusal, seconds, peak = measured(lambda: check_run_count("huge.yaml", axes, run_limit("huge.yaml", HUGE)))
+
+    assert count == 3 * (2 + 1) * 2 * 10**9
+    assert isinstance(refusal, SpecError)
+    assert f"sweep expands to {count} runs, above the limit of {DEFAULT_MAX_RUNS}" in str(refusal)
+    assert f"raise the limit with the top-level key max_runs: {count}" in str(refusal)
+    assert count_seconds + seconds < 0.1
+    assert max(count_peak, peak) < 100_000  # bytes: no list of points, no list of seeds
+
+
+def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    forty = list(range(1, 41))
+    union = "".join(f"  - {{optimizer.name: [{name}], training.batch_size: {forty}, training.steps: {forty}, training.eval_every: {forty}}}\n" for name in ("sgd", "adam"))
+    for text, count in (("seeds: 1000000000\n", 10**9), (f"grids:\n{union}seeds: 800\n", 2 * 40**3 * 800)):
+        path = write(tmp_path, f"name: huge\ninclude: [problems/digits_mlp.yaml]\n{text}")
+
+        refusal, seconds, peak = measured(lambda: load_sweep(path, known_names()))
+
+        assert isinstance(refusal, SpecError)
+        assert f"sweep expands to {count} runs, above the limit of {DEFAULT_MAX_RUNS}" in str(refusal)
+        assert seconds < 5
+        assert peak < 50_000_000
+
+
+def test_a_sweep_of_100_000_runs_passes_the_count_and_expands_lazily() -> None:
+    document = {"name": "big", "grid": {"optimizer.lr": list(range(1, 101)), "training.batch_size": list(range(1, 101))}, "seeds": 10}
+    axes = sweep_axes("big.yaml", document)
+
+    first, seconds, peak = measured(lambda: (check_run_count("big.yaml", axes, run_limit("big.yaml", document)), next(iter(expansion_points(axes))))[1])
+
+    assert run_count(axes) == 100_000 <= DEFAULT_MAX_RUNS
+    assert [(axis.label, index) for axis, index in first] == [("grid.optimizer.lr", 0), ("grid.training.batch_size", 0), ("seeds", 0)]
+    assert seconds < 0.1 and peak < 100_000
+
+
+def test_the_union_of_grids_is_indexed_in_the_order_of_its_products() -> None:
+    document = {
+        "name": "u",
+        "grids": [
+            {"optimizer.name": ["sgd"], "optimizer.lr": [0.1, 0.01, 0.001], "optimizer.momentum": [0.0, 0.9]},
+            {"optimizer.name": ["pal"], "optimizer.measuring_step": [1.0, 0.1]},
+        ],
+    }
+    (union,) = sweep_axes("u.yaml", document)
+    expected = [("sgd", lr, momentum, "UNSET") for lr, momentum in itertools.product([0.1, 0.01, 0.001], [0.0, 0.9])]
+    expected += [("pal", "UNSET", "UNSET", step) for step in [1.0, 0.1]]
+
+    points = [tuple(repr(value) if repr(value) == "UNSET" else value for value in union.points[index]) for index in range(union.size)]
+
+    assert union.keys == ("optimizer.name", "optimizer.lr", "optimizer.momentum", "optimizer.measuring_step")
+    assert points == expected
+    assert [union.origin(index, "optimizer.name") for index in (0, 5, 6)] == ["grids[0].optimizer.name"] * 2 + ["grids[1].optimizer.name"]
+
+
+def test_max_runs_raises_the_limit(tmp_path: Path) -> None:
+    text = "name: limited\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 5}}\ngrid: {optimizer.lr: [0.1, 0.2, 0.3]}\nseeds: 2\n"
+
+    with pytest.raises(SpecError, match="sweep expands to 6 runs, above the limit of 5"):
+        load_sweep(write(tmp_path, "max_runs: 5\n" + text), known_names())
+    assert len(load_sweep(write(tmp_path, "max_runs: 6\n" + text), known_names()).runs) == 6
+
+
+# -- reading YAML: bounded, and confined --------------------------------------------------------------
+
+
+def test_a_billion_laughs_is_refused_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 30)]
+    path = write(tmp_path, "name: laughs\nbase:\n  " + "\n  ".join(levels) + "\n")
+
+    refusal, seconds, peak = measured(lambda: load_sweep(path, known_names()))
+
+    assert isinstance(refusal, SpecError) and "YAML aliases expand to too many nodes" in str(refusal)
+    assert seconds < 1 and peak < 20_000_000
+
+
+def test_includes_may_reach_configs_and_the_sweeps_own_folder_through_symlinks_that_stay_inside(tmp_path: Path) -> None:
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "fragments" / "short.yaml").write_text("training: {steps: 7}\n")
+    (tmp_path / "fragments" / "problem.yaml").symlink_to(CONFIGS_DIR / "problems" / "digits_mlp.yaml")
+    path = write(tmp_path, "name: inside\ninclude: [fragments/problem.yaml, fragments/short.yaml]\n")
+
+    (run,) = load_sweep(path, known_names()).runs
+
+    assert run.spec.training.steps == 7 and run.spec.model.hidden == [64, 64]
+    assert len(load_sweep(CONFIGS_DIR / "sweeps" / "line_searches_digits.yaml", known_names()).runs) == 12
+
+
+def test_an_include_escaping_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("training: {steps: 7}\n")
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "elsewhere").symlink_to(outside)
+    path = write(sweeps, "name: escape\ninclude: [elsewhere/secret.yaml]\n")
+
+    with pytest.raises(SpecError, match="include outside the sweep's folder and configs/"):
+        load_sweep(path, known_names())
+
+
+# -- sizes the planner checks against the data set ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"name": "cifar10", "train_size": 40000, "fraction": 0.1},
+        {"name": "cifar10", "val_source": "test", "fraction": 0.3},
+        {"name": "mnist", "val_fraction": 0.37, "fraction": 0.77},
+        {"name": "svhn", "train_size": 1000},
+    ],
+)
+def test_split_sizes_are_the_lengths_of_the_split_the_job_draws(data: dict[str, Any]) -> None:
+    from jobs.data import OFFICIAL_COUNTS, split_sizes, subset_indices
+    from jobs.spec import DataSpec
+
+    spec = DataSpec(**data)
+    train, val = subset_indices(spec, *OFFICIAL_COUNTS[spec.name])
+
+    assert split_sizes(spec, *OFFICIAL_COUNTS[spec.name]) == (len(train), len(val))
+
+
+def test_the_batch_size_may_be_the_whole_training_split_and_no_more(tmp_path: Path) -> None:
+    text = "name: batch\ninclude: [problems/digits_mlp.yaml]\nbase: {{training: {{steps: 2, batch_size: {}}}}}\n"
+
+    (run,) = load_sweep(write(tmp_path, text.format(1438)), known_names()).runs  # 1 797 digits, 20 % validation
+    with pytest.raises(SpecError, match="training.batch_size: larger than the training split; found 1439; accepted: at most 1438"):
+        load_sweep(write(tmp_path, text.format(1439)), known_names())
+    assert run.spec.training.batch_size == 1438

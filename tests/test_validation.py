@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from tests.conftest import SWEEPS_DIR, Orch
+from orchestrator.home import PROJECT_ROOT
+from tests.conftest import SWEEPS_DIR, Orch, OrchResult
 
 MALFORMED = sorted((SWEEPS_DIR / "malformed").glob("*.yaml"))
 EXPECT_PREFIX = "# expect: "
+MAX_MESSAGE_CHARS = 1000
+PASSWD_LINES = [line for line in Path("/etc/passwd").read_text().splitlines() if line.strip()] if Path("/etc/passwd").is_file() else []
 
 
 def expected_fragment(path: Path) -> str:
-    first_line = path.read_text().splitlines()[0]
+    """The first line's fragment; the cases about encodings are not UTF-8 after their first line
+    (or at all: a UTF-16 file starts with its byte order mark)."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        first_line = raw.decode("utf-16").splitlines()[0]
+    else:
+        first_line = raw.split(b"\n", 1)[0].decode("utf-8")
     assert first_line.startswith(EXPECT_PREFIX), f"{path} must start with '{EXPECT_PREFIX}<message fragment>'"
     return first_line[len(EXPECT_PREFIX):]
 
@@ -22,6 +37,13 @@ def expected_fragment(path: Path) -> str:
 def tree_fingerprint(root: Path) -> dict[str, str]:
     """Every file under ``root`` with the sha256 of its bytes."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_one_bounded_paragraph(stderr: str) -> None:
+    """One line of at most MAX_MESSAGE_CHARS characters that echoes no line of /etc/passwd."""
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one paragraph: {stderr!r}"
+    assert len(stderr) <= MAX_MESSAGE_CHARS, f"{len(stderr)} characters: {stderr[:300]!r}..."
+    assert not any(line in stderr for line in PASSWD_LINES), f"echoes /etc/passwd: {stderr[:300]!r}"
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +54,8 @@ def populated_orch(tmp_path_factory: pytest.TempPathFactory) -> Orch:
     return orch
 
 
-def test_at_least_twenty_malformed_sweeps_ship() -> None:
-    assert len(MALFORMED) >= 20
+def test_at_least_seventy_malformed_sweeps_ship() -> None:
+    assert len(MALFORMED) >= 70
 
 
 @pytest.mark.parametrize("sweep_file", MALFORMED, ids=[path.stem for path in MALFORMED])
@@ -48,6 +70,7 @@ def test_malformed_sweep_is_rejected_without_writing(populated_orch: Orch, sweep
     assert result.stderr.startswith("orch: error: ")
     assert "accepted: " in result.stderr
     assert result.stdout == ""
+    assert_one_bounded_paragraph(result.stderr)
     assert tree_fingerprint(populated_orch.home) == before
 
 
@@ -67,3 +90,125 @@ def test_error_names_the_included_file_where_the_bad_value_lives(orch: Orch, tmp
 
     assert result.exit_code == 2
     assert f"{tmp_path / 'problem.yaml'}: training.batch_size: value not accepted; found 0" in result.stderr
+
+
+# -- sweep files that cannot ship as a file in tests/sweeps/malformed -------------------------------
+
+Runner = Callable[[Orch, str, Path], OrchResult]
+
+
+def in_process(orch: Orch, command: str, sweep: Path) -> OrchResult:
+    """``orch`` in this process, failing instead of hanging if reading the file blocks."""
+
+    def give_up(signum: int, frame: object) -> None:
+        raise TimeoutError(f"orch {command} {sweep} blocked for 20 s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(20)
+    try:
+        return orch(command, sweep)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def without_read_privilege(orch: Orch, command: str, sweep: Path) -> OrchResult:
+    """``orch`` in a child process that file permissions apply to: root keeps them only through
+    CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, which ``setpriv`` drops."""
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    argv = [*drop, sys.executable, "-m", "orchestrator.cli", "--home", str(orch.home), command, str(sweep)]
+    child = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    return OrchResult(child.returncode, child.stdout, child.stderr)
+
+
+def a_directory(folder: Path) -> Path:
+    path = folder / "sweep.yaml"
+    path.mkdir()
+    return path
+
+
+def a_fifo(folder: Path) -> Path:
+    path = folder / "sweep.yaml"
+    os.mkfifo(path)
+    return path
+
+
+def an_unreadable_file(folder: Path) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text("name: s\ninclude: [problems/digits_mlp.yaml]\n")
+    path.chmod(0)
+    return path
+
+
+def an_include_that_is_a_fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "fragment.yaml")
+    path = folder / "sweep.yaml"
+    path.write_text("name: s\ninclude: [problems/digits_mlp.yaml, fragment.yaml]\n")
+    return path
+
+
+def an_unreadable_include(folder: Path) -> Path:
+    (folder / "fragment.yaml").write_text("training: {steps: 5}\n")
+    (folder / "fragment.yaml").chmod(0)
+    path = folder / "sweep.yaml"
+    path.write_text("name: s\ninclude: [fragment.yaml]\n")
+    return path
+
+
+def a_file_too_large(folder: Path) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text("name: s\ndescription: '" + "x" * (1 << 21) + "'\n")
+    return path
+
+
+# (make the file, run orch, the file and key the message names, what it says is wrong)
+NOT_A_SWEEP_FILE: dict[str, tuple[Callable[[Path], Path], Runner, str, str]] = {
+    "directory": (a_directory, in_process, "sweep.yaml: (file)", "not a regular file; found 'a directory'"),
+    "dev_zero": (lambda folder: Path("/dev/zero"), in_process, "/dev/zero: (file)", "not a regular file; found 'a character device'"),
+    "fifo": (a_fifo, in_process, "sweep.yaml: (file)", "not a regular file; found 'a FIFO'"),
+    "unreadable": (an_unreadable_file, without_read_privilege, "sweep.yaml: (file)", "permission denied"),
+    "include_fifo": (an_include_that_is_a_fifo, in_process, "sweep.yaml: include[1]", "not a regular file; found 'a FIFO'"),
+    "unreadable_include": (an_unreadable_include, without_read_privilege, "sweep.yaml: include[0]", "permission denied"),
+    "too_large": (a_file_too_large, in_process, "sweep.yaml: (file)", "file too large"),
+}
+
+
+@pytest.fixture
+def sweep_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_SWEEP_FILE))
+@pytest.mark.parametrize("command", ["submit", "plan"])
+def test_what_is_not_a_readable_sweep_file_is_refused_without_writing(populated_orch: Orch, sweep_folder: Path, case: str, command: str) -> None:
+    make, run, names, problem = NOT_A_SWEEP_FILE[case]
+    sweep = make(sweep_folder)
+    before = tree_fingerprint(populated_orch.home)
+
+    result = run(populated_orch, command, sweep)
+
+    assert result.exit_code == 2, result.stderr
+    assert f"{names}: {problem}" in result.stderr
+    assert result.stderr.startswith("orch: error: ")
+    assert "accepted: " in result.stderr
+    assert "not valid YAML" not in result.stderr
+    assert result.stdout == ""
+    assert_one_bounded_paragraph(result.stderr)
+    assert tree_fingerprint(populated_orch.home) == before
+
+
+def test_every_part_of_a_message_is_bounded_and_escaped() -> None:
+    from orchestrator.errors import MAX_MESSAGE_CHARS, SpecError, UserError
+
+    hostile = "line one\nline two\x1b[2J\r\u2028" + "x" * 5000
+    spec_error = SpecError(hostile, hostile, hostile, hostile, hostile)
+    user_error = UserError(hostile)
+
+    for message in (str(spec_error), str(user_error)):
+        assert len(message) <= MAX_MESSAGE_CHARS
+        assert message.isprintable(), message[:200]
+        assert "line one\\nline two\\x1b[2J\\r\\u2028" in message
+    assert "; found " in str(spec_error) and "; accepted: " in str(spec_error)
+    assert spec_error.found == hostile  # the exception keeps the value; only the message is cut

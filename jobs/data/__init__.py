@@ -100,10 +100,26 @@ def subset_indices(spec: DataSpec, train_count: int, test_count: int) -> tuple[l
             raise ValueError(f"data set {spec.name} has no official test set to validate on")
         train = list(range(train_count))
         return (_keep_fraction(train, spec.fraction, spec.split_seed) if spec.fraction else train), list(range(test_count))
+    return split_indices(train_count, _train_size(spec, train_count), spec.fraction, spec.split_seed)
+
+
+def split_sizes(spec: DataSpec, train_count: int, test_count: int) -> tuple[int, int]:
+    """The lengths of :func:`subset_indices`, without drawing them (no torch needed)."""
+    if spec.val_source == "test":
+        if test_count == 0:
+            raise ValueError(f"data set {spec.name} has no official test set to validate on")
+        return (int(train_count * spec.fraction) if spec.fraction else train_count), test_count
+    train_size = _train_size(spec, train_count)
+    if spec.fraction is not None and spec.fraction != 1.0:
+        return int(train_size * spec.fraction), int((train_count - train_size) * spec.fraction)
+    return train_size, train_count - train_size
+
+
+def _train_size(spec: DataSpec, train_count: int) -> int:
     train_size = spec.train_size if spec.train_size is not None else train_count - max(1, round(train_count * spec.val_fraction))
     if not 0 < train_size < train_count:
         raise ValueError(f"train_size {train_size} leaves no validation samples of the {train_count} training samples of {spec.name}")
-    return split_indices(train_count, train_size, spec.fraction, spec.split_seed)
+    return train_size
 
 
 def split_indices(num_samples: int, train_size: int, fraction: Optional[float], seed: int) -> tuple[list[int], list[int]]:
@@ -128,6 +144,14 @@ def split_sha256(train_indices: Sequence[int], val_indices: Sequence[int]) -> st
     digest = hashlib.sha256(np.asarray(train_indices, dtype="<i8").tobytes())
     digest.update(np.asarray(val_indices, dtype="<i8").tobytes())
     return digest.hexdigest()
+
+
+def planned_split_sizes(spec: DataSpec) -> Optional[tuple[int, int]]:
+    """(training, validation) sample counts of the run's split of the official files (None where
+    :func:`planned_indices_sha256` is None: an unknown data set or unverified files)."""
+    if spec.name not in OFFICIAL_COUNTS or spec.verify_checksums is False:
+        return None
+    return split_sizes(spec, *OFFICIAL_COUNTS[spec.name])
 
 
 def planned_indices_sha256(spec: DataSpec) -> Optional[str]:
