@@ -57,11 +57,12 @@ def sync(engine: Engine) -> SyncReport:
         open_attempts = session.scalars(select(Attempt).where(Attempt.state.in_(RunState.ACTIVE))).all()
         for attempt in open_attempts:
             read_journal(session, attempt, report)
-        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE and not being_submitted(attempt)]
+        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
         for executor, attempts in by_executor(still_open).items():
             observations = get_backend(executor).observe([job_ref(attempt) for attempt in attempts])
             for attempt, observation in zip(attempts, observations):
-                reconcile(session, attempt, observation, report)
+                if not (unknown_to_scheduler(observation) and being_submitted(attempt)):
+                    reconcile(session, attempt, observation, report)
         for run in {attempt.run for attempt in open_attempts}:
             refresh_run_state(run)
     return report
@@ -100,9 +101,14 @@ def reconcile(session: Session, attempt: Attempt, observation: Observation, repo
             report.attempts_lost += 1
 
 
+def unknown_to_scheduler(observation: Observation) -> bool:
+    return observation.job_id is None and observation.phase in (Phase.ENDED, Phase.GONE)
+
+
 def being_submitted(attempt: Attempt) -> bool:
     """Committed, no job id recorded yet, and the orch process submitting it still runs (on
-    another login node: until it would count as lost). The scheduler knows nothing of it yet."""
+    another login node: until it would count as lost). A scheduler that knows nothing of such an
+    attempt has not been asked yet: the attempt is not lost."""
     if attempt.job_id is not None or attempt.pid is not None:
         return False
     if attempt.submitter is None or not submitter_alive(attempt.submitter):
