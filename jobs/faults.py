@@ -5,7 +5,9 @@ named point, so a test can stop a command or a job in any window without sleepin
 Points: ``sql`` (before each statement on the registry, login node), ``commit`` (before each
 commit of a registry transaction), ``publish`` (before each
 atomic publication, both sides: a file left as ``.tmp-*`` or not at all), and named steps of
-``orch`` commands (``submit.before-scheduler``, ``submit.after-scheduler``, ...).
+``orch submit``/``resume`` (``submit.committed``: attempts committed, scheduler not called;
+``submit.scheduler``: before each array goes to the scheduler; ``submit.launched``: after, before
+its job ids are recorded).
 
 Unset (always, outside the tests) it costs one environment lookup per pass.
 """
@@ -36,3 +38,8 @@ def reached(point: str) -> None:
 def passes(point: str) -> int:
     """How often ``point`` was passed in this process while ``ORCH_KILL_AT`` was set."""
     return _passes[point]
+
+
+def all_passes() -> dict[str, int]:
+    """Passes per point so far in this process (a copy)."""
+    return dict(_passes)

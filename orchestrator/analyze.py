@@ -35,7 +35,7 @@ from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Run
 from orchestrator.resources import ResourceProblem, resolve_resources
 from orchestrator.safe_output import check_output_folder
-from orchestrator.submit import resolve_targets
+from orchestrator.submit import profile_of, resolve_targets, results_umask
 from orchestrator.sweep import SEED_KEY
 from orchestrator.views import WhereClause, flat_spec, matches_where, metric_series, run_row, select_runs, swept_values
 
@@ -96,8 +96,13 @@ def analyze_runs(runs: Sequence[Run], arguments: argparse.Namespace, home: OrchH
         run_input = RunInput(run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures")
         jobs.append(AnalysisJob(arguments.figure, run_input, options))
     if arguments.executor is None:
-        return [AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options)) for job in jobs]
+        return [in_process(job, run) for job, run in zip(jobs, runs)]
     return submitted_analyses(runs, jobs, arguments.executor, home)
+
+
+def in_process(job: AnalysisJob, run: Run) -> AnalysisReport:
+    with results_umask(profile_of(run)):  # figures in the run's folder get its profile's modes
+        return AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options))
 
 
 def submitted_analyses(runs: Sequence[Run], jobs: Sequence[AnalysisJob], executor_name: str, home: OrchHome) -> list[AnalysisReport]:
@@ -115,7 +120,7 @@ def submitted_analyses(runs: Sequence[Run], jobs: Sequence[AnalysisJob], executo
         folder = profile.results_path(home) / "submitit" / submission
         executor = analysis_executor(executor_name, folder, launcher, resources, profile, submission)
         # a local job must not hold orch's stdout (orch analyze … | cat would wait for it)
-        with streams_detached(folder / "controller.log") if executor_name == "local" else contextlib.nullcontext():
+        with results_umask(profile), streams_detached(folder / "controller.log") if executor_name == "local" else contextlib.nullcontext():
             submitted.append(executor.submit(job))
     return [AnalysisReport(job.run.run_id, job.name, read_report(Path(handle.result()))) for job, handle in zip(jobs, submitted)]
 
@@ -150,10 +155,11 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
     out_dir = arguments.out or default_sweep_folder(home)
     collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
     title = f"{selection}: {len(runs)} runs grouped by {', '.join(keys) or '(nothing)'}"
-    if arguments.figure == "curves":
-        output = curves(collected, keys, out_dir, selection, arguments.format, title)
-    else:
-        output = result_table(collected, keys, out_dir, selection)
+    with results_umask(*{run_profile.name: run_profile for run_profile in map(profile_of, runs)}.values()):
+        if arguments.figure == "curves":
+            output = curves(collected, keys, out_dir, selection, arguments.format, title)
+        else:
+            output = result_table(collected, keys, out_dir, selection)
     return AnalysisReport(selection, arguments.figure, output)
 
 

@@ -28,7 +28,7 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 import yaml
 from alembic.util.exc import CommandError as MigrationError
@@ -41,11 +41,11 @@ from sqlalchemy.orm import Session
 from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
 from jobs.paths import RunPaths
 from orchestrator import output
-from orchestrator.errors import BAD_INPUT_EXIT, SpecError, UserError
+from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, UserError, one_paragraph
 from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
 from orchestrator.home import OrchHome
-from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_url
+from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_location, registry_problem, registry_url
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
 from orchestrator.sweep import SweepPlan, load_sweep
@@ -144,6 +144,10 @@ ENVIRONMENT_ERRNOS = {
     errno.EIO: "a working file system (an I/O error: check the disk or the network mount)",
     errno.ENAMETOOLONG: "a shorter path",
     errno.ELOOP: "a path without a loop of symbolic links",
+    errno.ENOENT: "a path that exists (a file or folder orch needs was removed or moved)",
+    errno.ENOTDIR: "a path whose folders are folders (a file stands where a folder belongs: move it away)",
+    errno.EISDIR: "a path to a file (a folder stands where a file belongs: move it away)",
+    errno.EEXIST: "a path that is free (something else stands where orch writes: move it away)",
 }
 
 
@@ -153,31 +157,17 @@ def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
         where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None) or "a file"
         return f"{where}: {error.strerror}; accepted: {ENVIRONMENT_ERRNOS[error.errno]}"
     if isinstance(error, OperationalError) or type(error) is DatabaseError:
-        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
-        return f"registry {registry_location(home)}: {reason}; accepted: {registry_advice(reason)}"
+        return registry_problem(error, _registry_location(home))
     if isinstance(error, MigrationError):
-        return f"registry {registry_location(home)}: {error}; accepted: a registry of this orch's schema (one a newer orch upgraded needs that orch), or another --home"
+        return f"registry {_registry_location(home)}: {error}; accepted: a registry of this orch's schema (one a newer orch upgraded needs that orch), or another --home"
     return None
 
 
-def registry_location(home: OrchHome) -> str:
+def _registry_location(home: OrchHome) -> str:
     try:
-        url = registry_url(home)
+        return registry_location(registry_url(home))
     except UserError:  # a malformed $ORCH_DB_URL
         return f"${DB_URL_VARIABLE}"
-    return url.database if url.get_backend_name() == "sqlite" and url.database else url.render_as_string(hide_password=True)
-
-
-def registry_advice(reason: str) -> str:
-    advice = {
-        "locked": "a registry no other orch command is writing: retry when it has finished",
-        "full": "free space on the registry's file system, or another --home",
-        "readonly": "a registry on a writable file system that you may write, or another --home",
-        "unable to open": "a --home folder that exists and that you may write",
-        "not a database": "an orch registry: this file is something else or damaged (restore it from a backup)",
-        "malformed": "an intact registry: restore it from a backup",
-    }
-    return next((text for fragment, text in advice.items() if fragment in reason), "a working file system for the registry, or another --home")
 
 
 def internal_error_message(error: Exception) -> str:
@@ -191,8 +181,15 @@ def internal_error_message(error: Exception) -> str:
     )
 
 
+class BoundedParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one bounded paragraph: a 50 kB argument is not echoed whole."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(one_paragraph(message, MAX_MESSAGE_CHARS - len(self.prog) - 10))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orch", description=__doc__.splitlines()[0])
+    parser = BoundedParser(prog="orch", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="orchestrator home: registry and default results (default: $ORCH_HOME or ./.orch)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -575,16 +572,29 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 def protected_folders(home: OrchHome) -> list[Path]:
     """Folders whose contents orch owns, never a target of ``--out``: the home (registry, its journal,
-    cache, default results) and the results folder of each cluster profile."""
+    cache, default results), the registry where ``ORCH_DB_URL`` puts it, and the results folder of
+    each cluster profile."""
     from orchestrator.profiles import load_profile, profile_names
 
-    folders = [home.root]
+    folders = [home.root, *registry_files(home)]
     for name in profile_names():
         try:
             folders.append(load_profile(name).results_path(home))
         except SpecError:  # a broken profile: the commands that use it report it
             continue
     return list(dict.fromkeys(folders))
+
+
+def registry_files(home: OrchHome) -> list[Path]:
+    """The SQLite registry file and its rollback journal (none for a database server)."""
+    try:
+        url = registry_url(home)
+    except UserError:
+        return []
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return []
+    file = Path(url.database).expanduser().absolute()
+    return [file, file.with_name(file.name + "-journal")]
 
 
 def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
@@ -614,7 +624,8 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
             check_figure_path(run, RunPaths(Path(run.run_dir)).curves_png)
         for run in runs:
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
-            written.append(str(plot_training_curves(metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png)))
+            with submission.results_umask(submission.profile_of(run)):
+                written.append(str(plot_training_curves(metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png)))
     output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
     return 0
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
+import operator
 import os
 import secrets
 import socket
@@ -180,6 +182,7 @@ def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> Non
     faults.reached("submit.scheduler")
     with results_umask(group[0].profile):
         handles = get_backend(group[0].executor).submit(_array_of(group, home))
+    faults.reached("submit.launched")
     with Session(engine) as session, session.begin():
         for item, handle in zip(group, handles):
             attempt = session.get_one(Attempt, item.attempt_id)
@@ -188,13 +191,18 @@ def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> Non
 
 
 @contextlib.contextmanager
-def results_umask(profile: ClusterProfile) -> Iterator[None]:
-    """Files and folders of runs (spec, logs, and the jobs this process starts) get the profile's modes."""
-    previous = os.umask(profile.results_umask)
+def results_umask(*profiles: ClusterProfile) -> Iterator[None]:
+    """Files and folders of runs (spec, logs, figures, and the jobs this process starts) get the
+    profiles' modes (the strictest of several)."""
+    previous = os.umask(functools.reduce(operator.or_, (profile.results_umask for profile in profiles), 0))
     try:
         yield
     finally:
         os.umask(previous)
+
+
+def profile_of(run: Run) -> ClusterProfile:
+    return load_profile(spec_from_yaml(run.spec_yaml).cluster)
 
 
 def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:

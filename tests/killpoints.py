@@ -45,7 +45,7 @@ def _child(argv: Sequence[str], kill_at: str, environment: dict[str, str], passe
         os.dup2(quiet.fileno(), 1)
         os.dup2(quiet.fileno(), 2)
     exit_code = main(list(argv))
-    Path(passes_file).write_text(json.dumps(dict(faults._passes)))
+    Path(passes_file).write_text(json.dumps(faults.all_passes()))
     sys.stdout.flush()
     os._exit(exit_code)
 

@@ -39,6 +39,8 @@ def profiles_with_local_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize("executor", ["debug", "local"])
 def test_results_are_private_by_default(orch: Orch, executor: str) -> None:
     orch.ok("submit", TINY, "--executor", executor, "--wait")
+    orch.ok("curves", "tiny")  # figures drawn on the login node follow the profile too
+    orch.ok("analyze", "tiny", "--figure", "curves")
 
     files, folders = modes_under(orch.home / "results")
     assert sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10  # spec, checkpoints, events, logs
@@ -51,8 +53,10 @@ def test_a_lab_profile_makes_results_group_readable(orch: Orch, profiles_with_lo
     profiles_with_local_access("group")
 
     orch.ok("submit", TINY, "--executor", "local", "--wait")
+    orch.ok("curves", "tiny")
 
     files, folders = modes_under(orch.home / "results")
+    assert any((orch.home / "results" / "runs").rglob("curves.png"))
     assert files == {0o640}, sorted(map(oct, files))
     assert folders == {0o750}, sorted(map(oct, folders))
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600  # the registry stays the owner's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,16 @@ def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> No
                                         state=active, submitted_time=0.0, journal_dir="/x", journal_seq=0, requeues=0))  # fmt: skip
 
 
+def test_the_one_active_attempt_index_is_partial_on_postgresql_too() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateIndex
+
+    index = next(index for index in Attempt.__table__.indexes if index.name == "uq_attempts_one_active_per_run")
+    for dialect in (postgresql.dialect(), sqlite.dialect()):
+        ddl = str(CreateIndex(index).compile(dialect=dialect))
+        assert ddl.startswith("CREATE UNIQUE INDEX uq_attempts_one_active_per_run ON attempts (run_id) WHERE state IN ('PENDING', 'RUNNING')"), ddl
+
+
 SHARED_BASE = """
 include: [problems/digits_mlp.yaml]
 base:
@@ -213,6 +224,21 @@ def test_a_kill_between_commit_and_scheduler_is_recovered_by_the_next_submit(tmp
         home = tmp_path / "home2"
 
 
+def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs_them_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.launched:1").exit_code == KILLED
+    orch = Orch(home)
+
+    assert {run["state"] for run in orch.ok("runs", "--json").json()} <= {"PENDING", "RUNNING"}  # found, not lost
+    again = orch.ok("submit", TINY, "--executor", "local", "--json").json()
+    assert again["submitted"] == []  # still active: nothing is started twice
+    deadline = time.monotonic() + 120
+    while {run["state"] for run in orch.ok("runs", "--json").json()} != {"COMPLETED"}:
+        assert time.monotonic() < deadline, orch.ok("runs", "--json").json()
+        time.sleep(0.5)
+    assert set(attempts_per_run(home / "registry.sqlite").values()) == {1}
+
+
 # -- ORCH_DB_URL -------------------------------------------------------------------------------
 
 
@@ -225,8 +251,10 @@ def test_a_kill_between_commit_and_scheduler_is_recovered_by_the_next_submit(tmp
         ("oracle+cx_oracle://u:hunter2@h/db", "unsupported database 'oracle'"),
         ("postgresql+nosuchdriver://u:hunter2@h/db", "no SQLAlchemy dialect"),
         ("postgresql+pg8000://u:hunter2@localhost:1/db", "not installed"),
-        ("sqlite://", "names no file"),
-        ("sqlite:///:memory:", "names no file"),
+        ("sqlite://", "names no plain file"),
+        ("sqlite:///:memory:", "names no plain file"),
+        ("sqlite:///registry.sqlite?mode=memory&uri=true", "names no plain file"),
+        ("postgresql://u:hunter2@[::1/db", "not a database URL"),
     ],
 )
 @pytest.mark.parametrize("command", [["status"], ["runs"], ["submit", str(TINY), "--executor", "debug"]])
@@ -251,8 +279,26 @@ def test_a_db_url_to_a_file_that_is_not_a_database(orch: Orch, tmp_path: Path, m
     for command in (["status"], ["submit", str(TINY), "--executor", "debug"]):
         result = orch(*command)
         assert result.exit_code == 2
-        assert f"registry {not_a_database} cannot be opened: file is not a database" in result.stderr
+        assert f"registry {not_a_database}: file is not a database" in result.stderr
     assert not_a_database.read_bytes() == before
+
+
+def test_read_only_commands_never_create_a_schema_in_another_database(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    foreign, empty = tmp_path / "foreign.db", tmp_path / "empty.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+    sqlite3.connect(empty).close()
+    before = {path: path.read_bytes() for path in (foreign, empty)}
+
+    monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{foreign}")
+    for command in (["status"], ["runs"], ["sync"], ["export", "--json"], ["submit", str(TINY), "--executor", "debug"]):
+        result = orch(*command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert f"{foreign} is an SQLite database but not an orch registry" in result.stderr
+    monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{empty}")
+    assert orch.ok("status", "--json").json() == []
+
+    assert {path: path.read_bytes() for path in (foreign, empty)} == before
 
 
 def test_a_db_url_to_a_folder(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

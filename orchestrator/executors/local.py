@@ -16,7 +16,7 @@ from jobs.entry import AttemptJob
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase
-from orchestrator.executors.processes import process_alive, process_tree, this_host
+from orchestrator.executors.processes import process_alive, process_tree, processes_running, this_host
 
 SUBMITIT_MARK = "submitit"
 
@@ -46,8 +46,17 @@ class LocalBackend:
         controller_pid = int(job.job_id) if job.job_id else None
         if process_alive(job.pid, SUBMITIT_MARK) or process_alive(controller_pid, SUBMITIT_MARK):
             return Observation(Phase.RUNNING if job.pid else Phase.PENDING)
+        if not job.job_id and not job.pid and job.name and self._controllers_of(job.name):
+            return Observation(Phase.PENDING, reason="started; its submitter died before recording the job id")
         where = f"process {job.pid}" if job.pid else f"job {job.job_id}"
         return Observation(Phase.ENDED, state="LOST", reason=f"{where} ended without a final journal event")
+
+    @staticmethod
+    def _controllers_of(array_name: str) -> list[int]:
+        """submitit controllers of the array's submission (``<folder>/submitit/<submission>``):
+        found by their command line, as a Slurm array is found by its job name."""
+        submission = array_name.rpartition(".")[0] or array_name
+        return processes_running("submitit.local._local", f"{os.sep}submitit{os.sep}{submission}")
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
         """SIGTERM to a started task (it stops at once, without final words; submitit's controller

@@ -43,6 +43,19 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
+def processes_running(*fragments: str) -> list[int]:
+    """Processes on this host whose command line holds every one of ``fragments``."""
+    found = []
+    for cmdline_file in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command_line = cmdline_file.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if all(fragment in command_line for fragment in fragments):
+            found.append(int(cmdline_file.parent.name))
+    return sorted(found)
+
+
 def submitter_alive(submitter: Optional[str]) -> bool:
     """Whether the orch process ``"<host>:<pid>"`` that submits an attempt still runs; True when it
     ran on another login node (this one cannot tell: the attempt's age decides there)."""

@@ -10,7 +10,9 @@ transaction, so a process killed while creating or upgrading the registry leaves
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from jobs import faults
 from orchestrator.errors import UserError
@@ -38,21 +40,25 @@ def registry_url(home: OrchHome) -> URL:
         return make_url(f"sqlite:///{home.registry_file}")
     try:
         url = make_url(given)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise UserError(f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}") from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise UserError(f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}")
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise UserError(f"{DB_URL_VARIABLE}: {_shown(url)} names no file (an in-memory registry forgets everything); accepted: {ACCEPTED_URLS}")
+    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or url.query):
+        raise UserError(f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets everything; no query options); accepted: {ACCEPTED_URLS}")
     return url
 
 
 def open_registry(home: OrchHome) -> Engine:
     """An engine on the registry at the newest schema; creates the SQLite file (0600) if missing."""
     url = registry_url(home)
-    if _sqlite_file(url) is not None:
-        _create_private_file(_sqlite_file(url))  # type: ignore[arg-type]
+    file = _sqlite_file(url)
+    if file is not None:
+        _create_private_file(file)
     engine = _engine(url)
+    if file is not None and not _has_schema(engine, url) and not _is_empty_database(file):
+        engine.dispose()
+        raise _foreign_database(file)
     _upgrade_to_head(engine, url)
     return engine
 
@@ -69,11 +75,22 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
         if file.stat().st_size == 0:
             return None  # created by a submit that died before its first transaction committed
     engine = _engine(url)
-    if file is None and not _has_schema(engine, url):
+    if not _has_schema(engine, url):
         engine.dispose()
+        if file is not None and not _is_empty_database(file):
+            raise _foreign_database(file)
         return None
-    _upgrade_to_head(engine, url)
+    _upgrade_to_head(engine, url)  # an older orch's registry: its schema is brought up to date
     return engine
+
+
+def _foreign_database(file: Path) -> UserError:
+    return UserError(f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: a registry written by orch, or a path where none exists yet")
+
+
+def _is_empty_database(file: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)) as connection:
+        return connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
 
 
 def _sqlite_file(url: URL) -> Optional[Path]:
@@ -163,6 +180,27 @@ def _upgrade_to_head(engine: Engine, url: URL) -> None:
             command.upgrade(config, "head")
 
 
+REGISTRY_ADVICE = {
+    "locked": f"retry once the other orch command has finished (it held the registry for over {BUSY_TIMEOUT_SECONDS} s)",
+    "full": "free space on the registry's file system, or another --home",
+    "readonly": "a registry on a writable file system that you may write, or another --home",
+    "unable to open": "a --home folder that exists and that you may write",
+    "not a database": "an orch registry: this file is something else or damaged (restore it from a backup)",
+    "malformed": "an intact registry: restore it from a backup",
+}
+
+
+def registry_problem(error: DatabaseError, where: str) -> str:
+    """One line for a database error: what the driver said, where, and what to do (never a password)."""
+    cause = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+    advice = next((text for fragment, text in REGISTRY_ADVICE.items() if fragment in cause), f"{ACCEPTED_URLS}, reachable, holding an orch registry")
+    return f"registry {where}: {cause}; accepted: {advice}"
+
+
+def registry_location(url: URL) -> str:
+    return str(_sqlite_file(url) or _shown(url))
+
+
 class _reachable:
     """Turns 'cannot open / not a database' into a UserError naming the registry (never its password)."""
 
@@ -173,13 +211,9 @@ class _reachable:
         return None
 
     def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> bool:
-        if not isinstance(error, DatabaseError):
-            return False
-        cause = str(getattr(error, "orig", error)).splitlines()[0][:300]
-        where = _sqlite_file(self.url) or _shown(self.url)
-        if isinstance(error, OperationalError) and "locked" in cause:
-            raise UserError(f"registry {where} is locked by another orch command ({cause}) for over {BUSY_TIMEOUT_SECONDS} s; accepted: retry once it ends") from None
-        raise UserError(f"registry {where} cannot be opened: {cause}; accepted: {ACCEPTED_URLS}, reachable, holding an orch registry") from None
+        if isinstance(error, DatabaseError):
+            raise UserError(registry_problem(error, registry_location(self.url))) from None
+        return False
 
 
 def _make_revision(message: str, home: OrchHome) -> None:
