@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +19,39 @@ from jobs import faults
 TEMP_PREFIX = ".tmp-"
 
 
-def publish_bytes(path: Path, payload: bytes) -> str:
-    """Atomically write ``payload`` to ``path``; returns its sha256 (hex).
+def publish_bytes(path: Path, payload: bytes, create_parents: bool = True) -> str:
+    """Atomically write ``payload`` to ``path``; returns its sha256 (hex). ``create_parents``:
+    create missing folders (else a missing folder is a ``FileNotFoundError``).
 
-    On failure (a full disk, a quota, a read-only or unreachable file system) the temporary file is
-    removed, so a full disk keeps no half-written copy, and the ``OSError`` raised names ``path``:
-    ``[Errno 28] No space left on device: '<path>'``.
+    The temporary file is created exclusively (never through a symlink), with the mode the umask
+    leaves. On failure (a full disk, a quota, a read-only or unreachable file system, an
+    interruption) it is removed, so nothing half-written stays, and an ``OSError`` about the
+    temporary file names ``path`` instead: ``[Errno 28] No space left on device: '<path>'``; one
+    about another file (a folder that cannot be created) keeps that file's name.
     """
     faults.reached("publish")
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if create_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(temp, payload)
         os.replace(temp, path)
         _fsync_folder(path.parent)
-    except OSError as error:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
-        if error.errno is None:
+        if not isinstance(error, OSError) or error.errno is None or error.filename not in (None, str(temp)):
             raise
         raise OSError(error.errno, error.strerror, str(path)) from error
     return hashlib.sha256(payload).hexdigest()
+
+
+def _write_synced(temp: Path, payload: bytes) -> None:
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def publish_json(path: Path, document: Any) -> str:

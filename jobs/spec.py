@@ -301,7 +301,7 @@ class TrainingSpec:
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
     checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)  # also publish a checkpoint this often
-    heartbeat_seconds: float = checked(5.0, gt=0.0, fingerprint=False)
+    heartbeat_seconds: float = checked(5.0, ge=0.1, fingerprint=False)  # >= 0.1 s: each heartbeat is a published file
     fail_on_nonfinite_loss: bool = unfingerprinted(True)  # a diverged run fails at once instead of burning GPU time
 
 

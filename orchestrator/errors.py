@@ -13,6 +13,7 @@ from typing import Any
 BAD_INPUT_EXIT = 2
 MAX_MESSAGE_CHARS = 960  # "orch: error: " and the newline keep a printed message within 1 000
 MAX_PART_CHARS = 200  # of a file name, key, problem or found value inside a message
+MAX_QUOTED_CHARS = 80  # of a value quoted inside a one-line command-line message
 
 
 class UserError(Exception):
@@ -32,13 +33,13 @@ class SpecError(UserError):
         self.found = found
         self.accepted = accepted
         parts = [one_paragraph(str(part), MAX_PART_CHARS) for part in (file, key, problem)]
-        super().__init__(f"{parts[0]}: {parts[1]}: {parts[2]}; found {_show(found)}; accepted: {one_paragraph(accepted, MAX_MESSAGE_CHARS)}")
+        super().__init__(f"{parts[0]}: {parts[1]}: {parts[2]}; found {shown(found, MAX_PART_CHARS)}; accepted: {one_paragraph(accepted, MAX_MESSAGE_CHARS)}")
 
 
 def one_paragraph(text: str, limit: int) -> str:
     """``text`` on one line, control characters escaped (``\\n``, ``\\x1b``), at most ``limit`` characters."""
-    shown = "".join(_escaped(character) for character in text[: limit + 1])
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+    escaped = "".join(_escaped(character) for character in text[: limit + 1])
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
 def _escaped(character: str) -> str:
@@ -47,5 +48,6 @@ def _escaped(character: str) -> str:
     return character
 
 
-def _show(value: Any) -> str:
-    return one_paragraph(repr(value), MAX_PART_CHARS)
+def shown(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``value`` quoted (its ``repr``) for a message: one line, at most ``limit`` characters."""
+    return one_paragraph(repr(value), limit)

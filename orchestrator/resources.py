@@ -1,7 +1,8 @@
 """A run's resources resolved against its cluster profile at plan time.
 
 Impossible requests (unknown partition or GPU type, more than a node has, a time above the
-partition's limit) are errors naming the allowed values. What the spec leaves open is filled in:
+partition's limit) are errors naming the allowed values; where a profile does not state its nodes'
+memory, FALLBACK_NODE_MEMORY caps ``mem``. What the spec leaves open is filled in:
 ``time`` from the profile's default, ``partition`` as the shortest partition that fits.
 """
 
@@ -14,7 +15,7 @@ from jobs.spec import ResourcesSpec, memory_megabytes, time_limit_minutes
 from orchestrator.profiles import ClusterProfile
 
 
-FALLBACK_NODE_MEMORY = "64G"  # a sane cap where a profile leaves node.mem open
+FALLBACK_NODE_MEMORY = "64G"  # the cap on resources.mem and on a probe's memory where a profile leaves node.mem open
 
 
 class ResourceProblem(Exception):
@@ -43,6 +44,8 @@ def _check_node(resources: ResourcesSpec, profile: ClusterProfile) -> None:
         raise ResourceProblem("cpus", resources.cpus, f"1..{node.cpus} (CPUs per node of cluster {profile.name})")
     if node.mem is not None and memory_megabytes(resources.mem) > memory_megabytes(node.mem):
         raise ResourceProblem("mem", resources.mem, f"at most {node.mem} (memory per node of cluster {profile.name})")
+    if node.mem is None and memory_megabytes(resources.mem) > memory_megabytes(FALLBACK_NODE_MEMORY):
+        raise ResourceProblem("mem", resources.mem, f"at most {FALLBACK_NODE_MEMORY} (cluster {profile.name} does not state its nodes' memory)")
 
 
 def node_memory(profile: ClusterProfile) -> tuple[float, str]:

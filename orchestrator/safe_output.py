@@ -2,26 +2,29 @@
 
 A file ``orch`` writes for the user (``export --out``) must be a regular file or not exist yet,
 in a folder that exists, outside the orch home and the results folders. It is written beside its
-final name (temporary file, fsync, rename, fsync of the folder), so a reader never sees a torn
-file and a failure leaves neither a half-written file nor a temporary one behind.
+final name by :func:`jobs.atomic.publish_bytes` (temporary file, fsync, rename, fsync of the
+folder), so a reader never sees a torn file and a failure leaves neither a half-written file nor
+a temporary one behind.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Sequence
 
+from jobs.atomic import publish_bytes
 from orchestrator.errors import UserError
-
-TEMP_PREFIX = ".tmp-"  # as jobs.atomic: readers skip such names
 
 
 def describe_kind(path: Path) -> str:
     """What is at ``path`` in words ("a directory", "a FIFO"), without following a final symlink."""
-    mode = os.lstat(path).st_mode
+    return describe_mode(os.lstat(path).st_mode)
+
+
+def describe_mode(mode: int) -> str:
+    """The kind of file of an ``st_mode`` in words ("a regular file", "a directory", "a FIFO")."""
     kinds = (
         (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
@@ -73,21 +76,6 @@ def check_output_folder(option: str, target: Path, protected: Sequence[Path], al
 
 
 def replace_file(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, rename,
-    fsync of the folder. The folder must exist (it is not created); on failure nothing is left."""
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    """Write ``payload`` to ``path`` atomically (:func:`jobs.atomic.publish_bytes`); the folder must
+    exist (it is not created); on failure nothing is left and the error names ``path``."""
+    publish_bytes(path, payload, create_parents=False)

@@ -11,11 +11,17 @@ A sweep file (the reference: docs/sweeps.md)::
       - {optimizer.name: [pal], optimizer.measuring_step: [1, 0.1]}  # value of base/includes
     zip: {a.b: [1, 2], c.d: [3, 4]}  # parallel lists of equal length (or a list of such groups)
     seeds: 2                         # training.seed over range(2), or an explicit list
-    max_runs: 400000                 # refuse sweeps of more runs (default 250 000)
+    max_runs: 400000                 # refuse sweeps of more runs (default 250 000, at most 10 000 000)
 
 The runs are the cartesian product of grid × (union of grids) × zip × seeds. Their number is
 computed from the lengths of the lists before any point exists, and a sweep of more than
-``max_runs`` runs is refused; the points are then generated one at a time.
+``max_runs`` runs is refused (``max_runs`` itself may not exceed MAX_RUNS_CEILING, 10 000 000);
+the points are then generated one at a time.
+
+Values may interpolate other fields of the run spec (``${training.steps}``, ``${..steps}``), but
+no resolver (``${oc.env:NAME}``, ``${oc.decode:...}``, any ``${name:...}``) is allowed in any
+value of the sweep file or its includes: resolvers read the environment or build values, so a
+sweep could copy a secret into a run's spec or an error message.
 
 Files are read only when they are regular files of at most 1 MiB of UTF-8 text without NUL bytes
 or control characters (a directory, FIFO or device is refused before it is opened). Their YAML may
@@ -44,8 +50,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf, grammar_parser
+from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseException
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
 from jobs.spec import RunSpec, line_memory_bytes, value_problem, violations
 from orchestrator.errors import SpecError
@@ -53,12 +60,14 @@ from orchestrator.fingerprint import run_id
 from orchestrator.home import CONFIGS_DIR
 from orchestrator.profiles import load_profile, profile_names
 from orchestrator.resources import ResourceProblem, node_memory, resolve_resources
+from orchestrator.safe_output import describe_mode
 
 TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds", "max_runs")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 SEED_KEY = "training.seed"
 SWEEP_DOCS = "docs/sweeps.md"
 DEFAULT_MAX_RUNS = 250_000
+MAX_RUNS_CEILING = 10_000_000  # max_runs may not switch the guard off
 MAX_FILE_BYTES = 1 << 20
 MAX_YAML_NODES = 10_000  # with aliases expanded (OmegaConf's own default limit)
 MAX_YAML_DEPTH = 32
@@ -197,6 +206,7 @@ def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPla
     file = str(path)
     text = read_text(path, file, "(file)")
     document = parse_yaml_mapping(text, file)
+    check_no_resolvers(file, document, "")
     _check_top_level(file, document)
     name = _sweep_name(file, document)
     description = _description(file, document)
@@ -207,6 +217,7 @@ def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPla
     base_config = OmegaConf.structured(RunSpec)
     for index, include_path in enumerate(_include_paths(file, path.parent, document.get("include", []))):
         fragment = parse_yaml_mapping(read_text(include_path, file, f"include[{index}]"), str(include_path))
+        check_no_resolvers(str(include_path), fragment, "")
         base_config = merge_fragment(base_config, fragment, str(include_path), "")
         origins.add(fragment, str(include_path), "")
     base = document.get("base") or {}
@@ -237,13 +248,13 @@ def _read_regular_file(path: Path, referring_file: str, referring_key: str) -> b
     try:
         status = os.stat(path)
         if not stat.S_ISREG(status.st_mode):
-            raise refuse("not a regular file", _file_kind(status.st_mode), "a YAML file (not a directory, FIFO or device)")
+            raise refuse("not a regular file", describe_mode(status.st_mode), "a YAML file (not a directory, FIFO or device)")
         if status.st_size > MAX_FILE_BYTES:
             raise refuse("file too large", f"{status.st_size} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
         with os.fdopen(descriptor, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced since os.stat
-                raise refuse("not a regular file", _file_kind(os.fstat(handle.fileno()).st_mode), "a YAML file (not a directory, FIFO or device)")
+                raise refuse("not a regular file", describe_mode(os.fstat(handle.fileno()).st_mode), "a YAML file (not a directory, FIFO or device)")
             data = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         raise refuse("file not found", str(path), "an existing YAML file") from None
@@ -254,11 +265,6 @@ def _read_regular_file(path: Path, referring_file: str, referring_key: str) -> b
     if len(data) > MAX_FILE_BYTES:  # /proc files say they are empty
         raise refuse("file too large", f"more than {MAX_FILE_BYTES} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
     return data
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def _decoded(data: bytes, file: str) -> str:
@@ -407,6 +413,37 @@ class YamlShape:
 _STRING_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+RESOLVERS_ACCEPTED = "${dotted.key} of another field, ${..key} relative to this one, or text without ${name:...} (resolvers such as oc.env, oc.decode, oc.create are refused)"
+
+
+def check_no_resolvers(file: str, node: Any, key: str) -> None:
+    """Refuse every string of a sweep or include file that calls a resolver (``${oc.env:X}``) or
+    is no valid interpolation; plain interpolations of other keys (``${a.b}``, ``${..x}``) pass."""
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            check_no_resolvers(file, value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            check_no_resolvers(file, item, f"{key}[{index}]")
+    elif isinstance(node, str) and "${" in node:
+        problem = _interpolation_problem(node)
+        if problem is not None:
+            raise SpecError(file, key, problem, node, RESOLVERS_ACCEPTED)
+
+
+def _interpolation_problem(text: str) -> Optional[str]:
+    """Why ``text`` may not stand in a sweep (a resolver call, invalid syntax); None if it may."""
+    try:
+        pending = [grammar_parser.parse(text)]
+    except (GrammarParseError, RecursionError):
+        return "not a valid interpolation"
+    while pending:  # every node of the parse tree
+        node = pending.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            return "resolvers are not allowed"
+        pending.extend(node.getChildren() if hasattr(node, "getChildren") else [])
+    return None
+
 
 def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:
     """``config`` with a run-spec fragment merged in, type-checked against the schema."""
@@ -506,10 +543,10 @@ def _description(file: str, document: Mapping[str, Any]) -> str:
 
 
 def run_limit(file: str, document: Mapping[str, Any]) -> int:
-    """The most runs the sweep may expand to: ``max_runs``, else DEFAULT_MAX_RUNS."""
+    """The most runs the sweep may expand to: ``max_runs`` (at most MAX_RUNS_CEILING), else DEFAULT_MAX_RUNS."""
     limit = document.get("max_runs", DEFAULT_MAX_RUNS)
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise SpecError(file, "max_runs", "invalid max_runs", limit, f"a whole number of runs >= 1 (default {DEFAULT_MAX_RUNS}; {SWEEP_DOCS})")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RUNS_CEILING:
+        raise SpecError(file, "max_runs", "invalid max_runs", limit, f"a whole number of runs from 1 to {MAX_RUNS_CEILING} (default {DEFAULT_MAX_RUNS}; {SWEEP_DOCS})")
     return limit
 
 
@@ -729,6 +766,7 @@ def _check_sizes(spec: RunSpec, origins: Origins) -> None:
     if split is None:
         return
     train, val = split
+    _check_fraction(spec, train, val, origins)
     for key, size in (("training.batch_size", spec.training.batch_size), ("optimizer.search_batch_size", spec.optimizer.search_batch_size)):
         if size is not None and size > train:
             origin_file, origin_key = origins.of(key)
@@ -740,6 +778,33 @@ def _check_sizes(spec: RunSpec, origins: Origins) -> None:
             origin_file, origin_key = origins.of(f"probes[{index}]")
             accepted = f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer max_enlargements, directions or recorded sets"
             raise SpecError(origin_file, origin_key, "a line of this probe does not fit in memory", f"{needed / 2**30:,.1f} GiB of losses per line", accepted)
+
+
+def _check_fraction(spec: RunSpec, train: int, val: int, origins: Origins) -> None:
+    """A ``data.fraction`` must keep a validation sample and a batch of training samples (one
+    sample where the batch size exceeds even the whole split: then the batch size is at fault)."""
+    from jobs.data import planned_split_sizes
+
+    if spec.data.fraction is None:
+        return
+    whole = planned_split_sizes(replace(spec.data, fraction=None))
+    assert whole is not None  # the same data set and files as the split itself
+    whole_train, whole_val = whole
+    needed = spec.training.batch_size if spec.training.batch_size <= whole_train else 1
+    origin_file, origin_key = origins.of("data.fraction")
+    if train < needed:
+        problem = "leaves no training sample" if train < 1 else "leaves fewer training samples than training.batch_size"
+        accepted = f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the {whole_train} training samples of {spec.data.name}; training.batch_size is {spec.training.batch_size})"
+        raise SpecError(origin_file, origin_key, problem, spec.data.fraction, accepted)
+    if val < 1 <= whole_val:
+        accepted = f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation samples of {spec.data.name})"
+        raise SpecError(origin_file, origin_key, "leaves no validation sample", spec.data.fraction, accepted)
+
+
+def _rounded_up(number: float) -> float:
+    """``number`` rounded up to four significant digits."""
+    scale = 10 ** (3 - math.floor(math.log10(number)))
+    return math.ceil(number * scale) / scale
 
 
 def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:

@@ -16,6 +16,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
 from orchestrator.registry.models import Metric, Run, RunState, Shard, Sweep
 
 
@@ -42,14 +43,9 @@ class WhereClause:
         return self.key in config and config[self.key] == self.value
 
 
-def shown(text: str, limit: int = 80) -> str:
-    """``text`` quoted for a message, shortened when long."""
-    quoted = repr(text)
-    return quoted if len(quoted) <= limit else quoted[: limit - 4] + "...'"
-
-
 WHERE_VALUE_EXAMPLES = "a YAML scalar or list, e.g. 0.1, sgd, true, null, [16, 16]"
 INDEXED_KEY = re.compile(r"(?P<list>[A-Za-z_][A-Za-z0-9_]*)\[(?P<index>\d+)\]\.(?P<field>.+)")
+MAX_KEY_LIST_CHARS = 640  # of the keys an unknown-key message lists (the whole message stays within 1 000)
 
 
 def where_value(text: str, value_text: str) -> Any:
@@ -69,9 +65,43 @@ def unknown_key_problem(key: str) -> Optional[str]:
     indexed = INDEXED_KEY.fullmatch(key)
     if key in keys.plain or indexed and indexed["list"] in keys.item_fields and indexed["field"] in keys.item_fields[indexed["list"]]:
         return None
-    section = key.split(".")[0].split("[")[0]
-    related = [known for known in keys.all_names() if known.split(".")[0].split("[")[0] == section] or keys.all_names()
-    return f"unknown key {shown(key)}; accepted: a dotted run-spec key: {', '.join(related)}"
+    names = keys.all_names()
+    section = nearest_section(key, names)
+    related = [name for name in names if _unindexed(name) == section or _unindexed(name).startswith(section + ".")] if section else top_level_sections(names)
+    return f"unknown key {shown(key)}; accepted: a dotted run-spec key: {bounded_list(related, MAX_KEY_LIST_CHARS)}"
+
+
+def _unindexed(key: str) -> str:
+    return re.sub(r"\[(\d+|N)\]", "", key)
+
+
+def nearest_section(key: str, names: Sequence[str]) -> str:
+    """The longest dotted prefix of ``key`` (list indices left out) under which ``names`` has keys
+    ("optimizer.schedule" for "optimizer.schedule.typo", "probes" for "probes[0].typo"); "" if none."""
+    parts = _unindexed(key).split(".")
+    for length in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:length])
+        if any(_unindexed(name).startswith(prefix + ".") for name in names):
+            return prefix
+    return ""
+
+
+def top_level_sections(names: Sequence[str]) -> list[str]:
+    """The first part of each name, a section as ``model.*``."""
+    return list(dict.fromkeys(head + (".*" if dot else "") for head, dot, _ in (name.partition(".") for name in names)))
+
+
+def bounded_list(items: Sequence[str], limit: int) -> str:
+    """``items`` joined by commas, cut at an item so that at most ``limit`` characters are shown."""
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text
+    shown_items: list[str] = []
+    for item in items:
+        if len(", ".join([*shown_items, item])) > limit - 20:
+            break
+        shown_items.append(item)
+    return f"{', '.join(shown_items)}, and {len(items) - len(shown_items)} more"
 
 
 @dataclass(frozen=True)

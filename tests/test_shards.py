@@ -73,3 +73,47 @@ def test_a_later_attempt_manifest_supersedes_an_earlier_one(run: RunPaths) -> No
     write_line(run, 5, JournalWriter(run.attempt("002-b")))  # measured again after a resume
 
     assert complete_steps(run, "line") == {5}
+
+
+# --- atomic publication: one writer for jobs and orch ------------------------------------------------
+
+
+def test_publication_without_creating_parents_refuses_a_missing_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    from jobs.atomic import publish_bytes
+
+    with pytest.raises(FileNotFoundError):
+        publish_bytes(tmp_path / "missing" / "file.csv", b"x", create_parents=False)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_publication_keeps_the_name_of_the_path_that_failed(tmp_path: Path) -> None:
+    from jobs.atomic import publish_bytes
+
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    target = tmp_path / "blocker" / "deeper" / "file.json"
+
+    with pytest.raises(OSError) as raised:
+        publish_bytes(target, b"{}")
+
+    assert raised.value.filename == str(tmp_path / "blocker" / "deeper")  # the folder that could not be made
+
+
+def test_orchs_own_writer_is_the_jobs_atomic_publication(tmp_path: Path) -> None:
+    from orchestrator.safe_output import replace_file
+
+    target = tmp_path / "a-folder"
+    target.mkdir()
+
+    with pytest.raises(OSError) as raised:
+        replace_file(target, b"rows")
+
+    assert raised.value.filename == str(target)  # the target, not the temporary file
+    assert [path.name for path in tmp_path.iterdir()] == ["a-folder"] and list(target.iterdir()) == []
+
+
+def test_sweeps_and_the_cli_name_file_kinds_with_one_function() -> None:
+    from orchestrator import safe_output, sweep
+
+    assert sweep.describe_mode is safe_output.describe_mode
+    assert not hasattr(sweep, "_file_kind")

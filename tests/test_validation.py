@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -212,3 +214,64 @@ def test_every_part_of_a_message_is_bounded_and_escaped() -> None:
         assert "line one\\nline two\\x1b[2J\\r\\u2028" in message
     assert "; found " in str(spec_error) and "; accepted: " in str(spec_error)
     assert spec_error.found == hostile  # the exception keeps the value; only the message is cut
+
+
+@pytest.mark.parametrize("key", ["nope.key", "optimizer.learning_rate", "probes[0].nope", "x" * 5000 + ".y", "optimizer.schedule.typo"])
+def test_an_unknown_where_key_names_the_keys_of_its_nearest_section_in_a_bounded_message(populated_orch: Orch, key: str) -> None:
+    from orchestrator.cli import main
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main(["--home", str(populated_orch.home), "runs", "--where", f"{key}=1"])
+
+    assert exited.value.code == 2
+    message = stderr.getvalue().splitlines()[-1] + "\n"  # after the usage line
+    assert "unknown key " in message and "accepted: a dotted run-spec key: " in message
+    assert_one_bounded_paragraph(message)
+    listed = message.rstrip("\n").split("accepted: a dotted run-spec key: ", 1)[1]
+    section = key.split("[")[0].rsplit(".", 1)[0]
+    if section in ("optimizer", "probes", "optimizer.schedule"):
+        assert all(name.startswith(section) for name in listed.split(", ")[:-1]), listed
+    else:
+        assert listed.startswith("model.*, data.*, optimizer.*"), listed
+
+
+def test_values_are_quoted_by_one_helper_for_sweep_errors_and_command_line_messages() -> None:
+    from orchestrator import errors, views
+
+    assert views.shown is errors.shown
+    assert errors.shown("a\x1b[2J" + "b" * 500) == errors.one_paragraph(repr("a\x1b[2J" + "b" * 500), 80)
+
+
+SECRET_URL = "postgresql://user:hunter2@db.example/registry"
+
+
+@pytest.mark.parametrize("where", ["base", "include"])
+def test_a_resolver_in_a_sweep_or_its_include_is_refused_without_reading_the_environment(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    monkeypatch.setenv("LEAKED_SECRET", SECRET_URL)
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "part.yaml").write_text('data: {root: "${oc.env:LEAKED_SECRET}"}\n' if where == "include" else "training: {steps: 10}\n")
+    base = '{data: {root: "${oc.env:LEAKED_SECRET}"}}' if where == "base" else "{}"
+    sweep = folder / "sweep.yaml"
+    sweep.write_text(f"name: leak\ninclude: [problems/digits_mlp.yaml, part.yaml]\nbase: {base}\n")
+
+    result = orch("plan", sweep)
+
+    assert result.exit_code == 2
+    assert SECRET_URL not in result.stderr and "hunter2" not in result.stderr
+    named = f"{folder / 'part.yaml'}: data.root" if where == "include" else f"{sweep}: base.data.root"
+    assert f"{named}: resolvers are not allowed" in result.stderr
+    assert "accepted: ${dotted.key} of another field" in result.stderr
+
+
+def test_plain_interpolations_of_other_fields_still_resolve(tmp_path: Path) -> None:
+    from jobs.catalog import known_names
+    from orchestrator.sweep import load_sweep
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: plain\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 40, eval_every: '${.steps}', checkpoint_every: '${training.steps}'}}\n")
+
+    plan = load_sweep(sweep, known_names())
+
+    assert (plan.runs[0].spec.training.eval_every, plan.runs[0].spec.training.checkpoint_every) == (40, 40)

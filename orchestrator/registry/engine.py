@@ -54,7 +54,7 @@ def open_registry(home: OrchHome) -> Engine:
     url = registry_url(home)
     file = _sqlite_file(url)
     if file is not None:
-        _create_private_file(file)
+        _create_private_file(file, in_home=file == home.registry_file)
     engine = _engine(url)
     if file is not None and not _has_schema(engine, url) and not _is_empty_database(file):
         engine.dispose()
@@ -101,9 +101,10 @@ def _shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _create_private_file(path: Path) -> None:
+def _create_private_file(path: Path, in_home: bool) -> None:
+    """The registry file, mode 0600; the folder around it only if it is the orch home."""
     if not path.parent.is_dir():
-        if os.environ.get(DB_URL_VARIABLE):
+        if not in_home:
             raise UserError(f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder")
         path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
     try:
