@@ -371,7 +371,7 @@ def test_bad_where_is_a_usage_error(orch_in: OrchIn, clause: str, fragment: str)
     result = orch_in("runs", "--where", clause)
 
     assert result.exit_code == 2 and "Traceback" not in result.stderr
-    assert f"orch runs: error: argument --where: " in result.stderr and fragment in result.stderr, result.stderr
+    assert "orch runs: error: argument --where: " in result.stderr and fragment in result.stderr, result.stderr
 
 
 def test_where_names_a_probe_by_its_index(orch_in: OrchIn) -> None:

@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from tests.conftest import Orch, write_sweep
-from tests.killpoints import KILLED, NEVER, run_orch, spread
+from tests.killpoints import KILLED, run_orch, spread
 
 pytestmark = pytest.mark.subprocess
 

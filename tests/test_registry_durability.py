@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from alembic import command
+from alembic import command as alembic_command
 from alembic.config import Config
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
@@ -97,7 +97,7 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Pat
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
+        alembic_command.upgrade(config, "0003")
     with sqlite3.connect(old_registry) as connection:  # two active attempts of one run: what 0004 cleans up
         connection.execute("INSERT INTO runs VALUES ('r1', '{}', 'x: 1', 'RUNNING', NULL, 10, 0, 0.0)")
         for number in (1, 2):
