@@ -247,7 +247,7 @@ def _attempt_target(home: OrchHome, run: Run) -> AttemptTarget:
 
 def _add_attempt(session: Session, run: Run, target: AttemptTarget, executor: Optional[str], submission_id: str) -> Attempt:
     number = len(run.attempts) + 1
-    key = f"{number:03d}-{secrets.token_hex(4)}"
+    key = attempt_key(run.id, number)
     attempt = Attempt(
         run=run,
         number=number,
@@ -266,6 +266,13 @@ def _add_attempt(session: Session, run: Run, target: AttemptTarget, executor: Op
     run.run_dir = str(target.paths.run_dir)
     run.state = RunState.PENDING
     return attempt
+
+
+def attempt_key(run_id: str, number: int) -> str:
+    """Names an attempt's journal folder. Unique by construction (a run's attempt numbers are
+    unique), where 32 random bits alone collide at a lab's scale (~1 % at 10 000 attempts); the
+    random tail keeps a registry rebuilt from scratch off the journal folders of an older one."""
+    return f"{number:03d}-{run_id}-{secrets.token_hex(4)}"
 
 
 def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Optional[str]:

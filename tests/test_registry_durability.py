@@ -138,6 +138,19 @@ def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> No
                                         state=active, submitted_time=0.0, journal_dir="/x", journal_seq=0, requeues=0))  # fmt: skip
 
 
+def test_attempt_keys_are_unique_by_construction_not_by_chance(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    monkeypatch.setattr(secrets, "token_hex", lambda nbytes=None: "00000000")  # every random part collides
+
+    result = orch("submit", TINY, "--executor", "debug")
+
+    assert result.exit_code == 0, result.stderr
+    with sqlite3.connect(orch.registry) as connection:
+        keys = [key for (key,) in connection.execute("SELECT key FROM attempts")]
+    assert len(keys) == len(set(keys)) == 2
+
+
 def test_the_one_active_attempt_index_is_partial_on_postgresql_too() -> None:
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.schema import CreateIndex
