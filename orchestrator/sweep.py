@@ -380,7 +380,10 @@ def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
     count = run_count(axes)
     if count > limit:
         operators = ", ".join(dict.fromkeys(re.split(r"[.\[]", axis.label)[0] for axis in axes))
-        accepted = f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} ({SWEEP_DOCS})"
+        if count <= MAX_RUNS_CEILING:
+            accepted = f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} ({SWEEP_DOCS})"
+        else:
+            accepted = f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps ({SWEEP_DOCS})"
         raise SpecError(file, operators, f"sweep expands to {count} runs, above the limit of {limit}", {axis.label: axis.size for axis in axes}, accepted)
 
 

@@ -13,7 +13,7 @@ import pytest
 from jobs.catalog import known_names
 from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR
-from orchestrator.sweep import DEFAULT_MAX_RUNS, check_run_count, expansion_points, load_sweep, run_count, run_limit, sweep_axes
+from orchestrator.sweep import DEFAULT_MAX_RUNS, MAX_RUNS_CEILING, check_run_count, expansion_points, load_sweep, run_count, run_limit, sweep_axes
 
 PER_OPTIMIZER = """
 name: per_optimizer
@@ -147,9 +147,17 @@ def test_a_billion_runs_are_counted_and_refused_without_building_a_point() -> No
     assert count == 3 * (2 + 1) * 2 * 10**9
     assert isinstance(refusal, SpecError)
     assert f"sweep expands to {count} runs, above the limit of {DEFAULT_MAX_RUNS}" in str(refusal)
-    assert f"raise the limit with the top-level key max_runs: {count}" in str(refusal)
+    assert f"max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps" in str(refusal)  # above the ceiling
     assert count_seconds + seconds < 0.1
     assert max(count_peak, peak) < 100_000  # bytes: no list of points, no list of seeds
+
+
+def test_below_the_ceiling_the_refusal_names_the_max_runs_that_would_accept_it() -> None:
+    axes = sweep_axes("big.yaml", {"seeds": 300_000})
+
+    refusal = measured(lambda: check_run_count("big.yaml", axes, DEFAULT_MAX_RUNS))[0]
+
+    assert "raise the limit with the top-level key max_runs: 300000" in str(refusal)
 
 
 def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_time_and_memory(tmp_path: Path) -> None:
