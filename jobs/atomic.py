@@ -54,6 +54,15 @@ def _write_synced(temp: Path, payload: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete what killed writers left under ``folder`` (``.tmp-*`` files: never published, never
+    read); returns them. For a job starting on its run's folder: no other writer is active there."""
+    leftovers = [path for path in folder.rglob(f"{TEMP_PREFIX}*") if path.is_file()] if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def publish_json(path: Path, document: Any) -> str:
     return publish_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
 

@@ -44,6 +44,7 @@ def _run_attempt(request: AttemptRequest) -> int:
         from submitit.core.utils import UncompletedJobError
 
         from jobs.interrupt import StopRequest, Terminated, raise_on_termination
+        from jobs.atomic import remove_temporaries
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
@@ -55,6 +56,7 @@ def _run_attempt(request: AttemptRequest) -> int:
         if stop.signum is not None:  # inside a submitit job process (not the debug executor's caller)
             raise_on_termination()
         try:
+            remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
             journal = JournalWriter(attempt)
             trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
             journal.append(Finished(final_step=trainee.step))

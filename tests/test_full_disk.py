@@ -259,6 +259,24 @@ def test_a_job_that_cannot_journal_its_failure_says_so_in_one_final_stderr_line(
     assert stderr.count(failure_line(final)) == 1
 
 
+def test_a_starting_job_removes_what_killed_writers_left_in_its_run_folder(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path / "run")
+    publish_text(paths.spec_file, spec_to_yaml(TINY))
+    left_by_a_kill = [
+        paths.run_dir / ".tmp-spec.yaml.41.0a1b2c3d",
+        paths.checkpoints_dir / ".tmp-step_000000001.safetensors.41.0a1b2c3d",
+        paths.attempt("000-x").events_dir / ".tmp-00000003-metrics.json.41.0a1b2c3d",
+    ]
+    for path in left_by_a_kill:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+
+    run_attempt(AttemptRequest("tiny", str(paths.run_dir), "001-a"))
+
+    assert temp_files(paths.run_dir) == []
+    assert paths.checkpoint_file(TINY.training.steps).is_file()
+
+
 @pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o077, 0o600)])
 def test_files_a_job_publishes_follow_its_umask(tmp_path: Path, umask: int, mode: int) -> None:
     paths = RunPaths(tmp_path / "run")

@@ -113,7 +113,7 @@ def test_orchs_own_writer_is_the_jobs_atomic_publication(tmp_path: Path) -> None
 
 
 def test_sweeps_and_the_cli_name_file_kinds_with_one_function() -> None:
-    from orchestrator import safe_output, sweep
+    from orchestrator import safe_output, sweep, sweep_files
 
-    assert sweep.describe_mode is safe_output.describe_mode
-    assert not hasattr(sweep, "_file_kind")
+    assert sweep_files.describe_mode is safe_output.describe_mode
+    assert not hasattr(sweep, "_file_kind") and not hasattr(sweep_files, "_file_kind")
