@@ -45,7 +45,7 @@ from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, Us
 from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
 from orchestrator.home import OrchHome
-from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_location, registry_problem, registry_url
+from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_location, registry_problem, registry_url, sqlite_file
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
 from orchestrator.sweep import SweepPlan, load_sweep
@@ -591,10 +591,8 @@ def registry_files(home: OrchHome) -> list[Path]:
         url = registry_url(home)
     except UserError:
         return []
-    if url.get_backend_name() != "sqlite" or not url.database:
-        return []
-    file = Path(url.database).expanduser().absolute()
-    return [file, file.with_name(file.name + "-journal")]
+    file = sqlite_file(url)
+    return [] if file is None else [file, file.with_name(file.name + "-journal")]
 
 
 def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:

@@ -30,6 +30,7 @@ from jobs.paths import RunPaths
 from jobs.spec import ModelSpec, RunSpec, TrainingSpec, spec_to_yaml
 from orchestrator.profiles import load_profile
 from tests.conftest import Orch, write_sweep
+from tests.disks import tmpfs
 from tests.test_crash_resume import (
     assert_bit_identical_checkpoints,
     metric_rows,
@@ -62,20 +63,6 @@ NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 
 # --- disks ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``mount_point`` for the duration (lazily unmounted after)."""
-    mount_point.mkdir(parents=True, exist_ok=True)
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)]
-    mounted = subprocess.run(command, capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({' '.join(command)}): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def free_bytes(folder: Path) -> int:

@@ -32,6 +32,7 @@ from orchestrator import cli
 from orchestrator.cli import build_parser, main
 from orchestrator.executors.processes import process_alive
 from tests.conftest import SWEEPS_DIR, OrchResult, write_sweep
+from tests.disks import tmpfs
 
 TINY = SWEEPS_DIR / "tiny.yaml"
 ORCH = Path(sys.executable).parent / "orch"
@@ -441,18 +442,6 @@ def test_other_user_paths_are_checked_before_anything_is_written(orch_in: OrchIn
 # -- the registry's environment: read-only and full file systems, a home that is a file --------------
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    completed = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
-    if completed.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {completed.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
 def test_home_that_is_a_file_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_environment(monkeypatch)
     a_file = tmp_path / "not-a-folder"
@@ -467,7 +456,7 @@ def test_home_that_is_a_file_is_bad_input(tmp_path: Path, monkeypatch: pytest.Mo
 def test_registry_on_a_read_only_file_system_is_named(home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_environment(monkeypatch)
     another_sweep = write_sweep(tmp_path, "another", TINY.read_text().replace("name: tiny", "name: another"))
-    with mounted_tmpfs(tmp_path / "ro", "size=4m") as folder:
+    with tmpfs(tmp_path / "ro", "4m") as folder:
         shutil.copyfile(home.pristine / "registry.sqlite", folder / "registry.sqlite")
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
 
@@ -480,7 +469,7 @@ def test_registry_on_a_read_only_file_system_is_named(home: Home, tmp_path: Path
 
 def test_registry_on_a_full_file_system_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_environment(monkeypatch)
-    with mounted_tmpfs(tmp_path / "full", "size=8k") as folder:
+    with tmpfs(tmp_path / "full", "8k") as folder:
         result = run_in_process(["--home", str(folder), "submit", str(TINY), "--executor", "debug"])
 
     assert result.exit_code == 2, result.stderr

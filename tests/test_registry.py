@@ -7,11 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from orchestrator.home import MIGRATIONS_DIR, OrchHome
-from orchestrator.registry.engine import open_registry
+from orchestrator.home import OrchHome
+from orchestrator.registry.engine import alembic_config, open_registry
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
 TINY = SWEEPS_DIR / "tiny.yaml"
@@ -23,7 +22,7 @@ def test_registry_file_is_private_with_rollback_journal(orch: Orch) -> None:
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600
     with sqlite3.connect(orch.registry) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
 
 
@@ -117,7 +116,4 @@ def test_plan_marks_completed_runs_and_writes_nothing(orch: Orch) -> None:
     assert orch.registry.read_bytes() == before
 
 
-def _alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
+

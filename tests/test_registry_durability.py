@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from alembic import command as alembic_command
-from alembic.config import Config
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.home import MIGRATIONS_DIR, OrchHome
-from orchestrator.registry.engine import open_registry
+from orchestrator.home import OrchHome
+from orchestrator.registry.engine import alembic_config, open_registry
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.submit import record_sweep
 from orchestrator.sweep import load_sweep
@@ -31,13 +30,7 @@ TINY = SWEEPS_DIR / "tiny.yaml"
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()  # type: ignore[return-value]
-
-
-def _alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()  # type: ignore[return-value]
 
 
 def revision_of(registry: Path) -> str | None:
@@ -94,7 +87,7 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Pat
     old_home.mkdir()
     old_registry = old_home / "registry.sqlite"
     engine = create_engine(f"sqlite:///{old_registry}")
-    config = _alembic_config()
+    config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         alembic_command.upgrade(config, "0003")

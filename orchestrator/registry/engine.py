@@ -52,7 +52,7 @@ def registry_url(home: OrchHome) -> URL:
 def open_registry(home: OrchHome) -> Engine:
     """An engine on the registry at the newest schema; creates the SQLite file (0600) if missing."""
     url = registry_url(home)
-    file = _sqlite_file(url)
+    file = sqlite_file(url)
     if file is not None:
         _create_private_file(file, in_home=file == home.registry_file)
     engine = _engine(url)
@@ -66,7 +66,7 @@ def open_registry(home: OrchHome) -> Engine:
 def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
     """For commands that only read: never creates a file, a folder or a schema that is not there."""
     url = registry_url(home)
-    file = _sqlite_file(url)
+    file = sqlite_file(url)
     if file is not None:
         if not file.exists():
             return None
@@ -93,7 +93,8 @@ def _is_empty_database(file: Path) -> bool:
         return connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
 
 
-def _sqlite_file(url: URL) -> Optional[Path]:
+def sqlite_file(url: URL) -> Optional[Path]:
+    """The registry's file, for an SQLite URL; None for a database server."""
     return Path(url.database).expanduser().absolute() if url.get_backend_name() == "sqlite" and url.database else None
 
 
@@ -156,7 +157,7 @@ def _commit_kill_point(*_arguments: object) -> None:
     faults.reached("commit")
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -170,7 +171,7 @@ def _has_schema(engine: Engine, url: URL) -> bool:
 
 def _upgrade_to_head(engine: Engine, url: URL) -> None:
     """Bring the schema to the newest revision in one transaction (DDL included)."""
-    config = _alembic_config()
+    config = alembic_config()
     head = ScriptDirectory.from_config(config).get_current_head()
     with _reachable(url):
         with engine.connect() as connection:
@@ -199,7 +200,7 @@ def registry_problem(error: DatabaseError, where: str) -> str:
 
 
 def registry_location(url: URL) -> str:
-    return str(_sqlite_file(url) or _shown(url))
+    return str(sqlite_file(url) or _shown(url))
 
 
 class _reachable:
@@ -220,7 +221,7 @@ class _reachable:
 def _make_revision(message: str, home: OrchHome) -> None:
     """Developer helper: autogenerate a migration against the registry at ``home``."""
     engine = open_registry(home)
-    config = _alembic_config()
+    config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.revision(config, message=message, autogenerate=True)
