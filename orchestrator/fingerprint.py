@@ -34,6 +34,11 @@ def canonical_json(spec: RunSpec) -> str:
     return json.dumps(canonical_form(spec), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def spec_json(spec: RunSpec) -> str:
+    """Every field of the resolved spec as JSON, in schema order (the registry's ``runs.spec_json``)."""
+    return json.dumps(dataclasses.asdict(spec), allow_nan=False)
+
+
 def run_id(spec: RunSpec) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:RUN_ID_HEX_DIGITS]
 

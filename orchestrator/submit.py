@@ -28,7 +28,7 @@ from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, get_backend
-from orchestrator.fingerprint import canonical_json
+from orchestrator.fingerprint import canonical_json, spec_json
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
@@ -77,6 +77,7 @@ def record_sweep(session: Session, plan: SweepPlan) -> list[Run]:
                 id=planned.run_id,
                 canonical_json=canonical_json(planned.spec),
                 spec_yaml=spec_to_yaml(planned.spec),
+                spec_json=spec_json(planned.spec),
                 state=RunState.PLANNED,
                 total_steps=planned.spec.training.steps,
                 current_step=0,

@@ -57,6 +57,9 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     canonical_json: Mapped[str] = mapped_column(Text)  # what the id hashes
     spec_yaml: Mapped[str] = mapped_column(Text)  # the resolved spec, all fields
+    # The same as JSON (schema order): what --where, export and estimates read in SQL. NULL only
+    # while migration 0005 fills it in.
+    spec_json: Mapped[Optional[str]] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=RunState.PLANNED, index=True)
     run_dir: Mapped[Optional[str]] = mapped_column(Text)
     total_steps: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,73 @@
+"""Planning is exactly what it was: the run ids, resolved specs and swept values of every shipped
+sweep, and of sweeps that exercise interpolation, mapping- and list-valued keys and conversions,
+match tests/data/planned_runs.json, written by the planner before it was made fast
+(``python -m tests.test_plan_fidelity`` rewrites it: only when a change of run ids is intended)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.spec import spec_to_yaml
+from orchestrator.home import CONFIGS_DIR
+from orchestrator.sweep import load_sweep
+from tests.conftest import SWEEPS_DIR
+from tests.datasets import write_cifar10
+
+GOLDEN = Path(__file__).parent / "data" / "planned_runs.json"
+SWEEPS = sorted((CONFIGS_DIR / "sweeps").glob("*.yaml")) + sorted(SWEEPS_DIR.glob("*.yaml")) + sorted((SWEEPS_DIR / "fidelity").glob("*.yaml"))
+
+
+def sweep_label(path: Path) -> str:
+    return str(path.relative_to(CONFIGS_DIR.parent))
+
+
+def planned_digest(path: Path) -> dict[str, object]:
+    """The run ids in order, and one hash over each run's resolved spec file, swept values and
+    whether its time limit was given."""
+    plan = load_sweep(path)
+    specs = hashlib.sha256()
+    for run in plan.runs:
+        specs.update(spec_to_yaml(run.spec).encode())
+        specs.update(json.dumps(run.swept, sort_keys=True).encode())
+        specs.update(b"time given" if run.time_was_given else b"time open")
+    return {"run_ids": [run.run_id for run in plan.runs], "specs_sha256": specs.hexdigest()}
+
+
+@pytest.fixture()
+def staged_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the tcml profile's data_root is ~/datasets
+    write_cifar10(tmp_path / "datasets", np.random.default_rng(0), 2, monkeypatch)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=sweep_label)
+def test_planning_gives_the_recorded_runs(path: Path, staged_cifar10: None) -> None:
+    recorded = json.loads(GOLDEN.read_text())[sweep_label(path)]
+    planned = planned_digest(path)
+    assert planned["run_ids"] == recorded["run_ids"]
+    assert planned["specs_sha256"] == recorded["specs_sha256"]
+
+
+def test_every_sweep_is_recorded() -> None:
+    assert sorted(json.loads(GOLDEN.read_text())) == sorted(map(sweep_label, SWEEPS))
+
+
+def write_golden() -> None:
+    monkeypatch = pytest.MonkeyPatch()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as home:
+        monkeypatch.setenv("HOME", home)
+        write_cifar10(Path(home) / "datasets", np.random.default_rng(0), 2, monkeypatch)
+        GOLDEN.write_text(json.dumps({sweep_label(path): planned_digest(path) for path in SWEEPS}, indent=1, sort_keys=True) + "\n")
+    monkeypatch.undo()
+
+
+if __name__ == "__main__":
+    write_golden()
+    sys.exit(0)
