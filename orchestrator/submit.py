@@ -97,13 +97,16 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Opti
     point leaves either nothing or runs with attempts, never runs that nothing will submit.
     """
     sync(engine)
+    return _submit(engine, home, functools.partial(record_submission, home=home, plan=plan, executor=executor))
 
-    def record_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
-        scheduled = [item.run for item in schedule_plan(session, plan)]
-        runs = record_sweep(session, replace(plan, runs=scheduled))
-        return _prepare_submission(session, home, runs, executor, submittable=lambda state: state not in _NOT_SUBMITTED)
 
-    return _submit(engine, home, record_and_prepare)
+def record_submission(session: Session, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
+    """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
+    runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
+    for each run that is neither completed nor active."""
+    scheduled = [item.run for item in schedule_plan(session, plan)]
+    runs = record_sweep(session, replace(plan, runs=scheduled))
+    return _prepare_submission(session, home, runs, executor, submittable=lambda state: state not in _NOT_SUBMITTED)
 
 
 def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
