@@ -12,16 +12,19 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 
 from jobs import faults
 
 TEMP_PREFIX = ".tmp-"
+PUBLISH_THREADS = 16  # concurrent writes of publish_many
 
 
-def publish_bytes(path: Path, payload: bytes, create_parents: bool = True) -> str:
+def publish_bytes(path: Path, payload: bytes, create_parents: bool = True, sync_folder: bool = True) -> str:
     """Atomically write ``payload`` to ``path``; returns its sha256 (hex). ``create_parents``:
-    create missing folders (else a missing folder is a ``FileNotFoundError``).
+    create missing folders (else a missing folder is a ``FileNotFoundError``). ``sync_folder``:
+    fsync the folder after the rename (off only for a caller that fsyncs it itself, once for many files).
 
     The temporary file is created exclusively (never through a symlink), with the mode the umask
     leaves. On failure (a full disk, a quota, a read-only or unreachable file system, an
@@ -36,7 +39,8 @@ def publish_bytes(path: Path, payload: bytes, create_parents: bool = True) -> st
             path.parent.mkdir(parents=True, exist_ok=True)
         _write_synced(temp, payload)
         os.replace(temp, path)
-        _fsync_folder(path.parent)
+        if sync_folder:
+            _fsync_folder(path.parent)
     except BaseException as error:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
@@ -44,6 +48,25 @@ def publish_bytes(path: Path, payload: bytes, create_parents: bool = True) -> st
             raise
         raise OSError(error.errno, error.strerror, str(path)) from error
     return hashlib.sha256(payload).hexdigest()
+
+
+def publish_many(files: Sequence[tuple[Path, bytes]], threads: int = PUBLISH_THREADS) -> None:
+    """Publish each (path, payload) as :func:`publish_bytes` does, skipping a file that holds the
+    payload already (a run's spec file is written once, not once per attempt). The fsyncs, which
+    dominate on NFS, overlap in threads, and each folder is fsynced once after its renames."""
+    changed = [(path, payload) for path, payload in files if not _holds(path, payload)]
+    if not changed:
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(changed))) as pool:
+        list(pool.map(lambda item: publish_bytes(*item, sync_folder=False), changed))
+        list(pool.map(_fsync_folder, dict.fromkeys(path.parent for path, _ in changed)))
+
+
+def _holds(path: Path, payload: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(payload) and path.read_bytes() == payload
+    except OSError:
+        return False
 
 
 def _write_synced(temp: Path, payload: bytes) -> None:

@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -499,25 +499,36 @@ def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str 
     """(dotted key, value found, what is accepted) for each value that fails its check (an infinite
     number or a string with control characters fails in any field)."""
     for spec_field in dataclasses.fields(spec):
-        value = getattr(spec, spec_field.name)
-        key = f"{prefix}{spec_field.name}"
-        check = spec_field.metadata.get("check")
-        if dataclasses.is_dataclass(value):
-            yield from violations(value, known_names, key + ".")
-        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-            for index, item in enumerate(value):
-                yield from violations(item, known_names, f"{key}[{index}].")
-        elif value_problem(value) is not None:
-            bounds = check.bounds() if check is not None else ""
-            yield key, value, f"{value_problem(value)} {bounds}".strip()
-        elif check is not None:
-            accepted = check.violation(value, known_names)
-            if accepted is not None:
-                yield key, value, accepted
+        yield from field_violations(spec_field, getattr(spec, spec_field.name), known_names, prefix)
     if isinstance(spec, RunSpec):
-        yield from model_violations(spec.model)
-        yield from probe_violations(spec.probes)
-        yield from optimizer_violations(spec.optimizer)
+        for name, section_check in SECTION_CHECKS.items():
+            yield from section_check(getattr(spec, name))
+
+
+def field_violations(spec_field: dataclasses.Field, value: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """The violations of one field's own checks (nested dataclasses and lists of them included)."""
+    key = f"{prefix}{spec_field.name}"
+    check = spec_field.metadata.get("check")
+    if dataclasses.is_dataclass(value):
+        yield from violations(value, known_names, key + ".")
+    elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        for index, item in enumerate(value):
+            yield from violations(item, known_names, f"{key}[{index}].")
+    elif value_problem(value) is not None:
+        bounds = check.bounds() if check is not None else ""
+        yield key, value, f"{value_problem(value)} {bounds}".strip()
+    elif check is not None:
+        accepted = check.violation(value, known_names)
+        if accepted is not None:
+            yield key, value, accepted
+
+
+# The checks of a run spec that look at several fields of one section, after every field's own check.
+SECTION_CHECKS: dict[str, Callable[[Any], Iterator[tuple[str, Any, str]]]] = {
+    "model": model_violations,
+    "probes": probe_violations,
+    "optimizer": optimizer_violations,
+}
 
 
 def spec_to_yaml(spec: RunSpec) -> str:

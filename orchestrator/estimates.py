@@ -8,37 +8,55 @@ segments of the longest partition's limit, each ending in a checkpoint and a req
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.spec import RunSpec, ResourcesSpec, slurm_time, spec_from_yaml, time_limit_minutes
+from jobs.spec import RunSpec, ResourcesSpec, slurm_time, time_limit_minutes
 from orchestrator.profiles import ClusterProfile, load_profile
-from orchestrator.registry.models import Attempt, RunState
-from orchestrator.sweep import PlannedRun, SweepPlan
+from orchestrator.registry.models import Attempt, Run, RunState
+from orchestrator.planner import PlannedRun
+from orchestrator.sweep import SweepPlan
 
 SimilarityKey = tuple[str, tuple[int, ...], tuple[str, ...], str, bool]
 MINIMUM_JOB_MINUTES = 5  # startup (imports, data) is not in the per-step figure
 
 
 def similarity_key(spec: RunSpec) -> SimilarityKey:
-    probes = tuple(sorted(probe.type for probe in spec.probes))
-    return (spec.model.name, tuple(spec.model.hidden), probes, spec.resources.gpu_type or "", spec.resources.gpus > 0)
+    return _similarity(spec.model.name, spec.model.hidden, [probe.type for probe in spec.probes], spec.resources.gpu_type, spec.resources.gpus)
+
+
+def recorded_similarity_key(spec: Mapping[str, Any]) -> SimilarityKey:
+    """:func:`similarity_key` of a spec as the registry holds it (``runs.spec_json``, parsed)."""
+    model, resources = spec["model"], spec["resources"]
+    return _similarity(model["name"], model["hidden"], [probe["type"] for probe in spec["probes"]], resources["gpu_type"], resources["gpus"])
+
+
+def _similarity(model: str, hidden: Sequence[int], probe_types: Sequence[str], gpu_type: Optional[str], gpus: int) -> SimilarityKey:
+    return (model, tuple(hidden), tuple(sorted(probe_types)), gpu_type or "", gpus > 0)
 
 
 def seconds_per_step(session: Session) -> dict[SimilarityKey, float]:
-    """The median seconds per training step of completed attempts, per kind of run."""
+    """The median seconds per training step of completed attempts, per kind of run (one query;
+    each run's spec parsed from its JSON once)."""
     samples: dict[SimilarityKey, list[float]] = {}
-    completed = select(Attempt).where(Attempt.state == RunState.COMPLETED, Attempt.started_time.is_not(None))
-    for attempt in session.scalars(completed):
-        steps = attempt.run.total_steps - (attempt.start_step or 0)
-        if steps > 0 and attempt.ended_time:
-            key = similarity_key(spec_from_yaml(attempt.run.spec_yaml))
-            samples.setdefault(key, []).append((attempt.ended_time - attempt.started_time) / steps)
+    completed = (
+        select(Attempt.started_time, Attempt.ended_time, Attempt.start_step, Run.total_steps, Run.id, Run.spec_json)
+        .join(Run, Attempt.run_id == Run.id)
+        .where(Attempt.state == RunState.COMPLETED, Attempt.started_time.is_not(None), Attempt.ended_time.is_not(None))
+    )
+    keys: dict[str, SimilarityKey] = {}
+    for started, ended, start_step, total_steps, run_id, spec_json in session.execute(completed):
+        steps = total_steps - (start_step or 0)
+        if steps > 0 and ended:
+            if run_id not in keys:
+                keys[run_id] = recorded_similarity_key(json.loads(spec_json))
+            samples.setdefault(keys[run_id], []).append((ended - started) / steps)
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -71,6 +89,21 @@ def fit_partition(resources: ResourcesSpec, needed_minutes: float, profile: Clus
 
 
 def schedule_plan(session: Optional[Session], plan: SweepPlan) -> list[Scheduled]:
-    """Every run of ``plan`` scheduled with the registry's history (none without a registry)."""
+    """Every run of ``plan`` scheduled with the registry's history (none without a registry).
+    Runs that share their model, probes, resources, cluster and length (the planner's runs share
+    the section objects) are scheduled once."""
     history = seconds_per_step(session) if session is not None else {}
-    return [schedule(run, load_profile(run.spec.cluster), history) for run in plan.runs]
+    if not history:
+        return [Scheduled(run, None) for run in plan.runs]
+    outcomes: dict[tuple[Any, ...], Scheduled] = {}
+    scheduled = []
+    for run in plan.runs:
+        spec = run.spec
+        key = (id(spec.model), id(spec.probes), id(spec.resources), spec.cluster, spec.training.steps, run.time_was_given)
+        if key not in outcomes:
+            outcomes[key] = schedule(run, load_profile(spec.cluster), history)
+        outcome = outcomes[key]
+        resources = outcome.run.spec.resources
+        same = resources is spec.resources
+        scheduled.append(Scheduled(run if same else replace(run, spec=replace(spec, resources=resources)), outcome.estimate_seconds))
+    return scheduled

@@ -13,6 +13,9 @@ import hashlib
 import json
 from typing import Any
 
+import yaml
+from omegaconf._utils import get_omega_conf_dumper
+
 from jobs.spec import RunSpec
 
 RUN_ID_HEX_DIGITS = 16
@@ -37,6 +40,64 @@ def canonical_json(spec: RunSpec) -> str:
 def spec_json(spec: RunSpec) -> str:
     """Every field of the resolved spec as JSON, in schema order (the registry's ``runs.spec_json``)."""
     return json.dumps(dataclasses.asdict(spec), allow_nan=False)
+
+
+class SpecTexts:
+    """The YAML (``spec_to_yaml``) and JSON (:func:`spec_json`) of many run specs that share
+    section objects (the planner's runs do): each distinct section object is rendered once, a
+    spec's text is the concatenation of its sections'. Holds the objects it rendered, so an id
+    is never reused while it is cached."""
+
+    def __init__(self) -> None:
+        self._rendered: dict[tuple[str, int], tuple[str, str, str, Any]] = {}
+
+    def canonical(self, spec: RunSpec) -> str:
+        """:func:`canonical_json` of ``spec``."""
+        fragments = (self._section(name, getattr(spec, name))[2] for name in FINGERPRINTED_SECTIONS)
+        return "{" + ",".join(fragment for fragment in fragments if fragment) + "}"
+
+    def yaml(self, spec: RunSpec) -> str:
+        return "".join(self._section(name, getattr(spec, name))[0] for name in SECTION_NAMES)
+
+    def json(self, spec: RunSpec) -> str:
+        return "{" + ", ".join(self._section(name, getattr(spec, name))[1] for name in SECTION_NAMES) + "}"
+
+    def _section(self, name: str, value: Any) -> tuple[str, str, str]:
+        """The section's YAML block, ``"name": <JSON>``, and ``"name":<canonical JSON>`` ("" where
+        the run id leaves it out)."""
+        key = (name, id(value))
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            json_text = f"{json.dumps(name)}: {json.dumps(_plain(value), allow_nan=False)}"
+            rendered = self._rendered[key] = (_section_yaml(name, value), json_text, canonical_fragment(name, value), value)
+        return rendered
+
+
+SECTION_NAMES = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))
+FINGERPRINTED_SECTIONS = tuple(sorted(spec_field.name for spec_field in dataclasses.fields(RunSpec) if spec_field.metadata.get("fingerprint", True)))
+
+
+def canonical_fragment(name: str, value: Any) -> str:
+    """``"name":<canonical JSON>`` of a top-level field of a run spec: its part of
+    :func:`canonical_json` ("" for a field the run id leaves out or one that is off)."""
+    if name not in FINGERPRINTED_SECTIONS or _is_off(value):
+        return ""
+    return f"{json.dumps(name)}:{json.dumps(canonical_form(value), sort_keys=True, separators=(',', ':'), allow_nan=False)}"
+
+
+def _section_yaml(name: str, value: Any) -> str:
+    """The block of ``name`` in ``spec_to_yaml`` of a spec holding ``value`` there: the top-level
+    blocks are independent, and OmegaConf dumps plain values with its own YAML dumper and these
+    options (tests/test_plan_fidelity.py compares whole files with spec_to_yaml's)."""
+    return yaml.dump({name: _plain(value)}, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def run_id(spec: RunSpec) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import operator
 import os
@@ -13,30 +14,34 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from itertools import groupby
-from typing import Callable, Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobs import faults
-from jobs.atomic import publish_text
+from jobs.atomic import publish_many
 from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
-from jobs.spec import RunSpec, spec_from_yaml, spec_to_yaml
+from jobs.spec import RunSpec, spec_from_yaml
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, get_backend
-from orchestrator.fingerprint import canonical_json, spec_json
+from orchestrator.fingerprint import SpecTexts
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
+from orchestrator.planner import PlannedRun
 from orchestrator.sweep import SweepPlan
 from orchestrator.sync import by_executor, job_ref, refresh_run_state, sync
 
 
 REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
+IN_CHUNK = 500  # ids per IN (...) query: under every database's bound-parameter limit
+INSERT_CHUNK = 1000  # rows per multi-row insert
 
 
 @dataclass
@@ -49,16 +54,30 @@ class SubmissionReport:
 class PreparedAttempt:
     """A committed attempt, ready for the scheduler (plain values: its session has ended)."""
 
-    attempt_id: int
     executor: str
     array_name: str  # "<submission>.<group>": the job name that finds the array again
     request: AttemptRequest
     spec: RunSpec
     profile: ClusterProfile
+    number: int  # of the attempt among its run's
+    array_task: int  # its position in the array
+    image_sha256: Optional[str]
 
 
-def record_sweep(session: Session, plan: SweepPlan) -> list[Run]:
-    """Upsert the sweep, its runs (one row per distinct run id) and their membership."""
+@dataclass(frozen=True)
+class RunToSubmit:
+    """A recorded run a submission considers (plain values: no ORM object per run)."""
+
+    run_id: str
+    state: str
+    attempts: int  # made so far: the next is number attempts + 1
+    spec: RunSpec
+
+
+def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] = None) -> list[RunToSubmit]:
+    """Upsert the sweep, its runs (one row per distinct run id) and their membership, in bulk:
+    one query per chunk of ids for what is recorded already, multi-row inserts for the rest."""
+    texts = texts or SpecTexts()
     now = time.time()
     sweep = session.scalar(select(Sweep).where(Sweep.name == plan.name))
     if sweep is None:
@@ -68,26 +87,47 @@ def record_sweep(session: Session, plan: SweepPlan) -> list[Run]:
         sweep.source_path, sweep.source_text, sweep.description = str(plan.source_path), plan.source_text, plan.description
         sweep.updated_time = now
     session.flush()
-    members = {member.run_id: member for member in sweep.members}
-    runs = []
-    for position, planned in enumerate(plan.runs):
-        run = session.get(Run, planned.run_id)
-        if run is None:
-            run = Run(
-                id=planned.run_id,
-                canonical_json=canonical_json(planned.spec),
-                spec_yaml=spec_to_yaml(planned.spec),
-                spec_json=spec_json(planned.spec),
-                state=RunState.PLANNED,
-                total_steps=planned.spec.training.steps,
-                current_step=0,
-                created_time=now,
-            )
-            session.add(run)
-        if planned.run_id not in members:
-            session.add(SweepRun(sweep=sweep, run=run, position=position, swept_json=json.dumps(planned.swept)))
-        runs.append(run)
-    return runs
+    recorded = recorded_runs(session, [planned.run_id for planned in plan.runs])
+    members = set(session.scalars(select(SweepRun.run_id).where(SweepRun.sweep_id == sweep.id)))
+    new_runs = (_run_row(planned, texts, now) for planned in plan.runs if planned.run_id not in recorded)
+    insert_rows(session, Run, new_runs)
+    memberships = (
+        {"sweep_id": sweep.id, "run_id": planned.run_id, "position": position, "swept_json": json.dumps(planned.swept)}
+        for position, planned in enumerate(plan.runs)
+        if planned.run_id not in members
+    )
+    insert_rows(session, SweepRun, memberships)
+    return [RunToSubmit(planned.run_id, *recorded.get(planned.run_id, (RunState.PLANNED, 0)), planned.spec) for planned in plan.runs]
+
+
+def _run_row(planned: PlannedRun, texts: SpecTexts, now: float) -> dict[str, Any]:
+    return {
+        "id": planned.run_id,
+        "canonical_json": texts.canonical(planned.spec),
+        "spec_yaml": texts.yaml(planned.spec),
+        "spec_json": texts.json(planned.spec),
+        "state": RunState.PLANNED,
+        "total_steps": planned.spec.training.steps,
+        "current_step": 0,
+        "created_time": now,
+    }
+
+
+def recorded_runs(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """State and number of attempts of each recorded run among ``run_ids`` (chunked ``IN`` queries)."""
+    found: dict[str, tuple[str, int]] = {}
+    for start in range(0, len(run_ids), IN_CHUNK):
+        chunk = run_ids[start : start + IN_CHUNK]
+        query = select(Run.id, Run.state, func.count(Attempt.id)).outerjoin(Attempt, Attempt.run_id == Run.id).where(Run.id.in_(chunk)).group_by(Run.id, Run.state)
+        found.update((run_id, (state, attempts)) for run_id, state, attempts in session.execute(query))
+    return found
+
+
+def insert_rows(session: Session, model: type, rows: Iterable[dict[str, Any]]) -> None:
+    """Multi-row inserts of ``rows`` in chunks (the rows of a chunk are built only when it is written)."""
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, INSERT_CHUNK)):
+        session.execute(insert(model), chunk)
 
 
 def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> SubmissionReport:
@@ -104,9 +144,10 @@ def record_submission(session: Session, home: OrchHome, plan: SweepPlan, executo
     """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
     for each run that is neither completed nor active."""
+    texts = SpecTexts()
     scheduled = [item.run for item in schedule_plan(session, plan)]
-    runs = record_sweep(session, replace(plan, runs=scheduled))
-    return _prepare_submission(session, home, runs, executor, submittable=lambda state: state not in _NOT_SUBMITTED)
+    runs = record_sweep(session, replace(plan, runs=scheduled), texts)
+    return _prepare_submission(session, home, runs, executor, lambda state: state not in _NOT_SUBMITTED, texts)
 
 
 def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
@@ -116,7 +157,9 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Opt
 
     def select_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
         runs = resolve_targets(session, targets)
-        return _prepare_submission(session, home, runs, executor, submittable=lambda state: state in _RESUMABLE)
+        attempts = recorded_runs(session, [run.id for run in runs])
+        to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_yaml(run.spec_yaml)) for run in runs]
+        return _prepare_submission(session, home, to_consider, executor, lambda state: state in _RESUMABLE, SpecTexts())
 
     return _submit(engine, home, select_and_prepare)
 
@@ -151,34 +194,62 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
 
 
 def _prepare_submission(
-    session: Session, home: OrchHome, runs: Sequence[Run], executor: Optional[str], submittable: Callable[[str], bool]
+    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], executor: Optional[str], submittable: Callable[[str], bool], texts: SpecTexts
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
-    """A new attempt (flushed, in ``session``'s transaction) for each run whose state allows it."""
-    report = SubmissionReport(skipped={run.id: run.state for run in runs if not submittable(run.state)})
+    """A new attempt (inserted in ``session``'s transaction) for each run whose state allows it,
+    grouped into arrays, and each run's spec file."""
+    report = SubmissionReport(skipped={run.run_id: run.state for run in runs if not submittable(run.state)})
     to_submit = [run for run in runs if submittable(run.state)]
     if not to_submit:
         return report, []
     submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    targets = [_attempt_target(home, run) for run in to_submit]  # every image checked before anything is written
-    attempts = [_add_attempt(session, run, target, executor, submission_id) for run, target in zip(to_submit, targets)]
-    session.flush()  # the one-active-attempt index speaks here, before any file is written
-    by_array = sorted(zip(attempts, targets), key=_array_key)
-    groups = []
-    for number, (_, grouped) in enumerate(groupby(by_array, key=_array_key)):
-        members = list(grouped)
-        group = [_prepared(attempt, target, f"{submission_id}.{number}", position) for position, (attempt, target) in enumerate(members)]
+    resolver = TargetResolver(home, executor)
+    targets = [resolver.target(run) for run in to_submit]  # every image checked before anything is written
+    groups = _grouped(submission_id, to_submit, targets)
+    submitter = f"{socket.gethostname()}:{os.getpid()}"
+    attempt_rows = (_attempt_row(item, submitter) for group in groups for item in group)
+    insert_rows(session, Attempt, attempt_rows)  # the one-active-attempt index speaks here, before any file is written
+    pending = [{"run": item.request.run_id, "folder": item.request.run_dir} for group in groups for item in group]
+    session.connection().execute(update(Run.__table__).where(Run.__table__.c.id == bindparam("run")).values(state=RunState.PENDING, run_dir=bindparam("folder")), pending)
+    for group in groups:
         with results_umask(group[0].profile):
-            for attempt, target in members:
-                publish_text(target.paths.spec_file, spec_to_yaml(target.spec))
-        groups.append(group)
+            publish_many([(RunPaths(Path(item.request.run_dir)).spec_file, texts.yaml(item.spec).encode()) for item in group])
     return report, groups
 
 
-def _prepared(attempt: Attempt, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
-    """Each attempt's array and position in it, recorded before sbatch."""
-    attempt.submission_id, attempt.array_task = array_name, position
-    request = AttemptRequest(attempt.run_id, str(target.paths.run_dir), attempt.key, umask=target.profile.results_umask)
-    return PreparedAttempt(attempt.id, attempt.executor, array_name, request, target.spec, target.profile)
+def _grouped(submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[AttemptTarget]) -> list[list[PreparedAttempt]]:
+    """The attempts of ``runs`` in arrays: runs share one when they share an executor, a cluster
+    profile, resources and an image; each attempt's array and position recorded before sbatch."""
+    by_array = sorted(zip(runs, targets), key=lambda pair: pair[1].array_key)
+    groups = []
+    for number, (_, grouped) in enumerate(groupby(by_array, key=lambda pair: pair[1].array_key)):
+        array_name = f"{submission_id}.{number}"
+        groups.append([_prepared(run, target, array_name, position) for position, (run, target) in enumerate(grouped)])
+    return groups
+
+
+def _prepared(run: RunToSubmit, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
+    key = attempt_key(run.run_id, run.attempts + 1)
+    request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
+    return PreparedAttempt(target.executor, array_name, request, target.spec, target.profile, run.attempts + 1, position, target.image_sha256)
+
+
+def _attempt_row(item: PreparedAttempt, submitter: str) -> dict[str, Any]:
+    return {
+        "run_id": item.request.run_id,
+        "number": item.number,
+        "key": item.request.attempt_key,
+        "executor": item.executor,
+        "submission_id": item.array_name,
+        "array_task": item.array_task,
+        "state": RunState.PENDING,
+        "submitted_time": time.time(),
+        "journal_dir": str(RunPaths(Path(item.request.run_dir)).attempt(item.request.attempt_key).root),
+        "journal_seq": 0,
+        "requeues": 0,
+        "image_sha256": item.image_sha256,
+        "submitter": submitter,
+    }
 
 
 def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> None:
@@ -187,11 +258,14 @@ def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> Non
     with results_umask(group[0].profile):
         handles = get_backend(group[0].executor).submit(_array_of(group, home))
     faults.reached("submit.launched")
+    launched = [
+        {"attempt": item.request.attempt_key, "job": handle.job_id, "task": handle.array_task, "out": handle.stdout_path or None, "err": handle.stderr_path or None}
+        for item, handle in zip(group, handles)
+    ]
+    attempts = Attempt.__table__
+    record = update(attempts).where(attempts.c.key == bindparam("attempt")).values(job_id=bindparam("job"), array_task=bindparam("task"), stdout_path=bindparam("out"), stderr_path=bindparam("err"))
     with Session(engine) as session, session.begin():
-        for item, handle in zip(group, handles):
-            attempt = session.get_one(Attempt, item.attempt_id)
-            attempt.job_id, attempt.array_task = handle.job_id, handle.array_task
-            attempt.stdout_path, attempt.stderr_path = handle.stdout_path or None, handle.stderr_path or None
+        session.connection().execute(record, launched)
 
 
 @contextlib.contextmanager
@@ -224,52 +298,62 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
     )
 
 
-def _array_key(pair: tuple[Attempt, AttemptTarget]) -> str:
-    """Runs share an array when they share an executor, a cluster profile, resources and an image."""
-    attempt, target = pair
-    return json.dumps([attempt.executor, target.profile.name, dataclasses.asdict(target.spec.resources), target.spec.container.image], sort_keys=True)
-
-
 @dataclass(frozen=True)
 class AttemptTarget:
     """Where and how a run's next attempt runs: resolved, and its image checked, before any write."""
 
-    spec: RunSpec
+    spec: RunSpec  # with the profile's data root where the spec names none
     profile: ClusterProfile
     paths: RunPaths
     image_sha256: Optional[str]
+    executor: str
+    array_key: str  # runs with the same key share an array
 
 
-def _attempt_target(home: OrchHome, run: Run) -> AttemptTarget:
-    spec = spec_from_yaml(run.spec_yaml)
-    profile = load_profile(spec.cluster)
-    if spec.data.root is None and profile.data_root is not None:
-        spec = replace(spec, data=replace(spec.data, root=profile.data_root))
-    digest = _image_digest(spec, profile, home)  # a missing image is bad input: found before anything is written
-    return AttemptTarget(spec, profile, RunPaths.under(profile.results_path(home), run.id), digest)
+class TargetResolver:
+    """Attempt targets of many runs: profiles, data roots, image digests and array keys are
+    worked out once per distinct value (the runs of a plan share their section objects)."""
 
+    def __init__(self, home: OrchHome, executor: Optional[str]) -> None:
+        self.home = home
+        self.executor = executor
+        self.profiles: dict[str, ClusterProfile] = {}
+        self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}  # (id of data, root) -> (data, with the root)
+        self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
+        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, str]] = {}
 
-def _add_attempt(session: Session, run: Run, target: AttemptTarget, executor: Optional[str], submission_id: str) -> Attempt:
-    number = len(run.attempts) + 1
-    key = attempt_key(run.id, number)
-    attempt = Attempt(
-        run=run,
-        number=number,
-        key=key,
-        executor=executor or target.profile.executor,
-        submission_id=submission_id,
-        state=RunState.PENDING,
-        submitted_time=time.time(),
-        journal_dir=str(target.paths.attempt(key).root),
-        journal_seq=0,
-        requeues=0,
-        image_sha256=target.image_sha256,
-        submitter=f"{socket.gethostname()}:{os.getpid()}",
-    )
-    session.add(attempt)
-    run.run_dir = str(target.paths.run_dir)
-    run.state = RunState.PENDING
-    return attempt
+    def target(self, run: RunToSubmit) -> AttemptTarget:
+        spec = run.spec
+        profile = self.profile(spec.cluster)
+        if spec.data.root is None and profile.data_root is not None:
+            spec = replace(spec, data=self._with_root(spec.data, profile.data_root))
+        digest = self._image_digest(spec, profile)  # a missing image is bad input: found before anything is written
+        executor = self.executor or profile.executor
+        paths = RunPaths.under(profile.results_path(self.home), run.run_id)
+        return AttemptTarget(spec, profile, paths, digest, executor, self._array_key(executor, profile, spec))
+
+    def profile(self, cluster: str) -> ClusterProfile:
+        if cluster not in self.profiles:
+            self.profiles[cluster] = load_profile(cluster)
+        return self.profiles[cluster]
+
+    def _with_root(self, data: Any, root: str) -> Any:
+        key = (id(data), root)
+        if key not in self.data:
+            self.data[key] = (data, replace(data, root=root))  # holds ``data``: its id stays its own
+        return self.data[key][1]
+
+    def _image_digest(self, spec: RunSpec, profile: ClusterProfile) -> Optional[str]:
+        key = (profile.name, spec.container.image)
+        if key not in self.images:
+            self.images[key] = _image_digest(spec, profile, self.home)
+        return self.images[key]
+
+    def _array_key(self, executor: str, profile: ClusterProfile, spec: RunSpec) -> str:
+        key = (executor, profile.name, id(spec.resources), spec.container.image)
+        if key not in self.array_keys:
+            self.array_keys[key] = (spec.resources, json.dumps([executor, profile.name, dataclasses.asdict(spec.resources), spec.container.image], sort_keys=True))
+        return self.array_keys[key][1]
 
 
 def attempt_key(run_id: str, number: int) -> str:

@@ -34,116 +34,30 @@ is accepted.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
-import math
 import re
 import typing
-from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from jobs.spec import RunSpec, line_memory_bytes, value_problem, violations
+from jobs.manifest import CATALOG_NAMES
+from jobs.spec import RunSpec, value_problem
 from orchestrator.errors import SpecError
-from orchestrator.fingerprint import run_id
+from orchestrator.expansion import SEED_KEY, Axis, GridUnion, Origins, SeedCount, run_count
 from orchestrator.home import CONFIGS_DIR
-from orchestrator.profiles import load_profile, profile_names
-from orchestrator.resources import ResourceProblem, node_memory, resolve_resources
+from orchestrator.planner import PlannedRun, ValueConverter, plan_runs
 from orchestrator.sweep_files import check_no_resolvers, parse_yaml_mapping, read_text
 
 TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds", "max_runs")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-SEED_KEY = "training.seed"
 SWEEP_DOCS = "docs/sweeps.md"
 DEFAULT_MAX_RUNS = 250_000
 MAX_RUNS_CEILING = 10_000_000  # max_runs may not switch the guard off
 MAX_PATH_CHARS = 1024
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()  # a key that one alternative of ``grids`` does not set
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One expansion operator: the dotted keys it sets together and its points."""
-
-    label: str  # where it stands in the sweep file: "grid.optimizer.lr", "zip", "seeds", "grids"
-    keys: tuple[str, ...]
-    points: Sequence[tuple[Any, ...]]  # a value per key, or UNSET; seeds and grids compute theirs on access
-    size: int  # the number of points, known before any point is built
-
-    def origin(self, point_index: int, key: str) -> str:
-        if isinstance(self.points, GridUnion):
-            return f"{self.points.label_of(point_index)}.{key}"
-        return self.label if len(self.keys) == 1 else f"{self.label}.{key}"
-
-
-class SeedCount(SequenceABC):
-    """The points (0,), (1,), … of ``seeds: n``, none of them stored."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        return (index,)
-
-
-class GridUnion(SequenceABC):
-    """The points of ``grids:``: each alternative's cartesian product in turn (the last key varies
-    fastest, as in ``itertools.product``), computed on access; a key an alternative leaves out is UNSET."""
-
-    def __init__(self, alternatives: list[list[Axis]]) -> None:
-        self.alternatives = alternatives
-        self.keys = tuple(dict.fromkeys(axis.keys[0] for grid in alternatives for axis in grid))
-        self.starts = list(itertools.accumulate((math.prod(axis.size for axis in grid) for grid in alternatives), initial=0))
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def alternative_of(self, index: int) -> int:
-        return bisect.bisect_right(self.starts, index) - 1
-
-    def label_of(self, index: int) -> str:
-        return f"grids[{self.alternative_of(index)}]"
-
-    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]
-        if not 0 <= index < self.starts[-1]:
-            raise IndexError(index)
-        alternative = self.alternative_of(index)
-        values = dict(zip([axis.keys[0] for axis in self.alternatives[alternative]], _mixed_radix(index - self.starts[alternative], self.alternatives[alternative])))
-        return tuple(values[key][0] if key in values else UNSET for key in self.keys)
-
-
-def _mixed_radix(number: int, axes: Sequence[Axis]) -> list[tuple[Any, ...]]:
-    """The point of each axis at position ``number`` of their cartesian product (last axis fastest)."""
-    points: list[tuple[Any, ...]] = []
-    for axis in reversed(axes):
-        number, position = divmod(number, axis.size)
-        points.append(axis.points[position])
-    return points[::-1]
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    run_id: str
-    spec: RunSpec  # resources resolved against the cluster profile
-    swept: dict[str, Any]  # dotted key -> value this run takes on each axis
-    time_was_given: bool  # resources.time came from the sweep (else an estimate may choose it)
 
 
 @dataclass(frozen=True)
@@ -155,43 +69,8 @@ class SweepPlan:
     runs: list[PlannedRun]
 
 
-class Origins:
-    """Which file (and key in it) last set each dotted key, for error messages."""
-
-    def __init__(self, default_file: str) -> None:
-        self.default_file = default_file
-        self._where: dict[str, tuple[str, str]] = {}
-
-    def add(self, fragment: Mapping[str, Any], file: str, prefix: str, key_prefix: str = "") -> None:
-        for key, value in fragment.items():
-            dotted = f"{key_prefix}{key}"
-            self._where[dotted] = (file, f"{prefix}{dotted}")
-            if isinstance(value, Mapping):
-                self.add(value, file, prefix, dotted + ".")
-
-    def with_point(self, point: Sequence[tuple[Axis, int]]) -> Origins:
-        """A copy that knows which sweep entry set each key of one point of the expansion."""
-        copy = Origins(self.default_file)
-        copy._where = dict(self._where)
-        for axis, index in point:
-            for key, value in zip(axis.keys, axis.points[index]):
-                if value is not UNSET:
-                    copy._where[key] = (self.default_file, axis.origin(index, key))
-        return copy
-
-    def of(self, dotted_key: str) -> tuple[str, str]:
-        """The file and key that set ``dotted_key`` or the nearest enclosing key (``probes[0].every``
-        set by a list at ``base.probes`` → ``base.probes[0].every``)."""
-        key = dotted_key
-        while key:
-            if key in self._where:
-                file, origin_key = self._where[key]
-                return file, origin_key + dotted_key[len(key) :]
-            key = re.sub(r"(\[\d+\]|\.?[^.\[]+)$", "", key)
-        return self.default_file, dotted_key
-
-
-def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPlan:
+def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = None) -> SweepPlan:
+    """The sweep at ``path``, checked and expanded into runs (catalog names: the manifest's)."""
     file = str(path)
     text = read_text(path, file, "(file)")
     document = parse_yaml_mapping(text, file)
@@ -214,8 +93,9 @@ def load_sweep(path: Path, known_names: Mapping[str, Sequence[str]]) -> SweepPla
         raise SpecError(file, "base", "base must be a run-spec mapping", base, "a mapping such as {training: {steps: 100}}")
     base_config = merge_fragment(base_config, base, file, "base.")
     origins.add(base, file, "base.")
-    _check_values(file, _value_axes(axes), base_config)
-    runs = [_resolve_run(base_config, point, origins.with_point(point), known_names) for point in expansion_points(axes)]
+    converter = ValueConverter(base_config)
+    _check_values(file, _value_axes(axes), converter)
+    runs = plan_runs(base_config, axes, origins, converter, CATALOG_NAMES if known_names is None else known_names)
     _check_unique(file, runs)
     return SweepPlan(name, description, path, text, runs)
 
@@ -372,10 +252,6 @@ def sweep_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
     return grid_axes + union_axes + _zip_axes(file, document) + _seed_axes(file, document)
 
 
-def run_count(axes: Sequence[Axis]) -> int:
-    return math.prod(axis.size for axis in axes)
-
-
 def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
     count = run_count(axes)
     if count > limit:
@@ -385,17 +261,6 @@ def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
         else:
             accepted = f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps ({SWEEP_DOCS})"
         raise SpecError(file, operators, f"sweep expands to {count} runs, above the limit of {limit}", {axis.label: axis.size for axis in axes}, accepted)
-
-
-def expansion_points(axes: Sequence[Axis]) -> Iterator[tuple[tuple[Axis, int], ...]]:
-    """Every point of the expansion, one at a time, as (axis, index of its point) per axis (the
-    last axis varies fastest)."""
-    for number in range(run_count(axes)):
-        indices = []
-        for axis in reversed(axes):
-            number, position = divmod(number, axis.size)
-            indices.append(position)
-        yield tuple(zip(axes, reversed(indices)))
 
 
 def _grid_axes(file: str, grid: Any, label: str) -> list[Axis]:
@@ -479,15 +344,15 @@ def _value_axes(axes: Sequence[Axis]) -> list[Axis]:
     return listed
 
 
-def _check_values(file: str, axes: list[Axis], base_config: DictConfig) -> None:
+def _check_values(file: str, axes: list[Axis], converter: ValueConverter) -> None:
+    """Every listed value converts to its key's type (the conversions are kept for planning)."""
     for axis in axes:
         for key in axis.keys:
             _check_key_exists(file, axis.label, key)
         for index, point in enumerate(axis.points):
-            config = base_config.copy()
             for key, value in zip(axis.keys, point):
                 try:
-                    OmegaConf.update(config, key, value, merge=True)
+                    converter.convert(key, value)
                 except OmegaConfBaseException:
                     label = f"{axis.label}[{index}]" if len(axis.keys) == 1 else f"{axis.label}.{key}[{index}]"
                     raise SpecError(file, label, "wrong type", value, expected_type(key)) from None
@@ -501,127 +366,6 @@ def _check_key_exists(file: str, label: str, dotted_key: str) -> None:
             where = f"under '{parent}'" if parent else "at the top of a run spec"
             raise SpecError(file, label, f"unknown key '{dotted_key}'", part, f"{where}: {', '.join(accepted) or '(no keys: not a mapping)'}")
         parent = f"{parent}.{part}" if parent else part
-
-
-def _resolve_run(base_config: DictConfig, point: Sequence[tuple[Axis, int]], origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
-    config = base_config.copy()
-    swept: dict[str, Any] = {}
-    for axis, index in point:
-        for key, value in zip(axis.keys, axis.points[index]):
-            if value is not UNSET:
-                OmegaConf.update(config, key, value, merge=True)
-                swept[key] = value
-    try:
-        OmegaConf.resolve(config)
-        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]
-    except OmegaConfBaseException as error:
-        key = str(getattr(error, "full_key", "") or "")
-        origin_file, origin_key = origins.of(key)
-        raise SpecError(origin_file, origin_key, "cannot resolve", str(error).splitlines()[0], "an interpolation ${dotted.key} of an existing field with a value of the right type") from None
-    for key, found, accepted in violations(spec, known_names):
-        origin_file, origin_key = origins.of(key)
-        raise SpecError(origin_file, origin_key, "value not accepted", found, accepted)
-    if spec.cluster not in profile_names():
-        origin_file, origin_key = origins.of("cluster")
-        raise SpecError(origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names()))
-    time_was_given = spec.resources.time is not None
-    try:
-        spec = replace(spec, resources=resolve_resources(spec.resources, load_profile(spec.cluster)))
-    except ResourceProblem as problem:
-        origin_file, origin_key = origins.of(f"resources.{problem.key}")
-        raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
-    _check_data_present(spec, origins)
-    spec = _with_split_hash(_with_source_init(spec), origins)
-    _check_sizes(spec, origins)
-    return PlannedRun(run_id(spec), spec, swept, time_was_given)
-
-
-def _check_sizes(spec: RunSpec, origins: Origins) -> None:
-    """Batch sizes against the training split, and one line of each line probe against the memory
-    of a node (only where the planner knows the split: the official files of a known data set)."""
-    from jobs.data import planned_split_sizes
-
-    split = planned_split_sizes(spec.data)
-    if split is None:
-        return
-    train, val = split
-    _check_fraction(spec, train, val, origins)
-    for key, size in (("training.batch_size", spec.training.batch_size), ("optimizer.search_batch_size", spec.optimizer.search_batch_size)):
-        if size is not None and size > train:
-            origin_file, origin_key = origins.of(key)
-            raise SpecError(origin_file, origin_key, "larger than the training split", size, f"at most {train} (the training samples of {spec.data.name} with this split)")
-    memory, memory_words = node_memory(load_profile(spec.cluster))
-    for index, probe in enumerate(spec.probes):
-        needed = line_memory_bytes(probe, train, val, spec.training.batch_size)
-        if needed > memory:
-            origin_file, origin_key = origins.of(f"probes[{index}]")
-            accepted = f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer max_enlargements, directions or recorded sets"
-            raise SpecError(origin_file, origin_key, "a line of this probe does not fit in memory", f"{needed / 2**30:,.1f} GiB of losses per line", accepted)
-
-
-def _check_fraction(spec: RunSpec, train: int, val: int, origins: Origins) -> None:
-    """A ``data.fraction`` must keep a validation sample and a batch of training samples (one
-    sample where the batch size exceeds even the whole split: then the batch size is at fault)."""
-    from jobs.data import planned_split_sizes
-
-    if spec.data.fraction is None:
-        return
-    whole = planned_split_sizes(replace(spec.data, fraction=None))
-    assert whole is not None  # the same data set and files as the split itself
-    whole_train, whole_val = whole
-    needed = spec.training.batch_size if spec.training.batch_size <= whole_train else 1
-    origin_file, origin_key = origins.of("data.fraction")
-    if train < needed:
-        problem = "leaves no training sample" if train < 1 else "leaves fewer training samples than training.batch_size"
-        accepted = f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the {whole_train} training samples of {spec.data.name}; training.batch_size is {spec.training.batch_size})"
-        raise SpecError(origin_file, origin_key, problem, spec.data.fraction, accepted)
-    if val < 1 <= whole_val:
-        accepted = f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation samples of {spec.data.name})"
-        raise SpecError(origin_file, origin_key, "leaves no validation sample", spec.data.fraction, accepted)
-
-
-def _rounded_up(number: float) -> float:
-    """``number`` rounded up to four significant digits."""
-    scale = 10 ** (3 - math.floor(math.log10(number)))
-    return math.ceil(number * scale) / scale
-
-
-def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:
-    """Write the hash of the run's training/validation indices into the spec (the job checks it)."""
-    from jobs.data import planned_indices_sha256
-
-    if spec.data.indices_sha256 is not None:
-        return spec
-    try:
-        digest = planned_indices_sha256(spec.data)
-    except ValueError as problem:
-        origin_file, origin_key = origins.of("data.train_size" if spec.data.train_size is not None else "data.val_source")
-        raise SpecError(origin_file, origin_key, "the split does not fit the data set", str(problem), "a train_size smaller than the official training set, val_source: test only where a test set exists") from None
-    return spec if digest is None else replace(spec, data=replace(spec.data, indices_sha256=digest))
-
-
-def _with_source_init(spec: RunSpec) -> RunSpec:
-    """Record the initialization the model's source uses when the sweep leaves ``model.init`` open."""
-    from jobs.models import source_init
-
-    if spec.model.init is not None:
-        return spec
-    return replace(spec, model=replace(spec.model, init=source_init(spec.model.name)))
-
-
-def _check_data_present(spec: RunSpec, origins: Origins) -> None:
-    """Jobs never download: a data set missing under its root fails here, on the login node."""
-    from jobs.data.vision import SOURCES, missing_files
-
-    if spec.data.name not in SOURCES:
-        return  # bundled with a package (digits)
-    root = spec.data.root or load_profile(spec.cluster).data_root
-    missing = missing_files(spec.data.name, root)
-    if missing:
-        origin_file, origin_key = origins.of("data.root" if spec.data.root else "data.name")
-        looked_at = ", ".join(map(str, missing)) if root else f"no data.root and no data_root in cluster profile {spec.cluster}"
-        fetch = f"orch data fetch {spec.data.name} --root {root or 'DIR'}"
-        raise SpecError(origin_file, origin_key, f"data set {spec.data.name} not found", looked_at, f"its files under data.root (or the profile's data_root); stage them on a machine with internet: {fetch}")
 
 
 def _check_unique(file: str, runs: list[PlannedRun]) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jobs.data import DATASETS, indices_sha256, split_indices
+from jobs.data import DATASETS, indices_sha256
+from jobs.splits import split_indices
 from jobs.data.augment import augment
 from jobs.data.vision import SOURCES
 from jobs.journal import JournalWriter, Metrics, read_events
@@ -59,6 +60,17 @@ def test_split_matches_random_split_of_the_authors_code() -> None:
     train, val = split_indices(1000, 800, 0.1, 42)
     assert train == list(fraction_of_first)
     assert len(val) == 20 and set(val) <= set(second)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 1797, 50_000, 73_257])
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1, 2**32 + 5, 2**63 - 1])
+def test_the_torch_free_permutation_is_torch_randperm(count: int, seed: int) -> None:
+    """The planner computes splits without torch (jobs/splits.py): the same permutation as
+    ``torch.randperm`` with a seeded CPU generator, hence the same ``random_split``."""
+    from jobs.splits import random_permutation
+
+    expected = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    assert random_permutation(count, seed) == expected
 
 
 def test_official_test_set_as_validation_and_normalization(miniature: Miniature) -> None:
@@ -232,7 +244,7 @@ def test_plan_writes_the_split_hash_that_the_job_checks(tmp_path: Path) -> None:
 
 
 def indices_sha256_of(train_indices: np.ndarray, val_indices: np.ndarray) -> str:
-    from jobs.data import split_sha256
+    from jobs.splits import split_sha256
 
     return split_sha256(train_indices.tolist(), val_indices.tolist())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobs.spec import ResourcesSpec, RunSpec, TrainingSpec
 from orchestrator.estimates import fit_partition, schedule, similarity_key
 from orchestrator.profiles import load_profile
-from orchestrator.sweep import PlannedRun
+from orchestrator.planner import PlannedRun
 
 TCML = load_profile("tcml")
 
@@ -32,3 +32,35 @@ def test_estimate_from_history_chooses_resources_unless_time_was_given() -> None
     assert (open_run.run.spec.resources.partition, open_run.run.spec.resources.time) == ("day", "0-17:21:40")
     assert given_run.run.spec.resources.time == "1-00:00:00"
     assert schedule(PlannedRun("a", spec, {}, False), TCML, {}).estimate_seconds is None
+
+
+def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_same_kind(orch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """seconds_per_step reads the registry in one query and each run's spec from its JSON: the
+    figures equal those computed by hand from the attempts and the specs as planned."""
+    import statistics
+    from pathlib import Path
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from orchestrator.estimates import seconds_per_step
+    from orchestrator.home import OrchHome
+    from orchestrator.registry.engine import open_registry
+    from orchestrator.registry.models import Attempt, RunState
+    from orchestrator.sweep import load_sweep
+    from tests.conftest import SWEEPS_DIR
+
+    tiny = SWEEPS_DIR / "tiny.yaml"
+    orch.ok("submit", tiny, "--executor", "debug")
+    planned = {run.run_id: run.spec for run in load_sweep(Path(tiny)).runs}
+    with Session(open_registry(OrchHome(orch.home))) as session:
+        attempts = session.scalars(select(Attempt).where(Attempt.state == RunState.COMPLETED)).all()
+        by_hand: dict = {}
+        for attempt in attempts:
+            steps = attempt.run.total_steps - (attempt.start_step or 0)
+            by_hand.setdefault(similarity_key(planned[attempt.run_id]), []).append((attempt.ended_time - attempt.started_time) / steps)
+
+        history = seconds_per_step(session)
+
+    assert len(attempts) == 2 and len(by_hand) == 1
+    assert history == {key: statistics.median(values) for key, values in by_hand.items()}

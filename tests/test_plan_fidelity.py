@@ -1,7 +1,8 @@
 """Planning is exactly what it was: the run ids, resolved specs and swept values of every shipped
 sweep, and of sweeps that exercise interpolation, mapping- and list-valued keys and conversions,
 match tests/data/planned_runs.json, written by the planner before it was made fast
-(``python -m tests.test_plan_fidelity`` rewrites it: only when a change of run ids is intended)."""
+(``python -m tests.test_plan_fidelity`` rewrites it: only when a change of run ids is intended),
+both the memoized way and the exact way (OmegaConf for each point)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 
-from jobs.spec import spec_to_yaml
+from jobs.spec import RunSpec, spec_to_yaml
+from orchestrator.fingerprint import SpecTexts, spec_json
 from orchestrator.home import CONFIGS_DIR
+from orchestrator.planner import SectionBuilder
 from orchestrator.sweep import load_sweep
 from tests.conftest import SWEEPS_DIR
 from tests.datasets import write_cifar10
@@ -27,13 +31,13 @@ def sweep_label(path: Path) -> str:
     return str(path.relative_to(CONFIGS_DIR.parent))
 
 
-def planned_digest(path: Path) -> dict[str, object]:
+def planned_digest(path: Path, spec_text: Callable[[RunSpec], str]) -> dict[str, object]:
     """The run ids in order, and one hash over each run's resolved spec file, swept values and
     whether its time limit was given."""
     plan = load_sweep(path)
     specs = hashlib.sha256()
     for run in plan.runs:
-        specs.update(spec_to_yaml(run.spec).encode())
+        specs.update(spec_text(run.spec).encode())
         specs.update(json.dumps(run.swept, sort_keys=True).encode())
         specs.update(b"time given" if run.time_was_given else b"time open")
     return {"run_ids": [run.run_id for run in plan.runs], "specs_sha256": specs.hexdigest()}
@@ -45,12 +49,38 @@ def staged_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar10(tmp_path / "datasets", np.random.default_rng(0), 2, monkeypatch)
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=sweep_label)
-def test_planning_gives_the_recorded_runs(path: Path, staged_cifar10: None) -> None:
+EXACT_ONLY = {"tests/sweeps/fidelity/interpolated.yaml", "tests/sweeps/fidelity/mappings.yaml"}  # swept keys in interpolations or in each other
+
+
+LARGE = {"configs/sweeps/dissertation_ch4_grid.yaml", "configs/sweeps/dissertation_ch6_grid.yaml"}  # recorded by the exact way already
+WAYS = [(path, way) for path in SWEEPS for way in ("memoized", "exact") if way == "memoized" or sweep_label(path) not in LARGE]
+
+
+@pytest.mark.parametrize(("path", "way"), WAYS, ids=[f"{sweep_label(path)}-{way}" for path, way in WAYS])
+def test_planning_gives_the_recorded_runs(path: Path, way: str, staged_cifar10: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    ways_taken = []
+    create = SectionBuilder.create.__func__  # type: ignore[attr-defined]
+
+    def recording_create(cls, *arguments):  # type: ignore[no-untyped-def]
+        builder = create(cls, *arguments) if way == "memoized" else None
+        ways_taken.append("memoized" if builder is not None else "exact")
+        return builder
+
+    monkeypatch.setattr(SectionBuilder, "create", classmethod(recording_create))
     recorded = json.loads(GOLDEN.read_text())[sweep_label(path)]
-    planned = planned_digest(path)
+
+    planned = planned_digest(path, SpecTexts().yaml)  # the recorded hashes are of spec_to_yaml's texts
+
     assert planned["run_ids"] == recorded["run_ids"]
     assert planned["specs_sha256"] == recorded["specs_sha256"]
+    assert ways_taken == ["exact" if way == "exact" or sweep_label(path) in EXACT_ONLY else "memoized"]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=sweep_label)
+def test_the_composed_spec_json_is_the_whole_specs(path: Path, staged_cifar10: None) -> None:
+    texts = SpecTexts()
+    for run in load_sweep(path).runs:
+        assert texts.json(run.spec) == spec_json(run.spec)
 
 
 def test_every_sweep_is_recorded() -> None:
@@ -64,7 +94,7 @@ def write_golden() -> None:
     with tempfile.TemporaryDirectory() as home:
         monkeypatch.setenv("HOME", home)
         write_cifar10(Path(home) / "datasets", np.random.default_rng(0), 2, monkeypatch)
-        GOLDEN.write_text(json.dumps({sweep_label(path): planned_digest(path) for path in SWEEPS}, indent=1, sort_keys=True) + "\n")
+        GOLDEN.write_text(json.dumps({sweep_label(path): planned_digest(path, spec_to_yaml) for path in SWEEPS}, indent=1, sort_keys=True) + "\n")
     monkeypatch.undo()
 
 

@@ -13,7 +13,8 @@ import pytest
 from jobs.catalog import known_names
 from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR
-from orchestrator.sweep import DEFAULT_MAX_RUNS, MAX_RUNS_CEILING, check_run_count, expansion_points, load_sweep, run_count, run_limit, sweep_axes
+from orchestrator.expansion import expansion_points, run_count
+from orchestrator.sweep import DEFAULT_MAX_RUNS, MAX_RUNS_CEILING, check_run_count, load_sweep, run_limit, sweep_axes
 
 PER_OPTIMIZER = """
 name: per_optimizer
@@ -264,7 +265,7 @@ def test_an_include_escaping_through_a_symlinked_folder_is_refused(tmp_path: Pat
     ],
 )
 def test_split_sizes_are_the_lengths_of_the_split_the_job_draws(data: dict[str, Any]) -> None:
-    from jobs.data import OFFICIAL_COUNTS, split_sizes, subset_indices
+    from jobs.splits import OFFICIAL_COUNTS, split_sizes, subset_indices
     from jobs.spec import DataSpec
 
     spec = DataSpec(**data)

@@ -6,8 +6,9 @@ from typing import Optional
 
 import torch
 
-from jobs.data import DATASETS, OFFICIAL_COUNTS, InMemoryData, subset_indices
+from jobs.data import DATASETS, InMemoryData
 from jobs.spec import DataSpec
+from jobs.splits import OFFICIAL_COUNTS, subset_indices
 
 
 @DATASETS.register("digits")

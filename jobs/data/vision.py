@@ -22,9 +22,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from jobs.data import DATASETS, InMemoryData, subset_indices
+from jobs.data import DATASETS, InMemoryData
 from jobs.data.augment import Augmentation
 from jobs.spec import DataSpec
+from jobs.manifest import DATA_FILES, missing_files
+from jobs.splits import subset_indices
 
 
 Reader = Callable[[str, bool, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download, verify)
@@ -40,7 +42,6 @@ class VisionSource:
     std: tuple[float, ...]
     crop_padding: int  # the source's training augmentation
     flip: bool
-    required: tuple[str, ...]  # files under the root that must exist (what ``orch data fetch`` stages)
     read: Reader
 
 
@@ -86,27 +87,15 @@ SOURCES = {
     source.name: source
     for source in (
         VisionSource(
-            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True,
-            ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"), _read_cifar("CIFAR10"),
+            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True, _read_cifar("CIFAR10"),
         ),
         VisionSource(
-            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 8, True,
-            ("cifar-100-python/train", "cifar-100-python/test"), _read_cifar("CIFAR100"),
+            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 8, True, _read_cifar("CIFAR100"),
         ),
-        VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), 4, True, ("train_32x32.mat", "test_32x32.mat"), _read_svhn),
-        VisionSource(
-            "mnist", 10, (0.1307,), (0.3081,), 0, False,
-            ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"), _read_mnist,
-        ),
+        VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), 4, True, _read_svhn),
+        VisionSource("mnist", 10, (0.1307,), (0.3081,), 0, False, _read_mnist),
     )
 }  # fmt: skip
-
-
-def missing_files(name: str, root: Optional[str]) -> list[Path]:
-    """The files of data set ``name`` that are not under ``root`` (all of them when root is None)."""
-    source = SOURCES[name]
-    base = Path(root or "").expanduser()
-    return [base / relative for relative in source.required if root is None or not (base / relative).is_file()]
 
 
 def fetch(name: str, root: str) -> list[Path]:
@@ -114,7 +103,7 @@ def fetch(name: str, root: str) -> list[Path]:
     source = SOURCES[name]
     for train in (True, False):
         source.read(root, train, True, True)
-    return [Path(root) / relative for relative in source.required]
+    return [Path(root) / relative for relative in DATA_FILES[name]]
 
 
 def normalized(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -7,17 +7,12 @@ from typing import Callable
 from torch import nn
 
 from jobs.catalog import Catalog
+from jobs.manifest import source_init
 from jobs.spec import ModelSpec
 
 ModelBuilder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Catalog[ModelBuilder] = Catalog("model")
 
-KAIMING_NORMAL_SOURCES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # the line paper's code
-
-
-def source_init(name: str) -> str:
-    """The initialization the model's source uses: what ``model.init: null`` resolves to."""
-    return "kaiming_normal" if name in KAIMING_NORMAL_SOURCES else "pytorch_default"
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
