@@ -19,6 +19,7 @@ tests/test_plan_fidelity.py proves both ways give today's run ids and specs for 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -131,6 +132,7 @@ class SectionBuilder:
         self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [{} for _ in axes]  # per axis and point
         self.resources: dict[tuple[SectionEntry, str], Any] = {}
         self.fits: dict[tuple[Any, ...], bool] = {}
+        self.failing: dict[str, set[str]] = {}
 
     @classmethod
     def create(cls, base_config: DictConfig, axes: Sequence[Axis], converter: ValueConverter, known_names: Mapping[str, Sequence[str]]) -> Optional["SectionBuilder"]:
@@ -186,18 +188,40 @@ class SectionBuilder:
     def _entry(self, name: str, indices: tuple[int, ...]) -> SectionEntry:
         """Section ``name`` with the point's values set, converted, checked and recorded."""
         value = getattr(self.base_spec, name)
+        changed: set[str] = set()  # the section's fields the point sets ("" for the whole section)
         for position in self.touching[name]:
             axis = self.axes[position]
             for key, raw in zip(axis.keys, axis.points[indices[position]]):
                 if raw is not UNSET and key.split(".")[0] == name:
-                    value = _with_value(value, key.split(".")[1:], self._converted(key, raw))
+                    path = key.split(".")[1:]
+                    value = _with_value(value, path, self._converted(key, raw))
                     if value is PROBLEM:
                         return SectionEntry(None, None, "", False)
-        problems = itertools.chain(field_violations(SPEC_FIELDS[name], value, self.known_names), SECTION_CHECKS.get(name, _no_problems)(value))
+                    changed.add(path[0] if path else "")
         recorded = RECORDED_FORM.get(name, _unchanged)(value)
-        if next(problems, None) is not None or recorded is PROBLEM:
+        if not self._passes_checks(name, value, changed) or recorded is PROBLEM:
             return SectionEntry(value, None, "", False)
         return SectionEntry(value, recorded, canonical_fragment(name, recorded), True)
+
+    def _passes_checks(self, name: str, value: Any, changed: set[str]) -> bool:
+        """Whether the section passes its fields' checks and its own: the fields the point leaves
+        as the shared part has them passed (or failed) once already, so only the others are checked."""
+        if "" in changed or not dataclasses.is_dataclass(value):
+            problems: Iterator[Any] = field_violations(SPEC_FIELDS[name], value, self.known_names)
+        else:
+            if not self._failing_fields(name) <= changed:
+                return False
+            fields = _fields_of(type(value))
+            problems = itertools.chain.from_iterable(field_violations(fields[field_name], getattr(value, field_name), self.known_names, f"{name}.") for field_name in changed)
+        problems = itertools.chain(problems, SECTION_CHECKS.get(name, _no_problems)(value))
+        return next(problems, None) is None
+
+    def _failing_fields(self, name: str) -> set[str]:
+        """The fields of the shared part's section ``name`` that fail their own checks."""
+        if name not in self.failing:
+            found = field_violations(SPEC_FIELDS[name], getattr(self.base_spec, name), self.known_names)
+            self.failing[name] = {KEY_PART.findall(key)[1] for key, _, _ in found}
+        return self.failing[name]
 
     def _converted(self, key: str, raw: Any) -> Any:
         if key == SEED_KEY and type(raw) is int:
@@ -237,6 +261,11 @@ def _index_getter(positions: tuple[int, ...]) -> Callable[[tuple[int, ...]], Has
     if not positions:
         return lambda indices: ()
     return itemgetter(*positions)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(schema: type) -> dict[str, dataclasses.Field]:
+    return {schema_field.name: schema_field for schema_field in dataclasses.fields(schema)}
 
 
 def _no_problems(value: Any) -> Iterator[tuple[str, Any, str]]:

@@ -198,7 +198,7 @@ def test_sync_killed_at_any_statement_then_synced_again(tmp_path: Path, interrup
     expected = registry_facts(whole)
     assert {row[2] for row in expected["attempts"]} == {"COMPLETED", "LOST"}
 
-    assert count >= POINTS
+    assert count >= 10  # set-based: a handful of statements whatever the number of attempts; each is a kill point
     for n in spread(count, POINTS):
         home = tmp_path / f"home-{n}"
         shutil.copytree(interrupted, home)  # journals stay in the original's results: sync only reads them

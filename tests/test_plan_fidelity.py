@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jobs.spec import RunSpec, spec_to_yaml
+from orchestrator.errors import SpecError
 from orchestrator.fingerprint import SpecTexts, spec_json
 from orchestrator.home import CONFIGS_DIR
 from orchestrator.planner import SectionBuilder
@@ -101,3 +102,17 @@ def write_golden() -> None:
 if __name__ == "__main__":
     write_golden()
     sys.exit(0)
+
+
+def test_a_value_of_the_shared_part_that_every_point_replaces_is_never_checked(tmp_path: Path) -> None:
+    """Each point's sections are checked: the shared part's bad learning rate is replaced by every
+    point, while its bad momentum is not and is reported where it was written (the exact way)."""
+    from tests.conftest import write_sweep
+
+    replaced = write_sweep(tmp_path, "replaced", "name: replaced\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {lr: -1.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n")
+    kept = write_sweep(tmp_path, "kept", "name: kept\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {momentum: -5.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n")
+
+    assert [run.spec.optimizer.lr for run in load_sweep(replaced).runs] == [0.1, 0.2]
+    with pytest.raises(SpecError) as raised:
+        load_sweep(kept)
+    assert (raised.value.key, raised.value.found) == ("base.optimizer.momentum", -5.0)
