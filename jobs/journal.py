@@ -190,21 +190,25 @@ def find_failure_line(text: str) -> Optional[Failed]:
 
 def read_events(paths: AttemptPaths, after_seq: int = 0) -> list[JournalEvent]:
     """Published events with a sequence number above ``after_seq``, in order."""
-    if not paths.events_dir.is_dir():
+    folder = str(paths.events_dir)  # plain strings and bytes: sync reads tens of thousands of events
+    try:
+        listed = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    names = sorted(
-        name
-        for name in os.listdir(paths.events_dir)
-        if not name.startswith(TEMP_PREFIX) and name.endswith(".json") and _seq_of(name) > after_seq
-    )
-    return [_parse_event(json.loads((paths.events_dir / name).read_text())) for name in names]
+    names = sorted(name for name in listed if not name.startswith(TEMP_PREFIX) and name.endswith(".json") and _seq_of(name) > after_seq)
+    return [_parse_event(json.loads(_read_bytes(os.path.join(folder, name)))) for name in names]
 
 
 def read_heartbeat(paths: AttemptPaths) -> Optional[Heartbeat]:
     try:
-        return Heartbeat(**json.loads(paths.heartbeat_file.read_text()))
+        return Heartbeat(**json.loads(_read_bytes(str(paths.heartbeat_file))))
     except FileNotFoundError:
         return None
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _seq_of(file_name: str) -> int:

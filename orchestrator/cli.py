@@ -17,53 +17,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import dataclasses
 import errno
-import io
-import json
 import os
 import sys
-import time
 import traceback
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Sequence
 
-import yaml
-from alembic.util.exc import CommandError as MigrationError
-from rich.console import Group
-from rich.live import Live
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlalchemy.orm import Session
-
-from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
-from jobs.paths import RunPaths
-from orchestrator import output
-from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, UserError, one_paragraph
-from orchestrator.estimates import Scheduled, schedule_plan
-from orchestrator.executors import EXECUTOR_NAMES, poll_seconds
+from orchestrator.bulk import collector_paused
+from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, UserError, one_paragraph, shown
 from orchestrator.home import OrchHome
-from orchestrator.registry.engine import DB_URL_VARIABLE, open_registry, open_registry_if_exists, registry_location, registry_problem, registry_url, sqlite_file
-from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
-from orchestrator.sweep import SweepPlan, load_sweep
-from orchestrator.sync import sync
-from orchestrator.views import (
-    WhereClause,
-    export_rows,
-    metric_series,
-    run_row,
-    select_runs,
-    shard_row,
-    show_view,
-    shown,
-    status_view,
-    swept_values,
-)
-from orchestrator import submit as submission
-from orchestrator.wait import wait_for_runs
+
+if TYPE_CHECKING:  # the modules below are imported by the commands that use them (start-up: orch --help)
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from orchestrator import submit as submission
+    from orchestrator.estimates import Scheduled
+    from orchestrator.registry.models import Attempt, Run
+    from orchestrator.sweep import SweepPlan
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 STDOUT_PATH = Path("-")  # --out -: standard output
@@ -90,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(argv: Optional[Sequence[str]]) -> int:
     try:
-        arguments = build_parser().parse_args(argv)
+        arguments = build_parser(lazy=True).parse_args(argv)
     except SystemExit:  # --help (0) or a usage error (2), as argparse does it
         sys.stdout.flush()  # --help's text: a closed pipe shows here, not in the interpreter's exit
         raise
@@ -156,6 +129,13 @@ def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
         where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None) or "a file"
         return f"{where}: {error.strerror}; accepted: {ENVIRONMENT_ERRNOS[error.errno]}"
+    if "sqlalchemy" not in sys.modules:  # a command that never opened the registry: no registry error
+        return None
+    from alembic.util.exc import CommandError as MigrationError
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    from orchestrator.registry.engine import registry_problem
+
     if isinstance(error, OperationalError) or type(error) is DatabaseError:
         return registry_problem(error, _registry_location(home))
     if isinstance(error, MigrationError):
@@ -164,6 +144,8 @@ def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
 
 
 def _registry_location(home: OrchHome) -> str:
+    from orchestrator.registry.engine import DB_URL_VARIABLE, registry_location, registry_url
+
     try:
         return registry_location(registry_url(home))
     except UserError:  # a malformed $ORCH_DB_URL
@@ -188,62 +170,67 @@ class BoundedParser(argparse.ArgumentParser):
         super().error(one_paragraph(message, MAX_MESSAGE_CHARS - len(self.prog) - 10))
 
 
-def build_parser() -> argparse.ArgumentParser:
+Options = Callable[[argparse.ArgumentParser], None]
+
+
+class CommandParser(BoundedParser):
+    """A command's parser that may add its options when it is first used (to parse its arguments,
+    or to show its help or usage), so that ``orch --help`` and each command import only what they
+    need: the options of ``runs`` name the run states, which live with the registry's tables."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: Optional[Options] = None
+
+    def add_options_later(self, options: Options) -> None:
+        self._pending = options
+
+    def _add_pending_options(self) -> None:
+        options, self._pending = self._pending, None
+        if options is not None:
+            options(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._add_pending_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_pending_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_pending_options()
+        return super().format_help()
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """``orch``'s parser. ``lazy``: each command's options are added when that command is parsed
+    (``main``); otherwise at once, for whoever inspects the parser."""
     parser = BoundedParser(prog="orch", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="orchestrator home: registry and default results (default: $ORCH_HOME or ./.orch)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
 
-    def command(name: str, handler: Handler, help_text: str, reports: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, help_text: str, options: Optional[Options] = None, reports: bool = True) -> None:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         if reports:
             sub.add_argument("--json", action="store_true", help="print JSON instead of tables")
-        return sub
+        if options is not None and lazy:
+            sub.add_options_later(options)
+        elif options is not None:
+            options(sub)
 
-    plan = command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing")
-    plan.add_argument("file", type=path_argument)
-
-    submit = command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active")
-    submit.add_argument("file", type=path_argument)
-    _executor_options(submit)
-
-    status = command("status", cmd_status, "runs per state per sweep; step and ETA of active runs")
-    status.add_argument("sweep", nargs="?")
-    status.add_argument("--watch", action="store_true", help="refresh until no run is active (Ctrl-C stops)")
-
-    runs = command("runs", cmd_runs, "list runs")
-    runs.add_argument("--sweep")
-    runs.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
-    runs.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted run-spec key (probes[0].every: one probe's) equals a YAML value (repeatable)")
-
-    show = command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics")
-    show.add_argument("run", help="run id or a unique prefix")
-
-    shards = command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)")
-    shards.add_argument("run", help="run id or a unique prefix")
-    shards.add_argument("--probe", help="only this probe (its name, by default its type)")
-    shards.add_argument("--start", type=int, help="first step (inclusive)")
-    shards.add_argument("--stop", type=int, help="last step (exclusive)")
-
-    logs = command("logs", cmd_logs, "an attempt's stdout (or stderr)")
-    logs.add_argument("run", help="run id or a unique prefix")
-    logs.add_argument("--attempt", type=int, help="attempt number (default: the last)")
-    logs.add_argument("--stderr", action="store_true")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-
-    resume = command("resume", cmd_resume, "re-submit runs whose last attempt failed, timed out, was cancelled or is lost")
-    resume.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
-    _executor_options(resume)
-
-    cancel = command("cancel", cmd_cancel, "cancel the active attempts of runs")
-    cancel.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
-
+    command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing", _file_options)
+    command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active", _submit_options)
+    command("status", cmd_status, "runs per state per sweep; step and ETA of active runs", _status_options)
+    command("runs", cmd_runs, "list runs", _runs_options)
+    command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics", _run_options)
+    command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)", _shards_options)
+    command("logs", cmd_logs, "an attempt's stdout (or stderr)", _logs_options)
+    command("resume", cmd_resume, "re-submit runs whose last attempt failed, timed out, was cancelled or is lost", _resume_options)
+    command("cancel", cmd_cancel, "cancel the active attempts of runs", _targets_options)
     command("sync", cmd_sync, "ingest the journals of active attempts into the registry")
-
-    export = command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics")
-    export.add_argument("--sweep")
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
-    export.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
+    command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics", _export_options)
 
     data = commands.add_parser("data", help="stage data sets (jobs never download)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -261,12 +248,65 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--cluster", default="tcml", help="cluster profile (default: tcml)")
     check.add_argument("--image", type=path_argument, help="image to check (default: the profile's container.image)")
 
-    curves = command("curves", cmd_curves, "write a PNG of training curves into each run's folder")
-    curves.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
-
-    analyze = command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)")
-    _analyze_options(analyze)
+    command("curves", cmd_curves, "write a PNG of training curves into each run's folder", _targets_options)
+    command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)", _analyze_options)
     return parser
+
+
+def _file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=path_argument)
+
+
+def _submit_options(parser: argparse.ArgumentParser) -> None:
+    _file_options(parser)
+    _executor_options(parser)
+
+
+def _status_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", nargs="?")
+    parser.add_argument("--watch", action="store_true", help="refresh until no run is active (Ctrl-C stops)")
+
+
+def _runs_options(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.registry.models import RunState
+    from orchestrator.views import WhereClause
+
+    parser.add_argument("--sweep")
+    parser.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
+    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted run-spec key (probes[0].every: one probe's) equals a YAML value (repeatable)")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run id or a unique prefix")
+
+
+def _shards_options(parser: argparse.ArgumentParser) -> None:
+    _run_options(parser)
+    parser.add_argument("--probe", help="only this probe (its name, by default its type)")
+    parser.add_argument("--start", type=int, help="first step (inclusive)")
+    parser.add_argument("--stop", type=int, help="last step (exclusive)")
+
+
+def _logs_options(parser: argparse.ArgumentParser) -> None:
+    _run_options(parser)
+    parser.add_argument("--attempt", type=int, help="attempt number (default: the last)")
+    parser.add_argument("--stderr", action="store_true")
+    parser.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+
+def _targets_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("targets", nargs="+", metavar="SWEEP|RUN")
+
+
+def _resume_options(parser: argparse.ArgumentParser) -> None:
+    _targets_options(parser)
+    _executor_options(parser)
+
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sweep")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    parser.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
 
 
 VISION_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")  # jobs.data.vision.SOURCES, without importing torch
@@ -291,6 +331,10 @@ def step_range(text: str) -> tuple[int, int]:
 
 
 def _analyze_options(parser: argparse.ArgumentParser) -> None:
+    from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
+    from orchestrator.executors import EXECUTOR_NAMES
+    from orchestrator.views import WhereClause
+
     parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
     parser.add_argument("--figure", choices=RUN_ANALYSES + SWEEP_VIEWS, required=True)
     parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="only runs whose dotted spec key equals a YAML value (repeatable)")
@@ -314,6 +358,8 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.executors import EXECUTOR_NAMES
+
     parser.add_argument(
         "--executor", choices=EXECUTOR_NAMES, default=None,
         help="slurm, local or debug (in-process, pdb works); default: the cluster profile's executor",
@@ -325,14 +371,25 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(arguments: argparse.Namespace, home: OrchHome) -> int:
-    plan = read_sweep(arguments.file)
-    engine = open_registry_if_exists(home)
+    from orchestrator.registry.engine import open_registry_if_exists
+
+    with collector_paused():
+        return _print_plan(arguments, read_sweep(arguments.file), open_registry_if_exists(home))
+
+
+def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional[Engine]) -> int:
+    from sqlalchemy.orm import Session
+
+    from orchestrator import output
+    from orchestrator.estimates import schedule_plan
+    from orchestrator.registry.models import RunState
+
     with Session(engine) if engine is not None else contextlib.nullcontext() as session:
         scheduled = schedule_plan(session, plan)
         states = _known_states(session, [run.run_id for run in plan.runs]) if session is not None else {}
     rows = [_plan_row(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
     if arguments.json:
-        output.print_json({"sweep": plan.name, "runs": rows})
+        output.print_json_records({"sweep": plan.name, "runs": rows}, "runs")
         return 0
     title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
     swept_names, swept_cells = output.swept_columns(rows)
@@ -359,6 +416,9 @@ def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:
 
 
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import submit as submission
+    from orchestrator.registry.engine import open_registry
+
     plan = read_sweep(arguments.file)  # validated before the registry is touched
     require_home_folder(home)
     engine = open_registry(home)
@@ -367,12 +427,20 @@ def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import submit as submission
+
     engine = require_registry(home)
     report = submission.resume(engine, home, arguments.targets, arguments.executor)
     return _report_submission(arguments, engine, report, "resume")
 
 
 def _report_submission(arguments: argparse.Namespace, engine: Engine, report: submission.SubmissionReport, label: str) -> int:
+    from collections import Counter
+
+    from orchestrator import output
+    from orchestrator.registry.models import RunState
+    from orchestrator.wait import wait_for_runs
+
     payload: dict[str, Any] = {"submitted": report.submitted, "skipped": report.skipped}
     if not arguments.json:
         skipped = ", ".join(f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items())
@@ -391,11 +459,21 @@ def _report_submission(arguments: argparse.Namespace, engine: Engine, report: su
 
 
 def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import output
+    from orchestrator.registry.engine import open_registry_if_exists
+
     engine = open_registry_if_exists(home)
     if not arguments.watch:
         views = _status(engine, arguments.sweep)
         output.print_json(views) if arguments.json else output.console().print(*_status_tables(views))
         return 0
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from orchestrator.executors import poll_seconds
+
     with Live(auto_refresh=False, console=output.console()) as live:
         while True:
             views = _status(engine, arguments.sweep)
@@ -409,6 +487,11 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[str, Any]]:
+    from sqlalchemy.orm import Session
+
+    from orchestrator.sync import sync
+    from orchestrator.views import status_view
+
     if engine is None:
         return []
     sync(engine)
@@ -420,6 +503,9 @@ def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[st
 
 
 def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
+    from orchestrator import output
+    from orchestrator.registry.models import RunState
+
     if not views:
         return ["no sweeps recorded yet (orch submit FILE records one)"]
     states = [state for state in RunState.ALL if any(state in view["counts"] for view in views)]
@@ -438,14 +524,21 @@ def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
 
 
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from sqlalchemy.orm import Session
+
+    from orchestrator import output
+    from orchestrator.registry.engine import open_registry_if_exists
+    from orchestrator.sync import sync
+    from orchestrator.views import RunSelection, run_rows
+
     engine = open_registry_if_exists(home)
     rows: list[dict[str, Any]] = []
     if engine is not None:
         sync(engine)
-        with Session(engine) as session:
-            rows = [run_row(run) for run in select_runs(session, arguments.sweep, arguments.state, arguments.where)]
+        with Session(engine) as session, collector_paused():  # read whole before printing: a slow reader must not hold the registry
+            rows = list(run_rows(session, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
     if arguments.json:
-        output.print_json(rows)
+        output.write_json_list(rows, sys.stdout, sort_keys=True)
         return 0
     swept_names, swept_cells = output.swept_columns(rows)
     table_rows = [
@@ -457,6 +550,14 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
+    import yaml
+    from sqlalchemy.orm import Session
+
+    from orchestrator import output
+    from orchestrator import submit as submission
+    from orchestrator.sync import sync
+    from orchestrator.views import show_view
+
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
@@ -478,6 +579,13 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from sqlalchemy.orm import Session
+
+    from orchestrator import output
+    from orchestrator import submit as submission
+    from orchestrator.sync import sync
+    from orchestrator.views import shard_row
+
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
@@ -498,6 +606,11 @@ def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_logs(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from sqlalchemy.orm import Session
+
+    from orchestrator import output
+    from orchestrator import submit as submission
+
     if arguments.tail is not None and arguments.tail < 0:
         raise UserError(f"--tail {arguments.tail}: a negative number of lines; accepted: an integer >= 0")
     engine = require_registry(home)
@@ -533,12 +646,19 @@ def _pick_attempt(run: Run, number: Optional[int]) -> Attempt:
 
 
 def cmd_cancel(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import output
+    from orchestrator import submit as submission
+
     cancelled = submission.cancel(require_registry(home), arguments.targets)
     output.print_json({"cancelled": cancelled}) if arguments.json else print(f"cancelled {len(cancelled)} runs")
     return 0
 
 
 def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import output
+    from orchestrator.registry.engine import open_registry_if_exists
+    from orchestrator.sync import sync
+
     engine = open_registry_if_exists(home)
     report = sync(engine) if engine is not None else None
     payload = vars(report) if report is not None else {"attempts_checked": 0, "events_ingested": 0, "attempts_lost": 0}
@@ -550,24 +670,46 @@ def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
+    import io
+
+    from orchestrator import output
+
     export_format = "json" if arguments.json else arguments.format
     to_stdout = arguments.out in (None, STDOUT_PATH)
     if export_format == "parquet" and to_stdout:
         raise UserError("export --format parquet: --out FILE is required (parquet is binary); accepted: --out runs.parquet")
     out = None if to_stdout else check_output_file("--out", arguments.out, protected_folders(home))
-    engine = open_registry_if_exists(home)
-    rows: list[dict[str, Any]] = []
-    if engine is not None:
-        sync(engine)
-        with Session(engine) as session:
-            rows = export_rows(session, select_runs(session, arguments.sweep, None, []))
-    encoded = encode_rows(rows, export_format)
-    if out is None:
-        sys.stdout.write(encoded.decode())
-    else:
-        replace_file(out, encoded)
+    write_text = output.write_json_rows if export_format == "json" else output.write_csv_rows
+    with collector_paused():
+        rows = _export_rows(home, arguments.sweep)
+        if export_format == "parquet":
+            replace_file(out, output.parquet_bytes(rows))  # type: ignore[arg-type]  # parquet has an --out
+        elif out is None:
+            write_text(rows, sys.stdout)
+        else:
+            text = io.StringIO()
+            write_text(rows, text)
+            replace_file(out, text.getvalue().encode())
+    if out is not None:
         print(f"wrote {len(rows)} runs to {out}", file=sys.stderr)
     return 0
+
+
+def _export_rows(home: OrchHome, sweep: Optional[str]) -> list[Any]:
+    """The export rows of ``sweep`` (or every run) after a sync, read whole before anything is
+    written: a slow reader of orch's output must not keep the registry locked."""
+    from sqlalchemy.orm import Session
+
+    from orchestrator.registry.engine import open_registry_if_exists
+    from orchestrator.sync import sync
+    from orchestrator.views import export_rows
+
+    engine = open_registry_if_exists(home)
+    if engine is None:
+        return []
+    sync(engine)
+    with Session(engine) as session:
+        return export_rows(session, sweep)
 
 
 def protected_folders(home: OrchHome) -> list[Path]:
@@ -587,6 +729,8 @@ def protected_folders(home: OrchHome) -> list[Path]:
 
 def registry_files(home: OrchHome) -> list[Path]:
     """The SQLite registry file and its rollback journal (none for a database server)."""
+    from orchestrator.registry.engine import registry_url, sqlite_file
+
     try:
         url = registry_url(home)
     except UserError:
@@ -595,26 +739,12 @@ def registry_files(home: OrchHome) -> list[Path]:
     return [] if file is None else [file, file.with_name(file.name + "-journal")]
 
 
-def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
-    columns = list(dict.fromkeys(column for row in rows for column in row))
-    if export_format == "json":
-        return (json.dumps(rows, indent=2, default=str) + "\n").encode()
-    if export_format == "csv":
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return text.getvalue().encode()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows]), buffer)
-    return buffer.getvalue()
-
-
 def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.analyses.curves import plot_training_curves
+    from jobs.paths import RunPaths
+    from orchestrator import output
+    from orchestrator import submit as submission
+    from orchestrator.views import metric_series, swept_values
 
     written = []
     with submitted_runs(home, arguments.targets) as (session, runs):
@@ -639,6 +769,11 @@ def check_figure_path(run: Run, figure: Path) -> None:
 @contextlib.contextmanager
 def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Session, list[Run]]]:
     """The named runs that have a folder (were ever submitted), after a sync, in an open session."""
+    from sqlalchemy.orm import Session
+
+    from orchestrator import submit as submission
+    from orchestrator.sync import sync
+
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
@@ -646,7 +781,12 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from sqlalchemy.orm import Session
+
+    from jobs.analyses import SWEEP_VIEWS
+    from orchestrator import output
     from orchestrator.analyze import analyze_runs, analyze_sweep, check_out_folder, print_reports, selected_runs
+    from orchestrator.sync import sync
 
     check_out_folder(arguments.out, home)
     engine = require_registry(home)
@@ -666,6 +806,7 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.data.vision import fetch
+    from orchestrator import output
 
     root = check_output_folder("--root", arguments.root, protected_folders(home))
     try:
@@ -677,6 +818,9 @@ def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
+    import dataclasses
+
+    from orchestrator import output
     from orchestrator.containers import check_container
     from orchestrator.profiles import load_profile, profile_names
 
@@ -696,12 +840,14 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
 # -- helpers --------------------------------------------------------------------------------------
 
 
+
+
 def read_sweep(file: Path) -> SweepPlan:
-    from jobs.catalog import known_names
+    from orchestrator.sweep import load_sweep
 
     if os.path.lexists(file) and not file.is_file():  # a folder, a device, a FIFO (reading it would block)
         raise SpecError(str(file), "(file)", "not a regular file", describe_kind(file), "a YAML sweep file")
-    return load_sweep(file, known_names())
+    return load_sweep(file)
 
 
 def require_home_folder(home: OrchHome) -> None:
@@ -714,6 +860,8 @@ def require_home_folder(home: OrchHome) -> None:
 
 
 def require_registry(home: OrchHome) -> Engine:
+    from orchestrator.registry.engine import open_registry_if_exists
+
     engine = open_registry_if_exists(home)
     if engine is None:
         raise UserError(f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry created by orch submit")
@@ -721,6 +869,10 @@ def require_registry(home: OrchHome) -> Engine:
 
 
 def _known_states(session: Session, run_ids: list[str]) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from orchestrator.registry.models import Run
+
     return {run.id: run.state for run in session.scalars(select(Run).where(Run.id.in_(run_ids)))}
 
 

@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from jobs.manifest import DATA_FILES, missing_files, source_init
 from jobs.spec import SECTION_CHECKS, DataSpec, ModelSpec, ResourcesSpec, RunSpec, field_violations, line_memory_bytes, violations
 from jobs.splits import planned_indices_sha256, planned_split_sizes
+from orchestrator.bulk import collector_paused
 from orchestrator.errors import SpecError
 from orchestrator.expansion import SEED_KEY, UNSET, Axis, Origins, point_indices
 from orchestrator.fingerprint import FINGERPRINTED_SECTIONS, RUN_ID_HEX_DIGITS, canonical_fragment, run_id
@@ -68,7 +69,10 @@ def plan_runs(base_config: DictConfig, axes: Sequence[Axis], origins: Origins, c
     builder = SectionBuilder.create(base_config, axes, converter, known_names)
     if builder is None:
         return [exact(indices) for indices in point_indices(axes)]
-    return [builder.run(indices) or exact(indices) for indices in point_indices(axes)]
+    with collector_paused():  # runs hold no reference cycles: full collections would rescan them all, again and again
+        return [builder.run(indices) or exact(indices) for indices in point_indices(axes)]
+
+
 
 
 class ValueConverter:
@@ -176,14 +180,14 @@ class SectionBuilder:
 
     def _swept(self, indices: tuple[int, ...]) -> dict[str, Any]:
         """The value the point takes on each swept key (as the sweep file writes it)."""
-        swept: dict[str, Any] = {}
-        for position, index in enumerate(indices):
-            items = self.swept_items[position].get(index)
-            if items is None:
-                axis = self.axes[position]
-                items = self.swept_items[position][index] = tuple((key, value) for key, value in zip(axis.keys, axis.points[index]) if value is not UNSET)
-            swept.update(items)
-        return swept
+        return dict(itertools.chain.from_iterable(map(self._swept_items, range(len(indices)), indices)))
+
+    def _swept_items(self, position: int, index: int) -> tuple[tuple[str, Any], ...]:
+        items = self.swept_items[position].get(index)
+        if items is None:
+            axis = self.axes[position]
+            items = self.swept_items[position][index] = tuple((key, value) for key, value in zip(axis.keys, axis.points[index]) if value is not UNSET)
+        return items
 
     def _entry(self, name: str, indices: tuple[int, ...]) -> SectionEntry:
         """Section ``name`` with the point's values set, converted, checked and recorded."""

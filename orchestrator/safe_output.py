@@ -14,7 +14,6 @@ import stat
 from pathlib import Path
 from typing import Sequence
 
-from jobs.atomic import publish_bytes
 from orchestrator.errors import UserError
 
 
@@ -78,4 +77,6 @@ def check_output_folder(option: str, target: Path, protected: Sequence[Path], al
 def replace_file(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically (:func:`jobs.atomic.publish_bytes`); the folder must
     exist (it is not created); on failure nothing is left and the error names ``path``."""
+    from jobs.atomic import publish_bytes  # its thread pool stays out of orch's start-up
+
     publish_bytes(path, payload, create_parents=False)

@@ -1,23 +1,34 @@
-"""Read-side queries of the registry, shaped for the CLI (tables) and ``--json`` alike."""
+"""Read-side queries of the registry, shaped for the CLI (tables) and ``--json`` alike.
+
+Set-based, for registries of 10⁵ runs. ``status`` counts runs per state per sweep with GROUP BY
+and reads only the active runs, each with its last attempt, in one query. ``runs`` filters
+``--where`` in SQL on ``runs.spec_json`` (SQLite ``json_extract``, PostgreSQL ``jsonb``; Python
+only decides on the runs SQL kept), then reads the memberships of the runs selected in one more
+query. ``export`` flattens each distinct text of a spec section once and takes every final
+metric from one aggregate query. Only ``show`` and the analyses, which read a few runs, load ORM
+objects per run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
+import math
 import re
 import typing
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
-from orchestrator.registry.models import Metric, Run, RunState, Shard, Sweep
+from orchestrator.registry.models import Attempt, Metric, Run, RunState, Shard, Sweep, SweepRun
 
 
 @dataclass(frozen=True)
@@ -161,65 +172,330 @@ def where_view(spec: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def flat_spec(run: Run) -> dict[str, Any]:
-    return flatten(yaml.safe_load(run.spec_yaml))
+# -- reading many rows ---------------------------------------------------------------------------------
+
+BATCH_ROWS = 2000  # rows fetched from the database at a time
+IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's limit on bound parameters
 
 
-def sweep_names(run: Run) -> list[str]:
-    return sorted(member.sweep.name for member in run.memberships)
+def driver_rows(connection: Connection, query: Select[Any], batch: int) -> Iterator[Sequence[Any]]:
+    """The rows of ``query`` as the database driver gives them, ``batch`` at a time: for reads of
+    10⁵ rows, without SQLAlchemy's result processing per row (its events still see the query)."""
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    parameters = compiled.construct_params()
+    bound = tuple(parameters[name] for name in compiled.positiontup or ()) if compiled.positional else parameters
+    result = connection.exec_driver_sql(str(compiled), bound)
+    try:
+        while rows := result.cursor.fetchmany(batch):
+            yield from rows
+    finally:
+        result.close()
 
 
-def eta_seconds(run: Run) -> Optional[float]:
-    attempt = run.attempts[-1] if run.attempts else None
-    if attempt is None or not attempt.steps_per_second:
-        return None
-    return max(run.total_steps - run.current_step, 0) / attempt.steps_per_second
+# -- --where in SQL ----------------------------------------------------------------------------------
+
+WHERE_PATH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?(\.[A-Za-z_][A-Za-z0-9_]*)*")
+NUMBER_MARGIN = 1e-9  # relative: SQL keeps the numbers this close to a clause's, Python then compares exactly
+MAX_SQL_ITEMS = 32  # items of a list value compared in SQL (the rest only in Python)
+INT64 = 2**63
 
 
-def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, Any]]:
-    query = select(Sweep).order_by(Sweep.name)
-    if sweep_name:
-        query = query.where(Sweep.name == sweep_name)
-    views = []
-    for sweep in session.scalars(query):
-        runs = [member.run for member in sweep.members]
-        counts = Counter(run.state for run in runs)
-        active = [active_row(run) for run in runs if run.state in RunState.ACTIVE]
-        views.append({"sweep": sweep.name, "runs": len(runs), "counts": {s: counts[s] for s in RunState.ALL if counts[s]}, "active": active})
-    return views
+def json_path(key: str) -> str:
+    """The JSON path of a ``--where`` key (``$.optimizer.lr``, ``$.probes[0].every``)."""
+    if not WHERE_PATH_KEY.fullmatch(key):
+        raise ValueError(f"--where key {key!r} is not a dotted run-spec key (WhereClause.parse accepts only such keys)")
+    return f"$.{key}"
 
 
-def active_row(run: Run) -> dict[str, Any]:
-    attempt = run.attempts[-1]
-    return {
-        "run": run.id,
-        "state": run.state,
-        "step": run.current_step,
-        "total_steps": run.total_steps,
-        "eta_seconds": eta_seconds(run),
-        "executor": attempt.executor,
-        "job_id": attempt.job_id,
-        "node": attempt.hostname,
-        "reason": attempt.reason,
-    }
+class SqliteSpecJson:
+    """``runs.spec_json`` at a JSON path, with SQLite's JSON functions (``json_type`` names:
+    null, true, false, integer, real, text, array, object; NULL where the path is absent)."""
+
+    KINDS = {"null": ("null",), "number": ("integer", "real", "true", "false"), "text": ("text",), "array": ("array",), "object": ("object",)}
+
+    def is_kind(self, path: str, kind: str) -> ColumnElement[bool]:
+        return func.json_type(Run.spec_json, path).in_(self.KINDS[kind])
+
+    def number(self, path: str) -> ColumnElement[Any]:
+        return func.json_extract(Run.spec_json, path)  # true and false as 1 and 0
+
+    def text(self, path: str) -> ColumnElement[Any]:
+        return func.json_extract(Run.spec_json, path)
+
+    def array_length(self, path: str) -> ColumnElement[Any]:
+        return func.json_array_length(Run.spec_json, path)
+
+    def json_text(self, path: str) -> ColumnElement[Any]:
+        """The value's JSON text, numbers as written (not through SQLite's REAL)."""
+        return Run.spec_json.op("->")(path)
+
+
+class PostgresSpecJson:
+    """The same over ``CAST(spec_json AS jsonb)`` with PostgreSQL's path operators ``#>``/``#>>``."""
+
+    KINDS = {"null": ("null",), "number": ("number", "boolean"), "text": ("string",), "array": ("array",), "object": ("object",)}
+
+    def _at(self, path: str, operator: str = "#>") -> ColumnElement[Any]:
+        from sqlalchemy import Text, cast, literal
+        from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+        parts = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", path[2:])
+        return cast(Run.spec_json, JSONB).op(operator)(literal(parts, ARRAY(Text)))
+
+    def _typeof(self, path: str) -> ColumnElement[Any]:
+        return func.jsonb_typeof(self._at(path))
+
+    def is_kind(self, path: str, kind: str) -> ColumnElement[bool]:
+        return self._typeof(path).in_(self.KINDS[kind])
+
+    def number(self, path: str) -> ColumnElement[Any]:
+        from sqlalchemy import Float, case, cast
+
+        scalar = self._at(path, "#>>")
+        return case(
+            (self._typeof(path) == "number", cast(scalar, Float)),
+            (self._typeof(path) == "boolean", case((scalar == "true", 1.0), else_=0.0)),
+            else_=None,
+        )  # fmt: skip
+
+    def text(self, path: str) -> ColumnElement[Any]:
+        from sqlalchemy import case
+
+        return case((self._typeof(path) == "string", self._at(path, "#>>")), else_=None)
+
+    def array_length(self, path: str) -> ColumnElement[Any]:
+        from sqlalchemy import case
+
+        return case((self._typeof(path) == "array", func.jsonb_array_length(self._at(path))), else_=None)
+
+    def json_text(self, path: str) -> ColumnElement[Any]:
+        from sqlalchemy import Text, cast
+
+        return cast(self._at(path), Text)
+
+
+SpecJson = typing.Union[SqliteSpecJson, PostgresSpecJson]
+
+
+def spec_json_of(session: Session) -> SpecJson:
+    return PostgresSpecJson() if session.get_bind().dialect.name == "postgresql" else SqliteSpecJson()
+
+
+def clause_condition(spec: SpecJson, clause: WhereClause) -> ColumnElement[bool]:
+    """SQL that holds for every run matching ``clause`` and for few others (numbers within
+    :data:`NUMBER_MARGIN`, lists holding mappings): :meth:`SpecFilter.matches` decides exactly."""
+    if isinstance(clause.value, dict):
+        return false()  # a mapping is flattened into its keys: no key holds one
+    return value_condition(spec, json_path(clause.key), clause.value)
+
+
+def value_condition(spec: SpecJson, path: str, value: Any, top: bool = True) -> ColumnElement[bool]:
+    if value is None:
+        return spec.is_kind(path, "null")
+    if isinstance(value, (bool, int, float)):
+        return number_condition(spec, path, value)
+    if isinstance(value, str):
+        return and_(spec.is_kind(path, "text"), spec.text(path) == value)
+    if isinstance(value, list):
+        conditions = [spec.is_kind(path, "array"), spec.array_length(path) == len(value)]
+        if top:  # items of items: their kind and length in Python
+            conditions += [value_condition(spec, f"{path}[{index}]", item, top=False) for index, item in enumerate(value[:MAX_SQL_ITEMS])]
+        return and_(*conditions)
+    if isinstance(value, dict):
+        return spec.is_kind(path, "object")
+    return false()  # where_value gives JSON data only
+
+
+def number_condition(spec: SpecJson, path: str, value: bool | int | float) -> ColumnElement[bool]:
+    """A number, true or false (1 == 1.0 == True, as in Python) near ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return false()  # NaN equals nothing, and a spec holds no infinity (spec_json is strict JSON)
+    if not -INT64 < value < INT64:
+        return spec.is_kind(path, "number")
+    margin = abs(value) * NUMBER_MARGIN
+    return and_(spec.is_kind(path, "number"), spec.number(path).between(value - margin, value + margin))
+
+
+@dataclass(frozen=True)
+class SpecFilter:
+    """``--where`` clauses for SQL and Python alike. ``conditions`` keep every run that matches
+    (and may keep a few that do not); ``values`` select the JSON text at each clause's key, on
+    which :meth:`matches` decides with :meth:`WhereClause.matches`' equality."""
+
+    clauses: tuple[WhereClause, ...]
+    conditions: tuple[ColumnElement[bool], ...]
+    values: tuple[ColumnElement[Any], ...]
+
+    @classmethod
+    def of(cls, spec: SpecJson, clauses: Sequence[WhereClause]) -> "SpecFilter":
+        conditions = tuple(clause_condition(spec, clause) for clause in clauses)
+        return cls(tuple(clauses), conditions, tuple(spec.json_text(json_path(clause.key)) for clause in clauses))
+
+    def matches(self, texts: Sequence[Optional[str]]) -> bool:
+        return all(text is not None and json.loads(text) == clause.value for clause, text in zip(self.clauses, texts))
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """The runs ``orch runs``/``export`` list: of a sweep, in a state, matching ``--where`` clauses."""
+
+    sweep: Optional[str] = None
+    state: Optional[str] = None
+    where: tuple[WhereClause, ...] = ()
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The sweep and state (``--where`` is a :class:`SpecFilter`'s)."""
+        conditions = []
+        if self.sweep:
+            conditions.append(Run.id.in_(sweep_member_ids(self.sweep)))
+        if self.state:
+            conditions.append(Run.state == self.state.upper())
+        return conditions
+
+
+def sweep_member_ids(sweep: str) -> Select[tuple[str]]:
+    return select(SweepRun.run_id).join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep)
 
 
 def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:
-    query = select(Run).order_by(Run.created_time, Run.id)
-    if sweep:
-        query = query.join(Run.memberships).join(Sweep).where(Sweep.name == sweep)
-    if state:
-        query = query.where(Run.state == state.upper())
-    runs = session.scalars(query).unique().all()
-    if where:
-        runs = [run for run in runs if matches_where(run, where)]
-    return list(runs)
+    """The selected runs as ORM objects, oldest first (for the few runs an analysis reads)."""
+    selection = RunSelection(sweep, state, tuple(where))
+    spec_filter = SpecFilter.of(spec_json_of(session), selection.where)
+    query = select(Run, *spec_filter.values).where(*selection.conditions(), *spec_filter.conditions).order_by(Run.created_time, Run.id)
+    return [run for run, *texts in session.execute(query) if spec_filter.matches(texts)]
 
 
 def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
     """Whether the run's resolved spec satisfies every ``--where`` clause."""
     config = where_view(yaml.safe_load(run.spec_yaml))
     return all(clause.matches(config) for clause in where)
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, Any]]:
+    """Per sweep (by name): its number of runs, runs per state, and its active runs by position."""
+    query = select(Sweep.id, Sweep.name).order_by(Sweep.name)
+    if sweep_name:
+        query = query.where(Sweep.name == sweep_name)
+    sweeps = session.execute(query).all()
+    sweep_ids = [sweep_id for sweep_id, _ in sweeps] if sweep_name else None
+    counts = state_counts(session, sweep_ids)
+    active = active_rows(session, sweep_ids)
+    views = []
+    for sweep_id, name in sweeps:
+        sweep_counts = counts.get(sweep_id, Counter())
+        views.append({
+            "sweep": name,
+            "runs": sum(sweep_counts.values()),
+            "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
+            "active": active.get(sweep_id, []),
+        })  # fmt: skip
+    return views
+
+
+def state_counts(session: Session, sweep_ids: Optional[list[int]]) -> dict[int, Counter[str]]:
+    """Runs per state of each sweep (of ``sweep_ids``, or every sweep), counted in SQL.
+
+    A run's state sits behind its specs in its row; the index on state has it without them. So the
+    runs of every state but the most common are listed from that index (their ids), each
+    membership is looked up there, and a membership found in none is of the most common state."""
+    present = {state: count for state, count in session.execute(select(Run.state, func.count()).group_by(Run.state))}
+    if not present:
+        return {}
+    common = max(present, key=lambda state: present[state])
+    others = select(Run.id, Run.state).where(Run.state.in_([state for state in present if state != common])).cte("others").prefix_with("MATERIALIZED")
+    query = select(SweepRun.sweep_id, others.c.state, func.count()).outerjoin(others, others.c.id == SweepRun.run_id).group_by(SweepRun.sweep_id, others.c.state)
+    if sweep_ids is not None:
+        query = query.where(SweepRun.sweep_id.in_(sweep_ids))
+    counts: dict[int, Counter[str]] = {}
+    for sweep_id, state, count in session.execute(query):
+        counts.setdefault(sweep_id, Counter())[state or common] = count
+    return counts
+
+
+def active_rows(session: Session, sweep_ids: Optional[list[int]]) -> dict[int, list[dict[str, Any]]]:
+    """The active runs of each sweep in the sweep's order, each with its last attempt, in one query."""
+    last_number = select(func.max(Attempt.number)).where(Attempt.run_id == Run.id).correlate(Run).scalar_subquery()
+    query = (
+        select(
+            SweepRun.sweep_id, Run.id, Run.state, Run.current_step, Run.total_steps,
+            Attempt.executor, Attempt.job_id, Attempt.hostname, Attempt.reason, Attempt.steps_per_second,
+        )
+        .join(Run, Run.id == SweepRun.run_id)
+        .outerjoin(Attempt, and_(Attempt.run_id == Run.id, Attempt.number == last_number))
+        .where(SweepRun.run_id.in_(select(Run.id).where(Run.state.in_(RunState.ACTIVE))))
+        .order_by(SweepRun.sweep_id, SweepRun.position, SweepRun.run_id)
+    )  # fmt: skip
+    if sweep_ids is not None:
+        query = query.where(SweepRun.sweep_id.in_(sweep_ids))
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for sweep_id, run_id, state, step, total_steps, executor, job_id, node, reason, steps_per_second in session.execute(query):
+        rows.setdefault(sweep_id, []).append({
+            "run": run_id,
+            "state": state,
+            "step": step,
+            "total_steps": total_steps,
+            "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
+            "executor": executor,
+            "job_id": job_id,
+            "node": node,
+            "reason": reason,
+        })  # fmt: skip
+    return rows
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+def run_rows(session: Session, selection: RunSelection) -> Iterator[dict[str, Any]]:
+    """:func:`run_row` of each selected run, oldest first: the runs with their attempt count from
+    one query, their memberships from another."""
+    spec = spec_json_of(session)
+    spec_filter = SpecFilter.of(spec, selection.where)
+    attempts = select(func.count(Attempt.id)).where(Attempt.run_id == Run.id).correlate(Run).scalar_subquery()
+    query = (
+        select(Run.id, Run.state, Run.current_step, Run.total_steps, attempts, *spec_filter.values)
+        .where(*selection.conditions(), *spec_filter.conditions)
+        .order_by(Run.created_time, Run.id)
+    )
+    connection = session.connection()
+    runs = [row for row in driver_rows(connection, query, BATCH_ROWS) if spec_filter.matches(row[5:])]
+    memberships = run_memberships(connection, spec, selection, [row[0] for row in runs]) if runs else {}
+    for run_id, state, step, total_steps, attempt_count, *_ in runs:
+        swept: dict[str, Any] = {}
+        names = []
+        for name, swept_json in memberships.get(run_id, ()):
+            names.append(name)
+            swept.update(json.loads(swept_json))
+        yield {"id": run_id, "sweeps": sorted(names), "state": state, "step": step, "total_steps": total_steps, "attempts": attempt_count, "swept": swept}
+
+
+def run_memberships(connection: Connection, spec: SpecJson, selection: RunSelection, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """(sweep name, swept values as JSON) of each membership of the runs ``run_ids`` (selected
+    by ``selection``), per run, in the order the run joined its sweeps. Few runs are looked up
+    by id; many, by the sweep and state that selected them (a scan: memberships have no index
+    by run)."""
+    query = select(SweepRun.run_id, Sweep.name, SweepRun.swept_json).join(Sweep, Sweep.id == SweepRun.sweep_id).order_by(membership_order(spec))
+    if len(run_ids) <= IN_CHUNK:
+        query = query.where(SweepRun.run_id.in_(run_ids))
+    elif conditions := selection.conditions():
+        query = query.where(SweepRun.run_id.in_(select(Run.id).where(*conditions)))
+    memberships: dict[str, list[tuple[str, str]]] = {}
+    for run_id, name, swept_json in driver_rows(connection, query, BATCH_ROWS):
+        memberships.setdefault(run_id, []).append((name, swept_json))
+    return memberships
+
+
+def membership_order(spec: SpecJson) -> ColumnElement[Any]:
+    """The order in which memberships were recorded (SQLite: the row id), the order in which
+    :func:`run_row` merges a run's swept values."""
+    return literal_column("sweep_runs.rowid") if isinstance(spec, SqliteSpecJson) else SweepRun.sweep_id
+
+
+def sweep_names(run: Run) -> list[str]:
+    return sorted(member.sweep.name for member in run.memberships)
 
 
 def swept_values(run: Run) -> str:
@@ -242,21 +518,23 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
+# -- show ---------------------------------------------------------------------------------------------
+
 def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
     """The value of each metric at its last recorded step, per run."""
-    last = (
-        select(Metric.run_id, Metric.name, func.max(Metric.step).label("step"))
-        .where(Metric.run_id.in_(run_ids))
-        .group_by(Metric.run_id, Metric.name)
-        .subquery()
-    )
-    query = select(Metric.run_id, Metric.name, Metric.value).join(
+    finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    for start in range(0, len(run_ids), IN_CHUNK):
+        for run_id, name, value in session.execute(last_metric_values(Metric.run_id.in_(run_ids[start : start + IN_CHUNK]))):
+            finals[run_id][name] = value
+    return finals
+
+
+def last_metric_values(runs: ColumnElement[bool]) -> Select[tuple[str, str, float]]:
+    """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects."""
+    last = select(Metric.run_id, Metric.name, func.max(Metric.step).label("step")).where(runs).group_by(Metric.run_id, Metric.name).subquery()
+    return select(Metric.run_id, Metric.name, Metric.value).join(
         last, (Metric.run_id == last.c.run_id) & (Metric.name == last.c.name) & (Metric.step == last.c.step)
     )
-    finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
-    for run_id, name, value in session.execute(query):
-        finals[run_id][name] = value
-    return finals
 
 
 def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
@@ -328,12 +606,165 @@ def shard_row(shard: Shard) -> dict[str, Any]:
     }
 
 
-def export_rows(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
-    finals = final_metrics(session, [run.id for run in runs])
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {"id": run.id, "sweep": ",".join(sweep_names(run)), "state": run.state}
-        row.update({f"config.{key}": json.dumps(value) if isinstance(value, list) else value for key, value in flat_spec(run).items()})
-        row.update({f"final.{name}": value for name, value in sorted(finals[run.id].items())})
-        rows.append(row)
-    return rows
+# -- export -------------------------------------------------------------------------------------------
+
+
+def flat_spec(run: Run) -> dict[str, Any]:
+    return flatten(yaml.safe_load(run.spec_yaml))
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnGroup:
+    """Columns of export rows with their values, shared by every row that has the same: one
+    distinct text of a section of the specs (``config.*``), or a run's final metrics (``final.*``)."""
+
+    columns: tuple[str, ...]
+    values: tuple[Any, ...]  # lists as JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One run of ``orch export``: id, its sweeps' names (comma-separated), state, and the groups
+    of its other columns."""
+
+    run_id: str
+    sweeps: str
+    state: str
+    groups: tuple[ColumnGroup, ...]
+
+    @property
+    def shape(self) -> tuple[tuple[str, ...], ...]:
+        """The column names of each group: rows of one shape have the same columns."""
+        return tuple(group.columns for group in self.groups)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*EXPORT_ID_COLUMNS, *itertools.chain.from_iterable(group.columns for group in self.groups))
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return (self.run_id, self.sweeps, self.state, *itertools.chain.from_iterable(group.values for group in self.groups))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(self.columns, self.values))
+
+
+EXPORT_ID_COLUMNS = ("id", "sweep", "state")
+
+
+class SpecFlattener:
+    """The ``config.*`` column groups of runs from their ``spec_json``: one group per top-level
+    section, each distinct text of a section parsed once (the runs of a sweep share most).
+
+    A spec is cut at the keys of its sections in schema order (``{"model": …, "data": …}``, as
+    ``json.dumps`` writes it): a section is the text the run before had there if the spec goes on
+    with it and then the next section's key, else the text up to the next section's key, parsed.
+    A piece that is not one whole JSON value (the key stood inside a section), or a spec whose
+    sections are missing or in another order, makes it parsed whole instead (one group). So a
+    spec's pieces, put together, are always exactly its text."""
+
+    def __init__(self) -> None:
+        from jobs.spec import RunSpec  # dataclasses only: no torch
+
+        self.names = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))
+        self._keys = tuple(("{" if index == 0 else ", ") + f"{json.dumps(name)}: " for index, name in enumerate(self.names))
+        self._ends = (*self._keys[1:], "}")  # what follows each section
+        self._texts: list[dict[str, tuple[str, ColumnGroup]]] = [{} for _ in self.names]
+        self._previous: list[tuple[str, ColumnGroup]] = [("\0", ColumnGroup((), ())) for _ in self.names]  # matches no spec
+        self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def groups(self, spec_json: str) -> tuple[ColumnGroup, ...]:
+        sections = self._cut(spec_json)
+        return sections if sections is not None else (self._group(flatten(json.loads(spec_json))),)
+
+    def _cut(self, spec_json: str) -> Optional[tuple[ColumnGroup, ...]]:
+        """The sections of ``spec_json`` in schema order, or None where it is not cut so."""
+        if not spec_json.startswith(self._keys[0]):
+            return None
+        position = len(self._keys[0])
+        sections = []
+        for index, follower in enumerate(self._ends):
+            text, group = self._previous[index]
+            if not (spec_json.startswith(text, position) and spec_json.startswith(follower, position + len(text))):
+                found = self._section_at(index, spec_json, position)
+                if found is None:
+                    return None
+                text, group = self._previous[index] = found
+            sections.append(group)
+            position += len(text) + len(follower)
+        return tuple(sections) if position == len(spec_json) else None
+
+    def _section_at(self, index: int, spec_json: str, position: int) -> Optional[tuple[str, ColumnGroup]]:
+        """The section from ``position`` up to the next section's key (or the closing brace)."""
+        follower = self._ends[index]
+        end = spec_json.find(follower, position) if follower != "}" else len(spec_json) - 1 if spec_json.endswith("}") else -1
+        if end <= position:
+            return None
+        text = spec_json[position:end]
+        return self._texts[index].get(text) or self._parse(index, text)
+
+    def _parse(self, index: int, text: str) -> Optional[tuple[str, ColumnGroup]]:
+        try:
+            value = json.loads(text)
+        except ValueError:  # not one JSON value: the spec is not cut at its sections' keys
+            return None
+        found = self._texts[index][text] = (text, self._group(flatten({self.names[index]: value})))
+        return found
+
+    def _group(self, flat: dict[str, Any]) -> ColumnGroup:
+        """The ``config.<key>`` columns of a flattened spec (or section), lists as their JSON."""
+        columns = tuple(f"config.{key}" for key in flat)
+        values = tuple(json.dumps(value) if isinstance(value, list) else value for value in flat.values())
+        return ColumnGroup(self._columns.setdefault(columns, columns), values)
+
+
+def export_rows(session: Session, sweep: Optional[str]) -> list[ExportRow]:
+    """One row per run (of ``sweep``, or every run), oldest first: id, its sweeps' names, state,
+    its flattened spec (``config.*``, lists as JSON) and the value of each metric at its last
+    step (``final.*``, by name). Read in the table's order, sorted here: sorting in SQL would
+    move every spec through SQLite's sorter."""
+    runs = Run.id.in_(sweep_member_ids(sweep)) if sweep else None
+    connection = session.connection()  # rows as tuples: no ORM work per row
+    names = member_sweep_names(connection, runs)
+    finals = final_metric_groups(connection, runs)
+    flattener = SpecFlattener()
+    query = select(Run.created_time, Run.id, Run.state, Run.spec_json)
+    if runs is not None:
+        query = query.where(runs)
+    keyed = []
+    for created_time, run_id, state, spec_json in driver_rows(connection, query, BATCH_ROWS):
+        if spec_json is None:  # recorded before runs.spec_json was filled in
+            spec_json = json.dumps(yaml.safe_load(connection.scalar(select(Run.spec_yaml).where(Run.id == run_id))))
+        groups = flattener.groups(spec_json)
+        final = finals.get(run_id)
+        keyed.append((created_time, run_id, ExportRow(run_id, names.get(run_id, ""), state, groups if final is None else (*groups, final))))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [row for _, _, row in keyed]
+
+
+def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, str]:
+    """The names of each run's sweeps, sorted and joined by commas, per run (of ``runs``)."""
+    query = select(SweepRun.run_id, Sweep.name).join(Sweep, Sweep.id == SweepRun.sweep_id)
+    if runs is not None:
+        query = query.where(SweepRun.run_id.in_(select(Run.id).where(runs)))
+    names: dict[str, list[str]] = {}
+    for run_id, name in driver_rows(connection, query, BATCH_ROWS):
+        names.setdefault(run_id, []).append(name)
+    return {run_id: ",".join(sorted(run_names)) for run_id, run_names in names.items()}
+
+
+def final_metric_groups(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, ColumnGroup]:
+    """Per run (of ``runs``) with metrics: ``final.<name>`` columns by name with the value of each
+    metric at its last step, from one aggregate query."""
+    selected = Metric.run_id.in_(select(Run.id).where(runs)) if runs is not None else Metric.run_id.is_not(None)
+    by_run: dict[str, list[tuple[str, float]]] = {}
+    for run_id, name, value in driver_rows(connection, last_metric_values(selected), BATCH_ROWS):
+        by_run.setdefault(run_id, []).append((name, value))
+    columns: dict[tuple[str, ...], tuple[str, ...]] = {}
+    finals = {}
+    for run_id, metrics in by_run.items():
+        names, values = zip(*sorted(metrics))
+        if names not in columns:
+            columns[names] = tuple(f"final.{name}" for name in names)
+        finals[run_id] = ColumnGroup(columns[names], values)
+    return finals

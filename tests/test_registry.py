@@ -26,6 +26,12 @@ def test_registry_file_is_private_with_rollback_journal(orch: Orch) -> None:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
 
 
+def test_the_head_revision_orch_reads_without_alembic_is_alembics() -> None:
+    from orchestrator.registry.engine import head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def test_registry_is_private_whatever_the_umask(tmp_path: Path) -> None:
     import os
 
