@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import operator
 import os
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from sqlalchemy import Engine, Executable, Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, joinedload, load_only
 from sqlalchemy.orm.attributes import instance_dict
 
@@ -47,10 +47,10 @@ from jobs.paths import AttemptPaths
 from jobs.spec import spec_from_yaml
 from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
 from orchestrator.executors.processes import submitter_alive
-from orchestrator.profiles import load_profile
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
 
 STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
+UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
 IN_CHUNK = 500  # ids per IN (...) lookup: under every database's bound-variable limit
 
 
@@ -321,7 +321,13 @@ def job_ref(attempt: Attempt) -> JobRef:
 def lost_after_seconds(attempt: Attempt) -> float:
     """How long the attempt's cluster lets a job the scheduler does not know stay silent."""
     run = attempt.run
-    return load_profile(cluster_name(run.spec_json, run.spec_yaml)).lost_after_s
+    return _lost_after_on(cluster_name(run.spec_json, run.spec_yaml))
+
+
+def _lost_after_on(cluster: str) -> float:
+    from orchestrator.profiles import load_profile  # OmegaConf: only for attempts that may be lost
+
+    return load_profile(cluster).lost_after_s
 
 
 def _lost_after(attempt: Attempt, known: Optional[float]) -> float:
@@ -339,7 +345,7 @@ def lost_after_by_run(session: Session, run_ids: set[str]) -> dict[str, float]:
         for run_id, spec_json, spec_yaml in session.execute(query):
             cluster = cluster_name(spec_json, spec_yaml)
             if cluster not in by_cluster:
-                by_cluster[cluster] = load_profile(cluster).lost_after_s
+                by_cluster[cluster] = _lost_after_on(cluster)
             limits[run_id] = by_cluster[cluster]
     return limits
 
@@ -436,7 +442,7 @@ def refresh_run_state(run: Run) -> None:
 def _upsert_statement(dialect: str, target: UpsertTarget, columns: tuple[str, ...]) -> Executable:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of ``columns``, built once per process and
     executed with many rows (SQLAlchemy compiles it once too)."""
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    insert = importlib.import_module(f"sqlalchemy.dialects.{UPSERT_DIALECTS[dialect]}").insert  # PostgreSQL's pulls in asyncio
     statement = insert(target.table)
     updated = {column: statement.excluded[column] for column in columns if column not in target.keys}
     return statement.on_conflict_do_update(index_elements=list(target.keys), set_=updated)
