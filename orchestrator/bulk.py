@@ -6,6 +6,8 @@ import contextlib
 import gc
 from typing import Iterator
 
+IN_CHUNK = 500  # ids per IN (...) list: under every database's limit on bound parameters (SQLite's is 32 766)
+
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:

@@ -26,6 +26,7 @@ from jobs.atomic import publish_many
 from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
 from jobs.spec import RunSpec, spec_from_yaml
+from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
@@ -40,7 +41,6 @@ from orchestrator.sync import by_executor, job_ref, refresh_run_state, sync
 
 
 REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
-IN_CHUNK = 500  # ids per IN (...) query: under every database's bound-parameter limit
 INSERT_CHUNK = 1000  # rows per multi-row insert
 
 

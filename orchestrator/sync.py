@@ -45,13 +45,13 @@ from jobs.journal import (
 )
 from jobs.paths import AttemptPaths
 from jobs.spec import spec_from_yaml
+from orchestrator.bulk import IN_CHUNK
 from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
 from orchestrator.executors.processes import submitter_alive
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
 
 STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
 UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
-IN_CHUNK = 500  # ids per IN (...) lookup: under every database's bound-variable limit
 
 
 @dataclass

@@ -27,6 +27,7 @@ import yaml
 from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
 from orchestrator.registry.models import Attempt, Metric, Run, RunState, Shard, Sweep, SweepRun
 
@@ -175,7 +176,6 @@ def where_view(spec: dict[str, Any]) -> dict[str, Any]:
 # -- reading many rows ---------------------------------------------------------------------------------
 
 BATCH_ROWS = 2000  # rows fetched from the database at a time
-IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's limit on bound parameters
 
 
 def driver_rows(connection: Connection, query: Select[Any], batch: int) -> Iterator[Sequence[Any]]:
