@@ -297,13 +297,10 @@ def _on_cluster(resources: ResourcesSpec, cluster: str) -> Any:
 
 
 def _data_with_split_hash(data: DataSpec) -> Any:
-    if data.indices_sha256 is not None:
-        return data
     try:
-        digest = planned_indices_sha256(data)
+        return data_with_split_hash(data)
     except ValueError:
         return PROBLEM
-    return data if digest is None else replace(data, indices_sha256=digest)
 
 
 def points_resolve_alike(base_config: DictConfig, axes: Sequence[Axis]) -> bool:
@@ -461,15 +458,20 @@ def _rounded_up(number: float) -> float:
 
 
 def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:
-    """Write the hash of the run's training/validation indices into the spec (the job checks it)."""
-    if spec.data.indices_sha256 is not None:
-        return spec
     try:
-        digest = planned_indices_sha256(spec.data)
+        return replace(spec, data=data_with_split_hash(spec.data))
     except ValueError as problem:
         origin_file, origin_key = origins.of("data.train_size" if spec.data.train_size is not None else "data.val_source")
         raise SpecError(origin_file, origin_key, "the split does not fit the data set", str(problem), "a train_size smaller than the official training set, val_source: test only where a test set exists") from None
-    return spec if digest is None else replace(spec, data=replace(spec.data, indices_sha256=digest))
+
+
+def data_with_split_hash(data: DataSpec) -> DataSpec:
+    """Write the hash of the run's training/validation indices into the data spec (the job checks
+    it). Raises ValueError where the split does not fit the data set."""
+    if data.indices_sha256 is not None:
+        return data
+    digest = planned_indices_sha256(data)
+    return data if digest is None else replace(data, indices_sha256=digest)
 
 
 def _with_source_init(spec: RunSpec) -> RunSpec:
