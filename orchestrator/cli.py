@@ -268,7 +268,7 @@ def _status_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _runs_options(parser: argparse.ArgumentParser) -> None:
-    from orchestrator.registry.models import RunState
+    from orchestrator.registry.tables import RunState
     from orchestrator.views import WhereClause
 
     parser.add_argument("--sweep")
@@ -382,7 +382,7 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
 
     from orchestrator import output
     from orchestrator.estimates import schedule_plan
-    from orchestrator.registry.models import RunState
+    from orchestrator.registry.tables import RunState
 
     with Session(engine) if engine is not None else contextlib.nullcontext() as session:
         scheduled = schedule_plan(session, plan)
@@ -438,7 +438,7 @@ def _report_submission(arguments: argparse.Namespace, engine: Engine, report: su
     from collections import Counter
 
     from orchestrator import output
-    from orchestrator.registry.models import RunState
+    from orchestrator.registry.tables import RunState
     from orchestrator.wait import wait_for_runs
 
     payload: dict[str, Any] = {"submitted": report.submitted, "skipped": report.skipped}
@@ -487,16 +487,14 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[str, Any]]:
-    from sqlalchemy.orm import Session
-
+    from orchestrator.status import status_view
     from orchestrator.sync import sync
-    from orchestrator.views import status_view
 
     if engine is None:
         return []
     sync(engine)
-    with Session(engine) as session:
-        views = status_view(session, sweep_name)
+    with engine.connect() as connection:
+        views = status_view(connection, sweep_name)
     if sweep_name and not views:
         raise UserError(f"no sweep named {sweep_name!r} in the registry; accepted: a sweep recorded by orch submit")
     return views
@@ -504,7 +502,7 @@ def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[st
 
 def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
     from orchestrator import output
-    from orchestrator.registry.models import RunState
+    from orchestrator.registry.tables import RunState
 
     if not views:
         return ["no sweeps recorded yet (orch submit FILE records one)"]

@@ -37,7 +37,8 @@ from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
 from orchestrator.planner import PlannedRun
 from orchestrator.sweep import SweepPlan
-from orchestrator.sync import by_executor, job_ref, refresh_run_state, sync
+from orchestrator.ingest import by_executor, job_ref, refresh_run_state
+from orchestrator.sync import sync
 
 
 REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)

@@ -1,7 +1,6 @@
 """Read-side queries of the registry, shaped for the CLI (tables) and ``--json`` alike.
 
-Set-based, for registries of 10⁵ runs. ``status`` counts runs per state per sweep with GROUP BY
-and reads only the active runs, each with its last attempt, in one query. ``runs`` filters
+Set-based, for registries of 10⁵ runs (``status`` is :mod:`orchestrator.status`). ``runs`` filters
 ``--where`` in SQL on ``runs.spec_json`` (SQLite ``json_extract``, PostgreSQL ``jsonb``; Python
 only decides on the runs SQL kept), then reads the memberships of the runs selected in one more
 query. ``export`` flattens each distinct text of a spec section once and takes every final
@@ -19,7 +18,6 @@ import json
 import math
 import re
 import typing
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
@@ -369,81 +367,6 @@ def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
     """Whether the run's resolved spec satisfies every ``--where`` clause."""
     config = where_view(yaml.safe_load(run.spec_yaml))
     return all(clause.matches(config) for clause in where)
-
-
-# -- status -------------------------------------------------------------------------------------------
-
-
-def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, Any]]:
-    """Per sweep (by name): its number of runs, runs per state, and its active runs by position."""
-    query = select(Sweep.id, Sweep.name).order_by(Sweep.name)
-    if sweep_name:
-        query = query.where(Sweep.name == sweep_name)
-    sweeps = session.execute(query).all()
-    sweep_ids = [sweep_id for sweep_id, _ in sweeps] if sweep_name else None
-    counts = state_counts(session, sweep_ids)
-    active = active_rows(session, sweep_ids)
-    views = []
-    for sweep_id, name in sweeps:
-        sweep_counts = counts.get(sweep_id, Counter())
-        views.append({
-            "sweep": name,
-            "runs": sum(sweep_counts.values()),
-            "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
-            "active": active.get(sweep_id, []),
-        })  # fmt: skip
-    return views
-
-
-def state_counts(session: Session, sweep_ids: Optional[list[int]]) -> dict[int, Counter[str]]:
-    """Runs per state of each sweep (of ``sweep_ids``, or every sweep), counted in SQL.
-
-    A run's state sits behind its specs in its row; the index on state has it without them. So the
-    runs of every state but the most common are listed from that index (their ids), each
-    membership is looked up there, and a membership found in none is of the most common state."""
-    present = {state: count for state, count in session.execute(select(Run.state, func.count()).group_by(Run.state))}
-    if not present:
-        return {}
-    common = max(present, key=lambda state: present[state])
-    others = select(Run.id, Run.state).where(Run.state.in_([state for state in present if state != common])).cte("others").prefix_with("MATERIALIZED")
-    query = select(SweepRun.sweep_id, others.c.state, func.count()).outerjoin(others, others.c.id == SweepRun.run_id).group_by(SweepRun.sweep_id, others.c.state)
-    if sweep_ids is not None:
-        query = query.where(SweepRun.sweep_id.in_(sweep_ids))
-    counts: dict[int, Counter[str]] = {}
-    for sweep_id, state, count in session.execute(query):
-        counts.setdefault(sweep_id, Counter())[state or common] = count
-    return counts
-
-
-def active_rows(session: Session, sweep_ids: Optional[list[int]]) -> dict[int, list[dict[str, Any]]]:
-    """The active runs of each sweep in the sweep's order, each with its last attempt, in one query."""
-    last_number = select(func.max(Attempt.number)).where(Attempt.run_id == Run.id).correlate(Run).scalar_subquery()
-    query = (
-        select(
-            SweepRun.sweep_id, Run.id, Run.state, Run.current_step, Run.total_steps,
-            Attempt.executor, Attempt.job_id, Attempt.hostname, Attempt.reason, Attempt.steps_per_second,
-        )
-        .join(Run, Run.id == SweepRun.run_id)
-        .outerjoin(Attempt, and_(Attempt.run_id == Run.id, Attempt.number == last_number))
-        .where(SweepRun.run_id.in_(select(Run.id).where(Run.state.in_(RunState.ACTIVE))))
-        .order_by(SweepRun.sweep_id, SweepRun.position, SweepRun.run_id)
-    )  # fmt: skip
-    if sweep_ids is not None:
-        query = query.where(SweepRun.sweep_id.in_(sweep_ids))
-    rows: dict[int, list[dict[str, Any]]] = {}
-    for sweep_id, run_id, state, step, total_steps, executor, job_id, node, reason, steps_per_second in session.execute(query):
-        rows.setdefault(sweep_id, []).append({
-            "run": run_id,
-            "state": state,
-            "step": step,
-            "total_steps": total_steps,
-            "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
-            "executor": executor,
-            "job_id": job_id,
-            "node": node,
-            "reason": reason,
-        })  # fmt: skip
-    return rows
 
 
 # -- runs ---------------------------------------------------------------------------------------------

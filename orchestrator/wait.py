@@ -12,7 +12,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from orchestrator.executors import poll_seconds
-from orchestrator.registry.models import Run, RunState
+from orchestrator.registry.models import Run
+from orchestrator.registry.tables import RunState
 from orchestrator.sync import sync
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from jobs.faults import KILL_VARIABLE
 
-PRELOAD = ["orchestrator.cli", "orchestrator.submit", "orchestrator.sync", "orchestrator.views", "orchestrator.registry.engine", "alembic.command", "jobs.train", "jobs.catalog"]
+PRELOAD = ["orchestrator.cli", "orchestrator.submit", "orchestrator.sync", "orchestrator.ingest", "orchestrator.status", "orchestrator.views", "orchestrator.registry.engine", "alembic.command", "jobs.train", "jobs.catalog"]
 NEVER = "never:0"  # a kill point that is never reached: the child counts its passes and finishes
 KILLED = -signal.SIGKILL
 

@@ -42,7 +42,8 @@ from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.profiles import load_profile
-from orchestrator.sync import SyncReport, lost_after_by_run, lost_after_seconds, sync
+from orchestrator.ingest import lost_after_by_run, lost_after_seconds
+from orchestrator.sync import SyncReport, sync
 
 KINDS = (
     "finished",  # started, metrics, a checkpoint, finished

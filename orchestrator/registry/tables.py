@@ -1,0 +1,151 @@
+"""The run registry's tables (SQLAlchemy Core): the one definition of its schema. The schema is
+created by Alembic (db/); the ORM classes of :mod:`orchestrator.registry.models` are mapped onto
+these tables. Read paths that need only rows and counts (``orch status``, the check whether sync
+has work) query these tables without importing the ORM.
+
+Times are UNIX seconds (REAL): exact, portable between SQLite and PostgreSQL, and taken verbatim
+from the journal so that ingesting an event twice writes the same value.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
+
+
+class RunState:
+    PLANNED = "PLANNED"  # recorded, never submitted
+    PENDING = "PENDING"  # submitted, not started
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    LOST = "LOST"  # the process is gone without a final journal event (killed, node lost)
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # the states below come from Slurm (sacct)
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+
+    ACTIVE = (PENDING, RUNNING)
+    ACTIVE_SQL = "state IN ('PENDING', 'RUNNING')"  # the partial index below: one active attempt per run
+    RESUMABLE = (FAILED, TIMEOUT, CANCELLED, LOST, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE)
+    ALL = (PLANNED, PENDING, RUNNING, COMPLETED, *RESUMABLE)
+
+
+metadata = MetaData()
+
+sweeps = Table(
+    "sweeps", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), unique=True, nullable=False),
+    Column("description", Text, default="", nullable=False),
+    Column("source_path", Text, nullable=False),
+    Column("source_text", Text, nullable=False),
+    Column("created_time", Float, nullable=False),
+    Column("updated_time", Float, nullable=False),
+)  # fmt: skip
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("canonical_json", Text, nullable=False),  # what the id hashes
+    Column("spec_yaml", Text, nullable=False),  # the resolved spec, all fields
+    # The same as JSON (schema order): what --where, export and estimates read in SQL. NULL only
+    # while migration 0005 fills it in.
+    Column("spec_json", Text),
+    Column("state", String(16), default=RunState.PLANNED, index=True, nullable=False),
+    Column("run_dir", Text),
+    Column("total_steps", Integer, nullable=False),
+    Column("current_step", Integer, default=0, nullable=False),
+    Column("created_time", Float, nullable=False),
+)  # fmt: skip
+
+# A run reached from a sweep (the same run may belong to several sweeps).
+sweep_runs = Table(
+    "sweep_runs", metadata,
+    Column("sweep_id", ForeignKey("sweeps.id"), primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("swept_json", Text, nullable=False),  # the values this run takes on the sweep's axes
+)  # fmt: skip
+
+# One execution try of a run.
+attempts = Table(
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("key", String(64), unique=True, nullable=False),  # names the journal folder
+    Column("executor", String(32), nullable=False),
+    Column("submission_id", String(64), nullable=False),
+    Column("job_id", String(64)),
+    Column("array_task", Integer),
+    Column("hostname", String(255)),
+    Column("pid", Integer),
+    Column("state", String(16), default=RunState.PENDING, index=True, nullable=False),
+    Column("exit_code", Integer),
+    Column("reason", Text),
+    Column("submitted_time", Float, nullable=False),
+    Column("started_time", Float),
+    Column("ended_time", Float),
+    Column("heartbeat_time", Float),
+    Column("steps_per_second", Float),
+    Column("start_step", Integer),
+    Column("journal_dir", Text, nullable=False),
+    Column("journal_seq", Integer, default=0, nullable=False),  # last ingested event
+    Column("requeues", Integer, default=0, server_default="0", nullable=False),  # by the scheduler, same job
+    Column("stdout_path", Text),
+    Column("stderr_path", Text),
+    Column("provenance_json", Text),
+    Column("image_sha256", String(64)),  # the container image it ran in
+    # "<host>:<pid>" of the orch process that committed the attempt: while it lives and no job id
+    # is recorded, the attempt is being submitted (not lost), whatever another command's sync sees.
+    Column("submitter", String(300)),
+    UniqueConstraint("run_id", "number"),
+    # At most one active attempt per run, whatever the timing of concurrent submits: the database
+    # refuses the second (SQLite and PostgreSQL both have partial unique indexes).
+    Index(
+        "uq_attempts_one_active_per_run", "run_id", unique=True,
+        sqlite_where=text(RunState.ACTIVE_SQL), postgresql_where=text(RunState.ACTIVE_SQL),
+    ),
+)  # fmt: skip
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
+    Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_time", Float, nullable=False),
+    UniqueConstraint("run_id", "step"),
+)  # fmt: skip
+
+# A landscape shard: one file per (run, probe, step), written by the probes.
+shards = Table(
+    "shards", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
+    Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
+    Column("probe", String(64), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("n_points", Integer, nullable=False),
+    Column("is_extrapolation", Boolean, nullable=False),
+    Column("created_time", Float, nullable=False),
+    UniqueConstraint("run_id", "probe", "step"),
+)  # fmt: skip
+
+metrics = Table(
+    "metrics", metadata,
+    Column("run_id", ForeignKey("runs.id"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
+)  # fmt: skip

@@ -1,0 +1,88 @@
+"""``orch status``: runs per state of each sweep and its active runs, counted in SQL over the
+Core tables (no ORM: status answers in the time the interpreter takes to start and import
+SQLAlchemy, whatever the number of runs)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Optional
+
+from sqlalchemy import Connection, and_, func, select
+
+from orchestrator.registry.tables import RunState, attempts, runs, sweep_runs, sweeps
+
+
+def status_view(connection: Connection, sweep_name: Optional[str]) -> list[dict[str, Any]]:
+    """Per sweep (by name): its number of runs, runs per state, and its active runs by position."""
+    query = select(sweeps.c.id, sweeps.c.name).order_by(sweeps.c.name)
+    if sweep_name:
+        query = query.where(sweeps.c.name == sweep_name)
+    named = connection.execute(query).all()
+    sweep_ids = [sweep_id for sweep_id, _ in named] if sweep_name else None
+    counts = state_counts(connection, sweep_ids)
+    active = active_rows(connection, sweep_ids)
+    views = []
+    for sweep_id, name in named:
+        sweep_counts = counts.get(sweep_id, Counter())
+        views.append({
+            "sweep": name,
+            "runs": sum(sweep_counts.values()),
+            "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
+            "active": active.get(sweep_id, []),
+        })  # fmt: skip
+    return views
+
+
+def state_counts(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, Counter[str]]:
+    """Runs per state of each sweep (of ``sweep_ids``, or every sweep), counted in SQL.
+
+    A run's state sits behind its specs in its row; the index on state has it without them. So the
+    runs of every state but the most common are listed from that index (their ids), each
+    membership is looked up there, and a membership found in none is of the most common state."""
+    present = {state: count for state, count in connection.execute(select(runs.c.state, func.count()).group_by(runs.c.state))}
+    if not present:
+        return {}
+    common = max(present, key=lambda state: present[state])
+    others = select(runs.c.id, runs.c.state).where(runs.c.state.in_([state for state in present if state != common])).cte("others").prefix_with("MATERIALIZED")
+    query = (
+        select(sweep_runs.c.sweep_id, others.c.state, func.count())
+        .outerjoin(others, others.c.id == sweep_runs.c.run_id)
+        .group_by(sweep_runs.c.sweep_id, others.c.state)
+    )  # fmt: skip
+    if sweep_ids is not None:
+        query = query.where(sweep_runs.c.sweep_id.in_(sweep_ids))
+    counts: dict[int, Counter[str]] = {}
+    for sweep_id, state, count in connection.execute(query):
+        counts.setdefault(sweep_id, Counter())[state or common] = count
+    return counts
+
+
+def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, list[dict[str, Any]]]:
+    """The active runs of each sweep in the sweep's order, each with its last attempt, in one query."""
+    last_number = select(func.max(attempts.c.number)).where(attempts.c.run_id == runs.c.id).correlate(runs).scalar_subquery()
+    query = (
+        select(
+            sweep_runs.c.sweep_id, runs.c.id, runs.c.state, runs.c.current_step, runs.c.total_steps,
+            attempts.c.executor, attempts.c.job_id, attempts.c.hostname, attempts.c.reason, attempts.c.steps_per_second,
+        )
+        .join(runs, runs.c.id == sweep_runs.c.run_id)
+        .outerjoin(attempts, and_(attempts.c.run_id == runs.c.id, attempts.c.number == last_number))
+        .where(sweep_runs.c.run_id.in_(select(runs.c.id).where(runs.c.state.in_(RunState.ACTIVE))))
+        .order_by(sweep_runs.c.sweep_id, sweep_runs.c.position, sweep_runs.c.run_id)
+    )  # fmt: skip
+    if sweep_ids is not None:
+        query = query.where(sweep_runs.c.sweep_id.in_(sweep_ids))
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for sweep_id, run_id, state, step, total_steps, executor, job_id, node, reason, steps_per_second in connection.execute(query):
+        rows.setdefault(sweep_id, []).append({
+            "run": run_id,
+            "state": state,
+            "step": step,
+            "total_steps": total_steps,
+            "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
+            "executor": executor,
+            "job_id": job_id,
+            "node": node,
+            "reason": reason,
+        })  # fmt: skip
+    return rows
