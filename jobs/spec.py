@@ -17,6 +17,7 @@ This module imports nothing heavy: the login node validates sweeps without loadi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import unicodedata
@@ -539,7 +540,16 @@ def spec_to_yaml(spec: RunSpec) -> str:
 
 def spec_from_yaml(text: str) -> RunSpec:
     """The typed spec of a resolved ``spec.yaml`` (as written at submission)."""
+    return _typed_spec(text)
+
+
+def spec_from_json(text: str) -> RunSpec:
+    """The typed spec of a resolved spec as JSON (the registry's ``runs.spec_json``)."""
+    return _typed_spec(json.loads(text))
+
+
+def _typed_spec(document: str | dict[str, Any]) -> RunSpec:
     from omegaconf import OmegaConf
 
-    merged = OmegaConf.merge(OmegaConf.structured(RunSpec), OmegaConf.create(text))
+    merged = OmegaConf.merge(OmegaConf.structured(RunSpec), OmegaConf.create(document))
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

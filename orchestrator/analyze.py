@@ -26,7 +26,7 @@ from jobs.analyses import analysis
 from jobs.analyses.job import AnalysisJob, read_report, report_document
 from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
 from jobs.paths import RunPaths
-from jobs.spec import spec_from_yaml
+from jobs.spec import spec_from_json
 from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError
 from orchestrator.executors.local import streams_detached
@@ -110,7 +110,7 @@ def submitted_analyses(runs: Sequence[Run], jobs: Sequence[AnalysisJob], executo
     submission = "analyze-" + time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     submitted = []
     for run, job in zip(runs, jobs):
-        spec = spec_from_yaml(run.spec_yaml)
+        spec = spec_from_json(run.spec_json)
         profile = load_profile(spec.cluster)
         try:
             resources = resolve_resources(replace(spec.resources, gpus=0, gpu_type=None, partition=None, time=ANALYSIS_TIME, segments=1), profile)

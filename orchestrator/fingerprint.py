@@ -9,6 +9,7 @@ every existing run id. Keys are sorted and floats written in Python's shortest r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Any
@@ -43,34 +44,59 @@ def spec_json(spec: RunSpec) -> str:
 
 
 class SpecTexts:
-    """The YAML (``spec_to_yaml``) and JSON (:func:`spec_json`) of many run specs that share
-    section objects (the planner's runs do): each distinct section object is rendered once, a
-    spec's text is the concatenation of its sections'. Holds the objects it rendered, so an id
-    is never reused while it is cached."""
+    """The YAML (``spec_to_yaml``) and JSON (:func:`spec_json`, :func:`canonical_json`) of many run
+    specs that share section objects (the planner's runs do): each distinct section object is
+    rendered once, in each form only when that form is first asked for, and a spec's text is the
+    concatenation of its sections'. Holds the objects it rendered, so an id is never reused while
+    it is cached."""
 
     def __init__(self) -> None:
-        self._rendered: dict[tuple[str, int], tuple[str, str, str, Any]] = {}
+        self._sections: dict[tuple[str, int], SectionTexts] = {}
 
     def canonical(self, spec: RunSpec) -> str:
         """:func:`canonical_json` of ``spec``."""
-        fragments = (self._section(name, getattr(spec, name))[2] for name in FINGERPRINTED_SECTIONS)
+        fragments = (self._section(name, getattr(spec, name)).canonical for name in FINGERPRINTED_SECTIONS)
         return "{" + ",".join(fragment for fragment in fragments if fragment) + "}"
 
     def yaml(self, spec: RunSpec) -> str:
-        return "".join(self._section(name, getattr(spec, name))[0] for name in SECTION_NAMES)
+        return "".join(self._section(name, getattr(spec, name)).yaml for name in SECTION_NAMES)
 
     def json(self, spec: RunSpec) -> str:
-        return "{" + ", ".join(self._section(name, getattr(spec, name))[1] for name in SECTION_NAMES) + "}"
+        return "{" + ", ".join(self._section(name, getattr(spec, name)).json for name in SECTION_NAMES) + "}"
 
-    def _section(self, name: str, value: Any) -> tuple[str, str, str]:
-        """The section's YAML block, ``"name": <JSON>``, and ``"name":<canonical JSON>`` ("" where
-        the run id leaves it out)."""
+    def _section(self, name: str, value: Any) -> SectionTexts:
         key = (name, id(value))
-        rendered = self._rendered.get(key)
-        if rendered is None:
-            json_text = f"{json.dumps(name)}: {json.dumps(_plain(value), allow_nan=False)}"
-            rendered = self._rendered[key] = (_section_yaml(name, value), json_text, canonical_fragment(name, value), value)
-        return rendered
+        section = self._sections.get(key)
+        if section is None:
+            section = self._sections[key] = SectionTexts(name, value)
+        return section
+
+
+@dataclasses.dataclass(eq=False)
+class SectionTexts:
+    """The texts of one top-level field (section) of a run spec, each rendered when first read."""
+
+    name: str
+    value: Any
+
+    @functools.cached_property
+    def plain(self) -> Any:
+        return _plain(self.value)
+
+    @functools.cached_property
+    def yaml(self) -> str:
+        """The section's YAML block in ``spec_to_yaml``."""
+        return _section_yaml(self.name, self.plain)
+
+    @functools.cached_property
+    def json(self) -> str:
+        """``"name": <JSON>``, as :func:`spec_json` writes it."""
+        return f"{json.dumps(self.name)}: {json.dumps(self.plain, allow_nan=False)}"
+
+    @functools.cached_property
+    def canonical(self) -> str:
+        """``"name":<canonical JSON>`` ("" where the run id leaves it out)."""
+        return canonical_fragment(self.name, self.value)
 
 
 SECTION_NAMES = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))
@@ -85,11 +111,12 @@ def canonical_fragment(name: str, value: Any) -> str:
     return f"{json.dumps(name)}:{json.dumps(canonical_form(value), sort_keys=True, separators=(',', ':'), allow_nan=False)}"
 
 
-def _section_yaml(name: str, value: Any) -> str:
-    """The block of ``name`` in ``spec_to_yaml`` of a spec holding ``value`` there: the top-level
-    blocks are independent, and OmegaConf dumps plain values with its own YAML dumper and these
-    options (tests/test_plan_fidelity.py compares whole files with spec_to_yaml's)."""
-    return yaml.dump({name: _plain(value)}, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+def _section_yaml(name: str, plain: Any) -> str:
+    """The block of ``name`` in ``spec_to_yaml`` of a spec holding ``plain`` (:func:`_plain` of a
+    section) there: the top-level blocks are independent, and OmegaConf dumps plain values with its
+    own YAML dumper and these options (tests/test_plan_fidelity.py compares whole files with
+    spec_to_yaml's)."""
+    return yaml.dump({name: plain}, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
 
 
 def _plain(value: Any) -> Any:

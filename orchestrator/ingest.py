@@ -45,7 +45,6 @@ from jobs.journal import (
     read_heartbeat,
 )
 from jobs.paths import AttemptPaths
-from jobs.spec import spec_from_yaml
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
 from orchestrator.executors.processes import submitter_alive
@@ -316,7 +315,7 @@ def job_ref(attempt: Attempt) -> JobRef:
 def lost_after_seconds(attempt: Attempt) -> float:
     """How long the attempt's cluster lets a job the scheduler does not know stay silent."""
     run = attempt.run
-    return _lost_after_on(cluster_name(run.spec_json, run.spec_yaml))
+    return _lost_after_on(cluster_name(run.spec_json))
 
 
 def _lost_after_on(cluster: str) -> float:
@@ -336,20 +335,18 @@ def lost_after_by_run(session: Session, run_ids: set[str]) -> dict[str, float]:
     by_cluster: dict[str, float] = {}
     limits: dict[str, float] = {}
     for start in range(0, len(ordered), IN_CHUNK):
-        query = select(Run.id, Run.spec_json, Run.spec_yaml).where(Run.id.in_(ordered[start : start + IN_CHUNK]))
-        for run_id, spec_json, spec_yaml in session.execute(query):
-            cluster = cluster_name(spec_json, spec_yaml)
+        query = select(Run.id, Run.spec_json).where(Run.id.in_(ordered[start : start + IN_CHUNK]))
+        for run_id, spec_json in session.execute(query):
+            cluster = cluster_name(spec_json)
             if cluster not in by_cluster:
                 by_cluster[cluster] = _lost_after_on(cluster)
             limits[run_id] = by_cluster[cluster]
     return limits
 
 
-def cluster_name(spec_json: Optional[str], spec_yaml: str) -> str:
-    """The cluster a run's resolved spec names (from its YAML only while migration 0005 has not filled ``spec_json``)."""
-    if spec_json is not None:
-        return json.loads(spec_json)["cluster"]
-    return spec_from_yaml(spec_yaml).cluster
+def cluster_name(spec_json: str) -> str:
+    """The cluster a run's resolved spec names."""
+    return json.loads(spec_json)["cluster"]
 
 
 def _last_sign_of_life(attempt: Attempt) -> float:

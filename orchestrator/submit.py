@@ -25,7 +25,7 @@ from jobs import faults
 from jobs.atomic import publish_many
 from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
-from jobs.spec import RunSpec, spec_from_yaml
+from jobs.spec import RunSpec, spec_from_json
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
@@ -105,7 +105,6 @@ def _run_row(planned: PlannedRun, texts: SpecTexts, now: float) -> dict[str, Any
     return {
         "id": planned.run_id,
         "canonical_json": texts.canonical(planned.spec),
-        "spec_yaml": texts.yaml(planned.spec),
         "spec_json": texts.json(planned.spec),
         "state": RunState.PLANNED,
         "total_steps": planned.spec.training.steps,
@@ -159,7 +158,7 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Opt
     def select_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
         runs = resolve_targets(session, targets)
         attempts = recorded_runs(session, [run.id for run in runs])
-        to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_yaml(run.spec_yaml)) for run in runs]
+        to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_json(run.spec_json)) for run in runs]
         return _prepare_submission(session, home, to_consider, executor, lambda state: state in _RESUMABLE, SpecTexts())
 
     return _submit(engine, home, select_and_prepare)
@@ -281,7 +280,7 @@ def results_umask(*profiles: ClusterProfile) -> Iterator[None]:
 
 
 def profile_of(run: Run) -> ClusterProfile:
-    return load_profile(spec_from_yaml(run.spec_yaml).cluster)
+    return load_profile(spec_from_json(run.spec_json).cluster)
 
 
 def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:

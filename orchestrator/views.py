@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
-from orchestrator.registry.models import Attempt, Metric, Run, RunState, Shard, Sweep, SweepRun
+from orchestrator.registry.models import Attempt, Metric, Run, Shard, Sweep, SweepRun
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,7 @@ def select_runs(session: Session, sweep: Optional[str], state: Optional[str], wh
 
 def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
     """Whether the run's resolved spec satisfies every ``--where`` clause."""
-    config = where_view(yaml.safe_load(run.spec_yaml))
+    config = where_view(json.loads(run.spec_json))
     return all(clause.matches(config) for clause in where)
 
 
@@ -487,7 +487,7 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
     return {
         **run_row(run),
         "run_dir": run.run_dir,
-        "spec": yaml.safe_load(run.spec_yaml),
+        "spec": json.loads(run.spec_json),
         "attempts": [
             {
                 "number": attempt.number,
@@ -533,7 +533,7 @@ def shard_row(shard: Shard) -> dict[str, Any]:
 
 
 def flat_spec(run: Run) -> dict[str, Any]:
-    return flatten(yaml.safe_load(run.spec_yaml))
+    return flatten(json.loads(run.spec_json))
 
 
 @dataclass(frozen=True, eq=False)
@@ -656,8 +656,6 @@ def export_rows(session: Session, sweep: Optional[str]) -> list[ExportRow]:
         query = query.where(runs)
     keyed = []
     for created_time, run_id, state, spec_json in driver_rows(connection, query, BATCH_ROWS):
-        if spec_json is None:  # recorded before runs.spec_json was filled in
-            spec_json = json.dumps(yaml.safe_load(connection.scalar(select(Run.spec_yaml).where(Run.id == run_id))))
         groups = flattener.groups(spec_json)
         final = finals.get(run_id)
         keyed.append((created_time, run_id, ExportRow(run_id, names.get(run_id, ""), state, groups if final is None else (*groups, final))))

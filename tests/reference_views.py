@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from typing import Any, Optional, Sequence
 
-import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -47,7 +46,7 @@ def matches(key: str, value: Any, config: dict[str, Any]) -> bool:
 
 
 def flat_spec(run: Run) -> dict[str, Any]:
-    return flatten(yaml.safe_load(run.spec_yaml))
+    return flatten(json.loads(run.spec_json))  # spec_yaml until migration 0006: the same spec
 
 
 def flat_spec_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +108,7 @@ def select_runs(session: Session, sweep: Optional[str], state: Optional[str], wh
 
 def matches_where(run: Run, where: Sequence[tuple[str, Any]]) -> bool:
     """Whether the run's resolved spec satisfies every ``--where`` clause."""
-    config = where_view(yaml.safe_load(run.spec_yaml))
+    config = where_view(json.loads(run.spec_json))  # spec_yaml until migration 0006: the same spec
     return all(matches(key, value, config) for key, value in where)
 
 

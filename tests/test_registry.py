@@ -123,3 +123,19 @@ def test_plan_marks_completed_runs_and_writes_nothing(orch: Orch) -> None:
 
 
 
+
+
+def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Path) -> None:
+    """Foreign keys are off while a migration recreates a table; what it leaves is checked before
+    the commit, and a row that references a missing one rolls the whole upgrade back."""
+    from orchestrator.errors import UserError
+    from orchestrator.registry.engine import _check_foreign_keys, _foreign_keys_checked_at_the_end
+
+    engine = open_registry(OrchHome(tmp_path))
+    with engine.connect() as connection, _foreign_keys_checked_at_the_end(connection):
+        with pytest.raises(UserError, match="2 references to missing rows .*sweep_runs row 1"), connection.begin():
+            connection.exec_driver_sql("INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', 0, '{}')")
+            _check_foreign_keys(connection)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM sweep_runs").scalar() == 0
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -36,7 +36,7 @@ from jobs.journal import (
     failure_line,
 )
 from jobs.paths import AttemptPaths, RunPaths
-from jobs.spec import RunSpec, spec_to_yaml
+from jobs.spec import RunSpec
 from orchestrator.fingerprint import canonical_json, spec_json
 from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry
@@ -139,7 +139,7 @@ def record(home: Path, attempts: list[JournaledAttempt], now: float) -> Engine:
     columns submit records."""
     engine = open_registry(OrchHome(home))
     spec = RunSpec()
-    spec_columns = {"canonical_json": canonical_json(spec), "spec_yaml": spec_to_yaml(spec), "spec_json": spec_json(spec)}  # one spec: serialized once
+    spec_columns = {"canonical_json": canonical_json(spec), "spec_json": spec_json(spec)}  # one spec: serialized once
     with Session(engine) as session, session.begin():
         for item in attempts:
             session.add(Run(
@@ -310,12 +310,9 @@ def test_statements_do_not_grow_with_the_number_of_attempts(tmp_path: Path, phas
 
 def test_lost_after_comes_from_each_runs_cluster_in_one_query(tmp_path: Path) -> None:
     """The silence an attempt of each run is allowed (its cluster profile's ``lost_after_s``), read
-    from ``runs.spec_json`` for all runs at once, and from the spec YAML where migration 0005 has not
-    filled ``spec_json`` yet; the same as ``lost_after_seconds`` of one attempt."""
+    from ``runs.spec_json`` for all runs at once; the same as ``lost_after_seconds`` of one attempt."""
     attempts = planned(tmp_path / "results", 3)
     engine = record(tmp_path / "home", attempts, time.time())
-    with sqlite3.connect(tmp_path / "home" / "registry.sqlite") as connection:
-        connection.execute("UPDATE runs SET spec_json = NULL WHERE id = ?", (attempts[1].run_id,))
     log = StatementLog.on(engine)
 
     with Session(engine) as session:

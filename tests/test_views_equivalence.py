@@ -17,7 +17,6 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -158,7 +157,7 @@ def add_odd_runs(session: Session) -> None:
     ]
     for run_id, run_spec, created_time, sweep, swept in odd:
         run = Run(
-            id=run_id, canonical_json="{}", spec_yaml=yaml.safe_dump(run_spec, sort_keys=False), spec_json=json.dumps(run_spec),
+            id=run_id, canonical_json="{}", spec_json=json.dumps(run_spec),
             state=RunState.PLANNED, total_steps=20, current_step=0, created_time=created_time,
         )  # fmt: skip
         session.add(run)
@@ -201,7 +200,7 @@ def test_runs_of_a_sweep_or_state_are_as_before(home: Orch, sweep: str | None, s
 
 def test_a_where_on_a_list_of_mappings_is_as_before(home: Orch) -> None:
     with reference_session(home) as session:
-        probes = next(yaml.safe_load(run.spec_yaml)["probes"] for run in session.scalars(select(Run)) if "line" in run.spec_yaml)
+        probes = next(json.loads(run.spec_json)["probes"] for run in session.scalars(select(Run)) if "line" in run.spec_json)
     _assert_runs_as_before(home, None, None, [f"probes={json.dumps(probes)}"])
     probes[0]["every"] = 11
     _assert_runs_as_before(home, None, None, [f"probes={json.dumps(probes)}"])

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection
@@ -184,9 +184,42 @@ def _upgrade_to_head(engine: Engine, url: URL) -> None:
         from alembic import command
 
         config = alembic_config()
-        with engine.begin() as connection:
+        with engine.connect() as connection, _foreign_keys_checked_at_the_end(connection), connection.begin():
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            _check_foreign_keys(connection)
+
+
+@contextlib.contextmanager
+def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
+    """SQLite's way to change a table that others reference (a migration that recreates it:
+    create the new table, copy, drop the old one, rename): foreign keys off around the
+    transaction (the pragma is a no-op inside one, so it goes to the driver's connection, which
+    begins nothing itself), checked with :func:`_check_foreign_keys` before the commit."""
+    driver = connection.connection.driver_connection if connection.dialect.name == "sqlite" else None
+    if driver is None:
+        yield
+        return
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+        if driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1:  # a transaction still open made it a no-op
+            connection.invalidate()  # never back to the pool without foreign keys
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse (roll back) an upgrade that leaves a row referencing one that does not exist."""
+    if connection.dialect.name != "sqlite":
+        return
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        table, row_id, parent, _ = violations[0]
+        raise UserError(
+            f"registry upgrade refused and rolled back: it would leave {len(violations)} references to missing rows "
+            f"(e.g. {table} row {row_id} -> {parent}); accepted: a registry whose rows reference existing ones (PRAGMA foreign_key_check)"
+        )
 
 
 def _has_version_table(connection: Connection) -> bool:

@@ -34,8 +34,7 @@ class Run(Base):
 
     id: Mapped[str]
     canonical_json: Mapped[str]
-    spec_yaml: Mapped[str]
-    spec_json: Mapped[Optional[str]]
+    spec_json: Mapped[str]
     state: Mapped[str]
     run_dir: Mapped[Optional[str]]
     total_steps: Mapped[int]

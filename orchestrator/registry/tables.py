@@ -50,10 +50,9 @@ runs = Table(
     "runs", metadata,
     Column("id", String(32), primary_key=True),
     Column("canonical_json", Text, nullable=False),  # what the id hashes
-    Column("spec_yaml", Text, nullable=False),  # the resolved spec, all fields
-    # The same as JSON (schema order): what --where, export and estimates read in SQL. NULL only
-    # while migration 0005 fills it in.
-    Column("spec_json", Text),
+    # The resolved spec, every field, as JSON in schema order: what --where, export and estimates
+    # read in SQL, and what show, resume and the analyses type again (jobs.spec.spec_from_json).
+    Column("spec_json", Text, nullable=False),
     Column("state", String(16), default=RunState.PLANNED, index=True, nullable=False),
     Column("run_dir", Text),
     Column("total_steps", Integer, nullable=False),
