@@ -522,8 +522,6 @@ def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
 
 
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
-    from sqlalchemy.orm import Session
-
     from orchestrator import output
     from orchestrator.registry.engine import open_registry_if_exists
     from orchestrator.sync import sync
@@ -533,8 +531,8 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     rows: list[dict[str, Any]] = []
     if engine is not None:
         sync(engine)
-        with Session(engine) as session, collector_paused():  # read whole before printing: a slow reader must not hold the registry
-            rows = list(run_rows(session, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
+        with engine.connect() as connection, collector_paused():  # read whole before printing: a slow reader must not hold the registry
+            rows = list(run_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
     if arguments.json:
         output.write_json_list(rows, sys.stdout, sort_keys=True)
         return 0
@@ -696,8 +694,6 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
 def _export_rows(home: OrchHome, sweep: Optional[str]) -> list[Any]:
     """The export rows of ``sweep`` (or every run) after a sync, read whole before anything is
     written: a slow reader of orch's output must not keep the registry locked."""
-    from sqlalchemy.orm import Session
-
     from orchestrator.registry.engine import open_registry_if_exists
     from orchestrator.sync import sync
     from orchestrator.views import export_rows
@@ -706,8 +702,8 @@ def _export_rows(home: OrchHome, sweep: Optional[str]) -> list[Any]:
     if engine is None:
         return []
     sync(engine)
-    with Session(engine) as session:
-        return export_rows(session, sweep)
+    with engine.connect() as connection:
+        return export_rows(connection, sweep)
 
 
 def protected_folders(home: OrchHome) -> list[Path]:

@@ -64,6 +64,10 @@ class SpecTexts:
     def json(self, spec: RunSpec) -> str:
         return "{" + ", ".join(self._section(name, getattr(spec, name)).json for name in SECTION_NAMES) + "}"
 
+    def sections(self, spec: RunSpec) -> list[SectionTexts]:
+        """The spec's sections in schema order."""
+        return [self._section(name, getattr(spec, name)) for name in SECTION_NAMES]
+
     def _section(self, name: str, value: Any) -> SectionTexts:
         key = (name, id(value))
         section = self._sections.get(key)
@@ -89,14 +93,29 @@ class SectionTexts:
         return _section_yaml(self.name, self.plain)
 
     @functools.cached_property
+    def value_json(self) -> str:
+        """The section's value as :func:`spec_json` writes it (``spec_sections.json``)."""
+        return json.dumps(self.plain, allow_nan=False)
+
+    @functools.cached_property
     def json(self) -> str:
-        """``"name": <JSON>``, as :func:`spec_json` writes it."""
-        return f"{json.dumps(self.name)}: {json.dumps(self.plain, allow_nan=False)}"
+        """``"name": <JSON>``, the section's part of :func:`spec_json`."""
+        return f"{json.dumps(self.name)}: {self.value_json}"
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """What identifies the section among all runs' (``spec_sections.digest``)."""
+        return section_digest(self.json)
 
     @functools.cached_property
     def canonical(self) -> str:
         """``"name":<canonical JSON>`` ("" where the run id leaves it out)."""
         return canonical_fragment(self.name, self.value)
+
+
+def section_digest(section_json: str) -> str:
+    """sha256 of a section's ``"name": <JSON>`` (migration 0006 computes the same)."""
+    return hashlib.sha256(section_json.encode()).hexdigest()
 
 
 SECTION_NAMES = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))

@@ -31,10 +31,10 @@ from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, get_backend
-from orchestrator.fingerprint import SpecTexts
+from orchestrator.fingerprint import SectionTexts, SpecTexts
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
-from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
+from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
 from orchestrator.planner import PlannedRun
 from orchestrator.sweep import SweepPlan
 from orchestrator.ingest import by_executor, job_ref, refresh_run_state
@@ -90,8 +90,10 @@ def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] =
     session.flush()
     recorded = recorded_runs(session, [planned.run_id for planned in plan.runs])
     members = set(session.scalars(select(SweepRun.run_id).where(SweepRun.sweep_id == sweep.id)))
-    new_runs = (_run_row(planned, texts, now) for planned in plan.runs if planned.run_id not in recorded)
-    insert_rows(session, Run, new_runs)
+    new_runs = [planned for planned in plan.runs if planned.run_id not in recorded]
+    new_sections = [texts.sections(planned.spec) for planned in new_runs]
+    section_entries = record_sections(session, {id(section): section for sections in new_sections for section in sections}.values())
+    insert_rows(session, Run, (_run_row(planned, texts, sections, section_entries, now) for planned, sections in zip(new_runs, new_sections)))
     memberships = (
         {"sweep_id": sweep.id, "run_id": planned.run_id, "position": position, "swept_json": json.dumps(planned.swept)}
         for position, planned in enumerate(plan.runs)
@@ -101,16 +103,42 @@ def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] =
     return [RunToSubmit(planned.run_id, *recorded.get(planned.run_id, (RunState.PLANNED, 0)), planned.spec) for planned in plan.runs]
 
 
-def _run_row(planned: PlannedRun, texts: SpecTexts, now: float) -> dict[str, Any]:
+def _run_row(planned: PlannedRun, texts: SpecTexts, sections: list[SectionTexts], section_entries: dict[str, str], now: float) -> dict[str, Any]:
     return {
         "id": planned.run_id,
         "canonical_json": texts.canonical(planned.spec),
         "spec_json": texts.json(planned.spec),
+        "section_ids": section_ids_text(sections, section_entries),
         "state": RunState.PLANNED,
         "total_steps": planned.spec.training.steps,
         "current_step": 0,
         "created_time": now,
     }
+
+
+def record_sections(session: Session, sections: Iterable[SectionTexts]) -> dict[str, str]:
+    """Record each distinct section not recorded yet (``spec_sections``, by digest; IN-chunked
+    lookups, multi-row inserts); per digest, the section's entry in a run's ``section_ids``
+    (``"name": id``)."""
+    by_digest = {section.digest: section for section in sections}
+    ids = section_ids_by_digest(session, list(by_digest))
+    missing = [section for digest, section in by_digest.items() if digest not in ids]
+    insert_rows(session, SpecSection, ({"name": section.name, "json": section.value_json, "digest": section.digest} for section in missing))
+    ids.update(section_ids_by_digest(session, [section.digest for section in missing]))
+    return {digest: f"{json.dumps(section.name)}: {ids[digest]}" for digest, section in by_digest.items()}
+
+
+def section_ids_text(sections: Sequence[SectionTexts], section_entries: dict[str, str]) -> str:
+    """A run's ``section_ids``: ``{"model": 3, ...}`` in the order of its sections."""
+    return "{" + ", ".join(section_entries[section.digest] for section in sections) + "}"
+
+
+def section_ids_by_digest(session: Session, digests: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(digests), IN_CHUNK):
+        query = select(SpecSection.digest, SpecSection.id).where(SpecSection.digest.in_(digests[start : start + IN_CHUNK]))
+        found.update((digest, section_id) for digest, section_id in session.execute(query))
+    return found
 
 
 def recorded_runs(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:

@@ -1,10 +1,12 @@
 """Read-side queries of the registry, shaped for the CLI (tables) and ``--json`` alike.
 
-Set-based, for registries of 10⁵ runs (``status`` is :mod:`orchestrator.status`). ``runs`` filters
-``--where`` in SQL on ``runs.spec_json`` (SQLite ``json_extract``, PostgreSQL ``jsonb``; Python
-only decides on the runs SQL kept), then reads the memberships of the runs selected in one more
-query. ``export`` flattens each distinct text of a spec section once and takes every final
-metric from one aggregate query. Only ``show`` and the analyses, which read a few runs, load ORM
+Set-based, for registries of 10⁵ runs, on the Core tables (``status`` is
+:mod:`orchestrator.status`). A run's spec is recorded as its sections (``spec_sections``: each
+distinct value of a top-level field once; ``runs.section_ids`` names a run's). So ``runs
+--where`` decides each clause once per distinct section (SQL keeps candidates with SQLite's
+JSON functions or PostgreSQL's ``jsonb``, Python's equality decides) and selects the runs naming
+a matching section; ``export`` flattens each distinct section once and takes every final metric
+from one aggregate query. Only ``show`` and the analyses, which read a few runs, load ORM
 objects per run.
 """
 
@@ -19,15 +21,19 @@ import math
 import re
 import typing
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import yaml
 from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, literal_column, select
-from sqlalchemy.orm import Session
 
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
-from orchestrator.registry.models import Attempt, Metric, Run, Shard, Sweep, SweepRun
+from orchestrator.registry import tables
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from orchestrator.registry.models import Run, Shard
 
 
 @dataclass(frozen=True)
@@ -198,47 +204,57 @@ MAX_SQL_ITEMS = 32  # items of a list value compared in SQL (the rest only in Py
 INT64 = 2**63
 
 
-def json_path(key: str) -> str:
-    """The JSON path of a ``--where`` key (``$.optimizer.lr``, ``$.probes[0].every``)."""
+def section_path(key: str) -> tuple[str, str]:
+    """The section a ``--where`` key lies in and the key's JSON path inside the section's value
+    (``optimizer.lr``: optimizer, ``$.lr``; ``probes[0].every``: probes, ``$[0].every``)."""
     if not WHERE_PATH_KEY.fullmatch(key):
         raise ValueError(f"--where key {key!r} is not a dotted run-spec key (WhereClause.parse accepts only such keys)")
-    return f"$.{key}"
+    section = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key).group(0)  # type: ignore[union-attr]
+    return section, "$" + key[len(section) :]
 
 
-class SqliteSpecJson:
-    """``runs.spec_json`` at a JSON path, with SQLite's JSON functions (``json_type`` names:
-    null, true, false, integer, real, text, array, object; NULL where the path is absent)."""
+@dataclass(frozen=True)
+class SqliteJson:
+    """A JSON text column at a JSON path, with SQLite's JSON functions (``json_type`` names: null,
+    true, false, integer, real, text, array, object; NULL where the path is absent)."""
 
-    KINDS = {"null": ("null",), "number": ("integer", "real", "true", "false"), "text": ("text",), "array": ("array",), "object": ("object",)}
+    column: ColumnElement[Any]
+    KINDS: typing.ClassVar = {"null": ("null",), "number": ("integer", "real", "true", "false"), "text": ("text",), "array": ("array",), "object": ("object",)}
 
     def is_kind(self, path: str, kind: str) -> ColumnElement[bool]:
-        return func.json_type(Run.spec_json, path).in_(self.KINDS[kind])
+        return func.json_type(self.column, path).in_(self.KINDS[kind])
 
     def number(self, path: str) -> ColumnElement[Any]:
-        return func.json_extract(Run.spec_json, path)  # true and false as 1 and 0
+        return func.json_extract(self.column, path)  # true and false as 1 and 0
 
     def text(self, path: str) -> ColumnElement[Any]:
-        return func.json_extract(Run.spec_json, path)
+        return func.json_extract(self.column, path)
 
     def array_length(self, path: str) -> ColumnElement[Any]:
-        return func.json_array_length(Run.spec_json, path)
+        return func.json_array_length(self.column, path)
 
     def json_text(self, path: str) -> ColumnElement[Any]:
         """The value's JSON text, numbers as written (not through SQLite's REAL)."""
-        return Run.spec_json.op("->")(path)
+        return self.column.op("->")(path)
+
+    def member(self, name: str) -> ColumnElement[Any]:
+        """The integer at a top-level key (a run's section id)."""
+        return func.json_extract(self.column, f"$.{name}")
 
 
-class PostgresSpecJson:
-    """The same over ``CAST(spec_json AS jsonb)`` with PostgreSQL's path operators ``#>``/``#>>``."""
+@dataclass(frozen=True)
+class PostgresJson:
+    """The same over ``CAST(column AS jsonb)`` with PostgreSQL's path operators ``#>``/``#>>``."""
 
-    KINDS = {"null": ("null",), "number": ("number", "boolean"), "text": ("string",), "array": ("array",), "object": ("object",)}
+    column: ColumnElement[Any]
+    KINDS: typing.ClassVar = {"null": ("null",), "number": ("number", "boolean"), "text": ("string",), "array": ("array",), "object": ("object",)}
 
     def _at(self, path: str, operator: str = "#>") -> ColumnElement[Any]:
         from sqlalchemy import Text, cast, literal
         from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
         parts = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", path[2:])
-        return cast(Run.spec_json, JSONB).op(operator)(literal(parts, ARRAY(Text)))
+        return cast(self.column, JSONB).op(operator)(literal(parts, ARRAY(Text)))
 
     def _typeof(self, path: str) -> ColumnElement[Any]:
         return func.jsonb_typeof(self._at(path))
@@ -271,23 +287,23 @@ class PostgresSpecJson:
 
         return cast(self._at(path), Text)
 
+    def member(self, name: str) -> ColumnElement[Any]:
+        from sqlalchemy import Integer, cast, literal
+        from sqlalchemy.dialects.postgresql import JSONB
 
-SpecJson = typing.Union[SqliteSpecJson, PostgresSpecJson]
-
-
-def spec_json_of(session: Session) -> SpecJson:
-    return PostgresSpecJson() if session.get_bind().dialect.name == "postgresql" else SqliteSpecJson()
-
-
-def clause_condition(spec: SpecJson, clause: WhereClause) -> ColumnElement[bool]:
-    """SQL that holds for every run matching ``clause`` and for few others (numbers within
-    :data:`NUMBER_MARGIN`, lists holding mappings): :meth:`SpecFilter.matches` decides exactly."""
-    if isinstance(clause.value, dict):
-        return false()  # a mapping is flattened into its keys: no key holds one
-    return value_condition(spec, json_path(clause.key), clause.value)
+        return cast(cast(self.column, JSONB).op("->>")(literal(name)), Integer)
 
 
-def value_condition(spec: SpecJson, path: str, value: Any, top: bool = True) -> ColumnElement[bool]:
+JsonColumn = typing.Union[SqliteJson, PostgresJson]
+
+
+def json_column(connection: Connection, column: ColumnElement[Any]) -> JsonColumn:
+    return PostgresJson(column) if connection.dialect.name == "postgresql" else SqliteJson(column)
+
+
+def value_condition(spec: JsonColumn, path: str, value: Any, top: bool = True) -> ColumnElement[bool]:
+    """SQL that holds for every JSON value equal to ``value`` at ``path`` and for few others
+    (numbers within :data:`NUMBER_MARGIN`, lists holding mappings): Python decides exactly."""
     if value is None:
         return spec.is_kind(path, "null")
     if isinstance(value, (bool, int, float)):
@@ -304,7 +320,7 @@ def value_condition(spec: SpecJson, path: str, value: Any, top: bool = True) -> 
     return false()  # where_value gives JSON data only
 
 
-def number_condition(spec: SpecJson, path: str, value: bool | int | float) -> ColumnElement[bool]:
+def number_condition(spec: JsonColumn, path: str, value: bool | int | float) -> ColumnElement[bool]:
     """A number, true or false (1 == 1.0 == True, as in Python) near ``value``."""
     if isinstance(value, float) and not math.isfinite(value):
         return false()  # NaN equals nothing, and a spec holds no infinity (spec_json is strict JSON)
@@ -316,21 +332,37 @@ def number_condition(spec: SpecJson, path: str, value: bool | int | float) -> Co
 
 @dataclass(frozen=True)
 class SpecFilter:
-    """``--where`` clauses for SQL and Python alike. ``conditions`` keep every run that matches
-    (and may keep a few that do not); ``values`` select the JSON text at each clause's key, on
-    which :meth:`matches` decides with :meth:`WhereClause.matches`' equality."""
+    """``--where`` clauses as conditions on runs. A clause's value depends on one section of the
+    spec only, so it is decided once per distinct section (``spec_sections``: SQL keeps the
+    candidates, :meth:`WhereClause.matches`' equality decides on their JSON text), and a run
+    matches when its section is one that does (``runs.section_ids``)."""
 
-    clauses: tuple[WhereClause, ...]
     conditions: tuple[ColumnElement[bool], ...]
-    values: tuple[ColumnElement[Any], ...]
 
     @classmethod
-    def of(cls, spec: SpecJson, clauses: Sequence[WhereClause]) -> "SpecFilter":
-        conditions = tuple(clause_condition(spec, clause) for clause in clauses)
-        return cls(tuple(clauses), conditions, tuple(spec.json_text(json_path(clause.key)) for clause in clauses))
+    def on(cls, connection: Connection, clauses: Sequence[WhereClause]) -> "SpecFilter":
+        return cls(tuple(clause_runs(connection, clause) for clause in clauses))
 
-    def matches(self, texts: Sequence[Optional[str]]) -> bool:
-        return all(text is not None and json.loads(text) == clause.value for clause, text in zip(self.clauses, texts))
+
+def clause_runs(connection: Connection, clause: WhereClause) -> ColumnElement[bool]:
+    """The runs whose section holds ``clause``'s value at its key: those naming a candidate
+    section, less the candidates Python refused (few: near numbers, lists of mappings); or the
+    exact sections by id where they are fewer."""
+    if isinstance(clause.value, dict):
+        return false()  # a mapping is flattened into its keys: no key holds one
+    section, path = section_path(clause.key)
+    sections = tables.spec_sections
+    section_json = json_column(connection, sections.c.json)
+    candidate = and_(sections.c.name == section, value_condition(section_json, path, clause.value))
+    exact, refused = [], []
+    for section_id, text in connection.execute(select(sections.c.id, section_json.json_text(path)).where(candidate)):
+        (exact if text is not None and json.loads(text) == clause.value else refused).append(section_id)
+    run_section = json_column(connection, tables.runs.c.section_ids).member(section)
+    if not exact:
+        return false()
+    if len(exact) <= len(refused) or len(exact) <= IN_CHUNK:
+        return run_section.in_(exact)
+    return and_(run_section.in_(select(sections.c.id).where(candidate)), *([run_section.not_in(refused)] if refused else []))
 
 
 @dataclass(frozen=True)
@@ -345,22 +377,24 @@ class RunSelection:
         """The sweep and state (``--where`` is a :class:`SpecFilter`'s)."""
         conditions = []
         if self.sweep:
-            conditions.append(Run.id.in_(sweep_member_ids(self.sweep)))
+            conditions.append(tables.runs.c.id.in_(sweep_member_ids(self.sweep)))
         if self.state:
-            conditions.append(Run.state == self.state.upper())
+            conditions.append(tables.runs.c.state == self.state.upper())
         return conditions
 
 
 def sweep_member_ids(sweep: str) -> Select[tuple[str]]:
-    return select(SweepRun.run_id).join(Sweep, Sweep.id == SweepRun.sweep_id).where(Sweep.name == sweep)
+    return select(tables.sweep_runs.c.run_id).join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id).where(tables.sweeps.c.name == sweep)
 
 
 def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:
     """The selected runs as ORM objects, oldest first (for the few runs an analysis reads)."""
     selection = RunSelection(sweep, state, tuple(where))
-    spec_filter = SpecFilter.of(spec_json_of(session), selection.where)
-    query = select(Run, *spec_filter.values).where(*selection.conditions(), *spec_filter.conditions).order_by(Run.created_time, Run.id)
-    return [run for run, *texts in session.execute(query) if spec_filter.matches(texts)]
+    from orchestrator.registry.models import Run
+
+    spec_filter = SpecFilter.on(session.connection(), selection.where)
+    query = select(Run).where(*selection.conditions(), *spec_filter.conditions).order_by(tables.runs.c.created_time, tables.runs.c.id)
+    return list(session.scalars(query))
 
 
 def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
@@ -372,20 +406,18 @@ def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
 # -- runs ---------------------------------------------------------------------------------------------
 
 
-def run_rows(session: Session, selection: RunSelection) -> Iterator[dict[str, Any]]:
+def run_rows(connection: Connection, selection: RunSelection) -> Iterator[dict[str, Any]]:
     """:func:`run_row` of each selected run, oldest first: the runs with their attempt count from
     one query, their memberships from another."""
-    spec = spec_json_of(session)
-    spec_filter = SpecFilter.of(spec, selection.where)
-    attempts = select(func.count(Attempt.id)).where(Attempt.run_id == Run.id).correlate(Run).scalar_subquery()
+    spec_filter = SpecFilter.on(connection, selection.where)
+    attempts = select(func.count(tables.attempts.c.id)).where(tables.attempts.c.run_id == tables.runs.c.id).correlate(tables.runs).scalar_subquery()
     query = (
-        select(Run.id, Run.state, Run.current_step, Run.total_steps, attempts, *spec_filter.values)
+        select(tables.runs.c.id, tables.runs.c.state, tables.runs.c.current_step, tables.runs.c.total_steps, attempts)
         .where(*selection.conditions(), *spec_filter.conditions)
-        .order_by(Run.created_time, Run.id)
+        .order_by(tables.runs.c.created_time, tables.runs.c.id)
     )
-    connection = session.connection()
-    runs = [row for row in driver_rows(connection, query, BATCH_ROWS) if spec_filter.matches(row[5:])]
-    memberships = run_memberships(connection, spec, selection, [row[0] for row in runs]) if runs else {}
+    runs = list(driver_rows(connection, query, BATCH_ROWS))
+    memberships = run_memberships(connection, [row[0] for row in runs])
     for run_id, state, step, total_steps, attempt_count, *_ in runs:
         swept: dict[str, Any] = {}
         names = []
@@ -395,26 +427,28 @@ def run_rows(session: Session, selection: RunSelection) -> Iterator[dict[str, An
         yield {"id": run_id, "sweeps": sorted(names), "state": state, "step": step, "total_steps": total_steps, "attempts": attempt_count, "swept": swept}
 
 
-def run_memberships(connection: Connection, spec: SpecJson, selection: RunSelection, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-    """(sweep name, swept values as JSON) of each membership of the runs ``run_ids`` (selected
-    by ``selection``), per run, in the order the run joined its sweeps. Few runs are looked up
-    by id; many, by the sweep and state that selected them (a scan: memberships have no index
-    by run)."""
-    query = select(SweepRun.run_id, Sweep.name, SweepRun.swept_json).join(Sweep, Sweep.id == SweepRun.sweep_id).order_by(membership_order(spec))
-    if len(run_ids) <= IN_CHUNK:
-        query = query.where(SweepRun.run_id.in_(run_ids))
-    elif conditions := selection.conditions():
-        query = query.where(SweepRun.run_id.in_(select(Run.id).where(*conditions)))
+def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """(sweep name, swept values as JSON) of each membership of the runs ``run_ids``, per run, in
+    the order the run joined its sweeps: looked up by run id (index ``ix_sweep_runs_run_id``) in
+    ``IN`` chunks."""
     memberships: dict[str, list[tuple[str, str]]] = {}
-    for run_id, name, swept_json in driver_rows(connection, query, BATCH_ROWS):
-        memberships.setdefault(run_id, []).append((name, swept_json))
+    for start in range(0, len(run_ids), IN_CHUNK):
+        chunk = run_ids[start : start + IN_CHUNK]
+        query = (
+            select(tables.sweep_runs.c.run_id, tables.sweeps.c.name, tables.sweep_runs.c.swept_json)
+            .join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
+            .where(tables.sweep_runs.c.run_id.in_(chunk))
+            .order_by(membership_order(connection))
+        )  # fmt: skip
+        for run_id, name, swept_json in driver_rows(connection, query, BATCH_ROWS):
+            memberships.setdefault(run_id, []).append((name, swept_json))
     return memberships
 
 
-def membership_order(spec: SpecJson) -> ColumnElement[Any]:
+def membership_order(connection: Connection) -> ColumnElement[Any]:
     """The order in which memberships were recorded (SQLite: the row id), the order in which
     :func:`run_row` merges a run's swept values."""
-    return literal_column("sweep_runs.rowid") if isinstance(spec, SqliteSpecJson) else SweepRun.sweep_id
+    return literal_column("sweep_runs.rowid") if connection.dialect.name == "sqlite" else tables.sweep_runs.c.sweep_id
 
 
 def sweep_names(run: Run) -> list[str]:
@@ -447,24 +481,24 @@ def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[st
     """The value of each metric at its last recorded step, per run."""
     finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
     for start in range(0, len(run_ids), IN_CHUNK):
-        for run_id, name, value in session.execute(last_metric_values(Metric.run_id.in_(run_ids[start : start + IN_CHUNK]))):
+        for run_id, name, value in session.execute(last_metric_values(tables.metrics.c.run_id.in_(run_ids[start : start + IN_CHUNK]))):
             finals[run_id][name] = value
     return finals
 
 
 def last_metric_values(runs: ColumnElement[bool]) -> Select[tuple[str, str, float]]:
     """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects."""
-    last = select(Metric.run_id, Metric.name, func.max(Metric.step).label("step")).where(runs).group_by(Metric.run_id, Metric.name).subquery()
-    return select(Metric.run_id, Metric.name, Metric.value).join(
-        last, (Metric.run_id == last.c.run_id) & (Metric.name == last.c.name) & (Metric.step == last.c.step)
+    last = select(tables.metrics.c.run_id, tables.metrics.c.name, func.max(tables.metrics.c.step).label("step")).where(runs).group_by(tables.metrics.c.run_id, tables.metrics.c.name).subquery()
+    return select(tables.metrics.c.run_id, tables.metrics.c.name, tables.metrics.c.value).join(
+        last, (tables.metrics.c.run_id == last.c.run_id) & (tables.metrics.c.name == last.c.name) & (tables.metrics.c.step == last.c.step)
     )
 
 
 def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
     query = (
-        select(Metric.name, func.count(), func.min(Metric.value), func.max(Metric.value), func.max(Metric.step))
-        .where(Metric.run_id == run_id)
-        .group_by(Metric.name)
+        select(tables.metrics.c.name, func.count(), func.min(tables.metrics.c.value), func.max(tables.metrics.c.value), func.max(tables.metrics.c.step))
+        .where(tables.metrics.c.run_id == run_id)
+        .group_by(tables.metrics.c.name)
     )
     finals = final_metrics(session, [run_id])[run_id]
     return {
@@ -475,7 +509,7 @@ def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]
 
 def metric_series(session: Session, run_id: str) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {}
-    query = select(Metric.name, Metric.step, Metric.value).where(Metric.run_id == run_id).order_by(Metric.name, Metric.step)
+    query = select(tables.metrics.c.name, tables.metrics.c.step, tables.metrics.c.value).where(tables.metrics.c.run_id == run_id).order_by(tables.metrics.c.name, tables.metrics.c.step)
     for name, step, value in session.execute(query):
         steps, values = series.setdefault(name, ([], []))
         steps.append(step)
@@ -575,99 +609,49 @@ class ExportRow:
 EXPORT_ID_COLUMNS = ("id", "sweep", "state")
 
 
-class SpecFlattener:
-    """The ``config.*`` column groups of runs from their ``spec_json``: one group per top-level
-    section, each distinct text of a section parsed once (the runs of a sweep share most).
-
-    A spec is cut at the keys of its sections in schema order (``{"model": …, "data": …}``, as
-    ``json.dumps`` writes it): a section is the text the run before had there if the spec goes on
-    with it and then the next section's key, else the text up to the next section's key, parsed.
-    A piece that is not one whole JSON value (the key stood inside a section), or a spec whose
-    sections are missing or in another order, makes it parsed whole instead (one group). So a
-    spec's pieces, put together, are always exactly its text."""
-
-    def __init__(self) -> None:
-        from jobs.spec import RunSpec  # dataclasses only: no torch
-
-        self.names = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))
-        self._keys = tuple(("{" if index == 0 else ", ") + f"{json.dumps(name)}: " for index, name in enumerate(self.names))
-        self._ends = (*self._keys[1:], "}")  # what follows each section
-        self._texts: list[dict[str, tuple[str, ColumnGroup]]] = [{} for _ in self.names]
-        self._previous: list[tuple[str, ColumnGroup]] = [("\0", ColumnGroup((), ())) for _ in self.names]  # matches no spec
-        self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    def groups(self, spec_json: str) -> tuple[ColumnGroup, ...]:
-        sections = self._cut(spec_json)
-        return sections if sections is not None else (self._group(flatten(json.loads(spec_json))),)
-
-    def _cut(self, spec_json: str) -> Optional[tuple[ColumnGroup, ...]]:
-        """The sections of ``spec_json`` in schema order, or None where it is not cut so."""
-        if not spec_json.startswith(self._keys[0]):
-            return None
-        position = len(self._keys[0])
-        sections = []
-        for index, follower in enumerate(self._ends):
-            text, group = self._previous[index]
-            if not (spec_json.startswith(text, position) and spec_json.startswith(follower, position + len(text))):
-                found = self._section_at(index, spec_json, position)
-                if found is None:
-                    return None
-                text, group = self._previous[index] = found
-            sections.append(group)
-            position += len(text) + len(follower)
-        return tuple(sections) if position == len(spec_json) else None
-
-    def _section_at(self, index: int, spec_json: str, position: int) -> Optional[tuple[str, ColumnGroup]]:
-        """The section from ``position`` up to the next section's key (or the closing brace)."""
-        follower = self._ends[index]
-        end = spec_json.find(follower, position) if follower != "}" else len(spec_json) - 1 if spec_json.endswith("}") else -1
-        if end <= position:
-            return None
-        text = spec_json[position:end]
-        return self._texts[index].get(text) or self._parse(index, text)
-
-    def _parse(self, index: int, text: str) -> Optional[tuple[str, ColumnGroup]]:
-        try:
-            value = json.loads(text)
-        except ValueError:  # not one JSON value: the spec is not cut at its sections' keys
-            return None
-        found = self._texts[index][text] = (text, self._group(flatten({self.names[index]: value})))
-        return found
-
-    def _group(self, flat: dict[str, Any]) -> ColumnGroup:
-        """The ``config.<key>`` columns of a flattened spec (or section), lists as their JSON."""
-        columns = tuple(f"config.{key}" for key in flat)
-        values = tuple(json.dumps(value) if isinstance(value, list) else value for value in flat.values())
-        return ColumnGroup(self._columns.setdefault(columns, columns), values)
-
-
-def export_rows(session: Session, sweep: Optional[str]) -> list[ExportRow]:
+def export_rows(connection: Connection, sweep: Optional[str]) -> list[ExportRow]:
     """One row per run (of ``sweep``, or every run), oldest first: id, its sweeps' names, state,
-    its flattened spec (``config.*``, lists as JSON) and the value of each metric at its last
-    step (``final.*``, by name). Read in the table's order, sorted here: sorting in SQL would
-    move every spec through SQLite's sorter."""
-    runs = Run.id.in_(sweep_member_ids(sweep)) if sweep else None
-    connection = session.connection()  # rows as tuples: no ORM work per row
+    its flattened spec (``config.*``, lists as JSON; each distinct section flattened once) and the
+    value of each metric at its last step (``final.*``, by name). Read in the table's order,
+    sorted here: sorting in SQL would move every row through SQLite's sorter."""
+    runs = tables.runs.c.id.in_(sweep_member_ids(sweep)) if sweep else None
     names = member_sweep_names(connection, runs)
     finals = final_metric_groups(connection, runs)
-    flattener = SpecFlattener()
-    query = select(Run.created_time, Run.id, Run.state, Run.spec_json)
+    query = select(tables.runs.c.created_time, tables.runs.c.id, tables.runs.c.state, tables.runs.c.section_ids)
     if runs is not None:
         query = query.where(runs)
-    keyed = []
-    for created_time, run_id, state, spec_json in driver_rows(connection, query, BATCH_ROWS):
-        groups = flattener.groups(spec_json)
+    selected = [(created_time, run_id, state, tuple(json.loads(section_ids).values())) for created_time, run_id, state, section_ids in driver_rows(connection, query, BATCH_ROWS)]
+    groups = section_groups(connection, {section_id for *_, section_ids in selected for section_id in section_ids})
+    selected.sort(key=lambda item: (item[0], item[1]))
+    rows = []
+    for _, run_id, state, section_ids in selected:
+        spec_groups = tuple(map(groups.__getitem__, section_ids))
         final = finals.get(run_id)
-        keyed.append((created_time, run_id, ExportRow(run_id, names.get(run_id, ""), state, groups if final is None else (*groups, final))))
-    keyed.sort(key=lambda item: (item[0], item[1]))
-    return [row for _, _, row in keyed]
+        rows.append(ExportRow(run_id, names.get(run_id, ""), state, spec_groups if final is None else (*spec_groups, final)))
+    return rows
+
+
+def section_groups(connection: Connection, section_ids: set[int]) -> dict[int, ColumnGroup]:
+    """The ``config.*`` columns of each section (``IN``-chunked), lists as their JSON."""
+    ordered = sorted(section_ids)
+    columns: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct set of columns
+    groups = {}
+    for start in range(0, len(ordered), IN_CHUNK):
+        chunk = ordered[start : start + IN_CHUNK]
+        query = select(tables.spec_sections.c.id, tables.spec_sections.c.name, tables.spec_sections.c.json).where(tables.spec_sections.c.id.in_(chunk))
+        for section_id, name, value_json in connection.execute(query):
+            flat = flatten({name: json.loads(value_json)})
+            names = tuple(f"config.{key}" for key in flat)
+            values = tuple(json.dumps(value) if isinstance(value, list) else value for value in flat.values())
+            groups[section_id] = ColumnGroup(columns.setdefault(names, names), values)
+    return groups
 
 
 def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, str]:
     """The names of each run's sweeps, sorted and joined by commas, per run (of ``runs``)."""
-    query = select(SweepRun.run_id, Sweep.name).join(Sweep, Sweep.id == SweepRun.sweep_id)
+    query = select(tables.sweep_runs.c.run_id, tables.sweeps.c.name).join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
     if runs is not None:
-        query = query.where(SweepRun.run_id.in_(select(Run.id).where(runs)))
+        query = query.where(tables.sweep_runs.c.run_id.in_(select(tables.runs.c.id).where(runs)))
     names: dict[str, list[str]] = {}
     for run_id, name in driver_rows(connection, query, BATCH_ROWS):
         names.setdefault(run_id, []).append(name)
@@ -677,7 +661,7 @@ def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool
 def final_metric_groups(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, ColumnGroup]:
     """Per run (of ``runs``) with metrics: ``final.<name>`` columns by name with the value of each
     metric at its last step, from one aggregate query."""
-    selected = Metric.run_id.in_(select(Run.id).where(runs)) if runs is not None else Metric.run_id.is_not(None)
+    selected = tables.metrics.c.run_id.in_(select(tables.runs.c.id).where(runs)) if runs is not None else tables.metrics.c.run_id.is_not(None)
     by_run: dict[str, list[tuple[str, float]]] = {}
     for run_id, name, value in driver_rows(connection, last_metric_values(selected), BATCH_ROWS):
         by_run.setdefault(run_id, []).append((name, value))

@@ -36,7 +36,9 @@ def _one_run_registry(home: Path, attempt_state: str) -> None:
     engine = open_registry(OrchHome(home))
     with engine.begin() as connection:
         connection.execute(tables.sweeps.insert(), {"id": 1, "name": "s", "source_path": "s.yaml", "source_text": "", "created_time": 0.0, "updated_time": 0.0})
-        connection.execute(tables.runs.insert(), {"id": "r1", "canonical_json": "{}", "spec_json": spec_json(RunSpec()), "state": attempt_state, "total_steps": 4, "created_time": 0.0})
+        connection.execute(tables.runs.insert(), {
+            "id": "r1", "canonical_json": "{}", "spec_json": spec_json(RunSpec()), "section_ids": "{}", "state": attempt_state, "total_steps": 4, "created_time": 0.0,
+        })  # fmt: skip
         connection.execute(tables.sweep_runs.insert(), {"sweep_id": 1, "run_id": "r1", "position": 0, "swept_json": "{}"})
         connection.execute(tables.attempts.insert(), {
             "run_id": "r1", "number": 1, "key": "r1-1", "executor": "local", "submission_id": "x", "state": attempt_state,

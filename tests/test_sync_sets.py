@@ -37,12 +37,13 @@ from jobs.journal import (
 )
 from jobs.paths import AttemptPaths, RunPaths
 from jobs.spec import RunSpec
-from orchestrator.fingerprint import canonical_json, spec_json
+from orchestrator.fingerprint import SpecTexts, canonical_json, spec_json
 from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.profiles import load_profile
 from orchestrator.ingest import lost_after_by_run, lost_after_seconds
+from orchestrator.submit import record_sections, section_ids_text
 from orchestrator.sync import SyncReport, sync
 
 KINDS = (
@@ -139,8 +140,9 @@ def record(home: Path, attempts: list[JournaledAttempt], now: float) -> Engine:
     columns submit records."""
     engine = open_registry(OrchHome(home))
     spec = RunSpec()
-    spec_columns = {"canonical_json": canonical_json(spec), "spec_json": spec_json(spec)}  # one spec: serialized once
     with Session(engine) as session, session.begin():
+        sections = SpecTexts().sections(spec)
+        spec_columns = {"canonical_json": canonical_json(spec), "spec_json": spec_json(spec), "section_ids": section_ids_text(sections, record_sections(session, sections))}  # one spec: serialized once
         for item in attempts:
             session.add(Run(
                 id=item.run_id, **spec_columns, state=RunState.PENDING, run_dir=str(item.journal_dir.parent.parent), total_steps=2, current_step=0, created_time=now,

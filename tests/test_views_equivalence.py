@@ -17,14 +17,16 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.home import OrchHome
 from orchestrator.registry.engine import open_registry
-from orchestrator.registry.models import Attempt, Run, RunState, Sweep, SweepRun
+from orchestrator.fingerprint import SectionTexts
+from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
+from orchestrator.submit import record_sections, section_ids_text
 from orchestrator import views
-from orchestrator.views import SpecFlattener, WhereClause
+from orchestrator.views import WhereClause
 from tests import reference_views as reference
 from tests.conftest import Orch, write_sweep
 
@@ -156,8 +158,9 @@ def add_odd_runs(session: Session) -> None:
         ("0dd0000000000003", reordered, template.created_time + 1, None, None),
     ]
     for run_id, run_spec, created_time, sweep, swept in odd:
+        sections = [SectionTexts(name, value) for name, value in run_spec.items()]  # in the spec's own order, as migration 0006 records them
         run = Run(
-            id=run_id, canonical_json="{}", spec_json=json.dumps(run_spec),
+            id=run_id, canonical_json="{}", spec_json=json.dumps(run_spec), section_ids=section_ids_text(sections, record_sections(session, sections)),
             state=RunState.PLANNED, total_steps=20, current_step=0, created_time=created_time,
         )  # fmt: skip
         session.add(run)
@@ -190,10 +193,10 @@ def test_runs_where_is_as_before(home: Orch, where: list[str]) -> None:
     _assert_runs_as_before(home, None, None, where)
 
 
-@pytest.mark.parametrize("few_runs", [views.IN_CHUNK, 1], ids=["by-id", "by-selection"])
+@pytest.mark.parametrize("few_runs", [views.IN_CHUNK, 1], ids=["one-chunk", "chunks-of-one"])
 @pytest.mark.parametrize(("sweep", "state"), [(None, None), ("alpha", None), ("beta", None), ("gamma", "planned"), (None, "RUNNING"), ("nope", None)])
 def test_runs_of_a_sweep_or_state_are_as_before(home: Orch, sweep: str | None, state: str | None, few_runs: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(views, "IN_CHUNK", few_runs)  # up to how many runs memberships are read by run id
+    monkeypatch.setattr(views, "IN_CHUNK", few_runs)  # how many runs' memberships are read by one query
     _assert_runs_as_before(home, sweep, state, [])
     _assert_runs_as_before(home, sweep, state, ["model.hidden=[16]"])
 
@@ -251,9 +254,10 @@ def _reference_export(orch: Orch, sweep: str | None, export_format: str) -> byte
     return reference.encode_rows(rows, export_format)
 
 
-def test_specs_cut_at_their_sections_flatten_as_a_whole() -> None:
-    """The flattener's shortcuts (a section as the run before had it, a cut at the next section's
-    key) give what flattening the whole spec gives, also for texts that look like section keys."""
+def test_specs_flattened_section_by_section_flatten_as_a_whole(tmp_path: Path) -> None:
+    """A run's ``config.*`` columns, put together from its sections (each distinct one recorded
+    and flattened once), are what flattening the whole spec gives: also for texts that look like
+    section keys, sections in another order or missing, and numbers that compare equal."""
     base = {"model": {"name": "mlp", "hidden": [16]}, "data": {"name": "digits"}, "optimizer": {"lr": 0.1}, "training": {"seed": 0},
             "probes": [], "resources": {"time": "1:00"}, "container": {"binds": []}, "cluster": "local"}  # fmt: skip
     variants = [
@@ -271,10 +275,19 @@ def test_specs_cut_at_their_sections_flatten_as_a_whole() -> None:
         {**base, "optimizer": {"lr": 1}},
         {**base, "optimizer": {"lr": 10}},
     ]
-    flattener = SpecFlattener()
-    for spec in variants:
-        groups = flattener.groups(json.dumps(spec))
-        columns = [column for group in groups for column in group.columns]
-        values = [value for group in groups for value in group.values]
+    engine = open_registry(OrchHome(tmp_path))
+    with Session(engine) as session, session.begin():
+        recorded = []
+        for spec in variants:
+            sections = [SectionTexts(name, value) for name, value in spec.items()]
+            recorded.append((spec, json.loads(section_ids_text(sections, record_sections(session, sections)))))
+        connection = session.connection()
+        groups = views.section_groups(connection, {section_id for _, ids in recorded for section_id in ids.values()})
+        distinct = connection.execute(select(func.count()).select_from(SpecSection)).scalar()
+    for spec, ids in recorded:
+        assert list(ids) == list(spec)
+        columns = [column for section_id in ids.values() for column in groups[section_id].columns]
+        values = [value for section_id in ids.values() for value in groups[section_id].values]
         expected = {f"config.{key}": json.dumps(value) if isinstance(value, list) else value for key, value in reference.flat_spec_of(spec).items()}
         assert dict(zip(columns, values)) == expected and columns == list(expected), spec
+    assert distinct == len({json.dumps({name: value}) for spec in variants for name, value in spec.items()})  # 0.1 and 0.100 are one section

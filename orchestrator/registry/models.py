@@ -35,6 +35,7 @@ class Run(Base):
     id: Mapped[str]
     canonical_json: Mapped[str]
     spec_json: Mapped[str]
+    section_ids: Mapped[str]
     state: Mapped[str]
     run_dir: Mapped[Optional[str]]
     total_steps: Mapped[int]
@@ -45,6 +46,15 @@ class Run(Base):
     attempts: Mapped[list["Attempt"]] = relationship(back_populates="run", order_by="Attempt.number")
     checkpoints: Mapped[list["Checkpoint"]] = relationship(order_by="Checkpoint.step")
     shards: Mapped[list["Shard"]] = relationship(order_by="(Shard.probe, Shard.step)")
+
+
+class SpecSection(Base):
+    __table__ = tables.spec_sections
+
+    id: Mapped[int]
+    name: Mapped[str]
+    json: Mapped[str]
+    digest: Mapped[str]
 
 
 class SweepRun(Base):

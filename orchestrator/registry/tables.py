@@ -50,9 +50,12 @@ runs = Table(
     "runs", metadata,
     Column("id", String(32), primary_key=True),
     Column("canonical_json", Text, nullable=False),  # what the id hashes
-    # The resolved spec, every field, as JSON in schema order: what --where, export and estimates
-    # read in SQL, and what show, resume and the analyses type again (jobs.spec.spec_from_json).
+    # The resolved spec, every field, as JSON in schema order: what estimates read in SQL, and
+    # what show, resume and the analyses type again (jobs.spec.spec_from_json).
     Column("spec_json", Text, nullable=False),
+    # The spec_sections row of each of its top-level fields, {"model": 3, "data": 1, ...} in schema
+    # order: --where and export read each distinct section once, not every run's whole spec.
+    Column("section_ids", Text, nullable=False),
     Column("state", String(16), default=RunState.PLANNED, index=True, nullable=False),
     Column("run_dir", Text),
     Column("total_steps", Integer, nullable=False),
@@ -60,11 +63,21 @@ runs = Table(
     Column("created_time", Float, nullable=False),
 )  # fmt: skip
 
+# One distinct value of a top-level field (section) of run specs: the runs of a sweep share most
+# (one model, a few optimizers, one training section per seed).
+spec_sections = Table(
+    "spec_sections", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),  # the field: model, data, optimizer, ...
+    Column("json", Text, nullable=False),  # its value as spec_json writes it
+    Column("digest", String(64), unique=True, nullable=False),  # sha256 of '"<name>": <json>'
+)  # fmt: skip
+
 # A run reached from a sweep (the same run may belong to several sweeps).
 sweep_runs = Table(
     "sweep_runs", metadata,
     Column("sweep_id", ForeignKey("sweeps.id"), primary_key=True),
-    Column("run_id", ForeignKey("runs.id"), primary_key=True),
+    Column("run_id", ForeignKey("runs.id"), primary_key=True, index=True),  # the sweeps of a run
     Column("position", Integer, nullable=False),
     Column("swept_json", Text, nullable=False),  # the values this run takes on the sweep's axes
 )  # fmt: skip
