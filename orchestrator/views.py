@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import yaml
-from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, literal_column, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, case, false, func, literal_column, select
 
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
@@ -341,10 +341,17 @@ class SpecFilter:
 
     @classmethod
     def on(cls, connection: Connection, clauses: Sequence[WhereClause]) -> "SpecFilter":
-        return cls(tuple(clause_runs(connection, clause) for clause in clauses))
+        """The clauses as one condition on runs: their ids among those whose sections match,
+        found by a scan of the index ``ix_runs_section_ids`` (section_ids, id)."""
+        if not clauses:
+            return cls(())
+        scanned = tables.runs.alias("scanned")
+        run_sections = json_column(connection, scanned.c.section_ids)
+        matching = select(scanned.c.id).where(*(clause_runs(connection, run_sections, clause) for clause in clauses))
+        return cls((tables.runs.c.id.in_(matching),))
 
 
-def clause_runs(connection: Connection, clause: WhereClause) -> ColumnElement[bool]:
+def clause_runs(connection: Connection, run_sections: JsonColumn, clause: WhereClause) -> ColumnElement[bool]:
     """The runs whose section holds ``clause``'s value at its key: those naming a candidate
     section, less the candidates Python refused (few: near numbers, lists of mappings); or the
     exact sections by id where they are fewer."""
@@ -357,7 +364,7 @@ def clause_runs(connection: Connection, clause: WhereClause) -> ColumnElement[bo
     exact, refused = [], []
     for section_id, text in connection.execute(select(sections.c.id, section_json.json_text(path)).where(candidate)):
         (exact if text is not None and json.loads(text) == clause.value else refused).append(section_id)
-    run_section = json_column(connection, tables.runs.c.section_ids).member(section)
+    run_section = run_sections.member(section)
     if not exact:
         return false()
     if len(exact) <= len(refused) or len(exact) <= IN_CHUNK:
@@ -487,11 +494,11 @@ def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[st
 
 
 def last_metric_values(runs: ColumnElement[bool]) -> Select[tuple[str, str, float]]:
-    """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects."""
-    last = select(tables.metrics.c.run_id, tables.metrics.c.name, func.max(tables.metrics.c.step).label("step")).where(runs).group_by(tables.metrics.c.run_id, tables.metrics.c.name).subquery()
-    return select(tables.metrics.c.run_id, tables.metrics.c.name, tables.metrics.c.value).join(
-        last, (tables.metrics.c.run_id == last.c.run_id) & (tables.metrics.c.name == last.c.name) & (tables.metrics.c.step == last.c.step)
-    )
+    """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects:
+    the rows no later step of the same metric follows (one probe of the primary key each)."""
+    metrics, later = tables.metrics, tables.metrics.alias("later")
+    followed = select(later.c.step).where(later.c.run_id == metrics.c.run_id, later.c.name == metrics.c.name, later.c.step > metrics.c.step)
+    return select(metrics.c.run_id, metrics.c.name, metrics.c.value).where(runs, ~followed.exists())
 
 
 def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
@@ -660,16 +667,19 @@ def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool
 
 def final_metric_groups(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, ColumnGroup]:
     """Per run (of ``runs``) with metrics: ``final.<name>`` columns by name with the value of each
-    metric at its last step, from one aggregate query."""
+    metric at its last step, one row per run from one aggregate query (a column per metric name)."""
     selected = tables.metrics.c.run_id.in_(select(tables.runs.c.id).where(runs)) if runs is not None else tables.metrics.c.run_id.is_not(None)
-    by_run: dict[str, list[tuple[str, float]]] = {}
-    for run_id, name, value in driver_rows(connection, last_metric_values(selected), BATCH_ROWS):
-        by_run.setdefault(run_id, []).append((name, value))
-    columns: dict[tuple[str, ...], tuple[str, ...]] = {}
+    names = sorted(connection.execute(select(tables.metrics.c.name).where(selected).distinct()).scalars())
+    if not names:
+        return {}
+    last = last_metric_values(selected).subquery()
+    query = select(last.c.run_id, *(func.max(case((last.c.name == name, last.c.value))) for name in names)).group_by(last.c.run_id)
+    final_names = tuple(f"final.{name}" for name in names)
+    columns: dict[tuple[int, ...], tuple[str, ...]] = {}  # by the positions of the metrics a run has
     finals = {}
-    for run_id, metrics in by_run.items():
-        names, values = zip(*sorted(metrics))
-        if names not in columns:
-            columns[names] = tuple(f"final.{name}" for name in names)
-        finals[run_id] = ColumnGroup(columns[names], values)
+    for run_id, *values in driver_rows(connection, query, BATCH_ROWS):
+        present = tuple(index for index, value in enumerate(values) if value is not None)
+        if present not in columns:
+            columns[present] = tuple(final_names[index] for index in present)
+        finals[run_id] = ColumnGroup(columns[present], tuple(values[index] for index in present))
     return finals

@@ -7,7 +7,8 @@
 - ``spec_sections``: each distinct value of a top-level spec field (model, data, optimizer, ...),
   keyed by the sha256 of ``"<name>": <json>``; ``runs.section_ids`` names a run's, ``{"model": 3,
   ...}`` in schema order. ``--where`` and export read the few distinct sections instead of every
-  run's whole spec. Filled here from each run's spec_json.
+  run's whole spec. Filled here from each run's spec_json. ``ix_runs_section_ids`` (section_ids,
+  id) lets ``--where`` scan the section ids of every run without reading the runs' rows.
 - ``ix_sweep_runs_run_id``: the sweeps of given runs are looked up by run id.
 
 SQLite recreates the runs table (orch turns foreign keys off around the upgrade's transaction
@@ -56,6 +57,7 @@ def upgrade() -> None:
         batch_op.alter_column("spec_json", existing_type=sa.Text(), nullable=False)
         batch_op.alter_column("section_ids", existing_type=sa.Text(), nullable=False)
         batch_op.drop_column("spec_yaml")
+    op.create_index("ix_runs_section_ids", "runs", ["section_ids", "id"])
     op.create_index("ix_sweep_runs_run_id", "sweep_runs", ["run_id"])
 
 
@@ -80,6 +82,7 @@ def downgrade() -> None:
     from omegaconf import OmegaConf
 
     op.drop_index("ix_sweep_runs_run_id", table_name="sweep_runs")
+    op.drop_index("ix_runs_section_ids", table_name="runs")
     with op.batch_alter_table("runs") as batch_op:
         batch_op.add_column(sa.Column("spec_yaml", sa.Text(), nullable=True))
     connection = op.get_bind()

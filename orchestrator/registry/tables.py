@@ -61,6 +61,8 @@ runs = Table(
     Column("total_steps", Integer, nullable=False),
     Column("current_step", Integer, default=0, nullable=False),
     Column("created_time", Float, nullable=False),
+    # --where scans this index, not the runs' rows (their specs make them a page each)
+    Index("ix_runs_section_ids", "section_ids", "id"),
 )  # fmt: skip
 
 # One distinct value of a top-level field (section) of run specs: the runs of a sweep share most
