@@ -17,7 +17,7 @@ For each size N (a sweep of 5 swept keys x 10 seeds of the digits MLP, ``trainin
 
 and once: 4. ``orch plan`` of a 100-run sweep with the 1 000 completed runs of step 3 in the
 registry against the same plan on an empty registry; 6. ``orch --help``; 7. the registry insert
-of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts, the memberships) of 500
+of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts and sections, the memberships) of 500
 runs against a plain ``sqlite3`` ``executemany`` of the same rows into a fresh registry.
 
 Homes live under /dev/shm when it exists. The figures, their targets (the issue's), ratios
@@ -456,7 +456,7 @@ def row_help(report: Report, workspace: Workspace) -> None:
 
 def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None:
     """Row 7: the registry insert of ``submit`` (``record_sweep``: rows built from the plan, spec
-    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, runs, sweep_runs)
+    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, spec_sections, runs, sweep_runs)
     into a fresh registry of the same schema, one transaction each."""
     from orchestrator.cli import read_sweep
     from orchestrator.submit import record_sweep
@@ -480,7 +480,7 @@ def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None
     report.add(Figure(INSERT_RATIO, INSERT_RUNS, min(recorded) / plain, "x", detail))
 
 
-INSERTED_TABLES = ("sweeps", "runs", "sweep_runs")
+INSERTED_TABLES = ("sweeps", "spec_sections", "runs", "sweep_runs")  # foreign-key order
 
 
 def registry_rows(home: OrchHome) -> list[tuple[str, list[str], list[tuple[Any, ...]]]]:
