@@ -345,9 +345,11 @@ def row_record(report: Report, home: OrchHome, sweep_file: Path, size: int) -> N
 def timed_record_submission(engine: Engine, home: OrchHome, plan: Any, record_submission: Callable[..., Any]) -> tuple[float, float, int]:
     """Wall and CPU seconds of ``record_submission`` in its transaction (commit included), and the
     number of attempts it prepared."""
+    from orchestrator.submit import SubmitChoices
+
     start, cpu = time.perf_counter(), time.process_time()
     with Session(engine) as session, session.begin():
-        _, groups = record_submission(session, home, plan, executor="local")
+        _, groups = record_submission(session, home, plan, SubmitChoices(executor="local"))
     return time.perf_counter() - start, time.process_time() - cpu, sum(len(group) for group in groups)
 
 

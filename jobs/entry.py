@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from submitit.helpers import Checkpointable
 
@@ -55,6 +56,7 @@ def _run_attempt(request: AttemptRequest) -> int:
         stop = StopRequest.install()
         if stop.signum is not None:  # inside a submitit job process (not the debug executor's caller)
             raise_on_termination()
+        journal: Optional[JournalWriter] = None
         try:
             remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
             journal = JournalWriter(attempt)
@@ -71,12 +73,12 @@ def _run_attempt(request: AttemptRequest) -> int:
         except Terminated:
             raise  # scancel, a time limit, orch cancel: the scheduler or the registry knows which
         except BaseException as error:
-            report_failure(attempt, error)
+            report_failure(attempt, error, step=journal.last_step if journal else None)
             raise
         return trainee.step
 
 
-def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE) -> None:
+def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE, step: Optional[int] = None) -> None:
     """Journal the failure if the disk lets us, and print it as the job's final stderr line either way.
 
     When the journal cannot take the event (the disk is full for it too), that line is what
@@ -84,7 +86,7 @@ def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAI
     """
     from jobs.journal import JournalWriter, failure_line, failure_of
 
-    failed = failure_of(error, state)
+    failed = failure_of(error, state, step)
     lines: list[str] = []
     try:
         JournalWriter(attempt).append(failed)

@@ -95,6 +95,7 @@ class Failed:
     message: str
     traceback: str
     state: str = "FAILED"  # or TIMEOUT: out of requeues at the time limit
+    step: Optional[int] = None  # the step the attempt had reached (its last heartbeat's), if it trained
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class JournalWriter:
         paths.events_dir.mkdir(parents=True, exist_ok=True)
         existing = [_seq_of(name) for name in os.listdir(paths.events_dir) if not name.startswith(TEMP_PREFIX)]
         self._next_seq = max(existing, default=0) + 1
+        self.last_step: Optional[int] = None  # of the last heartbeat this writer published
 
     def append(self, payload: Payload) -> JournalEvent:
         event = JournalEvent(seq=self._next_seq, time=time.time(), payload=payload)
@@ -147,14 +149,15 @@ class JournalWriter:
 
     def heartbeat(self, beat: Heartbeat) -> None:
         publish_json(self.paths.heartbeat_file, dataclasses.asdict(beat))
+        self.last_step = beat.step
 
     def failed(self, error: BaseException, state: str = "FAILED") -> JournalEvent:
         return self.append(failure_of(error, state))
 
 
-def failure_of(error: BaseException, state: str = "FAILED") -> Failed:
+def failure_of(error: BaseException, state: str = "FAILED", step: Optional[int] = None) -> Failed:
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return Failed(type(error).__name__, failure_message(error), text[-8000:], state)
+    return Failed(type(error).__name__, failure_message(error), text[-8000:], state, step)
 
 
 def failure_message(error: BaseException) -> str:

@@ -250,11 +250,15 @@ def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional
     )
     loop = Loop(spec, paths, trainee, Reporter(journal, training.steps, training.heartbeat_seconds))
     loop.reporter.tick(trainee.step, force=True)
-    while trainee.step < training.steps:
-        run_one_step(loop)
-        loop.reporter.tick(trainee.step)
-        if stop is not None and stop.requested and trainee.step < training.steps:
-            stop_for_requeue(loop, stop)
+    try:
+        while trainee.step < training.steps:
+            run_one_step(loop)
+            loop.reporter.tick(trainee.step)
+            if stop is not None and stop.requested and trainee.step < training.steps:
+                stop_for_requeue(loop, stop)
+    except Exception:
+        loop.reporter.tick(trainee.step, force=True)  # the step it failed at, with the metrics before it
+        raise
     loop.reporter.tick(trainee.step, force=True)
     return trainee
 

@@ -30,7 +30,7 @@ from orchestrator.home import OrchHome
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
 
 if TYPE_CHECKING:  # the modules below are imported by the commands that use them (start-up: orch --help)
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session
 
     from orchestrator import submit as submission
@@ -46,6 +46,7 @@ INTERNAL_ERROR_EXIT = 1
 READER_GONE_EXIT = 0
 INTERRUPTED_EXIT = 130
 TRACEBACK_VARIABLE = "ORCH_TRACEBACK"  # set: an internal error shows its full traceback
+MAX_NAMES_CHARS = 400  # of the sweep names an error lists
 
 Handler = Callable[[argparse.Namespace, OrchHome], int]
 
@@ -365,6 +366,23 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
         help="slurm, local or debug (in-process, pdb works); default: the cluster profile's executor",
     )  # fmt: skip
     parser.add_argument("--wait", action="store_true", help="block with a progress bar until the submitted runs end")
+    parser.add_argument("--max-parallel", type=positive_count, metavar="N", help="at most N tasks of an array run at once (Slurm's %%N); default: the cluster profile's max_parallel")
+
+
+def positive_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: accepted: a whole number of at least 1, e.g. 4")
+    return count
+
+
+def _submit_choices(arguments: argparse.Namespace) -> "submission.SubmitChoices":
+    from orchestrator.submit import SubmitChoices
+
+    return SubmitChoices(arguments.executor, arguments.max_parallel)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -422,7 +440,7 @@ def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     plan = read_sweep(arguments.file)  # validated before the registry is touched
     require_home_folder(home)
     engine = open_registry(home)
-    report = submission.submit_sweep(engine, home, plan, arguments.executor)
+    report = submission.submit_sweep(engine, home, plan, _submit_choices(arguments))
     return _report_submission(arguments, engine, report, f"sweep {plan.name}")
 
 
@@ -430,7 +448,7 @@ def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import submit as submission
 
     engine = require_registry(home)
-    report = submission.resume(engine, home, arguments.targets, arguments.executor)
+    report = submission.resume(engine, home, arguments.targets, _submit_choices(arguments))
     return _report_submission(arguments, engine, report, "resume")
 
 
@@ -464,8 +482,8 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     engine = open_registry_if_exists(home)
     if not arguments.watch:
-        views = _status(engine, arguments.sweep)
-        output.print_json(views) if arguments.json else output.console().print(*_status_tables(views))
+        views = _status(engine, arguments.sweep, home)
+        output.print_json(views) if arguments.json else output.console().print(*_status_tables(views, home))
         return 0
     import time
 
@@ -476,8 +494,8 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     with Live(auto_refresh=False, console=output.console()) as live:
         while True:
-            views = _status(engine, arguments.sweep)
-            live.update(Group(*_status_tables(views)), refresh=True)
+            views = _status(engine, arguments.sweep, home)
+            live.update(Group(*_status_tables(views, home)), refresh=True)
             if not any(view["active"] for view in views):
                 break
             time.sleep(poll_seconds([item["executor"] for view in views for item in view["active"]]))
@@ -486,26 +504,41 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
-def _status(engine: Optional[Engine], sweep_name: Optional[str]) -> list[dict[str, Any]]:
+def _status(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> list[dict[str, Any]]:
     from orchestrator.status import status_view
     from orchestrator.sync import sync
 
     if engine is None:
+        _check_sweep_known(None, sweep_name, home)
         return []
     sync(engine)
     with engine.connect() as connection:
-        views = status_view(connection, sweep_name)
-    if sweep_name and not views:
-        raise UserError(f"no sweep named {sweep_name!r} in the registry; accepted: a sweep recorded by orch submit")
-    return views
+        _check_sweep_known(connection, sweep_name, home)
+        return status_view(connection, sweep_name)
 
 
-def _status_tables(views: list[dict[str, Any]]) -> list[Any]:
+def _check_sweep_known(connection: Optional[Connection], sweep_name: Optional[str], home: OrchHome) -> None:
+    """A sweep named on the command line that the registry does not hold is bad input, with the
+    names it does hold: not an empty answer."""
+    from sqlalchemy import select
+
+    from orchestrator.errors import bounded_list
+    from orchestrator.registry.tables import sweeps
+
+    if not sweep_name:
+        return
+    names = list(connection.execute(select(sweeps.c.name).order_by(sweeps.c.name)).scalars()) if connection is not None else []
+    if sweep_name not in names:
+        accepted = bounded_list(names, MAX_NAMES_CHARS) if names else "none: no sweep is recorded yet (orch submit FILE records one)"
+        raise UserError(f"no sweep named {shown(sweep_name)} in registry {_registry_of(home)}; accepted: {accepted}")
+
+
+def _status_tables(views: list[dict[str, Any]], home: OrchHome) -> list[Any]:
     from orchestrator import output
     from orchestrator.registry.tables import RunState
 
     if not views:
-        return ["no sweeps recorded yet (orch submit FILE records one)"]
+        return [f"no sweeps recorded yet in registry {_registry_of(home)} (orch submit FILE records one)"]
     states = [state for state in RunState.ALL if any(state in view["counts"] for view in views)]
     summary = output.table("runs per state", ["sweep", "runs", *[s.lower() for s in states]], [
         [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]] for view in views
@@ -529,12 +562,18 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     engine = open_registry_if_exists(home)
     rows: list[dict[str, Any]] = []
-    if engine is not None:
+    if engine is None:
+        _check_sweep_known(None, arguments.sweep, home)
+    else:
         sync(engine)
         with engine.connect() as connection, collector_paused():  # read whole before printing: a slow reader must not hold the registry
+            _check_sweep_known(connection, arguments.sweep, home)
             rows = list(run_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
     if arguments.json:
         output.write_json_list(rows, sys.stdout, sort_keys=True)
+        return 0
+    if not rows:
+        print(f"no runs{_selection_words(arguments)} in registry {_registry_of(home)}")
         return 0
     swept_names, swept_cells = output.swept_columns(rows)
     table_rows = [
@@ -543,6 +582,20 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     ]
     output.console().print(output.table(f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *swept_names], table_rows))
     return 0
+
+
+def _selection_words(arguments: argparse.Namespace) -> str:
+    """`` of sweep S, in state X, where k=v`` for what ``runs``/``export`` were asked to select."""
+    words = [f" of sweep {arguments.sweep}"] if arguments.sweep else []
+    words += [f" in state {arguments.state}"] if getattr(arguments, "state", None) else []
+    words += [" where " + " and ".join(f"{clause.key}={clause.value!r}" for clause in arguments.where)] if getattr(arguments, "where", None) else []
+    return ",".join(words)
+
+
+def _registry_of(home: OrchHome) -> str:
+    from orchestrator.registry.engine import registry_of
+
+    return registry_of(home)
 
 
 def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -687,7 +740,7 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
             write_text(rows, text)
             replace_file(out, text.getvalue().encode())
     if out is not None:
-        print(f"wrote {len(rows)} runs to {out}", file=sys.stderr)
+        print(f"wrote {len(rows)} runs to {out}" + ("" if rows else f" (none{_selection_words(arguments)} in registry {_registry_of(home)})"), file=sys.stderr)
     return 0
 
 
@@ -700,9 +753,11 @@ def _export_rows(home: OrchHome, sweep: Optional[str]) -> list[Any]:
 
     engine = open_registry_if_exists(home)
     if engine is None:
+        _check_sweep_known(None, sweep, home)
         return []
     sync(engine)
     with engine.connect() as connection:
+        _check_sweep_known(connection, sweep, home)
         return export_rows(connection, sweep)
 
 

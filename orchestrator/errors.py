@@ -8,7 +8,7 @@ neither fill the terminal nor move its cursor.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Any, Sequence
 
 BAD_INPUT_EXIT = 2
 MAX_MESSAGE_CHARS = 960  # "orch: error: " and the newline keep a printed message within 1 000
@@ -51,3 +51,16 @@ def _escaped(character: str) -> str:
 def shown(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
     """``value`` quoted (its ``repr``) for a message: one line, at most ``limit`` characters."""
     return one_paragraph(repr(value), limit)
+
+
+def bounded_list(items: Sequence[str], limit: int) -> str:
+    """``items`` joined by commas, cut at an item so that at most ``limit`` characters are shown."""
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text
+    shown_items: list[str] = []
+    for item in items:
+        if len(", ".join([*shown_items, item])) > limit - 20:
+            break
+        shown_items.append(item)
+    return f"{', '.join(shown_items)}, and {len(items) - len(shown_items)} more"

@@ -49,7 +49,7 @@ from orchestrator.bulk import IN_CHUNK
 from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
 from orchestrator.executors.processes import submitter_alive
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
-from orchestrator.sync import OPEN_ATTEMPTS, SyncReport
+from orchestrator.sync import SyncReport, open_attempts
 
 STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
 UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
@@ -198,7 +198,7 @@ class OpenAttempts:
 
 
 def load_open_attempts(session: Session) -> OpenAttempts:
-    """Active attempts with their runs (the columns sync changes) and the state of any later
+    """Open attempts (:func:`orchestrator.sync.open_attempts`) with their runs (the columns sync changes) and the state of any later
     attempt of the same run, in one query; detached from ``session``."""
     later = aliased(Attempt)
     later_state = (
@@ -211,7 +211,7 @@ def load_open_attempts(session: Session) -> OpenAttempts:
     run_columns = load_only(*(getattr(Run, column) for column in RUN_COLUMNS.columns))
     query = (
         select(Attempt, later_state)
-        .where(OPEN_ATTEMPTS)
+        .where(open_attempts(time.time()))
         .options(joinedload(Attempt.run, innerjoin=True).options(run_columns))
         .order_by(Attempt.id)
     )
@@ -247,6 +247,8 @@ def reconcile(attempt: Attempt, observation: Observation, rows: JournalRows, rep
         attempt.hostname = observation.node
     if observation.phase is Phase.PENDING:
         attempt.reason = observation.reason and f"pending: {observation.reason}"
+    elif observation.phase is Phase.RUNNING:
+        _running(attempt, observation.node)
     elif observation.phase in (Phase.ENDED, Phase.GONE):
         last_words = read_events(AttemptPaths(Path(attempt.journal_dir)), after_seq=attempt.journal_seq)  # they may have landed since
         apply_events(attempt, last_words, rows, report)
@@ -260,6 +262,16 @@ def reconcile(attempt: Attempt, observation: Observation, rows: JournalRows, rep
             _end_without_final_event(attempt, RunState.LOST, None, observation.reason)
         if attempt.state == RunState.LOST:
             report.attempts_lost += 1
+
+
+def _running(attempt: Attempt, node: Optional[str]) -> None:
+    """The scheduler runs the attempt's job (its first journal event may be seconds away): the
+    attempt is RUNNING, on the scheduler's node, with no pending reason left over."""
+    if attempt.state == RunState.PENDING:
+        attempt.state = RunState.RUNNING
+    if node:
+        attempt.hostname = node
+    attempt.reason = None
 
 
 def unknown_to_scheduler(observation: Observation) -> bool:
@@ -292,6 +304,7 @@ def _end_without_final_event(attempt: Attempt, state: str, exit_code: Optional[i
         state = failed.state if failed.state in (RunState.FAILED, RunState.TIMEOUT) else RunState.FAILED
         exit_code, reason = exit_code or 1, f"{failed.error_type}: {failed.message}"
     _end(attempt, state, time.time(), exit_code, reason)
+    attempt.closed_by_guess = failed is None  # then its journal is read again: a final event there wins
 
 
 def read_failure_line(stderr_path: Optional[str]) -> Optional[Failed]:
@@ -374,7 +387,8 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
         _apply_started(attempt, event.time, payload)
     elif isinstance(payload, Metrics):
         for metric in payload.rows:
-            rows.add(METRICS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "step": metric.step, "name": metric.name, "value": metric.value})
+            if metric.value == metric.value:  # a NaN (a diverged evaluation) is no value: SQL REAL holds none
+                rows.add(METRICS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "step": metric.step, "name": metric.name, "value": metric.value})
     elif isinstance(payload, CheckpointWritten):
         rows.add(CHECKPOINTS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **_fields_of(payload)})
     elif isinstance(payload, ShardWritten):
@@ -385,9 +399,11 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
         attempt.reason = f"requeued at step {payload.step} on {payload.signal}"
     elif isinstance(payload, Finished):
         _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
-        attempt.run.current_step = payload.final_step
+        attempt.end_step = attempt.run.current_step = payload.final_step
     elif isinstance(payload, Failed):
         _end(attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
+        if payload.step is not None:
+            attempt.end_step = attempt.run.current_step = payload.step
 
 
 def _fields_of(payload: CheckpointWritten | ShardWritten | Provenance) -> dict[str, Any]:
@@ -408,15 +424,16 @@ def _apply_started(attempt: Attempt, event_time: float, started: Started) -> Non
     attempt.started_time = attempt.started_time or event_time
     attempt.hostname = started.hostname
     attempt.pid = started.pid
-    attempt.start_step = started.start_step
+    attempt.start_step = started.start_step if attempt.start_step is None else attempt.start_step  # the first segment's, kept across requeues
     attempt.provenance_json = json.dumps(_fields_of(started.provenance), sort_keys=True)
     attempt.run.total_steps = started.total_steps
     attempt.run.current_step = max(attempt.run.current_step, started.start_step)
 
 
 def _end(attempt: Attempt, state: str, end_time: float, exit_code: int | None, reason: str | None) -> None:
-    if attempt.state not in RunState.ACTIVE:
+    if attempt.state not in RunState.ACTIVE and not attempt.closed_by_guess:
         return  # already ended from this side (cancelled): the job's last words do not override it
+    attempt.closed_by_guess = False
     attempt.state = state
     attempt.ended_time = end_time
     attempt.exit_code = exit_code

@@ -1,7 +1,8 @@
 """A run's resources resolved against its cluster profile at plan time.
 
 Impossible requests (unknown partition or GPU type, more than a node has, a time above the
-partition's limit) are errors naming the allowed values; where a profile does not state its nodes'
+partition's limit or too short to train in before the time-limit signal) are errors naming the
+allowed values; where a profile does not state its nodes'
 memory, FALLBACK_NODE_MEMORY caps ``mem``. What the spec leaves open is filled in:
 ``time`` from the profile's default, ``partition`` as the shortest partition that fits.
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Optional
 
-from jobs.spec import ResourcesSpec, memory_megabytes, time_limit_minutes
+from jobs.spec import ResourcesSpec, memory_megabytes, slurm_time, time_limit_minutes
 from orchestrator.profiles import ClusterProfile
 
 
 FALLBACK_NODE_MEMORY = "64G"  # the cap on resources.mem and on a probe's memory where a profile leaves node.mem open
+SIGNAL_SLACK_S = 60  # Slurm sends the time-limit signal up to a minute before it was asked to
+START_S = 30  # a job's start (interpreter, torch, data, checkpoint) before its first step
 
 
 class ResourceProblem(Exception):
@@ -29,6 +32,7 @@ class ResourceProblem(Exception):
 def resolve_resources(resources: ResourcesSpec, profile: ClusterProfile) -> ResourcesSpec:
     _check_node(resources, profile)
     time = resources.time or profile.default_time
+    _check_time_to_train(time, profile)
     partition = resources.partition or _shortest_fitting_partition(time, profile)
     _check_partition(partition, time, resources, profile)
     return replace(resources, time=time, partition=partition)
@@ -46,6 +50,19 @@ def _check_node(resources: ResourcesSpec, profile: ClusterProfile) -> None:
         raise ResourceProblem("mem", resources.mem, f"at most {node.mem} (memory per node of cluster {profile.name})")
     if node.mem is None and memory_megabytes(resources.mem) > memory_megabytes(FALLBACK_NODE_MEMORY):
         raise ResourceProblem("mem", resources.mem, f"at most {FALLBACK_NODE_MEMORY} (cluster {profile.name} does not state its nodes' memory)")
+
+
+def _check_time_to_train(time: str, profile: ClusterProfile) -> None:
+    """A job is signalled ``signal_delay_s`` (and up to :data:`SIGNAL_SLACK_S` more) before its
+    limit and then checkpoints and requeues: a limit within that and its start leaves no time to
+    train, and the run requeues until submitit gives up."""
+    shortest_s = profile.signal_delay_s + SIGNAL_SLACK_S + START_S
+    if time_limit_minutes(time) * 60 < shortest_s:
+        raise ResourceProblem(
+            "time", time,
+            f"at least {slurm_time(shortest_s / 60)} on cluster {profile.name}: its jobs are signalled {profile.signal_delay_s} s "
+            f"(signal_delay_s) and up to {SIGNAL_SLACK_S} s more before the limit to checkpoint and requeue, and take about {START_S} s to start",
+        )  # fmt: skip
 
 
 def node_memory(profile: ClusterProfile) -> tuple[float, str]:

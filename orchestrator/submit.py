@@ -158,27 +158,35 @@ def insert_rows(session: Session, model: type, rows: Iterable[dict[str, Any]]) -
         session.execute(insert(model), chunk)
 
 
-def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> SubmissionReport:
+@dataclass(frozen=True)
+class SubmitChoices:
+    """What the command line chooses for a submission over its runs' cluster profiles."""
+
+    executor: Optional[str] = None  # slurm, local or debug; default: each profile's executor
+    max_parallel: Optional[int] = None  # tasks of an array running at once; default: each profile's
+
+
+def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, choices: SubmitChoices) -> SubmissionReport:
     """Record the sweep and submit its runs that are neither completed nor active.
 
     Recording the runs and creating their attempts is one transaction: a submit killed at any
     point leaves either nothing or runs with attempts, never runs that nothing will submit.
     """
     sync(engine)
-    return _submit(engine, home, functools.partial(record_submission, home=home, plan=plan, executor=executor))
+    return _submit(engine, home, functools.partial(record_submission, home=home, plan=plan, choices=choices))
 
 
-def record_submission(session: Session, home: OrchHome, plan: SweepPlan, executor: Optional[str]) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
+def record_submission(session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
     for each run that is neither completed nor active."""
     texts = SpecTexts()
     scheduled = [item.run for item in schedule_plan(session, plan)]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
-    return _prepare_submission(session, home, runs, executor, lambda state: state not in _NOT_SUBMITTED, texts)
+    return _prepare_submission(session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts)
 
 
-def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Optional[str]) -> SubmissionReport:
+def resume(engine: Engine, home: OrchHome, targets: Sequence[str], choices: SubmitChoices) -> SubmissionReport:
     """Re-submit the named runs whose last attempt failed, timed out, was cancelled or is lost,
     and runs that were recorded but never submitted (PLANNED)."""
     sync(engine)
@@ -187,7 +195,7 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], executor: Opt
         runs = resolve_targets(session, targets)
         attempts = recorded_runs(session, [run.id for run in runs])
         to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_json(run.spec_json)) for run in runs]
-        return _prepare_submission(session, home, to_consider, executor, lambda state: state in _RESUMABLE, SpecTexts())
+        return _prepare_submission(session, home, to_consider, choices, lambda state: state in _RESUMABLE, SpecTexts())
 
     return _submit(engine, home, select_and_prepare)
 
@@ -222,7 +230,7 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
 
 
 def _prepare_submission(
-    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], executor: Optional[str], submittable: Callable[[str], bool], texts: SpecTexts
+    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], choices: SubmitChoices, submittable: Callable[[str], bool], texts: SpecTexts
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """A new attempt (inserted in ``session``'s transaction) for each run whose state allows it,
     grouped into arrays, and each run's spec file."""
@@ -231,7 +239,7 @@ def _prepare_submission(
     if not to_submit:
         return report, []
     submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    resolver = TargetResolver(home, executor)
+    resolver = TargetResolver(home, choices)
     targets = [resolver.target(run) for run in to_submit]  # every image checked before anything is written
     groups = _grouped(submission_id, to_submit, targets)
     submitter = f"{socket.gethostname()}:{os.getpid()}"
@@ -342,9 +350,9 @@ class TargetResolver:
     """Attempt targets of many runs: profiles, data roots, image digests and array keys are
     worked out once per distinct value (the runs of a plan share their section objects)."""
 
-    def __init__(self, home: OrchHome, executor: Optional[str]) -> None:
+    def __init__(self, home: OrchHome, choices: SubmitChoices) -> None:
         self.home = home
-        self.executor = executor
+        self.choices = choices
         self.profiles: dict[str, ClusterProfile] = {}
         self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}  # (id of data, root) -> (data, with the root)
         self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
@@ -356,13 +364,17 @@ class TargetResolver:
         if spec.data.root is None and profile.data_root is not None:
             spec = replace(spec, data=self._with_root(spec.data, profile.data_root))
         digest = self._image_digest(spec, profile)  # a missing image is bad input: found before anything is written
-        executor = self.executor or profile.executor
+        executor = self.choices.executor or profile.executor
         paths = RunPaths.under(profile.results_path(self.home), run.run_id)
         return AttemptTarget(spec, profile, paths, digest, executor, self._array_key(executor, profile, spec))
 
     def profile(self, cluster: str) -> ClusterProfile:
+        """The cluster's profile, with the command line's choices over its defaults."""
         if cluster not in self.profiles:
-            self.profiles[cluster] = load_profile(cluster)
+            profile = load_profile(cluster)
+            if self.choices.max_parallel is not None:
+                profile = replace(profile, max_parallel=self.choices.max_parallel)
+            self.profiles[cluster] = profile
         return self.profiles[cluster]
 
     def _with_root(self, data: Any, root: str) -> Any:

@@ -1,21 +1,31 @@
 """``orch sync``: bring the registry up to date with the attempts' journals and executors.
 
-Only open (PENDING or RUNNING) attempts have anything to ingest or reconcile, so sync first asks
-whether any is open, with one query on the attempts' state index over the Core tables; only
-then does it import and run the ingestion (:mod:`orchestrator.ingest`: journals, executors, the
-ORM). Every read command syncs first: on a registry whose attempts have all ended that costs one
-indexed lookup, not the import of the job side's journal and the executors.
+Only open attempts have anything to ingest or reconcile: the active ones (PENDING, RUNNING), and
+for :data:`RECHECK_SECONDS` after their end those the scheduler's word ended without a final
+journal event (lost, a node failure): their job may still finish (a process that survived its
+node's failure), and its final event wins over the guess. So sync first asks whether any attempt
+is open, with one query on indexes of the Core tables; only then does it import and run the
+ingestion (:mod:`orchestrator.ingest`: journals, executors, the ORM). Every read command syncs
+first: on a registry whose attempts have all ended that costs one indexed lookup, not the import
+of the job side's journal and the executors.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from orchestrator.registry.tables import RunState, attempts
 
-OPEN_ATTEMPTS = attempts.c.state.in_(RunState.ACTIVE)  # the attempts sync looks at
+RECHECK_SECONDS = 7 * 24 * 3600  # how long the journal of an attempt ended by a guess is read again
+
+
+def open_attempts(now: float) -> ColumnElement[bool]:
+    """The attempts sync looks at: active, or ended by a guess less than RECHECK_SECONDS ago."""
+    recent_guess = and_(attempts.c.closed_by_guess.is_(True), attempts.c.ended_time > now - RECHECK_SECONDS)
+    return or_(attempts.c.state.in_(RunState.ACTIVE), recent_guess)
 
 
 @dataclass
@@ -38,4 +48,4 @@ def sync(engine: Engine) -> SyncReport:
 
 def any_attempt_open(engine: Engine) -> bool:
     with engine.connect() as connection:
-        return connection.execute(select(attempts.c.id).where(OPEN_ATTEMPTS).limit(1)).first() is not None
+        return connection.execute(select(attempts.c.id).where(open_attempts(time.time())).limit(1)).first() is not None

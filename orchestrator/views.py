@@ -27,7 +27,7 @@ import yaml
 from sqlalchemy import ColumnElement, Connection, Select, and_, case, false, func, literal_column, select
 
 from orchestrator.bulk import IN_CHUNK
-from orchestrator.errors import shown  # noqa: F401  (also the CLI's, through this module)
+from orchestrator.errors import bounded_list, shown  # noqa: F401  (also the CLI's, through this module)
 from orchestrator.registry import tables
 
 if TYPE_CHECKING:
@@ -105,19 +105,6 @@ def nearest_section(key: str, names: Sequence[str]) -> str:
 def top_level_sections(names: Sequence[str]) -> list[str]:
     """The first part of each name, a section as ``model.*``."""
     return list(dict.fromkeys(head + (".*" if dot else "") for head, dot, _ in (name.partition(".") for name in names)))
-
-
-def bounded_list(items: Sequence[str], limit: int) -> str:
-    """``items`` joined by commas, cut at an item so that at most ``limit`` characters are shown."""
-    text = ", ".join(items)
-    if len(text) <= limit:
-        return text
-    shown_items: list[str] = []
-    for item in items:
-        if len(", ".join([*shown_items, item])) > limit - 20:
-            break
-        shown_items.append(item)
-    return f"{', '.join(shown_items)}, and {len(items) - len(shown_items)} more"
 
 
 @dataclass(frozen=True)
@@ -542,6 +529,7 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
                 "exit_code": attempt.exit_code,
                 "reason": attempt.reason,
                 "start_step": attempt.start_step,
+                "end_step": attempt.end_step,
                 "requeues": attempt.requeues,
                 "image_sha256": attempt.image_sha256,
                 "journal_dir": attempt.journal_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ import pytest
 from jobs.journal import Failed, Finished, read_events
 from jobs.paths import AttemptPaths
 from orchestrator.executors.processes import process_alive
+from orchestrator.cli import main
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
 TINY = SWEEPS_DIR / "tiny.yaml"
@@ -36,7 +38,7 @@ def test_runs_filters_by_state_and_where(finished: Orch) -> None:
     assert finished.ok("runs", "--state", "failed", "--json").json() == []
     selected = finished.ok("runs", "--where", "optimizer.lr=0.05", "--where", "model.hidden=[16]", "--json").json()
     assert [run["swept"] for run in selected] == [{"optimizer.lr": 0.05}]
-    assert finished.ok("runs", "--sweep", "nope", "--json").json() == []
+    assert finished("runs", "--sweep", "nope", "--json").exit_code == 2  # a typo is bad input, not an empty list
 
 
 def test_show_by_prefix_has_config_attempts_checkpoints_metrics(finished: Orch) -> None:
@@ -148,3 +150,27 @@ def wait_until(condition, timeout_seconds: float = 120.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.2)
+
+
+def test_a_diverged_run_shows_the_step_it_failed_at(orch: Orch, tmp_path: Path) -> None:
+    """lr 1000 on digits: the evaluation at step 25 is NaN (no metric row: SQL has no NaN), the
+    training loss at step 39; the run and its attempt say 38 steps done, not 0."""
+    text = "name: diverges\ninclude: [problems/digits_mlp.yaml]\nbase:\n  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n"
+    orch("submit", write_sweep(tmp_path, "diverges", text), "--executor", "debug")
+
+    [run] = orch.ok("runs", "--json").json()
+    [attempt] = orch.ok("show", run["id"], "--json").json()["attempts"]
+    failing_step = int(attempt["reason"].split(" at step ")[1].split()[0])
+    assert run["state"] == "FAILED" and attempt["reason"].startswith("FloatingPointError: training loss is nan")
+    assert run["step"] == attempt["end_step"] == failing_step - 1 > 25
+    metrics = orch.ok("show", run["id"], "--json").json()["metrics"]
+    assert metrics["train_loss"]["last_step"] == failing_step - 1 and "val_loss" not in metrics
+
+
+@pytest.mark.parametrize("count", ["0", "-3", "two", "1.5"])
+def test_max_parallel_is_a_whole_number_of_at_least_one(orch: Orch, count: str) -> None:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main(["--home", str(orch.home), "submit", str(SWEEPS_DIR / "tiny.yaml"), "--max-parallel", count])
+    assert exited.value.code == 2 and "--max-parallel" in stderr.getvalue() and "at least 1" in stderr.getvalue()
+    assert not orch.registry.exists()

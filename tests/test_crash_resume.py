@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -109,3 +110,33 @@ def _bits(tensor):  # an integer dtype of the same width: compare bit patterns, 
     import torch
 
     return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_final_journal_event_wins_over_the_guess_that_ended_the_attempt(tmp_path: Path) -> None:
+    """The executor's word ends an attempt as LOST while its job lives on (a node's failure that the
+    process survived; here its recorded pids are swapped for dead ones). When the job's journal
+    then ends in a finished event, the attempt and its run are COMPLETED, not left LOST."""
+    orch = Orch(tmp_path / "home")
+    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()["submitted"][0]
+    run_dir = Path(orch.ok("show", run_id, "--json").json()["run_dir"])
+    job_pid = wait_for_first_checkpoint(run_dir)
+    orch.ok("sync")  # the journal's Started event recorded: its pid is the one swapped next
+    with sqlite3.connect(orch.registry) as registry:
+        registry.execute("UPDATE attempts SET pid = ?, job_id = ? WHERE run_id = ?", (dead_pid(), str(dead_pid()), run_id))
+
+    assert orch.ok("status", "--json").json()[0]["counts"] == {"LOST": 1}  # the guess
+    wait_until_gone(job_pid)  # the job it guessed wrong about finishes
+    counts = wait_for_counts(orch, {"COMPLETED": 1})
+
+    assert counts == {"COMPLETED": 1}
+    [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
+    assert (attempt["state"], attempt["reason"], attempt["end_step"]) == ("COMPLETED", None, STEPS)
+    with sqlite3.connect(orch.registry) as registry:
+        assert registry.execute("SELECT closed_by_guess FROM attempts").fetchall() == [(0,)]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
+import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from orchestrator import submit as submission
 from orchestrator.executors.slurm import max_array_size
-from tests.cluster.minicluster import MiniCluster
+from tests.cluster.minicluster import MiniCluster, slurm_run
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
 pytestmark = pytest.mark.slurm
@@ -196,3 +198,70 @@ def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster:
     assert report["summary"]["lines"] == 3 and Path(report["figures"][0]).is_file()
     script = next((orch.home / "results" / "submitit").glob("analyze-*/*_submission.sh")).read_text()
     assert "#SBATCH --partition=day" in script and "#SBATCH --time=240" in script and "--gres" not in script
+
+
+def squeue_line(cluster: MiniCluster, job_id: str) -> Optional[tuple[str, str, str]]:
+    """(state, reason, node) of a job as slurmctld has it now, or None."""
+    listed = slurm_run(cluster, "squeue", "--noheader", "--array", "--states=all", "--jobs", job_id.split("_")[0], "--format=%i|%T|%r|%N").stdout
+    for line in listed.splitlines():
+        listed_id, state, reason, node = line.split("|")
+        if listed_id == job_id:
+            return state, reason, node
+    return None
+
+
+def active_item(orch: Orch, run_id: str) -> dict:
+    return next(item for view in orch.ok("status", "--json").json() for item in view["active"] if item["run"] == run_id)
+
+
+def test_a_held_task_shows_slurms_reason_and_runs_once_released(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    """A hold is what squeue says (sacct's reason of a queued job is stale); released, it runs."""
+    sweep = slurm_sweep(tmp_path, "held", "  training: {steps: 400, heartbeat_seconds: 0.5}\n", "  optimizer.lr: [0.1, 0.05, 0.02]\n")
+    orch.ok("submit", sweep, "--json")  # the mini profile runs two tasks at a time: the third waits
+    by_task = {attempt["array_task"]: (run["id"], attempt["job_id"]) for run, attempt in zip(orch.ok("runs", "--json").json(), attempts_of(orch))}
+    run_id, job_id = by_task[2]
+
+    held = slurm_run(mini_cluster, "scontrol", "hold", job_id)
+    assert held.returncode == 0, held.stderr
+    state, reason, _ = squeue_line(mini_cluster, job_id) or ("", "", "")
+    assert state == "PENDING" and reason.startswith("JobHeld")
+    item = active_item(orch, run_id)
+    assert (item["state"], item["reason"]) == ("PENDING", f"pending: {reason}")
+
+    assert slurm_run(mini_cluster, "scontrol", "release", job_id).returncode == 0
+    wait_until(lambda: (squeue_line(mini_cluster, job_id) or ("",))[0] in ("RUNNING", "COMPLETING", "COMPLETED"))
+    wait_until(lambda: orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 3})
+    assert orch.ok("show", run_id, "--json").json()["attempts"][0]["reason"] is None
+
+
+def test_a_task_slurm_runs_is_running_before_its_first_journal_event(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    """squeue says RUNNING while the job is still importing: status says RUNNING on that node with
+    no pending reason, not PENDING until the journal's first event (the job is stopped in that
+    window with SIGSTOP, so the test does not race it)."""
+    sweep = slurm_sweep(tmp_path, "starting", "  training: {steps: 20}\n")
+    run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
+    attempt = orch.ok("show", run_id, "--json").json()["attempts"][0]
+    job_id, events_dir = attempt["job_id"], Path(attempt["journal_dir"]) / "events"
+    deadline = time.monotonic() + 60
+    while (squeue_line(mini_cluster, job_id) or ("",))[0] != "RUNNING":
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    pids = [int(line.split()[0]) for line in slurm_run(mini_cluster, "scontrol", "listpids", job_id).stdout.splitlines()[1:] if line.split()[0].isdigit()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert not events_dir.is_dir() or not any(events_dir.glob("*.json"))  # nothing journaled yet
+        _, _, node = squeue_line(mini_cluster, job_id) or ("", "", "")
+        item = active_item(orch, run_id)
+        assert (item["state"], item["node"], item["reason"]) == ("RUNNING", node, None)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: orch.ok("runs", "--json").json()[0]["state"] == "COMPLETED")
+
+
+def test_max_parallel_on_the_command_line_caps_the_array(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    sweep = slurm_sweep(tmp_path, "capped", "  training: {steps: 5}\n", "  optimizer.lr: [0.1, 0.05, 0.02, 0.01]\n")
+    assert orch("submit", sweep, "--max-parallel", "3", "--wait").exit_code == 0
+    script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-3%3" in script

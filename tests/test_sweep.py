@@ -281,3 +281,17 @@ def test_the_batch_size_may_be_the_whole_training_split_and_no_more(tmp_path: Pa
     with pytest.raises(SpecError, match="training.batch_size: larger than the training split; found 1439; accepted: at most 1438"):
         load_sweep(write(tmp_path, text.format(1439)), known_names())
     assert run.spec.training.batch_size == 1438
+
+
+@pytest.mark.parametrize(("time_limit", "refused"), [("00:01:00", True), ("00:01:59", True), ("00:02:00", False)])
+def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(tmp_path: Path, time_limit: str, refused: bool) -> None:
+    """The mini cluster signals 30 s before the limit (and Slurm up to 60 s earlier): one minute is
+    spent on the signal and the start, every segment requeues without a step."""
+    text = f"name: short\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n  resources: {{time: '{time_limit}'}}\n"
+    if not refused:
+        assert load_sweep(write(tmp_path, text), known_names()).runs[0].spec.resources.time == time_limit
+        return
+    with pytest.raises(SpecError) as raised:
+        load_sweep(write(tmp_path, text), known_names())
+    message = str(raised.value)
+    assert "resources.time" in message and "at least 0-00:02:00" in message and "signal_delay_s" in message

@@ -264,7 +264,7 @@ def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
             assert (attempt.state, run.state) == expected_states[item.kind], item.kind
         requeued = session.get_one(Run, next(item.run_id for item in attempts if item.kind == "requeued"))
         attempt = requeued.attempts[-1]
-        assert (attempt.requeues, attempt.pid, attempt.start_step, attempt.heartbeat_time, attempt.steps_per_second) == (1, 2002, 1, 27.0, 2.0)
+        assert (attempt.requeues, attempt.pid, attempt.start_step, attempt.heartbeat_time, attempt.steps_per_second) == (1, 2002, 0, 27.0, 2.0)  # start: the first segment's
         assert (requeued.current_step, [c.step for c in requeued.checkpoints], [(s.probe, s.step) for s in requeued.shards]) == (2, [1], [("line", 2)])
     with sqlite3.connect(tmp_path / "home" / "registry.sqlite") as connection:
         redone = connection.execute("SELECT value FROM metrics WHERE run_id = ? AND name = 'train_loss' AND step = 2", (attempts[2].run_id,)).fetchone()
@@ -287,6 +287,7 @@ def test_second_sync_writes_nothing(tmp_path: Path) -> None:
     report = sync(engine)
 
     still_open = sum(item.kind in ("elsewhere", "superseded", "being_submitted") for item in attempts)
+    still_open += sum(item.kind == "killed" for item in attempts)  # LOST by a guess: its journal is read again
     assert report == SyncReport(attempts_checked=still_open, events_ingested=0, attempts_lost=0)
     assert log.writes() == []
     assert registry.read_bytes() == before

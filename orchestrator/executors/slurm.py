@@ -7,6 +7,7 @@ element shell-quoted, because submitit pastes it into the sbatch script as it is
 
 from __future__ import annotations
 
+import getpass
 import math
 import re
 import shlex
@@ -20,7 +21,7 @@ import submitit
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase, array_task_of
-from orchestrator.executors.slurm_states import SacctRecord, observation_of, parse_sacct
+from orchestrator.executors.slurm_states import QUEUED_STATES, SacctRecord, observation_of, parse_sacct
 
 SACCT_IDS_PER_CALL = 1000
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End", "MaxRSS", "ReqMem")
@@ -51,11 +52,16 @@ class SlurmBackend:
         return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
+        """What Slurm says of each job: the live facts (state, reason, node) of a job still in the
+        queue from slurmctld (``squeue``), the record of an ended one from accounting (``sacct``:
+        exit code, memory), one batched call each. sacct's reason of a queued job is stale (a
+        released hold still reads JobHeldAdmin), and accounting lags behind just-submitted jobs."""
         job_ids = [job.job_id for job in jobs if job.job_id]
-        records = sacct_records(job_ids)
-        unaccounted = [job_id for job_id in job_ids if job_id not in records]
-        if unaccounted:  # accounting lags behind slurmctld for just-submitted jobs
-            records.update(squeue_records(unaccounted))
+        live = squeue_records(job_ids) if job_ids else {}
+        queued = {job_id: record for job_id, record in live.items() if record.state in QUEUED_STATES}
+        records = sacct_records([job_id for job_id in job_ids if job_id not in queued])
+        records.update(queued)
+        records.update({job_id: record for job_id, record in live.items() if job_id not in records})  # ended, not in accounting yet
         unrecorded = [job for job in jobs if not job.job_id and job.name]
         by_position = records_by_submission(unrecorded) if unrecorded else {}
         observations = []
@@ -137,8 +143,10 @@ def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
 
 
 def squeue_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
-    """What slurmctld itself says of jobs that sacct does not list (yet)."""
-    return parse_sacct(_squeue(["--jobs", ",".join(_array_ids(job_ids))]), wanted=set(job_ids))
+    """What slurmctld itself says of the jobs among ``job_ids`` it still holds (queued, running,
+    or ended within MinJobAge): one squeue of this user's jobs, whatever their number (asking for
+    ids fails as a whole when slurmctld has forgotten one of them)."""
+    return parse_sacct(_squeue(["--user", getpass.getuser()]), wanted=set(job_ids))
 
 
 def _squeue(selection: list[str]) -> str:

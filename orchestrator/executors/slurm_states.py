@@ -10,6 +10,7 @@ from orchestrator.executors import Observation, Phase, array_task_of
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
+QUEUED_STATES = PENDING_STATES | RUNNING_STATES  # a job slurmctld still schedules: its squeue line is the truth
 ENDED_STATES = {  # Slurm's state -> the registry's
     "COMPLETED": "COMPLETED",
     "FAILED": "FAILED",

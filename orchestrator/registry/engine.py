@@ -260,6 +260,11 @@ def registry_location(url: URL) -> str:
     return str(sqlite_file(url) or _shown(url))
 
 
+def registry_of(home: OrchHome) -> str:
+    """Where ``home``'s registry is, in words for a message (a file, or a URL without its password)."""
+    return registry_location(registry_url(home))
+
+
 class _reachable:
     """Turns 'cannot open / not a database' into a UserError naming the registry (never its password)."""
 

@@ -95,6 +95,8 @@ class Attempt(Base):
     heartbeat_time: Mapped[Optional[float]]
     steps_per_second: Mapped[Optional[float]]
     start_step: Mapped[Optional[int]]
+    end_step: Mapped[Optional[int]]
+    closed_by_guess: Mapped[bool]
     journal_dir: Mapped[str]
     journal_seq: Mapped[int]
     requeues: Mapped[int]

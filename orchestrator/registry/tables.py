@@ -9,7 +9,7 @@ from the journal so that ingesting an event twice writes the same value.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, false, text
 
 
 class RunState:
@@ -105,7 +105,11 @@ attempts = Table(
     Column("ended_time", Float),
     Column("heartbeat_time", Float),
     Column("steps_per_second", Float),
-    Column("start_step", Integer),
+    Column("start_step", Integer),  # where its first segment started
+    Column("end_step", Integer),  # where it finished or failed (its final or failure event's)
+    # Ended by the scheduler's word or by silence, without a final journal event: sync reads its
+    # journal again for a while (orchestrator.sync.RECHECK_SECONDS), and a final event there wins.
+    Column("closed_by_guess", Boolean, default=False, server_default=false(), nullable=False),
     Column("journal_dir", Text, nullable=False),
     Column("journal_seq", Integer, default=0, nullable=False),  # last ingested event
     Column("requeues", Integer, default=0, server_default="0", nullable=False),  # by the scheduler, same job
@@ -123,6 +127,7 @@ attempts = Table(
         "uq_attempts_one_active_per_run", "run_id", unique=True,
         sqlite_where=text(RunState.ACTIVE_SQL), postgresql_where=text(RunState.ACTIVE_SQL),
     ),
+    Index("ix_attempts_closed_by_guess", "closed_by_guess", "ended_time"),  # sync's recent guesses
 )  # fmt: skip
 
 checkpoints = Table(
