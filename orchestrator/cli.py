@@ -618,8 +618,14 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
     console.print(f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps {', '.join(view['sweeps'])}")
     console.print(f"folder {view['run_dir']}")
     console.print(yaml.safe_dump(view["spec"], sort_keys=False).rstrip())
-    attempt_columns = ["number", "executor", "job_id", "array_task", "hostname", "state", "exit_code", "start_step", "reason"]
-    console.print(output.table("attempts", attempt_columns, [[a[c] for c in attempt_columns] for a in view["attempts"]]))
+    attempt_columns = ["number", "executor", "job_id", "array_task", "hostname", "state", "exit_code", "start_step", "end_step"]
+    times = [
+        [output.format_time(a["submitted_time"]), output.format_time(a["started_time"]), output.format_time(a["ended_time"]),
+         output.format_duration(a["queue_wait_s"]), output.format_duration(a["elapsed_s"]), a["reason"]]
+        for a in view["attempts"]
+    ]  # fmt: skip
+    columns = [*attempt_columns, "submitted", "started", "ended", "queue wait", "elapsed", "reason"]
+    console.print(output.table("attempts", columns, [[a[c] for c in attempt_columns] + when for a, when in zip(view["attempts"], times)]))
     console.print(output.table("checkpoints", ["step", "path", "bytes"], [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]]))
     console.print(f"shards: {len(view['shards'])}")
     metric_rows = [[name, m["count"], m["last_step"], m["last"], m["min"], m["max"]] for name, m in sorted(view["metrics"].items())]

@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, TextIO
 
 if TYPE_CHECKING:
@@ -100,11 +101,24 @@ def format_cell(value: Any) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for none."""
     if seconds is None:
         return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(max(int(round(seconds)), 0), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def format_time(unix_seconds: float | None) -> str:
+    """A UNIX time as local ``YYYY-MM-DD HH:MM:SS``; ``-`` for none."""
+    if unix_seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_seconds))
 
 
 # -- orch export ------------------------------------------------------------------------------------

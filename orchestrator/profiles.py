@@ -1,8 +1,16 @@
-"""Cluster profiles (``configs/cluster/<name>.yaml``): what a cluster offers and how runs get there."""
+"""Cluster profiles: what a cluster offers and how runs get there.
+
+The shipped ones are ``configs/cluster/<name>.yaml``. A user's own, in the folders of
+``$ORCH_CLUSTERS`` (``:``-separated) or else ``~/.config/orch/clusters/``, add profiles, or
+override a shipped one key by key: ``~/.config/orch/clusters/tcml.yaml`` holding ``max_parallel: 8``
+is TCML's profile with that one value changed. The first folder that has the name wins.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -14,6 +22,8 @@ from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR, OrchHome
 
 PROFILES_DIR = CONFIGS_DIR / "cluster"
+USER_PROFILES_VARIABLE = "ORCH_CLUSTERS"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 RESULTS_UMASKS = {"private": 0o077, "group": 0o027}
 
 
@@ -71,26 +81,47 @@ class ClusterProfile:
         return next((partition for partition in self.partitions if partition.name == name), None)
 
 
+def user_profile_dirs() -> list[Path]:
+    """The user's profile folders: ``$ORCH_CLUSTERS`` if set, else ``~/.config/orch/clusters``."""
+    given = os.environ.get(USER_PROFILES_VARIABLE)
+    if given is not None:
+        return [Path(folder).expanduser() for folder in given.split(os.pathsep) if folder]
+    return [Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "orch" / "clusters"]
+
+
 def profile_names() -> list[str]:
-    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+    folders = [*user_profile_dirs(), PROFILES_DIR]
+    return sorted({path.stem for folder in folders if folder.is_dir() for path in folder.glob("*.yaml") if PROFILE_NAME.fullmatch(path.stem)})
+
+
+def profile_files(name: str) -> list[Path]:
+    """The files that make profile ``name``, merged in this order: the shipped one (if any), then
+    the first user folder's that has it (if any)."""
+    if not PROFILE_NAME.fullmatch(name):
+        return []
+    shipped = PROFILES_DIR / f"{name}.yaml"
+    own = next((folder / f"{name}.yaml" for folder in user_profile_dirs() if (folder / f"{name}.yaml").is_file()), None)
+    return [path for path in (shipped, own) if path is not None and path.is_file()]
 
 
 def load_profile(name: str) -> ClusterProfile:
     """The profile ``name``; parsed once per process and file version (planning asks once per run)."""
-    path = PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise SpecError(str(path), "cluster", "unknown cluster profile", name, ", ".join(profile_names()))
-    return _parse_profile(path, path.stat().st_mtime_ns)
+    files = profile_files(name)
+    if not files:
+        raise SpecError(str(PROFILES_DIR / f"{name}.yaml"), "cluster", "unknown cluster profile", name, ", ".join(profile_names()))
+    return _parse_profile(name, tuple((path, path.stat().st_mtime_ns) for path in files))
 
 
 @functools.lru_cache(maxsize=None)
-def _parse_profile(path: Path, _mtime_ns: int) -> ClusterProfile:
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(ClusterProfile), OmegaConf.load(path))
-    except OmegaConfBaseException as error:
-        key = str(getattr(error, "full_key", "") or "(file)")
-        raise SpecError(str(path), key, "invalid profile", str(error).splitlines()[0], "the fields of ClusterProfile in orchestrator/profiles.py") from None
+def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterProfile:
+    merged = OmegaConf.structured(ClusterProfile(name=name))  # a profile is named by its file
+    for path, _mtime_ns in files:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        except OmegaConfBaseException as error:
+            key = str(getattr(error, "full_key", "") or "(file)")
+            raise SpecError(str(path), key, "invalid profile", str(error).splitlines()[0], "the fields of ClusterProfile in orchestrator/profiles.py") from None
     profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
     if profile.results_access not in RESULTS_UMASKS:
-        raise SpecError(str(path), "results_access", "unknown access mode", profile.results_access, " or ".join(RESULTS_UMASKS))
+        raise SpecError(str(files[-1][0]), "results_access", "unknown access mode", profile.results_access, " or ".join(RESULTS_UMASKS))
     return profile

@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import re
+import time
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
@@ -536,6 +537,8 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
                 "submitted_time": attempt.submitted_time,
                 "started_time": attempt.started_time,
                 "ended_time": attempt.ended_time,
+                "queue_wait_s": attempt_queue_wait(attempt),
+                "elapsed_s": attempt_elapsed(attempt),
                 "provenance": json.loads(attempt.provenance_json) if attempt.provenance_json else None,
             }
             for attempt in run.attempts
@@ -544,6 +547,20 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
         "shards": [shard_row(shard) for shard in run.shards],
         "metrics": metric_summary(session, run.id),
     }
+
+
+def attempt_queue_wait(attempt: Any) -> Optional[float]:
+    """Seconds from submission to the job's start (to now while it waits; None once it ended unstarted)."""
+    if attempt.started_time is not None:
+        return attempt.started_time - attempt.submitted_time
+    return time.time() - attempt.submitted_time if attempt.ended_time is None else None
+
+
+def attempt_elapsed(attempt: Any) -> Optional[float]:
+    """Seconds from the job's start to its end (to now while it runs); None before it started."""
+    if attempt.started_time is None:
+        return None
+    return (attempt.ended_time if attempt.ended_time is not None else time.time()) - attempt.started_time
 
 
 def shard_row(shard: Shard) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def test_a_diverged_run_shows_the_step_it_failed_at(orch: Orch, tmp_path: Path) 
     failing_step = int(attempt["reason"].split(" at step ")[1].split()[0])
     assert run["state"] == "FAILED" and attempt["reason"].startswith("FloatingPointError: training loss is nan")
     assert run["step"] == attempt["end_step"] == failing_step - 1 > 25
+    assert attempt["queue_wait_s"] == attempt["started_time"] - attempt["submitted_time"] >= 0
+    assert attempt["elapsed_s"] == attempt["ended_time"] - attempt["started_time"] >= 0
     metrics = orch.ok("show", run["id"], "--json").json()["metrics"]
     assert metrics["train_loss"]["last_step"] == failing_step - 1 and "val_loss" not in metrics
 
@@ -174,3 +176,10 @@ def test_max_parallel_is_a_whole_number_of_at_least_one(orch: Orch, count: str) 
         main(["--home", str(orch.home), "submit", str(SWEEPS_DIR / "tiny.yaml"), "--max-parallel", count])
     assert exited.value.code == 2 and "--max-parallel" in stderr.getvalue() and "at least 1" in stderr.getvalue()
     assert not orch.registry.exists()
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(None, "-"), (0.4, "0s"), (42, "42s"), (185, "3m05s"), (7620, "2h07m"), (273600, "3d04h"), (-3, "0s")])
+def test_durations_read_in_human_units(seconds: float | None, shown: str) -> None:
+    from orchestrator.output import format_duration
+
+    assert format_duration(seconds) == shown

@@ -295,3 +295,27 @@ def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(tmp_path: 
         load_sweep(write(tmp_path, text), known_names())
     message = str(raised.value)
     assert "resources.time" in message and "at least 0-00:02:00" in message and "signal_delay_s" in message
+
+
+def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.profiles import load_profile, profile_names
+
+    own = tmp_path / "clusters"
+    own.mkdir()
+    (own / "tcml.yaml").write_text("max_parallel: 8\n")  # one key over the shipped profile
+    (own / "mylab.yaml").write_text("executor: slurm\npartitions: [{name: gpu, max_time: '2-00:00:00'}]\ndefault_time: '04:00:00'\nsignal_delay_s: 60\n")
+    (own / "broken.yaml").write_text("max_parallel: many\n")
+    monkeypatch.setenv("ORCH_CLUSTERS", str(own))
+
+    tcml = load_profile("tcml")
+    assert tcml.max_parallel == 8 and [p.name for p in tcml.partitions] == ["test", "day", "week", "month"] and tcml.signal_delay_s == 120
+    assert {"broken", "local", "mini", "mylab", "tcml"} <= set(profile_names())
+    text = "name: own\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mylab\n  resources: {time: null}\n"
+    [run] = load_sweep(write(tmp_path, text), known_names()).runs
+    assert (run.spec.resources.partition, run.spec.resources.time) == ("gpu", "04:00:00")
+    with pytest.raises(SpecError) as raised:
+        load_profile("broken")
+    assert str(own / "broken.yaml") in str(raised.value) and "max_parallel" in str(raised.value)
+    with pytest.raises(SpecError) as unknown:
+        load_profile("../tcml")
+    assert "unknown cluster profile" in str(unknown.value) and "mylab" in str(unknown.value)
