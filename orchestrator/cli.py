@@ -269,12 +269,17 @@ def _status_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _runs_options(parser: argparse.ArgumentParser) -> None:
+    _selection_options(parser)
+
+
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    """--sweep, --state and --where: which runs ``runs`` lists and ``export`` writes."""
     from orchestrator.registry.tables import RunState
     from orchestrator.views import WhereClause
 
     parser.add_argument("--sweep")
     parser.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="dotted run-spec key (probes[0].every: one probe's) equals a YAML value (repeatable)")
+    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)': KEY a dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -305,7 +310,7 @@ def _resume_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _export_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sweep")
+    _selection_options(parser)
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
     parser.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
 
@@ -338,7 +343,7 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
     parser.add_argument("--figure", choices=RUN_ANALYSES + SWEEP_VIEWS, required=True)
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="KEY=VALUE", help="only runs whose dotted spec key equals a YAML value (repeatable)")
+    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds (repeatable: all hold)")
     parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
     parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
     parser.add_argument("--out", type=path_argument, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
@@ -588,7 +593,7 @@ def _selection_words(arguments: argparse.Namespace) -> str:
     """`` of sweep S, in state X, where k=v`` for what ``runs``/``export`` were asked to select."""
     words = [f" of sweep {arguments.sweep}"] if arguments.sweep else []
     words += [f" in state {arguments.state}"] if getattr(arguments, "state", None) else []
-    words += [" where " + " and ".join(f"{clause.key}={clause.value!r}" for clause in arguments.where)] if getattr(arguments, "where", None) else []
+    words += [" where " + " and ".join(clause.text for clause in arguments.where)] if getattr(arguments, "where", None) else []
     return ",".join(words)
 
 
@@ -736,7 +741,7 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
     out = None if to_stdout else check_output_file("--out", arguments.out, protected_folders(home))
     write_text = output.write_json_rows if export_format == "json" else output.write_csv_rows
     with collector_paused():
-        rows = _export_rows(home, arguments.sweep)
+        rows = _export_rows(home, arguments)
         if export_format == "parquet":
             replace_file(out, output.parquet_bytes(rows))  # type: ignore[arg-type]  # parquet has an --out
         elif out is None:
@@ -750,21 +755,21 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
-def _export_rows(home: OrchHome, sweep: Optional[str]) -> list[Any]:
+def _export_rows(home: OrchHome, arguments: argparse.Namespace) -> list[Any]:
     """The export rows of ``sweep`` (or every run) after a sync, read whole before anything is
     written: a slow reader of orch's output must not keep the registry locked."""
     from orchestrator.registry.engine import open_registry_if_exists
     from orchestrator.sync import sync
-    from orchestrator.views import export_rows
+    from orchestrator.views import RunSelection, export_rows
 
     engine = open_registry_if_exists(home)
     if engine is None:
-        _check_sweep_known(None, sweep, home)
+        _check_sweep_known(None, arguments.sweep, home)
         return []
     sync(engine)
     with engine.connect() as connection:
-        _check_sweep_known(connection, sweep, home)
-        return export_rows(connection, sweep)
+        _check_sweep_known(connection, arguments.sweep, home)
+        return export_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where)))
 
 
 def protected_folders(home: OrchHome) -> list[Path]:

@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import math
+import operator
 import re
 import time
 import typing
@@ -37,27 +38,66 @@ if TYPE_CHECKING:
     from orchestrator.registry.models import Run, Shard
 
 
+WHERE_CLAUSE = re.compile(r"\s*(?P<key>[^\s=<>!]+?)\s*(?:(?P<operator>>=|<=|!=|=|>|<)(?P<value>.*)|\s+in\s+(?P<members>[(\[].*[)\]])\s*)", re.DOTALL)
+WHERE_SYNTAX = "KEY=VALUE, KEY!=VALUE, KEY>NUMBER (or >=, <, <=) or KEY in (A, B, ...), KEY a dotted run-spec key and values YAML, e.g. optimizer.lr>0.01"
+COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
 @dataclass(frozen=True)
 class WhereClause:
-    """``key=value`` from ``--where``: a dotted run-spec key and a YAML-typed value."""
+    """A ``--where`` clause: a dotted run-spec key, an operator (``=``, ``!=``, ``>``, ``>=``,
+    ``<``, ``<=``, ``in``) and a YAML-typed value (a list of them for ``in``). Equality is
+    Python's (1 == 1.0 == true); a comparison holds for numbers only; a key whose value is a
+    mapping holds none (a mapping is flattened into its keys)."""
 
     key: str
     value: Any
+    operator: str = "="
 
     @classmethod
     def parse(cls, text: str) -> "WhereClause":
         """The clause, or argparse's usage error (exit 2) naming what is wrong and what is accepted."""
-        key, separator, value_text = text.partition("=")
-        key = key.strip()
-        if not separator or not key:
-            raise argparse.ArgumentTypeError(f"{shown(text)} is not KEY=VALUE; accepted: a dotted run-spec key, '=' and a YAML value, e.g. optimizer.lr=0.1")
+        match = WHERE_CLAUSE.fullmatch(text)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a clause; accepted: {WHERE_SYNTAX}")
+        key = match["key"]
         problem = unknown_key_problem(key)
         if problem:
             raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
-        return cls(key, where_value(text, value_text))
+        if match["members"] is not None:
+            members = where_value(text, "[" + match["members"][1:-1] + "]")
+            if not members:
+                raise argparse.ArgumentTypeError(f"{shown(text)}: an empty set; accepted: KEY in (A, B, ...) with at least one value")
+            return cls(key, members, "in")
+        value = where_value(text, match["value"])
+        if match["operator"] in COMPARISONS and not is_number(value):
+            raise argparse.ArgumentTypeError(f"{shown(text)}: {match['operator']} compares numbers; found {shown(match['value'].strip())}; accepted: a number, e.g. {key}{match['operator']}0.01")
+        return cls(key, value, match["operator"])
+
+    @property
+    def text(self) -> str:
+        if self.operator == "in":
+            return f"{self.key} in ({', '.join(json.dumps(member) for member in self.value)})"
+        return f"{self.key}{self.operator}{json.dumps(self.value)}"
 
     def matches(self, config: dict[str, Any]) -> bool:
-        return self.key in config and config[self.key] == self.value
+        return self.key in config and self.holds(config[self.key])
+
+    def holds(self, found: Any) -> bool:
+        """Whether the value found at the key satisfies the clause."""
+        if isinstance(found, dict):
+            return False
+        if self.operator == "=":
+            return bool(found == self.value)
+        if self.operator == "!=":
+            return bool(found != self.value)
+        if self.operator == "in":
+            return any(found == member for member in self.value)
+        return is_number(found) and COMPARISONS[self.operator](found, self.value)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 WHERE_VALUE_EXAMPLES = "a YAML scalar or list, e.g. 0.1, sgd, true, null, [16, 16]"
@@ -343,15 +383,17 @@ def clause_runs(connection: Connection, run_sections: JsonColumn, clause: WhereC
     """The runs whose section holds ``clause``'s value at its key: those naming a candidate
     section, less the candidates Python refused (few: near numbers, lists of mappings); or the
     exact sections by id where they are fewer."""
-    if isinstance(clause.value, dict):
+    if clause.operator == "=" and isinstance(clause.value, dict):
         return false()  # a mapping is flattened into its keys: no key holds one
     section, path = section_path(clause.key)
     sections = tables.spec_sections
     section_json = json_column(connection, sections.c.json)
-    candidate = and_(sections.c.name == section, value_condition(section_json, path, clause.value))
+    candidate = sections.c.name == section  # other operators: Python decides on every distinct section
+    if clause.operator == "=":
+        candidate = and_(candidate, value_condition(section_json, path, clause.value))
     exact, refused = [], []
     for section_id, text in connection.execute(select(sections.c.id, section_json.json_text(path)).where(candidate)):
-        (exact if text is not None and json.loads(text) == clause.value else refused).append(section_id)
+        (exact if text is not None and clause.holds(json.loads(text)) else refused).append(section_id)
     run_section = run_sections.member(section)
     if not exact:
         return false()
@@ -621,12 +663,13 @@ class ExportRow:
 EXPORT_ID_COLUMNS = ("id", "sweep", "state")
 
 
-def export_rows(connection: Connection, sweep: Optional[str]) -> list[ExportRow]:
-    """One row per run (of ``sweep``, or every run), oldest first: id, its sweeps' names, state,
+def export_rows(connection: Connection, selection: RunSelection) -> list[ExportRow]:
+    """One row per selected run (of a sweep, in a state, where clauses hold; or every run), oldest first: id, its sweeps' names, state,
     its flattened spec (``config.*``, lists as JSON; each distinct section flattened once) and the
     value of each metric at its last step (``final.*``, by name). Read in the table's order,
     sorted here: sorting in SQL would move every row through SQLite's sorter."""
-    runs = tables.runs.c.id.in_(sweep_member_ids(sweep)) if sweep else None
+    conditions = [*selection.conditions(), *SpecFilter.on(connection, selection.where).conditions]
+    runs = and_(*conditions) if conditions else None
     names = member_sweep_names(connection, runs)
     finals = final_metric_groups(connection, runs)
     query = select(tables.runs.c.created_time, tables.runs.c.id, tables.runs.c.state, tables.runs.c.section_ids)

@@ -360,8 +360,12 @@ def test_where_unknown_key_is_an_error_naming_the_known_keys(orch_in: OrchIn) ->
 @pytest.mark.parametrize(
     "clause, fragment",
     [
-        ("=", "'=' is not KEY=VALUE"),
-        ("=%", "'=%' is not KEY=VALUE"),
+        ("=", "'=' is not a clause; accepted: KEY=VALUE, KEY!=VALUE, KEY>NUMBER"),
+        ("=%", "'=%' is not a clause; accepted: KEY=VALUE"),
+        ("optimizer.lr>", "> compares numbers; found ''; accepted: a number, e.g. optimizer.lr>0.01"),
+        ("optimizer.lr<=true", "<= compares numbers; found 'true'"),
+        ("optimizer.name in ()", "an empty set"),
+        ("optimizer.name in (sgd", "is not a clause"),
         ("optimizer.lr=[0.1", "the value '[0.1' is not plain YAML data"),
         ("optimizer.name=!!python/object:os.system x", "is not plain YAML data"),
         ("model.hidden=&a [*a]", "is not plain YAML data"),

@@ -299,3 +299,37 @@ def test_specs_flattened_section_by_section_flatten_as_a_whole(tmp_path: Path) -
         expected = {f"config.{key}": json.dumps(value) if isinstance(value, list) else value for key, value in reference.flat_spec_of(spec).items()}
         assert dict(zip(columns, values)) == expected and columns == list(expected), spec
     assert distinct == len({json.dumps({name: value}) for spec in variants for name, value in spec.items()})  # 0.1 and 0.100 are one section
+
+
+OPERATOR_WHERE = [  # clauses, and how many of the home's 9 runs they select
+    (["optimizer.lr>0.05"], 7), (["optimizer.lr>=0.05"], 8), (["optimizer.lr<0.1"], 2), (["optimizer.lr<=0.1"], 8),
+    (["optimizer.lr!=0.05"], 8), (["optimizer.momentum>0"], 4), (["optimizer.nesterov>0"], 0),  # true is no number to compare
+    (["training.seed<1"], 8), (["training.seed!=0", "optimizer.lr>0.01"], 1), (["model.hidden in ([16], [8, 8])"], 9),
+    (["optimizer.lr in (0.05, 0.5, 1)"], 1), (["model.name in (mlp, cnn)"], 9), (["model.name!=mlp"], 0),
+    (["model.hidden!=[16]"], 1), (["probes!=[]"], 5), (["optimizer.schedule.name!=null"], 9),
+    (["model.hidden in ([16], [1.5])"], 8), (["cluster in (local)"], 8),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "count"), OPERATOR_WHERE, ids=[" ".join(where) for where, _ in OPERATOR_WHERE])
+def test_runs_where_with_operators_selects_what_the_clauses_hold_for(home: Orch, where: list[str], count: int) -> None:
+    """Comparisons, inequality and sets, decided once per distinct section in SQL and Python,
+    select the runs whose whole spec (flattened as --where sees it) satisfies every clause."""
+    clauses = [WhereClause.parse(text) for text in where]
+    shown = [run["id"] for run in home.ok("runs", "--json", *(option for text in where for option in ("--where", text))).json()]
+    with reference_session(home) as session:
+        runs = session.scalars(select(Run).order_by(Run.created_time, Run.id)).all()
+        expected = [run.id for run in runs if all(clause.matches(views.where_view(json.loads(run.spec_json))) for clause in clauses)]
+        selected = [run.id for run in views.select_runs(session, None, None, clauses)]  # the analyses' selection
+    assert shown == expected == selected
+    assert (len(shown), len(runs)) == (count, 9)
+
+
+def test_export_selects_the_runs_that_runs_lists(home: Orch) -> None:
+    """export takes runs' --sweep, --state and --where: the same runs, the same rows as unselected."""
+    options = ["--sweep", "alpha", "--where", "optimizer.lr>=0.05", "--where", "training.steps<=20"]
+    listed = [run["id"] for run in home.ok("runs", "--json", *options).json()]
+    exported = json.loads(home.ok("export", "--json", *options).stdout)
+    everything = {row["id"]: row for row in json.loads(home.ok("export", "--json").stdout)}
+    assert [row["id"] for row in exported] == listed and exported == [everything[run_id] for run_id in listed]
+    assert 0 < len(listed) < len(everything)
