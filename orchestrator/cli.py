@@ -881,7 +881,7 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
     import dataclasses
 
     from orchestrator import output
-    from orchestrator.containers import check_container
+    from orchestrator.containers import check_container, report_lines
     from orchestrator.profiles import load_profile, profile_names
 
     if arguments.cluster not in profile_names():  # a name, not a path to some other YAML file
@@ -892,8 +892,7 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
     if arguments.json:
         output.print_json(dataclasses.asdict(report))
     else:
-        for key, value in dataclasses.asdict(report).items():
-            print(f"{key:16} {value}")
+        print("\n".join(report_lines(report, profile.name)))
     return 0 if not report.problems else CHECK_FAILED_EXIT
 
 

@@ -18,9 +18,11 @@ from typing import Optional
 
 from jobs.atomic import publish_json, sha256_file
 from jobs.spec import RunSpec
-from orchestrator.home import OrchHome
+from orchestrator.home import CONFIGS_DIR, OrchHome
 from orchestrator.profiles import ClusterProfile
 
+RECIPE = CONFIGS_DIR.parent / "containers" / "line-orchestrator.def"  # the image's Singularity recipe
+RUNTIMES = ("singularity", "apptainer")  # Apptainer is Singularity's successor: same commands
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 MUNGE_SOCKET_DIR = "/run/munge"  # scontrol (submitit's requeue) authenticates through it
 
@@ -87,13 +89,18 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
     if profile.container.runtime is None:
         problems.append(f"cluster {profile.name} runs jobs without a container (container.runtime is null)")
     elif runtime is None:
-        problems.append(f"{profile.container.runtime} is not on PATH")
+        others = [name for name in RUNTIMES if name != profile.container.runtime and shutil.which(name)]
+        problems.append(
+            f"{profile.container.runtime} is not on PATH: this machine cannot run the image"
+            + (f" ({others[0]} is: set container.runtime: {others[0]} in the cluster profile)" if others else
+               " (no Singularity or Apptainer here: run this check on a machine that has one, e.g. a cluster node; `module load singularity` where the cluster uses modules)")
+        )  # fmt: skip
     version = _output([runtime, "--version"], problems) if runtime else None
     digest = None
     if image is None:
         problems.append(f"no image: set container.image in the run spec or in configs/cluster/{profile.name}.yaml")
     elif not image.is_file():
-        problems.append(f"image {image} does not exist")
+        problems.append(f"image {image} does not exist; build it from the recipe on a machine with Singularity: {build_command(profile, image)}")
     else:
         digest = image_sha256(image, cache_file)
     inside: dict[str, str] = {}
@@ -101,6 +108,25 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
         probe = _output([runtime, "exec", str(image), profile.container.python, "-c", INSIDE_PROBE], problems)
         inside = json.loads(probe.splitlines()[-1]) if probe else {}
     return ContainerReport(runtime, version, str(image) if image else None, digest, inside, problems)
+
+
+def build_command(profile: ClusterProfile, image: Path) -> str:
+    """The command that builds the image from the project's recipe (``--fakeroot``: as a user)."""
+    return shlex.join([profile.container.runtime or RUNTIMES[0], "build", "--fakeroot", str(image), str(RECIPE)])
+
+
+def report_lines(report: ContainerReport, cluster: str) -> list[str]:
+    """``orch container check`` for a person: what was found, then each problem on its own line."""
+    inside = ", ".join(f"{key} {value}" for key, value in report.inside.items()) or "not run (needs the runtime and the image)"
+    lines = [
+        f"container check of cluster {cluster}",
+        f"  runtime  {report.runtime or 'not found'}" + (f" ({report.runtime_version})" if report.runtime_version else ""),
+        f"  image    {report.image or 'none set'}" + (f" (sha256 {report.image_sha256[:12]}…)" if report.image_sha256 else ""),
+        f"  inside   {inside}",
+    ]
+    if not report.problems:
+        return [*lines, "ok: jobs of this cluster can run in this image"]
+    return [*lines, f"{len(report.problems)} problem{'s' if len(report.problems) > 1 else ''}:", *(f"  - {problem}" for problem in report.problems)]
 
 
 def _output(argv: list[str], problems: list[str]) -> Optional[str]:

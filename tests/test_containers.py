@@ -122,3 +122,22 @@ def test_real_runtime_reports_its_version() -> None:
 
 def _attempts(orch: Orch) -> list[dict]:
     return [orch.ok("show", run["id"], "--json").json()["attempts"][-1] for run in orch.ok("runs", "--json").json()]
+
+
+def test_container_check_says_plainly_what_is_missing_and_how_to_build_the_image(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Singularity or Apptainer on PATH (this machine's case) and no image: a readable report
+    that says so, the command that builds the image from the project's recipe, exit 1."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    image = tmp_path / "missing.sif"
+
+    shown = orch("container", "check", "--cluster", "tcml", "--image", image)
+    report = orch("container", "check", "--cluster", "tcml", "--image", image, "--json")
+
+    assert shown.exit_code == report.exit_code == 1
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == ["container check of cluster tcml", "  runtime  not found"] and lines[4] == "2 problems:"
+    runtime_problem, image_problem = report.json()["problems"]
+    assert "no Singularity or Apptainer here" in runtime_problem
+    assert image_problem.endswith(f"singularity build --fakeroot {image} {RECIPE}") and f"  - {image_problem}" in lines
