@@ -183,7 +183,7 @@ def record_submission(session: Session, home: OrchHome, plan: SweepPlan, choices
     texts = SpecTexts()
     scheduled = [item.run for item in schedule_plan(session, plan)]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
-    return _prepare_submission(session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts)
+    return _prepare_submission(session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name)
 
 
 def resume(engine: Engine, home: OrchHome, targets: Sequence[str], choices: SubmitChoices) -> SubmissionReport:
@@ -195,7 +195,7 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], choices: Subm
         runs = resolve_targets(session, targets)
         attempts = recorded_runs(session, [run.id for run in runs])
         to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_json(run.spec_json)) for run in runs]
-        return _prepare_submission(session, home, to_consider, choices, lambda state: state in _RESUMABLE, SpecTexts())
+        return _prepare_submission(session, home, to_consider, choices, lambda state: state in _RESUMABLE, SpecTexts(), "resume")
 
     return _submit(engine, home, select_and_prepare)
 
@@ -230,15 +230,16 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
 
 
 def _prepare_submission(
-    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], choices: SubmitChoices, submittable: Callable[[str], bool], texts: SpecTexts
+    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], choices: SubmitChoices, submittable: Callable[[str], bool], texts: SpecTexts, label: str
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """A new attempt (inserted in ``session``'s transaction) for each run whose state allows it,
-    grouped into arrays, and each run's spec file."""
+    grouped into arrays, and each run's spec file. The submission is named ``<label>:<time>-<random>``
+    (``label``: the sweep's name, or ``resume``): squeue and sacct show it in the jobs' names."""
     report = SubmissionReport(skipped={run.run_id: run.state for run in runs if not submittable(run.state)})
     to_submit = [run for run in runs if submittable(run.state)]
     if not to_submit:
         return report, []
-    submission_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    submission_id = f"{label}:" + time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     resolver = TargetResolver(home, choices)
     targets = [resolver.target(run) for run in to_submit]  # every image checked before anything is written
     groups = _grouped(submission_id, to_submit, targets)

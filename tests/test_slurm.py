@@ -52,6 +52,8 @@ def test_gpu_sweep_runs_as_one_array_with_parallelism_cap(orch: Orch, mini_clust
     script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-5%2" in script and "#SBATCH --gres=gpu:1080ti:1" in script
     assert "#SBATCH --partition=test" in script and "#SBATCH --signal=USR2@30" in script
+    names = slurm_run(mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", job_ids[0].split("_")[0]).stdout.split()
+    assert names and all(name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names)  # squeue says what a job is
 
 
 def test_sweep_larger_than_max_array_size_goes_out_in_chunks(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:

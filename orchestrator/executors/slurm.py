@@ -96,8 +96,9 @@ def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, si
 
 
 def chunk_name(submission: str, offset: int) -> str:
-    """The job name of the array holding runs ``offset``… of a submission (task i is run offset + i)."""
-    return f"{submission}+{offset}"
+    """The job name of the array holding runs ``offset``… of a submission (task i is run offset +
+    i): ``orch:<sweep>:<time>-<random>.<array>+<offset>``, what a job is on a shared cluster."""
+    return f"orch:{submission}+{offset}"
 
 
 def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[int]], SacctRecord]:
