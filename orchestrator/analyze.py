@@ -136,7 +136,7 @@ def analysis_executor(name: str, folder: Path, launcher: Sequence[str], resource
     from orchestrator.executors.slurm import sbatch_parameters
 
     executor = submitit.SlurmExecutor(folder=folder, python=python)
-    executor.update_parameters(**sbatch_parameters(resources, job_name, profile.max_parallel, profile.signal_delay_s))
+    executor.update_parameters(**sbatch_parameters(resources, job_name, profile.max_parallel, profile.signal_delay_s, profile.sbatch))
     return executor
 
 

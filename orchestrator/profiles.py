@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR, OrchHome
+from orchestrator.sbatch import SbatchOptions, sbatch_problems
 
 PROFILES_DIR = CONFIGS_DIR / "cluster"
 USER_PROFILES_VARIABLE = "ORCH_CLUSTERS"
@@ -58,6 +59,7 @@ class ClusterProfile:
     results_root: Optional[str] = None  # None: <home>/results
     data_root: Optional[str] = None  # default data.root of runs on this cluster
     max_parallel: int = 2  # array parallelism cap (Slurm's %N; a slot count on the local executor)
+    sbatch: SbatchOptions = field(default_factory=SbatchOptions)  # account, qos, constraint, mail, ... for every job
     partitions: list[PartitionLimit] = field(default_factory=list)  # shortest first; empty: no partitions
     default_time: str = "00:15:00"  # --time of runs that do not set resources.time
     time_margin: float = 1.25  # an estimate times this must fit the partition's limit
@@ -124,4 +126,6 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
     profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
     if profile.results_access not in RESULTS_UMASKS:
         raise SpecError(str(files[-1][0]), "results_access", "unknown access mode", profile.results_access, " or ".join(RESULTS_UMASKS))
+    for key, found, accepted in sbatch_problems(profile.sbatch):
+        raise SpecError(str(files[-1][0]), f"sbatch.{key}", "not an sbatch option orch passes on", found, accepted)
     return profile

@@ -332,6 +332,7 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
         launcher=launcher_argv(first.spec, first.profile, home),
         signal_delay_s=first.profile.signal_delay_s,
         max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
+        sbatch=first.profile.sbatch,
     )
 
 

@@ -319,3 +319,35 @@ def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(tmp_path: Pat
     with pytest.raises(SpecError) as unknown:
         load_profile("../tcml")
     assert "unknown cluster profile" in str(unknown.value) and "mylab" in str(unknown.value)
+
+
+def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile's sbatch options go into the #SBATCH lines submitit writes (its own script
+    builder, fed by orch's parameters); a value that could end its line or an option off the
+    allow-list is refused when the profile is loaded (plan time), naming the file and key."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from jobs.spec import ResourcesSpec
+    from orchestrator.executors.slurm import sbatch_parameters
+    from orchestrator.profiles import load_profile
+
+    own = tmp_path / "clusters"
+    own.mkdir()
+    monkeypatch.setenv("ORCH_CLUSTERS", str(own))
+    (own / "tcml.yaml").write_text(
+        "sbatch:\n  account: lab-mz\n  qos: normal\n  constraint: 1080ti\n  exclude: tcml-node[7-8]\n"
+        "  mail_type: END,FAIL\n  mail_user: me@uni-tuebingen.de\n  extra: [--reservation=paper deadline, --hint=nomultithread]\n"
+    )
+    profile = load_profile("tcml")
+    parameters = sbatch_parameters(ResourcesSpec(time="1:00:00", gpus=1), "orch:lr:x.0+0", 4, profile.signal_delay_s, profile.sbatch)
+    script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **parameters)  # type: ignore[arg-type]
+    for line in ("#SBATCH --account=lab-mz", "#SBATCH --qos=normal", "#SBATCH --constraint=1080ti", "#SBATCH --exclude='tcml-node[7-8]'",
+                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --mail-user=me@uni-tuebingen.de", "#SBATCH --reservation='paper deadline'",
+                 "#SBATCH --hint=nomultithread", "#SBATCH --job-name=orch:lr:x.0+0"):  # fmt: skip
+        assert line in script.splitlines(), line
+
+    for bad, key in (('account: "lab\\nrm -rf ~"', "sbatch.account"), ("extra: [--wrap=evil]", "sbatch.extra[0]"), ("mail_type: SOMETIMES", "sbatch.mail_type")):
+        (own / "tcml.yaml").write_text(f"sbatch:\n  {bad}\n")
+        with pytest.raises(SpecError) as raised:
+            load_profile("tcml")
+        assert str(own / "tcml.yaml") in str(raised.value) and key in str(raised.value)

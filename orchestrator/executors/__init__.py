@@ -14,6 +14,7 @@ from typing import Optional, Protocol, Sequence
 
 from jobs.entry import AttemptRequest
 from jobs.spec import ResourcesSpec
+from orchestrator.sbatch import SbatchOptions
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ArraySubmission:
     launcher: Sequence[str] = ()  # argv that runs Python in the job (a container wrapper); () = this Python
     max_requeues: int = 3  # submitit's max_num_timeout
     signal_delay_s: int = 90
+    sbatch: Optional[SbatchOptions] = None  # the cluster profile's pass-through options (Slurm only)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import submitit
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase, array_task_of
+from orchestrator.sbatch import SbatchOptions
 from orchestrator.executors.slurm_states import QUEUED_STATES, SacctRecord, observation_of, parse_sacct
 
 SACCT_IDS_PER_CALL = 1000
@@ -46,7 +47,7 @@ class SlurmBackend:
         python = shlex.join(array.launcher) if array.launcher else shlex.quote(sys.executable)
         executor = submitit.SlurmExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
         name = chunk_name(array.name, offset)
-        executor.update_parameters(**sbatch_parameters(array.resources, name, array.max_parallel, array.signal_delay_s))
+        executor.update_parameters(**sbatch_parameters(array.resources, name, array.max_parallel, array.signal_delay_s, array.sbatch))
         with executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in requests]
         return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
@@ -78,8 +79,9 @@ class SlurmBackend:
             _run(["scancel", *job_ids])
 
 
-def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, signal_delay_s: int) -> dict[str, object]:
+def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, signal_delay_s: int, options: Optional[SbatchOptions] = None) -> dict[str, object]:
     parameters: dict[str, object] = {
+        **(options.parameters() if options is not None else {}),
         "job_name": name,
         "comment": name,
         "time": math.ceil(time_limit_minutes(resources.time or "15")),
