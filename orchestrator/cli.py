@@ -19,12 +19,13 @@ import argparse
 import contextlib
 import errno
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Sequence
 
-from orchestrator.bulk import collector_paused
+from orchestrator.bulk import IN_CHUNK, collector_paused
 from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, UserError, one_paragraph, shown
 from orchestrator.home import OrchHome
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
@@ -249,6 +250,13 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     check.add_argument("--cluster", default="tcml", help="cluster profile (default: tcml)")
     check.add_argument("--image", type=path_argument, help="image to check (default: the profile's container.image)")
 
+    sweep = commands.add_parser("sweep", help="a recorded sweep as a whole")
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
+    prune = sweep_commands.add_parser("prune", help="detach the recorded runs a sweep file no longer plans (their results stay)")
+    prune.set_defaults(handler=cmd_sweep_prune)
+    prune.add_argument("file", type=path_argument)
+    prune.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     command("curves", cmd_curves, "write a PNG of training curves into each run's folder", _targets_options)
     command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)", _analyze_options)
     return parser
@@ -410,9 +418,10 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
     with Session(engine) if engine is not None else contextlib.nullcontext() as session:
         scheduled = schedule_plan(session, plan)
         states = _known_states(session, [run.run_id for run in plan.runs]) if session is not None else {}
+        gone = no_longer_in_file(session.connection(), plan) if session is not None else []
     rows = [_plan_row(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
     if arguments.json:
-        output.print_json_records({"sweep": plan.name, "runs": rows}, "runs")
+        output.print_json_records({"sweep": plan.name, "runs": rows, "no_longer_in_file": gone}, "runs")
         return 0
     title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
     swept_names, swept_cells = output.swept_columns(rows)
@@ -422,7 +431,53 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
         for row, cells in zip(rows, swept_cells)
     ]
     output.console().print(output.table(title, columns, table_rows))
+    if gone:
+        print(f"{len(gone)} runs recorded for sweep {plan.name} are no longer in {arguments.file}: {', '.join(gone[:10])}"
+              + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+              + f"; orch sweep prune {shlex.quote(str(arguments.file))} detaches them from the sweep (their results stay)")  # fmt: skip
     return 0
+
+
+def no_longer_in_file(connection: Connection, plan: SweepPlan) -> list[str]:
+    """The runs recorded as members of the plan's sweep that the sweep file no longer plans."""
+    from sqlalchemy import select
+
+    from orchestrator.registry.tables import sweep_runs, sweeps
+
+    members = select(sweep_runs.c.run_id).join(sweeps, sweeps.c.id == sweep_runs.c.sweep_id).where(sweeps.c.name == plan.name).order_by(sweep_runs.c.position)
+    planned = {run.run_id for run in plan.runs}
+    return [run_id for run_id in connection.execute(members).scalars() if run_id not in planned]
+
+
+def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
+    """Detach from the file's sweep the recorded runs it no longer plans: their rows, attempts and
+    results stay (``orch runs`` lists them without that sweep), the sweep's views lose them."""
+    from sqlalchemy import delete
+
+    from orchestrator import output
+    from orchestrator.registry.tables import sweep_runs
+
+    plan = read_sweep(arguments.file)
+    engine = require_registry(home)
+    with engine.begin() as connection:
+        _check_sweep_known(connection, plan.name, home)
+        gone = no_longer_in_file(connection, plan)
+        sweep_id = select_sweep_id(connection, plan.name)
+        for start in range(0, len(gone), IN_CHUNK):
+            connection.execute(delete(sweep_runs).where(sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(gone[start : start + IN_CHUNK])))
+    if arguments.json:
+        output.print_json({"sweep": plan.name, "detached": gone})
+    else:
+        print(f"sweep {plan.name}: detached {len(gone)} runs no longer in {arguments.file}" + (f" ({', '.join(gone[:10])}{' ...' if len(gone) > 10 else ''})" if gone else ""))
+    return 0
+
+
+def select_sweep_id(connection: Connection, name: str) -> int:
+    from sqlalchemy import select
+
+    from orchestrator.registry.tables import sweeps
+
+    return connection.execute(select(sweeps.c.id).where(sweeps.c.name == name)).scalar_one()
 
 
 def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:

@@ -183,3 +183,24 @@ def test_durations_read_in_human_units(seconds: float | None, shown: str) -> Non
     from orchestrator.output import format_duration
 
     assert format_duration(seconds) == shown
+
+
+def test_runs_no_longer_in_an_edited_sweep_file_are_shown_and_pruned(orch: Orch, tmp_path: Path) -> None:
+    """tiny.yaml submitted, then edited (lr 0.05 dropped, 0.02 added): plan names the recorded run
+    the file no longer plans, prune detaches it from the sweep and leaves the run and its files."""
+    original = (SWEEPS_DIR / "tiny.yaml").read_text()
+    sweep = write_sweep(tmp_path, "tiny", original)
+    orch.ok("submit", sweep, "--executor", "debug")
+    dropped = next(run["id"] for run in orch.ok("runs", "--json").json() if run["swept"] == {"optimizer.lr": 0.05})
+    sweep.write_text(original.replace("optimizer.lr: [0.1, 0.05]", "optimizer.lr: [0.1, 0.02]"))
+
+    assert orch.ok("plan", sweep, "--json").json()["no_longer_in_file"] == [dropped]
+    assert f"orch sweep prune {sweep}" in orch.ok("plan", sweep).stdout
+    assert orch.ok("sweep", "prune", sweep, "--json").json() == {"sweep": "tiny", "detached": [dropped]}
+
+    assert orch.ok("plan", sweep, "--json").json()["no_longer_in_file"] == []
+    assert orch.ok("sweep", "prune", sweep, "--json").json()["detached"] == []
+    runs = {run["id"]: run for run in orch.ok("runs", "--json").json()}
+    assert runs[dropped]["sweeps"] == [] and runs[dropped]["state"] == "COMPLETED"
+    assert Path(orch.ok("show", dropped, "--json").json()["run_dir"]).is_dir()
+    assert [run["id"] for run in orch.ok("runs", "--sweep", "tiny", "--json").json()] == [run_id for run_id in runs if run_id != dropped]

@@ -80,7 +80,7 @@ HOSTILE = {
     "home-results": "{home}/results/export.csv",
 }
 
-WRITING_COMMANDS = {("submit",), ("resume",), ("cancel",)}  # may change the registry when they succeed
+WRITING_COMMANDS = {("submit",), ("resume",), ("cancel",), ("sweep", "prune")}  # may change the registry when they succeed
 HOME_COMMANDS = (("status",), ("export",))  # run against a hostile --home
 DEVICES = {"null": (1, 3), "full": (1, 7), "zero": (1, 5)}  # copies of /dev/null, /dev/full, /dev/zero
 
@@ -283,7 +283,7 @@ def test_hostile_arguments(case: Case, home: Home, tmp_path: Path, monkeypatch: 
 
 def test_every_command_of_the_parser_is_covered() -> None:
     covered = {case.arguments[0] for case in CASES} | {" ".join(case.arguments[:2]) for case in CASES}
-    expected = {"plan", "submit", "status", "runs", "show", "shards", "logs", "resume", "cancel", "sync", "export", "data fetch", "container check", "curves", "analyze"}
+    expected = {"plan", "submit", "status", "runs", "show", "shards", "logs", "resume", "cancel", "sync", "export", "data fetch", "container check", "sweep prune", "curves", "analyze"}
     assert expected <= covered
 
 
