@@ -50,6 +50,7 @@ def _run_attempt(request: AttemptRequest) -> int:
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
         from jobs.train import train
+        from jobs.writer import sole_writer
 
         paths = RunPaths(Path(request.run_dir))
         attempt = paths.attempt(request.attempt_key)
@@ -58,10 +59,11 @@ def _run_attempt(request: AttemptRequest) -> int:
             raise_on_termination()
         journal: Optional[JournalWriter] = None
         try:
-            remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
-            journal = JournalWriter(attempt)
-            trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
-            journal.append(Finished(final_step=trainee.step))
+            with sole_writer(paths.run_dir, request.attempt_key):
+                remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
+                journal = JournalWriter(attempt)
+                trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
+                journal.append(Finished(final_step=trainee.step))
         except SystemExit:
             if stop.requested:
                 raise  # requeued: the journal says so, and the requeued job continues it

@@ -25,7 +25,7 @@ import pytest
 from jobs.atomic import TEMP_PREFIX, publish_bytes, publish_text
 from jobs.entry import AttemptRequest, run_attempt
 from jobs.faults import KILL_VARIABLE
-from jobs.journal import Failed, failure_line, find_failure_line, read_events
+from jobs.journal import Failed, Finished, failure_line, find_failure_line, read_events
 from jobs.paths import RunPaths
 from jobs.spec import ModelSpec, RunSpec, TrainingSpec, spec_to_yaml
 from orchestrator.profiles import load_profile
@@ -379,3 +379,24 @@ def test_a_registry_on_a_full_disk_refuses_cleanly_loses_nothing_and_resumes_bit
 
     assert [attempt["state"] for attempt in attempts] == ["LOST", "COMPLETED"]
     assert 0 < attempts[1]["start_step"] < STEPS  # continued from the checkpoint
+
+
+def test_a_second_writer_of_a_run_folder_stops_and_journals_why(tmp_path: Path) -> None:
+    """While one process holds the run folder (here this test, as a surviving job would), an
+    attempt of the same run stops before touching it: no checkpoint, no temporary cleaned away,
+    and its own journal says who holds the folder."""
+    from jobs.writer import RunFolderBusy, sole_writer
+
+    paths = RunPaths(tmp_path / "runs" / "tiny")
+    publish_text(paths.spec_file, spec_to_yaml(TINY))
+    survivor_temp = paths.run_dir / ".tmp-step_000000001.safetensors.4242"  # the other writer's file in flight
+    survivor_temp.write_bytes(b"half")
+    with sole_writer(paths.run_dir, "001-survivor"):
+        with pytest.raises(RunFolderBusy):
+            run_attempt(AttemptRequest("tiny", str(paths.run_dir), "002-second"))
+        [failure] = [event.payload for event in read_events(paths.attempt("002-second")) if isinstance(event.payload, Failed)]
+    assert failure.error_type == "RunFolderBusy" and "attempt 001-survivor" in failure.message and f"pid {os.getpid()}" in failure.message
+    assert survivor_temp.exists() and not paths.checkpoints_dir.exists()
+
+    run_attempt(AttemptRequest("tiny", str(paths.run_dir), "003-after"))  # the lock is free again: the run trains
+    assert [event.payload for event in read_events(paths.attempt("003-after"))][-1] == Finished(final_step=2)
