@@ -198,8 +198,9 @@ class OpenAttempts:
 
 
 def load_open_attempts(session: Session) -> OpenAttempts:
-    """Open attempts (:func:`orchestrator.sync.open_attempts`) with their runs (the columns sync changes) and the state of any later
-    attempt of the same run, in one query; detached from ``session``."""
+    """Open attempts (:func:`orchestrator.sync.open_attempts`) with their runs (the columns sync
+    changes) and the state of any later attempt of the same run, in one query; detached from
+    ``session``."""
     later = aliased(Attempt)
     later_state = (
         select(later.state)
