@@ -225,7 +225,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing", _file_options)
     command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active", _submit_options)
     command("status", cmd_status, "runs per state per sweep; step and ETA of active runs", _status_options)
-    command("runs", cmd_runs, "list runs", _runs_options)
+    command("runs", cmd_runs, "list runs", _selection_options)
     command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics", _run_options)
     command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)", _shards_options)
     command("logs", cmd_logs, "an attempt's stdout (or stderr)", _logs_options)
@@ -276,18 +276,20 @@ def _status_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true", help="refresh until no run is active (Ctrl-C stops)")
 
 
-def _runs_options(parser: argparse.ArgumentParser) -> None:
-    _selection_options(parser)
-
-
 def _selection_options(parser: argparse.ArgumentParser) -> None:
     """--sweep, --state and --where: which runs ``runs`` lists and ``export`` writes."""
     from orchestrator.registry.tables import RunState
-    from orchestrator.views import WhereClause
 
     parser.add_argument("--sweep")
     parser.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)': KEY a dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)")
+    _where_option(parser)
+
+
+def _where_option(parser: argparse.ArgumentParser) -> None:
+    """--where, the one clause language of runs, export and analyze."""
+    from orchestrator.views import WhereClause
+
+    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds: KEY a dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -347,11 +349,10 @@ def step_range(text: str) -> tuple[int, int]:
 def _analyze_options(parser: argparse.ArgumentParser) -> None:
     from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
     from orchestrator.executors import EXECUTOR_NAMES
-    from orchestrator.views import WhereClause
 
     parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
     parser.add_argument("--figure", choices=RUN_ANALYSES + SWEEP_VIEWS, required=True)
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds (repeatable: all hold)")
+    _where_option(parser)
     parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
     parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
     parser.add_argument("--out", type=path_argument, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
@@ -452,17 +453,17 @@ def no_longer_in_file(connection: Connection, plan: SweepPlan) -> list[str]:
 def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
     """Detach from the file's sweep the recorded runs it no longer plans: their rows, attempts and
     results stay (``orch runs`` lists them without that sweep), the sweep's views lose them."""
-    from sqlalchemy import delete
+    from sqlalchemy import delete, select
 
     from orchestrator import output
-    from orchestrator.registry.tables import sweep_runs
+    from orchestrator.registry.tables import sweep_runs, sweeps
 
     plan = read_sweep(arguments.file)
     engine = require_registry(home)
     with engine.begin() as connection:
         _check_sweep_known(connection, plan.name, home)
         gone = no_longer_in_file(connection, plan)
-        sweep_id = select_sweep_id(connection, plan.name)
+        sweep_id = select(sweeps.c.id).where(sweeps.c.name == plan.name).scalar_subquery()
         for start in range(0, len(gone), IN_CHUNK):
             connection.execute(delete(sweep_runs).where(sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(gone[start : start + IN_CHUNK])))
     if arguments.json:
@@ -470,14 +471,6 @@ def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
     else:
         print(f"sweep {plan.name}: detached {len(gone)} runs no longer in {arguments.file}" + (f" ({', '.join(gone[:10])}{' ...' if len(gone) > 10 else ''})" if gone else ""))
     return 0
-
-
-def select_sweep_id(connection: Connection, name: str) -> int:
-    from sqlalchemy import select
-
-    from orchestrator.registry.tables import sweeps
-
-    return connection.execute(select(sweeps.c.id).where(sweeps.c.name == name)).scalar_one()
 
 
 def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:
@@ -566,15 +559,25 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 def _status(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> list[dict[str, Any]]:
     from orchestrator.status import status_view
-    from orchestrator.sync import sync
 
+    with _synced_reader(engine, sweep_name, home) as connection:
+        return status_view(connection, sweep_name) if connection is not None else []
+
+
+@contextlib.contextmanager
+def _synced_reader(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> Iterator[Optional[Connection]]:
+    """What a reading command reads from: the registry after a sync, with the sweep named on the
+    command line known to it (:func:`_check_sweep_known`); None where there is no registry yet."""
     if engine is None:
         _check_sweep_known(None, sweep_name, home)
-        return []
+        yield None
+        return
+    from orchestrator.sync import sync
+
     sync(engine)
     with engine.connect() as connection:
         _check_sweep_known(connection, sweep_name, home)
-        return status_view(connection, sweep_name)
+        yield connection
 
 
 def _check_sweep_known(connection: Optional[Connection], sweep_name: Optional[str], home: OrchHome) -> None:
@@ -617,17 +620,11 @@ def _status_tables(views: list[dict[str, Any]], home: OrchHome) -> list[Any]:
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import output
     from orchestrator.registry.engine import open_registry_if_exists
-    from orchestrator.sync import sync
     from orchestrator.views import RunSelection, run_rows
 
-    engine = open_registry_if_exists(home)
     rows: list[dict[str, Any]] = []
-    if engine is None:
-        _check_sweep_known(None, arguments.sweep, home)
-    else:
-        sync(engine)
-        with engine.connect() as connection, collector_paused():  # read whole before printing: a slow reader must not hold the registry
-            _check_sweep_known(connection, arguments.sweep, home)
+    with _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection, collector_paused():
+        if connection is not None:  # read whole before printing: a slow reader must not hold the registry
             rows = list(run_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
     if arguments.json:
         output.write_json_list(rows, sys.stdout, sort_keys=True)
@@ -647,8 +644,8 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
 def _selection_words(arguments: argparse.Namespace) -> str:
     """`` of sweep S, in state X, where k=v`` for what ``runs``/``export`` were asked to select."""
     words = [f" of sweep {arguments.sweep}"] if arguments.sweep else []
-    words += [f" in state {arguments.state}"] if getattr(arguments, "state", None) else []
-    words += [" where " + " and ".join(clause.text for clause in arguments.where)] if getattr(arguments, "where", None) else []
+    words += [f" in state {arguments.state}"] if arguments.state else []
+    words += [" where " + " and ".join(clause.text for clause in arguments.where)] if arguments.where else []
     return ",".join(words)
 
 
@@ -811,20 +808,13 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 def _export_rows(home: OrchHome, arguments: argparse.Namespace) -> list[Any]:
-    """The export rows of ``sweep`` (or every run) after a sync, read whole before anything is
-    written: a slow reader of orch's output must not keep the registry locked."""
+    """The export rows of the selected runs (--sweep, --state, --where) after a sync, read whole
+    before anything is written: a slow reader of orch's output must not keep the registry locked."""
     from orchestrator.registry.engine import open_registry_if_exists
-    from orchestrator.sync import sync
     from orchestrator.views import RunSelection, export_rows
 
-    engine = open_registry_if_exists(home)
-    if engine is None:
-        _check_sweep_known(None, arguments.sweep, home)
-        return []
-    sync(engine)
-    with engine.connect() as connection:
-        _check_sweep_known(connection, arguments.sweep, home)
-        return export_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where)))
+    with _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection:
+        return export_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))) if connection is not None else []
 
 
 def protected_folders(home: OrchHome) -> list[Path]:

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from omegaconf._utils import get_omega_conf_dumper
@@ -62,7 +62,7 @@ class SpecTexts:
         return "".join(self._section(name, getattr(spec, name)).yaml for name in SECTION_NAMES)
 
     def json(self, spec: RunSpec) -> str:
-        return "{" + ", ".join(self._section(name, getattr(spec, name)).json for name in SECTION_NAMES) + "}"
+        return joined_json(self.sections(spec))
 
     def sections(self, spec: RunSpec) -> list[SectionTexts]:
         """The spec's sections in schema order."""
@@ -111,6 +111,11 @@ class SectionTexts:
     def canonical(self) -> str:
         """``"name":<canonical JSON>`` ("" where the run id leaves it out)."""
         return canonical_fragment(self.name, self.value)
+
+
+def joined_json(sections: Sequence[SectionTexts]) -> str:
+    """:func:`spec_json` of the spec whose sections (in schema order) these are."""
+    return "{" + ", ".join(section.json for section in sections) + "}"
 
 
 def section_digest(section_json: str) -> str:

@@ -31,7 +31,7 @@ from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, get_backend
-from orchestrator.fingerprint import SectionTexts, SpecTexts
+from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
@@ -107,7 +107,7 @@ def _run_row(planned: PlannedRun, texts: SpecTexts, sections: list[SectionTexts]
     return {
         "id": planned.run_id,
         "canonical_json": texts.canonical(planned.spec),
-        "spec_json": texts.json(planned.spec),
+        "spec_json": joined_json(sections),
         "section_ids": section_ids_text(sections, section_entries),
         "state": RunState.PLANNED,
         "total_steps": planned.spec.training.steps,

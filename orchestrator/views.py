@@ -69,6 +69,8 @@ class WhereClause:
             if not members:
                 raise argparse.ArgumentTypeError(f"{shown(text)}: an empty set; accepted: KEY in (A, B, ...) with at least one value")
             return cls(key, members, "in")
+        from jobs.spec import is_number  # dataclasses only: no torch (loaded already by the key check above)
+
         value = where_value(text, match["value"])
         if match["operator"] in COMPARISONS and not is_number(value):
             raise argparse.ArgumentTypeError(f"{shown(text)}: {match['operator']} compares numbers; found {shown(match['value'].strip())}; accepted: a number, e.g. {key}{match['operator']}0.01")
@@ -93,11 +95,9 @@ class WhereClause:
             return bool(found != self.value)
         if self.operator == "in":
             return any(found == member for member in self.value)
+        from jobs.spec import is_number
+
         return is_number(found) and COMPARISONS[self.operator](found, self.value)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 WHERE_VALUE_EXAMPLES = "a YAML scalar or list, e.g. 0.1, sgd, true, null, [16, 16]"
@@ -426,9 +426,9 @@ def sweep_member_ids(sweep: str) -> Select[tuple[str]]:
 
 def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:
     """The selected runs as ORM objects, oldest first (for the few runs an analysis reads)."""
-    selection = RunSelection(sweep, state, tuple(where))
     from orchestrator.registry.models import Run
 
+    selection = RunSelection(sweep, state, tuple(where))
     spec_filter = SpecFilter.on(session.connection(), selection.where)
     query = select(Run).where(*selection.conditions(), *spec_filter.conditions).order_by(tables.runs.c.created_time, tables.runs.c.id)
     return list(session.scalars(query))
