@@ -10,12 +10,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from submitit.helpers import Checkpointable
 
 from jobs.paths import AttemptPaths
 from jobs.slots import local_slot
+
+if TYPE_CHECKING:
+    from jobs.spec import RunSpec
 
 FAILED_STATE = "FAILED"
 TIMEOUT_STATE = "TIMEOUT"
@@ -44,7 +47,7 @@ def _run_attempt(request: AttemptRequest) -> int:
     with local_slot():
         from submitit.core.utils import UncompletedJobError
 
-        from jobs.interrupt import StopRequest, Terminated, raise_on_termination
+        from jobs.interrupt import StopRequest, Terminated, ignore_termination, raise_on_termination
         from jobs.atomic import remove_temporaries
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
@@ -58,19 +61,24 @@ def _run_attempt(request: AttemptRequest) -> int:
         if stop.signum is not None:  # inside a submitit job process (not the debug executor's caller)
             raise_on_termination()
         journal: Optional[JournalWriter] = None
+        spec: Optional[RunSpec] = None
         try:
             with sole_writer(paths.run_dir, request.attempt_key):
                 remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
                 journal = JournalWriter(attempt)
-                trainee = train(spec_from_yaml(paths.spec_file.read_text()), paths, journal, stop)
+                spec = spec_from_yaml(paths.spec_file.read_text())
+                trainee = train(spec, paths, journal, stop)
+                if stop.signum is not None:
+                    ignore_termination()  # trained: a signal that comes late must not fail the finished job
                 journal.append(Finished(final_step=trainee.step))
         except SystemExit:
             if stop.requested:
                 raise  # requeued: the journal says so, and the requeued job continues it
             report_failure(attempt, RuntimeError("the job exited before finishing"))
             raise
-        except UncompletedJobError as error:  # submitit: time limit reached with no requeue left
-            report_failure(attempt, error, TIMEOUT_STATE)
+        except UncompletedJobError:  # submitit: time limit reached with no requeue left
+            step = journal.last_step if journal else None
+            report_failure(attempt, RequeueLimitReached(requeue_limit_message(spec, step)), TIMEOUT_STATE, step)
             raise
         except Terminated:
             raise  # scancel, a time limit, orch cancel: the scheduler or the registry knows which
@@ -78,6 +86,23 @@ def _run_attempt(request: AttemptRequest) -> int:
             report_failure(attempt, error, step=journal.last_step if journal else None)
             raise
         return trainee.step
+
+
+class RequeueLimitReached(RuntimeError):
+    """The time limit came again and submitit has no requeue left for the run."""
+
+
+def requeue_limit_message(spec: Optional[RunSpec], step: Optional[int]) -> str:
+    """Why a run stopped at its last time limit, where, and what to change."""
+    if spec is None:
+        return "the time limit came and submitit had no requeue left; orch resume continues from the last checkpoint"
+    resources = spec.resources
+    where = f"at step {step} of {spec.training.steps}" if step is not None else f"before step 1 of {spec.training.steps}"
+    return (
+        f"the time limit came and submitit had no requeue left (resources.segments: {resources.segments}, "
+        f"resources.time: {resources.time}): stopped {where}; orch resume continues from the last checkpoint, "
+        "a longer resources.time or more resources.segments lets it finish in one submission"
+    )
 
 
 def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE, step: Optional[int] = None) -> None:

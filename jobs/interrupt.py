@@ -65,3 +65,10 @@ def raise_on_termination() -> None:
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, terminate)
+
+
+def ignore_termination() -> None:
+    """The training is over: from now a late SIGTERM (a time limit or a cancel that came as the run
+    finished) is ignored, so the job journals its end and exits 0, and Slurm's record agrees with
+    the journal instead of failing in submitit's teardown or an ``atexit`` hook."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
