@@ -432,6 +432,57 @@ def model_violations(model: ModelSpec) -> Iterator[tuple[str, Any, str]]:
         yield "model.hidden", model.hidden, f"hidden layers with at most {MAX_HIDDEN_WEIGHTS} weights between them (these have {weights})"
 
 
+SBATCH_MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
+SBATCH_EXTRA_OPTIONS = ("reservation", "licenses", "hint", "gres-flags", "begin", "nice", "wckey", "cluster-constraint", "mcs-label")
+SBATCH_EXTRA_OPTION = re.compile(r"--(?P<name>[a-z][a-z-]*)(?:=(?P<value>.+))?", re.DOTALL)
+SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
+
+
+@dataclass
+class SbatchOptions:
+    """sbatch options passed through to the jobs: a cluster profile's ``sbatch:`` (every job of the
+    cluster) and a run's ``resources.sbatch`` (its own, key by key over the profile's; see
+    ``orchestrator/sbatch.py``). None leaves an option to the profile, or to Slurm. submitit writes
+    each as ``#SBATCH --name=<shell-quoted value>``; :func:`sbatch_problems` says what may go there."""
+
+    account: Optional[str] = None  # --account: whom the allocation is charged to
+    qos: Optional[str] = None
+    constraint: Optional[str] = None  # node features, e.g. "1080ti&ib"
+    exclude: Optional[str] = None  # nodes never to use, e.g. "tcml-node[7-8]"
+    nodelist: Optional[str] = None
+    mail_type: Optional[str] = None  # comma-separated, from SBATCH_MAIL_TYPES
+    mail_user: Optional[str] = None
+    extra: list[str] = field(default_factory=list)  # "--name=value" or "--flag", name from SBATCH_EXTRA_OPTIONS
+
+    def parameters(self) -> dict[str, object]:
+        """submitit's ``SlurmExecutor.update_parameters`` keywords for these options."""
+        named = {key: value for key, value in vars(self).items() if key != "extra" and value is not None}
+        extra = {match["name"]: match["value"] if match["value"] is not None else True for match in map(SBATCH_EXTRA_OPTION.fullmatch, self.extra) if match}
+        return {**named, **({"additional_parameters": extra} if extra else {})}
+
+
+def sbatch_extra_name(option: str) -> Optional[str]:
+    """The option's name (``reservation`` of ``--reservation=x``); None for text that is no option."""
+    match = SBATCH_EXTRA_OPTION.fullmatch(option)
+    return match["name"] if match else None
+
+
+def sbatch_problems(options: SbatchOptions) -> Iterator[tuple[str, Any, str]]:
+    """(key under ``sbatch.``, value found, what is accepted) of each option that cannot go to sbatch."""
+    for key, value in vars(options).items():
+        if key == "extra" or value is None:
+            continue
+        if not isinstance(value, str) or not SBATCH_VALUE.fullmatch(value):
+            yield key, value, "one line of printable text (no newlines or control characters), at most 512 characters"
+    if options.mail_type is not None and not set(options.mail_type.split(",")) <= set(SBATCH_MAIL_TYPES):
+        yield "mail_type", options.mail_type, "a comma-separated list of " + ", ".join(SBATCH_MAIL_TYPES)
+    for index, option in enumerate(options.extra):
+        name = sbatch_extra_name(option) if isinstance(option, str) else None
+        if name not in SBATCH_EXTRA_OPTIONS or not SBATCH_VALUE.fullmatch(option):
+            allowed = ", ".join(f"--{allowed_name}" for allowed_name in SBATCH_EXTRA_OPTIONS)
+            yield f"extra[{index}]", option, f"--name=value (or --flag), one line, name one of {allowed}; account, qos, constraint, exclude, nodelist, mail_type and mail_user have keys of their own"
+
+
 @dataclass
 class ResourcesSpec:
     """What one job asks the scheduler for; checked against the cluster profile at plan time."""
@@ -443,6 +494,13 @@ class ResourcesSpec:
     cpus: int = checked(1, ge=1, le=100_000)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
     segments: int = checked(1, ge=1, le=10_000)  # jobs of ``time`` the run may take, requeued at each time limit
+    sbatch: SbatchOptions = unfingerprinted(SbatchOptions)  # this run's own, key by key over the profile's sbatch options
+
+
+def resources_violations(resources: ResourcesSpec) -> Iterator[tuple[str, Any, str]]:
+    """sbatch options of the run that cannot go to sbatch (the checks of a profile's ``sbatch:``)."""
+    for key, found, accepted in sbatch_problems(resources.sbatch):
+        yield f"resources.sbatch.{key}", found, accepted
 
 
 @dataclass
@@ -529,6 +587,7 @@ SECTION_CHECKS: dict[str, Callable[[Any], Iterator[tuple[str, Any, str]]]] = {
     "model": model_violations,
     "probes": probe_violations,
     "optimizer": optimizer_violations,
+    "resources": resources_violations,
 }
 
 

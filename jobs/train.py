@@ -32,7 +32,7 @@ from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
 from jobs.probes.runner import ProbeRunner, step_context
 from jobs.provenance import collect_provenance
-from jobs.spec import RunSpec
+from jobs.spec import ResourcesSpec, RunSpec, TrainingSpec
 
 
 class BatchOrder:
@@ -107,10 +107,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+class DeviceUnavailable(RuntimeError):
+    """The run's device is not on this node: the attempt fails before its first step."""
+
+
+def resolve_device(training: TrainingSpec, resources: ResourcesSpec) -> torch.device:
+    """``training.device``, where ``auto`` is CUDA if this node has it, else the CPU. A run that
+    asked the scheduler for GPUs and would train on the CPU fails instead (it would hold a GPU
+    allocation for hours and use none of it), as does ``cuda`` without CUDA; ``cpu`` trains on the
+    CPU whatever the resources say."""
+    if training.device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if training.device == "cuda":
+        raise DeviceUnavailable(f"training.device is cuda but this node has no usable CUDA device ({_cuda_facts()}); set training.device: cpu to train on the CPU")
+    if resources.gpus >= 1:
+        asked = f"{resources.gpus} GPU" + ("s" if resources.gpus > 1 else "")
+        raise DeviceUnavailable(
+            f"the run asked the scheduler for {asked} (resources.gpus: {resources.gpus}) but this node has no usable CUDA device "
+            f"({_cuda_facts()}); set training.device: cpu to train on the CPU anyway"
+        )
+    return torch.device("cpu")
+
+
+def _cuda_facts() -> str:
+    """What this process sees of CUDA, for a failure message."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    build = f"torch built for CUDA {torch.version.cuda}" if torch.version.cuda else "torch built without CUDA"
+    return f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, torch.cuda.is_available() False, {build}"
 
 
 def configure_determinism(cpus: int) -> None:
@@ -122,7 +147,7 @@ def configure_determinism(cpus: int) -> None:
 
 def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     seed_everything(spec.training.seed)
-    device = resolve_device(spec.training.device)
+    device = resolve_device(spec.training, spec.resources)  # first: a node without the device fails before anything is written
     data = DATASETS.get(spec.data.name)(spec.data, spec.data.root)
     record_indices(data, spec.data, paths.data_indices_file)
     data = data.to(device)

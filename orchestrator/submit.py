@@ -34,6 +34,7 @@ from orchestrator.executors import ArraySubmission, get_backend
 from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
+from orchestrator.sbatch import SbatchOptions, effective_sbatch
 from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
 from orchestrator.planner import PlannedRun
 from orchestrator.sweep import SweepPlan
@@ -63,6 +64,7 @@ class PreparedAttempt:
     number: int  # of the attempt among its run's
     array_task: int  # its position in the array
     image_sha256: Optional[str]
+    sbatch: SbatchOptions  # the run's sbatch options over the profile's (equal in an array)
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ def _prepare_submission(
 
 def _grouped(submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[AttemptTarget]) -> list[list[PreparedAttempt]]:
     """The attempts of ``runs`` in arrays: runs share one when they share an executor, a cluster
-    profile, resources and an image; each attempt's array and position recorded before sbatch."""
+    profile, resources, effective sbatch options and an image; each attempt's array and position
+    recorded before sbatch."""
     by_array = sorted(zip(runs, targets), key=lambda pair: pair[1].array_key)
     groups = []
     for number, (_, grouped) in enumerate(groupby(by_array, key=lambda pair: pair[1].array_key)):
@@ -268,7 +271,7 @@ def _grouped(submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[
 def _prepared(run: RunToSubmit, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
     key = attempt_key(run.run_id, run.attempts + 1)
     request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
-    return PreparedAttempt(target.executor, array_name, request, target.spec, target.profile, run.attempts + 1, position, target.image_sha256)
+    return PreparedAttempt(target.executor, array_name, request, target.spec, target.profile, run.attempts + 1, position, target.image_sha256, target.sbatch)
 
 
 def _attempt_row(item: PreparedAttempt, submitter: str) -> dict[str, Any]:
@@ -332,7 +335,7 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
         launcher=launcher_argv(first.spec, first.profile, home),
         signal_delay_s=first.profile.signal_delay_s,
         max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
-        sbatch=first.profile.sbatch,
+        sbatch=first.sbatch,
     )
 
 
@@ -345,6 +348,7 @@ class AttemptTarget:
     paths: RunPaths
     image_sha256: Optional[str]
     executor: str
+    sbatch: SbatchOptions  # the run's sbatch options over the profile's
     array_key: str  # runs with the same key share an array
 
 
@@ -358,7 +362,7 @@ class TargetResolver:
         self.profiles: dict[str, ClusterProfile] = {}
         self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}  # (id of data, root) -> (data, with the root)
         self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
-        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, str]] = {}
+        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]] = {}  # -> (resources, effective sbatch, key)
 
     def target(self, run: RunToSubmit) -> AttemptTarget:
         spec = run.spec
@@ -368,7 +372,8 @@ class TargetResolver:
         digest = self._image_digest(spec, profile)  # a missing image is bad input: found before anything is written
         executor = self.choices.executor or profile.executor
         paths = RunPaths.under(profile.results_path(self.home), run.run_id)
-        return AttemptTarget(spec, profile, paths, digest, executor, self._array_key(executor, profile, spec))
+        _, sbatch, array_key = self._array_key(executor, profile, spec)
+        return AttemptTarget(spec, profile, paths, digest, executor, sbatch, array_key)
 
     def profile(self, cluster: str) -> ClusterProfile:
         """The cluster's profile, with the command line's choices over its defaults."""
@@ -391,11 +396,16 @@ class TargetResolver:
             self.images[key] = _image_digest(spec, profile, self.home)
         return self.images[key]
 
-    def _array_key(self, executor: str, profile: ClusterProfile, spec: RunSpec) -> str:
+    def _array_key(self, executor: str, profile: ClusterProfile, spec: RunSpec) -> tuple[Any, SbatchOptions, str]:
+        """(the resources it was worked out for, the effective sbatch options, the array key): runs
+        share an array when they agree on all of it (the run's own sbatch options only as far as
+        they change the profile's)."""
         key = (executor, profile.name, id(spec.resources), spec.container.image)
         if key not in self.array_keys:
-            self.array_keys[key] = (spec.resources, json.dumps([executor, profile.name, dataclasses.asdict(spec.resources), spec.container.image], sort_keys=True))
-        return self.array_keys[key][1]
+            sbatch = effective_sbatch(profile.sbatch, spec.resources.sbatch)
+            scheduled = dataclasses.asdict(replace(spec.resources, sbatch=sbatch))
+            self.array_keys[key] = (spec.resources, sbatch, json.dumps([executor, profile.name, scheduled, spec.container.image], sort_keys=True))
+        return self.array_keys[key]
 
 
 def attempt_key(run_id: str, number: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import typing
 from dataclasses import replace
@@ -11,7 +12,8 @@ from typing import Any, Iterator
 import pytest
 
 from jobs.catalog import known_names
-from jobs.spec import ContainerSpec, ProbeSpec, ResourcesSpec, RunSpec, TrainingSpec, spec_from_yaml, spec_to_yaml, time_limit_minutes, violations
+from jobs.spec import ContainerSpec, ProbeSpec, ResourcesSpec, RunSpec, SbatchOptions, TrainingSpec, spec_from_json, spec_from_yaml, spec_to_yaml, time_limit_minutes, violations
+from orchestrator.fingerprint import spec_json
 from orchestrator.fingerprint import run_id
 
 
@@ -24,6 +26,7 @@ def test_fields_that_cannot_change_results_do_not_change_the_run_id() -> None:
     spec = RunSpec()
     same = [
         replace(spec, resources=ResourcesSpec(partition="week", time="2-00:00:00", gpus=4, cpus=8, mem="64G")),
+        replace(spec, resources=ResourcesSpec(sbatch=SbatchOptions(qos="gpu-long", constraint="1080ti", mail_type="END", extra=["--nice=10"]))),
         replace(spec, container=replace(spec.container, binds=["/data:/data"])),
         replace(spec, training=replace(spec.training, heartbeat_seconds=60.0)),
         replace(spec, data=replace(spec.data, root="/scratch/data")),
@@ -35,6 +38,39 @@ def test_fields_that_cannot_change_results_do_not_change_the_run_id() -> None:
     ]
     assert {run_id(variant) for variant in same} == {run_id(spec)}
     assert len({run_id(variant) for variant in different} | {run_id(spec)}) == 4
+
+
+def test_a_spec_recorded_before_resources_had_sbatch_options_still_reads() -> None:
+    """Registries hold ``runs.spec_json`` of runs planned before ``resources.sbatch`` existed: such a
+    spec reads with the default (no options of its own: the profile's) and keeps its run id."""
+    spec = RunSpec(training=TrainingSpec(steps=7), resources=ResourcesSpec(gpus=1, time="01:00:00"))
+    document = json.loads(spec_json(spec))
+    del document["resources"]["sbatch"]
+    old_json = json.dumps(document)
+    assert "sbatch" not in old_json
+
+    read = spec_from_json(old_json)
+
+    assert read == spec and read.resources.sbatch == SbatchOptions()
+    assert run_id(read) == run_id(spec)
+    given = replace(spec, resources=replace(spec.resources, sbatch=SbatchOptions(qos="gpu-long", extra=["--hint=nomultithread"])))
+    assert spec_from_json(spec_json(given)) == given and spec_from_yaml(spec_to_yaml(given)) == given
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "accepted"),
+    [
+        (SbatchOptions(mail_type="END,SOMETIMES"), "resources.sbatch.mail_type", "comma-separated list of NONE, BEGIN, END"),
+        (SbatchOptions(extra=["--nice=1", "--wrap=rm -rf ~"]), "resources.sbatch.extra[1]", "name one of --reservation"),
+        (SbatchOptions(extra=["nice=1"]), "resources.sbatch.extra[0]", "--name=value (or --flag)"),
+        (SbatchOptions(qos="x" * 513), "resources.sbatch.qos", "at most 512 characters"),
+    ],
+)
+def test_a_runs_sbatch_options_are_checked_like_a_profiles(options: SbatchOptions, key: str, accepted: str) -> None:
+    spec = RunSpec(resources=ResourcesSpec(sbatch=options))
+    found = accepted_by_key(spec)
+    assert key in found and any(accepted in text for text in found[key]), found
+    assert accepted_by_key(RunSpec(resources=ResourcesSpec(sbatch=SbatchOptions(qos="gpu-long", mail_type="END,FAIL", extra=["--nice=10"])))) == {}
 
 
 def test_slurm_time_limits_in_minutes() -> None:

@@ -8,11 +8,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+import pytest
+
+from jobs.atomic import publish_text
 from jobs.checkpoint import newest_valid_checkpoint
-from jobs.journal import CheckpointWritten, JournalWriter, Started, read_events
+from jobs.entry import AttemptRequest, run_attempt
+from jobs.journal import CheckpointWritten, Failed, JournalWriter, Started, find_failure_line, read_events
 from jobs.paths import RunPaths
-from jobs.spec import ModelSpec, RunSpec, TrainingSpec
-from jobs.train import BatchOrder, train
+from jobs.spec import ModelSpec, ResourcesSpec, RunSpec, TrainingSpec, spec_to_yaml
+from jobs.train import BatchOrder, DeviceUnavailable, resolve_device, train
 
 SMALL = RunSpec(
     model=ModelSpec(hidden=[16]),
@@ -129,3 +133,59 @@ def test_checkpoints_are_also_written_every_few_minutes(tmp_path: Path) -> None:
     assert [path.name for path in few.checkpoints_dir.glob("*.safetensors")] == ["step_000000045.safetensors"]
     assert len(list(many.checkpoints_dir.glob("*.safetensors"))) == 45  # one after every step
     assert_bit_identical(final_tensors(few), final_tensors(many))
+
+
+# -- the device: a run that asked for GPUs never trains on the CPU by accident ------------------------
+
+
+def on_device(spec: RunSpec, device: str, gpus: int) -> RunSpec:
+    return dataclasses.replace(spec, training=dataclasses.replace(spec.training, device=device), resources=ResourcesSpec(gpus=gpus))
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "expected"),
+    [
+        ("auto", 1, ("the run asked the scheduler for 1 GPU (resources.gpus: 1) but this node has no usable CUDA device", "set training.device: cpu to train on the CPU anyway")),
+        ("auto", 4, ("asked the scheduler for 4 GPUs (resources.gpus: 4)", "set training.device: cpu")),
+        ("cuda", 0, ("training.device is cuda but this node has no usable CUDA device", "set training.device: cpu")),
+    ],
+)
+def test_a_run_whose_device_this_node_lacks_fails_at_start_with_a_journaled_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], device: str, gpus: int, expected: tuple[str, str]
+) -> None:
+    """A node without CUDA (as Slurm gives one when the GPUs are broken or hidden): the attempt
+    fails before anything is written, as a normal failed attempt whose journal says why."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    paths = RunPaths(tmp_path / "run")
+    publish_text(paths.spec_file, spec_to_yaml(on_device(SMALL, device, gpus)))
+
+    with pytest.raises(DeviceUnavailable):
+        run_attempt(AttemptRequest("run", str(paths.run_dir), "001-a"))
+
+    payloads = [event.payload for event in read_events(paths.attempt("001-a"))]
+    assert [type(payload) for payload in payloads] == [Failed]  # not started: no step was trained
+    [failed] = payloads
+    assert (failed.state, failed.error_type, failed.step) == ("FAILED", "DeviceUnavailable", None)
+    assert all(text in failed.message for text in expected), failed.message
+    assert "CUDA_VISIBLE_DEVICES='', torch.cuda.is_available() False" in failed.message
+    assert find_failure_line(capsys.readouterr().err) == dataclasses.replace(failed, traceback="")  # what sync reads without the journal
+    assert not paths.checkpoints_dir.exists() and not paths.data_indices_file.exists()
+
+
+def test_a_gpu_run_set_to_the_cpu_trains_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = on_device(SMALL, "cpu", 2)
+
+    paths = train_in(tmp_path / "run", spec)
+
+    started = [event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, Started)]
+    assert started[0].provenance.device.startswith("cpu")
+    assert_bit_identical(final_tensors(paths, spec), final_tensors(train_in(tmp_path / "plain")))  # the same run as without GPUs
+
+
+@pytest.mark.parametrize(("device", "gpus", "cuda", "chosen"), [("auto", 1, True, "cuda"), ("auto", 0, True, "cuda"), ("auto", 0, False, "cpu"), ("cpu", 1, True, "cpu"), ("cuda", 1, True, "cuda")])
+def test_the_device_a_run_trains_on(monkeypatch: pytest.MonkeyPatch, device: str, gpus: int, cuda: bool, chosen: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    spec = on_device(SMALL, device, gpus)
+    assert resolve_device(spec.training, spec.resources) == torch.device(chosen)
