@@ -46,11 +46,12 @@ from jobs.journal import (
 )
 from jobs.paths import AttemptPaths
 from orchestrator.bulk import IN_CHUNK
-from orchestrator.executors import JobRef, Observation, Phase, array_task_of, get_backend
+from orchestrator.executors import EndedRun, JobRef, Observation, Phase, array_task_of, get_backend
 from orchestrator.executors.processes import submitter_alive
-from orchestrator.registry.models import Attempt, Checkpoint, Metric, Run, RunState, Shard
+from orchestrator.registry.models import Attempt, Checkpoint, Metric, Requeue, Run, RunState, Shard
 from orchestrator.sync import SyncReport, open_attempts
 
+WRITER_REFUSED = "RunFolderBusy"  # jobs.writer: a second process found the run folder held and stopped
 STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
 UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
 
@@ -80,6 +81,9 @@ class UpsertTarget:
 METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ignore[arg-type]
 CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
 SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
+REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
+EXECUTORS_WITH_HISTORY = ("slurm",)  # whose observations carry a job's earlier runs (sacct's)
+REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
 
 
 @dataclass
@@ -87,7 +91,7 @@ class JournalRows:
     """Rows the ingested events describe, across all attempts, last one per key (what upserting
     them one event at a time would leave), written with one executemany per table."""
 
-    by_target: dict[UpsertTarget, dict[tuple, dict[str, Any]]] = field(default_factory=lambda: {METRICS: {}, CHECKPOINTS: {}, SHARDS: {}})
+    by_target: dict[UpsertTarget, dict[tuple, dict[str, Any]]] = field(default_factory=lambda: {METRICS: {}, CHECKPOINTS: {}, SHARDS: {}, REQUEUES: {}})
 
     def add(self, target: UpsertTarget, row: dict[str, Any]) -> None:
         self.by_target[target][target.key_of(row)] = row
@@ -108,14 +112,18 @@ def ingest(engine: Engine) -> SyncReport:
         open_attempts = loaded.attempts
         rows = JournalRows()
         journals = [read_journal(attempt.journal_dir, attempt.journal_seq) for attempt in open_attempts]
+        was_active = {attempt.id for attempt in open_attempts if attempt.state in RunState.ACTIVE}
         for attempt, journal in zip(open_attempts, journals):
             apply_journal(attempt, journal, rows, report)
         still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
-        observed = observe(still_open)
+        # a job's journal can end it before sync saw that Slurm had requeued it: asked once more for its history
+        ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and attempt.executor in EXECUTORS_WITH_HISTORY]
+        observed = observe(still_open + ended_now)
         lost_after = lost_after_by_run(session, {attempt.run_id for attempt, observation in observed if _may_be_lost(observation)})
         for attempt, observation in observed:
-            if not (unknown_to_scheduler(observation) and being_submitted(attempt, lost_after.get(attempt.run_id))):
+            if attempt.state in RunState.ACTIVE and not (unknown_to_scheduler(observation) and being_submitted(attempt, lost_after.get(attempt.run_id))):
                 reconcile(attempt, observation, rows, report, lost_after.get(attempt.run_id))
+        record_scheduler_requeues(session, [(attempt, observation.requeued) for attempt, observation in observed if observation.requeued], rows)
         loaded.refresh_run_states()
         rows.write(session)
         loaded.write_changes(session)
@@ -247,6 +255,8 @@ def reconcile(attempt: Attempt, observation: Observation, rows: JournalRows, rep
     if observation.node and not attempt.hostname:
         attempt.hostname = observation.node
     if observation.phase is Phase.PENDING:
+        if attempt.state == RunState.RUNNING:
+            attempt.state = RunState.PENDING  # requeued by the scheduler (its node failed, it was preempted)
         attempt.reason = observation.reason and f"pending: {observation.reason}"
     elif observation.phase is Phase.RUNNING:
         _running(attempt, observation.node)
@@ -398,6 +408,8 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
         attempt.state = RunState.PENDING  # the same job continues after the scheduler restarts it
         attempt.requeues += 1
         attempt.reason = f"requeued at step {payload.step} on {payload.signal}"
+        requeue = {"attempt_id": attempt.id, "time": event.time, "cause": payload.signal, "source": "journal", "node": attempt.hostname, "step": payload.step}
+        rows.add(REQUEUES, requeue)
     elif isinstance(payload, Finished):
         _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
         attempt.end_step = attempt.run.current_step = payload.final_step
@@ -405,6 +417,42 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
         _end(attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
         if payload.step is not None:
             attempt.end_step = attempt.run.current_step = payload.step
+        if payload.error_type == WRITER_REFUSED:
+            attempt.closed_by_guess = True  # the process that holds the run folder has the last word: its final event wins
+
+
+def record_scheduler_requeues(session: Session, histories: list[tuple[Attempt, tuple[EndedRun, ...]]], rows: JournalRows) -> None:
+    """Add a requeue row for each earlier run of an attempt's job that the registry does not hold
+    yet, and count it in ``attempts.requeues``. A run that ended REQUEUED while the job journaled
+    its own request is that journaled requeue (recorded with its step), not a second one."""
+    if not histories:
+        return
+    known = requeues_known(session, [attempt.id for attempt, _ in histories])
+    for row in rows.by_target[REQUEUES].values():
+        known.setdefault(row["attempt_id"], []).append((row["time"], row["cause"], row["source"]))
+    for attempt, ended_runs in histories:
+        recorded = known.get(attempt.id, [])
+        requested = [when for when, _, source in recorded if source == "journal"]
+        for ended in ended_runs:
+            if any((when, cause) == (ended.ended_time, ended.state) for when, cause, _ in recorded):
+                continue
+            started = ended.started_time if ended.started_time is not None else float("-inf")
+            if ended.state == "REQUEUED" and any(started <= when <= ended.ended_time + REQUEST_MATCH_SECONDS for when in requested):
+                continue
+            rows.add(REQUEUES, {"attempt_id": attempt.id, "time": ended.ended_time, "cause": ended.state, "source": "scheduler", "node": ended.node, "step": None})
+            attempt.requeues += 1
+
+
+def requeues_known(session: Session, attempt_ids: list[int]) -> dict[int, list[tuple[float, str, str]]]:
+    """(time, cause, source) of the requeues the registry holds, by attempt."""
+    table = Requeue.__table__
+    known: dict[int, list[tuple[float, str, str]]] = {}
+    for start in range(0, len(attempt_ids), IN_CHUNK):
+        chunk = attempt_ids[start : start + IN_CHUNK]
+        query = select(table.c.attempt_id, table.c.time, table.c.cause, table.c.source).where(table.c.attempt_id.in_(chunk))
+        for attempt_id, when, cause, source in session.execute(query):
+            known.setdefault(attempt_id, []).append((when, cause, source))
+    return known
 
 
 def _fields_of(payload: CheckpointWritten | ShardWritten | Provenance) -> dict[str, Any]:

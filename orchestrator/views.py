@@ -574,6 +574,7 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
                 "start_step": attempt.start_step,
                 "end_step": attempt.end_step,
                 "requeues": attempt.requeues,
+                "requeue_history": [requeue_row(requeue) for requeue in attempt.requeue_history],
                 "image_sha256": attempt.image_sha256,
                 "journal_dir": attempt.journal_dir,
                 "submitted_time": attempt.submitted_time,
@@ -589,6 +590,11 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
         "shards": [shard_row(shard) for shard in run.shards],
         "metrics": metric_summary(session, run.id),
     }
+
+
+def requeue_row(requeue: Any) -> dict[str, Any]:
+    """One time the scheduler put an attempt's job back in the queue, and why."""
+    return {"time": requeue.time, "cause": requeue.cause, "source": requeue.source, "node": requeue.node, "step": requeue.step}
 
 
 def attempt_queue_wait(attempt: Any) -> Optional[float]:

@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +141,30 @@ def test_a_final_journal_event_wins_over_the_guess_that_ended_the_attempt(tmp_pa
     assert (attempt["state"], attempt["reason"], attempt["end_step"]) == ("COMPLETED", None, STEPS)
     with sqlite3.connect(orch.registry) as registry:
         assert registry.execute("SELECT closed_by_guess FROM attempts").fetchall() == [(0,)]
+
+
+def test_a_second_process_refused_by_the_run_folder_leaves_the_outcome_to_the_survivor(tmp_path: Path) -> None:
+    """The scheduler starts the attempt's job again while its first process still works (a node
+    failure the process survived): the second process finds the run folder held, stops and
+    journals why, and the attempt shows that failure; when the survivor then finishes, its final
+    event wins and the run is COMPLETED."""
+    orch = Orch(tmp_path / "home")
+    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()["submitted"][0]
+    [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
+    run_dir = Path(orch.ok("show", run_id, "--json").json()["run_dir"])
+    survivor_pid = wait_for_first_checkpoint(run_dir)
+    os.kill(survivor_pid, signal.SIGSTOP)  # it cannot finish while the second process is refused
+    try:
+        second = subprocess.run(
+            [sys.executable, "-c", "import sys; from jobs.entry import AttemptRequest, run_attempt; run_attempt(AttemptRequest(*sys.argv[1:]))", run_id, str(run_dir), attempt["key"]],
+            capture_output=True, text=True, timeout=WAIT_SECONDS,
+        )  # fmt: skip
+        assert second.returncode != 0 and "RunFolderBusy" in second.stderr
+        [refused] = orch.ok("show", run_id, "--json").json()["attempts"]
+        assert refused["state"] == "FAILED" and refused["reason"].startswith("RunFolderBusy: ") and f"pid {survivor_pid}" in refused["reason"]
+    finally:
+        os.kill(survivor_pid, signal.SIGCONT)
+
+    assert wait_for_counts(orch, {"COMPLETED": 1}) == {"COMPLETED": 1}
+    [finished] = orch.ok("show", run_id, "--json").json()["attempts"]
+    assert (finished["state"], finished["reason"], finished["end_step"]) == ("COMPLETED", None, STEPS)

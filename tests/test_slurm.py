@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import submit as submission
 from orchestrator.executors.slurm import max_array_size
-from tests.cluster.minicluster import MiniCluster, slurm_run
+from tests.cluster.minicluster import MiniCluster, kill_slurmd, restart_slurmd, slurm_run
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
 pytestmark = pytest.mark.slurm
@@ -189,7 +189,7 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(orch: Orch, m
 def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
     base = (
         "  model: {hidden: [16]}\n"
-        "  training: {steps: 30, checkpoint_every: 10, eval_every: 10, heartbeat_seconds: 0.5}\n"
+        "  training: {steps: 30, checkpoint_every: 10, eval_every: 10, heartbeat_seconds: 0.5, device: cpu}\n"
         "  probes: [{type: line, every: 10, resolution: 0.02}]\n"
         "  resources: {gpus: 1, gpu_type: 1080ti, mem: 1G}\n"
     )
@@ -267,3 +267,46 @@ def test_max_parallel_on_the_command_line_caps_the_array(orch: Orch, mini_cluste
     assert orch("submit", sweep, "--max-parallel", "3", "--wait").exit_code == 0
     script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-3%3" in script
+
+
+def sacct_states(cluster: MiniCluster, job_id: str) -> list[str]:
+    """Every record accounting holds of one job, oldest first (a requeue adds one)."""
+    listed = slurm_run(cluster, "sacct", "--duplicates", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id.split("_")[0]).stdout
+    return [line.split("|")[1].split()[0] for line in listed.splitlines() if line.split("|")[0] == job_id]
+
+
+def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+    """slurmd killed while two runs train: once slurmctld declares NODE_FAIL and requeues them,
+    orch says PENDING with squeue's reason and keeps the NODE_FAIL in the attempt's history; back
+    in service, the same attempts finish (start step kept) and the runs are COMPLETED as in sacct."""
+    steps = 20000  # about 100 s of training here while both run: still training when NODE_FAIL comes
+    base = f"  model: {{hidden: [512, 512]}}\n  training: {{steps: {steps}, checkpoint_every: 1000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    sweep = slurm_sweep(tmp_path, "nodefail", base, "  optimizer.lr: [0.1, 0.05]\n")
+    run_ids = orch.ok("submit", sweep, "--json").json()["submitted"]
+    jobs = {run_id: orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"] for run_id in run_ids}
+    wait_until(lambda: all(orch.ok("show", run_id, "--json").json()["step"] > 0 for run_id in run_ids))
+    node = {run_id: (squeue_line(mini_cluster, job_id) or ("", "", ""))[2] for run_id, job_id in jobs.items()}
+    assert all(node.values()) and {active_item(orch, run_id)["node"] for run_id in run_ids} == set(node.values())
+
+    kill_slurmd(mini_cluster)
+    try:
+        wait_until(lambda: all("NODE_FAIL" in sacct_states(mini_cluster, job_id) for job_id in jobs.values()), timeout_seconds=120)
+        for run_id, job_id in jobs.items():
+            def agrees_with_squeue() -> bool:
+                item, (state, reason, _) = active_item(orch, run_id), squeue_line(mini_cluster, job_id) or ("", "", "")
+                return state == "PENDING" and (item["state"], item["reason"]) == ("PENDING", f"pending: {reason}")
+
+            wait_until(agrees_with_squeue, timeout_seconds=60)  # squeue's reason moves on (BeginTime, then the node is down)
+            [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
+            assert attempt["requeues"] == 1
+            assert [(r["cause"], r["source"], r["node"]) for r in attempt["requeue_history"]] == [("NODE_FAIL", "scheduler", node[run_id])]
+    finally:
+        restart_slurmd(mini_cluster)
+
+    wait_until(lambda: orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 2})
+    for run_id, job_id in jobs.items():
+        [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
+        assert (attempt["state"], attempt["start_step"], attempt["end_step"], attempt["requeues"]) == ("COMPLETED", 0, steps, 1)
+        assert [r["cause"] for r in attempt["requeue_history"]] == ["NODE_FAIL"]
+        wait_until(lambda: sacct_states(mini_cluster, job_id)[-1] == "COMPLETED", timeout_seconds=60)
+        assert sacct_states(mini_cluster, job_id)[0] == "NODE_FAIL"

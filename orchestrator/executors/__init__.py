@@ -37,7 +37,7 @@ class ArraySubmission:
     launcher: Sequence[str] = ()  # argv that runs Python in the job (a container wrapper); () = this Python
     max_requeues: int = 3  # submitit's max_num_timeout
     signal_delay_s: int = 90
-    sbatch: Optional[SbatchOptions] = None  # the cluster profile's pass-through options (Slurm only)
+    sbatch: Optional[SbatchOptions] = None  # pass-through options: the runs' own over their cluster profile's (Slurm only)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,17 @@ class Phase(enum.Enum):
 
 
 @dataclass(frozen=True)
+class EndedRun:
+    """One earlier run of a job that the scheduler requeued (its node failed, it was preempted or
+    requeued on request): how that run ended, where, and when."""
+
+    state: str  # the scheduler's word: NODE_FAIL, PREEMPTED, REQUEUED, ...
+    node: Optional[str]
+    started_time: Optional[float]
+    ended_time: float
+
+
+@dataclass(frozen=True)
 class Observation:
     phase: Phase
     state: Optional[str] = None  # the registry state of an ENDED job
@@ -67,6 +78,7 @@ class Observation:
     reason: Optional[str] = None
     node: Optional[str] = None
     job_id: Optional[str] = None  # the scheduler's id, when it had to be found by name
+    requeued: tuple[EndedRun, ...] = ()  # the job's earlier runs, oldest first (Slurm's accounting keeps them)
 
 
 class Backend(Protocol):

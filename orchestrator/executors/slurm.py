@@ -22,7 +22,7 @@ from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase, array_task_of
 from orchestrator.sbatch import SbatchOptions
-from orchestrator.executors.slurm_states import QUEUED_STATES, SacctRecord, observation_of, parse_sacct
+from orchestrator.executors.slurm_states import PENDING_STATES, QUEUED_STATES, SacctRecord, observation_of, parse_sacct, runs_before
 
 SACCT_IDS_PER_CALL = 1000
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End", "MaxRSS", "ReqMem")
@@ -54,15 +54,17 @@ class SlurmBackend:
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
         """What Slurm says of each job: the live facts (state, reason, node) of a job still in the
-        queue from slurmctld (``squeue``), the record of an ended one from accounting (``sacct``:
-        exit code, memory), one batched call each. sacct's reason of a queued job is stale (a
+        queue from slurmctld (``squeue``), the record of an ended one and the job's earlier runs
+        (requeued after a node failure, a preemption) from accounting (``sacct``: exit code,
+        memory, start and end), one batched call each. sacct's reason of a queued job is stale (a
         released hold still reads JobHeldAdmin), and accounting lags behind just-submitted jobs."""
         job_ids = [job.job_id for job in jobs if job.job_id]
         live = squeue_records(job_ids) if job_ids else {}
-        queued = {job_id: record for job_id, record in live.items() if record.state in QUEUED_STATES}
-        records = sacct_records([job_id for job_id in job_ids if job_id not in queued])
-        records.update(queued)
-        records.update({job_id: record for job_id, record in live.items() if job_id not in records})  # ended, not in accounting yet
+        records = sacct_records(job_ids)
+        for job_id, record in live.items():
+            history = records.get(job_id)
+            if record.state in QUEUED_STATES or history is None:  # queued: squeue's facts; ended: until accounting has it
+                records[job_id] = replace(record, earlier=earlier_runs(record, history))
         unrecorded = [job for job in jobs if not job.job_id and job.name]
         by_position = records_by_submission(unrecorded) if unrecorded else {}
         observations = []
@@ -77,6 +79,15 @@ class SlurmBackend:
         job_ids = [job.job_id for job in jobs if job.job_id]
         if job_ids:
             _run(["scancel", *job_ids])
+
+
+def earlier_runs(live: SacctRecord, history: Optional[SacctRecord]) -> tuple[SacctRecord, ...]:
+    """The ended runs of a job squeue still holds: accounting's earlier ones, and accounting's
+    newest too when it ended while squeue has the job waiting again (requeued before accounting
+    recorded the new run)."""
+    if history is None:
+        return ()
+    return runs_before(history) if live.state in PENDING_STATES else history.earlier
 
 
 def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, signal_delay_s: int, options: Optional[SbatchOptions] = None) -> dict[str, object]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
-from orchestrator.executors import Observation, Phase, array_task_of
+from orchestrator.executors import EndedRun, Observation, Phase, array_task_of
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
@@ -34,6 +35,9 @@ class SacctRecord:
     exit_code: Optional[int]
     node: Optional[str]
     reason: Optional[str]
+    started_time: Optional[float] = None  # sacct's Start, End (squeue's lines have neither)
+    ended_time: Optional[float] = None
+    earlier: tuple["SacctRecord", ...] = ()  # the job's runs before a requeue, oldest first
 
     @property
     def array_task(self) -> Optional[int]:
@@ -41,7 +45,8 @@ class SacctRecord:
 
 
 def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]:
-    """Records by job id; a later line (a newer duplicate after a requeue) replaces an earlier one.
+    """Records by job id; a later line (a newer duplicate after a requeue) replaces an earlier one,
+    which it keeps in ``earlier`` when that run had ended (NODE_FAIL, PREEMPTED, REQUEUED, ...).
 
     Pending array tasks come as one line (``123_[0-5%2]``) and are expanded to one record each.
     Step lines (``123_4.0``, ``123_4.batch``) are folded into their job: a failed job whose step
@@ -56,6 +61,7 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
         if len(fields) < 6:
             continue
         job_id, name, state, exit_code, node, reason = fields[:6]
+        start, end = (fields[6], fields[7]) if len(fields) >= 8 else ("", "")
         max_rss, req_mem = (fields[8], fields[9]) if len(fields) >= 10 else ("", "")
         state = state.split()[0] if state else ""
         owner, is_step, _ = job_id.partition(".")
@@ -64,7 +70,8 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
             continue
         for single_id in _expand(job_id):
             if wanted is None or single_id in wanted:
-                records[single_id] = SacctRecord(single_id, name, state, _exit_code(exit_code), _none(node), _none(reason))
+                record = SacctRecord(single_id, name, state, _exit_code(exit_code), _none(node), _none(reason), _epoch(start), _epoch(end))
+                records[single_id] = replace(record, earlier=runs_before(records.get(single_id)))
                 requested_mb[single_id] = _megabytes(req_mem) or 0.0
     for job_id, record in records.items():
         over_limit = requested_mb[job_id] and peak_step_mb.get(job_id, 0.0) > requested_mb[job_id]
@@ -73,9 +80,23 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
     return records
 
 
+def runs_before(replaced: Optional[SacctRecord]) -> tuple[SacctRecord, ...]:
+    """The ended runs a newer record of the same job follows: the replaced record's own, and the
+    replaced record itself when it is one that ended (not a pending line seen twice)."""
+    if replaced is None:
+        return ()
+    ended = replaced.ended_time is not None and (replaced.state in ENDED_STATES or replaced.state == "REQUEUED")
+    return replaced.earlier + ((replace(replaced, earlier=()),) if ended else ())
+
+
 def observation_of(record: Optional[SacctRecord]) -> Observation:
     if record is None:
         return Observation(Phase.GONE, reason="Slurm does not know this job (any more)")
+    requeued = tuple(EndedRun(run.state, run.node, run.started_time, run.ended_time) for run in record.earlier if run.ended_time is not None)
+    return replace(_observation_now(record), requeued=requeued)
+
+
+def _observation_now(record: SacctRecord) -> Observation:
     if record.state in PENDING_STATES:
         return Observation(Phase.PENDING, reason=record.reason, node=None)
     if record.state in RUNNING_STATES:
@@ -101,6 +122,15 @@ def _expand(job_id: str) -> Iterator[str]:
 def _exit_code(text: str) -> Optional[int]:
     code, _, _signal = text.partition(":")
     return int(code) if code.isdigit() else None
+
+
+def _epoch(text: str) -> Optional[float]:
+    """Seconds since the epoch of sacct's ``2026-12-01T10:04:16`` (the cluster's local time); None
+    for ``Unknown`` or ``None``."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 def _megabytes(text: str) -> Optional[float]:

@@ -107,6 +107,21 @@ class Attempt(Base):
     submitter: Mapped[Optional[str]]
 
     run: Mapped[Run] = relationship(back_populates="attempts")
+    requeue_history: Mapped[list["Requeue"]] = relationship(order_by="Requeue.time", viewonly=True)
+
+
+class Requeue(Base):
+    """The scheduler put the attempt's job back in the queue (tables.requeues)."""
+
+    __table__ = tables.requeues
+
+    id: Mapped[int]
+    attempt_id: Mapped[int]
+    time: Mapped[float]
+    cause: Mapped[str]
+    source: Mapped[str]
+    node: Mapped[Optional[str]]
+    step: Mapped[Optional[int]]
 
 
 class Checkpoint(Base):

@@ -130,6 +130,22 @@ attempts = Table(
     Index("ix_attempts_closed_by_guess", "closed_by_guess", "ended_time"),  # sync's recent guesses
 )  # fmt: skip
 
+# Each time the scheduler put an attempt's job back in the queue: on the job's own request at a
+# time limit (from its journal, with the step) or because its node failed, it was preempted or
+# requeued by hand (from Slurm's accounting). One row per (attempt, time, cause): sync adds them
+# idempotently.
+requeues = Table(
+    "requeues", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
+    Column("time", Float, nullable=False),  # when that run of the job ended
+    Column("cause", String(32), nullable=False),  # SIGUSR2 (the job's checkpoint and requeue), NODE_FAIL, PREEMPTED, REQUEUED, ...
+    Column("source", String(16), nullable=False),  # journal or scheduler
+    Column("node", String(255)),
+    Column("step", Integer),  # where the run was (the journal's requeues say)
+    UniqueConstraint("attempt_id", "time", "cause"),
+)  # fmt: skip
+
 checkpoints = Table(
     "checkpoints", metadata,
     Column("id", Integer, primary_key=True),

@@ -100,6 +100,28 @@ def stop(state_dir: Path) -> None:
         cluster.pid_file(daemon).unlink(missing_ok=True)
 
 
+def kill_slurmd(cluster: MiniCluster) -> None:
+    """SIGKILL the node's slurmd, as a crashed node daemon: its jobs' processes live on (no
+    cgroups here); slurmctld declares the node DOWN after SlurmdTimeout and its jobs NODE_FAIL."""
+    pid = _read_pid(cluster.pid_file("slurmd"))
+    assert pid is not None, "slurmd is not running"
+    _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def restart_slurmd(cluster: MiniCluster) -> None:
+    """Start the node's slurmd again; returns once slurmctld has the node back in service."""
+    _start_daemon(cluster, "slurmd", ["slurmd", "-f", str(cluster.slurm_conf)], PORTS["slurmd"])
+
+    def node_in_service() -> bool:
+        states = slurm_run(cluster, "sinfo", "--noheader", "--format=%T").stdout.split()
+        return bool(states) and not any("down" in state or state.endswith("*") for state in states)
+
+    _wait_for(node_in_service, "the node back in service", cluster, "slurmd")
+
+
 def slurm_run(cluster: MiniCluster, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(command), capture_output=True, text=True, env={**os.environ, **cluster.environment})
 
