@@ -368,8 +368,9 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
     parser.add_argument(
         "--executor", choices=EXECUTOR_NAMES,
-        help="run each run's analysis as a job (slurm: on the run's cluster, in its container, no GPU, 4 h); default: in this process; sweep views always run here",
+        help="run the runs' analyses as one job array (slurm: on the runs' cluster, in their container, no GPU, the time their shards need); default: in this process; sweep views always run here",
     )  # fmt: skip
+    parser.add_argument("--wait", action="store_true", help="--executor slurm: wait for the jobs and print their reports (default: print what was submitted and return); local and debug always wait")
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
@@ -683,6 +684,12 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
     ]  # fmt: skip
     columns = [*attempt_columns, "submitted", "started", "ended", "queue wait", "elapsed", "reason"]
     console.print(output.table("attempts", columns, [[a[c] for c in attempt_columns] + when for a, when in zip(view["attempts"], times)]))
+    requeues = [
+        [a["number"], output.format_time(r["time"]), r["cause"], r["node"], r["step"], r["source"]]
+        for a in view["attempts"] for r in a["requeue_history"]
+    ]  # fmt: skip
+    if requeues:
+        console.print(output.table("requeues", ["attempt", "time", "cause", "node", "step", "from"], requeues))
     console.print(output.table("checkpoints", ["step", "path", "bytes"], [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]]))
     console.print(f"shards: {len(view['shards'])}")
     metric_rows = [[name, m["count"], m["last_step"], m["last"], m["min"], m["max"]] for name, m in sorted(view["metrics"].items())]
@@ -889,24 +896,25 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
     from sqlalchemy.orm import Session
 
     from jobs.analyses import SWEEP_VIEWS
-    from orchestrator import output
-    from orchestrator.analyze import analyze_runs, analyze_sweep, check_out_folder, print_reports, selected_runs
+    from orchestrator import analyze
     from orchestrator.sync import sync
 
-    check_out_folder(arguments.out, home)
+    analyze.check_out_folder(arguments.out, home)
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
-        runs = selected_runs(session, arguments.targets, arguments.where)
-        if arguments.figure in SWEEP_VIEWS:
-            reports = [analyze_sweep(session, runs, arguments, home)]
-        else:
-            reports = analyze_runs(runs, arguments, home)
-    if arguments.json:
-        output.print_json([report.as_json() for report in reports])
-    else:
-        print_reports(reports)
-    return 0
+        runs = analyze.selected_runs(session, arguments.targets, arguments.where)
+        if arguments.figure in SWEEP_VIEWS or arguments.executor is None:
+            in_process = [analyze.analyze_sweep(session, runs, arguments, home)] if arguments.figure in SWEEP_VIEWS else analyze.analyze_in_process(runs, arguments)
+            analyze.print_reports(in_process, [], arguments.json)
+            return 0
+        arrays = analyze.plan_arrays(session, runs, analyze.analysis_jobs(runs, arguments), arguments.executor, home)
+    # the session is closed before waiting: an open read would hold off other orch commands' writes
+    submission = analyze.submit_arrays(arrays, arguments.figure, arguments.executor)
+    if not analyze.waits(arguments.executor, arguments.wait):
+        return analyze.print_submission(submission, arguments.json)
+    reports, failures = analyze.collect_reports(submission)
+    return SOME_RUNS_FAILED_EXIT if analyze.print_reports(reports, failures, arguments.json) else 0
 
 
 def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:

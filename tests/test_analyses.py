@@ -214,3 +214,109 @@ def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) 
     as_jobs = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--executor", "local", "--json").json()
     assert [report["summary"] for report in as_jobs] == [report["summary"] for report in in_process]
     assert all(Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs)  # the job's report
+
+
+SMALL_PROBED_SWEEP = """
+name: small
+include: [problems/digits_mlp.yaml]
+base:
+  model: {hidden: [8]}
+  training: {steps: 20, checkpoint_every: 10, eval_every: 10}
+  probes: [{type: line, every: 5, resolution: 0.05}]
+zip: {cluster: [local, mini], optimizer.lr: [0.1, 0.2]}
+"""
+
+
+def small_sweep(orch: Orch, tmp_path: Path) -> None:
+    orch.ok("submit", write_sweep(tmp_path, "small", SMALL_PROBED_SWEEP), "--executor", "debug")
+
+
+def test_table_prints_every_file_it_wrote(orch: Orch, tmp_path: Path) -> None:
+    small_sweep(orch, tmp_path)
+
+    printed = orch.ok("analyze", "small", "--figure", "table", "--out", tmp_path / "views").stdout
+    (report,) = orch.ok("analyze", "small", "--figure", "table", "--out", tmp_path / "views", "--json").json()
+
+    written = [str(tmp_path / "views" / "small-table.csv"), str(tmp_path / "views" / "small-table.md")]
+    assert report["tables"] == written and report["figures"] == []
+    assert printed.splitlines()[:3] == ["small table: wrote 2 files", f"  {written[0]}", f"  {written[1]}"]
+    assert all(Path(path).is_file() for path in written)
+
+
+def test_the_shards_an_analysis_reads_are_measured_from_the_registry(orch: Orch, tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from orchestrator.analyze import shard_volumes
+    from orchestrator.home import OrchHome
+    from orchestrator.registry.engine import open_registry
+
+    small_sweep(orch, tmp_path)
+    run_ids = [run["id"] for run in orch.ok("runs", "--json").json()]
+    folders = {run_id: Path(orch.ok("show", run_id, "--json").json()["run_dir"]) for run_id in run_ids}
+
+    with Session(open_registry(OrchHome(orch.home))) as session:
+        everything = shard_volumes(session, run_ids, "line", None)
+        middle = shard_volumes(session, run_ids, "line", (5, 15))
+        other_probe = shard_volumes(session, run_ids, "interpolation", None)
+
+    for run_id, folder in folders.items():
+        files = sorted((folder / "shards" / "line").glob("step_*.safetensors"))
+        assert (everything[run_id].shards, everything[run_id].bytes) == (len(files), sum(path.stat().st_size for path in files))
+        assert middle[run_id].shards == 2  # steps 5 and 10
+    assert len(files) == 4 and other_probe == {}
+
+
+def test_an_analysis_job_asks_for_its_measured_time_with_margin_floor_and_partition_cap() -> None:
+    from orchestrator.analyze import ANALYSIS_SAFETY_FACTOR, ShardVolume, job_time
+    from orchestrator.profiles import load_profile
+
+    mini = load_profile("mini")  # signal_delay_s 30; partitions up to 30 days
+    assert ShardVolume(1000, 500 * 2**20).seconds == pytest.approx(6.0 + 1000 * 0.004 + 500 * 0.003)
+
+    floor = job_time(ShardVolume().seconds, mini)  # 5 min + 30 s warning + 60 s Slurm slack
+    assert (floor.minutes, floor.slurm_time, floor.capped) == (7, "0-00:07:00", False)
+    measured = job_time(1000.0, mini)
+    assert ANALYSIS_SAFETY_FACTOR == 4.0 and measured.minutes == 69  # ceil((1000 s × 4 + 30 s + 60 s) / 60 s)
+    capped = job_time(1e9, mini)
+    assert (capped.minutes, capped.capped) == (30 * 24 * 60, True)
+    assert job_time(1e9, load_profile("local")).capped is False  # no partitions: no cap
+
+
+def test_runs_of_two_clusters_go_out_as_two_arrays_named_for_the_figure(orch: Orch, tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from orchestrator.analyze import analysis_jobs, plan_arrays, selected_runs
+    from orchestrator.cli import build_parser
+    from orchestrator.home import OrchHome
+    from orchestrator.registry.engine import open_registry
+
+    small_sweep(orch, tmp_path)
+    home = OrchHome(orch.home)
+    arguments = build_parser().parse_args(["analyze", "small", "--figure", "polyfit", "--executor", "debug"])
+
+    with Session(open_registry(home)) as session:
+        runs = selected_runs(session, ["small"], [])
+        arrays = plan_arrays(session, runs, analysis_jobs(runs, arguments), "debug", home)
+
+    assert sorted(array.profile.name for array in arrays) == ["local", "mini"]
+    assert all(len(array.tasks) == 1 and array.resources.gpus == 0 for array in arrays)
+    submission = arrays[0].name.removeprefix("orch:analyze:polyfit:").removesuffix(".0")  # <time>-<random>
+    assert [array.name for array in arrays] == [f"orch:analyze:polyfit:{submission}.0", f"orch:analyze:polyfit:{submission}.1"]
+    assert [array.folder.name for array in arrays] == [f"analyze-polyfit-{submission}.0", f"analyze-polyfit-{submission}.1"]
+    mini = next(array for array in arrays if array.profile.name == "mini")
+    assert (mini.resources.partition, mini.resources.time) == ("test", "0-00:07:00")  # the floor: 4 small shards
+
+    reports = orch.ok("analyze", "small", "--figure", "polyfit", "--executor", "debug", "--json").json()  # debug waits, --wait or not
+    assert sorted(report["summary"]["lines"] for report in reports) == [4, 4]
+
+
+def test_slurm_analysis_without_slurm_here_is_a_user_error(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_sweep(orch, tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+    result = orch("analyze", "small", "--figure", "polyfit", "--executor", "slurm")
+
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--executor slurm: sbatch and scontrol not found on PATH" in result.stderr and "accepted:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((orch.home / "results" / "submitit").glob("analyze-*"))

@@ -195,11 +195,11 @@ def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster:
     )
     assert orch("submit", slurm_sweep(tmp_path, "probed", base), "--wait").exit_code == 0
 
-    (report,) = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--json").json()
+    (report,) = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--wait", "--json").json()
 
     assert report["summary"]["lines"] == 3 and Path(report["figures"][0]).is_file()
     script = next((orch.home / "results" / "submitit").glob("analyze-*/*_submission.sh")).read_text()
-    assert "#SBATCH --partition=day" in script and "#SBATCH --time=240" in script and "--gres" not in script
+    assert "#SBATCH --partition=test" in script and "#SBATCH --time=7\n" in script and "--gres" not in script  # minutes from the shards' measured cost
 
 
 def squeue_line(cluster: MiniCluster, job_id: str) -> Optional[tuple[str, str, str]]:
