@@ -417,7 +417,7 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
         _end(attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
         if payload.step is not None:
             attempt.end_step = attempt.run.current_step = payload.step
-        if payload.error_type == WRITER_REFUSED:
+        if payload.error_type == WRITER_REFUSED and attempt.state == payload.state:
             attempt.closed_by_guess = True  # the process that holds the run folder has the last word: its final event wins
 
 
