@@ -350,21 +350,16 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
 
 
 def analysis_executor(name: str, array: AnalysisArray) -> Any:
-    import submitit
+    """The submitit executor of the array's backend (its jobs never requeue: an analysis that runs
+    out of time is reported as failed)."""
+    from orchestrator.executors import JobSettings, get_backend
 
-    python = shlex.join(array.launcher) if array.launcher else shlex.quote(sys.executable)
-    if name == "debug":
-        return submitit.DebugExecutor(folder=array.folder)
-    if name == "local":
-        executor = submitit.LocalExecutor(folder=array.folder, python=python)
-        executor.update_parameters(timeout_min=array.time.minutes, signal_delay_s=array.profile.signal_delay_s)
-        return executor
-    from orchestrator.executors.slurm import sbatch_parameters
-
-    executor = submitit.SlurmExecutor(folder=array.folder, python=python)
     profile = array.profile
-    executor.update_parameters(**sbatch_parameters(array.resources, array.name, profile.max_parallel, profile.signal_delay_s, profile.sbatch))
-    return executor
+    settings = JobSettings(
+        resources=array.resources, folder=array.folder, max_parallel=profile.max_parallel, name=array.name,
+        launcher=array.launcher, max_requeues=0, signal_delay_s=profile.signal_delay_s, sbatch=profile.sbatch,
+    )  # fmt: skip
+    return get_backend(name).submitit_executor(settings)
 
 
 def collect_reports(submission: AnalysisSubmission) -> tuple[list[AnalysisReport], list[AnalysisFailure]]:

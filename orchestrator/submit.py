@@ -30,7 +30,7 @@ from orchestrator.bulk import IN_CHUNK
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
 from orchestrator.containers import container_image, image_sha256, launcher_argv
-from orchestrator.executors import ArraySubmission, get_backend
+from orchestrator.executors import ArraySubmission, JobSettings, get_backend
 from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
@@ -326,8 +326,7 @@ def profile_of(run: Run) -> ClusterProfile:
 def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
     first = group[0]
     array_name = first.array_name
-    return ArraySubmission(
-        requests=[item.request for item in group],
+    settings = JobSettings(
         resources=first.spec.resources,
         folder=first.profile.results_path(home) / "submitit" / array_name.rpartition(".")[0],
         max_parallel=first.profile.max_parallel,
@@ -337,6 +336,7 @@ def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
         max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
         sbatch=first.sbatch,
     )
+    return ArraySubmission([item.request for item in group], settings)
 
 
 @dataclass(frozen=True)

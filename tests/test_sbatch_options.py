@@ -94,7 +94,8 @@ def job_script(array: ArraySubmission, folder: Path) -> list[str]:
 
     from orchestrator.executors.slurm import chunk_name, sbatch_parameters
 
-    parameters = sbatch_parameters(array.resources, chunk_name(array.name, 0), array.max_parallel, array.signal_delay_s, array.sbatch)
+    settings = array.settings
+    parameters = sbatch_parameters(settings.resources, chunk_name(settings.name, 0), settings.max_parallel, settings.signal_delay_s, settings.sbatch)
     return _make_sbatch_string(command="python -m x", folder=str(folder), **parameters).splitlines()  # type: ignore[arg-type]
 
 
@@ -123,8 +124,8 @@ zip:
 
     assert sorted(len(array.requests) for array in arrays) == [1, 2]
     shared, alone = sorted(arrays, key=lambda array: len(array.requests), reverse=True)
-    assert shared.sbatch == SbatchOptions(account="lab-mz", qos="normal", constraint="1080ti", mail_type="FAIL", extra=["--nice=5", "--hint=nomultithread"])
-    assert alone.sbatch == SbatchOptions(account="lab-mz", qos="gpu-long", constraint="1080ti", mail_type="END,FAIL", extra=["--hint=nomultithread", "--nice=10", "--reservation=paper deadline"])
+    assert shared.settings.sbatch == SbatchOptions(account="lab-mz", qos="normal", constraint="1080ti", mail_type="FAIL", extra=["--nice=5", "--hint=nomultithread"])
+    assert alone.settings.sbatch == SbatchOptions(account="lab-mz", qos="gpu-long", constraint="1080ti", mail_type="END,FAIL", extra=["--hint=nomultithread", "--nice=10", "--reservation=paper deadline"])
     script = job_script(alone, tmp_path)
     for line in ("#SBATCH --account=lab-mz", "#SBATCH --qos=gpu-long", "#SBATCH --constraint=1080ti", "#SBATCH --mail-type=END,FAIL",
                  "#SBATCH --nice=10", "#SBATCH --hint=nomultithread", "#SBATCH --reservation='paper deadline'", "#SBATCH --gres=gpu:1"):  # fmt: skip

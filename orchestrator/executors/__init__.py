@@ -2,15 +2,23 @@
 
 Every backend runs the same job function (``jobs.entry.run_attempt``) with the same
 ``AttemptRequest``; the job's journal is identical whichever backend ran it. A backend submits a
-list of requests as one array, observes submitted jobs in batches, and cancels them.
+list of requests as one array, observes submitted jobs in batches, cancels them, and makes the
+submitit executor that its jobs (and ``orch analyze``'s) go out through.
+
+Adding an executor is one module with a backend class (its ``name``, ``poll_seconds`` and the
+methods of :class:`Backend`) bound to ``BACKEND``, and one line in :data:`BACKEND_MODULES`.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import submitit
 
 from jobs.entry import AttemptRequest
 from jobs.spec import ResourcesSpec
@@ -26,18 +34,25 @@ class JobHandle:
 
 
 @dataclass(frozen=True)
-class ArraySubmission:
-    """Runs with equal resources, submitted as one array under ``folder`` (submitit's files)."""
+class JobSettings:
+    """What the jobs of one array ask for, whatever they run: the submitit executor's settings."""
 
-    requests: Sequence[AttemptRequest]
-    resources: ResourcesSpec
-    folder: Path
+    resources: ResourcesSpec  # its ``time`` is the jobs' limit
+    folder: Path  # submitit's files: scripts, logs, pickles
     max_parallel: int
     name: str = "orch"  # job name and comment: finds the array again if the submitter dies
     launcher: Sequence[str] = ()  # argv that runs Python in the job (a container wrapper); () = this Python
     max_requeues: int = 3  # submitit's max_num_timeout
     signal_delay_s: int = 90
     sbatch: Optional[SbatchOptions] = None  # pass-through options: the runs' own over their cluster profile's (Slurm only)
+
+
+@dataclass(frozen=True)
+class ArraySubmission:
+    """Runs with equal resources, submitted as one array."""
+
+    requests: Sequence[AttemptRequest]
+    settings: JobSettings
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class Observation:
 
 class Backend(Protocol):
     name: str
+    poll_seconds: float  # how often waiting commands look again
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]: ...
 
@@ -90,17 +106,33 @@ class Backend(Protocol):
 
     def cancel(self, jobs: Sequence[JobRef]) -> None: ...
 
+    def submitit_executor(self, settings: JobSettings) -> submitit.Executor: ...
 
-EXECUTOR_NAMES = ("local", "debug", "slurm")
+
+# name -> the module whose ``BACKEND`` is the backend class; imported on first use, so that
+# ``orch --help`` and the commands that never submit load neither submitit nor a backend.
+BACKEND_MODULES = {
+    "local": "orchestrator.executors.local",
+    "debug": "orchestrator.executors.debug",
+    "slurm": "orchestrator.executors.slurm",
+}
+EXECUTOR_NAMES = tuple(BACKEND_MODULES)
 
 
-# How often waiting commands look again: a process table is cheap to read; sacct and squeue load
-# slurmctld and slurmdbd, which Slurm's documentation asks not to poll in tight loops.
-POLL_SECONDS = {"local": 1.0, "debug": 1.0, "slurm": 10.0}
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered as ``name`` (KeyError for an unknown name)."""
+    return importlib.import_module(BACKEND_MODULES[name]).BACKEND  # type: ignore[no-any-return]  # a module attribute
+
+
+def get_backend(name: str) -> Backend:
+    return backend_class(name)()
 
 
 def poll_seconds(executors: Sequence[str]) -> float:
-    return max((POLL_SECONDS[name] for name in executors), default=POLL_SECONDS["local"])
+    """How long a command waiting on jobs of these executors sleeps between looks: the slowest
+    backend's interval (sacct and squeue load slurmctld and slurmdbd, which Slurm's documentation
+    asks not to poll in tight loops; a process table is cheap to read)."""
+    return max((backend_class(name).poll_seconds for name in set(executors)), default=backend_class("local").poll_seconds)
 
 
 def array_task_of(job_id: str) -> Optional[int]:
@@ -109,17 +141,3 @@ def array_task_of(job_id: str) -> Optional[int]:
     return int(task) if separator and task.isdigit() else None
 
 
-def get_backend(name: str) -> Backend:
-    if name == "local":
-        from orchestrator.executors.local import LocalBackend
-
-        return LocalBackend()
-    if name == "debug":
-        from orchestrator.executors.debug import DebugBackend
-
-        return DebugBackend()
-    if name == "slurm":
-        from orchestrator.executors.slurm import SlurmBackend
-
-        return SlurmBackend()
-    raise KeyError(name)

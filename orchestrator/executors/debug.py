@@ -7,15 +7,19 @@ from typing import Sequence
 import submitit
 
 from jobs.entry import run_attempt
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase
 from orchestrator.executors.processes import process_alive, this_host
 
 
 class DebugBackend:
     name = "debug"
+    poll_seconds = 1.0
+
+    def submitit_executor(self, settings: JobSettings) -> submitit.DebugExecutor:
+        return submitit.DebugExecutor(folder=settings.folder)
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
-        executor = submitit.DebugExecutor(folder=array.folder)
+        executor = self.submitit_executor(array.settings)
         handles = []
         for index, request in enumerate(array.requests):
             job = executor.submit(run_attempt, request)
@@ -36,3 +40,6 @@ class DebugBackend:
 
     def cancel(self, jobs: Sequence[JobRef]) -> None:
         """Nothing to cancel: a debug job has finished by the time ``submit`` returns."""
+
+
+BACKEND = DebugBackend

@@ -15,7 +15,7 @@ import submitit
 from jobs.entry import AttemptJob
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase
 from orchestrator.executors.processes import process_alive, process_tree, processes_running, this_host
 
 SUBMITIT_MARK = "submitit"
@@ -23,17 +23,20 @@ SUBMITIT_MARK = "submitit"
 
 class LocalBackend:
     name = "local"
+    poll_seconds = 1.0
+
+    def submitit_executor(self, settings: JobSettings) -> submitit.LocalExecutor:
+        python = shlex.join(settings.launcher) if settings.launcher else None
+        executor = submitit.LocalExecutor(folder=settings.folder, max_num_timeout=settings.max_requeues, python=python)
+        executor.update_parameters(timeout_min=time_limit_minutes(settings.resources.time or "15"), signal_delay_s=settings.signal_delay_s)
+        return executor
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
-        python = shlex.join(array.launcher) if array.launcher else None
-        executor = submitit.LocalExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
-        slots_dir = array.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
-        executor.update_parameters(
-            timeout_min=time_limit_minutes(array.resources.time or "15"),
-            signal_delay_s=array.signal_delay_s,
-            setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(array.max_parallel)}"],
-        )
-        with streams_detached(array.folder / "controller.log"), executor.batch():
+        settings = array.settings
+        executor = self.submitit_executor(settings)
+        slots_dir = settings.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
+        executor.update_parameters(setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(settings.max_parallel)}"])
+        with streams_detached(settings.folder / "controller.log"), executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
         return [JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)]
 
@@ -74,6 +77,8 @@ class LocalBackend:
                     if process_alive(pid, SUBMITIT_MARK):
                         os.kill(pid, signal.SIGKILL)
 
+
+BACKEND = LocalBackend
 
 STANDARD_STREAMS = (0, 1, 2)
 

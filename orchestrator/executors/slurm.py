@@ -20,7 +20,7 @@ import submitit
 
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, Observation, Phase, array_task_of
+from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase, array_task_of
 from orchestrator.sbatch import SbatchOptions
 from orchestrator.executors.slurm_states import PENDING_STATES, QUEUED_STATES, SacctRecord, observation_of, parse_sacct, runs_before
 
@@ -35,6 +35,13 @@ class SlurmError(RuntimeError):
 
 class SlurmBackend:
     name = "slurm"
+    poll_seconds = 10.0  # sacct and squeue load slurmctld and slurmdbd
+
+    def submitit_executor(self, settings: JobSettings) -> submitit.SlurmExecutor:
+        python = shlex.join(settings.launcher) if settings.launcher else shlex.quote(sys.executable)
+        executor = submitit.SlurmExecutor(folder=settings.folder, max_num_timeout=settings.max_requeues, python=python)
+        executor.update_parameters(**sbatch_parameters(settings.resources, settings.name, settings.max_parallel, settings.signal_delay_s, settings.sbatch))
+        return executor
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
         handles: list[JobHandle] = []
@@ -44,10 +51,7 @@ class SlurmBackend:
         return handles
 
     def _submit_chunk(self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]) -> list[JobHandle]:
-        python = shlex.join(array.launcher) if array.launcher else shlex.quote(sys.executable)
-        executor = submitit.SlurmExecutor(folder=array.folder, max_num_timeout=array.max_requeues, python=python)
-        name = chunk_name(array.name, offset)
-        executor.update_parameters(**sbatch_parameters(array.resources, name, array.max_parallel, array.signal_delay_s, array.sbatch))
+        executor = self.submitit_executor(replace(array.settings, name=chunk_name(array.settings.name, offset)))
         with executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in requests]
         return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
@@ -79,6 +83,9 @@ class SlurmBackend:
         job_ids = [job.job_id for job in jobs if job.job_id]
         if job_ids:
             _run(["scancel", *job_ids])
+
+
+BACKEND = SlurmBackend
 
 
 def earlier_runs(live: SacctRecord, history: Optional[SacctRecord]) -> tuple[SacctRecord, ...]:
