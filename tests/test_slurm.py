@@ -72,7 +72,8 @@ def test_sweep_larger_than_max_array_size_goes_out_in_chunks(orch: Orch, mini_cl
 
 
 def test_failing_task_is_failed_with_traceback_in_logs(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "diverges", "  optimizer: {lr: 1.0e+6}\n  training: {steps: 50}\n")
+    """A diverging run: FAILED as in sacct, at the step its training reached (not 0/300)."""
+    sweep = slurm_sweep(tmp_path, "diverges", "  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n")
 
     result = orch("submit", sweep, "--wait", "--json")
 
@@ -81,6 +82,9 @@ def test_failing_task_is_failed_with_traceback_in_logs(orch: Orch, mini_cluster:
     assert run["state"] == "FAILED"
     attempt = orch.ok("show", run["id"], "--json").json()["attempts"][0]
     assert attempt["reason"].startswith("FloatingPointError: training loss is nan")
+    failing_step = int(attempt["reason"].split(" at step ")[1].split()[0])
+    assert run["step"] == attempt["end_step"] == failing_step - 1 > 0
+    wait_until(lambda: sacct_states(mini_cluster, attempt["job_id"]) == ["FAILED"], timeout_seconds=60)
     stderr = orch.ok("logs", run["id"], "--stderr").stdout
     assert "Traceback (most recent call last)" in stderr and "FloatingPointError" in stderr
 
