@@ -10,8 +10,16 @@ Two phases, one training-loop step (one batch of |B_i| = training.batch_size) pe
   s_min, and s = α·min(s_min, s_max) (the code caps before α). NSGD reuses s, SGD reuses λ = s/‖d‖;
   after ``untrusted_updates`` updates the estimate is the mean of the last ``average_last``.
   θ then moves to θ0 − s·d/‖d‖.
-- **train**: ``reuse_steps`` updates, each on the mean gradient of k(t) batches:
-  NSGD θ ← θ − s·d/‖d‖, SGD θ ← θ − λ·d.
+- **train**: the rest of the ``reuse_steps`` updates, each on the mean gradient of k(t) batches:
+  NSGD θ ← θ − s·d/‖d‖, SGD θ ← θ − λ·d. As in the authors' code, the estimate's own move is the
+  first of the ``reuse_steps`` updates, so ``reuse_steps − 1`` training updates follow it.
+
+A failed fit (not a > 0 > b) keeps the last estimate, as the code does. Before any estimate was
+accepted the code measures again, which stalls training where the fit fails every time (a full
+batch in float32, where the curvature term a·s² at the measure points is a few ulp). Here the same gathered
+batches are measured again at the measure points ×10, up to ``FARTHER_REMEASUREMENTS`` times (the
+extra forward passes count in that step's report); if no fit succeeds, the step is the measured
+point of lowest loss below l(0), at most s_max (else the nearest measure point), for one window.
 
 k(t) = ``batch_factors`` switched at ``batch_milestones`` (fractions of t_max = training.steps,
 changing after ⌊m·t_max⌋), times the noise factor ε of Eq. 6.8 (128/|B|·|D|/40 000, at least 1).
@@ -37,6 +45,11 @@ from jobs.spec import OptimizerSpec
 LABPAL_STEP_ADAPTATION = 1.8
 LABPAL_MAX_STEP = 1.0
 EPSILON = 1e-6
+# The policy for a first fit that fails (docs/optimizers.md): module constants, not spec fields,
+# because it only acts where the authors' code and Alg. 9 would measure the same line again and
+# again; a run that fits its first parabola never reaches it.
+FARTHER_REMEASUREMENTS = 3  # at most this many re-measurements of the gathered batches ...
+REMEASURE_SCALE = 10.0  # ... each at the previous measure points times this
 
 
 def parabola_through(points: list[float], losses: list[float], fit: str) -> tuple[float, float]:
@@ -48,6 +61,18 @@ def parabola_through(points: list[float], losses: list[float], fit: str) -> tupl
     first, second = (f1 - f0) / (x1 - x0), (f2 - f1) / (x2 - x1)
     a = (second - first) / (x2 - x0)
     return a, first - a * (x0 + x1)
+
+
+def fitted_minimum(points: list[float], losses: list[float], fit: str) -> Optional[float]:
+    """s_min of the parabola through the three measurements; None unless it opens upwards and descends at 0."""
+    a, b = parabola_through(points, losses, fit)
+    return -b / (2 * a) if a > 0 > b else None
+
+
+def lowest_measured_point(points: list[float], losses: list[float]) -> Optional[float]:
+    """The measured point (after 0) of lowest finite loss below the loss at 0; None if none is lower."""
+    below = [(loss, point) for point, loss in zip(points[1:], losses[1:]) if math.isfinite(loss) and loss < losses[0]]
+    return min(below)[1] if below else None
 
 
 @OPTIMIZERS.register("labpal")
@@ -149,30 +174,61 @@ class LABPAL(SearchOptimizer):
         return math.isfinite(self.direction_norm) and 1e-3 <= self.direction_norm <= 100 and slope < 0
 
     def _estimate(self) -> None:
-        directions = [self.state[p]["direction"] for p in self.params]
+        """Fit the parabola through the large-batch losses at the measure points, then move θ from θ0 by
+        the step: a new estimate, the last one where the fit fails, or the policy's first step."""
         points = list(self.spec.measure_points)
         means = [self.loss_sum / len(self.gathered)]
-        position = 0.0
-        for point in points[1:]:
-            torch._foreach_add_(self.params, directions, alpha=-(point - position) / self.direction_norm)
-            position = point
-            losses = [self.evaluate(self.batches.training_batch(step), backward=False) for step in self.gathered]
-            means.append(float(np.nanmean(losses)))
-        a, b = parabola_through(points, means, self.spec.parabola_fit)
-        if a > 0 > b:
-            self._record_estimate(max(min(-b / (2 * a), self.max_step) * self.adaptation, EPSILON))
-        target = self.update_step if self.update_step is not None else 0.0
+        position = self._measure_along_direction(points[1:], means, 0.0)
+        minimum = fitted_minimum(points, means, self.spec.parabola_fit)
+        if minimum is not None:
+            self._record_estimate(minimum)
+        elif self.update_step is None:
+            position = self._first_step_without_fit(points, means, position)
+        assert self.update_step is not None
+        target = self.update_step
+        directions = [self.state[p]["direction"] for p in self.params]
         torch._foreach_add_(self.params, directions, alpha=-(target - position) / self.direction_norm)
-        if self.update_step is None:
-            self._start_approximation()
-            self.finish(None, 0.0)
-            return
-        self.phase, self.updates_since_estimate = "train", 0
+        self.phase = "train"
+        self.updates_since_estimate = 1  # this move is the first of the reuse_steps updates (the authors' count)
         self.updates += 1
         self.gathered, self.loss_sum = [], 0.0
         self.finish(target / self.direction_norm, target)
 
-    def _record_estimate(self, step: float) -> None:
+    def _measure_along_direction(self, points: list[float], means: list[float], position: float) -> float:
+        """Append to ``means`` the mean loss of the gathered batches at each point along −d/‖d‖
+        (moving θ there from ``position``); returns the new position."""
+        directions = [self.state[p]["direction"] for p in self.params]
+        for point in points:
+            torch._foreach_add_(self.params, directions, alpha=-(point - position) / self.direction_norm)
+            position = point
+            losses = [self.evaluate(self.batches.training_batch(step), backward=False) for step in self.gathered]
+            means.append(float(np.nanmean(losses)))
+        return position
+
+    def _first_step_without_fit(self, points: list[float], means: list[float], position: float) -> float:
+        """No estimate yet and the fit failed: measure the gathered batches again farther out
+        (points ×REMEASURE_SCALE each time, at most FARTHER_REMEASUREMENTS times) until a fit
+        succeeds; else take the lowest measured point below l(0), at most s_max, or the nearest
+        measure point. Sets the step (a fallback is not averaged into later estimates); returns θ's position."""
+        measured_points, measured_means = list(points), list(means)
+        for retry in range(1, FARTHER_REMEASUREMENTS + 1):
+            farther = [point * REMEASURE_SCALE**retry for point in points]
+            farther_means = means[:1]
+            position = self._measure_along_direction(farther[1:], farther_means, position)
+            minimum = fitted_minimum(farther, farther_means, self.spec.parabola_fit)
+            if minimum is not None:
+                self._record_estimate(minimum)
+                return position
+            measured_points += farther[1:]
+            measured_means += farther_means[1:]
+        lowest = lowest_measured_point(measured_points, measured_means)
+        step = min(lowest, self.max_step) if lowest is not None else points[1]
+        self.update_step, self.lr = step, max(step / max(self.direction_norm, EPSILON), EPSILON)
+        return position
+
+    def _record_estimate(self, minimum: float) -> None:
+        """s = α·min(s_min, s_max) (and λ = s/‖d‖), averaged with the last ones after untrusted_updates."""
+        step = max(min(minimum, self.max_step) * self.adaptation, EPSILON)
         raw = [step, max(step / max(self.direction_norm, EPSILON), EPSILON)]
         if self.updates > self.spec.untrusted_updates:
             self.history = (self.history + [raw])[-self.spec.average_last :]
