@@ -47,6 +47,7 @@ CONFIGURATIONS = {
     "alig": OptimizerSpec(name="alig", lr=0.1, momentum=0.9),
     "sgd_hd": OptimizerSpec(name="sgd_hd"),
     "cocob": OptimizerSpec(name="cocob"),
+    "pls": OptimizerSpec(name="pls"),  # the paper's defaults, α0 = lr 0.1
 }
 TARGETS = {"pal": 1.9, "labpal": 1.2, "labpal_sgd": 1.2, "sls": 2.1}  # dissertation table 4.1, ch. 6
 

@@ -17,7 +17,7 @@ CATALOG_NAMES: dict[str, tuple[str, ...]] = {  # keyed as the spec's Check.catal
         "resnet20", "resnet32", "resnet34", "resnet44", "resnet56", "vgg11",
     ),
     "datasets": ("cifar10", "cifar100", "digits", "mnist", "svhn"),
-    "optimizers": ("accuracy_sls", "adam", "adamw", "alig", "cocob", "gols_i", "labpal", "pal", "rmsprop", "sgd", "sgd_hd", "sls"),
+    "optimizers": ("accuracy_sls", "adam", "adamw", "alig", "cocob", "gols_i", "labpal", "pal", "pls", "rmsprop", "sgd", "sgd_hd", "sls"),
     "probes": ("hessian_norm", "interpolation", "line"),
 }  # fmt: skip
 

@@ -244,6 +244,11 @@ class OptimizerSpec:
     alig_delta: float = checked(1e-5, gt=0.0)
     hypergradient_lr: float = checked(0.001, gt=0.0)  # β of SGD-HD
     cocob_alpha: float = checked(100.0, gt=0.0)
+    # PLS (Mahsereci & Hennig; jobs/optim/pls.py): lr is α0, the first search's base step. None: the paper's
+    pls_c1: Optional[float] = checked(None, gt=0.0, lt=1.0)  # first Wolfe (sufficient decrease) constant; None: 0.05
+    pls_c2: Optional[float] = checked(None, gt=0.0, lt=1.0)  # second Wolfe (curvature) constant; None: 0.8
+    pls_wolfe_threshold: Optional[float] = checked(None, gt=0.0, lt=1.0)  # c_W, accept at Wolfe probability above it; None: 0.3
+    pls_max_evaluations: Optional[int] = checked(None, ge=1, le=1000)  # evaluations (steps) per line search; None: 6
 
 
 COMMON_OPTIMIZER_FIELDS = ("name",)
@@ -266,6 +271,7 @@ OPTIMIZER_FIELDS = {
     "alig": ("lr", "weight_decay", "momentum", "alig_delta"),
     "sgd_hd": ("lr", "weight_decay", "hypergradient_lr"),
     "cocob": ("weight_decay", "cocob_alpha"),
+    "pls": ("lr", "weight_decay", "momentum", "pls_c1", "pls_c2", "pls_wolfe_threshold", "pls_max_evaluations"),
 }
 
 

@@ -34,4 +34,4 @@ def test_planning_and_its_checks_load_no_torch(tmp_path: Path) -> None:
         "print(len(plan.runs), sorted(name for name in sys.modules if name.split('.')[0] in ('torch', 'torchvision')))"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
-    assert result.stdout.split() == ["498", "[]"]
+    assert result.stdout.split() == ["642", "[]"]

@@ -130,21 +130,28 @@ def test_labpal_estimates_the_exact_step_on_a_quadratic(fit: str, factor: float,
 
 def test_labpal_batch_schedule_and_step_accounting() -> None:
     shape = TrainingShape(total_steps=100, steps_per_epoch=10, batch_size=128, train_size=40_000)
-    spec = OptimizerSpec(name="labpal", approximation_samples=256, reuse_steps=3, noise_factor=1.0, labpal_mode="sgd", step_adaptation=1.99)  # ‖g‖ stays above the 1e-3 guard
-    parameter = torch.nn.Parameter(torch.full((3,), 10.0, dtype=torch.float64))
+    spec = OptimizerSpec(name="labpal", approximation_samples=256, reuse_steps=3, noise_factor=1.0, labpal_mode="sgd", step_adaptation=1.99)
+    parameter = torch.nn.Parameter(torch.full((3,), 1000.0, dtype=torch.float64))  # the capped moves keep 1e-3 ≤ ‖g‖ ≤ 100 (the guards) for 100 steps
     objective = Quadratic(parameter, 0.01 * torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
     optimizer = build_optimizer([parameter], spec, shape, SameQuadratic(objective))
     assert [optimizer.k(t) for t in (0, 50, 51, 75, 76, 99)] == [1, 1, 2, 2, 4, 4]  # changes after ⌊0.5·t_max⌋ and ⌊0.75·t_max⌋
-    updates = []
+    updates, estimates = [], []
     for step in range(100):
         optimizer.step(objective)
         updates.append(optimizer.last_report.learning_rate is not None)
-    # every consumed batch is a step: 2 gathered (the second ends in the estimate's move) + 3 updates
-    # while k = 1; from step 51 k = 2: the |B_a| = 256 samples are the 2 direction-defining batches,
-    # then updates of 2 batches each; from step 76 k = 4: 4 batches to the estimate, updates of 4
-    assert updates[:10] == [False, True, True, True, True, False, True, True, True, True]
+        if optimizer.last_report.forwards > 1:  # the estimate re-evaluates the gathered batches
+            estimates.append(step)
+    # every consumed batch is a step. reuse_steps = 3 counts the estimate's own move as the first of
+    # the 3 updates (the authors' amount_steps_to_reuse_lr), so 2 training updates follow it. While
+    # k = 1: 2 gathered (the second ends in the estimate's move) + 2 updates, a window of 4 steps;
+    # from step 51 k = 2: the |B_a| = 256 samples are the 2 direction-defining batches, then 2
+    # updates of 2 batches each (6 steps); from step 76 k = 4: 4 batches to the estimate, 2 updates of 4
+    assert updates[:10] == [False, True, True, True, False, True, True, True, False, True]
     assert updates[51:61] == [False, True] * 5
     assert updates[76:88] == [False, False, False, True] * 3
+    # the switch to k = 2 at step 51 restarts the approximation (the window from step 48 ends
+    # early); the one begun at step 75 restarts at the switch to k = 4 at step 76
+    assert estimates == list(range(1, 50, 4)) + [52, 58, 64, 70] + [79, 91]
     assert optimizer.backwards_total < optimizer.forwards_total
 
 
@@ -273,6 +280,7 @@ def test_a_field_of_another_optimizer_is_refused_with_the_accepted_ones() -> Non
 
 RESUME_CASES = {
     "sgd": OptimizerSpec(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4),
+    "pls": OptimizerSpec(name="pls", lr=0.05, momentum=0.4),
     "adam": OptimizerSpec(name="adam", lr=1e-3),
     "adamw": OptimizerSpec(name="adamw", lr=1e-3, weight_decay=1e-2, schedule=ScheduleSpec(name="cosine", warmup_steps=4, warmup_start_factor=0.25)),
     "rmsprop": OptimizerSpec(name="rmsprop", lr=1e-3, momentum=0.9),

@@ -65,7 +65,7 @@ def test_an_error_names_the_alternative_of_grids_that_set_the_value(tmp_path: Pa
 
 REPRODUCTIONS = {  # sweep → runs per optimizer (configurations × seeds)
     "dissertation_ch4_grid": {"adam": 30, "sgd": 36, "rmsprop": 24, "pal": 48, "sls": 48, "alig": 36, "cocob": 24, "sgd_hd": 36},
-    "dissertation_ch6_grid": {"sgd": 36, "pal": 54, "labpal": 216, "gols_i": 144, "sls": 48},
+    "dissertation_ch6_grid": {"sgd": 36, "pal": 54, "labpal": 216, "gols_i": 144, "sls": 48, "pls": 144},
     "thesis_main_cifar10": {"adamw": 4, "sgd": 8, "sls": 4, "accuracy_sls": 8},
     "line_paper_lr": {"sgd": 12},
 }
@@ -99,7 +99,7 @@ def test_line_searches_on_digits_run_end_to_end(orch) -> None:
     orch.ok("submit", CONFIGS_DIR / "sweeps" / "line_searches_digits.yaml", "--executor", "debug")
     rows = orch.ok("export", "--json").json()
 
-    assert len(rows) == 12 and {row["state"] for row in rows} == {"COMPLETED"}
+    assert len(rows) == 14 and {row["state"] for row in rows} == {"COMPLETED"}
     by_name: dict[str, list[dict]] = {}
     for row in rows:
         by_name.setdefault(row["config.optimizer.name"], []).append(row)
@@ -235,7 +235,7 @@ def test_includes_may_reach_configs_and_the_sweeps_own_folder_through_symlinks_t
     (run,) = load_sweep(path, known_names()).runs
 
     assert run.spec.training.steps == 7 and run.spec.model.hidden == [64, 64]
-    assert len(load_sweep(CONFIGS_DIR / "sweeps" / "line_searches_digits.yaml", known_names()).runs) == 12
+    assert len(load_sweep(CONFIGS_DIR / "sweeps" / "line_searches_digits.yaml", known_names()).runs) == 14
 
 
 def test_an_include_escaping_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:

@@ -65,4 +65,5 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, s
 from jobs.optim import baselines as _baselines  # noqa: E402,F401  (registers its builders)
 from jobs.optim import labpal as _labpal  # noqa: E402,F401
 from jobs.optim import pal as _pal  # noqa: E402,F401
+from jobs.optim import pls as _pls  # noqa: E402,F401
 from jobs.optim import sls as _sls  # noqa: E402,F401
