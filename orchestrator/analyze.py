@@ -23,7 +23,6 @@ import json
 import math
 import secrets
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -40,7 +39,7 @@ from jobs.spec import ResourcesSpec, slurm_time, spec_from_json, time_limit_minu
 from orchestrator.bulk import IN_CHUNK
 from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError, bounded_list, one_paragraph
-from orchestrator.executors.local import streams_detached
+from orchestrator.executors import JobSettings, backend_class, get_backend
 from orchestrator.home import OrchHome
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Run
@@ -59,7 +58,6 @@ ANALYSIS_S_PER_MIB = 0.003  # batch-size: 40 line shards of 20 000 samples (513 
 ANALYSIS_SAFETY_FACTOR = 4.0  # a slower node, a shared file system (~80 MiB/s where this disk did 350)
 ANALYSIS_FLOOR_MINUTES = 5  # no analysis job asks for less (queueing, a slow start)
 MIB = 2**20
-SLURM_COMMANDS = ("sbatch", "scontrol")  # submitting an array and reading its size limit
 
 
 @dataclass(frozen=True)
@@ -233,14 +231,14 @@ def plan_arrays(session: Session, runs: Sequence[Run], jobs: Sequence[AnalysisJo
     grouped by profile, launcher and resources, each group cut at the cluster's MaxArraySize
     (Slurm). A run whose analysis does not fit its cluster, or no Slurm here, is an error before
     anything is submitted."""
-    if executor == "slurm":
-        check_slurm_commands()
+    backend = get_backend(executor)
+    backend.check_available()
     volumes = shard_volumes(session, [run.id for run in runs], jobs[0].options.probe, jobs[0].options.steps) if jobs else {}
     groups: dict[str, list[AnalysisTask]] = {}
     for run, job in zip(runs, jobs):
         task = analysis_task(run, job, volumes.get(run.id, ShardVolume()), home)
         groups.setdefault(task.array_key, []).append(task)
-    chunk_size = slurm_array_limit() if executor == "slurm" else max(len(runs), 1)
+    chunk_size = backend.array_limit() or max(len(runs), 1)
     chunks = [tasks[start : start + chunk_size] for tasks in groups.values() for start in range(0, len(tasks), chunk_size)]
     submission = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     return [array_of(tuple(tasks), submission, number if len(chunks) > 1 else None, home) for number, tasks in enumerate(chunks)]
@@ -265,21 +263,6 @@ def array_of(tasks: tuple[AnalysisTask, ...], submission: str, number: Optional[
     suffix = "" if number is None else f".{number}"
     folder = first.profile.results_path(home) / "submitit" / f"analyze-{figure}-{submission}{suffix}"
     return AnalysisArray(f"orch:analyze:{figure}:{submission}{suffix}", folder, first.profile, resources, first.launcher, needed, tasks)
-
-
-def check_slurm_commands() -> None:
-    missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
-    if missing:
-        raise UserError(f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; accepted: --executor slurm on a Slurm login node, --executor local, or no --executor")
-
-
-def slurm_array_limit() -> int:
-    from orchestrator.executors.slurm import SlurmError, max_array_size
-
-    try:
-        return max_array_size()
-    except SlurmError as error:
-        raise UserError(f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); accepted: a machine where scontrol and sbatch reach the cluster, --executor local, or no --executor") from None
 
 
 # -- submitting and waiting -----------------------------------------------------------------------
@@ -320,9 +303,10 @@ class AnalysisFailure:
 
 
 def waits(executor: str, wait: bool) -> bool:
-    """Whether ``orch analyze`` waits for its jobs: on Slurm only with ``--wait``; local jobs run on
-    this machine within minutes and debug jobs in this very process, so those are always waited for."""
-    return wait or executor != "slurm"
+    """Whether ``orch analyze`` waits for its jobs: on a scheduler's queue (Slurm) only with
+    ``--wait``; local jobs run on this machine within minutes and debug jobs in this very process,
+    so those are always waited for."""
+    return wait or not backend_class(executor).queued
 
 
 def submit_arrays(arrays: Sequence[AnalysisArray], figure: str, executor_name: str) -> AnalysisSubmission:
@@ -333,9 +317,9 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
     """One ``executor.batch()``: a Slurm job array (sbatch once), local processes, or debug jobs."""
     from submitit.core.utils import FailedJobError
 
-    executor = analysis_executor(executor_name, array)
-    # a local job must not hold orch's stdout (orch analyze … | cat would wait for it)
-    detached = streams_detached(array.folder / "controller.log") if executor_name == "local" else contextlib.nullcontext()
+    backend = get_backend(executor_name)
+    executor = backend.submitit_executor(analysis_settings(array))
+    detached = backend.submission_context(array.folder)
     refusal = io.StringIO()  # submitit prints sbatch's complaint before raising it: said once, below
     try:
         with results_umask(array.profile), detached, contextlib.redirect_stderr(refusal), executor.batch():
@@ -349,17 +333,14 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
     return SubmittedArray(array, tuple(jobs))
 
 
-def analysis_executor(name: str, array: AnalysisArray) -> Any:
-    """The submitit executor of the array's backend (its jobs never requeue: an analysis that runs
-    out of time is reported as failed)."""
-    from orchestrator.executors import JobSettings, get_backend
-
+def analysis_settings(array: AnalysisArray) -> JobSettings:
+    """The array's submitit settings (its jobs never requeue: an analysis that runs out of time is
+    reported as failed)."""
     profile = array.profile
-    settings = JobSettings(
+    return JobSettings(
         resources=array.resources, folder=array.folder, max_parallel=profile.max_parallel, name=array.name,
         launcher=array.launcher, max_requeues=0, signal_delay_s=profile.signal_delay_s, sbatch=profile.sbatch,
     )  # fmt: skip
-    return get_backend(name).submitit_executor(settings)
 
 
 def collect_reports(submission: AnalysisSubmission) -> tuple[list[AnalysisReport], list[AnalysisFailure]]:
@@ -470,7 +451,7 @@ def array_document(submitted: SubmittedArray) -> dict[str, Any]:
 def watch_commands(submission: AnalysisSubmission) -> list[str]:
     """The command lines that show the arrays: squeue while they wait or run, sacct afterwards."""
     array_ids = ",".join(submitted.array_id for submitted in submission.arrays)
-    if submission.executor != "slurm" or not array_ids:
+    if not backend_class(submission.executor).queued or not array_ids:
         return []
     return [shlex.join(["squeue", "--jobs", array_ids]), shlex.join(["sacct", "--jobs", array_ids, "--format", "JobID,JobName%60,State,Elapsed,ExitCode"])]
 

@@ -46,7 +46,7 @@ from jobs.journal import (
 )
 from jobs.paths import AttemptPaths
 from orchestrator.bulk import IN_CHUNK
-from orchestrator.executors import EndedRun, JobRef, Observation, Phase, array_task_of, get_backend
+from orchestrator.executors import EndedRun, JobRef, Observation, Phase, array_task_of, backend_class, get_backend
 from orchestrator.executors.processes import submitter_alive
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Requeue, Run, RunState, Shard
 from orchestrator.sync import SyncReport, open_attempts
@@ -82,7 +82,6 @@ METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ig
 CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
 SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
 REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
-EXECUTORS_WITH_HISTORY = ("slurm",)  # whose observations carry a job's earlier runs (sacct's)
 REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
 
 
@@ -117,7 +116,7 @@ def ingest(engine: Engine) -> SyncReport:
             apply_journal(attempt, journal, rows, report)
         still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
         # a job's journal can end it before sync saw that Slurm had requeued it: asked once more for its history
-        ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and attempt.executor in EXECUTORS_WITH_HISTORY]
+        ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and backend_class(attempt.executor).keeps_history]
         observed = observe(still_open + ended_now)
         lost_after = lost_after_by_run(session, {attempt.run_id for attempt, observation in observed if _may_be_lost(observation)})
         for attempt, observation in observed:

@@ -15,7 +15,7 @@ import enum
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, ContextManager, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:
     import submitit
@@ -99,6 +99,17 @@ class Observation:
 class Backend(Protocol):
     name: str
     poll_seconds: float  # how often waiting commands look again
+    queued: bool  # a scheduler's queue: commands return once submitted (unless --wait); else they wait
+    keeps_history: bool  # observations carry a job's earlier runs (requeues) after its journal ended it
+
+    def check_available(self) -> None:
+        """Raise ``UserError`` (what is missing, what would be accepted) when this machine cannot submit."""
+
+    def array_limit(self) -> Optional[int]:
+        """The most tasks one array may hold (None: any number)."""
+
+    def submission_context(self, folder: Path) -> ContextManager[None]:
+        """What ``executor.batch()`` runs inside (local: jobs detached from this process's streams)."""
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]: ...
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from pathlib import Path
+from typing import ContextManager, Optional, Sequence
 
 import submitit
 
@@ -14,6 +16,17 @@ from orchestrator.executors.processes import process_alive, this_host
 class DebugBackend:
     name = "debug"
     poll_seconds = 1.0
+    queued = False
+    keeps_history = False
+
+    def check_available(self) -> None:
+        """Always: the jobs run in this process."""
+
+    def array_limit(self) -> Optional[int]:
+        return None
+
+    def submission_context(self, folder: Path) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
     def submitit_executor(self, settings: JobSettings) -> submitit.DebugExecutor:
         return submitit.DebugExecutor(folder=settings.folder)

@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import ContextManager, Iterator, Optional, Sequence
 
 import submitit
 
@@ -24,6 +24,18 @@ SUBMITIT_MARK = "submitit"
 class LocalBackend:
     name = "local"
     poll_seconds = 1.0
+    queued = False
+    keeps_history = False
+
+    def check_available(self) -> None:
+        """Always: submitit starts the jobs as processes of this machine."""
+
+    def array_limit(self) -> Optional[int]:
+        return None
+
+    def submission_context(self, folder: Path) -> ContextManager[None]:
+        """A job's controller must not hold orch's stdout (``orch … | cat`` would wait for it)."""
+        return streams_detached(folder / "controller.log")
 
     def submitit_executor(self, settings: JobSettings) -> submitit.LocalExecutor:
         python = shlex.join(settings.launcher) if settings.launcher else None
@@ -36,7 +48,7 @@ class LocalBackend:
         executor = self.submitit_executor(settings)
         slots_dir = settings.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
         executor.update_parameters(setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(settings.max_parallel)}"])
-        with streams_detached(settings.folder / "controller.log"), executor.batch():
+        with self.submission_context(settings.folder), executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
         return [JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)]
 

@@ -7,26 +7,31 @@ element shell-quoted, because submitit pastes it into the sbatch script as it is
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import math
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import ContextManager, Optional, Sequence
 
 import submitit
 
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
 from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase, array_task_of
+from orchestrator.errors import UserError, one_paragraph
 from orchestrator.sbatch import SbatchOptions
 from orchestrator.executors.slurm_states import PENDING_STATES, QUEUED_STATES, SacctRecord, observation_of, parse_sacct, runs_before
 
 SACCT_IDS_PER_CALL = 1000
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End", "MaxRSS", "ReqMem")
 COMMAND_TIMEOUT_SECONDS = 60
+SLURM_COMMANDS = ("sbatch", "scontrol")  # submitting an array and reading its size limit
 
 
 class SlurmError(RuntimeError):
@@ -36,6 +41,22 @@ class SlurmError(RuntimeError):
 class SlurmBackend:
     name = "slurm"
     poll_seconds = 10.0  # sacct and squeue load slurmctld and slurmdbd
+    queued = True
+    keeps_history = True  # sacct --duplicates: the runs of a job before each requeue
+
+    def check_available(self) -> None:
+        missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
+        if missing:
+            raise UserError(f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; accepted: --executor slurm on a Slurm login node, --executor local, or no --executor")
+
+    def array_limit(self) -> Optional[int]:
+        try:
+            return max_array_size()
+        except SlurmError as error:
+            raise UserError(f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); accepted: a machine where scontrol and sbatch reach the cluster, --executor local, or no --executor") from None
+
+    def submission_context(self, folder: Path) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
     def submitit_executor(self, settings: JobSettings) -> submitit.SlurmExecutor:
         python = shlex.join(settings.launcher) if settings.launcher else shlex.quote(sys.executable)
