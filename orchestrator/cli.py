@@ -234,11 +234,13 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     command("sync", cmd_sync, "ingest the journals of active attempts into the registry")
     command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics", _export_options)
 
+    from jobs.manifest import DATA_FILES
+
     data = commands.add_parser("data", help="stage data sets (jobs never download)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     fetch = data_commands.add_parser("fetch", help="download a data set with torchvision into a data root (needs internet)")
     fetch.set_defaults(handler=cmd_data_fetch)
-    fetch.add_argument("name", choices=VISION_DATASETS)
+    fetch.add_argument("name", choices=tuple(DATA_FILES))  # the staged data sets (jobs.data.vision), named without torch
     fetch.add_argument("--root", type=path_argument, required=True, help="the data root (a cluster profile's data_root)")
     fetch.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -325,7 +327,6 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
 
 
-VISION_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")  # jobs.data.vision.SOURCES, without importing torch
 
 
 def path_argument(text: str) -> Path:

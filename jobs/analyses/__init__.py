@@ -9,6 +9,7 @@ as a job. This module imports nothing heavy, so the CLI can list the names at st
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -18,34 +19,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Analysis:
-    run: Callable[[RunInput, AnalysisOptions], AnalysisOutput]
+    function: str  # "module:function", imported when the analysis runs (numpy, matplotlib)
     probe: str  # whose shards it reads by default
     summary: str
 
-
-def _catalog() -> dict[str, Analysis]:
-    from jobs.analyses.batch_size import batch_size
-    from jobs.analyses.lines import representative_lines
-    from jobs.analyses.noisy import noisy_directions
-    from jobs.analyses.shapes import polyfit, shape_distance
-    from jobs.analyses.strategies import strategies
-    from jobs.analyses.walk import walk
-
-    return {
-        "lines": Analysis(representative_lines, "line", "representative lines: full batch, direction batch, other batches' quartiles, validation (Fig. 2)"),
-        "shape-distance": Analysis(shape_distance, "line", "MAE between minimum-shifted lines, all pairs and consecutive (Fig. 3)"),
-        "polyfit": Analysis(polyfit, "line", "degree-1 and degree-2 fits: errors, slope and curvature over training (Fig. 4)"),
-        "strategies": Analysis(strategies, "line", "s_opt against SGD, PAL, FBPAL, exact steps; s_opt vs ‖g‖ (Fig. 6)"),
-        "batch-size": Analysis(batch_size, "line", "emulated batch sizes: slope ratio, SGD and PAL improvement (Fig. 7)"),
-        "noisy-directions": Analysis(noisy_directions, "line", "distances between lines of noisy gradient directions (Fig. 8)"),
-        "walk": Analysis(walk, "interpolation", "valley floor, height, barriers per epoch, gradient cosine, distance, Hessian norm (Walk with SGD)"),
-    }
+    @property
+    def run(self) -> Callable[[RunInput, AnalysisOptions], AnalysisOutput]:
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]  # a module attribute
 
 
-RUN_ANALYSES = ("lines", "shape-distance", "polyfit", "strategies", "batch-size", "noisy-directions", "walk")
+# The one list of run analyses: adding one is a module with its function and one entry here.
+ANALYSES = {
+    "lines": Analysis("jobs.analyses.lines:representative_lines", "line", "representative lines: full batch, direction batch, other batches' quartiles, validation (Fig. 2)"),
+    "shape-distance": Analysis("jobs.analyses.shapes:shape_distance", "line", "MAE between minimum-shifted lines, all pairs and consecutive (Fig. 3)"),
+    "polyfit": Analysis("jobs.analyses.shapes:polyfit", "line", "degree-1 and degree-2 fits: errors, slope and curvature over training (Fig. 4)"),
+    "strategies": Analysis("jobs.analyses.strategies:strategies", "line", "s_opt against SGD, PAL, FBPAL, exact steps; s_opt vs ‖g‖ (Fig. 6)"),
+    "batch-size": Analysis("jobs.analyses.batch_size:batch_size", "line", "emulated batch sizes: slope ratio, SGD and PAL improvement (Fig. 7)"),
+    "noisy-directions": Analysis("jobs.analyses.noisy:noisy_directions", "line", "distances between lines of noisy gradient directions (Fig. 8)"),
+    "walk": Analysis("jobs.analyses.walk:walk", "interpolation", "valley floor, height, barriers per epoch, gradient cosine, distance, Hessian norm (Walk with SGD)"),
+}
+RUN_ANALYSES = tuple(ANALYSES)
 SWEEP_VIEWS = ("curves", "table")
 
 
 def analysis(name: str) -> Analysis:
-    return _catalog()[name]
-
+    return ANALYSES[name]
