@@ -2,24 +2,54 @@
 initialization each model's source uses, and the files each staged data set needs.
 
 The catalogs (jobs.models, jobs.data, jobs.optim, jobs.probes) register the builders; this
-manifest lists their names for the planner, which validates sweeps of 100 000 runs in seconds and
-must not load torch for it. tests/test_manifest.py checks that both agree.
+manifest reads their names from the decorators in the source for the planner, which validates
+sweeps of 100 000 runs in seconds and must not load torch for it. tests/test_manifest.py checks
+that both agree.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
 from typing import Optional
 
-CATALOG_NAMES: dict[str, tuple[str, ...]] = {  # keyed as the spec's Check.catalog refers to them
-    "models": (
-        "cnn", "densenet121", "densenet40", "mlp", "mobilenetv2", "resnet110", "resnet18",
-        "resnet20", "resnet32", "resnet34", "resnet44", "resnet56", "vgg11",
-    ),
-    "datasets": ("cifar10", "cifar100", "digits", "mnist", "svhn"),
-    "optimizers": ("accuracy_sls", "adam", "adamw", "alig", "cocob", "gols_i", "labpal", "pal", "pls", "rmsprop", "sgd", "sgd_hd", "sls"),
-    "probes": ("hessian_norm", "interpolation", "line"),
-}  # fmt: skip
+PACKAGE_DIR = Path(__file__).parent  # jobs/
+
+CATALOGS = {"models": ("models", "MODELS"), "datasets": ("data", "DATASETS"), "optimizers": ("optim", "OPTIMIZERS"), "probes": ("probes", "PROBES")}
+
+
+@functools.cache
+def catalog_names() -> dict[str, tuple[str, ...]]:
+    """Each catalog's names, keyed as the spec's ``Check.catalog`` refers to them, read from the
+    ``<CATALOG>.register("name")`` calls (decorators or not) in its package's source files:
+    parsed, not imported, so no torch. A name that is not a literal would be missed:
+    tests/test_manifest.py checks that this equals the imported catalogs'."""
+    return {kind: tuple(sorted(_registered(PACKAGE_DIR / package, catalog))) for kind, (package, catalog) in CATALOGS.items()}
+
+
+def _registered(package: Path, catalog: str) -> set[str]:
+    return {
+        node.args[0].value  # type: ignore[attr-defined]  # a str constant: _is_registration checked it
+        for source in sorted(package.glob("*.py"))
+        for node in ast.walk(ast.parse(source.read_text(), str(source)))
+        if _is_registration(node, catalog)
+    }
+
+
+def _is_registration(node: ast.AST, catalog: str) -> bool:
+    """``CATALOG.register("name")`` with a literal name."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "register"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == catalog
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
+
 
 KAIMING_NORMAL_SOURCES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # the line paper's code
 

@@ -44,7 +44,7 @@ from typing import Any, Mapping, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from jobs.manifest import CATALOG_NAMES
+from jobs.manifest import catalog_names
 from jobs.spec import RunSpec, value_problem
 from orchestrator.errors import SpecError
 from orchestrator.expansion import SEED_KEY, Axis, GridUnion, Origins, SeedCount, run_count
@@ -95,7 +95,7 @@ def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = 
     origins.add(base, file, "base.")
     converter = ValueConverter(base_config)
     _check_values(file, _value_axes(axes), converter)
-    runs = plan_runs(base_config, axes, origins, converter, CATALOG_NAMES if known_names is None else known_names)
+    runs = plan_runs(base_config, axes, origins, converter, catalog_names() if known_names is None else known_names)
     _check_unique(file, runs)
     return SweepPlan(name, description, path, text, runs)
 

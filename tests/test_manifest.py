@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from jobs.catalog import known_names
-from jobs.manifest import CATALOG_NAMES, DATA_FILES
+from jobs.manifest import DATA_FILES, catalog_names
 from orchestrator.home import CONFIGS_DIR
 
 
 def test_the_manifest_lists_exactly_the_registered_names() -> None:
-    assert {kind: list(names) for kind, names in CATALOG_NAMES.items()} == known_names()
+    assert {kind: list(names) for kind, names in catalog_names().items()} == known_names()
 
 
 def test_the_manifest_lists_the_files_of_every_staged_data_set() -> None:
@@ -35,3 +35,16 @@ def test_planning_and_its_checks_load_no_torch(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
     assert result.stdout.split() == ["642", "[]"]
+
+
+def test_the_manifest_reads_each_literal_registration_of_a_package(tmp_path: Path) -> None:
+    """The names come from the source, decorator or call, whatever else the module does; a name
+    computed at run time is not a registration the manifest can see (and the test above would fail)."""
+    from jobs.manifest import _registered
+
+    (tmp_path / "linear.py").write_text(
+        "from jobs.models.registry import MODELS\n\n@MODELS.register('linear')\ndef linear(spec, shape, classes): ...\n"
+        "MODELS.register('wide')(linear)\nOTHER.register('not-a-model')(linear)\nMODELS.register(f'computed{1}')(linear)\n"
+    )
+
+    assert _registered(tmp_path, "MODELS") == {"linear", "wide"}

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from jobs.data import DATASETS, InMemoryData
+from jobs.data.registry import DATASETS, InMemoryData
 from jobs.spec import DataSpec
 from jobs.splits import OFFICIAL_COUNTS, subset_indices
 

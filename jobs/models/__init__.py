@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
-from jobs.catalog import Catalog
 from jobs.manifest import source_init
+from jobs.models import cnn, densenet, mlp, mobilenetv2, resnet_cifar, vgg  # noqa: F401  (each registers its builders)
+from jobs.models.registry import MODELS, ModelBuilder
 from jobs.spec import ModelSpec
 
-ModelBuilder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
-MODELS: Catalog[ModelBuilder] = Catalog("model")
+__all__ = ["MODELS", "ModelBuilder", "build_model"]
 
 
 
@@ -27,10 +25,3 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)
     return model
-
-from jobs.models import cnn as _cnn  # noqa: E402,F401  (registers its builders)
-from jobs.models import densenet as _densenet  # noqa: E402,F401
-from jobs.models import mlp as _mlp  # noqa: E402,F401
-from jobs.models import mobilenetv2 as _mobilenetv2  # noqa: E402,F401
-from jobs.models import resnet_cifar as _resnet_cifar  # noqa: E402,F401
-from jobs.models import vgg as _vgg  # noqa: E402,F401

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.models.mlp import ACTIVATIONS
 from jobs.spec import ModelSpec
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 

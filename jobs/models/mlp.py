@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 # (expansion, output channels, blocks, stride of the first block)

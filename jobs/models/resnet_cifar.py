@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 
@@ -87,8 +87,12 @@ def he_resnet(depth: int):  # type: ignore[no-untyped-def]
     return build
 
 
-for _depth in (20, 32, 44, 56, 110):
-    MODELS.register(f"resnet{_depth}")(he_resnet(_depth))
+# one literal name per line: the login node's manifest reads them from this source (jobs/manifest.py)
+MODELS.register("resnet20")(he_resnet(20))
+MODELS.register("resnet32")(he_resnet(32))
+MODELS.register("resnet44")(he_resnet(44))
+MODELS.register("resnet56")(he_resnet(56))
+MODELS.register("resnet110")(he_resnet(110))
 
 
 def imagenet_style_resnet(blocks: list[int]):  # type: ignore[no-untyped-def]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from jobs.models import MODELS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 VGG11 = (64, "pool", 128, "pool", 256, 256, "pool", 512, 512, "pool", 512, 512, "pool")

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.optim import OPTIMIZERS
+from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, dot, norm
 from jobs.spec import OptimizerSpec

@@ -45,7 +45,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
-from jobs.optim import OPTIMIZERS
+from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
 from jobs.spec import OptimizerSpec

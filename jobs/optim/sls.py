@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from jobs.optim import OPTIMIZERS
+from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, move_to, norm
 from jobs.spec import OptimizerSpec

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import ParameterLayout, probe_replica, reseed
 from jobs.spec import ProbeSpec
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
 from jobs.probes.functional import LineEvaluator, flat_parameters
 from jobs.spec import ProbeSpec
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from jobs.data.augment import augment, batch_seed
-from jobs.probes import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
 from jobs.spec import ProbeSpec
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from jobs.journal import JournalWriter
 from jobs.paths import RunPaths
-from jobs.probes import PROBES, Probe, ProbeContext, ProbeSetup
+from jobs.probes.registry import PROBES, Probe, ProbeContext, ProbeSetup
 from jobs.probes.functional import flat_gradients, flat_parameters
 from jobs.shards import complete_steps, write_shard
 from jobs.spec import ProbeSpec
