@@ -14,6 +14,7 @@ changed in one UPDATE per set of changed columns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -23,9 +24,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
-from sqlalchemy import Engine, Executable, Table, bindparam, select, update
+from sqlalchemy import Engine, Executable, ScalarSelect, Table, bindparam, select, update
 from sqlalchemy.orm import Session, aliased, joinedload, load_only
 from sqlalchemy.orm.attributes import instance_dict
 
@@ -82,7 +83,8 @@ METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ig
 CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
 SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
 REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
-REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
+REQUEST_MATCH_SECONDS = 5.0
+OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout  # a job's own requeue request (journaled) ends its run within seconds
 
 
 @dataclass
@@ -104,29 +106,59 @@ class JournalRows:
 
 def ingest(engine: Engine) -> SyncReport:
     """Ingest what every open attempt's journal holds beyond what the registry has, reconcile the
-    attempts still open with their executors, and set each touched run's state, in one transaction."""
-    report = SyncReport()
+    attempts still open with their executors, and set each touched run's state.
+
+    The journals and the scheduler (``squeue``/``sacct``, seconds on a busy cluster) are read with
+    no transaction open, so other ``orch`` commands are not held off meanwhile; what they say is
+    written in one short transaction, after checking that no other command changed those attempts
+    since they were loaded. If one did (two syncs at once, a cancel), the whole sync is done again,
+    and after :data:`OPTIMISTIC_TRIES` inside one transaction that holds the registry throughout.
+    """
+    for _ in range(OPTIMISTIC_TRIES):
+        with Session(engine) as session, session.begin():
+            loaded = load_open_attempts(session)
+        report, rows = bring_up_to_date(loaded, lambda: _read_session(engine))
+        with Session(engine) as session, session.begin():
+            if not loaded.changed_in(session):
+                rows.write(session)
+                loaded.write_changes(session)
+                return report
     with Session(engine) as session, session.begin():
         loaded = load_open_attempts(session)
-        open_attempts = loaded.attempts
-        rows = JournalRows()
-        journals = [read_journal(attempt.journal_dir, attempt.journal_seq) for attempt in open_attempts]
-        was_active = {attempt.id for attempt in open_attempts if attempt.state in RunState.ACTIVE}
-        for attempt, journal in zip(open_attempts, journals):
-            apply_journal(attempt, journal, rows, report)
-        still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
-        # a job's journal can end it before sync saw that Slurm had requeued it: asked once more for its history
-        ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and backend_class(attempt.executor).keeps_history]
-        observed = observe(still_open + ended_now)
+        report, rows = bring_up_to_date(loaded, lambda: contextlib.nullcontext(session))
+        rows.write(session)
+        loaded.write_changes(session)
+    return report
+
+
+@contextlib.contextmanager
+def _read_session(engine: Engine) -> Iterator[Session]:
+    """A short transaction for the reads sync needs between the scheduler's answer and its write."""
+    with Session(engine) as session, session.begin():
+        yield session
+
+
+def bring_up_to_date(loaded: OpenAttempts, reader: Callable[[], ContextManager[Session]]) -> tuple[SyncReport, JournalRows]:
+    """Apply the journals and the executors' word to the loaded attempts (in memory) and collect
+    the rows they describe; ``reader`` gives a session for the few reads this needs."""
+    report, rows = SyncReport(), JournalRows()
+    open_attempts = loaded.attempts
+    journals = [read_journal(attempt.journal_dir, attempt.journal_seq) for attempt in open_attempts]
+    was_active = {attempt.id for attempt in open_attempts if attempt.state in RunState.ACTIVE}
+    for attempt, journal in zip(open_attempts, journals):
+        apply_journal(attempt, journal, rows, report)
+    still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
+    # a job's journal can end it before sync saw that Slurm had requeued it: asked once more for its history
+    ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and backend_class(attempt.executor).keeps_history]
+    observed = observe(still_open + ended_now)
+    with reader() as session:
         lost_after = lost_after_by_run(session, {attempt.run_id for attempt, observation in observed if _may_be_lost(observation)})
         for attempt, observation in observed:
             if attempt.state in RunState.ACTIVE and not (unknown_to_scheduler(observation) and being_submitted(attempt, lost_after.get(attempt.run_id))):
                 reconcile(attempt, observation, rows, report, lost_after.get(attempt.run_id))
         record_scheduler_requeues(session, [(attempt, observation.requeued) for attempt, observation in observed if observation.requeued], rows)
-        loaded.refresh_run_states()
-        rows.write(session)
-        loaded.write_changes(session)
-    return report
+    loaded.refresh_run_states()
+    return report, rows
 
 
 def observe(attempts: list[Attempt]) -> list[tuple[Attempt, Observation]]:
@@ -203,19 +235,26 @@ class OpenAttempts:
         ATTEMPT_COLUMNS.write_changes(session, self.attempts, self.loaded_attempts)
         RUN_COLUMNS.write_changes(session, self.runs, self.loaded_runs)
 
+    def changed_in(self, session: Session) -> bool:
+        """Whether another command changed these attempts (or added a later attempt to their runs)
+        since they were loaded: what the registry holds now, read in ``IN`` chunks, against the
+        loaded values."""
+        ids = sorted(self.loaded_attempts)
+        table = Attempt.__table__
+        columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]  # type: ignore[index]  # a Table's columns
+        for start in range(0, len(ids), IN_CHUNK):
+            query = select(table.c.id, _later_state(), *columns).where(table.c.id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[attr-defined]
+            for attempt_id, later_state, *values in session.execute(query):
+                if tuple(values) != self.loaded_attempts[attempt_id] or later_state != self.later_states[attempt_id]:
+                    return True
+        return False
+
 
 def load_open_attempts(session: Session) -> OpenAttempts:
     """Open attempts (:func:`orchestrator.sync.open_attempts`) with their runs (the columns sync
     changes) and the state of any later attempt of the same run, in one query; detached from
     ``session``."""
-    later = aliased(Attempt)
-    later_state = (
-        select(later.state)
-        .where(later.run_id == Attempt.run_id, later.number > Attempt.number)
-        .order_by(later.number.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    later_state = _later_state()
     run_columns = load_only(*(getattr(Run, column) for column in RUN_COLUMNS.columns))
     query = (
         select(Attempt, later_state)
@@ -226,6 +265,18 @@ def load_open_attempts(session: Session) -> OpenAttempts:
     loaded = session.execute(query).all()
     session.expunge_all()
     return OpenAttempts([attempt for attempt, _ in loaded], {attempt.id: state for attempt, state in loaded})
+
+
+def _later_state() -> ScalarSelect[Any]:
+    """The state of the last attempt of the same run after this one, if any (a scalar subquery)."""
+    later = aliased(Attempt)
+    return (
+        select(later.state)
+        .where(later.run_id == Attempt.run_id, later.number > Attempt.number)
+        .order_by(later.number.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def read_journal(journal_dir: str, after_seq: int) -> JournalRead:

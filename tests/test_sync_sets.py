@@ -327,3 +327,37 @@ def test_lost_after_comes_from_each_runs_cluster_in_one_query(tmp_path: Path) ->
     assert limits == {item.run_id: local for item in attempts}
     assert one == local
     assert len(queries) == 1
+
+
+def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync reads journals and the scheduler with no transaction open. When another command's sync
+    commits in that window (here: a whole sync run from inside the first one's scheduler call),
+    the first one sees the attempts changed, does its work again, and the registry is what one
+    sync alone leaves: a requeue counted once, not twice."""
+    from orchestrator import ingest
+
+    attempts = planned(tmp_path / "results", 2 * len(KINDS))
+    now = time.time()
+    raced, alone = record(tmp_path / "raced", attempts, now), record(tmp_path / "alone", attempts, now)
+    for item in attempts:
+        for phase in range(PHASES):
+            item.write(phase)
+    sync(alone)
+    observe, calls = ingest.observe, []
+
+    def observe_while_another_sync_commits(open_attempts):  # type: ignore[no-untyped-def]
+        calls.append(len(open_attempts))
+        if len(calls) == 1:
+            sync(raced)  # another command, in between
+        return observe(open_attempts)
+
+    monkeypatch.setattr(ingest, "observe", observe_while_another_sync_commits)
+    sync(raced)
+
+    assert len(calls) == 3  # the first sync, the one in between, the first one again
+    reconciled = {item.run_id for item in attempts if item.kind.startswith("killed")}
+    assert registry_rows(raced, reconciled) == registry_rows(alone, reconciled)
+    with sqlite3.connect(tmp_path / "raced" / "registry.sqlite") as connection:
+        requeued_key = next(item.key for item in attempts if item.kind == "requeued")
+        assert connection.execute("SELECT requeues FROM attempts WHERE key = ?", (requeued_key,)).fetchone() == (1,)
+        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (2,)  # one per requeued attempt (two of that kind)
