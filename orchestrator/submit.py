@@ -445,14 +445,23 @@ def find_run(session: Session, id_prefix: str) -> Run:
 
 
 def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
-    """Cancel the active attempts of the named runs; returns the ids of runs cancelled."""
+    """Cancel the active attempts of the named runs; returns the ids of runs cancelled.
+
+    The scheduler is told (scancel) with no transaction open, then the attempts still active are
+    marked in one short one: killed in between, the jobs are cancelled and the next sync reads so
+    from the scheduler."""
     sync(engine)
-    cancelled = []
     with Session(engine) as session, session.begin():
         attempts = [run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE]
-        for executor, members in by_executor(attempts).items():
-            get_backend(executor).cancel([job_ref(attempt) for attempt in members])
-            for attempt in members:
+        jobs = {executor: [job_ref(attempt) for attempt in members] for executor, members in by_executor(attempts).items()}
+        attempt_ids = sorted(attempt.id for attempt in attempts)
+    for executor, refs in jobs.items():
+        get_backend(executor).cancel(refs)
+    cancelled = []
+    with Session(engine) as session, session.begin():
+        for start in range(0, len(attempt_ids), IN_CHUNK):
+            chunk = attempt_ids[start : start + IN_CHUNK]
+            for attempt in session.scalars(select(Attempt).where(Attempt.id.in_(chunk), Attempt.state.in_(RunState.ACTIVE)).order_by(Attempt.id)):
                 attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), "cancelled by orch cancel"
                 refresh_run_state(attempt.run)
                 cancelled.append(attempt.run_id)
