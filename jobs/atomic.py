@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import secrets
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Sequence
 
 from jobs import faults
@@ -70,7 +70,9 @@ def _holds(path: Path, payload: bytes) -> bool:
 
 
 def _write_synced(temp: Path, payload: bytes) -> None:
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
+    descriptor = os.open(
+        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666
+    )  # the umask applies
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(payload)
         handle.flush()
@@ -80,7 +82,9 @@ def _write_synced(temp: Path, payload: bytes) -> None:
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete what killed writers left under ``folder`` (``.tmp-*`` files: never published, never
     read); returns them. For a job starting on its run's folder: no other writer is active there."""
-    leftovers = [path for path in folder.rglob(f"{TEMP_PREFIX}*") if path.is_file()] if folder.is_dir() else []
+    leftovers = (
+        [path for path in folder.rglob(f"{TEMP_PREFIX}*") if path.is_file()] if folder.is_dir() else []
+    )
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

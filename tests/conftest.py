@@ -40,7 +40,9 @@ class Orch:
 
     def ok(self, *arguments: str | Path) -> OrchResult:
         result = self(*arguments)
-        assert result.exit_code == 0, f"orch {' '.join(map(str, arguments))} exited {result.exit_code}: {result.stderr}"
+        assert result.exit_code == 0, (
+            f"orch {' '.join(map(str, arguments))} exited {result.exit_code}: {result.stderr}"
+        )
         return result
 
     @property

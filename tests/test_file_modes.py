@@ -43,7 +43,9 @@ def test_results_are_private_by_default(orch: Orch, executor: str) -> None:
     orch.ok("analyze", "tiny", "--figure", "curves")
 
     files, folders = modes_under(orch.home / "results")
-    assert sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10  # spec, checkpoints, events, logs
+    assert (
+        sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10
+    )  # spec, checkpoints, events, logs
     assert files == {0o600}, sorted(map(oct, files))
     assert folders == {0o700}, sorted(map(oct, folders))
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600
@@ -68,4 +70,7 @@ def test_an_unknown_access_mode_is_bad_input(orch: Orch, profiles_with_local_acc
     result = orch("plan", TINY)
 
     assert result.exit_code == 2
-    assert f"{local}: results_access: unknown access mode; found 'world'; accepted: private or group" in result.stderr
+    assert (
+        f"{local}: results_access: unknown access mode; found 'world'; accepted: private or group"
+        in result.stderr
+    )

@@ -33,7 +33,13 @@ def test_planning_and_its_checks_load_no_torch(tmp_path: Path) -> None:
         f"plan = load_sweep(Path({str(CONFIGS_DIR / 'sweeps' / 'dissertation_ch6_grid.yaml')!r})); "
         "print(len(plan.runs), sorted(name for name in sys.modules if name.split('.')[0] in ('torch', 'torchvision')))"
     )
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     assert result.stdout.split() == ["642", "[]"]
 
 

@@ -6,7 +6,15 @@ from typing import Any, Optional
 
 import torch
 
-from jobs.optim.contract import BatchProvider, Objective, StepReport, TrainingShape, gradients_of, l2_penalty, parameters_of
+from jobs.optim.contract import (
+    BatchProvider,
+    Objective,
+    StepReport,
+    TrainingShape,
+    gradients_of,
+    l2_penalty,
+    parameters_of,
+)
 from jobs.spec import OptimizerSpec
 
 
@@ -57,7 +65,9 @@ class TorchStep(Counting):
 class SearchOptimizer(Counting, torch.optim.Optimizer):
     """Base of the line searches: one parameter group, weight decay as an L2 term of the searched loss."""
 
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, {"lr": spec.lr})
         self.spec = spec
         self.shape = shape
@@ -78,7 +88,9 @@ class SearchOptimizer(Counting, torch.optim.Optimizer):
                     for parameter in self.params:
                         if parameter.grad is None:
                             parameter.grad = torch.zeros_like(parameter)
-                    torch._foreach_add_([p.grad for p in self.params], self.params, alpha=self.spec.weight_decay)
+                    torch._foreach_add_(
+                        [p.grad for p in self.params], self.params, alpha=self.spec.weight_decay
+                    )
         return float(loss)
 
     def gradients(self) -> list[torch.Tensor]:

@@ -46,8 +46,11 @@ class DebugBackend:
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
         """A debug job has ended by the time ``submit`` returns, unless its process is this one, still in it."""
         return [
-            Observation(Phase.RUNNING) if this_host(job.hostname) and process_alive(job.pid, "") else
-            Observation(Phase.ENDED, state="LOST", reason="the debug job ended without a final journal event")
+            Observation(Phase.RUNNING)
+            if this_host(job.hostname) and process_alive(job.pid, "")
+            else Observation(
+                Phase.ENDED, state="LOST", reason="the debug job ended without a final journal event"
+            )
             for job in jobs
         ]
 

@@ -43,11 +43,17 @@ def registry_url(home: OrchHome) -> URL:
     try:
         url = make_url(given)
     except (ArgumentError, ValueError):
-        raise UserError(f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}"
+        ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise UserError(f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}")
+        raise UserError(
+            f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}"
+        )
     if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or url.query):
-        raise UserError(f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets everything; no query options); accepted: {ACCEPTED_URLS}")
+        raise UserError(
+            f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets everything; no query options); accepted: {ACCEPTED_URLS}"
+        )
     return url
 
 
@@ -73,7 +79,9 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
         if not file.exists():
             return None
         if not file.is_file():
-            raise UserError(f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or a path where none exists yet)")
+            raise UserError(
+                f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or a path where none exists yet)"
+            )
         if file.stat().st_size == 0:
             return None  # created by a submit that died before its first transaction committed
     engine = _engine(url)
@@ -87,7 +95,9 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
 
 
 def _foreign_database(file: Path) -> UserError:
-    return UserError(f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: a registry written by orch, or a path where none exists yet")
+    return UserError(
+        f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: a registry written by orch, or a path where none exists yet"
+    )
 
 
 def _is_empty_database(file: Path) -> bool:
@@ -97,7 +107,11 @@ def _is_empty_database(file: Path) -> bool:
 
 def sqlite_file(url: URL) -> Optional[Path]:
     """The registry's file, for an SQLite URL; None for a database server."""
-    return Path(url.database).expanduser().absolute() if url.get_backend_name() == "sqlite" and url.database else None
+    return (
+        Path(url.database).expanduser().absolute()
+        if url.get_backend_name() == "sqlite" and url.database
+        else None
+    )
 
 
 def _shown(url: URL) -> str:
@@ -108,13 +122,17 @@ def _create_private_file(path: Path, in_home: bool) -> None:
     """The registry file, mode 0600; the folder around it only if it is the orch home."""
     if not path.parent.is_dir():
         if not in_home:
-            raise UserError(f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder")
+            raise UserError(
+                f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         if not path.is_file():
-            raise UserError(f"registry {path} is not a regular file; accepted: an SQLite file written by orch") from None
+            raise UserError(
+                f"registry {path} is not a regular file; accepted: an SQLite file written by orch"
+            ) from None
         return
     os.close(descriptor)
     os.chmod(path, 0o600)  # whatever the umask
@@ -122,11 +140,19 @@ def _create_private_file(path: Path, in_home: bool) -> None:
 
 def _engine(url: URL) -> Engine:
     try:
-        engine = create_engine(url, pool_pre_ping=True) if url.get_backend_name() != "sqlite" else _sqlite_engine(url)
+        engine = (
+            create_engine(url, pool_pre_ping=True)
+            if url.get_backend_name() != "sqlite"
+            else _sqlite_engine(url)
+        )
     except NoSuchModuleError:
-        raise UserError(f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}"
+        ) from None
     except ImportError as error:
-        raise UserError(f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}"
+        ) from None
     event.listen(engine, "before_cursor_execute", _statement_kill_point)
     event.listen(engine, "commit", _commit_kill_point)
     return engine
@@ -179,7 +205,9 @@ def _upgrade_to_head(engine: Engine, url: URL) -> None:
     orch's start-up) is loaded only to upgrade."""
     with _reachable(url):
         with engine.connect() as connection:
-            if _has_version_table(connection) and connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]:
+            if _has_version_table(connection) and connection.execute(
+                text("SELECT version_num FROM alembic_version")
+            ).scalars().all() == [head_revision()]:
                 return  # nothing to do: no write, the file stays byte-identical
         from alembic import command
 
@@ -205,7 +233,9 @@ def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
         yield
     finally:
         driver.execute("PRAGMA foreign_keys=ON")
-        if driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1:  # a transaction still open made it a no-op
+        if (
+            driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1
+        ):  # a transaction still open made it a no-op
             connection.invalidate()  # never back to the pool without foreign keys
 
 
@@ -252,7 +282,10 @@ REGISTRY_ADVICE = {
 def registry_problem(error: DatabaseError, where: str) -> str:
     """One line for a database error: what the driver said, where, and what to do (never a password)."""
     cause = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
-    advice = next((text for fragment, text in REGISTRY_ADVICE.items() if fragment in cause), f"{ACCEPTED_URLS}, reachable, holding an orch registry")
+    advice = next(
+        (text for fragment, text in REGISTRY_ADVICE.items() if fragment in cause),
+        f"{ACCEPTED_URLS}, reachable, holding an orch registry",
+    )
     return f"registry {where}: {cause}; accepted: {advice}"
 
 
