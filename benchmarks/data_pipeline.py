@@ -118,13 +118,15 @@ def main() -> None:
 
     tensor_rate = steps_per_second(tensor_batches(), options.steps, device)
     print(
-        f"device: {device} ({torch.get_num_threads()} threads), ResNet-20, batch {options.batch_size}, {options.steps} steps"
+        f"device: {device} ({torch.get_num_threads()} threads), ResNet-20, batch {options.batch_size}, "
+        f"{options.steps} steps"
     )
     print(f"{'tensors on device + seeded augmentation':>42}: {tensor_rate:7.2f} steps/s")
     for workers in options.workers:
         loader_rate = steps_per_second(loader_batches(workers), options.steps, device)
         print(
-            f"{f'DataLoader, PIL transforms, {workers} workers':>42}: {loader_rate:7.2f} steps/s   tensors/DataLoader = {tensor_rate / loader_rate:.2f}"
+            f"{f'DataLoader, PIL transforms, {workers} workers':>42}: {loader_rate:7.2f} steps/s   "
+            f"tensors/DataLoader = {tensor_rate / loader_rate:.2f}"
         )
 
 

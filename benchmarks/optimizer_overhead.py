@@ -170,14 +170,17 @@ def report(best: dict[str, Timing], options: argparse.Namespace, device: torch.d
         else f"cpu, {torch.get_num_threads()} threads"
     )
     print(
-        f"device: {name}; torch {torch.__version__}; {options.model}, batch {options.batch_size}, {options.samples} CIFAR-10-shaped images"
+        f"device: {name}; torch {torch.__version__}; {options.model}, batch {options.batch_size}, "
+        f"{options.samples} CIFAR-10-shaped images"
     )
     print(
-        f"{options.steps} timed steps per optimizer and round (LABPAL: one cycle), best of {options.rounds} rounds"
+        f"{options.steps} timed steps per optimizer and round (LABPAL: one cycle), best of "
+        f"{options.rounds} rounds"
     )
     baseline = best["sgd"].amortized_per_step if "sgd" in best else None
     print(
-        f"{'optimizer':<12} {'ms/step':>9} {'amortized':>10} {'fwd/step':>9} {'bwd/step':>9} {'/ SGD':>7}  target"
+        f"{'optimizer':<12} {'ms/step':>9} {'amortized':>10} {'fwd/step':>9} {'bwd/step':>9} "
+        f"{'/ SGD':>7}  target"
     )
     for optimizer, timing in best.items():
         ratio = f"{timing.amortized_per_step / baseline:7.2f}" if baseline else "      -"

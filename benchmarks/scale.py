@@ -17,8 +17,8 @@ For each size N (a sweep of 5 swept keys x 10 seeds of the digits MLP, ``trainin
 
 and once: 4. ``orch plan`` of a 100-run sweep with the 1 000 completed runs of step 3 in the
 registry against the same plan on an empty registry; 6. ``orch --help``; 7. the registry insert
-of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts and sections, the memberships) of 500
-runs against a plain ``sqlite3`` ``executemany`` of the same rows into a fresh registry.
+of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts and sections, the
+memberships) of 500 runs against a plain ``sqlite3`` ``executemany`` of the same rows into a fresh registry.
 
 Homes live under /dev/shm when it exists. The figures, their targets (the issue's), ratios
 (measured / target: <= 1 is met) and the growth exponent between sizes are printed at the end.
@@ -300,7 +300,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def run_command(argv: list[str], home: OrchHome, workspace: Workspace, label: str) -> CommandRun:
-    """One command, its stdout to a file; its wall time, CPU time and peak RSS (by wait4, through LAUNCHER)."""
+    """One command, its stdout to a file; its wall time, CPU time and peak RSS (by wait4, through
+    LAUNCHER)."""
     stdout_file, stderr_file, usage_file = (
         workspace.file(f"{label}.{suffix}") for suffix in ("out", "err", "usage")
     )
@@ -604,7 +605,8 @@ def row_help(report: Report, workspace: Workspace) -> None:
 
 def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None:
     """Row 7: the registry insert of ``submit`` (``record_sweep``: rows built from the plan, spec
-    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, spec_sections, runs, sweep_runs)
+    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, spec_sections, runs,
+    sweep_runs)
     into a fresh registry of the same schema, one transaction each."""
     from orchestrator.cli import read_sweep
     from orchestrator.submit import record_sweep
@@ -627,7 +629,10 @@ def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None
         timed_executemany(workspace.home(f"executemany-{attempt}"), rows)
         for attempt in range(max(3, repeats))
     )
-    detail = f"record_sweep {min(recorded):.3f} s (best of {len(recorded)}), executemany {1000 * plain:.1f} ms of {sum(len(r) for _, _, r in rows)} rows"
+    detail = (
+        f"record_sweep {min(recorded):.3f} s (best of {len(recorded)}), executemany {1000 * plain:.1f} ms "
+        f"of {sum(len(r) for _, _, r in rows)} rows"
+    )
     report.add(Figure(INSERT_RATIO, INSERT_RUNS, min(recorded) / plain, "x", detail))
 
 
@@ -794,10 +799,12 @@ def print_summary(report: Report) -> None:
     rows = summary_rows(report.figures)
     widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
     print(
-        "\nsummary (ratio = measured / target: <= 1 is met; growth = log(t2/t1)/log(n2/n1) from the next smaller size;"
+        "\nsummary (ratio = measured / target: <= 1 is met; growth = log(t2/t1)/log(n2/n1) from the "
+        "next smaller size;"
     )
     print(
-        "~ = extrapolated to the target's size from the two largest sizes measured, a fixed cost plus a cost per run)"
+        "~ = extrapolated to the target's size from the two largest sizes measured, a fixed cost plus "
+        "a cost per run)"
     )
     for row in [header, ["-" * width for width in widths], *rows]:
         print(
@@ -865,7 +872,8 @@ def describe_machine(workspace: Workspace) -> None:
     where = "registry on tmpfs" if workspace.on_tmpfs else "registry NOT on tmpfs (no writable /dev/shm)"
     print(f"scale benchmark (issue 14): {where}: {workspace.root}")
     print(
-        f"code: {ROOT} ({_source_version()}); python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, sqlalchemy {sqlalchemy.__version__}"
+        f"code: {ROOT} ({_source_version()}); python {sys.version.split()[0]}, sqlite "
+        f"{sqlite3.sqlite_version}, sqlalchemy {sqlalchemy.__version__}"
     )
     print(f"machine: {os.cpu_count()} CPUs; load average at start {_load()}")
 

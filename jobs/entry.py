@@ -99,7 +99,10 @@ class RequeueLimitReached(RuntimeError):
 def requeue_limit_message(spec: Optional[RunSpec], step: Optional[int]) -> str:
     """Why a run stopped at its last time limit, where, and what to change."""
     if spec is None:
-        return "the time limit came and submitit had no requeue left; orch resume continues from the last checkpoint"
+        return (
+            "the time limit came and submitit had no requeue left; orch resume continues from the last "
+            "checkpoint"
+        )
     resources = spec.resources
     where = (
         f"at step {step} of {spec.training.steps}"
@@ -108,7 +111,8 @@ def requeue_limit_message(spec: Optional[RunSpec], step: Optional[int]) -> str:
     )
     return (
         f"the time limit came and submitit had no requeue left (resources.segments: {resources.segments}, "
-        f"resources.time: {resources.time}): stopped {where}; orch resume continues from the last checkpoint, "
+        f"resources.time: {resources.time}): stopped {where}; orch resume continues from the last "
+        "checkpoint, "
         "a longer resources.time or more resources.segments lets it finish in one submission"
     )
 

@@ -582,7 +582,8 @@ def _line_points_accepted(probe: ProbeSpec) -> str:
     room = MAX_LINE_POINTS - 2 - max(1, probe.directions) - probe.max_enlargements * 2
     smallest = _round_up(probe.interval * halves / room)
     return (
-        f"a resolution >= {smallest:.3g} for interval {probe.interval:g} and max_enlargements {probe.max_enlargements} "
+        f"a resolution >= {smallest:.3g} for interval {probe.interval:g} and max_enlargements "
+        f"{probe.max_enlargements} "
         f"(at most {MAX_LINE_POINTS} points per line; a smaller interval or fewer enlargements also work)"
     )
 
@@ -691,7 +692,8 @@ def sbatch_problems(options: SbatchOptions) -> Iterator[tuple[str, Any, str]]:
             yield (
                 f"extra[{index}]",
                 option,
-                f"--name=value (or --flag), one line, name one of {allowed}; account, qos, constraint, exclude, nodelist, mail_type and mail_user have keys of their own",
+                f"--name=value (or --flag), one line, name one of {allowed}; account, qos, constraint, "
+                "exclude, nodelist, mail_type and mail_user have keys of their own",
             )
 
 

@@ -85,7 +85,8 @@ def _train_size(spec: DataSpec, train_count: int) -> int:
     )
     if not 0 < train_size < train_count:
         raise ValueError(
-            f"train_size {train_size} leaves no validation samples of the {train_count} training samples of {spec.name}"
+            f"train_size {train_size} leaves no validation samples of the {train_count} training "
+            f"samples of {spec.name}"
         )
     return train_size
 

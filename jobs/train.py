@@ -137,12 +137,14 @@ def resolve_device(training: TrainingSpec, resources: ResourcesSpec) -> torch.de
         return torch.device("cuda")
     if training.device == "cuda":
         raise DeviceUnavailable(
-            f"training.device is cuda but this node has no usable CUDA device ({_cuda_facts()}); set training.device: cpu to train on the CPU"
+            f"training.device is cuda but this node has no usable CUDA device ({_cuda_facts()}); set "
+            "training.device: cpu to train on the CPU"
         )
     if resources.gpus >= 1:
         asked = f"{resources.gpus} GPU" + ("s" if resources.gpus > 1 else "")
         raise DeviceUnavailable(
-            f"the run asked the scheduler for {asked} (resources.gpus: {resources.gpus}) but this node has no usable CUDA device "
+            f"the run asked the scheduler for {asked} (resources.gpus: {resources.gpus}) but this node "
+            "has no usable CUDA device "
             f"({_cuda_facts()}); set training.device: cpu to train on the CPU anyway"
         )
     return torch.device("cpu")
@@ -152,7 +154,10 @@ def _cuda_facts() -> str:
     """What this process sees of CUDA, for a failure message."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     build = f"torch built for CUDA {torch.version.cuda}" if torch.version.cuda else "torch built without CUDA"
-    return f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, torch.cuda.is_available() False, {build}"
+    return (
+        f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, torch.cuda.is_available() "
+        f"False, {build}"
+    )
 
 
 def configure_determinism(cpus: int) -> None:
@@ -340,7 +345,8 @@ def run_one_step(loop: Loop) -> None:
     loss, accuracy, report = train_step(trainee, objective)
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
         raise FloatingPointError(
-            f"training loss is {loss} at step {step + 1} ({loop.spec.optimizer.name}, lr {report.learning_rate}): the run diverged"
+            f"training loss is {loss} at step {step + 1} ({loop.spec.optimizer.name}, lr "
+            f"{report.learning_rate}): the run diverged"
         )
     if params_before is not None:
         batch_indices = trainee.batches.order.indices(step).to(trainee.device)

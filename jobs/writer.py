@@ -36,7 +36,8 @@ def sole_writer(run_dir: Path, attempt_key: str) -> Iterator[None]:
                 or "a process that has not said who it is"
             )
             raise RunFolderBusy(
-                f"run folder {run_dir} is being written by another process ({holder}): attempt {attempt_key} stops "
+                f"run folder {run_dir} is being written by another process ({holder}): attempt "
+                f"{attempt_key} stops "
                 "without touching it, one writer at a time"
             ) from None
         with contextlib.suppress(

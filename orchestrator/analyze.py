@@ -95,7 +95,8 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         for value in (arguments.window, arguments.pal_mu, *arguments.sgd_lr)
     ):
         raise UserError(
-            f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: not all finite and positive; accepted: finite numbers > 0"
+            f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: "
+            "not all finite and positive; accepted: finite numbers > 0"
         )
     if min(arguments.batch_sizes) < 1:
         raise UserError(f"--batch-sizes {arguments.batch_sizes} is not allowed; accepted: integers >= 1")
@@ -322,7 +323,9 @@ def array_of(
         resources = resolve_resources(replace(first.resources, time=needed.slurm_time), first.profile)
     except ResourceProblem as problem:
         raise UserError(
-            f"the analysis job of run {first.job.run.run_id} does not fit cluster {first.profile.name}: resources.{problem.key} {problem.found}; accepted: {problem.accepted}"
+            f"the analysis job of run {first.job.run.run_id} does not fit cluster "
+            f"{first.profile.name}: resources.{problem.key} {problem.found}; accepted: "
+            f"{problem.accepted}"
         ) from None
     suffix = "" if number is None else f".{number}"
     folder = first.profile.results_path(home) / "submitit" / f"analyze-{figure}-{submission}{suffix}"
@@ -400,9 +403,12 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
             jobs = [executor.submit(task.job) for task in array.tasks]
     except FailedJobError as error:  # sbatch refused the array
         raise UserError(
-            f"sbatch refused the analysis array {array.name} (cluster {array.profile.name}, partition {array.resources.partition}, "
-            f"--time {array.time.slurm_time}): {one_paragraph(str(error).strip() or refusal.getvalue().strip(), 300)}; "
-            f"accepted: a partition, account, QOS and options this cluster accepts (the cluster profile configs/cluster/{array.profile.name}.yaml or yours)"
+            f"sbatch refused the analysis array {array.name} (cluster {array.profile.name}, partition "
+            f"{array.resources.partition}, "
+            f"--time {array.time.slurm_time}): "
+            f"{one_paragraph(str(error).strip() or refusal.getvalue().strip(), 300)}; "
+            "accepted: a partition, account, QOS and options this cluster accepts (the cluster "
+            f"profile configs/cluster/{array.profile.name}.yaml or yours)"
         ) from None
     return SubmittedArray(array, tuple(jobs))
 
@@ -464,7 +470,8 @@ def analyze_sweep(
         section = unknown[0].split(".")[0]
         related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
         raise UserError(
-            f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec keys, e.g. {', '.join(related)}"
+            f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec "
+            f"keys, e.g. {', '.join(related)}"
         )
     selection = "+".join(arguments.targets) or "where"
     out_dir = arguments.out or default_sweep_folder(home)
@@ -516,7 +523,8 @@ def print_reports(
             print(f"  {numbers}")
     for failure in failures:
         print(
-            f"orch: run {failure.run_id}: analysis job {failure.job_id} did not complete: {one_paragraph(failure.problem, 300)}; its log: {failure.log}",
+            f"orch: run {failure.run_id}: analysis job {failure.job_id} did not complete: "
+            f"{one_paragraph(failure.problem, 300)}; its log: {failure.log}",
             file=sys.stderr,
         )
     return len(failures)
@@ -585,7 +593,9 @@ def print_submission(submission: AnalysisSubmission, as_json: bool) -> int:
         return 0
     arrays = len(submission.arrays)
     print(
-        f"analyze {submission.figure}: submitted {submission.runs} run{'s' if submission.runs != 1 else ''} as {arrays} {submission.executor} array{'s' if arrays != 1 else ''}"
+        f"analyze {submission.figure}: submitted {submission.runs} "
+        f"run{'s' if submission.runs != 1 else ''} as {arrays} {submission.executor} "
+        f"array{'s' if arrays != 1 else ''}"
     )
     for submitted in submission.arrays:
         array = submitted.array
@@ -595,15 +605,19 @@ def print_submission(submission: AnalysisSubmission, as_json: bool) -> int:
             sum(task.volume.bytes for task in array.tasks),
         )
         print(
-            f"  array {submitted.array_id} {array.name}: {len(array.tasks)} runs, {shards} shards ({size / MIB:.1f} MiB)"
+            f"  array {submitted.array_id} {array.name}: {len(array.tasks)} runs, {shards} shards "
+            f"({size / MIB:.1f} MiB)"
         )
         print(
-            f"    cluster {array.profile.name}, partition {array.resources.partition or '(default)'}, --time {array.time.slurm_time}{capped} per run, at most {array.profile.max_parallel} at once; costliest run estimated at {array.time.estimate_s:.0f} s"
+            f"    cluster {array.profile.name}, partition {array.resources.partition or '(default)'}, "
+            f"--time {array.time.slurm_time}{capped} per run, at most {array.profile.max_parallel} at "
+            f"once; costliest run estimated at {array.time.estimate_s:.0f} s"
         )
         print(f"    submitit folder (scripts, logs): {array.folder}")
         folders = list(dict.fromkeys(str(task.job.run.out_dir) for task in array.tasks))
         print(
-            f"    figures, tables and reports (<run>-{submission.figure}.json) will be in: {bounded_list(folders, 400)}"
+            f"    figures, tables and reports (<run>-{submission.figure}.json) will be in: "
+            f"{bounded_list(folders, 400)}"
         )
     for command in watch_commands(submission):
         print(f"  watch: {command}")

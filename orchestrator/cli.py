@@ -144,7 +144,10 @@ def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
     if isinstance(error, OperationalError) or type(error) is DatabaseError:
         return registry_problem(error, _registry_location(home))
     if isinstance(error, MigrationError):
-        return f"registry {_registry_location(home)}: {error}; accepted: a registry of this orch's schema (one a newer orch upgraded needs that orch), or another --home"
+        return (
+            f"registry {_registry_location(home)}: {error}; accepted: a registry of this orch's schema "
+            "(one a newer orch upgraded needs that orch), or another --home"
+        )
     return None
 
 
@@ -162,7 +165,8 @@ def internal_error_message(error: Exception) -> str:
     where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
     message = " ".join(str(error).split())
     return (
-        f"orch: internal error: {type(error).__name__}: {message}{where}. This is a bug in orch, not in what you typed: "
+        f"orch: internal error: {type(error).__name__}: {message}{where}. This is a bug in orch, not "
+        "in what you typed: "
         f"please report it to the maintainers of this repository with the command you ran and this message "
         f"(set {TRACEBACK_VARIABLE}=1 to print the full traceback)."
     )
@@ -348,7 +352,8 @@ def _where_option(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=WhereClause.parse,
         metavar="CLAUSE",
-        help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds: KEY a dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)",
+        help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds: KEY a "
+        "dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)",
     )
 
 
@@ -461,12 +466,14 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--executor",
         choices=EXECUTOR_NAMES,
-        help="run the runs' analyses as one job array (slurm: on the runs' cluster, in their container, no GPU, the time their shards need); default: in this process; sweep views always run here",
+        help="run the runs' analyses as one job array (slurm: on the runs' cluster, in their container, no "
+        "GPU, the time their shards need); default: in this process; sweep views always run here",
     )
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="--executor slurm: wait for the jobs and print their reports (default: print what was submitted and return); local and debug always wait",
+        help="--executor slurm: wait for the jobs and print their reports (default: print what was "
+        "submitted and return); local and debug always wait",
     )
 
 
@@ -486,7 +493,8 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
         "--max-parallel",
         type=positive_count,
         metavar="N",
-        help="at most N tasks of an array run at once (Slurm's %%N); default: the cluster profile's max_parallel",
+        help="at most N tasks of an array run at once (Slurm's %%N); default: the cluster profile's "
+        "max_parallel",
     )
 
 
@@ -531,7 +539,10 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
     if arguments.json:
         output.print_json_records({"sweep": plan.name, "runs": rows, "no_longer_in_file": gone}, "runs")
         return 0
-    title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
+    title = (
+        f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} "
+        "completed)"
+    )
     swept_names, swept_cells = output.swept_columns(rows)
     columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
     table_rows = [
@@ -549,9 +560,11 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
     output.console().print(output.table(title, columns, table_rows))
     if gone:
         print(
-            f"{len(gone)} runs recorded for sweep {plan.name} are no longer in {arguments.file}: {', '.join(gone[:10])}"
+            f"{len(gone)} runs recorded for sweep {plan.name} are no longer in {arguments.file}: "
+            f"{', '.join(gone[:10])}"
             + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
-            + f"; orch sweep prune {shlex.quote(str(arguments.file))} detaches them from the sweep (their results stay)"
+            + f"; orch sweep prune {shlex.quote(str(arguments.file))} detaches them from the sweep "
+            "(their results stay)"
         )
     return 0
 
@@ -847,7 +860,8 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
         return 0
     console = output.console()
     console.print(
-        f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps {', '.join(view['sweeps'])}"
+        f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps "
+        f"{', '.join(view['sweeps'])}"
     )
     console.print(f"folder {view['run_dir']}")
     console.print(yaml.safe_dump(view["spec"], sort_keys=False).rstrip())
@@ -954,7 +968,8 @@ def cmd_logs(arguments: argparse.Namespace, home: OrchHome) -> int:
         label = f"run {run.id} attempt {attempt.number}"
     if not path:
         raise UserError(
-            f"{label} ({attempt.executor} executor) has no {stream} file: a debug attempt prints to the terminal that submitted it"
+            f"{label} ({attempt.executor} executor) has no {stream} file: a debug attempt prints to "
+            "the terminal that submitted it"
         )
     if not Path(path).is_file():
         raise UserError(
@@ -1022,7 +1037,8 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
     to_stdout = arguments.out in (None, STDOUT_PATH)
     if export_format == "parquet" and to_stdout:
         raise UserError(
-            "export --format parquet: --out FILE is required (parquet is binary); accepted: --out runs.parquet"
+            "export --format parquet: --out FILE is required (parquet is binary); accepted: --out "
+            "runs.parquet"
         )
     out = None if to_stdout else check_output_file("--out", arguments.out, protected_folders(home))
     write_text = output.write_json_rows if export_format == "json" else output.write_csv_rows
@@ -1117,11 +1133,13 @@ def check_figure_path(run: Run, figure: Path) -> None:
     """A figure goes into its run's folder, which must still be there; an existing figure is replaced."""
     if not figure.parent.is_dir():
         raise UserError(
-            f"run {run.id}: its folder {figure.parent} does not exist (moved or deleted?); accepted: runs whose folder is in place"
+            f"run {run.id}: its folder {figure.parent} does not exist (moved or deleted?); accepted: "
+            "runs whose folder is in place"
         )
     if os.path.lexists(figure) and not figure.is_file():
         raise UserError(
-            f"run {run.id}: {figure} is {describe_kind(figure)}, not a regular file; accepted: a regular file or none (remove it)"
+            f"run {run.id}: {figure} is {describe_kind(figure)}, not a regular file; accepted: a "
+            "regular file or none (remove it)"
         )
 
 
@@ -1182,7 +1200,8 @@ def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
         files = fetch(arguments.name, str(root))
     except OSError as error:  # no network, no space, no permission
         raise UserError(
-            f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable folder on a machine with internet access"
+            f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable "
+            "folder on a machine with internet access"
         ) from None
     output.print_json(
         {"data_set": arguments.name, "files": list(map(str, files))}
@@ -1199,7 +1218,8 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     if arguments.cluster not in profile_names():  # a name, not a path to some other YAML file
         raise UserError(
-            f"--cluster {shown(arguments.cluster)}: no such cluster profile; accepted: {', '.join(profile_names())}"
+            f"--cluster {shown(arguments.cluster)}: no such cluster profile; accepted: "
+            f"{', '.join(profile_names())}"
         )
     profile = load_profile(arguments.cluster)
     image = arguments.image or (
@@ -1230,7 +1250,8 @@ def require_home_folder(home: OrchHome) -> None:
         if os.path.lexists(folder):
             if not folder.is_dir():
                 raise UserError(
-                    f"--home {home.root}: {folder} is {describe_kind(folder)}, not a folder; accepted: a folder (or a path where one can be created)"
+                    f"--home {home.root}: {folder} is {describe_kind(folder)}, not a folder; accepted: "
+                    "a folder (or a path where one can be created)"
                 )
             return
 
@@ -1241,7 +1262,8 @@ def require_registry(home: OrchHome) -> Engine:
     engine = open_registry_if_exists(home)
     if engine is None:
         raise UserError(
-            f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry created by orch submit"
+            f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry "
+            "created by orch submit"
         )
     return engine
 

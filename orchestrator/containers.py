@@ -46,7 +46,8 @@ def launcher_argv(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> tup
 
 
 def container_binds(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> list[str]:
-    """Results (journals, checkpoints, submitit's folders), data, Slurm's config and munge, then the user's."""
+    """Results (journals, checkpoints, submitit's folders), data, Slurm's config and munge, then the
+    user's."""
     slurm_conf_dir = str(Path(os.environ.get("SLURM_CONF", DEFAULT_SLURM_CONF)).parent)
     paths = [
         str(profile.results_path(home)),
@@ -83,7 +84,8 @@ class ContainerReport:
 INSIDE_PROBE = (
     "import json, platform, torch, submitit; "
     "print(json.dumps({'python': platform.python_version(), 'torch': torch.__version__, "
-    "'cuda': str(torch.version.cuda), 'cuda_available': str(torch.cuda.is_available()), 'submitit': submitit.__version__}))"
+    "'cuda': str(torch.version.cuda), 'cuda_available': str(torch.cuda.is_available()), 'submitit': "
+    "submitit.__version__}))"
 )
 
 
@@ -100,7 +102,8 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
             + (
                 f" ({others[0]} is: set container.runtime: {others[0]} in the cluster profile)"
                 if others
-                else " (no Singularity or Apptainer here: run this check on a machine that has one, e.g. a cluster node; `module load singularity` where the cluster uses modules)"
+                else " (no Singularity or Apptainer here: run this check on a machine that has one, e.g. a "
+                "cluster node; `module load singularity` where the cluster uses modules)"
             )
         )
     version = _output([runtime, "--version"], problems) if runtime else None
@@ -111,7 +114,8 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
         )
     elif not image.is_file():
         problems.append(
-            f"image {image} does not exist; build it from the recipe on a machine with Singularity: {build_command(profile, image)}"
+            f"image {image} does not exist; build it from the recipe on a machine with Singularity: "
+            f"{build_command(profile, image)}"
         )
     else:
         digest = image_sha256(image, cache_file)

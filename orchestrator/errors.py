@@ -34,7 +34,8 @@ class SpecError(UserError):
         self.accepted = accepted
         parts = [one_paragraph(str(part), MAX_PART_CHARS) for part in (file, key, problem)]
         super().__init__(
-            f"{parts[0]}: {parts[1]}: {parts[2]}; found {shown(found, MAX_PART_CHARS)}; accepted: {one_paragraph(accepted, MAX_MESSAGE_CHARS)}"
+            f"{parts[0]}: {parts[1]}: {parts[2]}; found {shown(found, MAX_PART_CHARS)}; accepted: "
+            f"{one_paragraph(accepted, MAX_MESSAGE_CHARS)}"
         )
 
 

@@ -138,7 +138,8 @@ def canonical_fragment(name: str, value: Any) -> str:
     :func:`canonical_json` ("" for a field the run id leaves out or one that is off)."""
     if name not in FINGERPRINTED_SECTIONS or _is_off(value):
         return ""
-    return f"{json.dumps(name)}:{json.dumps(canonical_form(value), sort_keys=True, separators=(',', ':'), allow_nan=False)}"
+    canonical = json.dumps(canonical_form(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{json.dumps(name)}:{canonical}"
 
 
 def _section_yaml(name: str, plain: Any) -> str:

@@ -93,8 +93,8 @@ METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ig
 CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
 SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
 REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
-REQUEST_MATCH_SECONDS = 5.0
-OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout  # a job's own requeue request (journaled) ends its run within seconds
+REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
+OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout
 
 
 @dataclass
@@ -429,7 +429,8 @@ def _end_without_final_event(
 
 
 def read_failure_line(stderr_path: Optional[str]) -> Optional[Failed]:
-    """The failure line (``jobs.journal.failure_line``) in the last ``STDERR_TAIL_BYTES`` of a job's stderr."""
+    """The failure line (``jobs.journal.failure_line``) in the last ``STDERR_TAIL_BYTES`` of a job's
+    stderr."""
     if not stderr_path:
         return None  # not recorded (an attempt submitted before the logs were known)
     try:

@@ -342,7 +342,8 @@ def _no_problems(value: Any) -> Iterator[tuple[str, Any, str]]:
 
 
 def _with_value(node: Any, path: list[str], value: Any) -> Any:
-    """``node`` with ``value`` at the dotted ``path`` below it (PROBLEM where a mapping on the way is None)."""
+    """``node`` with ``value`` at the dotted ``path`` below it (PROBLEM where a mapping on the way is
+    None)."""
     if not path:
         return value
     child = getattr(node, path[0])
@@ -531,7 +532,10 @@ def check_sizes(spec: RunSpec, origins: Origins) -> None:
         needed = line_memory_bytes(probe, train, val, spec.training.batch_size)
         if needed > memory:
             origin_file, origin_key = origins.of(f"probes[{index}]")
-            accepted = f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer max_enlargements, directions or recorded sets"
+            accepted = (
+                f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer "
+                "max_enlargements, directions or recorded sets"
+            )
             raise SpecError(
                 origin_file,
                 origin_key,
@@ -557,10 +561,17 @@ def check_fraction(spec: RunSpec, train: int, val: int, origins: Origins) -> Non
             if train < 1
             else "leaves fewer training samples than training.batch_size"
         )
-        accepted = f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the {whole_train} training samples of {spec.data.name}; training.batch_size is {spec.training.batch_size})"
+        accepted = (
+            f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the "
+            f"{whole_train} training samples of {spec.data.name}; training.batch_size is "
+            f"{spec.training.batch_size})"
+        )
         raise SpecError(origin_file, origin_key, problem, spec.data.fraction, accepted)
     if val < 1 <= whole_val:
-        accepted = f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation samples of {spec.data.name})"
+        accepted = (
+            f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation "
+            f"samples of {spec.data.name})"
+        )
         raise SpecError(origin_file, origin_key, "leaves no validation sample", spec.data.fraction, accepted)
 
 
@@ -582,7 +593,8 @@ def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:
             origin_key,
             "the split does not fit the data set",
             str(problem),
-            "a train_size smaller than the official training set, val_source: test only where a test set exists",
+            "a train_size smaller than the official training set, val_source: test only where a test "
+            "set exists",
         ) from None
 
 
@@ -630,5 +642,6 @@ def check_data_present(spec: RunSpec, origins: Origins) -> None:
             origin_key,
             f"data set {spec.data.name} not found",
             looked_at,
-            f"its files under data.root (or the profile's data_root); stage them on a machine with internet: {fetch}",
+            "its files under data.root (or the profile's data_root); stage them on a machine with "
+            f"internet: {fetch}",
         )

@@ -76,8 +76,10 @@ def _check_time_to_train(time: str, profile: ClusterProfile) -> None:
         raise ResourceProblem(
             "time",
             time,
-            f"at least {slurm_time(shortest_s / 60)} on cluster {profile.name}: its jobs are signalled {profile.signal_delay_s} s "
-            f"(signal_delay_s) and up to {SIGNAL_SLACK_S} s more before the limit to checkpoint and requeue, and take about {START_S} s to start",
+            f"at least {slurm_time(shortest_s / 60)} on cluster {profile.name}: its jobs are signalled "
+            f"{profile.signal_delay_s} s "
+            f"(signal_delay_s) and up to {SIGNAL_SLACK_S} s more before the limit to checkpoint and "
+            f"requeue, and take about {START_S} s to start",
         )
 
 

@@ -56,15 +56,18 @@ def check_output_file(option: str, target: Path, protected: Sequence[Path]) -> P
     for owned in protected:
         if inside(path, owned):
             raise UserError(
-                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); accepted: a path outside it"
+                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); "
+                "accepted: a path outside it"
             )
     if not path.parent.is_dir():
         raise UserError(
-            f"{option} {target}: folder {path.parent} does not exist; accepted: a file in an existing folder (create it first: mkdir -p {path.parent})"
+            f"{option} {target}: folder {path.parent} does not exist; accepted: a file in an existing "
+            f"folder (create it first: mkdir -p {path.parent})"
         )
     if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
         raise UserError(
-            f"{option} {target}: {describe_kind(path)} is there, not a regular file; accepted: a new or regular file"
+            f"{option} {target}: {describe_kind(path)} is there, not a regular file; accepted: a new "
+            "or regular file"
         )
     return path
 
@@ -80,11 +83,13 @@ def check_output_folder(
         if inside(path, owned) and not any(inside(path, fine) for fine in allowed):
             accepted = "a folder outside it" + "".join(f", or {fine}" for fine in allowed)
             raise UserError(
-                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); accepted: {accepted}"
+                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); "
+                f"accepted: {accepted}"
             )
     if not path.parent.is_dir():
         raise UserError(
-            f"{option} {target}: folder {path.parent} does not exist; accepted: an existing folder or a new one in an existing folder"
+            f"{option} {target}: folder {path.parent} does not exist; accepted: an existing folder or "
+            "a new one in an existing folder"
         )
     if os.path.lexists(path) and not path.is_dir():
         raise UserError(

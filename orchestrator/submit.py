@@ -531,7 +531,8 @@ def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Opt
         return None
     if not image.is_file():
         raise UserError(
-            f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif file in container.image or the profile's container.image"
+            f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif "
+            "file in container.image or the profile's container.image"
         )
     return image_sha256(image, home.image_digest_cache)
 
@@ -556,7 +557,8 @@ def find_run(session: Session, id_prefix: str) -> Run:
             f"no sweep or run matches {id_prefix!r}; accepted: a sweep name ({sweeps}) or a run id (prefix)"
         )
     raise UserError(
-        f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); accepted: a longer prefix"
+        f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); "
+        "accepted: a longer prefix"
     )
 
 

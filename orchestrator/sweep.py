@@ -212,7 +212,8 @@ def _description(file: str, document: Mapping[str, Any]) -> str:
 
 
 def run_limit(file: str, document: Mapping[str, Any]) -> int:
-    """The most runs the sweep may expand to: ``max_runs`` (at most MAX_RUNS_CEILING), else DEFAULT_MAX_RUNS."""
+    """The most runs the sweep may expand to: ``max_runs`` (at most MAX_RUNS_CEILING), else
+    DEFAULT_MAX_RUNS."""
     limit = document.get("max_runs", DEFAULT_MAX_RUNS)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RUNS_CEILING:
         raise SpecError(
@@ -229,7 +230,10 @@ def _include_paths(file: str, sweep_dir: Path, includes: Any) -> list[Path]:
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(_is_path_text(item) for item in includes):
-        accepted = f"a list of paths relative to the sweep file or configs/ (1-{MAX_PATH_CHARS} characters, no control characters)"
+        accepted = (
+            f"a list of paths relative to the sweep file or configs/ (1-{MAX_PATH_CHARS} characters, no "
+            "control characters)"
+        )
         raise SpecError(file, "include", "include must list YAML files", includes, accepted)
     return [
         _include_path(file, f"include[{index}]", sweep_dir, include) for index, include in enumerate(includes)
@@ -289,9 +293,15 @@ def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
     if count > limit:
         operators = ", ".join(dict.fromkeys(re.split(r"[.\[]", axis.label)[0] for axis in axes))
         if count <= MAX_RUNS_CEILING:
-            accepted = f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} ({SWEEP_DOCS})"
+            accepted = (
+                f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} "
+                f"({SWEEP_DOCS})"
+            )
         else:
-            accepted = f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps ({SWEEP_DOCS})"
+            accepted = (
+                f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study "
+                f"into several sweeps ({SWEEP_DOCS})"
+            )
         raise SpecError(
             file,
             operators,
@@ -318,7 +328,10 @@ def _alternative_grids(file: str, document: Mapping[str, Any]) -> list[list[Axis
         return []
     alternatives = document["grids"]
     if not isinstance(alternatives, list) or not alternatives:
-        accepted = "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid per optimizer)"
+        accepted = (
+            "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid "
+            "per optimizer)"
+        )
         raise SpecError(file, "grids", "grids must list grid mappings", alternatives, accepted)
     return [_grid_axes(file, grid, f"grids[{index}]") for index, grid in enumerate(alternatives)]
 
@@ -446,8 +459,10 @@ def _check_unique(file: str, runs: list[PlannedRun]) -> None:
             raise SpecError(
                 file,
                 ", ".join(sorted(run.swept)) or "(sweep)",
-                f"two points of the sweep are the same run {run.run_id} (points {first_index[run.run_id]} and {index})",
+                f"two points of the sweep are the same run {run.run_id} (points "
+                f"{first_index[run.run_id]} and {index})",
                 [other.swept, run.swept],
-                "points that differ in a field that changes results (resources, cluster, container.binds, data.root do not)",
+                "points that differ in a field that changes results (resources, cluster, "
+                "container.binds, data.root do not)",
             )
         first_index[run.run_id] = index

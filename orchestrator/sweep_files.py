@@ -106,7 +106,10 @@ def _decoded(data: bytes, file: str) -> str:
         ) from None
     control = FORBIDDEN_IN_FILES.search(text)
     if control is not None:
-        accepted = 'text without control characters other than tab and newline (a value that needs one: an escape such as "\\e" in double quotes)'
+        accepted = (
+            "text without control characters other than tab and newline (a value that needs one: an escape "
+            'such as "\\e" in double quotes)'
+        )
         raise SpecError(
             file,
             "(file)",
@@ -283,7 +286,10 @@ class YamlShape:
 _STRING_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-RESOLVERS_ACCEPTED = "${dotted.key} of another field, ${..key} relative to this one, or text without ${name:...} (resolvers such as oc.env, oc.decode, oc.create are refused)"
+RESOLVERS_ACCEPTED = (
+    "${dotted.key} of another field, ${..key} relative to this one, or text without ${name:...} (resolvers "
+    "such as oc.env, oc.decode, oc.create are refused)"
+)
 
 
 def check_no_resolvers(file: str, node: Any, key: str) -> None:

@@ -42,7 +42,10 @@ WHERE_CLAUSE = re.compile(
     r"\s*(?P<key>[^\s=<>!]+?)\s*(?:(?P<operator>>=|<=|!=|=|>|<)(?P<value>.*)|\s+in\s+(?P<members>[(\[].*[)\]])\s*)",
     re.DOTALL,
 )
-WHERE_SYNTAX = "KEY=VALUE, KEY!=VALUE, KEY>NUMBER (or >=, <, <=) or KEY in (A, B, ...), KEY a dotted run-spec key and values YAML, e.g. optimizer.lr>0.01"
+WHERE_SYNTAX = (
+    "KEY=VALUE, KEY!=VALUE, KEY>NUMBER (or >=, <, <=) or KEY in (A, B, ...), KEY a dotted run-spec key and "
+    "values YAML, e.g. optimizer.lr>0.01"
+)
 COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
@@ -79,7 +82,9 @@ class WhereClause:
         value = where_value(text, match["value"])
         if match["operator"] in COMPARISONS and not is_number(value):
             raise argparse.ArgumentTypeError(
-                f"{shown(text)}: {match['operator']} compares numbers; found {shown(match['value'].strip())}; accepted: a number, e.g. {key}{match['operator']}0.01"
+                f"{shown(text)}: {match['operator']} compares numbers; found "
+                f"{shown(match['value'].strip())}; accepted: a number, e.g. "
+                f"{key}{match['operator']}0.01"
             )
         return cls(key, value, match["operator"])
 
@@ -120,7 +125,8 @@ def where_value(text: str, value_text: str) -> Any:
     except (yaml.YAMLError, RecursionError, TypeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise argparse.ArgumentTypeError(
-            f"{shown(text)}: the value {shown(value_text)} is not plain YAML data ({first_line}); accepted: {WHERE_VALUE_EXAMPLES}"
+            f"{shown(text)}: the value {shown(value_text)} is not plain YAML data ({first_line}); "
+            f"accepted: {WHERE_VALUE_EXAMPLES}"
         ) from None
     return value
 
@@ -143,7 +149,10 @@ def unknown_key_problem(key: str) -> Optional[str]:
         if section
         else top_level_sections(names)
     )
-    return f"unknown key {shown(key)}; accepted: a dotted run-spec key: {bounded_list(related, MAX_KEY_LIST_CHARS)}"
+    return (
+        f"unknown key {shown(key)}; accepted: a dotted run-spec key: "
+        f"{bounded_list(related, MAX_KEY_LIST_CHARS)}"
+    )
 
 
 def _unindexed(key: str) -> str:
@@ -784,7 +793,8 @@ EXPORT_ID_COLUMNS = ("id", "sweep", "state")
 
 
 def export_rows(connection: Connection, selection: RunSelection) -> list[ExportRow]:
-    """One row per selected run (of a sweep, in a state, where clauses hold; or every run), oldest first: id, its sweeps' names, state,
+    """One row per selected run (of a sweep, in a state, where clauses hold; or every run), oldest first: id,
+    its sweeps' names, state,
     its flattened spec (``config.*``, lists as JSON; each distinct section flattened once) and the
     value of each metric at its last step (``final.*``, by name). Read in the table's order,
     sorted here: sorting in SQL would move every row through SQLite's sorter."""

@@ -129,7 +129,8 @@ def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> Non
     long_sweep = write_sweep(
         tmp_path,
         "long",
-        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, checkpoint_every: 100, heartbeat_seconds: 0.2}}\n",
+        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, "
+        "checkpoint_every: 100, heartbeat_seconds: 0.2}}\n",
     )
     run_id = orch.ok("submit", long_sweep, "--json").json()["submitted"][0]
     wait_for_state(orch, run_id, "RUNNING", step_at_least=100)
@@ -171,7 +172,10 @@ def wait_until(condition, timeout_seconds: float = 120.0) -> None:
 def test_a_diverged_run_shows_the_step_it_failed_at(orch: Orch, tmp_path: Path) -> None:
     """lr 1000 on digits: the evaluation at step 25 is NaN (no metric row: SQL has no NaN), the
     training loss at step 39; the run and its attempt say 38 steps done, not 0."""
-    text = "name: diverges\ninclude: [problems/digits_mlp.yaml]\nbase:\n  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n"
+    text = (
+        "name: diverges\ninclude: [problems/digits_mlp.yaml]\nbase:\n  optimizer: {lr: 1000.0}\n  "
+        "training: {steps: 300, eval_every: 25}\n"
+    )
     orch("submit", write_sweep(tmp_path, "diverges", text), "--executor", "debug")
 
     [run] = orch.ok("runs", "--json").json()

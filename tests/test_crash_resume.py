@@ -174,7 +174,8 @@ def test_a_second_process_refused_by_the_run_folder_leaves_the_outcome_to_the_su
             [
                 sys.executable,
                 "-c",
-                "import sys; from jobs.entry import AttemptRequest, run_attempt; run_attempt(AttemptRequest(*sys.argv[1:]))",
+                "import sys; from jobs.entry import AttemptRequest, run_attempt; "
+                "run_attempt(AttemptRequest(*sys.argv[1:]))",
                 run_id,
                 str(run_dir),
                 attempt["key"],

@@ -236,7 +236,8 @@ def test_paper_problem_presets_plan(miniature: Miniature, tmp_path: Path, proble
     sweep = write_sweep(
         tmp_path,
         problem,
-        f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: '{miniature.root}'}}}}\nseeds: 2\n",
+        f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: "
+        f"'{miniature.root}'}}}}\nseeds: 2\n",
     )
     planned = Orch(tmp_path / "home").ok("plan", sweep, "--json").json()
     assert len(planned["runs"]) == 2
@@ -303,7 +304,8 @@ def test_plan_writes_the_split_hash_that_the_job_checks(tmp_path: Path) -> None:
     sweep = write_sweep(
         tmp_path,
         "digits",
-        "name: digits\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 2, checkpoint_every: 2}}\n",
+        "name: digits\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 2, "
+        "checkpoint_every: 2}}\n",
     )
     (run,) = load_sweep(sweep, known_names()).runs
     digest = run.spec.data.indices_sha256

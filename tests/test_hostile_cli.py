@@ -104,7 +104,8 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[tuple[str, ...], argpar
 
 
 def plausible_value(action: argparse.Action) -> str:
-    """A value the command accepts for ``action`` (against the tiny sweep), so hostile values elsewhere are reached."""
+    """A value the command accepts for ``action`` (against the tiny sweep), so hostile values elsewhere are
+    reached."""
     if action.choices:
         return "table" if action.dest == "figure" else str(next(iter(action.choices)))
     by_name = {"file": str(TINY), "run": "{run}", "root": "{arena}/missing/data"}
@@ -701,7 +702,8 @@ def test_local_jobs_do_not_hold_orchs_stdout(tmp_path: Path) -> None:
     sweep = write_sweep(
         tmp_path,
         "long",
-        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, checkpoint_every: 1000, heartbeat_seconds: 0.2}}\n",
+        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, "
+        "checkpoint_every: 1000, heartbeat_seconds: 0.2}}\n",
     )
     process = subprocess.Popen(
         [str(ORCH), "--home", str(home), "submit", str(sweep), "--executor", "local", "--json"],

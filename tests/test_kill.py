@@ -72,7 +72,10 @@ def assert_consistent(home: Path) -> dict[str, str]:
 
 def assert_one_active_attempt_at_most(home: Path) -> None:
     with sqlite3.connect(home / "registry.sqlite") as connection:
-        query = "SELECT run_id, count(*) FROM attempts WHERE state IN ('PENDING', 'RUNNING') GROUP BY run_id HAVING count(*) > 1"
+        query = (
+            "SELECT run_id, count(*) FROM attempts WHERE state IN ('PENDING', 'RUNNING') GROUP BY run_id "
+            "HAVING count(*) > 1"
+        )
         assert connection.execute(query).fetchall() == []
 
 
@@ -197,7 +200,10 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, sweep: Path, submit_pa
 def registry_facts(home: Path) -> dict[str, list[tuple]]:
     queries = {
         "runs": "SELECT id, state, current_step, total_steps FROM runs ORDER BY id",
-        "attempts": "SELECT run_id, number, state, journal_seq, exit_code, start_step, pid FROM attempts ORDER BY run_id, number",
+        "attempts": (
+            "SELECT run_id, number, state, journal_seq, exit_code, start_step, pid FROM attempts "
+            "ORDER BY run_id, number"
+        ),
         "metrics": "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
         "checkpoints": "SELECT run_id, step, path, bytes, sha256 FROM checkpoints ORDER BY run_id, step",
         "shards": "SELECT run_id, probe, step, sha256 FROM shards ORDER BY run_id, probe, step",

@@ -46,7 +46,8 @@ class Batches:
 
 @dataclass
 class Schedule:
-    """What the re-statement of the schedule did: the steps whose batch ended a measurement, and θ after every step."""
+    """What the re-statement of the schedule did: the steps whose batch ended a measurement, and θ after
+    every step."""
 
     estimate_steps: list[int]
     thetas: list[torch.Tensor]
@@ -250,7 +251,8 @@ def test_a_failed_fit_after_an_accepted_one_keeps_it_without_measuring_again() -
 
 
 def digits_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """All 1 797 digits (pixels / 16) and a float32 ReLU MLP 64-32-32-32-10 with torch's default init, seed 19."""
+    """All 1 797 digits (pixels / 16) and a float32 ReLU MLP 64-32-32-32-10 with torch's default init, seed
+    19."""
     inputs, targets = load_digits(return_X_y=True)
     widths = [64, 32, 32, 32]
     with torch.random.fork_rng():

@@ -78,6 +78,7 @@ def test_plan_records_the_source_initialization(tmp_path) -> None:  # type: igno
     chosen = write_sweep(
         tmp_path,
         "chosen",
-        "name: chosen\ninclude: [problems/digits_mlp.yaml]\nbase: {model: {name: resnet20, init: pytorch_default}}\n",
+        "name: chosen\ninclude: [problems/digits_mlp.yaml]\nbase: {model: {name: resnet20, init: "
+        "pytorch_default}}\n",
     )
     assert load_sweep(chosen, known_names()).runs[0].spec.model.init == "pytorch_default"

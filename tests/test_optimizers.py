@@ -302,7 +302,8 @@ def test_gols_i_brackets_the_sign_change_of_the_directional_derivative() -> None
     optimizer = build_optimizer(
         [parameter], OptimizerSpec(name="gols_i", lr=0.1, step_scaling=2.0), SHAPE, SameQuadratic(objective)
     )
-    # from θ = (1, 0): d = −g = (−1, 0), ‖d‖ = 1, minimum at α = 1 = α_max; α 0.1 → 0.2 → 0.4 → 0.8 → 1.6 > α_max/η stops
+    # from θ = (1, 0): d = −g = (−1, 0), ‖d‖ = 1, minimum at α = 1 = α_max; α 0.1 → 0.2 → 0.4 → 0.8 → 1.6 >
+    # α_max/η stops
     alphas = []
     for _ in range(5):
         optimizer.step(objective)

@@ -136,12 +136,14 @@ def test_a_value_of_the_shared_part_that_every_point_replaces_is_never_checked(t
     replaced = write_sweep(
         tmp_path,
         "replaced",
-        "name: replaced\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {lr: -1.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n",
+        "name: replaced\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {lr: -1.0}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2]}\n",
     )
     kept = write_sweep(
         tmp_path,
         "kept",
-        "name: kept\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {momentum: -5.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n",
+        "name: kept\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {momentum: -5.0}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2]}\n",
     )
 
     assert [run.spec.optimizer.lr for run in load_sweep(replaced).runs] == [0.1, 0.2]

@@ -140,9 +140,12 @@ def test_bivariate_normal_cdf_matches_scipy(h: float, k: float, rho: float) -> N
 def rectangle_by_quadrature(a_low: float, b_low: float, b_high: float, rho: float) -> float:
     """∫_{a_low}^∞ φ(x)·[Φ((b_high − ρx)/s) − Φ((b_low − ρx)/s)] dx, s = √(1 − ρ²)."""
     s = math.sqrt(1 - rho**2)
-    inner = lambda x: (
-        stats.norm.pdf(x) * (stats.norm.cdf((b_high - rho * x) / s) - stats.norm.cdf((b_low - rho * x) / s))
-    )  # noqa: E731
+
+    def inner(x: float) -> float:
+        return stats.norm.pdf(x) * (
+            stats.norm.cdf((b_high - rho * x) / s) - stats.norm.cdf((b_low - rho * x) / s)
+        )
+
     return integrate.quad(inner, a_low, np.inf, epsabs=1e-12, epsrel=1e-10)[0]
 
 
@@ -182,7 +185,8 @@ def test_the_wolfe_probability_is_the_bivariate_normal_mass_of_both_conditions()
 
 
 def test_exact_observations_check_the_wolfe_conditions_on_the_means() -> None:
-    # y(t) = −t + t²/2 (minimum at t = 1): at 1 both conditions hold, at 1.9 the strong bound fails (y' = 0.9 > 0.8)
+    # y(t) = −t + t²/2 (minimum at t = 1): at 1 both conditions hold, at 1.9 the strong bound fails (y' = 0.9
+    # > 0.8)
     points = [0.0, 1.0, 1.9]
     gp = LineGP(points, [-t + t * t / 2 for t in points], [-1 + t for t in points], 0.0, 0.0)
     assert wolfe_belief(gp, 1.0, 0.05, 0.8).probability() == 1.0

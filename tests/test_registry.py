@@ -137,7 +137,8 @@ def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Pa
             connection.begin(),
         ):
             connection.exec_driver_sql(
-                "INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', 0, '{}')"
+                "INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', "
+                "0, '{}')"
             )
             _check_foreign_keys(connection)
     with engine.connect() as connection:

@@ -97,7 +97,8 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Pat
         connection.execute("INSERT INTO runs VALUES ('r1', '{}', 'x: 1', 'RUNNING', NULL, 10, 0, 0.0)")
         for number in (1, 2):
             connection.execute(
-                "INSERT INTO attempts (run_id, number, key, executor, submission_id, state, submitted_time, journal_dir, journal_seq, requeues) "
+                "INSERT INTO attempts (run_id, number, key, executor, submission_id, state, "
+                "submitted_time, journal_dir, journal_seq, requeues) "
                 f"VALUES ('r1', {number}, 'k{number}', 'local', 's', 'RUNNING', 0.0, '/nonexistent', 0, 0)"
             )
     pristine = old_registry.read_bytes()
@@ -170,7 +171,8 @@ def test_the_one_active_attempt_index_is_partial_on_postgresql_too() -> None:
     for dialect in (postgresql.dialect(), sqlite.dialect()):
         ddl = str(CreateIndex(index).compile(dialect=dialect))
         assert ddl.startswith(
-            "CREATE UNIQUE INDEX uq_attempts_one_active_per_run ON attempts (run_id) WHERE state IN ('PENDING', 'RUNNING')"
+            "CREATE UNIQUE INDEX uq_attempts_one_active_per_run ON attempts (run_id) WHERE state IN "
+            "('PENDING', 'RUNNING')"
         ), ddl
 
 
@@ -208,7 +210,8 @@ def attempts_per_run(registry: Path) -> dict[str, int]:
     with sqlite3.connect(registry) as connection:
         return dict(
             connection.execute(
-                "SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = runs.id GROUP BY runs.id"
+                "SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = "
+                "runs.id GROUP BY runs.id"
             )
         )
 

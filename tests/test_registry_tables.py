@@ -92,7 +92,8 @@ def _status_in_a_fresh_interpreter(home: Path) -> tuple[list[dict[str, typing.An
     program = (
         "import sys, io, contextlib; from orchestrator.cli import main; out = io.StringIO()\n"
         f"with contextlib.redirect_stdout(out): code = main(['--home', {str(home)!r}, 'status', '--json'])\n"
-        f"print(code, out.getvalue().replace(chr(10), ' '), sorted(m for m in {LOGIN_NODE_HEAVY!r} if m in sys.modules), sep=chr(10))"
+        f"print(code, out.getvalue().replace(chr(10), ' '), sorted(m for m in {LOGIN_NODE_HEAVY!r} if "
+        "m in sys.modules), sep=chr(10))"
     )
     code, shown, loaded = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, check=True

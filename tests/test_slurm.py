@@ -165,7 +165,8 @@ def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(
     sweep = slurm_sweep(
         tmp_path,
         "forgotten",
-        "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n",
+        "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, "
+        "heartbeat_seconds: 0.5}\n",
     )
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
@@ -207,7 +208,10 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(
     from safetensors.torch import load_file
 
     steps = 12000  # about 150 s of training in a job here (13 ms a step): longer than its 2-minute limit
-    base = f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    base = (
+        f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, "
+        "eval_every: 1000, heartbeat_seconds: 1.0}\n"
+    )
     sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2'}\n")
     reference = Orch(tmp_path / "reference")
 
@@ -367,7 +371,10 @@ def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(
     orch says PENDING with squeue's reason and keeps the NODE_FAIL in the attempt's history; back
     in service, the same attempts finish (start step kept) and the runs are COMPLETED as in sacct."""
     steps = 20000  # about 100 s of training here while both run: still training when NODE_FAIL comes
-    base = f"  model: {{hidden: [512, 512]}}\n  training: {{steps: {steps}, checkpoint_every: 1000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    base = (
+        f"  model: {{hidden: [512, 512]}}\n  training: {{steps: {steps}, checkpoint_every: 1000, "
+        "eval_every: 1000, heartbeat_seconds: 1.0}\n"
+    )
     sweep = slurm_sweep(tmp_path, "nodefail", base, "  optimizer.lr: [0.1, 0.05]\n")
     run_ids = orch.ok("submit", sweep, "--json").json()["submitted"]
     jobs = {run_id: orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"] for run_id in run_ids}

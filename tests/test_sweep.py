@@ -202,7 +202,8 @@ def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_t
 ) -> None:
     forty = list(range(1, 41))
     union = "".join(
-        f"  - {{optimizer.name: [{name}], training.batch_size: {forty}, training.steps: {forty}, training.eval_every: {forty}}}\n"
+        f"  - {{optimizer.name: [{name}], training.batch_size: {forty}, training.steps: {forty}, "
+        f"training.eval_every: {forty}}}\n"
         for name in ("sgd", "adam")
     )
     for text, count in (("seeds: 1000000000\n", 10**9), (f"grids:\n{union}seeds: 800\n", 2 * 40**3 * 800)):
@@ -267,7 +268,10 @@ def test_the_union_of_grids_is_indexed_in_the_order_of_its_products() -> None:
 
 
 def test_max_runs_raises_the_limit(tmp_path: Path) -> None:
-    text = "name: limited\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 5}}\ngrid: {optimizer.lr: [0.1, 0.2, 0.3]}\nseeds: 2\n"
+    text = (
+        "name: limited\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 5}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2, 0.3]}\nseeds: 2\n"
+    )
 
     with pytest.raises(SpecError, match="sweep expands to 6 runs, above the limit of 5"):
         load_sweep(write(tmp_path, "max_runs: 5\n" + text), known_names())
@@ -363,7 +367,10 @@ def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(
 ) -> None:
     """The mini cluster signals 30 s before the limit (and Slurm up to 60 s earlier): one minute is
     spent on the signal and the start, every segment requeues without a step."""
-    text = f"name: short\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n  resources: {{time: '{time_limit}'}}\n"
+    text = (
+        "name: short\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n  resources: {time: "
+        f"'{time_limit}'}}\n"
+    )
     if not refused:
         assert load_sweep(write(tmp_path, text), known_names()).runs[0].spec.resources.time == time_limit
         return
@@ -382,7 +389,8 @@ def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(
     own.mkdir()
     (own / "tcml.yaml").write_text("max_parallel: 8\n")  # one key over the shipped profile
     (own / "mylab.yaml").write_text(
-        "executor: slurm\npartitions: [{name: gpu, max_time: '2-00:00:00'}]\ndefault_time: '04:00:00'\nsignal_delay_s: 60\n"
+        "executor: slurm\npartitions: [{name: gpu, max_time: '2-00:00:00'}]\ndefault_time: '04:00:00'\n"
+        "signal_delay_s: 60\n"
     )
     (own / "broken.yaml").write_text("max_parallel: many\n")
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
@@ -424,7 +432,8 @@ def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
     (own / "tcml.yaml").write_text(
         "sbatch:\n  account: lab-mz\n  qos: normal\n  constraint: 1080ti\n  exclude: tcml-node[7-8]\n"
-        "  mail_type: END,FAIL\n  mail_user: me@uni-tuebingen.de\n  extra: [--reservation=paper deadline, --hint=nomultithread]\n"
+        "  mail_type: END,FAIL\n  mail_user: me@uni-tuebingen.de\n  extra: [--reservation=paper "
+        "deadline, --hint=nomultithread]\n"
     )
     profile = load_profile("tcml")
     parameters = sbatch_parameters(

@@ -55,7 +55,8 @@ KINDS = (
     "killed_after_failure_line",  # the same, but its stderr ends with a failure line: FAILED with its reason
     "being_submitted",  # no journal yet, its submitter alive on another login node: stays PENDING
     "second_attempt",  # the run's first attempt failed before; the second finishes
-    "superseded",  # still running elsewhere, but the run has a later attempt (cancelled): the run takes that one's state
+    # still running elsewhere, but the run has a later attempt (cancelled): the run takes that one's state
+    "superseded",
 )
 OTHER_HOST = "node-elsewhere.invalid"
 SUBMITTER = "login-elsewhere.invalid:4242"  # another login node: alive as far as this one can tell
@@ -257,8 +258,14 @@ def registry_rows(engine: Engine, reconciled_run_ids: set[str]) -> dict[str, lis
         "runs": "SELECT id, state, total_steps, current_step FROM runs ORDER BY id",
         "attempts": "SELECT * FROM attempts ORDER BY id",
         "metrics": "SELECT run_id, name, step, value, attempt_id FROM metrics ORDER BY run_id, name, step",
-        "checkpoints": "SELECT run_id, step, attempt_id, path, bytes, sha256, created_time FROM checkpoints ORDER BY run_id, step",
-        "shards": "SELECT run_id, probe, step, attempt_id, path, bytes, sha256, n_points, is_extrapolation, created_time FROM shards ORDER BY run_id, probe, step",
+        "checkpoints": (
+            "SELECT run_id, step, attempt_id, path, bytes, sha256, created_time FROM checkpoints "
+            "ORDER BY run_id, step"
+        ),
+        "shards": (
+            "SELECT run_id, probe, step, attempt_id, path, bytes, sha256, n_points, is_extrapolation, "
+            "created_time FROM shards ORDER BY run_id, probe, step"
+        ),
     }
     database = engine.url.database
     assert database is not None

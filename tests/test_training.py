@@ -160,7 +160,8 @@ def on_device(spec: RunSpec, device: str, gpus: int) -> RunSpec:
             "auto",
             1,
             (
-                "the run asked the scheduler for 1 GPU (resources.gpus: 1) but this node has no usable CUDA device",
+                "the run asked the scheduler for 1 GPU (resources.gpus: 1) but this node has no usable "
+                "CUDA device",
                 "set training.device: cpu to train on the CPU anyway",
             ),
         ),

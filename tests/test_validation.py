@@ -307,7 +307,8 @@ def test_plain_interpolations_of_other_fields_still_resolve(tmp_path: Path) -> N
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
-        "name: plain\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 40, eval_every: '${.steps}', checkpoint_every: '${training.steps}'}}\n"
+        "name: plain\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 40, eval_every: "
+        "'${.steps}', checkpoint_every: '${training.steps}'}}\n"
     )
 
     plan = load_sweep(sweep, known_names())

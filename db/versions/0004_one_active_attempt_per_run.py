@@ -22,7 +22,8 @@ ACTIVE = "state IN ('PENDING', 'RUNNING')"
 
 def upgrade() -> None:
     op.execute(
-        "UPDATE attempts SET state = 'LOST', reason = 'superseded by a later active attempt of the same run (concurrent submits)' "
+        "UPDATE attempts SET state = 'LOST', reason = 'superseded by a later active attempt of the "
+        "same run (concurrent submits)' "
         f"WHERE {ACTIVE} AND id NOT IN (SELECT MAX(id) FROM attempts WHERE {ACTIVE} GROUP BY run_id)"
     )
     with op.batch_alter_table("attempts") as batch_op:

@@ -80,7 +80,8 @@ def record_indices(data: InMemoryData, spec: DataSpec, out_file: Path) -> str:
     digest = indices_sha256(data)
     if spec.indices_sha256 is not None and spec.indices_sha256 != digest:
         raise ValueError(
-            f"data set {spec.name}: the split's indices_sha256 is {digest}, the spec pins {spec.indices_sha256}; "
+            f"data set {spec.name}: the split's indices_sha256 is {digest}, the spec pins "
+            f"{spec.indices_sha256}; "
             "the data files or the split code changed (remove data.indices_sha256 to accept the new split)"
         )
     if not out_file.exists():

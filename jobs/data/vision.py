@@ -132,7 +132,8 @@ def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     missing = missing_files(spec.name, data_root)
     if missing:
         raise FileNotFoundError(
-            f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data fetch {spec.name} --root {data_root or 'DIR'}"
+            f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data "
+            f"fetch {spec.name} --root {data_root or 'DIR'}"
         )
     root = str(Path(data_root or "").expanduser())
     verify = spec.verify_checksums is not False

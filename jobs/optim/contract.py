@@ -85,7 +85,8 @@ class BatchProvider(Protocol):
         ...
 
     def search_batch(self, size: int, draw: int) -> Objective:
-        """``size`` training samples, the ``draw``-th search batch of the run (seeded by run seed and draw)."""
+        """``size`` training samples, the ``draw``-th search batch of the run (seeded by run seed and
+        draw)."""
         ...
 
 

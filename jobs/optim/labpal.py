@@ -64,7 +64,8 @@ def parabola_through(points: list[float], losses: list[float], fit: str) -> tupl
 
 
 def fitted_minimum(points: list[float], losses: list[float], fit: str) -> Optional[float]:
-    """s_min of the parabola through the three measurements; None unless it opens upwards and descends at 0."""
+    """s_min of the parabola through the three measurements; None unless it opens upwards and descends at
+    0."""
     a, b = parabola_through(points, losses, fit)
     return -b / (2 * a) if a > 0 > b else None
 
@@ -232,7 +233,8 @@ class LABPAL(SearchOptimizer):
         """No estimate yet and the fit failed: measure the gathered batches again farther out
         (points ×REMEASURE_SCALE each time, at most FARTHER_REMEASUREMENTS times) until a fit
         succeeds; else take the lowest measured point below l(0), at most s_max, or the nearest
-        measure point. Sets the step (a fallback is not averaged into later estimates); returns θ's position."""
+        measure point. Sets the step (a fallback is not averaged into later estimates); returns θ's
+        position."""
         measured_points, measured_means = list(points), list(means)
         for retry in range(1, FARTHER_REMEASUREMENTS + 1):
             farther = [point * REMEASURE_SCALE**retry for point in points]

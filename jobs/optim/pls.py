@@ -54,7 +54,8 @@ from jobs.spec import OptimizerSpec
 PLS_C1 = 0.05  # first (sufficient decrease) Wolfe constant
 PLS_C2 = 0.8  # second (curvature) Wolfe constant
 PLS_WOLFE_THRESHOLD = 0.3  # c_W
-PLS_MAX_EVALUATIONS = 6  # evaluations per line search (the dissertation's Alg. 5: 10; a Python translation of the MATLAB code: 7)
+# evaluations per line search (the dissertation's Alg. 5: 10; a Python translation of the MATLAB code: 7)
+PLS_MAX_EVALUATIONS = 6
 KERNEL_OFFSET = 10.0  # τ of the integrated Wiener process, in units of α0
 STEP_GROWTH = 1.3  # the next search's α0: the accepted step times this
 AVERAGE_DECAY = 0.9  # of the running average ᾱ of accepted steps

@@ -56,7 +56,8 @@ class LocalBackend:
         )  # shared by all submissions: the cap holds for the machine
         executor.update_parameters(
             setup=[
-                f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(settings.max_parallel)}"
+                f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} "
+                f"{SLOTS_VARIABLE}={int(settings.max_parallel)}"
             ]
         )
         with self.submission_context(settings.folder), executor.batch():

@@ -74,7 +74,8 @@ class SlurmBackend:
         missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
         if missing:
             raise UserError(
-                f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; accepted: --executor slurm on a Slurm login node, --executor local, or no --executor"
+                f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; "
+                "accepted: --executor slurm on a Slurm login node, --executor local, or no --executor"
             )
 
     def array_limit(self) -> Optional[int]:
@@ -82,7 +83,9 @@ class SlurmBackend:
             return max_array_size()
         except SlurmError as error:
             raise UserError(
-                f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); accepted: a machine where scontrol and sbatch reach the cluster, --executor local, or no --executor"
+                f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); "
+                "accepted: a machine where scontrol and sbatch reach the cluster, --executor local, "
+                "or no --executor"
             ) from None
 
     def submission_context(self, folder: Path) -> ContextManager[None]:

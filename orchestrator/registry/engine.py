@@ -44,15 +44,18 @@ def registry_url(home: OrchHome) -> URL:
         url = make_url(given)
     except (ArgumentError, ValueError):
         raise UserError(
-            f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}"
+            f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a "
+            f"password); accepted: {ACCEPTED_URLS}"
         ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise UserError(
-            f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}"
+            f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; "
+            f"accepted: {ACCEPTED_URLS}"
         )
     if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or url.query):
         raise UserError(
-            f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets everything; no query options); accepted: {ACCEPTED_URLS}"
+            f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets "
+            f"everything; no query options); accepted: {ACCEPTED_URLS}"
         )
     return url
 
@@ -80,7 +83,8 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
             return None
         if not file.is_file():
             raise UserError(
-                f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or a path where none exists yet)"
+                f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or "
+                "a path where none exists yet)"
             )
         if file.stat().st_size == 0:
             return None  # created by a submit that died before its first transaction committed
@@ -96,7 +100,8 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
 
 def _foreign_database(file: Path) -> UserError:
     return UserError(
-        f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: a registry written by orch, or a path where none exists yet"
+        f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: "
+        "a registry written by orch, or a path where none exists yet"
     )
 
 
@@ -123,7 +128,8 @@ def _create_private_file(path: Path, in_home: bool) -> None:
     if not path.parent.is_dir():
         if not in_home:
             raise UserError(
-                f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder"
+                f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in "
+                "an existing folder"
             )
         path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
     try:
@@ -151,7 +157,8 @@ def _engine(url: URL) -> Engine:
         ) from None
     except ImportError as error:
         raise UserError(
-            f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}"
+            f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); "
+            f"accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}"
         ) from None
     event.listen(engine, "before_cursor_execute", _statement_kill_point)
     event.listen(engine, "commit", _commit_kill_point)
@@ -247,8 +254,10 @@ def _check_foreign_keys(connection: Connection) -> None:
     if violations:
         table, row_id, parent, _ = violations[0]
         raise UserError(
-            f"registry upgrade refused and rolled back: it would leave {len(violations)} references to missing rows "
-            f"(e.g. {table} row {row_id} -> {parent}); accepted: a registry whose rows reference existing ones (PRAGMA foreign_key_check)"
+            f"registry upgrade refused and rolled back: it would leave {len(violations)} references to "
+            "missing rows "
+            f"(e.g. {table} row {row_id} -> {parent}); accepted: a registry whose rows reference "
+            "existing ones (PRAGMA foreign_key_check)"
         )
 
 
@@ -270,7 +279,8 @@ def head_revision() -> str:
 
 
 REGISTRY_ADVICE = {
-    "locked": f"retry once the other orch command has finished (it held the registry for over {BUSY_TIMEOUT_SECONDS} s)",
+    "locked": "retry once the other orch command has finished (it held the registry for over "
+    f"{BUSY_TIMEOUT_SECONDS} s)",
     "full": "free space on the registry's file system, or another --home",
     "readonly": "a registry on a writable file system that you may write, or another --home",
     "unable to open": "a --home folder that exists and that you may write",

@@ -76,7 +76,8 @@ def install_missing() -> None:
 
 
 def start(state_dir: Path, max_array_size: int = 1001) -> MiniCluster:
-    """Start a fresh cluster in ``state_dir`` (which must not exist or be empty); returns when the node is idle."""
+    """Start a fresh cluster in ``state_dir`` (which must not exist or be empty); returns when the node is
+    idle."""
     install_missing()
     cluster = MiniCluster(state_dir.absolute())
     for sub in ("etc", "run", "log", "spool/ctld", "spool/d", "dev", "mysql"):
@@ -242,7 +243,8 @@ def _write_configs(cluster: MiniCluster, max_array_size: int) -> None:
             )  # a character device, like the real ones
         devices.append(str(device))
     (etc / "gres.conf").write_text(
-        f"AutoDetect=off\nNodeName={_hostname()} Name=gpu Type={GPU_TYPE} File={cluster.state_dir / 'dev'}/nvidia[0-{GPUS_PER_NODE - 1}]\n"
+        f"AutoDetect=off\nNodeName={_hostname()} Name=gpu Type={GPU_TYPE} "
+        f"File={cluster.state_dir / 'dev'}/nvidia[0-{GPUS_PER_NODE - 1}]\n"
     )
     (etc / "slurm.conf").write_text(_slurm_conf(cluster, max_array_size))
     dbd_conf = etc / "slurmdbd.conf"
@@ -300,7 +302,8 @@ def _slurm_conf(cluster: MiniCluster, max_array_size: int) -> str:
         "InactiveLimit=0",
         "SlurmctldTimeout=30",
         "SlurmdTimeout=30",
-        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} "
+        f"Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN",
     ]
     for index, (name, max_time) in enumerate(PARTITIONS):
         default = " Default=YES" if index == 0 else ""
