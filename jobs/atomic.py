@@ -58,7 +58,7 @@ def publish_many(files: Sequence[tuple[Path, bytes]], threads: int = PUBLISH_THR
     if not changed:
         return
     with ThreadPoolExecutor(max_workers=min(threads, len(changed))) as pool:
-        list(pool.map(lambda item: publish_bytes(*item, sync_folder=False), changed))
+        list(pool.map(lambda item: publish_bytes(item[0], item[1], sync_folder=False), changed))
         list(pool.map(_fsync_folder, dict.fromkeys(path.parent for path, _ in changed)))
 
 

@@ -13,7 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ class TrainingState:
 
 
 def capture_rng() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    # legacy=True (the default) gives the tuple form: ("MT19937", keys, pos, has_gauss, gauss)
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

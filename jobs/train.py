@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
 from jobs.models import build_model
 from jobs.optim import Objective, StepReport, TrainingShape, build_optimizer, learning_rate
+from jobs.optim.base import Counting
 from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
 from jobs.probes.runner import ProbeRunner, step_context
@@ -228,11 +229,13 @@ def evaluate(
 
 def train_step(trainee: Trainee, objective: Objective) -> tuple[float, float, StepReport]:
     """One optimizer step on ``objective``: the batch's loss and accuracy at θ_t, and the step's report."""
-    trainee.optimizer.step(objective)
+    trainee.optimizer.step(objective)  # type: ignore[arg-type]  # the registry's step(objective) contract
     assert objective.first is not None
     loss, logits = objective.first
     accuracy = (logits.argmax(dim=1) == objective.targets).float().mean()
-    return loss, accuracy.item(), trainee.optimizer.last_report  # type: ignore[attr-defined]
+    # every optimizer of the registry is a Counting one, its report set by the step just taken
+    report = cast(StepReport, cast(Counting, trainee.optimizer).last_report)
+    return loss, accuracy.item(), report
 
 
 class Reporter:
@@ -335,7 +338,8 @@ def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
 def run_one_step(loop: Loop) -> None:
     training, trainee, reporter = loop.spec.training, loop.trainee, loop.reporter
     optimizer, step = trainee.optimizer, trainee.step
-    if optimizer.scheduled:  # type: ignore[attr-defined]
+    counting = cast(Counting, optimizer)  # every optimizer of the registry counts its passes
+    if counting.scheduled:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(
                 loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps
@@ -373,7 +377,7 @@ def run_one_step(loop: Loop) -> None:
         )
         reporter.record(trainee.step, val_loss=val_loss, val_accuracy=val_accuracy)
         reporter.record(
-            trainee.step, forward_passes=optimizer.forwards_total, backward_passes=optimizer.backwards_total
-        )  # type: ignore[attr-defined]
+            trainee.step, forward_passes=counting.forwards_total, backward_passes=counting.backwards_total
+        )
     if loop.checkpoint_due():
         loop.publish_checkpoint()

@@ -1112,8 +1112,10 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     written = []
     with submitted_runs(home, arguments.targets) as (session, runs):
         for run in runs:  # every figure's place is checked before the first is written
+            assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             check_figure_path(run, RunPaths(Path(run.run_dir)).curves_png)
         for run in runs:
+            assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
             with submission.results_umask(submission.profile_of(run)):
                 written.append(

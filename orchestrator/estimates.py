@@ -78,7 +78,7 @@ def seconds_per_step(session: Session) -> dict[SimilarityKey, float]:
     keys: dict[str, SimilarityKey] = {}
     for started, ended, start_step, total_steps, run_id, spec_json in session.execute(completed):
         steps = total_steps - (start_step or 0)
-        if steps > 0 and ended:
+        if steps > 0 and ended and started is not None:  # the query selects started attempts only
             if run_id not in keys:
                 keys[run_id] = recorded_similarity_key(json.loads(spec_json))
             samples.setdefault(keys[run_id], []).append((ended - started) / steps)

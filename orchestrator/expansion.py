@@ -41,13 +41,13 @@ class SeedCount(SequenceABC):
     """The points (0,), (1,), … of ``seeds: n``, none of them stored."""
 
     def __init__(self, count: int) -> None:
-        self.count = count
+        self.size = count
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]
-        if not 0 <= index < self.count:
+        if not 0 <= index < self.size:
             raise IndexError(index)
         return (index,)
 

@@ -89,10 +89,10 @@ class UpsertTarget:
         return operator.itemgetter(*self.keys)
 
 
-METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ignore[arg-type]
-CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
-SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
-REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
+METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))
+CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))
+SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))
+REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))
 REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
 OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout
 
@@ -236,10 +236,10 @@ class TrackedColumns:
             )
 
 
-RUN_COLUMNS = TrackedColumns(Run.__table__, "id", ("state", "total_steps", "current_step"))  # type: ignore[arg-type]
+RUN_COLUMNS = TrackedColumns(Run.__table__, "id", ("state", "total_steps", "current_step"))
 ATTEMPT_COLUMNS = TrackedColumns(
     Attempt.__table__, "id", tuple(column.key for column in Attempt.__table__.columns if column.key != "id")
-)  # type: ignore[arg-type]
+)
 
 
 @dataclass
@@ -282,11 +282,11 @@ class OpenAttempts:
         loaded values."""
         ids = sorted(self.loaded_attempts)
         table = Attempt.__table__
-        columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]  # type: ignore[index]  # a Table's columns
+        columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]
         for start in range(0, len(ids), IN_CHUNK):
             query = select(table.c.id, _later_state(), *columns).where(
                 table.c.id.in_(ids[start : start + IN_CHUNK])
-            )  # type: ignore[attr-defined]
+            )
             for attempt_id, later_state, *values in session.execute(query):
                 if (
                     tuple(values) != self.loaded_attempts[attempt_id]
@@ -623,7 +623,8 @@ def requeues_known(session: Session, attempt_ids: list[int]) -> dict[int, list[t
 def _fields_of(payload: CheckpointWritten | ShardWritten | Provenance) -> dict[str, Any]:
     """The fields of a journal dataclass by name, what ``dataclasses.asdict`` gives for these
     flat ones (plain values only) without its deep copy."""
-    return {name: getattr(payload, name) for name in _field_names(type(payload))}
+    payload_type: type = type(payload)
+    return {name: getattr(payload, name) for name in _field_names(payload_type)}
 
 
 @functools.cache

@@ -188,24 +188,22 @@ def parquet_bytes(rows: Sequence[ExportRow]) -> bytes:
         "sweep": [pa.array([row.sweeps for row in rows])],
         "state": [pa.array([row.state for row in rows])],
     }
-    firsts: list[
-        tuple[int, int, tuple[str, ...]]
-    ] = []  # (first row, position, columns) of each kind of group
+    # (first row, position, columns) of each kind of group
+    firsts: list[tuple[int, int, tuple[str, ...]]] = []
     for position, groups in enumerate(itertools.zip_longest(*(row.groups for row in rows))):
         for first_row, columns, arrays in _group_columns(groups):
             firsts.append((first_row, position, columns))
             for column, array in zip(columns, arrays):
                 parts.setdefault(column, []).append(array)
-    columns = dict.fromkeys(
+    ordered = dict.fromkeys(
         itertools.chain(
             ("id", "sweep", "state"),
             *(columns for _, _, columns in sorted(firsts, key=lambda first: first[:2])),
         )
     )
-    table = pa.table({column: _merged(parts[column]) for column in columns})
-    pq.write_table(
-        table, buffer, store_schema=False
-    )  # text is written from dictionaries; read back, it is text
+    table = pa.table({column: _merged(parts[column]) for column in ordered})
+    # text is written from dictionaries; read back, it is text
+    pq.write_table(table, buffer, store_schema=False)
     return buffer.getvalue()
 
 

@@ -133,6 +133,9 @@ class _Problem:
 PROBLEM = _Problem()
 
 
+IndexGetter = Callable[[tuple[int, ...]], Hashable]  # a point's indices -> its key in one section's table
+
+
 @dataclass(frozen=True, eq=False)
 class SectionEntry:
     """One distinct value of a section: the point's values set in the shared part's section."""
@@ -163,11 +166,12 @@ class SectionBuilder:
             )
             for name in SECTIONS
         }
-        self.varying = [
+        # (position, index getter, section key -> SectionEntry) of each section some axis touches
+        self.varying: list[tuple[int, IndexGetter, dict[Hashable, SectionEntry]]] = [
             (position, _index_getter(self.touching[name]), {})
             for position, name in enumerate(SECTIONS)
             if self.touching[name]
-        ]  # section key -> SectionEntry
+        ]
         self.fixed: Optional[list[SectionEntry]] = None
         self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [
             {} for _ in axes
@@ -265,7 +269,8 @@ class SectionBuilder:
         else:
             if not self._failing_fields(name) <= changed:
                 return False
-            fields = _fields_of(type(value))
+            schema: type = type(value)
+            fields = _fields_of(schema)
             problems = itertools.chain.from_iterable(
                 field_violations(fields[field_name], getattr(value, field_name), self.known_names, f"{name}.")
                 for field_name in changed
@@ -326,7 +331,7 @@ def _passes(check: Callable[[RunSpec, Origins], None], spec: RunSpec) -> bool:
     return True
 
 
-def _index_getter(positions: tuple[int, ...]) -> Callable[[tuple[int, ...]], Hashable]:
+def _index_getter(positions: tuple[int, ...]) -> IndexGetter:
     if not positions:
         return lambda indices: ()
     return itemgetter(*positions)

@@ -164,7 +164,7 @@ def expected_type(dotted_key: str) -> str:
         if indexed:
             hint = typing.get_args(hint)[0]
         node = _element_type(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return f"a mapping ({hint.__name__}) with keys {', '.join(f.name for f in dataclasses.fields(hint))}"
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 

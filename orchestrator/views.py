@@ -210,11 +210,11 @@ def _collect_keys(
     for name, hint in typing.get_type_hints(schema).items():
         key = f"{prefix}{name}"
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             _collect_keys(hint, f"{key}.", plain, item_fields)
             continue
         plain.append(key)
-        if item is not None and dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             nested: list[str] = []
             _collect_keys(item, "", nested, {})
             item_fields[key] = tuple(nested)
@@ -448,7 +448,8 @@ def clause_runs(connection: Connection, run_sections: JsonColumn, clause: WhereC
     candidate = sections.c.name == section  # other operators: Python decides on every distinct section
     if clause.operator == "=":
         candidate = and_(candidate, value_condition(section_json, path, clause.value))
-    exact, refused = [], []
+    exact: list[int] = []
+    refused: list[int] = []
     for section_id, text in connection.execute(
         select(sections.c.id, section_json.json_text(path)).where(candidate)
     ):
@@ -474,7 +475,7 @@ class RunSelection:
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The sweep and state (``--where`` is a :class:`SpecFilter`'s)."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if self.sweep:
             conditions.append(tables.runs.c.id.in_(sweep_member_ids(self.sweep)))
         if self.state:
@@ -621,7 +622,7 @@ def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[st
     return finals
 
 
-def last_metric_values(runs: ColumnElement[bool]) -> Select[tuple[str, str, float]]:
+def last_metric_values(runs: ColumnElement[bool]) -> Select[str, str, float]:
     """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects:
     the rows no later step of the same metric follows (one probe of the primary key each)."""
     metrics, later = tables.metrics, tables.metrics.alias("later")

@@ -44,7 +44,7 @@ def test_estimate_from_history_chooses_resources_unless_time_was_given() -> None
 
 def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_same_kind(
     orch, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """seconds_per_step reads the registry in one query and each run's spec from its JSON: the
     figures equal those computed by hand from the attempts and the specs as planned."""
     import statistics

@@ -61,7 +61,7 @@ def test_cifar_resnets_use_kaiming_normal_initialization_unless_told_otherwise()
     )  # option A
 
 
-def test_plan_records_the_source_initialization(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_records_the_source_initialization(tmp_path) -> None:
     from jobs.catalog import known_names
     from orchestrator.sweep import load_sweep
     from tests.conftest import write_sweep

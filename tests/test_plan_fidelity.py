@@ -79,7 +79,7 @@ def test_planning_gives_the_recorded_runs(
     ways_taken = []
     create = SectionBuilder.create.__func__  # type: ignore[attr-defined]
 
-    def recording_create(cls, *arguments):  # type: ignore[no-untyped-def]
+    def recording_create(cls, *arguments):
         builder = create(cls, *arguments) if way == "memoized" else None
         ways_taken.append("memoized" if builder is not None else "exact")
         return builder

@@ -360,7 +360,7 @@ def test_each_shard_is_journaled_once_with_its_size_and_hash(tmp_path: Path) -> 
         assert manifest.n_points >= 169 and manifest.probe == "line"
 
 
-def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:
     from tests.conftest import write_sweep
 
     sweep = write_sweep(

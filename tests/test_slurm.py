@@ -36,7 +36,7 @@ def attempts_of(orch: Orch) -> list[dict]:
     ]
 
 
-def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -140,7 +140,7 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
         def __init__(self, name: str) -> None:
             self.backend = real_get_backend(name)
 
-        def submit(self, array):  # type: ignore[no-untyped-def]
+        def submit(self, array):
             self.backend.submit(array)
             raise KeyboardInterrupt  # the login-node process dies before it records the job ids
 

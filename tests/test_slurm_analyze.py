@@ -36,7 +36,7 @@ def trained(orch: Orch, tmp_path: Path) -> list[str]:
     return [run["id"] for run in orch.ok("runs", "--json").json()]
 
 
-def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"

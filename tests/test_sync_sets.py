@@ -468,7 +468,7 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
     sync(alone)
     observe, calls = ingest.observe, []
 
-    def observe_while_another_sync_commits(open_attempts):  # type: ignore[no-untyped-def]
+    def observe_while_another_sync_commits(open_attempts):
         calls.append(len(open_attempts))
         if len(calls) == 1:
             sync(raced)  # another command, in between

@@ -26,7 +26,7 @@ class Analysis:
     @property
     def run(self) -> Callable[[RunInput, AnalysisOptions], AnalysisOutput]:
         module, _, name = self.function.partition(":")
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]  # a module attribute
+        return getattr(importlib.import_module(module), name)
 
 
 # The one list of run analyses: adding one is a module with its function and one entry here.

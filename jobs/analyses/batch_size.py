@@ -115,7 +115,7 @@ def batch_size(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     ]
     output.tables.append(write_table(output_path(run, "batch-size", "csv"), columns, rows))
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         sizes = np.array(options.batch_sizes, dtype=np.float64)
         summary = [per_size[str(size)] for size in options.batch_sizes]
         axes[0].plot(

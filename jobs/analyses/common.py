@@ -11,7 +11,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -145,7 +145,7 @@ def proportionality(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return constant, (1.0 - residual / spread) if spread > 0 else float("nan")
 
 
-def write_table(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+def write_table(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

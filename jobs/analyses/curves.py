@@ -15,7 +15,7 @@ def plot_training_curves(
 ) -> Path:
     """Write a PNG with a loss panel and an accuracy panel; returns its path."""
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, (quantity, names) in zip(axes, PANELS):
             for name in names:
                 if name in series:

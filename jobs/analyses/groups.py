@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ HIGHER_IS_BETTER = ("accuracy",)
 class RunCurves:
     run_id: str
     config: dict[str, Any]  # flattened spec: dotted key -> value
-    series: dict[str, tuple[Sequence[int], Sequence[float]]]  # metric -> (steps, values)
+    series: Mapping[str, tuple[Sequence[int], Sequence[float]]]  # metric -> (steps, values)
 
 
 def group_label(config: dict[str, Any], keys: Sequence[str]) -> str:
@@ -83,7 +83,7 @@ def curves(
         )
     )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, metric in zip(axes, CURVE_METRICS):
             for label, members in groups.items():
                 steps, values = shared_curve(members, metric)
@@ -122,7 +122,8 @@ def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, 
         {metric for run in runs for metric in run.series if metric in CURVE_METRICS + ("train_accuracy",)}
     )
     columns = ["group", "runs"] + [f"{which} {metric}" for metric in metrics for which in ("final", "best")]
-    rows, summary = [], {}
+    rows: list[list[Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
     for label, members in groups.items():
         row: list[Any] = [label, len(members)]
         summary[label] = {"runs": len(members)}

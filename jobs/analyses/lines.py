@@ -83,7 +83,7 @@ def representative_lines(run: RunInput, options: AnalysisOptions, count: int = 4
         return AnalysisOutput({"count": 0, "note": f"no update-direction shards of probe {options.probe!r}"})
     lines: list[LineSummary] = []
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, step in zip(axes, chosen):
             (shard,) = iter_shards(run.paths, options.probe, step, step + 1)
             lines.append(summarize(shard))
@@ -112,7 +112,7 @@ def representative_lines(run: RunInput, options: AnalysisOptions, count: int = 4
     return AnalysisOutput(summary, [figure], [table])
 
 
-def draw_line(axis, shard: LoadedShard) -> None:  # type: ignore[no-untyped-def]
+def draw_line(axis, shard: LoadedShard) -> None:
     arrays = shard.arrays
     points = arrays["points"]
     if "train" in arrays:

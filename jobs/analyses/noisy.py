@@ -30,7 +30,8 @@ SHOWN_POSITIONS = 3
 
 
 def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
-    rows, shown = [], []
+    rows: list[tuple[int, int, float, float]] = []
+    shown: list[tuple[int, np.ndarray, np.ndarray]] = []
     for shard in line_shards(run, options, kind="noisy_directions"):
         grid = window_grid(options.noisy_window, resolution_of(shard.metadata))
         points = shard.arrays["points"]
@@ -61,7 +62,7 @@ def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         )
     )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, (step, grid, lines) in zip(axes, shown):
             for index, line in enumerate(lines):
                 axis.plot(grid, line - line.min(), linewidth=0.9, label=f"direction {index}")

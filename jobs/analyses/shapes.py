@@ -104,10 +104,10 @@ def _save_matrix(path: Any, steps: np.ndarray, distances: np.ndarray) -> Any:
 
 def _plot_shape_distance(
     run: RunInput, options: AnalysisOptions, steps, distances, consecutive, off_diagonal
-):  # type: ignore[no-untyped-def]
+):
     shown = slice(None, None, max(1, len(steps) // 1000))  # at most ~1 000 × 1 000 cells drawn
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         image = axes[0].imshow(
             distances[shown, shown],
             origin="lower",
@@ -185,7 +185,7 @@ def polyfit(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         )
     )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         steps = table[:, 0]
         axes[0].plot(steps, table[:, 1], label="degree 1 (linear)", linewidth=0.8)
         axes[0].plot(steps, table[:, 2], label="degree 2 (parabola)", linewidth=0.8)

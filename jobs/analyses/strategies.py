@@ -19,6 +19,7 @@ s_opt ≈ c·‖g‖ and its R². The lines should be along the negative gradien
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def strategies(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         return AnalysisOutput({"lines": 0, "note": "no line shards with train and direction losses"})
     table = np.array(rows, dtype=np.float64)
     constant, r_squared = proportionality(table[:, 1], table[:, 2])
-    summary = {
+    summary: dict[str, Any] = {
         "lines": len(rows),
         "s_opt_over_grad_norm": constant,
         "r_squared": r_squared,
@@ -119,8 +120,8 @@ def strategies(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     return output
 
 
-def _plot_strategies(run: RunInput, options: AnalysisOptions, table: np.ndarray, names: list[str]):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+def _plot_strategies(run: RunInput, options: AnalysisOptions, table: np.ndarray, names: list[str]):
+    def draw(axes) -> None:
         steps = table[:, 0]
         axes[0].plot(
             steps,
@@ -158,8 +159,8 @@ def _plot_strategies(run: RunInput, options: AnalysisOptions, table: np.ndarray,
 
 def _plot_proportionality(
     run: RunInput, options: AnalysisOptions, table: np.ndarray, constant: float, r_squared: float
-):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+):
+    def draw(axes) -> None:
         axis = axes[0]
         points = axis.scatter(table[:, 1], table[:, 2], c=table[:, 0], s=6, cmap="viridis")
         grid = np.linspace(0.0, table[:, 1].max(), 50)

@@ -143,8 +143,8 @@ def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     return output
 
 
-def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve, epoch_rows):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve, epoch_rows):
+    def draw(axes) -> None:
         for positions, losses in curve:
             axes[0].plot(positions, losses, color="tab:blue", linewidth=0.6)
         axes[0].plot(
@@ -177,8 +177,8 @@ def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve
     return write_figure(output_path(run, "walk", options.image_format), draw, panels=3, title=run.title)
 
 
-def _plot_hessian(run: RunInput, options: AnalysisOptions, hessian):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+def _plot_hessian(run: RunInput, options: AnalysisOptions, hessian):
+    def draw(axes) -> None:
         steps, values = zip(*hessian)
         axes[0].plot(steps, values, marker="o")
         axes[0].set_xlabel("training step")

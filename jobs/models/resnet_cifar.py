@@ -86,7 +86,7 @@ class CifarResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def he_resnet(depth: int):  # type: ignore[no-untyped-def]
+def he_resnet(depth: int):
     blocks = (depth - 2) // 6
 
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -103,7 +103,7 @@ MODELS.register("resnet56")(he_resnet(56))
 MODELS.register("resnet110")(he_resnet(110))
 
 
-def imagenet_style_resnet(blocks: list[int]):  # type: ignore[no-untyped-def]
+def imagenet_style_resnet(blocks: list[int]):
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return CifarResNet(blocks, [64, 128, 256, 512], "B", input_shape[0], num_classes)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -54,7 +54,7 @@ class TorchStep(Counting):
 
     scheduled = True
 
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:
         loss = closure()
         super().step()  # type: ignore[misc]
         self.count(1, 1)
@@ -89,14 +89,16 @@ class SearchOptimizer(Counting, torch.optim.Optimizer):
                         if parameter.grad is None:
                             parameter.grad = torch.zeros_like(parameter)
                     torch._foreach_add_(
-                        [p.grad for p in self.params], self.params, alpha=self.spec.weight_decay
+                        cast(list[torch.Tensor], [p.grad for p in self.params]),  # all set just above
+                        self.params,
+                        alpha=self.spec.weight_decay,
                     )
         return float(loss)
 
     def gradients(self) -> list[torch.Tensor]:
         return gradients_of(self.params)
 
-    def finish(self, learning_rate: Optional[float], step_length: float) -> StepReport:
+    def finish(self, learning_rate: Optional[float], step_length: Optional[float]) -> StepReport:
         report = StepReport(self._step_forwards, self._step_backwards, learning_rate, step_length)
         self.count(self._step_forwards, self._step_backwards)
         self._step_forwards = self._step_backwards = 0

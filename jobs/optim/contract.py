@@ -126,7 +126,7 @@ def dot(first: list[torch.Tensor], second: list[torch.Tensor]) -> torch.Tensor:
     return torch.dot(flat(first), flat(second))
 
 
-def norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def norm(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 

@@ -403,7 +403,7 @@ class PLS(SearchOptimizer):
         direction = self._direction_candidate(gradients)
         slope = float(dot(gradients, direction))
         if not slope < 0:
-            direction = torch._foreach_neg(gradients)
+            direction = list(torch._foreach_neg(gradients))
             slope = float(dot(gradients, direction))
         self.searching = math.isfinite(slope) and slope < 0 and math.isfinite(loss)
         self.points, self.values, self.slopes, self.evaluation_steps = [], [], [], []
@@ -432,8 +432,8 @@ class PLS(SearchOptimizer):
         """momentum·d_prev − g (the GOLS-I form); −g without momentum or a previous direction."""
         previous = [self.state[p].get("direction") for p in self.params]
         if not self.spec.momentum or previous[0] is None:
-            return torch._foreach_neg(gradients)
-        direction = torch._foreach_mul(previous, self.spec.momentum)
+            return list(torch._foreach_neg(gradients))
+        direction = list(torch._foreach_mul(previous, self.spec.momentum))
         torch._foreach_sub_(direction, gradients)
         return direction
 

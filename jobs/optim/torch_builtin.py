@@ -12,19 +12,19 @@ from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 
-class SGD(TorchStep, torch.optim.SGD):
+class SGD(TorchStep, torch.optim.SGD):  # type: ignore[misc]  # step(objective): the run's Objective, not torch's closure
     pass
 
 
-class Adam(TorchStep, torch.optim.Adam):
+class Adam(TorchStep, torch.optim.Adam):  # type: ignore[misc]  # step(objective): the run's Objective, not torch's closure
     pass
 
 
-class AdamW(TorchStep, torch.optim.AdamW):
+class AdamW(TorchStep, torch.optim.AdamW):  # type: ignore[misc]  # step(objective): the run's Objective, not torch's closure
     pass
 
 
-class RMSprop(TorchStep, torch.optim.RMSprop):
+class RMSprop(TorchStep, torch.optim.RMSprop):  # type: ignore[misc]  # step(objective): the run's Objective, not torch's closure
     pass
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -168,7 +169,7 @@ class LineEvaluator:
         self,
         origin: torch.Tensor,
         direction: torch.Tensor,
-        points: Sequence[float],
+        points: Sequence[float] | np.ndarray,
         inputs: torch.Tensor,
         targets: torch.Tensor,
         seed: int,

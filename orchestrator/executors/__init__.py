@@ -136,7 +136,7 @@ EXECUTOR_NAMES = tuple(BACKEND_MODULES)
 
 def backend_class(name: str) -> type[Backend]:
     """The backend class registered as ``name`` (KeyError for an unknown name)."""
-    return importlib.import_module(BACKEND_MODULES[name]).BACKEND  # type: ignore[no-any-return]  # a module attribute
+    return importlib.import_module(BACKEND_MODULES[name]).BACKEND
 
 
 def get_backend(name: str) -> Backend:

@@ -216,7 +216,7 @@ def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[in
         _squeue(["--name", joined]), wanted=None
     )  # sacct lists a task by name once it started
     found.update(parse_sacct(_sacct(["--name", joined, "--starttime", "now-7days"]), wanted=None))
-    by_position = {}
+    by_position: dict[tuple[str, Optional[int]], SacctRecord] = {}
     for record in found.values():
         if record.name in names:
             submission, offset = names[record.name]

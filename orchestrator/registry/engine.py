@@ -169,7 +169,7 @@ def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # the driver begins nothing itself: see _begin
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=DELETE")
@@ -178,7 +178,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -317,10 +317,9 @@ class _reachable:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> None:
         if isinstance(error, DatabaseError):
             raise UserError(registry_problem(error, registry_location(self.url))) from None
-        return False
 
 
 def _make_revision(message: str, home: OrchHome) -> None:

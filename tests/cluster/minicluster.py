@@ -355,7 +355,7 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for(condition, what: str, cluster: MiniCluster, daemon: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition, what: str, cluster: MiniCluster, daemon: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not condition():
         if time.monotonic() > deadline:
