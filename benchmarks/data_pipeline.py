@@ -33,7 +33,7 @@ class PilImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
+    def __getitem__(self, index: int):
         from PIL import Image
 
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])

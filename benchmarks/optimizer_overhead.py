@@ -100,7 +100,7 @@ def run_spec(optimizer: OptimizerSpec, options: argparse.Namespace, root: Path) 
 
 
 def labpal_phase_steps(trainee: Trainee) -> int:
-    return trainee.optimizer.approximation_batches()  # type: ignore[attr-defined]
+    return trainee.optimizer.approximation_batches()  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
 
 
 def synchronize(device: torch.device) -> None:
@@ -116,7 +116,7 @@ def time_steps(trainee: Trainee, steps: int) -> list[tuple[float, StepReport]]:
         start = time.perf_counter()
         train_step(trainee, trainee.batches.training_batch(step))
         synchronize(trainee.device)
-        timed.append((time.perf_counter() - start, trainee.optimizer.last_report))  # type: ignore[attr-defined]
+        timed.append((time.perf_counter() - start, trainee.optimizer.last_report))  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
     return timed
 
 
@@ -127,7 +127,7 @@ def measure(spec: RunSpec, steps: int, scratch: Path) -> Timing:
     if spec.optimizer.name == "labpal":
         phase = labpal_phase_steps(trainee)
         steps = max(steps, phase + 2)
-        trainee.optimizer.spec = replace(spec.optimizer, reuse_steps=steps - phase)  # type: ignore[attr-defined]
+        trainee.optimizer.spec = replace(spec.optimizer, reuse_steps=steps - phase)  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
     timed = time_steps(trainee, steps)
     seconds = [duration for duration, _ in timed]
     per_step = sum(seconds) / steps

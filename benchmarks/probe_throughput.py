@@ -131,8 +131,13 @@ def main() -> None:
     evaluator = LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch)
     train_mode = options.bn_mode == "batch"
     batch_sizes = [size for size in BATCH_SIZES if size <= options.samples]
-    measure_line = lambda: evaluator.losses(origin, direction, points, inputs, targets, seed=0)  # noqa: E731
-    reference_line = lambda: reference_loop(model, origin, direction, points, inputs, targets)  # noqa: E731
+
+    def measure_line():
+        return evaluator.losses(origin, direction, points, inputs, targets, seed=0)
+
+    def reference_line():
+        return reference_loop(model, origin, direction, points, inputs, targets)
+
     measure_line(), reference_line()  # warm-up
     probe_seconds = reference_seconds = float("inf")
     probe_mode_rates = {size: 0.0 for size in batch_sizes}

@@ -48,12 +48,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, also when another one is installed
 
-from sqlalchemy import Engine, select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy import Engine, select  # noqa: E402  (after the sys.path line: this checkout's code)
+from sqlalchemy.orm import Session  # noqa: E402  (after the sys.path line: this checkout's code)
 
-from orchestrator.home import OrchHome  # noqa: E402
-from orchestrator.registry.engine import open_registry  # noqa: E402
-from orchestrator.registry.models import Attempt, SweepRun  # noqa: E402
+from orchestrator.home import OrchHome  # noqa: E402  (after the sys.path line: this checkout's code)
+from orchestrator.registry.engine import open_registry  # noqa: E402  (after the sys.path line: this checkout's code)
+from orchestrator.registry.models import Attempt, SweepRun  # noqa: E402  (after the sys.path line: this checkout's code)
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)
@@ -661,7 +661,7 @@ def timed_executemany(home: OrchHome, tables: list[tuple[str, list[str], list[tu
         connection.execute("BEGIN IMMEDIATE")
         for table, columns, rows in tables:
             marks = ", ".join("?" * len(columns))
-            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608 - fixed table names
         connection.execute("COMMIT")
         return time.perf_counter() - start
     finally:
@@ -692,7 +692,7 @@ def measure_size(
     for index, (label, step) in enumerate(chain):
         try:
             step()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - a report: the next rows still run where they can
             report.fail(f"{label} at {_count(size)} runs", error)
             for skipped, _ in chain[index + 1 :]:
                 print(f"  {skipped}: skipped (needs the registry of the row before)", flush=True)

@@ -743,7 +743,7 @@ class RunSpec:
 
 def memory_megabytes(slurm_mem: str) -> float:
     """Megabytes of a Slurm memory size (a bare number is megabytes, as for ``--mem``)."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem.strip()).groups()  # type: ignore[union-attr]
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem.strip()).groups()  # type: ignore[union-attr]  # spec-checked sizes
     return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
 
 
@@ -835,4 +835,4 @@ def _typed_spec(document: str | dict[str, Any]) -> RunSpec:
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(OmegaConf.structured(RunSpec), OmegaConf.create(document))
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]  # a structured config's dataclass

@@ -143,7 +143,7 @@ def analysis_jobs(runs: Sequence[Run], arguments: argparse.Namespace) -> list[An
     options = options_of(arguments, analysis(arguments.figure).probe)
     jobs = []
     for run in runs:
-        paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]
+        paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]  # submitted runs only: a folder each
         run_input = RunInput(
             run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures"
         )

@@ -46,7 +46,7 @@ class SeedCount(SequenceABC):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]  # ints only, never sliced
         if not 0 <= index < self.size:
             raise IndexError(index)
         return (index,)
@@ -72,7 +72,7 @@ class GridUnion(SequenceABC):
     def label_of(self, index: int) -> str:
         return f"grids[{self.alternative_of(index)}]"
 
-    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]  # ints only, never sliced
         if not 0 <= index < self.starts[-1]:
             raise IndexError(index)
         alternative = self.alternative_of(index)

@@ -195,7 +195,7 @@ class SectionBuilder:
         try:
             resolved = base_config.copy()
             OmegaConf.resolve(resolved)
-            base_spec: RunSpec = OmegaConf.to_object(resolved)  # type: ignore[assignment]
+            base_spec: RunSpec = OmegaConf.to_object(resolved)  # type: ignore[assignment]  # a structured config's dataclass
         except OmegaConfBaseException:
             return None
         return cls(converter, base_spec, axes, known_names)
@@ -474,7 +474,7 @@ def resolve_point(
                 swept[key] = value
     try:
         OmegaConf.resolve(config)
-        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]
+        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]  # a structured config's dataclass
     except OmegaConfBaseException as error:
         key = str(getattr(error, "full_key", "") or "")
         origin_file, origin_key = origins.of(key)

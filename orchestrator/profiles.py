@@ -152,7 +152,7 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
                 str(error).splitlines()[0],
                 "the fields of ClusterProfile in orchestrator/profiles.py",
             ) from None
-    profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]  # a structured config's dataclass
     if profile.results_access not in RESULTS_UMASKS:
         raise SpecError(
             str(files[-1][0]),

@@ -111,7 +111,7 @@ def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = 
 def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:
     """``config`` with a run-spec fragment merged in, type-checked against the schema."""
     try:
-        return OmegaConf.merge(config, OmegaConf.create(dict(fragment)))  # type: ignore[return-value]
+        return OmegaConf.merge(config, OmegaConf.create(dict(fragment)))  # type: ignore[return-value]  # a mapping merged into a DictConfig
     except OmegaConfBaseException as error:
         raise _schema_error(error, file, prefix, fragment) from None
 

@@ -138,7 +138,7 @@ def parse_yaml_mapping(text: str, file: str) -> dict[str, Any]:
     except Exception as error:  # duplicate keys, undefined aliases: with line and column
         raise SpecError(file, "(file)", "not valid YAML", str(error), "a YAML mapping") from None
     assert isinstance(loaded, dict)
-    return loaded  # type: ignore[return-value]
+    return loaded  # type: ignore[return-value]  # a YAML mapping's keys are str
 
 
 @dataclass

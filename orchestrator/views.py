@@ -277,7 +277,7 @@ def section_path(key: str) -> tuple[str, str]:
         raise ValueError(
             f"--where key {key!r} is not a dotted run-spec key (WhereClause.parse accepts only such keys)"
         )
-    section = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key).group(0)  # type: ignore[union-attr]
+    section = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key).group(0)  # type: ignore[union-attr]  # fullmatched above
     return section, "$" + key[len(section) :]
 
 

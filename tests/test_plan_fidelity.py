@@ -77,7 +77,7 @@ def test_planning_gives_the_recorded_runs(
     path: Path, way: str, staged_cifar10: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ways_taken = []
-    create = SectionBuilder.create.__func__  # type: ignore[attr-defined]
+    create = SectionBuilder.create.__func__  # type: ignore[attr-defined]  # a classmethod's function
 
     def recording_create(cls, *arguments):
         builder = create(cls, *arguments) if way == "memoized" else None

@@ -30,7 +30,7 @@ TINY = SWEEPS_DIR / "tiny.yaml"
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()  # type: ignore[return-value]
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()  # type: ignore[return-value]  # the migrations have a head
 
 
 def revision_of(registry: Path) -> str | None:
@@ -48,7 +48,7 @@ def open_killed_at(home: Path, kill_at: str) -> int:
     process = _context().Process(target=_killed_open, args=(str(home), kill_at))
     process.start()
     process.join(60)
-    return process.exitcode  # type: ignore[return-value]
+    return process.exitcode  # type: ignore[return-value]  # joined: it has exited
 
 
 def _killed_open(home: str, kill_at: str) -> None:
@@ -203,7 +203,7 @@ def _start_together(home: Path, sweeps: list[Path]) -> list[int]:
         process.start()
     for process in processes:
         process.join(300)
-    return [process.exitcode for process in processes]  # type: ignore[misc]
+    return [process.exitcode for process in processes]  # type: ignore[misc]  # joined: they have exited
 
 
 def attempts_per_run(registry: Path) -> dict[str, int]:

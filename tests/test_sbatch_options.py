@@ -151,7 +151,7 @@ def job_script(array: ArraySubmission, folder: Path) -> list[str]:
         settings.signal_delay_s,
         settings.sbatch,
     )
-    return _make_sbatch_string(command="python -m x", folder=str(folder), **parameters).splitlines()  # type: ignore[arg-type]
+    return _make_sbatch_string(command="python -m x", folder=str(folder), **parameters).splitlines()  # type: ignore[arg-type]  # submitit's untyped **kwargs
 
 
 def test_a_runs_sbatch_options_reach_its_job_script_and_split_arrays(

@@ -439,7 +439,7 @@ def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(
     parameters = sbatch_parameters(
         ResourcesSpec(time="1:00:00", gpus=1), "orch:lr:x.0+0", 4, profile.signal_delay_s, profile.sbatch
     )
-    script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **parameters)  # type: ignore[arg-type]
+    script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **parameters)  # type: ignore[arg-type]  # submitit's untyped **kwargs
     for line in (
         "#SBATCH --account=lab-mz",
         "#SBATCH --qos=normal",

@@ -37,7 +37,7 @@ class Counting:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()  # type: ignore[misc]
+        state = super().state_dict()  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
         state["counts"] = [self.forwards_total, self.backwards_total]
         state["search"] = self.extra_state()
         return state
@@ -46,7 +46,7 @@ class Counting:
         state_dict = dict(state_dict)
         self.forwards_total, self.backwards_total = state_dict.pop("counts", [0, 0])
         self.load_extra_state(state_dict.pop("search", {}))
-        super().load_state_dict(state_dict)  # type: ignore[misc]
+        super().load_state_dict(state_dict)  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
 
 
 class TorchStep(Counting):
@@ -56,9 +56,9 @@ class TorchStep(Counting):
 
     def step(self, closure: Objective) -> torch.Tensor:
         loss = closure()
-        super().step()  # type: ignore[misc]
+        super().step()  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
         self.count(1, 1)
-        self.last_report = StepReport(1, 1, float(self.param_groups[0]["lr"]), None)  # type: ignore[attr-defined]
+        self.last_report = StepReport(1, 1, float(self.param_groups[0]["lr"]), None)  # type: ignore[attr-defined]  # param_groups: torch's Optimizer follows this mixin
         return loss
 
 

@@ -43,7 +43,7 @@ class GOLSI(SearchOptimizer):
         self.direction_norm = 1.0
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         if self.phase == "direction" or self._accepts(self._directional_derivative()):
             self._new_direction()
@@ -116,7 +116,7 @@ class GOLSI(SearchOptimizer):
 @OPTIMIZERS.register("alig")
 class ALIG(SearchOptimizer):
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         squared_norm = float(norm(gradients)) ** 2
@@ -141,7 +141,7 @@ class SGDHD(SearchOptimizer):
         self.learning_rate = spec.lr
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         previous = [self.state[p].get("previous_gradient", torch.zeros_like(p)) for p in self.params]
@@ -167,7 +167,7 @@ class COCOB(SearchOptimizer):
     ZERO_STATES = ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum")
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         states = [self.state[parameter] for parameter in self.params]

@@ -120,7 +120,7 @@ class LABPAL(SearchOptimizer):
         return max(batches, self.batch_factor)
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         k = self.k(self.steps_seen)
         if k != self.batch_factor and self.sampled == 0:
             self.batch_factor = k

@@ -51,7 +51,7 @@ class PAL(SearchOptimizer):
         self.max_step = spec.max_step if spec.max_step is not None else PAL_MAX_STEP
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         mu = self.spec.measuring_step
         l0 = self.evaluate(closure, backward=True)
         direction, b = self._direction_and_slope()

@@ -287,7 +287,7 @@ class PLS(SearchOptimizer):
     # -- one step: one evaluation ------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         before = self.position * self.base_step
         if not self.searching:

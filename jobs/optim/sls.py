@@ -99,7 +99,7 @@ class ArmijoSearch(SearchOptimizer):
 @OPTIMIZERS.register("sls")
 class SLS(ArmijoSearch):
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if gradient_norm >= self.spec.min_grad_norm:
@@ -140,7 +140,7 @@ class AccuracySLS(ArmijoSearch):
         return loss
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if self.steps_taken % self.search_every != 0:

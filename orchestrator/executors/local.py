@@ -100,7 +100,7 @@ class LocalBackend:
             if not this_host(job.hostname):
                 continue
             if process_alive(job.pid, SUBMITIT_MARK):
-                os.kill(job.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                os.kill(job.pid, signal.SIGTERM)  # type: ignore[arg-type]  # process_alive: a pid
             elif job.job_id:
                 for pid in reversed(process_tree(int(job.job_id))):
                     if process_alive(pid, SUBMITIT_MARK):
