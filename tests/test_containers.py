@@ -97,8 +97,8 @@ base:
   cluster: mini-container
   container: {{image: "{image}"}}
   model: {{hidden: [8]}}
-  training: {{steps: 20, checkpoint_every: 10, eval_every: 10, device: cpu}}  # the mini node's GPUs have no
-  CUDA
+  # the mini node's GPUs have no CUDA
+  training: {{steps: 20, checkpoint_every: 10, eval_every: 10, device: cpu}}
   resources: {{gpus: 1}}
 grid:
   optimizer.lr: [0.1, 0.05]
