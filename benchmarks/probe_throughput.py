@@ -142,9 +142,8 @@ def main() -> None:
     probe_seconds = reference_seconds = float("inf")
     probe_mode_rates = {size: 0.0 for size in batch_sizes}
     eval_mode_rates = {size: 0.0 for size in batch_sizes}
-    for _ in range(
-        options.repeats
-    ):  # rounds of a, b (every batch size), c side by side; the best of each counts
+    # rounds of a, b (every batch size), c side by side; the best of each counts
+    for _ in range(options.repeats):
         probe_seconds = min(probe_seconds, seconds(measure_line, device))
         for size in batch_sizes:
             probe_mode_rates[size] = max(

@@ -109,6 +109,7 @@ TARGETS: dict[str, Target] = {
     HELP: Target(0.3, None),
     INSERT_RATIO: Target(10.0, None),
 }
+# totals: growth exponent
 GROWING = (
     PLAN,
     RECORD_TOTAL,
@@ -118,7 +119,7 @@ GROWING = (
     STATUS,
     RUNS_WHERE,
     EXPORT,
-)  # totals: growth exponent
+)
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,8 @@ def _holds(path: Path, payload: bytes) -> bool:
 
 
 def _write_synced(temp: Path, payload: bytes) -> None:
-    descriptor = os.open(
-        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666
-    )  # the umask applies
+    # the umask applies
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(payload)
         handle.flush()

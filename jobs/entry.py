@@ -64,9 +64,8 @@ def _run_attempt(request: AttemptRequest) -> int:
         spec: Optional[RunSpec] = None
         try:
             with sole_writer(paths.run_dir, request.attempt_key):
-                remove_temporaries(
-                    paths.run_dir
-                )  # a killed attempt's half-written files: one attempt runs at a time
+                # a killed attempt's half-written files: one attempt runs at a time
+                remove_temporaries(paths.run_dir)
                 journal = JournalWriter(attempt)
                 spec = spec_from_yaml(paths.spec_file.read_text())
                 trainee = train(spec, paths, journal, stop)
@@ -134,9 +133,8 @@ def report_failure(
     except OSError as journal_error:
         lines.append(f"orch-job: the journal could not record the failure: {journal_error}")
     lines.append(failure_line(failed))
-    with contextlib.suppress(
-        OSError, ValueError
-    ):  # stderr on the full disk too, or closed: nothing more to do
+    # stderr on the full disk too, or closed: nothing more to do
+    with contextlib.suppress(OSError, ValueError):
         print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 

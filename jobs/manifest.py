@@ -59,13 +59,14 @@ def _is_registration(node: ast.AST, catalog: str) -> bool:
     )
 
 
+# the line paper's code
 KAIMING_NORMAL_SOURCES = (
     "resnet20",
     "resnet32",
     "resnet44",
     "resnet56",
     "resnet110",
-)  # the line paper's code
+)
 
 DATA_FILES: dict[
     str, tuple[str, ...]

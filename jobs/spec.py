@@ -147,18 +147,15 @@ SLURM_MEM = r"\d{1,12}[KMGT]?"
 @dataclass
 class ModelSpec:
     name: str = checked("mlp", catalog="models")
-    hidden: list[int] = checked(
-        [64], ge=1, le=MAX_WIDTH, max_items=MAX_HIDDEN_LAYERS
-    )  # widths (mlp) or channels (cnn)
+    # widths (mlp) or channels (cnn)
+    hidden: list[int] = checked([64], ge=1, le=MAX_WIDTH, max_items=MAX_HIDDEN_LAYERS)
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
-    init: Optional[str] = checked(
-        None, choices=("kaiming_normal", "pytorch_default")
-    )  # None: the source's (docs/models.md)
+    # None: the source's (docs/models.md)
+    init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))
     channels_last: Optional[bool] = None  # NHWC memory format for speed on GPUs; None: the faithful NCHW
-    autocast: Optional[str] = checked(
-        None, choices=("bfloat16", "float16")
-    )  # mixed-precision training forwards; None: the faithful float32
+    # mixed-precision training forwards; None: the faithful float32
+    autocast: Optional[str] = checked(None, choices=("bfloat16", "float16"))
 
 
 @dataclass
@@ -167,30 +164,26 @@ class DataSpec:
     root: Optional[str] = unfingerprinted(None)  # data set directory; None: the cluster profile's
     val_fraction: float = checked(0.2, gt=0.0, lt=1.0)  # used when train_size is None
     split_seed: int = checked(42, ge=0, le=MAX_SEED)
-    train_size: Optional[int] = checked(
-        None, ge=1, le=MAX_SAMPLES
-    )  # samples of the official training set kept for training; the rest: validation
-    fraction: Optional[float] = checked(
-        None, gt=0.0, le=1.0
-    )  # then keep this fraction of each part (line paper: 0.1)
-    val_source: Optional[str] = checked(
-        None, choices=("split", "test")
-    )  # None/split: from the training set; test: the official test set
+    # samples of the official training set kept for training; the rest: validation
+    train_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # then keep this fraction of each part (line paper: 0.1)
+    fraction: Optional[float] = checked(None, gt=0.0, le=1.0)
+    # None/split: from the training set; test: the official test set
+    val_source: Optional[str] = checked(None, choices=("split", "test"))
     mean: list[float] = field(default_factory=list)  # empty: the source's normalization constants
     std: list[float] = field(default_factory=list)
-    crop_padding: Optional[int] = checked(
-        None, ge=0, le=256
-    )  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    crop_padding: Optional[int] = checked(None, ge=0, le=256)
     flip: Optional[bool] = None  # random horizontal flips; None: the source's
     val_augment: Optional[bool] = (
         None  # augment validation too (the line paper's code did, by accident); None: no
     )
-    verify_checksums: Optional[bool] = unfingerprinted(
-        None
-    )  # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
+    # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
+    verify_checksums: Optional[bool] = unfingerprinted(None)
+    # pin the split: the job fails if it differs
     indices_sha256: Optional[str] = checked(
         None, fingerprint=False, pattern=r"[0-9a-f]{64}", pattern_hint="a sha256 in hex"
-    )  # pin the split: the job fails if it differs
+    )
 
 
 @dataclass
@@ -224,16 +217,13 @@ class OptimizerSpec:
     """
 
     name: str = checked("sgd", catalog="optimizers")
-    lr: float = checked(
-        0.1, gt=0.0
-    )  # SGD-like: the learning rate; SLS/GOLS-I: the initial step; ALIG: the maximal lr
-    weight_decay: float = checked(
-        0.0, ge=0.0
-    )  # torch optimizers: their own; line searches: an L2 term wd/2·‖θ‖² in the searched loss
+    # SGD-like: the learning rate; SLS/GOLS-I: the initial step; ALIG: the maximal lr
+    lr: float = checked(0.1, gt=0.0)
+    # torch optimizers: their own; line searches: an L2 term wd/2·‖θ‖² in the searched loss
+    weight_decay: float = checked(0.0, ge=0.0)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
-    momentum: float = checked(
-        0.0, ge=0.0, lt=1.0
-    )  # PyTorch form buf = m·buf + g (SGD, RMSProp, LABPAL, GOLS-I, ALIG)
+    # PyTorch form buf = m·buf + g (SGD, RMSProp, LABPAL, GOLS-I, ALIG)
+    momentum: float = checked(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = checked(1e-8, gt=0.0)
@@ -247,35 +237,28 @@ class OptimizerSpec:
         True  # PAL with β > 0: b = −g·d/‖d‖ (False: −‖d‖, the code's cheap option)
     )
     # LABPAL (dissertation Alg. 9 and the authors' code)
-    labpal_mode: str = checked(
-        "nsgd", choices=("sgd", "nsgd")
-    )  # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
+    # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
+    labpal_mode: str = checked("nsgd", choices=("sgd", "nsgd"))
     reuse_steps: int = checked(1000, ge=1, le=MAX_STEPS)  # n_SGD: updates with one estimate
     approximation_samples: int = checked(1280, ge=1, le=MAX_SAMPLES)  # |B_a|
     approximation_scales_with_k: bool = False  # the code averages k(t)·|B_a| samples; Alg. 9: |B_a|
-    measure_points: list[float] = field(
-        default_factory=lambda: [0.0, 1e-4, 1e-2]
-    )  # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
-    parabola_fit: str = checked(
-        "exact", choices=("exact", "numpy_gradient")
-    )  # the code's np.gradient fit halves the curvature (docs/optimizers.md)
-    batch_milestones: list[float] = field(
-        default_factory=lambda: [0.5, 0.75]
-    )  # k(t) changes here (fractions of training.steps)
-    batch_factors: list[int] = checked(
-        [1, 2, 4], ge=1, le=10_000
-    )  # k(t) before, between and after the milestones
-    noise_factor: Optional[float] = checked(
-        None, gt=0.0
-    )  # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
+    # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
+    measure_points: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])
+    # the code's np.gradient fit halves the curvature (docs/optimizers.md)
+    parabola_fit: str = checked("exact", choices=("exact", "numpy_gradient"))
+    # k(t) changes here (fractions of training.steps)
+    batch_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    # k(t) before, between and after the milestones
+    batch_factors: list[int] = checked([1, 2, 4], ge=1, le=10_000)
+    # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
+    noise_factor: Optional[float] = checked(None, gt=0.0)
     average_last: int = checked(25, ge=1, le=MAX_STEPS)  # the code averages the last estimates ...
     untrusted_updates: int = checked(400, ge=0, le=MAX_STEPS)  # ... once this many updates were made
     # SLS (Vaswani et al.'s code) and the accuracy-based searches (thesis Alg. 3-5)
     armijo_c: float = checked(0.1, gt=0.0, lt=1.0)
     backtrack: float = checked(0.9, gt=0.0, lt=1.0)  # β_b
-    reset: str = checked(
-        "grow_per_epoch", choices=SLS_RESETS
-    )  # the code's option 1; numbers differ between sources
+    # the code's option 1; numbers differ between sources
+    reset: str = checked("grow_per_epoch", choices=SLS_RESETS)
     growth: float = checked(2.0, ge=1.0)  # γ: grow_per_epoch multiplies by γ^(1/steps per epoch)
     max_backtracks: int = checked(100, ge=1, le=10**6)
     fallback_step: float = checked(1e-6, ge=0.0)  # taken when no step passes
@@ -284,12 +267,10 @@ class OptimizerSpec:
     slope_factor: float = checked(1.0, gt=0.0)  # s of the smooth accuracy σ(s·(π_y − max π_k))
     fd_epsilon: float = checked(1e-4, gt=0.0)  # finite-difference slope
     search_batch: str = checked("same", choices=SEARCH_BATCHES)
-    search_batch_size: Optional[int] = checked(
-        None, ge=1, le=MAX_SAMPLES
-    )  # None: small 128, big 1 000 (code: 1 024)
-    search_every: Optional[int] = checked(
-        None, ge=1, le=MAX_STEPS
-    )  # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    # None: small 128, big 1 000 (code: 1 024)
+    search_batch_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    search_every: Optional[int] = checked(None, ge=1, le=MAX_STEPS)
     # GOLS-I (Kafka & Wilke), ALIG, SGD-HD, COCOB
     wolfe_c2: float = checked(0.9, gt=0.0, lt=1.0)
     step_scaling: float = checked(2.0, gt=1.0)  # η
@@ -298,16 +279,13 @@ class OptimizerSpec:
     hypergradient_lr: float = checked(0.001, gt=0.0)  # β of SGD-HD
     cocob_alpha: float = checked(100.0, gt=0.0)
     # PLS (Mahsereci & Hennig; jobs/optim/pls.py): lr is α0, the first search's base step. None: the paper's
-    pls_c1: Optional[float] = checked(
-        None, gt=0.0, lt=1.0
-    )  # first Wolfe (sufficient decrease) constant; None: 0.05
+    # first Wolfe (sufficient decrease) constant; None: 0.05
+    pls_c1: Optional[float] = checked(None, gt=0.0, lt=1.0)
     pls_c2: Optional[float] = checked(None, gt=0.0, lt=1.0)  # second Wolfe (curvature) constant; None: 0.8
-    pls_wolfe_threshold: Optional[float] = checked(
-        None, gt=0.0, lt=1.0
-    )  # c_W, accept at Wolfe probability above it; None: 0.3
-    pls_max_evaluations: Optional[int] = checked(
-        None, ge=1, le=1000
-    )  # evaluations (steps) per line search; None: 6
+    # c_W, accept at Wolfe probability above it; None: 0.3
+    pls_wolfe_threshold: Optional[float] = checked(None, gt=0.0, lt=1.0)
+    # evaluations (steps) per line search; None: 6
+    pls_max_evaluations: Optional[int] = checked(None, ge=1, le=1000)
 
 
 COMMON_OPTIMIZER_FIELDS = ("name",)
@@ -416,23 +394,19 @@ def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, s
 @dataclass
 class TrainingSpec:
     steps: int = checked(1000, ge=1, le=MAX_STEPS)
-    batch_size: int = checked(
-        64, ge=1, le=MAX_SAMPLES
-    )  # also at most the training split (checked at plan time)
+    # also at most the training split (checked at plan time)
+    batch_size: int = checked(64, ge=1, le=MAX_SAMPLES)
     seed: int = checked(0, ge=0, le=MAX_SEED)
     checkpoint_every: int = checked(100, ge=1, le=MAX_STEPS)
     eval_every: int = checked(50, ge=1, le=MAX_STEPS)
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
-    checkpoint_minutes: Optional[float] = checked(
-        30.0, gt=0.0, fingerprint=False
-    )  # also publish a checkpoint this often
-    heartbeat_seconds: float = checked(
-        5.0, ge=0.1, fingerprint=False
-    )  # >= 0.1 s: each heartbeat is a published file
-    fail_on_nonfinite_loss: bool = unfingerprinted(
-        True
-    )  # a diverged run fails at once instead of burning GPU time
+    # also publish a checkpoint this often
+    checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)
+    # >= 0.1 s: each heartbeat is a published file
+    heartbeat_seconds: float = checked(5.0, ge=0.1, fingerprint=False)
+    # a diverged run fails at once instead of burning GPU time
+    fail_on_nonfinite_loss: bool = unfingerprinted(True)
 
 
 PROBE_TYPES = ("line", "interpolation", "hessian_norm")
@@ -450,33 +424,29 @@ class ProbeSpec:
     """
 
     type: str = checked("line", catalog="probes")
+    # None: the type
     name: Optional[str] = checked(
         None, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_hint="letters, digits, '_', '.', '-'"
-    )  # None: the type
+    )
     every: int = checked(1, ge=1, le=MAX_STEPS)
     steps: list[int] = checked([], ge=0, le=MAX_STEPS)
     from_step: int = checked(0, ge=0, le=MAX_STEPS)
     to_step: Optional[int] = checked(None, ge=1, le=MAX_STEPS)  # exclusive; None: the end of training
-    bn_mode: str = checked(
-        "batch", choices=("batch", "eval")
-    )  # batch: BatchNorm on batch statistics (train mode)
-    eval_chunk: Optional[int] = checked(
-        None, ge=1, le=MAX_SAMPLES
-    )  # samples per forward (BN statistics); None: training.batch_size
-    precision: str = checked(
-        "fp32", choices=("fp32", "tf32", "bf16")
-    )  # tf32 (GPU matmuls) or bf16 autocast: explicit only
-    forward_batch: Optional[int] = checked(
-        None, ge=1, le=MAX_SAMPLES, fingerprint=False
-    )  # samples per forward (speed only); None: see jobs/probes/functional.py
+    # batch: BatchNorm on batch statistics (train mode)
+    bn_mode: str = checked("batch", choices=("batch", "eval"))
+    # samples per forward (BN statistics); None: training.batch_size
+    eval_chunk: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # tf32 (GPU matmuls) or bf16 autocast: explicit only
+    precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))
+    # samples per forward (speed only); None: see jobs/probes/functional.py
+    forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)
     # line
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
     max_enlargements: int = checked(5, ge=0, le=1000)
     record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)
-    directions: int = checked(
-        0, ge=0, le=10_000
-    )  # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    directions: int = checked(0, ge=0, le=10_000)
     store_direction: bool = False
     # interpolation
     alphas: int = checked(10, ge=2, le=10**6)
@@ -499,11 +469,12 @@ class ProbeSpec:
 
 
 COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "eval_chunk")
+# probes that evaluate losses at many points
 LOSS_EVALUATION_FIELDS = (
     "bn_mode",
     "precision",
     "forward_batch",
-)  # probes that evaluate losses at many points
+)
 PROBE_FIELDS = {
     "line": (
         *LOSS_EVALUATION_FIELDS,
@@ -651,9 +622,8 @@ class SbatchOptions:
     nodelist: Optional[str] = None
     mail_type: Optional[str] = None  # comma-separated, from SBATCH_MAIL_TYPES
     mail_user: Optional[str] = None
-    extra: list[str] = field(
-        default_factory=list
-    )  # "--name=value" or "--flag", name from SBATCH_EXTRA_OPTIONS
+    # "--name=value" or "--flag", name from SBATCH_EXTRA_OPTIONS
+    extra: list[str] = field(default_factory=list)
 
     def parameters(self) -> dict[str, object]:
         """submitit's ``SlurmExecutor.update_parameters`` keywords for these options."""
@@ -702,19 +672,16 @@ class ResourcesSpec:
     """What one job asks the scheduler for; checked against the cluster profile at plan time."""
 
     partition: Optional[str] = None  # None: the shortest partition of the profile that fits ``time``
-    time: Optional[str] = checked(
-        None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT
-    )  # None: profile default
+    # None: profile default
+    time: Optional[str] = checked(None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)
     gpus: int = checked(0, ge=0, le=1024)
     gpu_type: Optional[str] = None  # a gres type of the profile's nodes (1080ti); None: any
     cpus: int = checked(1, ge=1, le=100_000)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
-    segments: int = checked(
-        1, ge=1, le=10_000
-    )  # jobs of ``time`` the run may take, requeued at each time limit
-    sbatch: SbatchOptions = unfingerprinted(
-        SbatchOptions
-    )  # this run's own, key by key over the profile's sbatch options
+    # jobs of ``time`` the run may take, requeued at each time limit
+    segments: int = checked(1, ge=1, le=10_000)
+    # this run's own, key by key over the profile's sbatch options
+    sbatch: SbatchOptions = unfingerprinted(SbatchOptions)
 
 
 def resources_violations(resources: ResourcesSpec) -> Iterator[tuple[str, Any, str]]:

@@ -170,9 +170,8 @@ def configure_determinism(cpus: int) -> None:
 
 def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     seed_everything(spec.training.seed)
-    device = resolve_device(
-        spec.training, spec.resources
-    )  # first: a node without the device fails before anything is written
+    # first: a node without the device fails before anything is written
+    device = resolve_device(spec.training, spec.resources)
     data = DATASETS.get(spec.data.name)(spec.data, spec.data.root)
     record_indices(data, spec.data, paths.data_indices_file)
     data = data.to(device)

@@ -274,9 +274,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         "fetch", help="download a data set with torchvision into a data root (needs internet)"
     )
     fetch.set_defaults(handler=cmd_data_fetch)
-    fetch.add_argument(
-        "name", choices=tuple(DATA_FILES)
-    )  # the staged data sets (jobs.data.vision), named without torch
+    # the staged data sets (jobs.data.vision), named without torch
+    fetch.add_argument("name", choices=tuple(DATA_FILES))
     fetch.add_argument(
         "--root", type=path_argument, required=True, help="the data root (a cluster profile's data_root)"
     )

@@ -61,9 +61,8 @@ from orchestrator.registry.models import Attempt, Checkpoint, Metric, Requeue, R
 from orchestrator.sync import SyncReport, open_attempts
 
 WRITER_REFUSED = "RunFolderBusy"  # jobs.writer: a second process found the run folder held and stopped
-STDERR_TAIL_BYTES = (
-    64 * 1024
-)  # where a job's failure line is looked for: it prints it last, a traceback may follow
+# where a job's failure line is looked for: it prints it last, a traceback may follow
+STDERR_TAIL_BYTES = 64 * 1024
 UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
 
 
@@ -249,9 +248,8 @@ class OpenAttempts:
     would emit one UPDATE per stretch of rows changed in the same columns)."""
 
     attempts: list[Attempt]
-    later_states: dict[
-        int, Optional[str]
-    ]  # attempt id -> the state of its run's last attempt if that is a later one
+    # attempt id -> the state of its run's last attempt if that is a later one
+    later_states: dict[int, Optional[str]]
     loaded_attempts: dict[int, tuple] = field(default_factory=dict)
     loaded_runs: dict[str, tuple] = field(default_factory=dict)
 
@@ -363,9 +361,8 @@ def reconcile(
     elif observation.phase is Phase.RUNNING:
         _running(attempt, observation.node)
     elif observation.phase in (Phase.ENDED, Phase.GONE):
-        last_words = read_events(
-            AttemptPaths(Path(attempt.journal_dir)), after_seq=attempt.journal_seq
-        )  # they may have landed since
+        # they may have landed since
+        last_words = read_events(AttemptPaths(Path(attempt.journal_dir)), after_seq=attempt.journal_seq)
         apply_events(attempt, last_words, rows, report)
         if attempt.state not in RunState.ACTIVE:
             return
@@ -639,9 +636,8 @@ def _apply_started(attempt: Attempt, event_time: float, started: Started) -> Non
     attempt.started_time = attempt.started_time or event_time
     attempt.hostname = started.hostname
     attempt.pid = started.pid
-    attempt.start_step = (
-        started.start_step if attempt.start_step is None else attempt.start_step
-    )  # the first segment's, kept across requeues
+    # the first segment's, kept across requeues
+    attempt.start_step = started.start_step if attempt.start_step is None else attempt.start_step
     attempt.provenance_json = json.dumps(_fields_of(started.provenance), sort_keys=True)
     attempt.run.total_steps = started.total_steps
     attempt.run.current_step = max(attempt.run.current_step, started.start_step)
@@ -668,9 +664,8 @@ def refresh_run_state(run: Run) -> None:
 def _upsert_statement(dialect: str, target: UpsertTarget, columns: tuple[str, ...]) -> Executable:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of ``columns``, built once per process and
     executed with many rows (SQLAlchemy compiles it once too)."""
-    insert = importlib.import_module(
-        f"sqlalchemy.dialects.{UPSERT_DIALECTS[dialect]}"
-    ).insert  # PostgreSQL's pulls in asyncio
+    # PostgreSQL's pulls in asyncio
+    insert = importlib.import_module(f"sqlalchemy.dialects.{UPSERT_DIALECTS[dialect]}").insert
     statement = insert(target.table)
     updated = {column: statement.excluded[column] for column in columns if column not in target.keys}
     return statement.on_conflict_do_update(index_elements=list(target.keys), set_=updated)

@@ -233,9 +233,8 @@ def _group_columns(groups: tuple[Any, ...]) -> Iterator[tuple[int, tuple[str, ..
         arrays = []
         for column_values in zip(*of_kind):
             values = pa.array(column_values)
-            if pa.types.is_string(
-                values.type
-            ):  # a null is a null index: parquet takes no null in a dictionary
+            # a null is a null index: parquet takes no null in a dictionary
+            if pa.types.is_string(values.type):
                 valid = pc.if_else(
                     pc.take(values.is_valid(), indices), indices, pa.scalar(None, indices.type)
                 )

@@ -56,9 +56,8 @@ SECTIONS = tuple(SPEC_FIELDS)
 RESOURCES, CLUSTER, DATA, TRAINING, OPTIMIZER, PROBES = (
     SECTIONS.index(name) for name in ("resources", "cluster", "data", "training", "optimizer", "probes")
 )
-FINGERPRINTED_POSITIONS = tuple(
-    SECTIONS.index(name) for name in FINGERPRINTED_SECTIONS
-)  # in the canonical JSON's (sorted) order
+# in the canonical JSON's (sorted) order
+FINGERPRINTED_POSITIONS = tuple(SECTIONS.index(name) for name in FINGERPRINTED_SECTIONS)
 INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
 KEY_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
 
@@ -88,9 +87,8 @@ def plan_runs(
     builder = SectionBuilder.create(base_config, axes, converter, known_names)
     if builder is None:
         return [exact(indices) for indices in point_indices(axes)]
-    with (
-        collector_paused()
-    ):  # runs hold no reference cycles: full collections would rescan them all, again and again
+    # runs hold no reference cycles: full collections would rescan them all, again and again
+    with collector_paused():
         return [builder.run(indices) or exact(indices) for indices in point_indices(axes)]
 
 
@@ -173,9 +171,8 @@ class SectionBuilder:
             if self.touching[name]
         ]
         self.fixed: Optional[list[SectionEntry]] = None
-        self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [
-            {} for _ in axes
-        ]  # per axis and point
+        # per axis and point
+        self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [{} for _ in axes]
         self.resources: dict[tuple[SectionEntry, str], Any] = {}
         self.fits: dict[tuple[Any, ...], bool] = {}
         self.failing: dict[str, set[str]] = {}

@@ -59,9 +59,8 @@ class ClusterProfile:
     results_root: Optional[str] = None  # None: <home>/results
     data_root: Optional[str] = None  # default data.root of runs on this cluster
     max_parallel: int = 2  # array parallelism cap (Slurm's %N; a slot count on the local executor)
-    sbatch: SbatchOptions = field(
-        default_factory=SbatchOptions
-    )  # account, qos, constraint, mail, ... for every job; a run's resources.sbatch goes over it key by key
+    # account, qos, constraint, mail, ... for every job; a run's resources.sbatch goes over it key by key
+    sbatch: SbatchOptions = field(default_factory=SbatchOptions)
     partitions: list[PartitionLimit] = field(default_factory=list)  # shortest first; empty: no partitions
     default_time: str = "00:15:00"  # --time of runs that do not set resources.time
     time_margin: float = 1.25  # an estimate times this must fit the partition's limit

@@ -302,9 +302,8 @@ def _prepare_submission(
     groups = _grouped(submission_id, to_submit, targets)
     submitter = f"{socket.gethostname()}:{os.getpid()}"
     attempt_rows = (_attempt_row(item, submitter) for group in groups for item in group)
-    insert_rows(
-        session, Attempt, attempt_rows
-    )  # the one-active-attempt index speaks here, before any file is written
+    # the one-active-attempt index speaks here, before any file is written
+    insert_rows(session, Attempt, attempt_rows)
     pending = [
         {"run": item.request.run_id, "folder": item.request.run_dir} for group in groups for item in group
     ]
@@ -458,22 +457,19 @@ class TargetResolver:
         self.home = home
         self.choices = choices
         self.profiles: dict[str, ClusterProfile] = {}
-        self.data: dict[
-            tuple[int, Optional[str]], tuple[Any, Any]
-        ] = {}  # (id of data, root) -> (data, with the root)
+        # (id of data, root) -> (data, with the root)
+        self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}
         self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
-        self.array_keys: dict[
-            tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]
-        ] = {}  # -> (resources, effective sbatch, key)
+        # -> (resources, effective sbatch, key)
+        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]] = {}
 
     def target(self, run: RunToSubmit) -> AttemptTarget:
         spec = run.spec
         profile = self.profile(spec.cluster)
         if spec.data.root is None and profile.data_root is not None:
             spec = replace(spec, data=self._with_root(spec.data, profile.data_root))
-        digest = self._image_digest(
-            spec, profile
-        )  # a missing image is bad input: found before anything is written
+        # a missing image is bad input: found before anything is written
+        digest = self._image_digest(spec, profile)
         executor = self.choices.executor or profile.executor
         paths = RunPaths.under(profile.results_path(self.home), run.run_id)
         _, sbatch, array_key = self._array_key(executor, profile, spec)

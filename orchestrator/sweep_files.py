@@ -29,9 +29,8 @@ UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 MAX_FILE_BYTES = 1 << 20
 MAX_YAML_NODES = 10_000  # with aliases expanded (OmegaConf's own default limit)
 MAX_YAML_DEPTH = 32
-FORBIDDEN_IN_FILES = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]"
-)  # control characters but tab and newlines
+# control characters but tab and newlines
+FORBIDDEN_IN_FILES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def read_text(path: Path, referring_file: str, referring_key: str) -> str:
@@ -165,9 +164,8 @@ class YamlShape:
     open: list[_Node] = field(default_factory=list)
     anchor_nodes: dict[str, int] = field(default_factory=dict)  # expanded size of each anchored node
     root_kind: str = "empty"
-    resolver: yaml.resolver.Resolver = field(
-        default_factory=yaml.resolver.Resolver
-    )  # the tag a plain scalar gets
+    # the tag a plain scalar gets
+    resolver: yaml.resolver.Resolver = field(default_factory=yaml.resolver.Resolver)
 
     def check(self, text: str) -> str:
         """What the document is ("a mapping", "a sequence", "a scalar" or "empty")."""

@@ -88,9 +88,8 @@ def test_identical_shapes_have_shape_distance_zero(tmp_path: Path) -> None:
     assert np.allclose(distances[:6, :6], 0.0, atol=1e-6)
     grid = window_grid(0.2, 0.006)
     narrow, wide = (np.interp(grid, POINTS, parabola(curvature, 0.1)) for curvature in (6.0, 3.0))
-    expected = np.abs(
-        (narrow - narrow.min()) - (wide - wide.min())
-    ).mean()  # a different curvature: another shape
+    # a different curvature: another shape
+    expected = np.abs((narrow - narrow.min()) - (wide - wide.min())).mean()
     assert distances[0, 6] == pytest.approx(expected, rel=1e-5) and distances[6, 0] == distances[0, 6]
     assert output.summary["median_consecutive"] == pytest.approx(0.0, abs=1e-6)
 
@@ -112,14 +111,12 @@ def test_s_opt_proportional_to_the_gradient_norm_gives_that_constant_with_r2_one
 
     output = strategies(run, AnalysisOptions(kernel=3))
 
-    assert output.summary["s_opt_over_grad_norm"] == pytest.approx(
-        constant, rel=1e-4
-    )  # losses are stored as float32
+    # losses are stored as float32
+    assert output.summary["s_opt_over_grad_norm"] == pytest.approx(constant, rel=1e-4)
     assert output.summary["r_squared"] == pytest.approx(1.0, abs=1e-6)
     exact = output.summary["strategies"]["exact (direction batch)"]
-    assert exact["mean_s_opt_minus_step"] == pytest.approx(
-        0.0, abs=1e-9
-    )  # the direction batch is the full batch here
+    # the direction batch is the full batch here
+    assert exact["mean_s_opt_minus_step"] == pytest.approx(0.0, abs=1e-9)
     assert [path.name for path in output.figures] == [
         "synthetic-strategies.png",
         "synthetic-strategies-proportionality.png",
@@ -153,9 +150,8 @@ def test_an_interpolation_with_a_planted_bump_counts_as_one_barrier(tmp_path: Pa
     assert output.summary["barriers"] == 1
     assert output.summary["barriers_per_epoch"] == {"0": 0, "1": 1}
     steps = np.loadtxt(output.tables[0], delimiter=",", skiprows=1)
-    assert np.allclose(
-        steps[[0, 1, 2, 3, 4, 6, 7], 2], 0.05
-    )  # height: ends 0.1 apart, floor at the lower end
+    # height: ends 0.1 apart, floor at the lower end
+    assert np.allclose(steps[[0, 1, 2, 3, 4, 6, 7], 2], 0.05)
     assert steps[5, 3] == 1.0 and output.figures[0].is_file()
 
 
@@ -285,9 +281,8 @@ def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) 
         "--json",
     ).json()
     assert [report["summary"] for report in as_jobs] == [report["summary"] for report in in_process]
-    assert all(
-        Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs
-    )  # the job's report
+    # the job's report
+    assert all(Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs)
 
 
 SMALL_PROBED_SWEEP = """
@@ -387,14 +382,14 @@ def test_runs_of_two_clusters_go_out_as_two_arrays_named_for_the_figure(orch: Or
         f"analyze-polyfit-{submission}.1",
     ]
     mini = next(array for array in arrays if array.profile.name == "mini")
+    # the floor: 4 small shards
     assert (mini.resources.partition, mini.resources.time) == (
         "test",
         "0-00:07:00",
-    )  # the floor: 4 small shards
+    )
 
-    reports = orch.ok(
-        "analyze", "small", "--figure", "polyfit", "--executor", "debug", "--json"
-    ).json()  # debug waits, --wait or not
+    # debug waits, --wait or not
+    reports = orch.ok("analyze", "small", "--figure", "polyfit", "--executor", "debug", "--json").json()
     assert sorted(report["summary"]["lines"] for report in reports) == [4, 4]
 
 

@@ -42,9 +42,8 @@ def test_runs_filters_by_state_and_where(finished: Orch) -> None:
         "runs", "--where", "optimizer.lr=0.05", "--where", "model.hidden=[16]", "--json"
     ).json()
     assert [run["swept"] for run in selected] == [{"optimizer.lr": 0.05}]
-    assert (
-        finished("runs", "--sweep", "nope", "--json").exit_code == 2
-    )  # a typo is bad input, not an empty list
+    # a typo is bad input, not an empty list
+    assert finished("runs", "--sweep", "nope", "--json").exit_code == 2
 
 
 def test_show_by_prefix_has_config_attempts_checkpoints_metrics(finished: Orch) -> None:

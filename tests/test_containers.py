@@ -70,9 +70,8 @@ def test_launcher_is_the_exact_singularity_command(tmp_path: Path, monkeypatch: 
         "/images/a b.sif",
         "python3",
     )
-    assert shlex.split(shlex.join(argv)) == list(
-        argv
-    )  # what submitit pastes into the sbatch script survives the shell
+    # what submitit pastes into the sbatch script survives the shell
+    assert shlex.split(shlex.join(argv)) == list(argv)
     assert "--nv" not in launcher_argv(
         RunSpec(cluster="tcml", container=spec.container), profile, OrchHome(tmp_path)
     )

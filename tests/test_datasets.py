@@ -45,9 +45,8 @@ def test_each_data_set_loads_with_recorded_indices(
     data = DATASETS.get(name)(DataSpec(name=name, train_size=total - 50), str(miniature.root))
     assert data.input_shape == shape and data.num_classes == classes
     assert len(data.train_targets) == total - 50 and len(data.val_targets) == 50
-    assert sorted(data.train_indices.tolist() + data.val_indices.tolist()) == list(
-        range(total)
-    )  # a partition
+    # a partition
+    assert sorted(data.train_indices.tolist() + data.val_indices.tolist()) == list(range(total))
     assert torch.equal(
         data.train_targets, torch.from_numpy(miniature.train_labels[name][data.train_indices.numpy()])
     )
@@ -58,9 +57,8 @@ def test_each_data_set_loads_with_recorded_indices(
 
 
 def test_line_paper_split_sizes_and_seed(miniature: Miniature) -> None:
-    spec = DataSpec(
-        name="cifar10", train_size=400, fraction=0.1, split_seed=42
-    )  # 500 images: 400/100 → 40/10
+    # 500 images: 400/100 → 40/10
+    spec = DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=42)
     data = DATASETS.get("cifar10")(spec, str(miniature.root))
     again = DATASETS.get("cifar10")(spec, str(miniature.root))
     other_seed = DATASETS.get("cifar10")(
@@ -311,9 +309,8 @@ def test_plan_writes_the_split_hash_that_the_job_checks(tmp_path: Path) -> None:
     digest = run.spec.data.indices_sha256
     assert digest is not None and len(digest) == 64
     paths = RunPaths(tmp_path / "run")
-    train(
-        run.spec, paths, JournalWriter(paths.attempt("1"))
-    )  # the job's split has that hash, or it would fail
+    # the job's split has that hash, or it would fail
+    train(run.spec, paths, JournalWriter(paths.attempt("1")))
     with np.load(paths.data_indices_file, allow_pickle=False) as recorded:
         assert indices_sha256_of(recorded["train"], recorded["val"]) == digest
     too_big = write_sweep(

@@ -43,9 +43,8 @@ def test_results_are_private_by_default(orch: Orch, executor: str) -> None:
     orch.ok("analyze", "tiny", "--figure", "curves")
 
     files, folders = modes_under(orch.home / "results")
-    assert (
-        sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10
-    )  # spec, checkpoints, events, logs
+    # spec, checkpoints, events, logs
+    assert sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10
     assert files == {0o600}, sorted(map(oct, files))
     assert folders == {0o700}, sorted(map(oct, folders))
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600

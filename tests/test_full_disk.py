@@ -136,9 +136,8 @@ def resume_and_compare(orch: Orch, run_id: str, reference: Reference) -> list[di
     assert resumed.json()["final_states"] == {run_id: "COMPLETED"}
     final_checkpoint = RunPaths.under(orch.home / "results", run_id).checkpoint_file(STEPS)
     assert_bit_identical_checkpoints(final_checkpoint, reference.final_checkpoint())
-    assert metric_rows(orch.registry, run_id) == metric_rows(
-        reference.orch.registry, run_id
-    )  # floats compared exactly
+    # floats compared exactly
+    assert metric_rows(orch.registry, run_id) == metric_rows(reference.orch.registry, run_id)
     return orch.ok("show", run_id, "--json").json()["attempts"]
 
 
@@ -292,9 +291,8 @@ def test_files_a_job_publishes_follow_its_umask(tmp_path: Path, umask: int, mode
     previous = os.umask(0o022)
     try:
         run_attempt(AttemptRequest("tiny", str(paths.run_dir), "001-a", umask=umask))
-        assert (
-            os.umask(0o022) == 0o022
-        )  # restored when the job returned (the debug executor runs it in process)
+        # restored when the job returned (the debug executor runs it in process)
+        assert os.umask(0o022) == 0o022
     finally:
         os.umask(previous)
 
@@ -319,9 +317,8 @@ def test_a_checkpoint_that_does_not_fit_fails_the_attempt_with_the_reason_then_r
     runs = orch.home / "results" / "runs"  # run folders on the small disk; registry and job logs beside it
     with tmpfs(runs, "32m"):
         checkpoint_bytes = reference.checkpoint_bytes()
-        filler = fill(
-            runs, leave_bytes=checkpoint_bytes * 3 // 2
-        )  # the first checkpoint fits, the second does not
+        # the first checkpoint fits, the second does not
+        filler = fill(runs, leave_bytes=checkpoint_bytes * 3 // 2)
 
         submitted = orch("submit", sweep, "--executor", "local", "--wait", "--json")
 
@@ -356,9 +353,8 @@ def test_a_job_that_cannot_journal_its_failure_is_failed_by_sync_from_its_stderr
     with tmpfs(results / "runs", "32m") as runs:
         with local_slots_held(results / "submitit" / "slots", load_profile("local").max_parallel):
             run_id = orch.ok("submit", sweep, "--executor", "local", "--json").json()["submitted"][0]
-            filler = fill(
-                runs
-            )  # while the job waits for its slot: not a byte left, not even for its failure event
+            # while the job waits for its slot: not a byte left, not even for its failure event
+            filler = fill(runs)
 
         assert wait_for_counts(orch, {"FAILED": 1}) == {"FAILED": 1}
         run_dir = RunPaths.under(results, run_id).run_dir
@@ -414,9 +410,8 @@ def test_a_registry_on_a_full_disk_refuses_cleanly_loses_nothing_and_resumes_bit
 
         filler.unlink()
         assert wait_for_counts(orch, {"LOST": 1}) == {"LOST": 1}  # the next command works
-        assert [view["sweep"] for view in orch.ok("status", "--json").json()] == [
-            "fulldisk"
-        ]  # the refused submission left nothing
+        # the refused submission left nothing
+        assert [view["sweep"] for view in orch.ok("status", "--json").json()] == ["fulldisk"]
         attempts = resume_and_compare(orch, run_id, reference)
 
     assert [attempt["state"] for attempt in attempts] == ["LOST", "COMPLETED"]
@@ -431,9 +426,8 @@ def test_a_second_writer_of_a_run_folder_stops_and_journals_why(tmp_path: Path) 
 
     paths = RunPaths(tmp_path / "runs" / "tiny")
     publish_text(paths.spec_file, spec_to_yaml(TINY))
-    survivor_temp = (
-        paths.run_dir / ".tmp-step_000000001.safetensors.4242"
-    )  # the other writer's file in flight
+    # the other writer's file in flight
+    survivor_temp = paths.run_dir / ".tmp-step_000000001.safetensors.4242"
     survivor_temp.write_bytes(b"half")
     with sole_writer(paths.run_dir, "001-survivor"):
         with pytest.raises(RunFolderBusy):
@@ -450,7 +444,6 @@ def test_a_second_writer_of_a_run_folder_stops_and_journals_why(tmp_path: Path) 
     )
     assert survivor_temp.exists() and not paths.checkpoints_dir.exists()
 
-    run_attempt(
-        AttemptRequest("tiny", str(paths.run_dir), "003-after")
-    )  # the lock is free again: the run trains
+    # the lock is free again: the run trains
+    run_attempt(AttemptRequest("tiny", str(paths.run_dir), "003-after"))
     assert [event.payload for event in read_events(paths.attempt("003-after"))][-1] == Finished(final_step=2)

@@ -80,12 +80,13 @@ HOSTILE = {
     "home-results": "{home}/results/export.csv",
 }
 
+# may change the registry when they succeed
 WRITING_COMMANDS = {
     ("submit",),
     ("resume",),
     ("cancel",),
     ("sweep", "prune"),
-}  # may change the registry when they succeed
+}
 HOME_COMMANDS = (("status",), ("export",))  # run against a hostile --home
 DEVICES = {"null": (1, 3), "full": (1, 7), "zero": (1, 5)}  # copies of /dev/null, /dev/full, /dev/zero
 
@@ -217,9 +218,8 @@ def isolate_environment(patch: pytest.MonkeyPatch) -> None:
     for variable in ("ORCH_DB_URL", "ORCH_HOME", "no_proxy", "NO_PROXY"):
         patch.delenv(variable, raising=False)
     for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        patch.setenv(
-            variable, "http://127.0.0.1:9"
-        )  # orch data fetch must not reach the internet from a test
+        # orch data fetch must not reach the internet from a test
+        patch.setenv(variable, "http://127.0.0.1:9")
 
 
 @dataclass(frozen=True)
@@ -452,9 +452,8 @@ def test_bad_where_is_a_usage_error(orch_in: OrchIn, clause: str, fragment: str)
 def test_where_names_a_probe_by_its_index(orch_in: OrchIn) -> None:
     from orchestrator.views import WhereClause, where_view
 
-    assert (
-        orch_in("runs", "--where", "probes[0].type=line", "--json").json() == []
-    )  # the tiny runs have no probe
+    # the tiny runs have no probe
+    assert orch_in("runs", "--where", "probes[0].type=line", "--json").json() == []
     spec = {
         "optimizer": {"lr": 0.1},
         "probes": [{"type": "line", "every": 5}, {"type": "interpolation", "every": 2}],
@@ -667,9 +666,8 @@ def test_closed_stderr_keeps_the_exit_status_of_bad_input(home: Home) -> None:
 
 def test_reader_that_stops_after_ten_bytes(tmp_path: Path) -> None:
     """``orch plan BIG | head -c 10``: more output than a pipe holds, the reader leaves early."""
-    widths = ", ".join(
-        "[" + ", ".join(["16"] * 300 + [str(run + 1)]) + "]" for run in range(30)
-    )  # 30 runs, ~130 kB of JSON
+    # 30 runs, ~130 kB of JSON
+    widths = ", ".join("[" + ", ".join(["16"] * 300 + [str(run + 1)]) + "]" for run in range(30))
     text = (
         TINY.read_text()
         .replace("name: tiny", "name: big")

@@ -164,9 +164,8 @@ def test_local_job_process_killed_mid_run_resumes_bit_identical(
     """Real job processes (the local executor), each killed at a publication of its own."""
     for index, point in enumerate(["publish:3", "publish:7", "publish:12"]):
         home = tmp_path / f"home-{index}"
-        result = run_orch(
-            home, ["submit", sweep, "--executor", "local"], kill_at=point
-        )  # submit itself publishes 2 files: it lives
+        # submit itself publishes 2 files: it lives
+        result = run_orch(home, ["submit", sweep, "--executor", "local"], kill_at=point)
         assert result.exit_code == 0
 
         states = wait_until_not_active(home)
@@ -219,9 +218,8 @@ def test_sync_killed_at_any_statement_then_synced_again(tmp_path: Path, interrup
     expected = registry_facts(whole)
     assert {row[2] for row in expected["attempts"]} == {"COMPLETED", "LOST"}
 
-    assert (
-        count >= 10
-    )  # set-based: a handful of statements whatever the number of attempts; each is a kill point
+    # set-based: a handful of statements whatever the number of attempts; each is a kill point
+    assert count >= 10
     for n in spread(count, POINTS):
         home = tmp_path / f"home-{n}"
         shutil.copytree(interrupted, home)  # journals stay in the original's results: sync only reads them

@@ -23,9 +23,8 @@ from jobs.optim.labpal import FARTHER_REMEASUREMENTS, fitted_minimum
 from jobs.spec import OptimizerSpec
 from tests.test_optimizers import Quadratic
 
-SHAPE = TrainingShape(
-    total_steps=1000, steps_per_epoch=10, batch_size=128, train_size=40_000
-)  # k(t) = 1 for 500 steps
+# k(t) = 1 for 500 steps
+SHAPE = TrainingShape(total_steps=1000, steps_per_epoch=10, batch_size=128, train_size=40_000)
 
 
 class Batches:
@@ -139,12 +138,13 @@ def test_labpal_reuses_an_estimate_for_as_many_updates_as_the_authors_code(mode:
         thetas.append(parameter.detach().clone())
 
     expected = authors_schedule(start, hessian, minima, steps, reuse, gathered, 1.8, 10.0, mode)
+    # 2 batches measured, then the estimate's move and 4 updates
     assert expected.estimate_steps == [
         1,
         7,
         13,
         19,
-    ]  # 2 batches measured, then the estimate's move and 4 updates
+    ]
     assert estimate_steps == expected.estimate_steps
     for step, (theta, expected_theta) in enumerate(zip(thetas, expected.thetas)):
         assert torch.allclose(theta, expected_theta, rtol=0, atol=1e-10), step
@@ -311,10 +311,11 @@ def test_full_batch_float32_labpal_does_not_stall_where_the_first_fit_fails() ->
     first_loss = float(objective(backward=False))
     optimizer.step(objective)
     assert optimizer.last_report.learning_rate is not None  # moved on the first step
+    # one farther measurement
     assert (optimizer.last_report.forwards, optimizer.last_report.backwards) == (
         1 + 2 * 2,
         1,
-    )  # one farther measurement
+    )
     for _ in range(19):
         optimizer.step(objective)
     assert float(objective(backward=False)) < first_loss - 0.3

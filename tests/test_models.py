@@ -56,9 +56,10 @@ def test_cifar_resnets_use_kaiming_normal_initialization_unless_told_otherwise()
     default = build_model(ModelSpec(name="resnet56", init="pytorch_default"), (3, 32, 32), 10)
     bound = 1 / math.sqrt(288)  # kaiming_uniform(a=√5): U(−1/√fan_in, 1/√fan_in)
     assert default.stages[2][0].conv1.weight.abs().max().item() <= bound
+    # option A
     assert not any(
         isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) for module in model.modules()
-    )  # option A
+    )
 
 
 def test_plan_records_the_source_initialization(tmp_path) -> None:

@@ -138,9 +138,8 @@ def test_labpal_estimates_the_exact_step_on_a_quadratic(fit: str, factor: float,
     for _ in range(10):  # 1280 / 128 batches gathered, then the estimate and the first update
         optimizer.step(objective)
         counts.append((optimizer.last_report.forwards, optimizer.last_report.backwards))
-    assert counts == [(1, 1)] + [(1, 0)] * 8 + [
-        (1 + 2 * 10, 0)
-    ]  # the gathered batches again at 1e-4 and 1e-2
+    # the gathered batches again at 1e-4 and 1e-2
+    assert counts == [(1, 1)] + [(1, 0)] * 8 + [(1 + 2 * 10, 0)]
     assert optimizer.update_step == pytest.approx(factor * minimum, rel=tolerance)
     assert torch.allclose(parameter.detach(), theta + optimizer.update_step * unit, atol=1e-9)
     assert optimizer.lr == pytest.approx(
@@ -161,13 +160,13 @@ def test_labpal_batch_schedule_and_step_accounting() -> None:
         labpal_mode="sgd",
         step_adaptation=1.99,
     )
-    parameter = torch.nn.Parameter(
-        torch.full((3,), 1000.0, dtype=torch.float64)
-    )  # the capped moves keep 1e-3 ≤ ‖g‖ ≤ 100 (the guards) for 100 steps
+    # the capped moves keep 1e-3 ≤ ‖g‖ ≤ 100 (the guards) for 100 steps
+    parameter = torch.nn.Parameter(torch.full((3,), 1000.0, dtype=torch.float64))
     objective = Quadratic(
         parameter, 0.01 * torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     )
     optimizer = build_optimizer([parameter], spec, shape, SameQuadratic(objective))
+    # changes after ⌊0.5·t_max⌋ and ⌊0.75·t_max⌋
     assert [optimizer.k(t) for t in (0, 50, 51, 75, 76, 99)] == [
         1,
         1,
@@ -175,7 +174,7 @@ def test_labpal_batch_schedule_and_step_accounting() -> None:
         2,
         4,
         4,
-    ]  # changes after ⌊0.5·t_max⌋ and ⌊0.75·t_max⌋
+    ]
     updates, estimates = [], []
     for step in range(100):
         optimizer.step(objective)

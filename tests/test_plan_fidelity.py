@@ -54,16 +54,18 @@ def staged_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar10(tmp_path / "datasets", np.random.default_rng(0), 2, monkeypatch)
 
 
+# swept keys in interpolations or in each other
 EXACT_ONLY = {
     "tests/sweeps/fidelity/interpolated.yaml",
     "tests/sweeps/fidelity/mappings.yaml",
-}  # swept keys in interpolations or in each other
+}
 
 
+# recorded by the exact way already
 LARGE = {
     "configs/sweeps/dissertation_ch4_grid.yaml",
     "configs/sweeps/dissertation_ch6_grid.yaml",
-}  # recorded by the exact way already
+}
 WAYS = [
     (path, way)
     for path in SWEEPS

@@ -97,9 +97,8 @@ def test_the_posterior_of_a_quadratic_interpolates_and_matches_the_kernel_formul
         assert gp.variance(t, order) == pytest.approx(variance, rel=1e-5, abs=1e-8)
     assert gp.variance(1.0) > 0.01  # between the observations the belief is uncertain
     assert mean_minimum_in(gp, 0.0, 2.0) == pytest.approx(1.0, abs=1e-6)
-    assert (
-        mean_minimum_in(LineGP([0.0, 0.5], [0.0, -0.75], [-2.0, -1.0], 0.0, 0.0), 0.0, 0.5) is None
-    )  # still falling
+    # still falling
+    assert mean_minimum_in(LineGP([0.0, 0.5], [0.0, -0.75], [-2.0, -1.0], 0.0, 0.0), 0.0, 0.5) is None
 
 
 def test_noise_makes_the_mean_smooth_instead_of_interpolating() -> None:
@@ -387,9 +386,8 @@ def test_a_pls_digits_run_trains_through_the_training_loop(tmp_path: Path) -> No
         metric_values(paths, "001-a", "forward_passes")[-1],
         metric_values(paths, "001-a", "backward_passes")[-1],
     )
-    assert (
-        150 <= backwards < forwards < 2 * backwards
-    )  # one evaluation per step, a forward-mode pass per search
+    # one evaluation per step, a forward-mode pass per search
+    assert 150 <= backwards < forwards < 2 * backwards
 
 
 def test_a_resumed_pls_run_is_bit_identical(tmp_path: Path) -> None:

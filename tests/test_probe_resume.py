@@ -111,9 +111,8 @@ def test_killed_probing_job_resumes_to_the_uninterrupted_shard_set(tmp_path: Pat
     assert [attempt["state"] for attempt in attempts] == ["LOST"] * 3 + ["COMPLETED"]
     resumed_from = [attempt["start_step"] for attempt in attempts[1:]]
     assert all(step % 4 == 0 for step in resumed_from)
-    assert any(
-        step < lines for step, lines in zip(resumed_from, kill_points)
-    )  # complete lines after the checkpoint were skipped
+    # complete lines after the checkpoint were skipped
+    assert any(step < lines for step, lines in zip(resumed_from, kill_points))
     indexed = orch.ok("shards", run_id, "--json").json()["shards"]
     assert Counter(row["probe"] for row in indexed) == {"line": STEPS, "interpolation": STEPS // 2}
     assert all(row["sha256"] == sha256_file(run_dir / row["path"]) for row in indexed)

@@ -56,10 +56,11 @@ def full_batch_losses(
 
 def test_a_measured_line_equals_an_independent_evaluation_from_the_checkpoint(tmp_path: Path) -> None:
     """The oracle: checkpoint at step t + stored direction → L(θ + s·d) as in the shard."""
+    # the convolutional net is slow on a CPU: fewer points
     coarse = {
         "resolution": 0.02,
         "max_enlargements": 1,
-    }  # the convolutional net is slow on a CPU: fewer points
+    }
     for model_spec, grid in (
         (ModelSpec(name="mlp", hidden=[32, 32]), {}),
         (ModelSpec(name="cnn", hidden=[8, 16]), coarse),
@@ -373,17 +374,17 @@ def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:
     run_id = orch.ok("submit", sweep, "--executor", "debug", "--json").json()["submitted"][0]
     (report,) = orch.ok("analyze", "probed", "--figure", "lines", "--steps", "5:30", "--json").json()
     assert report["target"] == run_id and report["analysis"] == "lines"
+    # four, spread over the range
     assert [line["step"] for line in report["summary"]["lines"]] == [
         5,
         10,
         20,
         25,
-    ]  # four, spread over the range
+    ]
     assert Path(report["figures"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = report["summary"]["lines"][0]
-    assert (
-        first["full_batch_at_update"] < first["full_batch_at_zero"]
-    )  # the step went downhill on the full batch
+    # the step went downhill on the full batch
+    assert first["full_batch_at_update"] < first["full_batch_at_zero"]
     assert len(orch.ok("shards", run_id, "--probe", "line", "--json").json()["shards"]) == 6
     with pytest.raises(SystemExit) as exited:  # argparse rejects the range before anything runs
         orch("analyze", "probed", "--figure", "lines", "--steps", "9:3")

@@ -279,10 +279,11 @@ def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs
     )
     orch = Orch(home)
 
+    # found, not lost
     assert {run["state"] for run in orch.ok("runs", "--json").json()} <= {
         "PENDING",
         "RUNNING",
-    }  # found, not lost
+    }
     again = orch.ok("submit", TINY, "--executor", "local", "--json").json()
     assert again["submitted"] == []  # still active: nothing is started twice
     deadline = time.monotonic() + 120

@@ -59,9 +59,8 @@ def test_a_runs_options_go_over_the_profiles_key_by_key() -> None:
         mail_type="END",
         extra=["--hint=nomultithread", "--reservation=paper", "--nice=10"],
     )
-    assert (
-        effective_sbatch(profile, SbatchOptions()) == profile
-    )  # a run without options of its own: the profile's
+    # a run without options of its own: the profile's
+    assert effective_sbatch(profile, SbatchOptions()) == profile
     assert effective_sbatch(SbatchOptions(), run) == run
     assert profile.qos == "normal" and run.extra == ["--reservation=paper", "--nice=10"]  # neither is changed
 
@@ -216,9 +215,8 @@ zip:
         job_script(shared, tmp_path)
     )
     runs = orch.ok("runs", "--json").json()
-    assert [run["state"] for run in runs] == [
-        "COMPLETED"
-    ] * 3  # device: cpu trains on this machine whatever resources.gpus says
+    # device: cpu trains on this machine whatever resources.gpus says
+    assert [run["state"] for run in runs] == ["COMPLETED"] * 3
     specs = {
         orch.ok("show", run["id"], "--json").json()["spec"]["resources"]["sbatch"]["qos"] for run in runs
     }

@@ -58,9 +58,8 @@ def test_gpu_sweep_runs_as_one_array_with_parallelism_cap(orch: Orch, mini_clust
     names = slurm_run(
         mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", job_ids[0].split("_")[0]
     ).stdout.split()
-    assert names and all(
-        name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names
-    )  # squeue says what a job is
+    # squeue says what a job is
+    assert names and all(name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names)
 
 
 def test_sweep_larger_than_max_array_size_goes_out_in_chunks(
@@ -248,9 +247,8 @@ def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(
 
     assert report["summary"]["lines"] == 3 and Path(report["figures"][0]).is_file()
     script = next((orch.home / "results" / "submitit").glob("analyze-*/*_submission.sh")).read_text()
-    assert (
-        "#SBATCH --partition=test" in script and "#SBATCH --time=7\n" in script and "--gres" not in script
-    )  # minutes from the shards' measured cost
+    # minutes from the shards' measured cost
+    assert "#SBATCH --partition=test" in script and "#SBATCH --time=7\n" in script and "--gres" not in script
 
 
 def squeue_line(cluster: MiniCluster, job_id: str) -> Optional[tuple[str, str, str]]:
@@ -402,9 +400,8 @@ def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(
                     f"pending: {reason}",
                 )
 
-            wait_until(
-                agrees_with_squeue, timeout_seconds=60
-            )  # squeue's reason moves on (BeginTime, then the node is down)
+            # squeue's reason moves on (BeginTime, then the node is down)
+            wait_until(agrees_with_squeue, timeout_seconds=60)
             [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
             assert attempt["requeues"] == 1
             assert [(r["cause"], r["source"], r["node"]) for r in attempt["requeue_history"]] == [

@@ -55,11 +55,12 @@ def test_analyses_go_out_as_one_array_with_a_measured_time_and_orch_returns(
     assert array["job_name"].startswith("orch:analyze:polyfit:") and array["job_ids"] == [
         f"{array['array_id']}_{task}" for task in range(3)
     ]
+    # 3 small shards: the floor
     assert (array["partition"], array["time"], array["time_capped"]) == (
         "test",
         "0-00:07:00",
         False,
-    )  # 3 small shards: the floor
+    )
     assert sorted(task["run"] for task in array["tasks"]) == sorted(run_ids)
     assert all(task["shards"] == 3 and task["bytes"] > 0 for task in array["tasks"]), array["tasks"]
     assert submitted["watch"][0] == f"squeue --jobs {array['array_id']}" and submitted["watch"][1].startswith(
@@ -71,9 +72,8 @@ def test_analyses_go_out_as_one_array_with_a_measured_time_and_orch_returns(
         and "#SBATCH --time=7\n" in script
         and "#SBATCH --partition=test" in script
     )
-    assert (
-        f"#SBATCH --job-name={array['job_name']}" in script and "--gres" not in script
-    )  # no GPU for an analysis
+    # no GPU for an analysis
+    assert f"#SBATCH --job-name={array['job_name']}" in script and "--gres" not in script
 
     reports = [Path(task["report"]) for task in array["tasks"]]
     wait_until(lambda: all(report.is_file() for report in reports))
@@ -137,9 +137,8 @@ def test_an_array_sbatch_refuses_is_exit_2_without_a_traceback(
     trained(orch, tmp_path)
     own = tmp_path / "clusters"
     own.mkdir()
-    (own / "mini.yaml").write_text(
-        'partitions:\n  - {name: nosuch, max_time: "1-00:00:00"}\n'
-    )  # a partition the cluster lacks
+    # a partition the cluster lacks
+    (own / "mini.yaml").write_text('partitions:\n  - {name: nosuch, max_time: "1-00:00:00"}\n')
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
 
     result = orch("analyze", "probed", "--figure", "polyfit", "--executor", "slurm")

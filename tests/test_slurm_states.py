@@ -54,12 +54,10 @@ def test_each_requeue_is_kept_in_order_and_a_pending_line_seen_twice_is_not_one(
 def test_a_job_squeue_has_waiting_again_before_accounting_saw_the_requeue_has_that_run_as_history() -> None:
     from orchestrator.executors.slurm import earlier_runs
 
-    [accounting] = parse_sacct(
-        AFTER_NODE_FAIL.splitlines()[0], wanted=None
-    ).values()  # NODE_FAIL is still its newest record
-    [waiting] = parse_sacct(
-        "1_0|job.sh|PENDING||||", wanted=None
-    ).values()  # squeue: pending again (BeginTime)
+    # NODE_FAIL is still its newest record
+    [accounting] = parse_sacct(AFTER_NODE_FAIL.splitlines()[0], wanted=None).values()
+    # squeue: pending again (BeginTime)
+    [waiting] = parse_sacct("1_0|job.sh|PENDING||||", wanted=None).values()
     [running] = parse_sacct("1_0|job.sh|COMPLETING||vm|None", wanted=None).values()
 
     assert [run.state for run in earlier_runs(waiting, accounting)] == ["NODE_FAIL"]

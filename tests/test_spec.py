@@ -270,7 +270,6 @@ def test_a_line_of_too_many_points_is_refused_naming_the_resolution_it_needs() -
         (accepted,) = accepted_by_key(spec)["probes[0].resolution"]
         assert f"at most {MAX_LINE_POINTS} points per line" in accepted
         suggested = float(accepted.split("a resolution >= ")[1].split(" ")[0])
-        assert (
-            line_points_bound(replace(spec.probes[0], resolution=suggested)) <= MAX_LINE_POINTS
-        )  # the advice works
+        # the advice works
+        assert line_points_bound(replace(spec.probes[0], resolution=suggested)) <= MAX_LINE_POINTS
     assert line_points_bound(ProbeSpec(resolution=5e-324)) == math.inf

@@ -51,18 +51,15 @@ def test_grids_expand_to_the_union_of_their_products(tmp_path: Path) -> None:
     assert len(plan.runs) == 2 * (3 + 2 * 2 + 1) * 2
     assert {name: len(runs) for name, runs in by_optimizer.items()} == {"sgd": 12, "pal": 16, "sls": 4}
     assert sorted({run.spec.optimizer.lr for run in by_optimizer["sgd"]}) == [0.001, 0.01, 0.1]
-    assert {run.spec.optimizer.weight_decay for run in plan.runs} == {
-        0.0001
-    }  # the base's value, in every alternative
-    assert {run.spec.optimizer.lr for run in by_optimizer["sls"]} == {
-        0.1
-    }  # a key an alternative leaves out: the default
+    # the base's value, in every alternative
+    assert {run.spec.optimizer.weight_decay for run in plan.runs} == {0.0001}
+    # a key an alternative leaves out: the default
+    assert {run.spec.optimizer.lr for run in by_optimizer["sls"]} == {0.1}
     assert {
         (run.spec.optimizer.measuring_step, run.spec.optimizer.step_adaptation) for run in by_optimizer["pal"]
     } == {(1.0, 1.0), (1.0, 1.25), (0.1, 1.0), (0.1, 1.25)}
-    assert (
-        "optimizer.measuring_step" not in by_optimizer["sgd"][0].swept
-    )  # keys an alternative leaves out are not swept
+    # keys an alternative leaves out are not swept
+    assert "optimizer.measuring_step" not in by_optimizer["sgd"][0].swept
     assert len({run.run_id for run in plan.runs}) == len(plan.runs)
 
 
@@ -137,9 +134,8 @@ def test_line_searches_on_digits_run_end_to_end(orch) -> None:
     assert all(
         forwards > 800 and backwards == 400 for forwards, backwards in passes["sls"] | passes["accuracy_sls"]
     )
-    for row in by_name[
-        "labpal"
-    ]:  # approximation phases: forward passes only, 1 280 samples = 20 batches of 64
+    # approximation phases: forward passes only, 1 280 samples = 20 batches of 64
+    for row in by_name["labpal"]:
         assert row["final.backward_passes"] < 400 < row["final.forward_passes"]
     for name in ("pal", "sls", "accuracy_sls"):
         assert all(row["final.val_accuracy"] > 0.9 for row in by_name[name])  # the digits are easy
@@ -182,9 +178,10 @@ def test_a_billion_runs_are_counted_and_refused_without_building_a_point() -> No
     assert count == 3 * (2 + 1) * 2 * 10**9
     assert isinstance(refusal, SpecError)
     assert f"sweep expands to {count} runs, above the limit of {DEFAULT_MAX_RUNS}" in str(refusal)
+    # above the ceiling
     assert f"max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps" in str(
         refusal
-    )  # above the ceiling
+    )
     assert count_seconds + seconds < 0.1
     assert max(count_peak, peak) < 100_000  # bytes: no list of points, no list of seeds
 
@@ -348,9 +345,8 @@ def test_the_batch_size_may_be_the_whole_training_split_and_no_more(tmp_path: Pa
         "name: batch\ninclude: [problems/digits_mlp.yaml]\nbase: {{training: {{steps: 2, batch_size: {}}}}}\n"
     )
 
-    (run,) = load_sweep(
-        write(tmp_path, text.format(1438)), known_names()
-    ).runs  # 1 797 digits, 20 % validation
+    # 1 797 digits, 20 % validation
+    (run,) = load_sweep(write(tmp_path, text.format(1438)), known_names()).runs
     with pytest.raises(
         SpecError,
         match="training.batch_size: larger than the training split; found 1439; accepted: at most 1438",

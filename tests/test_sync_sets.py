@@ -177,11 +177,12 @@ def record(home: Path, attempts: list[JournaledAttempt], now: float) -> Engine:
     spec = RunSpec()
     with Session(engine) as session, session.begin():
         sections = SpecTexts().sections(spec)
+        # one spec: serialized once
         spec_columns = {
             "canonical_json": canonical_json(spec),
             "spec_json": spec_json(spec),
             "section_ids": section_ids_text(sections, record_sections(session, sections)),
-        }  # one spec: serialized once
+        }
         for item in attempts:
             session.add(
                 Run(
@@ -368,13 +369,14 @@ def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
             assert (attempt.state, run.state) == expected_states[item.kind], item.kind
         requeued = session.get_one(Run, next(item.run_id for item in attempts if item.kind == "requeued"))
         attempt = requeued.attempts[-1]
+        # start: the first segment's
         assert (
             attempt.requeues,
             attempt.pid,
             attempt.start_step,
             attempt.heartbeat_time,
             attempt.steps_per_second,
-        ) == (1, 2002, 0, 27.0, 2.0)  # start: the first segment's
+        ) == (1, 2002, 0, 27.0, 2.0)
         assert (
             requeued.current_step,
             [c.step for c in requeued.checkpoints],
@@ -406,9 +408,8 @@ def test_second_sync_writes_nothing(tmp_path: Path) -> None:
     report = sync(engine)
 
     still_open = sum(item.kind in ("elsewhere", "superseded", "being_submitted") for item in attempts)
-    still_open += sum(
-        item.kind == "killed" for item in attempts
-    )  # LOST by a guess: its journal is read again
+    # LOST by a guess: its journal is read again
+    still_open += sum(item.kind == "killed" for item in attempts)
     assert report == SyncReport(attempts_checked=still_open, events_ingested=0, attempts_lost=0)
     assert log.writes() == []
     assert registry.read_bytes() == before
@@ -485,6 +486,5 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
         assert connection.execute(
             "SELECT requeues FROM attempts WHERE key = ?", (requeued_key,)
         ).fetchone() == (1,)
-        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (
-            2,
-        )  # one per requeued attempt (two of that kind)
+        # one per requeued attempt (two of that kind)
+        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (2,)

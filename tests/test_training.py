@@ -197,9 +197,8 @@ def test_a_run_whose_device_this_node_lacks_fails_at_start_with_a_journaled_reas
     assert (failed.state, failed.error_type, failed.step) == ("FAILED", "DeviceUnavailable", None)
     assert all(text in failed.message for text in expected), failed.message
     assert "CUDA_VISIBLE_DEVICES='', torch.cuda.is_available() False" in failed.message
-    assert find_failure_line(capsys.readouterr().err) == dataclasses.replace(
-        failed, traceback=""
-    )  # what sync reads without the journal
+    # what sync reads without the journal
+    assert find_failure_line(capsys.readouterr().err) == dataclasses.replace(failed, traceback="")
     assert not paths.checkpoints_dir.exists() and not paths.data_indices_file.exists()
 
 
@@ -213,9 +212,8 @@ def test_a_gpu_run_set_to_the_cpu_trains_there(tmp_path: Path, monkeypatch: pyte
         event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, Started)
     ]
     assert started[0].provenance.device.startswith("cpu")
-    assert_bit_identical(
-        final_tensors(paths, spec), final_tensors(train_in(tmp_path / "plain"))
-    )  # the same run as without GPUs
+    # the same run as without GPUs
+    assert_bit_identical(final_tensors(paths, spec), final_tensors(train_in(tmp_path / "plain")))
 
 
 @pytest.mark.parametrize(

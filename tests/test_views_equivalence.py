@@ -177,9 +177,8 @@ def add_odd_runs(session: Session) -> None:
         ("0dd0000000000003", reordered, template.created_time + 1, None, None),
     ]
     for run_id, run_spec, created_time, sweep, swept in odd:
-        sections = [
-            SectionTexts(name, value) for name, value in run_spec.items()
-        ]  # in the spec's own order, as migration 0006 records them
+        # in the spec's own order, as migration 0006 records them
+        sections = [SectionTexts(name, value) for name, value in run_spec.items()]
         run = Run(
             id=run_id,
             canonical_json="{}",
@@ -276,9 +275,10 @@ def _assert_runs_as_before(orch: Orch, sweep: str | None, state: str | None, whe
     clauses = [(clause.key, clause.value) for clause in map(WhereClause.parse, where)]
     with reference_session(orch) as session:
         expected = [reference.run_row(run) for run in reference.select_runs(session, sweep, state, clauses)]
+        # the analyses' selection
         selected = [
             run.id for run in views.select_runs(session, sweep, state, list(map(WhereClause.parse, where)))
-        ]  # the analyses' selection
+        ]
     assert shown == reference.print_json_text(expected)
     assert selected == [row["id"] for row in expected]
 
@@ -380,9 +380,8 @@ def test_specs_flattened_section_by_section_flatten_as_a_whole(tmp_path: Path) -
             for key, value in reference.flat_spec_of(spec).items()
         }
         assert dict(zip(columns, values)) == expected and columns == list(expected), spec
-    assert distinct == len(
-        {json.dumps({name: value}) for spec in variants for name, value in spec.items()}
-    )  # 0.1 and 0.100 are one section
+    # 0.1 and 0.100 are one section
+    assert distinct == len({json.dumps({name: value}) for spec in variants for name, value in spec.items()})
 
 
 OPERATOR_WHERE = [  # clauses, and how many of the home's 9 runs they select
@@ -429,9 +428,8 @@ def test_runs_where_with_operators_selects_what_the_clauses_hold_for(
             for run in runs
             if all(clause.matches(views.where_view(json.loads(run.spec_json))) for clause in clauses)
         ]
-        selected = [
-            run.id for run in views.select_runs(session, None, None, clauses)
-        ]  # the analyses' selection
+        # the analyses' selection
+        selected = [run.id for run in views.select_runs(session, None, None, clauses)]
     assert shown == expected == selected
     assert (len(shown), len(runs)) == (count, 9)
 

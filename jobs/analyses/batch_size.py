@@ -41,9 +41,8 @@ def emulated_batch_line(
     """The mean line of an emulated batch of ``size`` samples."""
     batch = len(direction)
     if size <= batch:
-        keep = np.argsort(slope_at_zero(points, direction, spacing))[
-            batch - size :
-        ]  # drop the steepest descents
+        # drop the steepest descents
+        keep = np.argsort(slope_at_zero(points, direction, spacing))[batch - size :]
         return mean_line(direction[keep])
     others = np.setdiff1d(np.arange(len(train)), direction_indices)
     added = np.random.default_rng(seed).choice(others, size=min(size - batch, len(others)), replace=False)

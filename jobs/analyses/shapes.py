@@ -95,9 +95,8 @@ def shape_distance(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
 
 def _save_matrix(path: Any, steps: np.ndarray, distances: np.ndarray) -> Any:
     buffer = io.BytesIO()
-    np.savez(
-        buffer, steps=steps, distances=distances
-    )  # numeric arrays only: np.load(..., allow_pickle=False)
+    # numeric arrays only: np.load(..., allow_pickle=False)
+    np.savez(buffer, steps=steps, distances=distances)
     publish_bytes(path, buffer.getvalue())
     return path
 

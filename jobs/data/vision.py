@@ -80,9 +80,8 @@ def _read_svhn(root: str, train: bool, download: bool, verify: bool) -> tuple[np
 
 
 def _read_mnist(root: str, train: bool, download: bool, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    dataset = _dataset_class("MNIST", verify)(
-        root, train=train, download=download
-    )  # MNIST has no md5 check of its raw files
+    # MNIST has no md5 check of its raw files
+    dataset = _dataset_class("MNIST", verify)(root, train=train, download=download)
     return dataset.data.numpy()[:, None], dataset.targets.numpy().astype(np.int64)
 
 

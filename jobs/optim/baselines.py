@@ -147,9 +147,8 @@ class SGDHD(SearchOptimizer):
         previous = [self.state[p].get("previous_gradient", torch.zeros_like(p)) for p in self.params]
         self.learning_rate += self.spec.hypergradient_lr * float(dot(gradients, previous))
         torch._foreach_add_(self.params, gradients, alpha=-self.learning_rate)
-        for parameter, gradient in zip(
-            self.params, gradients
-        ):  # kept, not copied: each backward allocates new ones
+        # kept, not copied: each backward allocates new ones
+        for parameter, gradient in zip(self.params, gradients):
             self.state[parameter]["previous_gradient"] = gradient
         self.finish(self.learning_rate, abs(self.learning_rate) * float(norm(gradients)))
         return torch.tensor(loss)

@@ -26,9 +26,8 @@ class StepReport:
     forwards: int  # forward passes of this step (a forward with backward counts once in each)
     backwards: int
     learning_rate: Optional[float]  # λ of the update: its length over the direction's norm; None: no update
-    step_length: Optional[
-        float
-    ]  # ‖θ_{t+1} − θ_t‖ (0 when it only measured); None: not known (torch's optimizers)
+    # ‖θ_{t+1} − θ_t‖ (0 when it only measured); None: not known (torch's optimizers)
+    step_length: Optional[float]
 
 
 class Objective:

@@ -174,9 +174,8 @@ class LABPAL(SearchOptimizer):
             loss = self.evaluate(closure, backward=False)
         self.loss_sum += loss
         self.gathered.append(self.steps_seen)
-        if (
-            index == self.batch_factor and not self._direction_usable()
-        ):  # keep training with the last estimate
+        # keep training with the last estimate
+        if index == self.batch_factor and not self._direction_usable():
             self.phase = "train" if self.update_step is not None else "approximate"
             self.gathered, self.loss_sum, self.updates_since_estimate = [], 0.0, 0
         elif index == self.approximation_batches():

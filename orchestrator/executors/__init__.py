@@ -95,9 +95,8 @@ class Observation:
     reason: Optional[str] = None
     node: Optional[str] = None
     job_id: Optional[str] = None  # the scheduler's id, when it had to be found by name
-    requeued: tuple[
-        EndedRun, ...
-    ] = ()  # the job's earlier runs, oldest first (Slurm's accounting keeps them)
+    # the job's earlier runs, oldest first (Slurm's accounting keeps them)
+    requeued: tuple[EndedRun, ...] = ()
 
 
 class Backend(Protocol):

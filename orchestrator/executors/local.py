@@ -51,9 +51,8 @@ class LocalBackend:
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
         settings = array.settings
         executor = self.submitit_executor(settings)
-        slots_dir = (
-            settings.folder.parent / "slots"
-        )  # shared by all submissions: the cap holds for the machine
+        # shared by all submissions: the cap holds for the machine
+        slots_dir = settings.folder.parent / "slots"
         executor.update_parameters(
             setup=[
                 f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} "

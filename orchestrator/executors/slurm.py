@@ -138,9 +138,8 @@ class SlurmBackend:
         records = sacct_records(job_ids)
         for job_id, record in live.items():
             history = records.get(job_id)
-            if (
-                record.state in QUEUED_STATES or history is None
-            ):  # queued: squeue's facts; ended: until accounting has it
+            # queued: squeue's facts; ended: until accounting has it
+            if record.state in QUEUED_STATES or history is None:
                 records[job_id] = replace(record, earlier=earlier_runs(record, history))
         unrecorded = [job for job in jobs if not job.job_id and job.name]
         by_position = records_by_submission(unrecorded) if unrecorded else {}
@@ -212,9 +211,8 @@ def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[in
         for offset in range(0, (job.array_task or 0) + 1, chunk_size)
     }
     joined = ",".join(sorted(names))
-    found = parse_sacct(
-        _squeue(["--name", joined]), wanted=None
-    )  # sacct lists a task by name once it started
+    # sacct lists a task by name once it started
+    found = parse_sacct(_squeue(["--name", joined]), wanted=None)
     found.update(parse_sacct(_sacct(["--name", joined, "--starttime", "now-7days"]), wanted=None))
     by_position: dict[tuple[str, Optional[int]], SacctRecord] = {}
     for record in found.values():

@@ -11,9 +11,8 @@ from orchestrator.executors import EndedRun, Observation, Phase, array_task_of
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
-QUEUED_STATES = (
-    PENDING_STATES | RUNNING_STATES
-)  # a job slurmctld still schedules: its squeue line is the truth
+# a job slurmctld still schedules: its squeue line is the truth
+QUEUED_STATES = PENDING_STATES | RUNNING_STATES
 ENDED_STATES = {  # Slurm's state -> the registry's
     "COMPLETED": "COMPLETED",
     "FAILED": "FAILED",

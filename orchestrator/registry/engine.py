@@ -240,9 +240,8 @@ def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
         yield
     finally:
         driver.execute("PRAGMA foreign_keys=ON")
-        if (
-            driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1
-        ):  # a transaction still open made it a no-op
+        # a transaction still open made it a no-op
+        if driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             connection.invalidate()  # never back to the pool without foreign keys
 
 

@@ -87,9 +87,8 @@ def start(state_dir: Path, max_array_size: int = 1001) -> MiniCluster:
         _start_munge(cluster)
         _start_mariadb(cluster)
         _write_configs(cluster, max_array_size)
-        _start_daemon(
-            cluster, "slurmdbd", ["slurmdbd"], PORTS["slurmdbd"]
-        )  # finds slurmdbd.conf beside $SLURM_CONF
+        # finds slurmdbd.conf beside $SLURM_CONF
+        _start_daemon(cluster, "slurmdbd", ["slurmdbd"], PORTS["slurmdbd"])
         _start_daemon(
             cluster, "slurmctld", ["slurmctld", "-f", str(cluster.slurm_conf), "-i"], PORTS["slurmctld"]
         )
@@ -238,9 +237,8 @@ def _write_configs(cluster: MiniCluster, max_array_size: int) -> None:
     for index in range(GPUS_PER_NODE):
         device = cluster.state_dir / "dev" / f"nvidia{index}"
         if not device.exists():
-            os.mknod(
-                device, 0o666 | 0o020000, os.makedev(195, index)
-            )  # a character device, like the real ones
+            # a character device, like the real ones
+            os.mknod(device, 0o666 | 0o020000, os.makedev(195, index))
         devices.append(str(device))
     (etc / "gres.conf").write_text(
         f"AutoDetect=off\nNodeName={_hostname()} Name=gpu Type={GPU_TYPE} "
