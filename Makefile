@@ -36,6 +36,9 @@ demo: $(VENV)/.installed
 	$(ORCH) analyze demo --figure table
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:

@@ -33,7 +33,7 @@ class PilImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
+    def __getitem__(self, index: int):
         from PIL import Image
 
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
@@ -49,14 +49,18 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def steps_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, device: torch.device) -> float:
+def steps_per_second(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, device: torch.device
+) -> float:
     torch.manual_seed(0)
     model = build_model(ModelSpec(name="resnet20"), (3, 32, 32), 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True)).backward()
+        F.cross_entropy(
+            model(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True)
+        ).backward()
         optimizer.step()
 
     step(*next(batches))  # warm-up
@@ -91,21 +95,39 @@ def main() -> None:
     from torchvision import transforms
 
     transform = transforms.Compose(
-        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize(source.mean, source.std)]
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(source.mean, source.std),
+        ]
     )
 
     def loader_batches(workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(PilImages(images, labels, transform), batch_size=options.batch_size, shuffle=True, drop_last=True,
-                            num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
+        loader = DataLoader(
+            PilImages(images, labels, transform),
+            batch_size=options.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
         while True:
             yield from loader
 
     tensor_rate = steps_per_second(tensor_batches(), options.steps, device)
-    print(f"device: {device} ({torch.get_num_threads()} threads), ResNet-20, batch {options.batch_size}, {options.steps} steps")
+    print(
+        f"device: {device} ({torch.get_num_threads()} threads), ResNet-20, batch {options.batch_size}, "
+        f"{options.steps} steps"
+    )
     print(f"{'tensors on device + seeded augmentation':>42}: {tensor_rate:7.2f} steps/s")
     for workers in options.workers:
         loader_rate = steps_per_second(loader_batches(workers), options.steps, device)
-        print(f"{f'DataLoader, PIL transforms, {workers} workers':>42}: {loader_rate:7.2f} steps/s   tensors/DataLoader = {tensor_rate / loader_rate:.2f}")
+        print(
+            f"{f'DataLoader, PIL transforms, {workers} workers':>42}: {loader_rate:7.2f} steps/s   "
+            f"tensors/DataLoader = {tensor_rate / loader_rate:.2f}"
+        )
 
 
 if __name__ == "__main__":

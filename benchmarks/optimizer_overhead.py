@@ -79,9 +79,14 @@ def write_cifar10_shaped(root: Path, samples: int) -> None:
     rng = np.random.default_rng(0)
     per_batch = -(-samples // 5)
     for name in [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, per_batch).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{index}" for index in range(10)]}))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [f"class{index}" for index in range(10)]})
+    )
 
 
 def run_spec(optimizer: OptimizerSpec, options: argparse.Namespace, root: Path) -> RunSpec:
@@ -95,7 +100,7 @@ def run_spec(optimizer: OptimizerSpec, options: argparse.Namespace, root: Path) 
 
 
 def labpal_phase_steps(trainee: Trainee) -> int:
-    return trainee.optimizer.approximation_batches()  # type: ignore[attr-defined]
+    return trainee.optimizer.approximation_batches()  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
 
 
 def synchronize(device: torch.device) -> None:
@@ -111,7 +116,7 @@ def time_steps(trainee: Trainee, steps: int) -> list[tuple[float, StepReport]]:
         start = time.perf_counter()
         train_step(trainee, trainee.batches.training_batch(step))
         synchronize(trainee.device)
-        timed.append((time.perf_counter() - start, trainee.optimizer.last_report))  # type: ignore[attr-defined]
+        timed.append((time.perf_counter() - start, trainee.optimizer.last_report))  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
     return timed
 
 
@@ -122,14 +127,16 @@ def measure(spec: RunSpec, steps: int, scratch: Path) -> Timing:
     if spec.optimizer.name == "labpal":
         phase = labpal_phase_steps(trainee)
         steps = max(steps, phase + 2)
-        trainee.optimizer.spec = replace(spec.optimizer, reuse_steps=steps - phase)  # type: ignore[attr-defined]
+        trainee.optimizer.spec = replace(spec.optimizer, reuse_steps=steps - phase)  # type: ignore[attr-defined]  # LABPAL's, not torch's Optimizer's
     timed = time_steps(trainee, steps)
     seconds = [duration for duration, _ in timed]
     per_step = sum(seconds) / steps
     amortized = per_step
     if spec.optimizer.name == "labpal":
         if any(report.forwards != 1 or report.learning_rate is None for _, report in timed[phase:]):
-            raise RuntimeError(f"LABPAL did not estimate a step in its first {phase} steps: no cycle to amortize")
+            raise RuntimeError(
+                f"LABPAL did not estimate a step in its first {phase} steps: no cycle to amortize"
+            )
         phase_seconds, update_seconds = sum(seconds[:phase]), statistics.mean(seconds[phase:])
         amortized = (phase_seconds + configured_reuse * update_seconds) / (phase + configured_reuse)
     forwards = sum(report.forwards for _, report in timed) / steps
@@ -157,15 +164,32 @@ def main() -> None:
 
 
 def report(best: dict[str, Timing], options: argparse.Namespace, device: torch.device) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; {options.model}, batch {options.batch_size}, {options.samples} CIFAR-10-shaped images")
-    print(f"{options.steps} timed steps per optimizer and round (LABPAL: one cycle), best of {options.rounds} rounds")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; {options.model}, batch {options.batch_size}, "
+        f"{options.samples} CIFAR-10-shaped images"
+    )
+    print(
+        f"{options.steps} timed steps per optimizer and round (LABPAL: one cycle), best of "
+        f"{options.rounds} rounds"
+    )
     baseline = best["sgd"].amortized_per_step if "sgd" in best else None
-    print(f"{'optimizer':<12} {'ms/step':>9} {'amortized':>10} {'fwd/step':>9} {'bwd/step':>9} {'/ SGD':>7}  target")
+    print(
+        f"{'optimizer':<12} {'ms/step':>9} {'amortized':>10} {'fwd/step':>9} {'bwd/step':>9} "
+        f"{'/ SGD':>7}  target"
+    )
     for optimizer, timing in best.items():
         ratio = f"{timing.amortized_per_step / baseline:7.2f}" if baseline else "      -"
         target = TARGETS.get(optimizer)
-        verdict = "" if target is None or not baseline else f"<= {target} {'met' if timing.amortized_per_step / baseline <= target else 'MISSED'}"
+        verdict = (
+            ""
+            if target is None or not baseline
+            else f"<= {target} {'met' if timing.amortized_per_step / baseline <= target else 'MISSED'}"
+        )
         print(
             f"{optimizer:<12} {1000 * timing.seconds_per_step:9.1f} {1000 * timing.amortized_per_step:10.1f} "
             f"{timing.forwards_per_step:9.2f} {timing.backwards_per_step:9.2f} {ratio}  {verdict}"

@@ -37,7 +37,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--input-shape", type=int, nargs="+", default=[3, 32, 32])
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=1024, help="samples per line (the paper: 4000 train + 1000 val + 128)")
+    parser.add_argument(
+        "--samples", type=int, default=1024, help="samples per line (the paper: 4000 train + 1000 val + 128)"
+    )
     parser.add_argument("--chunk", type=int, default=128, help="eval_chunk: samples per BatchNorm batch")
     parser.add_argument("--bn-mode", default="batch", choices=("batch", "eval"))
     parser.add_argument("--forward-batch", type=int, default=None, help="samples per forward (default 1024)")
@@ -69,7 +71,9 @@ def ceiling(rates: dict[int, float]) -> tuple[float, int]:
     return rates[batch_size], batch_size
 
 
-def inference_rate(model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int, train_mode: bool) -> float:
+def inference_rate(
+    model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int, train_mode: bool
+) -> float:
     """Samples/s of no-grad forwards over ``inputs`` in batches of ``batch_size``.
 
     ``train_mode``: BatchNorm on batch statistics, the work the probe must do in ``bn_mode: batch``.
@@ -88,7 +92,14 @@ def inference_rate(model: nn.Module, inputs: torch.Tensor, device: torch.device,
     return rate
 
 
-def reference_loop(model: nn.Module, origin: torch.Tensor, direction: torch.Tensor, points: np.ndarray, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+def reference_loop(
+    model: nn.Module,
+    origin: torch.Tensor,
+    direction: torch.Tensor,
+    points: np.ndarray,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> np.ndarray:
     """The authors' way: step the parameters in place to each point, batches of 128, host copy per batch."""
     losses = np.zeros((len(targets), len(points)), dtype=np.float32)
     parameters = list(model.parameters())
@@ -120,17 +131,27 @@ def main() -> None:
     evaluator = LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch)
     train_mode = options.bn_mode == "batch"
     batch_sizes = [size for size in BATCH_SIZES if size <= options.samples]
-    measure_line = lambda: evaluator.losses(origin, direction, points, inputs, targets, seed=0)  # noqa: E731
-    reference_line = lambda: reference_loop(model, origin, direction, points, inputs, targets)  # noqa: E731
+
+    def measure_line():
+        return evaluator.losses(origin, direction, points, inputs, targets, seed=0)
+
+    def reference_line():
+        return reference_loop(model, origin, direction, points, inputs, targets)
+
     measure_line(), reference_line()  # warm-up
     probe_seconds = reference_seconds = float("inf")
     probe_mode_rates = {size: 0.0 for size in batch_sizes}
     eval_mode_rates = {size: 0.0 for size in batch_sizes}
-    for _ in range(options.repeats):  # rounds of a, b (every batch size), c side by side; the best of each counts
+    # rounds of a, b (every batch size), c side by side; the best of each counts
+    for _ in range(options.repeats):
         probe_seconds = min(probe_seconds, seconds(measure_line, device))
         for size in batch_sizes:
-            probe_mode_rates[size] = max(probe_mode_rates[size], inference_rate(model, inputs, device, size, train_mode))
-            eval_mode_rates[size] = max(eval_mode_rates[size], inference_rate(model, inputs, device, size, False))
+            probe_mode_rates[size] = max(
+                probe_mode_rates[size], inference_rate(model, inputs, device, size, train_mode)
+            )
+            eval_mode_rates[size] = max(
+                eval_mode_rates[size], inference_rate(model, inputs, device, size, False)
+            )
         reference_seconds = min(reference_seconds, seconds(reference_line, device))
     ceiling_rate, ceiling_batch = ceiling(probe_mode_rates)
     eval_rate, eval_batch = ceiling(eval_mode_rates)
@@ -138,7 +159,9 @@ def main() -> None:
     probe_rate = sample_forwards / probe_seconds
     reference_rate = sample_forwards / reference_seconds
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "model": f"{options.model} {options.hidden} on {options.input_shape}",
         "parameters": origin.numel(),
         "samples": options.samples,
@@ -148,7 +171,9 @@ def main() -> None:
         "probe_samples_per_s": round(probe_rate),
         "ceiling_samples_per_s": round(ceiling_rate),
         "ceiling_batch_size": ceiling_batch,
-        "ceiling_bn": "batch statistics (train mode)" if options.bn_mode == "batch" else "running statistics (eval mode)",
+        "ceiling_bn": "batch statistics (train mode)"
+        if options.bn_mode == "batch"
+        else "running statistics (eval mode)",
         "eval_mode_samples_per_s": round(eval_rate),
         "eval_mode_batch_size": eval_batch,
         "reference_samples_per_s": round(reference_rate),

@@ -17,8 +17,8 @@ For each size N (a sweep of 5 swept keys x 10 seeds of the digits MLP, ``trainin
 
 and once: 4. ``orch plan`` of a 100-run sweep with the 1 000 completed runs of step 3 in the
 registry against the same plan on an empty registry; 6. ``orch --help``; 7. the registry insert
-of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts and sections, the memberships) of 500
-runs against a plain ``sqlite3`` ``executemany`` of the same rows into a fresh registry.
+of ``submit`` (``record_sweep``: the sweep, its runs with their spec texts and sections, the
+memberships) of 500 runs against a plain ``sqlite3`` ``executemany`` of the same rows into a fresh registry.
 
 Homes live under /dev/shm when it exists. The figures, their targets (the issue's), ratios
 (measured / target: <= 1 is met) and the growth exponent between sizes are printed at the end.
@@ -48,12 +48,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, also when another one is installed
 
-from sqlalchemy import Engine, select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy import Engine, select  # noqa: E402  (after the sys.path line: this checkout's code)
+from sqlalchemy.orm import Session  # noqa: E402  (after the sys.path line: this checkout's code)
 
-from orchestrator.home import OrchHome  # noqa: E402
-from orchestrator.registry.engine import open_registry  # noqa: E402
-from orchestrator.registry.models import Attempt, SweepRun  # noqa: E402
+from orchestrator.home import OrchHome  # noqa: E402  (after the sys.path line: this checkout's code)
+from orchestrator.registry.engine import open_registry  # noqa: E402  (after the sys.path line: this checkout's code)
+from orchestrator.registry.models import Attempt, SweepRun  # noqa: E402  (after the sys.path line: this checkout's code)
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)
@@ -109,7 +109,17 @@ TARGETS: dict[str, Target] = {
     HELP: Target(0.3, None),
     INSERT_RATIO: Target(10.0, None),
 }
-GROWING = (PLAN, RECORD_TOTAL, READ_SWEEP, SYNC_NEW, SYNC_NOTHING, STATUS, RUNS_WHERE, EXPORT)  # totals: growth exponent
+# totals: growth exponent
+GROWING = (
+    PLAN,
+    RECORD_TOTAL,
+    READ_SWEEP,
+    SYNC_NEW,
+    SYNC_NOTHING,
+    STATUS,
+    RUNS_WHERE,
+    EXPORT,
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,9 @@ class Report:
         notes = [f"{figure.cpu_seconds:.2f} s CPU"] if figure.cpu_seconds is not None else []
         notes += [figure.detail] if figure.detail else []
         detail = f" ({', '.join(notes)})" if notes else ""
-        print(f"  {size}{figure.operation}: {_number(figure.value)} {figure.unit}{detail}{verdict}", flush=True)
+        print(
+            f"  {size}{figure.operation}: {_number(figure.value)} {figure.unit}{detail}{verdict}", flush=True
+        )
 
     def fail(self, row: str, error: BaseException) -> None:
         where = traceback.extract_tb(error.__traceback__)
@@ -200,19 +212,31 @@ def swept_values(key: str, count: int) -> list[Any]:
     if key == "optimizer.momentum":
         return [float(f"{0.95 * index / count:.6g}") for index in range(count)]
     if key == "training.batch_size":  # at most the 1 437 training samples of digits
-        return [16 * (index + 1) for index in range(count)] if count <= 89 else [index + 1 for index in range(count)]
+        return (
+            [16 * (index + 1) for index in range(count)]
+            if count <= 89
+            else [index + 1 for index in range(count)]
+        )
     if key == "model.hidden":
         return [[32 + 8 * index, 32 + 8 * index] for index in range(count)]
     raise ValueError(f"no values for swept key {key}")
 
 
-SWEEP_KEYS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "training.batch_size", "model.hidden")
+SWEEP_KEYS = (
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "training.batch_size",
+    "model.hidden",
+)
 
 
 def sweep_document(name: str, runs: int) -> dict[str, Any]:
     """Like configs/sweeps/demo.yaml, one training step: 5 swept keys x 10 seeds = ``runs`` runs."""
     if runs % SEEDS:
-        raise ValueError(f"--sizes: {runs} is not a multiple of {SEEDS} seeds; accepted: sizes such as 1000,10000")
+        raise ValueError(
+            f"--sizes: {runs} is not a multiple of {SEEDS} seeds; accepted: sizes such as 1000,10000"
+        )
     grid = {key: swept_values(key, length) for key, length in zip(SWEEP_KEYS, axis_lengths(runs // SEEDS))}
     return _sweep(name, f"scale benchmark: {runs} runs", grid, runs)
 
@@ -252,7 +276,9 @@ def orch_command(*arguments: str) -> list[str]:
 
 
 def orch_environment(home: OrchHome) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if key not in ("ORCH_DB_URL", "ORCH_TRACEBACK")}
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("ORCH_DB_URL", "ORCH_TRACEBACK")
+    }
     environment["ORCH_HOME"] = str(home.root)
     environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return environment
@@ -275,20 +301,34 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def run_command(argv: list[str], home: OrchHome, workspace: Workspace, label: str) -> CommandRun:
-    """One command, its stdout to a file; its wall time, CPU time and peak RSS (by wait4, through LAUNCHER)."""
-    stdout_file, stderr_file, usage_file = (workspace.file(f"{label}.{suffix}") for suffix in ("out", "err", "usage"))
+    """One command, its stdout to a file; its wall time, CPU time and peak RSS (by wait4, through
+    LAUNCHER)."""
+    stdout_file, stderr_file, usage_file = (
+        workspace.file(f"{label}.{suffix}") for suffix in ("out", "err", "usage")
+    )
     launcher = [sys.executable, "-c", LAUNCHER, str(usage_file), *argv]
     with open(stdout_file, "wb") as stdout, open(stderr_file, "wb") as stderr:
-        process = subprocess.Popen(launcher, stdout=stdout, stderr=stderr, env=orch_environment(home), cwd=workspace.root, start_new_session=True)
+        process = subprocess.Popen(
+            launcher,
+            stdout=stdout,
+            stderr=stderr,
+            env=orch_environment(home),
+            cwd=workspace.root,
+            start_new_session=True,
+        )
         try:
             returncode = process.wait(timeout=COMMAND_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            raise RuntimeError(f"{' '.join(argv[2:])} did not finish in {COMMAND_TIMEOUT_SECONDS} s") from None
+            raise RuntimeError(
+                f"{' '.join(argv[2:])} did not finish in {COMMAND_TIMEOUT_SECONDS} s"
+            ) from None
     if returncode != 0:
         message = stderr_file.read_text(errors="replace").strip().splitlines()
-        raise RuntimeError(f"{' '.join(argv[2:])} exited {returncode}: {message[-1] if message else '(no stderr)'}")
+        raise RuntimeError(
+            f"{' '.join(argv[2:])} exited {returncode}: {message[-1] if message else '(no stderr)'}"
+        )
     usage = json.loads(usage_file.read_text())
     return CommandRun(usage["wall"], usage["cpu"], usage["maxrss_kib"] * 1024 / MB, stdout_file)
 
@@ -312,7 +352,10 @@ def command_detail(run: CommandRun, repeats: int, extra: str = "") -> str:
 def row_plan(report: Report, workspace: Workspace, sweep_file: Path, size: int, repeats: int) -> None:
     """Row 1: ``orch plan --json`` on a home without a registry."""
     home = workspace.home(f"plan-{size}")
-    run, count = best_run(lambda: run_command(orch_command("plan", "--json", str(sweep_file)), home, workspace, f"plan-{size}"), repeats)
+    run, count = best_run(
+        lambda: run_command(orch_command("plan", "--json", str(sweep_file)), home, workspace, f"plan-{size}"),
+        repeats,
+    )
     planned = len(json.loads(run.stdout_file.read_text())["runs"])
     if planned != size:
         raise RuntimeError(f"orch plan listed {planned} runs, the sweep has {size}")
@@ -342,7 +385,9 @@ def row_record(report: Report, home: OrchHome, sweep_file: Path, size: int) -> N
     report.add(Figure(SUBMIT_PER_RUN, size, 1000 * (reading_seconds + seconds) / size, "ms"))
 
 
-def timed_record_submission(engine: Engine, home: OrchHome, plan: Any, record_submission: Callable[..., Any]) -> tuple[float, float, int]:
+def timed_record_submission(
+    engine: Engine, home: OrchHome, plan: Any, record_submission: Callable[..., Any]
+) -> tuple[float, float, int]:
     """Wall and CPU seconds of ``record_submission`` in its transaction (commit included), and the
     number of attempts it prepared."""
     from orchestrator.submit import SubmitChoices
@@ -366,7 +411,11 @@ def write_journals(home: OrchHome) -> tuple[int, float]:
     engine = open_registry(home)
     try:
         with Session(engine) as session:
-            attempts = session.execute(select(Attempt.journal_dir, SweepRun.swept_json).join(SweepRun, SweepRun.run_id == Attempt.run_id)).all()
+            attempts = session.execute(
+                select(Attempt.journal_dir, SweepRun.swept_json).join(
+                    SweepRun, SweepRun.run_id == Attempt.run_id
+                )
+            ).all()
     finally:
         engine.dispose()
     provenance = collect_provenance(torch.device("cpu"))  # the same for every job of this machine
@@ -377,7 +426,9 @@ def write_journals(home: OrchHome) -> tuple[int, float]:
         reporter = Reporter(journal, total_steps=1, heartbeat_seconds=5.0)
         reporter.tick(0, force=True)
         loss = 2.3 - (index % 97) / 1000
-        reporter.record(1, train_loss=loss, train_accuracy=0.078125, lr=json.loads(swept_json)["optimizer.lr"])
+        reporter.record(
+            1, train_loss=loss, train_accuracy=0.078125, lr=json.loads(swept_json)["optimizer.lr"]
+        )
         reporter.record(1, val_loss=loss - 0.05, val_accuracy=0.128, forward_passes=1, backward_passes=1)
         reporter.flush()  # the loop's checkpoint publishes the buffered metrics first
         run_paths = RunPaths(Path(journal_dir).parent.parent)
@@ -393,7 +444,9 @@ def row_sync(report: Report, workspace: Workspace, home: OrchHome, size: int, re
     from orchestrator.sync import sync
 
     journals, writing_seconds = write_journals(home)
-    print(f"  [{_count(size)} runs] (setup: {journals} journals written in {writing_seconds:.1f} s)", flush=True)
+    print(
+        f"  [{_count(size)} runs] (setup: {journals} journals written in {writing_seconds:.1f} s)", flush=True
+    )
     engine = open_registry(home)
     try:
         start, cpu = time.perf_counter(), time.process_time()
@@ -405,31 +458,81 @@ def row_sync(report: Report, workspace: Workspace, home: OrchHome, size: int, re
         raise RuntimeError(f"sync ingested {result.events_ingested} events, the journals hold {4 * size}")
     detail = f"{result.attempts_checked} attempts, {result.events_ingested} events"
     report.add(Figure(SYNC_NEW, size, seconds, "s", detail, cpu_seconds))
-    run, count = best_run(lambda: run_command(orch_command("sync", "--json"), home, workspace, f"sync-{size}"), repeats)
+    run, count = best_run(
+        lambda: run_command(orch_command("sync", "--json"), home, workspace, f"sync-{size}"), repeats
+    )
     ingested = json.loads(run.stdout_file.read_text())["events_ingested"]
-    report.add(Figure(SYNC_NOTHING, size, run.wall_seconds, "s", command_detail(run, count, f"{ingested} events ingested"), run.cpu_seconds))
+    report.add(
+        Figure(
+            SYNC_NOTHING,
+            size,
+            run.wall_seconds,
+            "s",
+            command_detail(run, count, f"{ingested} events ingested"),
+            run.cpu_seconds,
+        )
+    )
 
 
-def row_queries(report: Report, workspace: Workspace, home: OrchHome, sweep: dict[str, Any], size: int, repeats: int) -> None:
+def row_queries(
+    report: Report, workspace: Workspace, home: OrchHome, sweep: dict[str, Any], size: int, repeats: int
+) -> None:
     """Row 5: status, runs --where and export on the synced registry."""
-    status, count = best_run(lambda: run_command(orch_command("status", "--json"), home, workspace, f"status-{size}"), repeats)
+    status, count = best_run(
+        lambda: run_command(orch_command("status", "--json"), home, workspace, f"status-{size}"), repeats
+    )
     counted = sum(view["runs"] for view in json.loads(status.stdout_file.read_text()))
-    report.add(Figure(STATUS, size, status.wall_seconds, "s", command_detail(status, count, f"{counted} runs counted"), status.cpu_seconds))
+    report.add(
+        Figure(
+            STATUS,
+            size,
+            status.wall_seconds,
+            "s",
+            command_detail(status, count, f"{counted} runs counted"),
+            status.cpu_seconds,
+        )
+    )
     lr_values = sweep["grid"]["optimizer.lr"]
     where = f"optimizer.lr={lr_values[0]!r}"
     query = orch_command("runs", "--sweep", sweep["name"], "--where", where, "--json")
     runs, count = best_run(lambda: run_command(query, home, workspace, f"runs-{size}"), repeats)
     matched = len(json.loads(runs.stdout_file.read_text()))
     if matched != size // len(lr_values):
-        raise RuntimeError(f"orch runs --where {where} listed {matched} runs, expected {size // len(lr_values)}")
-    report.add(Figure(RUNS_WHERE, size, runs.wall_seconds, "s", command_detail(runs, count, f"{where}: {matched} runs"), runs.cpu_seconds))
+        raise RuntimeError(
+            f"orch runs --where {where} listed {matched} runs, expected {size // len(lr_values)}"
+        )
+    report.add(
+        Figure(
+            RUNS_WHERE,
+            size,
+            runs.wall_seconds,
+            "s",
+            command_detail(runs, count, f"{where}: {matched} runs"),
+            runs.cpu_seconds,
+        )
+    )
     parquet = workspace.file(f"export-{size}.parquet")
     export = orch_command("export", "--format", "parquet", "--out", str(parquet))
     exported, count = best_run(lambda: run_command(export, home, workspace, f"export-{size}"), repeats)
-    report.add(Figure(EXPORT, size, exported.wall_seconds, "s", command_detail(exported, count, f"{parquet.stat().st_size / MB:.1f} MB parquet"), exported.cpu_seconds))
+    report.add(
+        Figure(
+            EXPORT,
+            size,
+            exported.wall_seconds,
+            "s",
+            command_detail(exported, count, f"{parquet.stat().st_size / MB:.1f} MB parquet"),
+            exported.cpu_seconds,
+        )
+    )
 
 
-def row_history(report: Report, workspace: Workspace, history_home: OrchHome, history_grid: dict[str, list[Any]], repeats: int) -> None:
+def row_history(
+    report: Report,
+    workspace: Workspace,
+    history_home: OrchHome,
+    history_grid: dict[str, list[Any]],
+    repeats: int,
+) -> None:
     """Row 4: ``orch plan`` of 100 runs with 1 000 completed runs in the registry vs an empty
     registry (schema, no rows), interleaved, best of ``repeats`` each."""
     sweep_file = write_sweep(workspace, history_sweep_document("scale_history_plan", history_grid))
@@ -437,28 +540,74 @@ def row_history(report: Report, workspace: Workspace, history_home: OrchHome, hi
     open_registry(empty_home).dispose()
     argv = orch_command("plan", "--json", str(sweep_file))
     empty_runs, full_runs = [], []
-    while not empty_runs or len(empty_runs) < repeats and sum(run.wall_seconds for run in empty_runs + full_runs) < REPEAT_BUDGET_SECONDS:
+    while (
+        not empty_runs
+        or len(empty_runs) < repeats
+        and sum(run.wall_seconds for run in empty_runs + full_runs) < REPEAT_BUDGET_SECONDS
+    ):
         empty_runs.append(run_command(argv, empty_home, workspace, "plan-history-empty"))
         full_runs.append(run_command(argv, history_home, workspace, "plan-history-full"))
     empty, full = (min(runs, key=lambda item: item.wall_seconds) for runs in (empty_runs, full_runs))
-    estimated = sum(row["estimate_seconds"] is not None for row in json.loads(full.stdout_file.read_text())["runs"])
-    report.add(Figure(HISTORY_EMPTY, HISTORY_PLAN_RUNS, empty.wall_seconds, "s", command_detail(empty, len(empty_runs)), empty.cpu_seconds))
-    report.add(Figure(HISTORY_FULL, HISTORY_PLAN_RUNS, full.wall_seconds, "s", command_detail(full, len(full_runs), f"{estimated} runs estimated from the history"), full.cpu_seconds))
-    report.add(Figure(HISTORY_ADDED, HISTORY_RUNS, full.wall_seconds - empty.wall_seconds, "s", "", full.cpu_seconds - empty.cpu_seconds))
+    estimated = sum(
+        row["estimate_seconds"] is not None for row in json.loads(full.stdout_file.read_text())["runs"]
+    )
+    report.add(
+        Figure(
+            HISTORY_EMPTY,
+            HISTORY_PLAN_RUNS,
+            empty.wall_seconds,
+            "s",
+            command_detail(empty, len(empty_runs)),
+            empty.cpu_seconds,
+        )
+    )
+    report.add(
+        Figure(
+            HISTORY_FULL,
+            HISTORY_PLAN_RUNS,
+            full.wall_seconds,
+            "s",
+            command_detail(full, len(full_runs), f"{estimated} runs estimated from the history"),
+            full.cpu_seconds,
+        )
+    )
+    report.add(
+        Figure(
+            HISTORY_ADDED,
+            HISTORY_RUNS,
+            full.wall_seconds - empty.wall_seconds,
+            "s",
+            "",
+            full.cpu_seconds - empty.cpu_seconds,
+        )
+    )
 
 
 def row_help(report: Report, workspace: Workspace) -> None:
     """Row 6: ``orch --help``, best of 5; the bare interpreter's start-up alongside."""
     home = workspace.home("help")
-    bare = min((run_command([sys.executable, "-c", "pass"], home, workspace, "python") for _ in range(HELP_REPEATS)), key=lambda item: item.wall_seconds)
+    bare = min(
+        (run_command([sys.executable, "-c", "pass"], home, workspace, "python") for _ in range(HELP_REPEATS)),
+        key=lambda item: item.wall_seconds,
+    )
     runs = [run_command(orch_command("--help"), home, workspace, "help") for _ in range(HELP_REPEATS)]
     best = min(runs, key=lambda item: item.wall_seconds)
-    report.add(Figure(HELP, None, best.wall_seconds, "s", command_detail(best, HELP_REPEATS, f"python -c pass: {bare.wall_seconds:.3f} s"), best.cpu_seconds))
+    report.add(
+        Figure(
+            HELP,
+            None,
+            best.wall_seconds,
+            "s",
+            command_detail(best, HELP_REPEATS, f"python -c pass: {bare.wall_seconds:.3f} s"),
+            best.cpu_seconds,
+        )
+    )
 
 
 def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None:
     """Row 7: the registry insert of ``submit`` (``record_sweep``: rows built from the plan, spec
-    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, spec_sections, runs, sweep_runs)
+    texts included) of 500 runs vs ``executemany`` of the rows it wrote (sweeps, spec_sections, runs,
+    sweep_runs)
     into a fresh registry of the same schema, one transaction each."""
     from orchestrator.cli import read_sweep
     from orchestrator.submit import record_sweep
@@ -477,8 +626,14 @@ def row_insert_ratio(report: Report, workspace: Workspace, repeats: int) -> None
         if sum(recorded) > REPEAT_BUDGET_SECONDS:
             break
     rows = registry_rows(workspace.home("insert-0"))
-    plain = min(timed_executemany(workspace.home(f"executemany-{attempt}"), rows) for attempt in range(max(3, repeats)))
-    detail = f"record_sweep {min(recorded):.3f} s (best of {len(recorded)}), executemany {1000 * plain:.1f} ms of {sum(len(r) for _, _, r in rows)} rows"
+    plain = min(
+        timed_executemany(workspace.home(f"executemany-{attempt}"), rows)
+        for attempt in range(max(3, repeats))
+    )
+    detail = (
+        f"record_sweep {min(recorded):.3f} s (best of {len(recorded)}), executemany {1000 * plain:.1f} ms "
+        f"of {sum(len(r) for _, _, r in rows)} rows"
+    )
     report.add(Figure(INSERT_RATIO, INSERT_RUNS, min(recorded) / plain, "x", detail))
 
 
@@ -507,7 +662,7 @@ def timed_executemany(home: OrchHome, tables: list[tuple[str, list[str], list[tu
         connection.execute("BEGIN IMMEDIATE")
         for table, columns, rows in tables:
             marks = ", ".join("?" * len(columns))
-            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608 - fixed table names
         connection.execute("COMMIT")
         return time.perf_counter() - start
     finally:
@@ -517,7 +672,9 @@ def timed_executemany(home: OrchHome, tables: list[tuple[str, list[str], list[tu
 # -- one size -------------------------------------------------------------------------------------
 
 
-def measure_size(report: Report, workspace: Workspace, size: int, repeats: int) -> Optional[tuple[OrchHome, dict[str, Any]]]:
+def measure_size(
+    report: Report, workspace: Workspace, size: int, repeats: int
+) -> Optional[tuple[OrchHome, dict[str, Any]]]:
     """Rows 1, 2, 3 and 5 at one size; the synced home and its sweep (None when a row failed)."""
     print(f"\n== {_count(size)} runs (load {_load()})", flush=True)
     sweep = sweep_document(f"scale_{size}", size)
@@ -536,7 +693,7 @@ def measure_size(report: Report, workspace: Workspace, size: int, repeats: int) 
     for index, (label, step) in enumerate(chain):
         try:
             step()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - a report: the next rows still run where they can
             report.fail(f"{label} at {_count(size)} runs", error)
             for skipped, _ in chain[index + 1 :]:
                 print(f"  {skipped}: skipped (needs the registry of the row before)", flush=True)
@@ -544,7 +701,9 @@ def measure_size(report: Report, workspace: Workspace, size: int, repeats: int) 
     return home, sweep
 
 
-def history_registry(report: Report, workspace: Workspace, built: dict[int, tuple[OrchHome, dict[str, Any]]], repeats: int) -> Optional[tuple[OrchHome, dict[str, Any]]]:
+def history_registry(
+    report: Report, workspace: Workspace, built: dict[int, tuple[OrchHome, dict[str, Any]]], repeats: int
+) -> Optional[tuple[OrchHome, dict[str, Any]]]:
     """The synced registry of 1 000 completed runs: the one measured (None if that failed), or one
     built for row 4 only."""
     if HISTORY_RUNS in report.sizes_attempted:
@@ -560,22 +719,47 @@ def summary_rows(figures: list[Figure]) -> list[list[str]]:
     """operation, size, measured, CPU, target, ratio, growth; an extrapolated row (~) where the target's
     size was not measured but two smaller ones were."""
     rows = []
-    first_seen = {operation: index for index, operation in reversed(list(enumerate(item.operation for item in figures)))}
+    first_seen = {
+        operation: index for index, operation in reversed(list(enumerate(item.operation for item in figures)))
+    }
     for figure in sorted(figures, key=lambda item: (first_seen[item.operation], item.size or 0)):
         target = TARGETS.get(figure.operation)
         applies = target is not None and target.at_size in (None, figure.size)
         ratio = f"{figure.value / target.limit:.2f}" if applies and target else ""
         target_text = target.text(figure.unit) if target else ""
         cpu = f"{_number(figure.cpu_seconds)} s" if figure.cpu_seconds is not None else ""
-        rows.append([figure.operation, _count(figure.size), f"{_number(figure.value)} {figure.unit}", cpu, target_text, ratio, growth_text(figures, figure)])
+        rows.append(
+            [
+                figure.operation,
+                _count(figure.size),
+                f"{_number(figure.value)} {figure.unit}",
+                cpu,
+                target_text,
+                ratio,
+                growth_text(figures, figure),
+            ]
+        )
         extrapolated = extrapolation(figures, figure)
         if extrapolated is not None and target is not None and target.at_size is not None:
-            rows.append([figure.operation + " (extrapolated)", f"~{_count(target.at_size)}", f"~{_number(extrapolated)} {figure.unit}", "", target_text, f"~{extrapolated / target.limit:.2f}", ""])
+            rows.append(
+                [
+                    figure.operation + " (extrapolated)",
+                    f"~{_count(target.at_size)}",
+                    f"~{_number(extrapolated)} {figure.unit}",
+                    "",
+                    target_text,
+                    f"~{extrapolated / target.limit:.2f}",
+                    "",
+                ]
+            )
     return rows
 
 
 def same_operation(figures: list[Figure], figure: Figure) -> list[Figure]:
-    return sorted((item for item in figures if item.operation == figure.operation and item.size), key=lambda item: item.size or 0)
+    return sorted(
+        (item for item in figures if item.operation == figure.operation and item.size),
+        key=lambda item: item.size or 0,
+    )
 
 
 def growth_text(figures: list[Figure], figure: Figure) -> str:
@@ -586,7 +770,9 @@ def growth_text(figures: list[Figure], figure: Figure) -> str:
     if not smaller or smaller[-1].value <= 0 or figure.value <= 0:
         return ""
     previous = smaller[-1]
-    return f"{math.log(figure.value / previous.value) / math.log((figure.size or 1) / (previous.size or 1)):.2f}"
+    return (
+        f"{math.log(figure.value / previous.value) / math.log((figure.size or 1) / (previous.size or 1)):.2f}"
+    )
 
 
 def extrapolation(figures: list[Figure], figure: Figure) -> Optional[float]:
@@ -596,7 +782,11 @@ def extrapolation(figures: list[Figure], figure: Figure) -> Optional[float]:
     if target is None or target.at_size is None:
         return None
     below = [item for item in same_operation(figures, figure) if (item.size or 0) < target.at_size]
-    if len(below) < 2 or below[-1] is not figure or any(item.size == target.at_size for item in same_operation(figures, figure)):
+    if (
+        len(below) < 2
+        or below[-1] is not figure
+        or any(item.size == target.at_size for item in same_operation(figures, figure))
+    ):
         return None
     (n1, t1), (n2, t2) = ((item.size or 0, item.value) for item in below[-2:])
     if n1 == n2:
@@ -609,10 +799,21 @@ def print_summary(report: Report) -> None:
     header = ["operation", "size", "measured", "CPU", "target", "ratio", "growth"]
     rows = summary_rows(report.figures)
     widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
-    print("\nsummary (ratio = measured / target: <= 1 is met; growth = log(t2/t1)/log(n2/n1) from the next smaller size;")
-    print("~ = extrapolated to the target's size from the two largest sizes measured, a fixed cost plus a cost per run)")
+    print(
+        "\nsummary (ratio = measured / target: <= 1 is met; growth = log(t2/t1)/log(n2/n1) from the "
+        "next smaller size;"
+    )
+    print(
+        "~ = extrapolated to the target's size from the two largest sizes measured, a fixed cost plus "
+        "a cost per run)"
+    )
     for row in [header, ["-" * width for width in widths], *rows]:
-        print("  ".join(cell.ljust(width) if column < 2 else cell.rjust(width) for column, (cell, width) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                cell.ljust(width) if column < 2 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(row, widths))
+            )
+        )
     for failure in report.failures:
         print(f"NOT MEASURED: {failure}")
 
@@ -622,10 +823,24 @@ def print_summary(report: Report) -> None:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=size_list, default=list(DEFAULT_SIZES), help="runs per sweep, comma-separated multiples of 10 (default 1000,10000,100000)")
+    parser.add_argument(
+        "--sizes",
+        type=size_list,
+        default=list(DEFAULT_SIZES),
+        help="runs per sweep, comma-separated multiples of 10 (default 1000,10000,100000)",
+    )
     parser.add_argument("--quick", action="store_true", help="sizes 1000,10000 only")
-    parser.add_argument("--repeats", type=int, default=3, help=f"best of this many runs of a command (while its runs took under {REPEAT_BUDGET_SECONDS:.0f} s)")
-    parser.add_argument("--keep", action="store_true", help="keep the homes, sweep files and outputs (their folder is printed)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help=f"best of this many runs of a command (while its runs took under {REPEAT_BUDGET_SECONDS:.0f} s)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the homes, sweep files and outputs (their folder is printed)",
+    )
     options = parser.parse_args()
     if options.quick:
         options.sizes = list(QUICK_SIZES)
@@ -636,9 +851,13 @@ def size_list(text: str) -> list[int]:
     try:
         sizes = sorted({int(item.replace("_", "")) for item in text.split(",") if item.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: accepted: comma-separated numbers of runs, e.g. 1000,10000") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: accepted: comma-separated numbers of runs, e.g. 1000,10000"
+        ) from None
     if not sizes or any(size < SEEDS or size % SEEDS for size in sizes):
-        raise argparse.ArgumentTypeError(f"{text!r}: accepted: multiples of {SEEDS} (seeds), at least {SEEDS}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: accepted: multiples of {SEEDS} (seeds), at least {SEEDS}"
+        )
     return sizes
 
 
@@ -653,14 +872,27 @@ def describe_machine(workspace: Workspace) -> None:
 
     where = "registry on tmpfs" if workspace.on_tmpfs else "registry NOT on tmpfs (no writable /dev/shm)"
     print(f"scale benchmark (issue 14): {where}: {workspace.root}")
-    print(f"code: {ROOT} ({_source_version()}); python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, sqlalchemy {sqlalchemy.__version__}")
+    print(
+        f"code: {ROOT} ({_source_version()}); python {sys.version.split()[0]}, sqlite "
+        f"{sqlite3.sqlite_version}, sqlalchemy {sqlalchemy.__version__}"
+    )
     print(f"machine: {os.cpu_count()} CPUs; load average at start {_load()}")
 
 
 def _source_version() -> str:
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.splitlines()
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
     return f"commit {commit}" + (f" with {len(changed)} modified files" if changed else "")
@@ -699,7 +931,9 @@ def main() -> int:
     return 1 if report.failures else 0
 
 
-def history_row(report: Report, workspace: Workspace, built: dict[int, tuple[OrchHome, dict[str, Any]]], repeats: int) -> None:
+def history_row(
+    report: Report, workspace: Workspace, built: dict[int, tuple[OrchHome, dict[str, Any]]], repeats: int
+) -> None:
     history = history_registry(report, workspace, built, repeats)
     if history is None:
         raise RuntimeError(f"no synced registry of {HISTORY_RUNS} completed runs (see the rows above)")

@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import secrets
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Sequence
 
 from jobs import faults
@@ -58,7 +58,7 @@ def publish_many(files: Sequence[tuple[Path, bytes]], threads: int = PUBLISH_THR
     if not changed:
         return
     with ThreadPoolExecutor(max_workers=min(threads, len(changed))) as pool:
-        list(pool.map(lambda item: publish_bytes(*item, sync_folder=False), changed))
+        list(pool.map(lambda item: publish_bytes(item[0], item[1], sync_folder=False), changed))
         list(pool.map(_fsync_folder, dict.fromkeys(path.parent for path, _ in changed)))
 
 
@@ -70,7 +70,8 @@ def _holds(path: Path, payload: bytes) -> bool:
 
 
 def _write_synced(temp: Path, payload: bytes) -> None:
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
+    # the umask applies
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(payload)
         handle.flush()
@@ -80,7 +81,9 @@ def _write_synced(temp: Path, payload: bytes) -> None:
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete what killed writers left under ``folder`` (``.tmp-*`` files: never published, never
     read); returns them. For a job starting on its run's folder: no other writer is active there."""
-    leftovers = [path for path in folder.rglob(f"{TEMP_PREFIX}*") if path.is_file()] if folder.is_dir() else []
+    leftovers = (
+        [path for path in folder.rglob(f"{TEMP_PREFIX}*") if path.is_file()] if folder.is_dir() else []
+    )
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

@@ -13,7 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
@@ -37,10 +37,16 @@ class TrainingState:
 
 
 def capture_rng() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    # legacy=True (the default) gives the tuple form: ("MT19937", keys, pos, has_gauss, gauss)
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": numpy_state[1], "pos": numpy_state[2], "has_gauss": numpy_state[3], "gauss": numpy_state[4]},
+        "numpy": {
+            "keys": numpy_state[1],
+            "pos": numpy_state[2],
+            "has_gauss": numpy_state[3],
+            "gauss": numpy_state[4],
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -51,7 +57,9 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"], numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"]))
+    np.random.set_state(
+        ("MT19937", numpy_state["keys"], numpy_state["pos"], numpy_state["has_gauss"], numpy_state["gauss"])
+    )
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
@@ -60,7 +68,13 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(paths: RunPaths, state: TrainingState) -> CheckpointWritten:
     tensors: dict[str, torch.Tensor] = {}
-    tree = {"step": state.step, "model": state.model, "optimizer": state.optimizer, "rng": state.rng, "probes": state.probes}
+    tree = {
+        "step": state.step,
+        "model": state.model,
+        "optimizer": state.optimizer,
+        "rng": state.rng,
+        "probes": state.probes,
+    }
     skeleton = _flatten(tree, tensors)
     payload = save_safetensors(tensors, metadata={"skeleton": json.dumps(skeleton)})
     data_file = paths.checkpoint_file(state.step)
@@ -69,7 +83,10 @@ def save_checkpoint(paths: RunPaths, state: TrainingState) -> CheckpointWritten:
         step=state.step, path=str(data_file.relative_to(paths.run_dir)), bytes=len(payload), sha256=sha256
     )
     try:
-        publish_json(paths.checkpoint_manifest(state.step), {"step": state.step, "bytes": len(payload), "sha256": sha256})
+        publish_json(
+            paths.checkpoint_manifest(state.step),
+            {"step": state.step, "bytes": len(payload), "sha256": sha256},
+        )
     except OSError:
         if not paths.checkpoint_manifest(state.step).exists():  # without a manifest it never counts:
             with contextlib.suppress(OSError):  # give its space back (a full disk) for what the job says next
@@ -86,7 +103,9 @@ def load_checkpoint(data_file: Path, device: torch.device) -> TrainingState:
     tree = _unflatten(json.loads(metadata["skeleton"]), tensors)
     tree["model"] = {name: tensor.to(device) for name, tensor in tree["model"].items()}
     probes = {label: _to_device(state, device) for label, state in tree.get("probes", {}).items()}
-    return TrainingState(step=tree["step"], model=tree["model"], optimizer=tree["optimizer"], rng=tree["rng"], probes=probes)
+    return TrainingState(
+        step=tree["step"], model=tree["model"], optimizer=tree["optimizer"], rng=tree["rng"], probes=probes
+    )
 
 
 def _to_device(node: Any, device: torch.device) -> Any:
@@ -108,7 +127,11 @@ def newest_valid_checkpoint(paths: RunPaths) -> Optional[Path]:
             expected_bytes, expected_sha256 = manifest["bytes"], manifest["sha256"]
         except (ValueError, KeyError, TypeError):
             continue  # not one of our manifests
-        if data_file.is_file() and data_file.stat().st_size == expected_bytes and sha256_file(data_file) == expected_sha256:
+        if (
+            data_file.is_file()
+            and data_file.stat().st_size == expected_bytes
+            and sha256_file(data_file) == expected_sha256
+        ):
             return data_file
     return None
 
@@ -152,4 +175,3 @@ def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return tuple(_unflatten(item, tensors) for item in node["__tuple__"])
         return {key: _unflatten(value, tensors) for key, value in node["__map__"]}
     return node
-

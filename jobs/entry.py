@@ -47,8 +47,8 @@ def _run_attempt(request: AttemptRequest) -> int:
     with local_slot():
         from submitit.core.utils import UncompletedJobError
 
-        from jobs.interrupt import StopRequest, Terminated, ignore_termination, raise_on_termination
         from jobs.atomic import remove_temporaries
+        from jobs.interrupt import StopRequest, Terminated, ignore_termination, raise_on_termination
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
@@ -64,7 +64,8 @@ def _run_attempt(request: AttemptRequest) -> int:
         spec: Optional[RunSpec] = None
         try:
             with sole_writer(paths.run_dir, request.attempt_key):
-                remove_temporaries(paths.run_dir)  # a killed attempt's half-written files: one attempt runs at a time
+                # a killed attempt's half-written files: one attempt runs at a time
+                remove_temporaries(paths.run_dir)
                 journal = JournalWriter(attempt)
                 spec = spec_from_yaml(paths.spec_file.read_text())
                 trainee = train(spec, paths, journal, stop)
@@ -78,7 +79,9 @@ def _run_attempt(request: AttemptRequest) -> int:
             raise
         except UncompletedJobError:  # submitit: time limit reached with no requeue left
             step = journal.last_step if journal else None
-            report_failure(attempt, RequeueLimitReached(requeue_limit_message(spec, step)), TIMEOUT_STATE, step)
+            report_failure(
+                attempt, RequeueLimitReached(requeue_limit_message(spec, step)), TIMEOUT_STATE, step
+            )
             raise
         except Terminated:
             raise  # scancel, a time limit, orch cancel: the scheduler or the registry knows which
@@ -95,17 +98,27 @@ class RequeueLimitReached(RuntimeError):
 def requeue_limit_message(spec: Optional[RunSpec], step: Optional[int]) -> str:
     """Why a run stopped at its last time limit, where, and what to change."""
     if spec is None:
-        return "the time limit came and submitit had no requeue left; orch resume continues from the last checkpoint"
+        return (
+            "the time limit came and submitit had no requeue left; orch resume continues from the last "
+            "checkpoint"
+        )
     resources = spec.resources
-    where = f"at step {step} of {spec.training.steps}" if step is not None else f"before step 1 of {spec.training.steps}"
+    where = (
+        f"at step {step} of {spec.training.steps}"
+        if step is not None
+        else f"before step 1 of {spec.training.steps}"
+    )
     return (
         f"the time limit came and submitit had no requeue left (resources.segments: {resources.segments}, "
-        f"resources.time: {resources.time}): stopped {where}; orch resume continues from the last checkpoint, "
+        f"resources.time: {resources.time}): stopped {where}; orch resume continues from the last "
+        "checkpoint, "
         "a longer resources.time or more resources.segments lets it finish in one submission"
     )
 
 
-def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE, step: Optional[int] = None) -> None:
+def report_failure(
+    attempt: AttemptPaths, error: BaseException, state: str = FAILED_STATE, step: Optional[int] = None
+) -> None:
     """Journal the failure if the disk lets us, and print it as the job's final stderr line either way.
 
     When the journal cannot take the event (the disk is full for it too), that line is what
@@ -120,7 +133,8 @@ def report_failure(attempt: AttemptPaths, error: BaseException, state: str = FAI
     except OSError as journal_error:
         lines.append(f"orch-job: the journal could not record the failure: {journal_error}")
     lines.append(failure_line(failed))
-    with contextlib.suppress(OSError, ValueError):  # stderr on the full disk too, or closed: nothing more to do
+    # stderr on the full disk too, or closed: nothing more to do
+    with contextlib.suppress(OSError, ValueError):
         print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 

@@ -28,7 +28,8 @@ class StopRequest:
 
     @classmethod
     def install(cls) -> "StopRequest":
-        """Take over the warning signal inside submitit's slurm/local jobs; elsewhere a request never comes."""
+        """Take over the warning signal inside submitit's slurm/local jobs; elsewhere a request never
+        comes."""
         request = cls()
         if os.environ.get(EXECUTOR_VARIABLE) in HANDLED_EXECUTORS:
             request.signum = int(getattr(signal, "SIG" + os.environ.get(SIGNAL_VARIABLE, "USR2")))

@@ -136,13 +136,20 @@ class JournalWriter:
     def __init__(self, paths: AttemptPaths) -> None:
         self.paths = paths
         paths.events_dir.mkdir(parents=True, exist_ok=True)
-        existing = [_seq_of(name) for name in os.listdir(paths.events_dir) if not name.startswith(TEMP_PREFIX)]
+        existing = [
+            _seq_of(name) for name in os.listdir(paths.events_dir) if not name.startswith(TEMP_PREFIX)
+        ]
         self._next_seq = max(existing, default=0) + 1
         self.last_step: Optional[int] = None  # of the last heartbeat this writer published
 
     def append(self, payload: Payload) -> JournalEvent:
         event = JournalEvent(seq=self._next_seq, time=time.time(), payload=payload)
-        document = {"seq": event.seq, "kind": event.kind, "time": event.time, "payload": dataclasses.asdict(payload)}
+        document = {
+            "seq": event.seq,
+            "kind": event.kind,
+            "time": event.time,
+            "payload": dataclasses.asdict(payload),
+        }
         publish_json(self.paths.events_dir / f"{event.seq:08d}-{event.kind}.json", document)
         self._next_seq += 1
         return event
@@ -198,7 +205,11 @@ def read_events(paths: AttemptPaths, after_seq: int = 0) -> list[JournalEvent]:
         listed = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    names = sorted(name for name in listed if not name.startswith(TEMP_PREFIX) and name.endswith(".json") and _seq_of(name) > after_seq)
+    names = sorted(
+        name
+        for name in listed
+        if not name.startswith(TEMP_PREFIX) and name.endswith(".json") and _seq_of(name) > after_seq
+    )
     return [_parse_event(json.loads(_read_bytes(os.path.join(folder, name)))) for name in names]
 
 

@@ -16,7 +16,12 @@ from typing import Optional
 
 PACKAGE_DIR = Path(__file__).parent  # jobs/
 
-CATALOGS = {"models": ("models", "MODELS"), "datasets": ("data", "DATASETS"), "optimizers": ("optim", "OPTIMIZERS"), "probes": ("probes", "PROBES")}
+CATALOGS = {
+    "models": ("models", "MODELS"),
+    "datasets": ("data", "DATASETS"),
+    "optimizers": ("optim", "OPTIMIZERS"),
+    "probes": ("probes", "PROBES"),
+}
 
 
 @functools.cache
@@ -25,7 +30,10 @@ def catalog_names() -> dict[str, tuple[str, ...]]:
     ``<CATALOG>.register("name")`` calls (decorators or not) in its package's source files:
     parsed, not imported, so no torch. A name that is not a literal would be missed:
     tests/test_manifest.py checks that this equals the imported catalogs'."""
-    return {kind: tuple(sorted(_registered(PACKAGE_DIR / package, catalog))) for kind, (package, catalog) in CATALOGS.items()}
+    return {
+        kind: tuple(sorted(_registered(PACKAGE_DIR / package, catalog)))
+        for kind, (package, catalog) in CATALOGS.items()
+    }
 
 
 def _registered(package: Path, catalog: str) -> set[str]:
@@ -51,9 +59,18 @@ def _is_registration(node: ast.AST, catalog: str) -> bool:
     )
 
 
-KAIMING_NORMAL_SOURCES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # the line paper's code
+# the line paper's code
+KAIMING_NORMAL_SOURCES = (
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+)
 
-DATA_FILES: dict[str, tuple[str, ...]] = {  # files under a data root that must exist (what ``orch data fetch`` stages)
+DATA_FILES: dict[
+    str, tuple[str, ...]
+] = {  # files under a data root that must exist (what ``orch data fetch`` stages)
     "cifar10": ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"),
     "cifar100": ("cifar-100-python/train", "cifar-100-python/test"),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
@@ -69,4 +86,8 @@ def source_init(model_name: str) -> str:
 def missing_files(dataset_name: str, root: Optional[str]) -> list[Path]:
     """The files of a staged data set that are not under ``root`` (all of them when root is None)."""
     base = Path(root or "").expanduser()
-    return [base / relative for relative in DATA_FILES[dataset_name] if root is None or not (base / relative).is_file()]
+    return [
+        base / relative
+        for relative in DATA_FILES[dataset_name]
+        if root is None or not (base / relative).is_file()
+    ]

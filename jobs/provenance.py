@@ -35,7 +35,11 @@ def collect_provenance(device: torch.device) -> Provenance:
 def _git(arguments: list[str]) -> Optional[str]:
     try:
         completed = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *arguments], capture_output=True, text=True, timeout=30, check=True
+            ["git", "-C", str(PROJECT_ROOT), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None  # not a checkout (an installed copy), or no git inside the container

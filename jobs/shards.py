@@ -54,11 +54,16 @@ def write_shard(
     ``n_points`` is the length of the ``points`` array when there is one (a line), else 1.
     """
     document = {"probe": probe, "step": step, "is_extrapolation": is_extrapolation, **metadata}
-    payload = save_safetensors({name: np.ascontiguousarray(array) for name, array in arrays.items()}, metadata={METADATA_KEY: json.dumps(document)})
+    payload = save_safetensors(
+        {name: np.ascontiguousarray(array) for name, array in arrays.items()},
+        metadata={METADATA_KEY: json.dumps(document)},
+    )
     path = shard_file(paths, probe, step)
     digest = publish_bytes(path, payload)
     n_points = len(arrays["points"]) if "points" in arrays else 1
-    return ShardWritten(probe, step, str(path.relative_to(paths.run_dir)), len(payload), digest, n_points, is_extrapolation)
+    return ShardWritten(
+        probe, step, str(path.relative_to(paths.run_dir)), len(payload), digest, n_points, is_extrapolation
+    )
 
 
 def read_shard(path: Path, metadata_only: bool = False) -> LoadedShard:
@@ -69,7 +74,11 @@ def read_shard(path: Path, metadata_only: bool = False) -> LoadedShard:
 
 
 def iter_shards(
-    paths: RunPaths, probe: str, start: Optional[int] = None, stop: Optional[int] = None, metadata_only: bool = False
+    paths: RunPaths,
+    probe: str,
+    start: Optional[int] = None,
+    stop: Optional[int] = None,
+    metadata_only: bool = False,
 ) -> Iterator[LoadedShard]:
     """Shards of ``probe`` with ``start <= step < stop``, in step order, one file in memory at a time."""
     for step, path in _shard_files(paths, probe):

@@ -34,7 +34,8 @@ def _hold_free_slot(slots_dir: Path, slots: int, poll_seconds: float) -> Iterato
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:
         for slot in range(slots):
-            descriptor = os.open(slots_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o666)  # the umask (results_access) decides
+            # the umask (results_access) decides
+            descriptor = os.open(slots_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -70,12 +70,16 @@ class Check:
         if self.catalog:
             known = known_names.get(self.catalog, ())
             if value not in known:
-                return f"a known {self.catalog[:-1]}: " + (", ".join(sorted(known)) or "(none registered yet)")
+                return f"a known {self.catalog[:-1]}: " + (
+                    ", ".join(sorted(known)) or "(none registered yet)"
+                )
         return None
 
     def list_violation(self, items: list[Any]) -> Optional[str]:
         if self.max_items is not None and len(items) > self.max_items:
-            return f"a list of at most {self.max_items} items" + (f", each {self.bounds()}" if self.bounds() else "")
+            return f"a list of at most {self.max_items} items" + (
+                f", each {self.bounds()}" if self.bounds() else ""
+            )
         if self.choices and any(item not in self.choices for item in items):
             return "a list of " + ", ".join(self.choices)
         if any(is_number(item) and not self.within_bounds(item) for item in items):
@@ -100,7 +104,10 @@ def value_problem(value: Any) -> Optional[str]:
     items = value if isinstance(value, list) else [value]
     if any(isinstance(item, float) and not math.isfinite(item) for item in items):
         return "finite numbers" if isinstance(value, list) else "a finite number"
-    if any(isinstance(item, str) and any(unicodedata.category(c) in CONTROL_CATEGORIES for c in item) for item in items):
+    if any(
+        isinstance(item, str) and any(unicodedata.category(c) in CONTROL_CATEGORIES for c in item)
+        for item in items
+    ):
         return "text without control characters (newlines, tabs, escape sequences, NUL)"
     return None
 
@@ -140,12 +147,15 @@ SLURM_MEM = r"\d{1,12}[KMGT]?"
 @dataclass
 class ModelSpec:
     name: str = checked("mlp", catalog="models")
-    hidden: list[int] = checked([64], ge=1, le=MAX_WIDTH, max_items=MAX_HIDDEN_LAYERS)  # widths (mlp) or channels (cnn)
+    # widths (mlp) or channels (cnn)
+    hidden: list[int] = checked([64], ge=1, le=MAX_WIDTH, max_items=MAX_HIDDEN_LAYERS)
     activation: str = checked("relu", choices=("relu", "tanh", "gelu"))
     dropout: Optional[float] = checked(None, ge=0.0, lt=1.0)  # after each hidden block; None: no dropout
-    init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))  # None: the source's (docs/models.md)
+    # None: the source's (docs/models.md)
+    init: Optional[str] = checked(None, choices=("kaiming_normal", "pytorch_default"))
     channels_last: Optional[bool] = None  # NHWC memory format for speed on GPUs; None: the faithful NCHW
-    autocast: Optional[str] = checked(None, choices=("bfloat16", "float16"))  # mixed-precision training forwards; None: the faithful float32
+    # mixed-precision training forwards; None: the faithful float32
+    autocast: Optional[str] = checked(None, choices=("bfloat16", "float16"))
 
 
 @dataclass
@@ -154,16 +164,26 @@ class DataSpec:
     root: Optional[str] = unfingerprinted(None)  # data set directory; None: the cluster profile's
     val_fraction: float = checked(0.2, gt=0.0, lt=1.0)  # used when train_size is None
     split_seed: int = checked(42, ge=0, le=MAX_SEED)
-    train_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # samples of the official training set kept for training; the rest: validation
-    fraction: Optional[float] = checked(None, gt=0.0, le=1.0)  # then keep this fraction of each part (line paper: 0.1)
-    val_source: Optional[str] = checked(None, choices=("split", "test"))  # None/split: from the training set; test: the official test set
+    # samples of the official training set kept for training; the rest: validation
+    train_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # then keep this fraction of each part (line paper: 0.1)
+    fraction: Optional[float] = checked(None, gt=0.0, le=1.0)
+    # None/split: from the training set; test: the official test set
+    val_source: Optional[str] = checked(None, choices=("split", "test"))
     mean: list[float] = field(default_factory=list)  # empty: the source's normalization constants
     std: list[float] = field(default_factory=list)
-    crop_padding: Optional[int] = checked(None, ge=0, le=256)  # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    # random crop with this zero padding; None: the source's (CIFAR-10 4, CIFAR-100 8)
+    crop_padding: Optional[int] = checked(None, ge=0, le=256)
     flip: Optional[bool] = None  # random horizontal flips; None: the source's
-    val_augment: Optional[bool] = None  # augment validation too (the line paper's code did, by accident); None: no
-    verify_checksums: Optional[bool] = unfingerprinted(None)  # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
-    indices_sha256: Optional[str] = checked(None, fingerprint=False, pattern=r"[0-9a-f]{64}", pattern_hint="a sha256 in hex")  # pin the split: the job fails if it differs
+    val_augment: Optional[bool] = (
+        None  # augment validation too (the line paper's code did, by accident); None: no
+    )
+    # torchvision's md5 check of the files; None: on (false: e.g. a re-packed private copy)
+    verify_checksums: Optional[bool] = unfingerprinted(None)
+    # pin the split: the job fails if it differs
+    indices_sha256: Optional[str] = checked(
+        None, fingerprint=False, pattern=r"[0-9a-f]{64}", pattern_hint="a sha256 in hex"
+    )
 
 
 @dataclass
@@ -197,10 +217,13 @@ class OptimizerSpec:
     """
 
     name: str = checked("sgd", catalog="optimizers")
-    lr: float = checked(0.1, gt=0.0)  # SGD-like: the learning rate; SLS/GOLS-I: the initial step; ALIG: the maximal lr
-    weight_decay: float = checked(0.0, ge=0.0)  # torch optimizers: their own; line searches: an L2 term wd/2·‖θ‖² in the searched loss
+    # SGD-like: the learning rate; SLS/GOLS-I: the initial step; ALIG: the maximal lr
+    lr: float = checked(0.1, gt=0.0)
+    # torch optimizers: their own; line searches: an L2 term wd/2·‖θ‖² in the searched loss
+    weight_decay: float = checked(0.0, ge=0.0)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
-    momentum: float = checked(0.0, ge=0.0, lt=1.0)  # PyTorch form buf = m·buf + g (SGD, RMSProp, LABPAL, GOLS-I, ALIG)
+    # PyTorch form buf = m·buf + g (SGD, RMSProp, LABPAL, GOLS-I, ALIG)
+    momentum: float = checked(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = checked(1e-8, gt=0.0)
@@ -210,23 +233,32 @@ class OptimizerSpec:
     step_adaptation: Optional[float] = checked(None, gt=0.0)  # α; None: PAL 1/0.6, LABPAL 1.8
     direction_adaptation: float = checked(0.4, ge=0.0, lt=1.0)  # β, conjugate-like d = g + β·d_prev
     max_step: Optional[float] = checked(None, gt=0.0)  # s_max; None: PAL 3.16, LABPAL 1.0, SLS no cap
-    exact_directional_derivative: bool = True  # PAL with β > 0: b = −g·d/‖d‖ (False: −‖d‖, the code's cheap option)
+    exact_directional_derivative: bool = (
+        True  # PAL with β > 0: b = −g·d/‖d‖ (False: −‖d‖, the code's cheap option)
+    )
     # LABPAL (dissertation Alg. 9 and the authors' code)
-    labpal_mode: str = checked("nsgd", choices=("sgd", "nsgd"))  # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
+    # LABPAL&SGD reuses λ; LABPAL&NSGD reuses the step along g/‖g‖
+    labpal_mode: str = checked("nsgd", choices=("sgd", "nsgd"))
     reuse_steps: int = checked(1000, ge=1, le=MAX_STEPS)  # n_SGD: updates with one estimate
     approximation_samples: int = checked(1280, ge=1, le=MAX_SAMPLES)  # |B_a|
     approximation_scales_with_k: bool = False  # the code averages k(t)·|B_a| samples; Alg. 9: |B_a|
-    measure_points: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])  # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
-    parabola_fit: str = checked("exact", choices=("exact", "numpy_gradient"))  # the code's np.gradient fit halves the curvature (docs/optimizers.md)
-    batch_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # k(t) changes here (fractions of training.steps)
-    batch_factors: list[int] = checked([1, 2, 4], ge=1, le=10_000)  # k(t) before, between and after the milestones
-    noise_factor: Optional[float] = checked(None, gt=0.0)  # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
+    # where the large-batch loss is fitted (code: 0, 1.77e-4, 1e-2)
+    measure_points: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])
+    # the code's np.gradient fit halves the curvature (docs/optimizers.md)
+    parabola_fit: str = checked("exact", choices=("exact", "numpy_gradient"))
+    # k(t) changes here (fractions of training.steps)
+    batch_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    # k(t) before, between and after the milestones
+    batch_factors: list[int] = checked([1, 2, 4], ge=1, le=10_000)
+    # ε of Eq. 6.8 scaling k(t); None: 128/|B|·|D|/40 000 as the code
+    noise_factor: Optional[float] = checked(None, gt=0.0)
     average_last: int = checked(25, ge=1, le=MAX_STEPS)  # the code averages the last estimates ...
     untrusted_updates: int = checked(400, ge=0, le=MAX_STEPS)  # ... once this many updates were made
     # SLS (Vaswani et al.'s code) and the accuracy-based searches (thesis Alg. 3-5)
     armijo_c: float = checked(0.1, gt=0.0, lt=1.0)
     backtrack: float = checked(0.9, gt=0.0, lt=1.0)  # β_b
-    reset: str = checked("grow_per_epoch", choices=SLS_RESETS)  # the code's option 1; numbers differ between sources
+    # the code's option 1; numbers differ between sources
+    reset: str = checked("grow_per_epoch", choices=SLS_RESETS)
     growth: float = checked(2.0, ge=1.0)  # γ: grow_per_epoch multiplies by γ^(1/steps per epoch)
     max_backtracks: int = checked(100, ge=1, le=10**6)
     fallback_step: float = checked(1e-6, ge=0.0)  # taken when no step passes
@@ -235,8 +267,10 @@ class OptimizerSpec:
     slope_factor: float = checked(1.0, gt=0.0)  # s of the smooth accuracy σ(s·(π_y − max π_k))
     fd_epsilon: float = checked(1e-4, gt=0.0)  # finite-difference slope
     search_batch: str = checked("same", choices=SEARCH_BATCHES)
-    search_batch_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # None: small 128, big 1 000 (code: 1 024)
-    search_every: Optional[int] = checked(None, ge=1, le=MAX_STEPS)  # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    # None: small 128, big 1 000 (code: 1 024)
+    search_batch_size: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # steps between searches; None: same/small 1, big 1 000 (code: 100)
+    search_every: Optional[int] = checked(None, ge=1, le=MAX_STEPS)
     # GOLS-I (Kafka & Wilke), ALIG, SGD-HD, COCOB
     wolfe_c2: float = checked(0.9, gt=0.0, lt=1.0)
     step_scaling: float = checked(2.0, gt=1.0)  # η
@@ -245,33 +279,81 @@ class OptimizerSpec:
     hypergradient_lr: float = checked(0.001, gt=0.0)  # β of SGD-HD
     cocob_alpha: float = checked(100.0, gt=0.0)
     # PLS (Mahsereci & Hennig; jobs/optim/pls.py): lr is α0, the first search's base step. None: the paper's
-    pls_c1: Optional[float] = checked(None, gt=0.0, lt=1.0)  # first Wolfe (sufficient decrease) constant; None: 0.05
+    # first Wolfe (sufficient decrease) constant; None: 0.05
+    pls_c1: Optional[float] = checked(None, gt=0.0, lt=1.0)
     pls_c2: Optional[float] = checked(None, gt=0.0, lt=1.0)  # second Wolfe (curvature) constant; None: 0.8
-    pls_wolfe_threshold: Optional[float] = checked(None, gt=0.0, lt=1.0)  # c_W, accept at Wolfe probability above it; None: 0.3
-    pls_max_evaluations: Optional[int] = checked(None, ge=1, le=1000)  # evaluations (steps) per line search; None: 6
+    # c_W, accept at Wolfe probability above it; None: 0.3
+    pls_wolfe_threshold: Optional[float] = checked(None, gt=0.0, lt=1.0)
+    # evaluations (steps) per line search; None: 6
+    pls_max_evaluations: Optional[int] = checked(None, ge=1, le=1000)
 
 
 COMMON_OPTIMIZER_FIELDS = ("name",)
 _SCHEDULED = ("lr", "weight_decay", "schedule")
 _LINE_SEARCH = ("weight_decay", "max_step")
-_SLS = ("lr", "weight_decay", "max_step", "backtrack", "armijo_c", "reset", "growth", "max_backtracks", "fallback_step", "min_grad_norm")
+_SLS = (
+    "lr",
+    "weight_decay",
+    "max_step",
+    "backtrack",
+    "armijo_c",
+    "reset",
+    "growth",
+    "max_backtracks",
+    "fallback_step",
+    "min_grad_norm",
+)
 OPTIMIZER_FIELDS = {
     "sgd": (*_SCHEDULED, "momentum", "nesterov"),
     "adam": (*_SCHEDULED, "betas", "eps"),
     "adamw": (*_SCHEDULED, "betas", "eps"),
     "rmsprop": (*_SCHEDULED, "rms_alpha", "eps", "momentum"),
-    "pal": (*_LINE_SEARCH, "measuring_step", "step_adaptation", "direction_adaptation", "exact_directional_derivative"),
+    "pal": (
+        *_LINE_SEARCH,
+        "measuring_step",
+        "step_adaptation",
+        "direction_adaptation",
+        "exact_directional_derivative",
+    ),
     "labpal": (
-        *_LINE_SEARCH, "labpal_mode", "step_adaptation", "momentum", "reuse_steps", "approximation_samples",
-        "approximation_scales_with_k", "measure_points", "parabola_fit", "batch_milestones", "batch_factors", "noise_factor", "average_last", "untrusted_updates",
+        *_LINE_SEARCH,
+        "labpal_mode",
+        "step_adaptation",
+        "momentum",
+        "reuse_steps",
+        "approximation_samples",
+        "approximation_scales_with_k",
+        "measure_points",
+        "parabola_fit",
+        "batch_milestones",
+        "batch_factors",
+        "noise_factor",
+        "average_last",
+        "untrusted_updates",
     ),
     "sls": _SLS,
-    "accuracy_sls": (*_SLS, "search_metric", "slope_factor", "fd_epsilon", "search_batch", "search_batch_size", "search_every"),
+    "accuracy_sls": (
+        *_SLS,
+        "search_metric",
+        "slope_factor",
+        "fd_epsilon",
+        "search_batch",
+        "search_batch_size",
+        "search_every",
+    ),
     "gols_i": ("lr", "weight_decay", "max_step", "momentum", "wolfe_c2", "step_scaling", "min_step"),
     "alig": ("lr", "weight_decay", "momentum", "alig_delta"),
     "sgd_hd": ("lr", "weight_decay", "hypergradient_lr"),
     "cocob": ("weight_decay", "cocob_alpha"),
-    "pls": ("lr", "weight_decay", "momentum", "pls_c1", "pls_c2", "pls_wolfe_threshold", "pls_max_evaluations"),
+    "pls": (
+        "lr",
+        "weight_decay",
+        "momentum",
+        "pls_c1",
+        "pls_c2",
+        "pls_wolfe_threshold",
+        "pls_max_evaluations",
+    ),
 }
 
 
@@ -291,9 +373,20 @@ def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, s
     for name, value, accepted in foreign_fields(optimizer, own):
         yield f"optimizer.{name}", value, f"not a field of optimizer {optimizer.name}; its fields: {accepted}"
     if len(optimizer.batch_factors) != len(optimizer.batch_milestones) + 1:
-        yield "optimizer.batch_factors", optimizer.batch_factors, f"one factor more than batch_milestones ({len(optimizer.batch_milestones)})"
-    if len(optimizer.measure_points) != 3 or sorted(set(optimizer.measure_points)) != optimizer.measure_points:
-        yield "optimizer.measure_points", optimizer.measure_points, "three increasing step sizes, the first usually 0"
+        yield (
+            "optimizer.batch_factors",
+            optimizer.batch_factors,
+            f"one factor more than batch_milestones ({len(optimizer.batch_milestones)})",
+        )
+    if (
+        len(optimizer.measure_points) != 3
+        or sorted(set(optimizer.measure_points)) != optimizer.measure_points
+    ):
+        yield (
+            "optimizer.measure_points",
+            optimizer.measure_points,
+            "three increasing step sizes, the first usually 0",
+        )
     if len(optimizer.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in optimizer.betas):
         yield "optimizer.betas", optimizer.betas, "two numbers in [0, 1)"
 
@@ -301,15 +394,19 @@ def optimizer_violations(optimizer: OptimizerSpec) -> Iterator[tuple[str, Any, s
 @dataclass
 class TrainingSpec:
     steps: int = checked(1000, ge=1, le=MAX_STEPS)
-    batch_size: int = checked(64, ge=1, le=MAX_SAMPLES)  # also at most the training split (checked at plan time)
+    # also at most the training split (checked at plan time)
+    batch_size: int = checked(64, ge=1, le=MAX_SAMPLES)
     seed: int = checked(0, ge=0, le=MAX_SEED)
     checkpoint_every: int = checked(100, ge=1, le=MAX_STEPS)
     eval_every: int = checked(50, ge=1, le=MAX_STEPS)
     drop_last: bool = True
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
-    checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)  # also publish a checkpoint this often
-    heartbeat_seconds: float = checked(5.0, ge=0.1, fingerprint=False)  # >= 0.1 s: each heartbeat is a published file
-    fail_on_nonfinite_loss: bool = unfingerprinted(True)  # a diverged run fails at once instead of burning GPU time
+    # also publish a checkpoint this often
+    checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)
+    # >= 0.1 s: each heartbeat is a published file
+    heartbeat_seconds: float = checked(5.0, ge=0.1, fingerprint=False)
+    # a diverged run fails at once instead of burning GPU time
+    fail_on_nonfinite_loss: bool = unfingerprinted(True)
 
 
 PROBE_TYPES = ("line", "interpolation", "hessian_norm")
@@ -327,21 +424,29 @@ class ProbeSpec:
     """
 
     type: str = checked("line", catalog="probes")
-    name: Optional[str] = checked(None, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_hint="letters, digits, '_', '.', '-'")  # None: the type
+    # None: the type
+    name: Optional[str] = checked(
+        None, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", pattern_hint="letters, digits, '_', '.', '-'"
+    )
     every: int = checked(1, ge=1, le=MAX_STEPS)
     steps: list[int] = checked([], ge=0, le=MAX_STEPS)
     from_step: int = checked(0, ge=0, le=MAX_STEPS)
     to_step: Optional[int] = checked(None, ge=1, le=MAX_STEPS)  # exclusive; None: the end of training
-    bn_mode: str = checked("batch", choices=("batch", "eval"))  # batch: BatchNorm on batch statistics (train mode)
-    eval_chunk: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)  # samples per forward (BN statistics); None: training.batch_size
-    precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))  # tf32 (GPU matmuls) or bf16 autocast: explicit only
-    forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)  # samples per forward (speed only); None: see jobs/probes/functional.py
+    # batch: BatchNorm on batch statistics (train mode)
+    bn_mode: str = checked("batch", choices=("batch", "eval"))
+    # samples per forward (BN statistics); None: training.batch_size
+    eval_chunk: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES)
+    # tf32 (GPU matmuls) or bf16 autocast: explicit only
+    precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))
+    # samples per forward (speed only); None: see jobs/probes/functional.py
+    forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)
     # line
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
     max_enlargements: int = checked(5, ge=0, le=1000)
     record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)
-    directions: int = checked(0, ge=0, le=10_000)  # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    # 0: the update direction; k: k noisy gradient directions (Fig. 8)
+    directions: int = checked(0, ge=0, le=10_000)
     store_direction: bool = False
     # interpolation
     alphas: int = checked(10, ge=2, le=10**6)
@@ -364,11 +469,28 @@ class ProbeSpec:
 
 
 COMMON_PROBE_FIELDS = ("type", "name", "every", "steps", "from_step", "to_step", "eval_chunk")
-LOSS_EVALUATION_FIELDS = ("bn_mode", "precision", "forward_batch")  # probes that evaluate losses at many points
+# probes that evaluate losses at many points
+LOSS_EVALUATION_FIELDS = (
+    "bn_mode",
+    "precision",
+    "forward_batch",
+)
 PROBE_FIELDS = {
-    "line": (*LOSS_EVALUATION_FIELDS, "interval", "resolution", "max_enlargements", "record", "directions", "store_direction"),
+    "line": (
+        *LOSS_EVALUATION_FIELDS,
+        "interval",
+        "resolution",
+        "max_enlargements",
+        "record",
+        "directions",
+        "store_direction",
+    ),
     "interpolation": (*LOSS_EVALUATION_FIELDS, "alphas", "alpha_endpoints"),
-    "hessian_norm": ("hessian_samples", "power_iterations", "power_tolerance"),  # BatchNorm on batch statistics, fp32
+    "hessian_norm": (
+        "hessian_samples",
+        "power_iterations",
+        "power_tolerance",
+    ),  # BatchNorm on batch statistics, fp32
 }
 
 
@@ -378,13 +500,21 @@ def probe_violations(probes: Sequence[ProbeSpec]) -> Iterator[tuple[str, Any, st
     for index, probe in enumerate(probes):
         own = set(COMMON_PROBE_FIELDS) | set(PROBE_FIELDS.get(probe.type, ()))
         for name, value, accepted in foreign_fields(probe, own):
-            yield f"probes[{index}].{name}", value, f"not a field of a {probe.type} probe; its fields: {accepted}"
+            yield (
+                f"probes[{index}].{name}",
+                value,
+                f"not a field of a {probe.type} probe; its fields: {accepted}",
+            )
         if probe.type == "line" and not probe.record:
             yield f"probes[{index}].record", probe.record, "at least one of " + ", ".join(LOSS_SETS)
         if probe.type == "line" and line_points_bound(probe) > MAX_LINE_POINTS:
             yield f"probes[{index}].resolution", probe.resolution, _line_points_accepted(probe)
         if probe.label in seen:
-            yield f"probes[{index}].name", probe.name, f"a name other than {probe.label!r}, which an earlier probe has"
+            yield (
+                f"probes[{index}].name",
+                probe.name,
+                f"a name other than {probe.label!r}, which an earlier probe has",
+            )
         seen.add(probe.label)
 
 
@@ -398,7 +528,12 @@ def line_points_bound(probe: ProbeSpec) -> float:
     if not math.isfinite(per_interval) or per_interval > MAX_LINE_POINTS:
         return math.inf
     directions = max(1, probe.directions)
-    return math.ceil(2 * per_interval - 1e-9) + 1 + directions + probe.max_enlargements * 2 * math.ceil(per_interval - 1e-9)
+    return (
+        math.ceil(2 * per_interval - 1e-9)
+        + 1
+        + directions
+        + probe.max_enlargements * 2 * math.ceil(per_interval - 1e-9)
+    )
 
 
 def line_memory_bytes(probe: ProbeSpec, train_samples: int, val_samples: int, batch_size: int) -> float:
@@ -418,7 +553,8 @@ def _line_points_accepted(probe: ProbeSpec) -> str:
     room = MAX_LINE_POINTS - 2 - max(1, probe.directions) - probe.max_enlargements * 2
     smallest = _round_up(probe.interval * halves / room)
     return (
-        f"a resolution >= {smallest:.3g} for interval {probe.interval:g} and max_enlargements {probe.max_enlargements} "
+        f"a resolution >= {smallest:.3g} for interval {probe.interval:g} and max_enlargements "
+        f"{probe.max_enlargements} "
         f"(at most {MAX_LINE_POINTS} points per line; a smaller interval or fewer enlargements also work)"
     )
 
@@ -435,11 +571,39 @@ def model_violations(model: ModelSpec) -> Iterator[tuple[str, Any, str]]:
     """Hidden layers whose weights no node could hold."""
     weights = sum(width_in * width_out for width_in, width_out in zip(model.hidden, model.hidden[1:]))
     if weights > MAX_HIDDEN_WEIGHTS:
-        yield "model.hidden", model.hidden, f"hidden layers with at most {MAX_HIDDEN_WEIGHTS} weights between them (these have {weights})"
+        yield (
+            "model.hidden",
+            model.hidden,
+            f"hidden layers with at most {MAX_HIDDEN_WEIGHTS} weights between them (these have {weights})",
+        )
 
 
-SBATCH_MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
-SBATCH_EXTRA_OPTIONS = ("reservation", "licenses", "hint", "gres-flags", "begin", "nice", "wckey", "cluster-constraint", "mcs-label")
+SBATCH_MAIL_TYPES = (
+    "NONE",
+    "BEGIN",
+    "END",
+    "FAIL",
+    "REQUEUE",
+    "ALL",
+    "INVALID_DEPEND",
+    "STAGE_OUT",
+    "TIME_LIMIT",
+    "TIME_LIMIT_90",
+    "TIME_LIMIT_80",
+    "TIME_LIMIT_50",
+    "ARRAY_TASKS",
+)
+SBATCH_EXTRA_OPTIONS = (
+    "reservation",
+    "licenses",
+    "hint",
+    "gres-flags",
+    "begin",
+    "nice",
+    "wckey",
+    "cluster-constraint",
+    "mcs-label",
+)
 SBATCH_EXTRA_OPTION = re.compile(r"--(?P<name>[a-z][a-z-]*)(?:=(?P<value>.+))?", re.DOTALL)
 SBATCH_VALUE = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
 
@@ -458,12 +622,17 @@ class SbatchOptions:
     nodelist: Optional[str] = None
     mail_type: Optional[str] = None  # comma-separated, from SBATCH_MAIL_TYPES
     mail_user: Optional[str] = None
-    extra: list[str] = field(default_factory=list)  # "--name=value" or "--flag", name from SBATCH_EXTRA_OPTIONS
+    # "--name=value" or "--flag", name from SBATCH_EXTRA_OPTIONS
+    extra: list[str] = field(default_factory=list)
 
     def parameters(self) -> dict[str, object]:
         """submitit's ``SlurmExecutor.update_parameters`` keywords for these options."""
         named = {key: value for key, value in vars(self).items() if key != "extra" and value is not None}
-        extra = {match["name"]: match["value"] if match["value"] is not None else True for match in map(SBATCH_EXTRA_OPTION.fullmatch, self.extra) if match}
+        extra = {
+            match["name"]: match["value"] if match["value"] is not None else True
+            for match in map(SBATCH_EXTRA_OPTION.fullmatch, self.extra)
+            if match
+        }
         return {**named, **({"additional_parameters": extra} if extra else {})}
 
 
@@ -479,14 +648,23 @@ def sbatch_problems(options: SbatchOptions) -> Iterator[tuple[str, Any, str]]:
         if key == "extra" or value is None:
             continue
         if not isinstance(value, str) or not SBATCH_VALUE.fullmatch(value):
-            yield key, value, "one line of printable text (no newlines or control characters), at most 512 characters"
+            yield (
+                key,
+                value,
+                "one line of printable text (no newlines or control characters), at most 512 characters",
+            )
     if options.mail_type is not None and not set(options.mail_type.split(",")) <= set(SBATCH_MAIL_TYPES):
         yield "mail_type", options.mail_type, "a comma-separated list of " + ", ".join(SBATCH_MAIL_TYPES)
     for index, option in enumerate(options.extra):
         name = sbatch_extra_name(option) if isinstance(option, str) else None
         if name not in SBATCH_EXTRA_OPTIONS or not SBATCH_VALUE.fullmatch(option):
             allowed = ", ".join(f"--{allowed_name}" for allowed_name in SBATCH_EXTRA_OPTIONS)
-            yield f"extra[{index}]", option, f"--name=value (or --flag), one line, name one of {allowed}; account, qos, constraint, exclude, nodelist, mail_type and mail_user have keys of their own"
+            yield (
+                f"extra[{index}]",
+                option,
+                f"--name=value (or --flag), one line, name one of {allowed}; account, qos, constraint, "
+                "exclude, nodelist, mail_type and mail_user have keys of their own",
+            )
 
 
 @dataclass
@@ -494,13 +672,16 @@ class ResourcesSpec:
     """What one job asks the scheduler for; checked against the cluster profile at plan time."""
 
     partition: Optional[str] = None  # None: the shortest partition of the profile that fits ``time``
-    time: Optional[str] = checked(None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)  # None: profile default
+    # None: profile default
+    time: Optional[str] = checked(None, pattern=SLURM_TIME, pattern_hint=SLURM_TIME_HINT)
     gpus: int = checked(0, ge=0, le=1024)
     gpu_type: Optional[str] = None  # a gres type of the profile's nodes (1080ti); None: any
     cpus: int = checked(1, ge=1, le=100_000)
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
-    segments: int = checked(1, ge=1, le=10_000)  # jobs of ``time`` the run may take, requeued at each time limit
-    sbatch: SbatchOptions = unfingerprinted(SbatchOptions)  # this run's own, key by key over the profile's sbatch options
+    # jobs of ``time`` the run may take, requeued at each time limit
+    segments: int = checked(1, ge=1, le=10_000)
+    # this run's own, key by key over the profile's sbatch options
+    sbatch: SbatchOptions = unfingerprinted(SbatchOptions)
 
 
 def resources_violations(resources: ResourcesSpec) -> Iterator[tuple[str, Any, str]]:
@@ -529,7 +710,7 @@ class RunSpec:
 
 def memory_megabytes(slurm_mem: str) -> float:
     """Megabytes of a Slurm memory size (a bare number is megabytes, as for ``--mem``)."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem.strip()).groups()  # type: ignore[union-attr]
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem.strip()).groups()  # type: ignore[union-attr]  # spec-checked sizes
     return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
 
 
@@ -560,7 +741,9 @@ def time_limit_minutes(slurm_time: str) -> float:
     return days * 24 * 60 + hours * 60 + minutes + seconds / 60
 
 
-def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+def violations(
+    spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str = ""
+) -> Iterator[tuple[str, Any, str]]:
     """(dotted key, value found, what is accepted) for each value that fails its check (an infinite
     number or a string with control characters fails in any field)."""
     for spec_field in dataclasses.fields(spec):
@@ -570,7 +753,9 @@ def violations(spec: Any, known_names: Mapping[str, Sequence[str]], prefix: str 
             yield from section_check(getattr(spec, name))
 
 
-def field_violations(spec_field: dataclasses.Field, value: Any, known_names: Mapping[str, Sequence[str]], prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+def field_violations(
+    spec_field: dataclasses.Field, value: Any, known_names: Mapping[str, Sequence[str]], prefix: str = ""
+) -> Iterator[tuple[str, Any, str]]:
     """The violations of one field's own checks (nested dataclasses and lists of them included)."""
     key = f"{prefix}{spec_field.name}"
     check = spec_field.metadata.get("check")
@@ -617,4 +802,4 @@ def _typed_spec(document: str | dict[str, Any]) -> RunSpec:
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(OmegaConf.structured(RunSpec), OmegaConf.create(document))
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]  # a structured config's dataclass

@@ -21,13 +21,23 @@ from jobs.spec import DataSpec
 
 # (training, test) set sizes of the official data sets: the planner computes a run's split from
 # them and writes its hash into the spec, which the job checks against the files it reads
-OFFICIAL_COUNTS = {"digits": (1797, 0), "cifar10": (50000, 10000), "cifar100": (50000, 10000), "svhn": (73257, 26032), "mnist": (60000, 10000)}
+OFFICIAL_COUNTS = {
+    "digits": (1797, 0),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+    "svhn": (73257, 26032),
+    "mnist": (60000, 10000),
+}
 MT19937_SEED_MASK = 2**32 - 1  # torch seeds its MT19937 with the low 32 bits of the seed
 
 
 def random_permutation(count: int, seed: int) -> list[int]:
     """``torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()``."""
-    draws = np.random.RandomState(seed & MT19937_SEED_MASK).randint(0, 2**32, size=max(count - 1, 0), dtype=np.uint64).tolist()
+    draws = (
+        np.random.RandomState(seed & MT19937_SEED_MASK)
+        .randint(0, 2**32, size=max(count - 1, 0), dtype=np.uint64)
+        .tolist()
+    )
     permutation = list(range(count))
     for position, draw in enumerate(draws):
         other = position + draw % (count - position)
@@ -49,7 +59,9 @@ def subset_indices(spec: DataSpec, train_count: int, test_count: int) -> tuple[l
         if test_count == 0:
             raise ValueError(f"data set {spec.name} has no official test set to validate on")
         train = list(range(train_count))
-        return (_keep_fraction(train, spec.fraction, spec.split_seed) if spec.fraction else train), list(range(test_count))
+        return (_keep_fraction(train, spec.fraction, spec.split_seed) if spec.fraction else train), list(
+            range(test_count)
+        )
     return split_indices(train_count, _train_size(spec, train_count), spec.fraction, spec.split_seed)
 
 
@@ -66,13 +78,22 @@ def split_sizes(spec: DataSpec, train_count: int, test_count: int) -> tuple[int,
 
 
 def _train_size(spec: DataSpec, train_count: int) -> int:
-    train_size = spec.train_size if spec.train_size is not None else train_count - max(1, round(train_count * spec.val_fraction))
+    train_size = (
+        spec.train_size
+        if spec.train_size is not None
+        else train_count - max(1, round(train_count * spec.val_fraction))
+    )
     if not 0 < train_size < train_count:
-        raise ValueError(f"train_size {train_size} leaves no validation samples of the {train_count} training samples of {spec.name}")
+        raise ValueError(
+            f"train_size {train_size} leaves no validation samples of the {train_count} training "
+            f"samples of {spec.name}"
+        )
     return train_size
 
 
-def split_indices(num_samples: int, train_size: int, fraction: Optional[float], seed: int) -> tuple[list[int], list[int]]:
+def split_indices(
+    num_samples: int, train_size: int, fraction: Optional[float], seed: int
+) -> tuple[list[int], list[int]]:
     """Indices of the training and validation subsets, exactly as the line paper's code draws them:
     ``random_split`` into ``train_size`` and the rest, then of each part into ``int(size · fraction)``
     and the rest, each with a ``Generator`` seeded ``seed``."""

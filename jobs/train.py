@@ -14,20 +14,28 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jobs.checkpoint import TrainingState, capture_rng, load_checkpoint, newest_valid_checkpoint, restore_rng, save_checkpoint
+from jobs.checkpoint import (
+    TrainingState,
+    capture_rng,
+    load_checkpoint,
+    newest_valid_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from jobs.data import DATASETS, InMemoryData, record_indices
 from jobs.data.augment import DROPOUT_STREAM, SEARCH_STREAM, batch_seed
 from jobs.interrupt import StopRequest
 from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued, Started
 from jobs.models import build_model
 from jobs.optim import Objective, StepReport, TrainingShape, build_optimizer, learning_rate
+from jobs.optim.base import Counting
 from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
 from jobs.probes.runner import ProbeRunner, step_context
@@ -80,12 +88,20 @@ class RunBatches:
     def search_batch(self, size: int, draw: int) -> Objective:
         generator = torch.Generator().manual_seed(batch_seed(self.seed, draw, SEARCH_STREAM))
         count = len(self.data.train_targets)
-        indices = torch.randperm(count, generator=generator)[: min(size, count)].to(self.data.train_targets.device)
+        indices = torch.randperm(count, generator=generator)[: min(size, count)].to(
+            self.data.train_targets.device
+        )
         return self._objective(indices, draw, batch_seed(self.seed, draw, SEARCH_STREAM + 1))
 
     def _objective(self, indices: torch.Tensor, step: int, augmentation_seed: int) -> Objective:
         inputs = self.data.train_batch(indices, augmentation_seed)
-        return Objective(self.model, inputs, self.data.train_targets[indices], batch_seed(self.seed, step, DROPOUT_STREAM), self.autocast)
+        return Objective(
+            self.model,
+            inputs,
+            self.data.train_targets[indices],
+            batch_seed(self.seed, step, DROPOUT_STREAM),
+            self.autocast,
+        )
 
 
 @dataclass
@@ -121,11 +137,15 @@ def resolve_device(training: TrainingSpec, resources: ResourcesSpec) -> torch.de
     if torch.cuda.is_available():
         return torch.device("cuda")
     if training.device == "cuda":
-        raise DeviceUnavailable(f"training.device is cuda but this node has no usable CUDA device ({_cuda_facts()}); set training.device: cpu to train on the CPU")
+        raise DeviceUnavailable(
+            f"training.device is cuda but this node has no usable CUDA device ({_cuda_facts()}); set "
+            "training.device: cpu to train on the CPU"
+        )
     if resources.gpus >= 1:
         asked = f"{resources.gpus} GPU" + ("s" if resources.gpus > 1 else "")
         raise DeviceUnavailable(
-            f"the run asked the scheduler for {asked} (resources.gpus: {resources.gpus}) but this node has no usable CUDA device "
+            f"the run asked the scheduler for {asked} (resources.gpus: {resources.gpus}) but this node "
+            "has no usable CUDA device "
             f"({_cuda_facts()}); set training.device: cpu to train on the CPU anyway"
         )
     return torch.device("cpu")
@@ -135,7 +155,10 @@ def _cuda_facts() -> str:
     """What this process sees of CUDA, for a failure message."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     build = f"torch built for CUDA {torch.version.cuda}" if torch.version.cuda else "torch built without CUDA"
-    return f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, torch.cuda.is_available() False, {build}"
+    return (
+        f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, torch.cuda.is_available() "
+        f"False, {build}"
+    )
 
 
 def configure_determinism(cpus: int) -> None:
@@ -147,7 +170,8 @@ def configure_determinism(cpus: int) -> None:
 
 def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
     seed_everything(spec.training.seed)
-    device = resolve_device(spec.training, spec.resources)  # first: a node without the device fails before anything is written
+    # first: a node without the device fails before anything is written
+    device = resolve_device(spec.training, spec.resources)
     data = DATASETS.get(spec.data.name)(spec.data, spec.data.root)
     record_indices(data, spec.data, paths.data_indices_file)
     data = data.to(device)
@@ -177,12 +201,18 @@ def restore(trainee: Trainee, state: TrainingState) -> None:
 
 def snapshot(trainee: Trainee) -> TrainingState:
     return TrainingState(
-        trainee.step, trainee.model.state_dict(), trainee.optimizer.state_dict(), capture_rng(), trainee.probes.state_dict()
+        trainee.step,
+        trainee.model.state_dict(),
+        trainee.optimizer.state_dict(),
+        capture_rng(),
+        trainee.probes.state_dict(),
     )
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int
+) -> tuple[float, float]:
     """Mean loss and accuracy over a whole split, in eval mode, in chunks."""
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=inputs.device)
@@ -198,11 +228,13 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chun
 
 def train_step(trainee: Trainee, objective: Objective) -> tuple[float, float, StepReport]:
     """One optimizer step on ``objective``: the batch's loss and accuracy at θ_t, and the step's report."""
-    trainee.optimizer.step(objective)
+    trainee.optimizer.step(objective)  # type: ignore[arg-type]  # the registry's step(objective) contract
     assert objective.first is not None
     loss, logits = objective.first
     accuracy = (logits.argmax(dim=1) == objective.targets).float().mean()
-    return loss, accuracy.item(), trainee.optimizer.last_report  # type: ignore[attr-defined]
+    # every optimizer of the registry is a Counting one, its report set by the step just taken
+    report = cast(StepReport, cast(Counting, trainee.optimizer).last_report)
+    return loss, accuracy.item(), report
 
 
 class Reporter:
@@ -261,7 +293,9 @@ class Loop:
         self.published_step = self.trainee.step
 
 
-def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional[StopRequest] = None) -> Trainee:
+def train(
+    spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional[StopRequest] = None
+) -> Trainee:
     """Train ``spec`` to ``training.steps``, continuing from the newest valid checkpoint.
 
     When ``stop`` is requested (the scheduler's warning signal), publish a checkpoint at the next
@@ -271,7 +305,9 @@ def train(spec: RunSpec, paths: RunPaths, journal: JournalWriter, stop: Optional
     trainee = build_trainee(spec, paths)
     training = spec.training
     journal.append(
-        Started(os.getpid(), os.uname().nodename, trainee.step, training.steps, collect_provenance(trainee.device))
+        Started(
+            os.getpid(), os.uname().nodename, trainee.step, training.steps, collect_provenance(trainee.device)
+        )
     )
     loop = Loop(spec, paths, trainee, Reporter(journal, training.steps, training.heartbeat_seconds))
     loop.reporter.tick(trainee.step, force=True)
@@ -301,17 +337,31 @@ def stop_for_requeue(loop: Loop, stop: StopRequest) -> None:
 def run_one_step(loop: Loop) -> None:
     training, trainee, reporter = loop.spec.training, loop.trainee, loop.reporter
     optimizer, step = trainee.optimizer, trainee.step
-    if optimizer.scheduled:  # type: ignore[attr-defined]
+    counting = cast(Counting, optimizer)  # every optimizer of the registry counts its passes
+    if counting.scheduled:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps)
+            group["lr"] = learning_rate(
+                loop.spec.optimizer.lr, loop.spec.optimizer.schedule, step, training.steps
+            )
     objective = trainee.batches.training_batch(step)
     params_before = trainee.probes.before_step(trainee.model, step)
     loss, accuracy, report = train_step(trainee, objective)
     if training.fail_on_nonfinite_loss and not math.isfinite(loss):
-        raise FloatingPointError(f"training loss is {loss} at step {step + 1} ({loop.spec.optimizer.name}, lr {report.learning_rate}): the run diverged")
+        raise FloatingPointError(
+            f"training loss is {loss} at step {step + 1} ({loop.spec.optimizer.name}, lr "
+            f"{report.learning_rate}): the run diverged"
+        )
     if params_before is not None:
         batch_indices = trainee.batches.order.indices(step).to(trainee.device)
-        context = step_context(step, trainee.model, trainee.data, batch_indices, params_before, report.learning_rate, report.step_length)
+        context = step_context(
+            step,
+            trainee.model,
+            trainee.data,
+            batch_indices,
+            params_before,
+            report.learning_rate,
+            report.step_length,
+        )
         trainee.probes.after_step(context, reporter.journal)
     trainee.step += 1
     reporter.record(trainee.step, train_loss=loss, train_accuracy=accuracy)
@@ -321,8 +371,12 @@ def run_one_step(loop: Loop) -> None:
         reporter.record(trainee.step, step_length=report.step_length)
     if trainee.step % training.eval_every == 0 or trainee.step == training.steps:
         data = trainee.data
-        val_loss, val_accuracy = evaluate(trainee.model, data.val_inputs, data.val_targets, training.batch_size)
+        val_loss, val_accuracy = evaluate(
+            trainee.model, data.val_inputs, data.val_targets, training.batch_size
+        )
         reporter.record(trainee.step, val_loss=val_loss, val_accuracy=val_accuracy)
-        reporter.record(trainee.step, forward_passes=optimizer.forwards_total, backward_passes=optimizer.backwards_total)  # type: ignore[attr-defined]
+        reporter.record(
+            trainee.step, forward_passes=counting.forwards_total, backward_passes=counting.backwards_total
+        )
     if loop.checkpoint_due():
         loop.publish_checkpoint()

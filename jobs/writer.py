@@ -24,19 +24,29 @@ class RunFolderBusy(RuntimeError):
 def sole_writer(run_dir: Path, attempt_key: str) -> Iterator[None]:
     """Hold the run folder's writer lock while the block runs; :class:`RunFolderBusy` naming the
     holder (host, pid, attempt) when another process has it."""
-    descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # the umask (results_access) decides
+    # the umask (results_access) decides
+    descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(descriptor, 512, 0).decode(errors="replace").strip() or "a process that has not said who it is"
+            holder = (
+                os.pread(descriptor, 512, 0).decode(errors="replace").strip()
+                or "a process that has not said who it is"
+            )
             raise RunFolderBusy(
-                f"run folder {run_dir} is being written by another process ({holder}): attempt {attempt_key} stops "
+                f"run folder {run_dir} is being written by another process ({holder}): attempt "
+                f"{attempt_key} stops "
                 "without touching it, one writer at a time"
             ) from None
-        with contextlib.suppress(OSError):  # who holds it, for a second writer's message: a full disk may refuse it
+        # who holds it, for a second writer's message: a full disk may refuse it
+        with contextlib.suppress(OSError):
             os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"host {os.uname().nodename} pid {os.getpid()} attempt {attempt_key}\n".encode(), 0)
+            os.pwrite(
+                descriptor,
+                f"host {os.uname().nodename} pid {os.getpid()} attempt {attempt_key}\n".encode(),
+                0,
+            )
         yield
     finally:
         os.close(descriptor)

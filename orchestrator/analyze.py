@@ -32,8 +32,8 @@ from typing import Any, Optional, Sequence
 from sqlalchemy.orm import Session
 
 from jobs.analyses import analysis
-from jobs.analyses.job import AnalysisJob, read_report, report_document
 from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
+from jobs.analyses.job import AnalysisJob, read_report, report_document
 from jobs.paths import RunPaths
 from jobs.spec import ResourcesSpec, slurm_time, spec_from_json, time_limit_minutes
 from orchestrator.bulk import IN_CHUNK
@@ -47,13 +47,23 @@ from orchestrator.resources import SIGNAL_SLACK_S, ResourceProblem, resolve_reso
 from orchestrator.safe_output import check_output_folder
 from orchestrator.submit import profile_of, resolve_targets, results_umask
 from orchestrator.sweep import SEED_KEY
-from orchestrator.views import WhereClause, flat_spec, matches_where, metric_series, run_row, select_runs, swept_values
+from orchestrator.views import (
+    WhereClause,
+    flat_spec,
+    matches_where,
+    metric_series,
+    run_row,
+    select_runs,
+    swept_values,
+)
 
 # The cost of one run's analysis, measured on the development machine (2 cores, local NVMe, page
 # cache emptied before each run; docs/analyses.md, "Time of an analysis job"): the slowest of the
 # run analyses per shard and per MiB of shards read, and what every job pays before its first shard.
 ANALYSIS_START_S = 6.0  # imports (submitit, numpy, safetensors, matplotlib: 3 s) and the first figure (2.5 s)
-ANALYSIS_S_PER_SHARD = 0.004  # walk: 2 000 interpolation shards (0.9 MiB) in 3.5 s idle, 7.5-8.5 s on a loaded machine
+ANALYSIS_S_PER_SHARD = (
+    0.004  # walk: 2 000 interpolation shards (0.9 MiB) in 3.5 s idle, 7.5-8.5 s on a loaded machine
+)
 ANALYSIS_S_PER_MIB = 0.003  # batch-size: 40 line shards of 20 000 samples (513 MiB) in 1.4-1.5 s
 ANALYSIS_SAFETY_FACTOR = 4.0  # a slower node, a shared file system (~80 MiB/s where this disk did 350)
 ANALYSIS_FLOOR_MINUTES = 5  # no analysis job asks for less (queueing, a slow start)
@@ -80,15 +90,29 @@ def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
         value = getattr(arguments, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value} is not allowed; accepted: an integer >= 1")
-    if not all(math.isfinite(value) and value > 0 for value in (arguments.window, arguments.pal_mu, *arguments.sgd_lr)):
-        raise UserError(f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: not all finite and positive; accepted: finite numbers > 0")
+    if not all(
+        math.isfinite(value) and value > 0
+        for value in (arguments.window, arguments.pal_mu, *arguments.sgd_lr)
+    ):
+        raise UserError(
+            f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: "
+            "not all finite and positive; accepted: finite numbers > 0"
+        )
     if min(arguments.batch_sizes) < 1:
         raise UserError(f"--batch-sizes {arguments.batch_sizes} is not allowed; accepted: integers >= 1")
     return AnalysisOptions(
-        probe=arguments.probe or probe, steps=arguments.steps, image_format=arguments.format, window=arguments.window,
-        stride=arguments.stride, block=arguments.block, kernel=arguments.kernel, sgd_learning_rates=tuple(arguments.sgd_lr), pal_measuring_step=arguments.pal_mu,
-        batch_sizes=tuple(arguments.batch_sizes), steps_per_epoch=arguments.steps_per_epoch,
-    )  # fmt: skip
+        probe=arguments.probe or probe,
+        steps=arguments.steps,
+        image_format=arguments.format,
+        window=arguments.window,
+        stride=arguments.stride,
+        block=arguments.block,
+        kernel=arguments.kernel,
+        sgd_learning_rates=tuple(arguments.sgd_lr),
+        pal_measuring_step=arguments.pal_mu,
+        batch_sizes=tuple(arguments.batch_sizes),
+        steps_per_epoch=arguments.steps_per_epoch,
+    )
 
 
 def check_out_folder(out: Path | None, home: OrchHome) -> None:
@@ -104,7 +128,9 @@ def default_sweep_folder(home: OrchHome) -> Path:
 
 def selected_runs(session: Session, targets: Sequence[str], where: Sequence[WhereClause]) -> list[Run]:
     if not targets and not where:
-        raise UserError("orch analyze needs a target; accepted: sweep names, run ids (prefixes), or --where KEY=VALUE")
+        raise UserError(
+            "orch analyze needs a target; accepted: sweep names, run ids (prefixes), or --where KEY=VALUE"
+        )
     runs = resolve_targets(session, targets) if targets else select_runs(session, None, None, where)
     if targets and where:
         runs = [run for run in runs if matches_where(run, where)]
@@ -117,8 +143,10 @@ def analysis_jobs(runs: Sequence[Run], arguments: argparse.Namespace) -> list[An
     options = options_of(arguments, analysis(arguments.figure).probe)
     jobs = []
     for run in runs:
-        paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]
-        run_input = RunInput(run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures")
+        paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]  # submitted runs only: a folder each
+        run_input = RunInput(
+            run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures"
+        )
         jobs.append(AnalysisJob(arguments.figure, run_input, options))
     return jobs
 
@@ -127,7 +155,9 @@ def analyze_in_process(runs: Sequence[Run], arguments: argparse.Namespace) -> li
     reports = []
     for job, run in zip(analysis_jobs(runs, arguments), runs):
         with results_umask(profile_of(run)):  # figures in the run's folder get its profile's modes
-            reports.append(AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options)))
+            reports.append(
+                AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options))
+            )
     return reports
 
 
@@ -150,7 +180,9 @@ class ShardVolume:
         return ANALYSIS_START_S + self.shards * ANALYSIS_S_PER_SHARD + self.bytes / MIB * ANALYSIS_S_PER_MIB
 
 
-def shard_volumes(session: Session, run_ids: Sequence[str], probe: str, steps: Optional[tuple[int, int]]) -> dict[str, ShardVolume]:
+def shard_volumes(
+    session: Session, run_ids: Sequence[str], probe: str, steps: Optional[tuple[int, int]]
+) -> dict[str, ShardVolume]:
     """:class:`ShardVolume` of each run (absent: no shard of ``probe`` in the range), one grouped
     query per :data:`IN_CHUNK` runs."""
     from sqlalchemy import func, select
@@ -160,10 +192,14 @@ def shard_volumes(session: Session, run_ids: Sequence[str], probe: str, steps: O
     volumes = {}
     for start in range(0, len(run_ids), IN_CHUNK):
         query = select(shards.c.run_id, func.count(), func.coalesce(func.sum(shards.c.bytes), 0))
-        query = query.where(shards.c.run_id.in_(run_ids[start : start + IN_CHUNK]), shards.c.probe == probe).group_by(shards.c.run_id)
+        query = query.where(
+            shards.c.run_id.in_(run_ids[start : start + IN_CHUNK]), shards.c.probe == probe
+        ).group_by(shards.c.run_id)
         if steps is not None:
             query = query.where(shards.c.step >= steps[0], shards.c.step < steps[1])
-        volumes.update({run_id: ShardVolume(int(count), int(size)) for run_id, count, size in session.execute(query)})
+        volumes.update(
+            {run_id: ShardVolume(int(count), int(size)) for run_id, count, size in session.execute(query)}
+        )
     return volumes
 
 
@@ -186,7 +222,11 @@ def job_time(estimate_s: float, profile: ClusterProfile) -> JobTime:
     profile's warning before the limit (``signal_delay_s`` and Slurm's slack: an analysis cannot
     checkpoint, so submitit ends it at the signal), rounded up to whole minutes, and at most the
     profile's longest partition (an analysis is not split into segments)."""
-    needed_s = max(estimate_s * ANALYSIS_SAFETY_FACTOR, ANALYSIS_FLOOR_MINUTES * 60) + profile.signal_delay_s + SIGNAL_SLACK_S
+    needed_s = (
+        max(estimate_s * ANALYSIS_SAFETY_FACTOR, ANALYSIS_FLOOR_MINUTES * 60)
+        + profile.signal_delay_s
+        + SIGNAL_SLACK_S
+    )
     minutes = math.ceil(needed_s / 60)
     if profile.partitions:
         longest = math.floor(max(time_limit_minutes(partition.max_time) for partition in profile.partitions))
@@ -210,7 +250,11 @@ class AnalysisTask:
 
     @property
     def array_key(self) -> str:
-        return json.dumps([self.profile.name, self.launcher, dataclasses.asdict(self.resources)], sort_keys=True, default=str)
+        return json.dumps(
+            [self.profile.name, self.launcher, dataclasses.asdict(self.resources)],
+            sort_keys=True,
+            default=str,
+        )
 
 
 @dataclass(frozen=True)
@@ -226,43 +270,74 @@ class AnalysisArray:
     tasks: tuple[AnalysisTask, ...]
 
 
-def plan_arrays(session: Session, runs: Sequence[Run], jobs: Sequence[AnalysisJob], executor: str, home: OrchHome) -> list[AnalysisArray]:
+def plan_arrays(
+    session: Session, runs: Sequence[Run], jobs: Sequence[AnalysisJob], executor: str, home: OrchHome
+) -> list[AnalysisArray]:
     """The arrays that run ``jobs`` (one per run, :func:`analysis_jobs`) on ``executor``: runs
     grouped by profile, launcher and resources, each group cut at the cluster's MaxArraySize
     (Slurm). A run whose analysis does not fit its cluster, or no Slurm here, is an error before
     anything is submitted."""
     backend = get_backend(executor)
     backend.check_available()
-    volumes = shard_volumes(session, [run.id for run in runs], jobs[0].options.probe, jobs[0].options.steps) if jobs else {}
+    volumes = (
+        shard_volumes(session, [run.id for run in runs], jobs[0].options.probe, jobs[0].options.steps)
+        if jobs
+        else {}
+    )
     groups: dict[str, list[AnalysisTask]] = {}
     for run, job in zip(runs, jobs):
         task = analysis_task(run, job, volumes.get(run.id, ShardVolume()), home)
         groups.setdefault(task.array_key, []).append(task)
     chunk_size = backend.array_limit() or max(len(runs), 1)
-    chunks = [tasks[start : start + chunk_size] for tasks in groups.values() for start in range(0, len(tasks), chunk_size)]
+    chunks = [
+        tasks[start : start + chunk_size]
+        for tasks in groups.values()
+        for start in range(0, len(tasks), chunk_size)
+    ]
     submission = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    return [array_of(tuple(tasks), submission, number if len(chunks) > 1 else None, home) for number, tasks in enumerate(chunks)]
+    return [
+        array_of(tuple(tasks), submission, number if len(chunks) > 1 else None, home)
+        for number, tasks in enumerate(chunks)
+    ]
 
 
 def analysis_task(run: Run, job: AnalysisJob, volume: ShardVolume, home: OrchHome) -> AnalysisTask:
     spec = spec_from_json(run.spec_json)
     profile = load_profile(spec.cluster)
     resources = replace(spec.resources, gpus=0, gpu_type=None, partition=None, time=None, segments=1)
-    return AnalysisTask(job, profile, resources, tuple(launcher_argv(replace(spec, resources=resources), profile, home)), volume)
+    return AnalysisTask(
+        job,
+        profile,
+        resources,
+        tuple(launcher_argv(replace(spec, resources=resources), profile, home)),
+        volume,
+    )
 
 
-def array_of(tasks: tuple[AnalysisTask, ...], submission: str, number: Optional[int], home: OrchHome) -> AnalysisArray:
+def array_of(
+    tasks: tuple[AnalysisTask, ...], submission: str, number: Optional[int], home: OrchHome
+) -> AnalysisArray:
     first, figure = tasks[0], tasks[0].job.name
     needed = job_time(max(task.volume.seconds for task in tasks), first.profile)
     try:
         resources = resolve_resources(replace(first.resources, time=needed.slurm_time), first.profile)
     except ResourceProblem as problem:
         raise UserError(
-            f"the analysis job of run {first.job.run.run_id} does not fit cluster {first.profile.name}: resources.{problem.key} {problem.found}; accepted: {problem.accepted}"
+            f"the analysis job of run {first.job.run.run_id} does not fit cluster "
+            f"{first.profile.name}: resources.{problem.key} {problem.found}; accepted: "
+            f"{problem.accepted}"
         ) from None
     suffix = "" if number is None else f".{number}"
     folder = first.profile.results_path(home) / "submitit" / f"analyze-{figure}-{submission}{suffix}"
-    return AnalysisArray(f"orch:analyze:{figure}:{submission}{suffix}", folder, first.profile, resources, first.launcher, needed, tasks)
+    return AnalysisArray(
+        f"orch:analyze:{figure}:{submission}{suffix}",
+        folder,
+        first.profile,
+        resources,
+        first.launcher,
+        needed,
+        tasks,
+    )
 
 
 # -- submitting and waiting -----------------------------------------------------------------------
@@ -310,7 +385,9 @@ def waits(executor: str, wait: bool) -> bool:
 
 
 def submit_arrays(arrays: Sequence[AnalysisArray], figure: str, executor_name: str) -> AnalysisSubmission:
-    return AnalysisSubmission(figure, executor_name, tuple(submit_array(array, executor_name) for array in arrays))
+    return AnalysisSubmission(
+        figure, executor_name, tuple(submit_array(array, executor_name) for array in arrays)
+    )
 
 
 def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
@@ -326,9 +403,12 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
             jobs = [executor.submit(task.job) for task in array.tasks]
     except FailedJobError as error:  # sbatch refused the array
         raise UserError(
-            f"sbatch refused the analysis array {array.name} (cluster {array.profile.name}, partition {array.resources.partition}, "
-            f"--time {array.time.slurm_time}): {one_paragraph(str(error).strip() or refusal.getvalue().strip(), 300)}; "
-            f"accepted: a partition, account, QOS and options this cluster accepts (the cluster profile configs/cluster/{array.profile.name}.yaml or yours)"
+            f"sbatch refused the analysis array {array.name} (cluster {array.profile.name}, partition "
+            f"{array.resources.partition}, "
+            f"--time {array.time.slurm_time}): "
+            f"{one_paragraph(str(error).strip() or refusal.getvalue().strip(), 300)}; "
+            "accepted: a partition, account, QOS and options this cluster accepts (the cluster "
+            f"profile configs/cluster/{array.profile.name}.yaml or yours)"
         ) from None
     return SubmittedArray(array, tuple(jobs))
 
@@ -338,9 +418,15 @@ def analysis_settings(array: AnalysisArray) -> JobSettings:
     reported as failed)."""
     profile = array.profile
     return JobSettings(
-        resources=array.resources, folder=array.folder, max_parallel=profile.max_parallel, name=array.name,
-        launcher=array.launcher, max_requeues=0, signal_delay_s=profile.signal_delay_s, sbatch=profile.sbatch,
-    )  # fmt: skip
+        resources=array.resources,
+        folder=array.folder,
+        max_parallel=profile.max_parallel,
+        name=array.name,
+        launcher=array.launcher,
+        max_requeues=0,
+        signal_delay_s=profile.signal_delay_s,
+        sbatch=profile.sbatch,
+    )
 
 
 def collect_reports(submission: AnalysisSubmission) -> tuple[list[AnalysisReport], list[AnalysisFailure]]:
@@ -352,17 +438,28 @@ def collect_reports(submission: AnalysisSubmission) -> tuple[list[AnalysisReport
     for submitted in submission.arrays:
         for task, job in zip(submitted.array.tasks, submitted.jobs):
             try:
-                reports.append(AnalysisReport(task.job.run.run_id, task.job.name, read_report(Path(job.result()))))
+                reports.append(
+                    AnalysisReport(task.job.run.run_id, task.job.name, read_report(Path(job.result())))
+                )
             except UncompletedJobError as error:
                 lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-                failures.append(AnalysisFailure(task.job.run.run_id, str(job.job_id), lines[-1] if lines else type(error).__name__, Path(job.paths.stderr)))
+                failures.append(
+                    AnalysisFailure(
+                        task.job.run.run_id,
+                        str(job.job_id),
+                        lines[-1] if lines else type(error).__name__,
+                        Path(job.paths.stderr),
+                    )
+                )
     return reports, failures
 
 
 # -- sweep views ----------------------------------------------------------------------------------
 
 
-def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Namespace, home: OrchHome) -> AnalysisReport:
+def analyze_sweep(
+    session: Session, runs: Sequence[Run], arguments: argparse.Namespace, home: OrchHome
+) -> AnalysisReport:
     from jobs.analyses.groups import RunCurves, curves, result_table
 
     keys = arguments.group_by or default_group_keys(runs)
@@ -372,7 +469,10 @@ def analyze_sweep(session: Session, runs: Sequence[Run], arguments: argparse.Nam
     if unknown:
         section = unknown[0].split(".")[0]
         related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
-        raise UserError(f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec keys, e.g. {', '.join(related)}")
+        raise UserError(
+            f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec "
+            f"keys, e.g. {', '.join(related)}"
+        )
     selection = "+".join(arguments.targets) or "where"
     out_dir = arguments.out or default_sweep_folder(home)
     collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
@@ -396,7 +496,9 @@ def default_group_keys(runs: Sequence[Run]) -> list[str]:
 # -- what orch analyze prints ---------------------------------------------------------------------
 
 
-def print_reports(reports: Sequence[AnalysisReport], failures: Sequence[AnalysisFailure], as_json: bool) -> int:
+def print_reports(
+    reports: Sequence[AnalysisReport], failures: Sequence[AnalysisFailure], as_json: bool
+) -> int:
     """The reports (``--json``: a list of objects) on stdout, each failed job on stderr; returns the
     number of failures."""
     from orchestrator import output
@@ -405,14 +507,26 @@ def print_reports(reports: Sequence[AnalysisReport], failures: Sequence[Analysis
         output.print_json([report.as_json() for report in reports])
     for report in reports if not as_json else ():
         written = report.written
-        print(f"{report.target} {report.analysis}: wrote {len(written)} file{'s' if len(written) != 1 else ''}" if written else f"{report.target} {report.analysis}: wrote no file")
+        print(
+            f"{report.target} {report.analysis}: wrote {len(written)} file{'s' if len(written) != 1 else ''}"
+            if written
+            else f"{report.target} {report.analysis}: wrote no file"
+        )
         for path in written:  # every figure and table, one per line
             print(f"  {path}")
-        numbers = ", ".join(f"{key}={_short(value)}" for key, value in report.output.summary.items() if not isinstance(value, (dict, list)))
+        numbers = ", ".join(
+            f"{key}={_short(value)}"
+            for key, value in report.output.summary.items()
+            if not isinstance(value, (dict, list))
+        )
         if numbers:
             print(f"  {numbers}")
     for failure in failures:
-        print(f"orch: run {failure.run_id}: analysis job {failure.job_id} did not complete: {one_paragraph(failure.problem, 300)}; its log: {failure.log}", file=sys.stderr)
+        print(
+            f"orch: run {failure.run_id}: analysis job {failure.job_id} did not complete: "
+            f"{one_paragraph(failure.problem, 300)}; its log: {failure.log}",
+            file=sys.stderr,
+        )
     return len(failures)
 
 
@@ -442,7 +556,14 @@ def array_document(submitted: SubmittedArray) -> dict[str, Any]:
         "max_parallel": array.profile.max_parallel,
         "submitit_folder": str(array.folder),
         "tasks": [
-            {"run": task.job.run.run_id, "job_id": job_id, "shards": task.volume.shards, "bytes": task.volume.bytes, "report": str(task.job.report_file), "out_dir": str(task.job.run.out_dir)}
+            {
+                "run": task.job.run.run_id,
+                "job_id": job_id,
+                "shards": task.volume.shards,
+                "bytes": task.volume.bytes,
+                "report": str(task.job.report_file),
+                "out_dir": str(task.job.run.out_dir),
+            }
             for task, job_id in zip(array.tasks, submitted.job_ids)
         ],
     }
@@ -453,7 +574,10 @@ def watch_commands(submission: AnalysisSubmission) -> list[str]:
     array_ids = ",".join(submitted.array_id for submitted in submission.arrays)
     if not backend_class(submission.executor).queued or not array_ids:
         return []
-    return [shlex.join(["squeue", "--jobs", array_ids]), shlex.join(["sacct", "--jobs", array_ids, "--format", "JobID,JobName%60,State,Elapsed,ExitCode"])]
+    return [
+        shlex.join(["squeue", "--jobs", array_ids]),
+        shlex.join(["sacct", "--jobs", array_ids, "--format", "JobID,JobName%60,State,Elapsed,ExitCode"]),
+    ]
 
 
 def print_submission(submission: AnalysisSubmission, as_json: bool) -> int:
@@ -468,16 +592,33 @@ def print_submission(submission: AnalysisSubmission, as_json: bool) -> int:
         print(f"analyze {submission.figure}: no submitted run selected; nothing was submitted")
         return 0
     arrays = len(submission.arrays)
-    print(f"analyze {submission.figure}: submitted {submission.runs} run{'s' if submission.runs != 1 else ''} as {arrays} {submission.executor} array{'s' if arrays != 1 else ''}")
+    print(
+        f"analyze {submission.figure}: submitted {submission.runs} "
+        f"run{'s' if submission.runs != 1 else ''} as {arrays} {submission.executor} "
+        f"array{'s' if arrays != 1 else ''}"
+    )
     for submitted in submission.arrays:
         array = submitted.array
         capped = " (capped: the longest partition)" if array.time.capped else ""
-        shards, size = sum(task.volume.shards for task in array.tasks), sum(task.volume.bytes for task in array.tasks)
-        print(f"  array {submitted.array_id} {array.name}: {len(array.tasks)} runs, {shards} shards ({size / MIB:.1f} MiB)")
-        print(f"    cluster {array.profile.name}, partition {array.resources.partition or '(default)'}, --time {array.time.slurm_time}{capped} per run, at most {array.profile.max_parallel} at once; costliest run estimated at {array.time.estimate_s:.0f} s")
+        shards, size = (
+            sum(task.volume.shards for task in array.tasks),
+            sum(task.volume.bytes for task in array.tasks),
+        )
+        print(
+            f"  array {submitted.array_id} {array.name}: {len(array.tasks)} runs, {shards} shards "
+            f"({size / MIB:.1f} MiB)"
+        )
+        print(
+            f"    cluster {array.profile.name}, partition {array.resources.partition or '(default)'}, "
+            f"--time {array.time.slurm_time}{capped} per run, at most {array.profile.max_parallel} at "
+            f"once; costliest run estimated at {array.time.estimate_s:.0f} s"
+        )
         print(f"    submitit folder (scripts, logs): {array.folder}")
         folders = list(dict.fromkeys(str(task.job.run.out_dir) for task in array.tasks))
-        print(f"    figures, tables and reports (<run>-{submission.figure}.json) will be in: {bounded_list(folders, 400)}")
+        print(
+            f"    figures, tables and reports (<run>-{submission.figure}.json) will be in: "
+            f"{bounded_list(folders, 400)}"
+        )
     for command in watch_commands(submission):
         print(f"  watch: {command}")
     return 0

@@ -129,7 +129,10 @@ ENVIRONMENT_ERRNOS = {
 def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
     """One line for an error of the environment (file system, registry), or None for anything else."""
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
-        where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None) or "a file"
+        where = (
+            " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+            or "a file"
+        )
         return f"{where}: {error.strerror}; accepted: {ENVIRONMENT_ERRNOS[error.errno]}"
     if "sqlalchemy" not in sys.modules:  # a command that never opened the registry: no registry error
         return None
@@ -141,7 +144,10 @@ def environment_problem(error: Exception, home: OrchHome) -> Optional[str]:
     if isinstance(error, OperationalError) or type(error) is DatabaseError:
         return registry_problem(error, _registry_location(home))
     if isinstance(error, MigrationError):
-        return f"registry {_registry_location(home)}: {error}; accepted: a registry of this orch's schema (one a newer orch upgraded needs that orch), or another --home"
+        return (
+            f"registry {_registry_location(home)}: {error}; accepted: a registry of this orch's schema "
+            "(one a newer orch upgraded needs that orch), or another --home"
+        )
     return None
 
 
@@ -159,7 +165,8 @@ def internal_error_message(error: Exception) -> str:
     where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
     message = " ".join(str(error).split())
     return (
-        f"orch: internal error: {type(error).__name__}: {message}{where}. This is a bug in orch, not in what you typed: "
+        f"orch: internal error: {type(error).__name__}: {message}{where}. This is a bug in orch, not "
+        "in what you typed: "
         f"please report it to the maintainers of this repository with the command you ran and this message "
         f"(set {TRACEBACK_VARIABLE}=1 to print the full traceback)."
     )
@@ -209,10 +216,16 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     """``orch``'s parser. ``lazy``: each command's options are added when that command is parsed
     (``main``); otherwise at once, for whoever inspects the parser."""
     parser = BoundedParser(prog="orch", description=__doc__.splitlines()[0])
-    parser.add_argument("--home", help="orchestrator home: registry and default results (default: $ORCH_HOME or ./.orch)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
+    parser.add_argument(
+        "--home", help="orchestrator home: registry and default results (default: $ORCH_HOME or ./.orch)"
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
+    )
 
-    def command(name: str, handler: Handler, help_text: str, options: Optional[Options] = None, reports: bool = True) -> None:
+    def command(
+        name: str, handler: Handler, help_text: str, options: Optional[Options] = None, reports: bool = True
+    ) -> None:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         if reports:
@@ -223,44 +236,79 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
             options(sub)
 
     command("plan", cmd_plan, "expand a sweep file into runs and show them; writes nothing", _file_options)
-    command("submit", cmd_submit, "record a sweep and submit its runs that are not completed or active", _submit_options)
+    command(
+        "submit",
+        cmd_submit,
+        "record a sweep and submit its runs that are not completed or active",
+        _submit_options,
+    )
     command("status", cmd_status, "runs per state per sweep; step and ETA of active runs", _status_options)
     command("runs", cmd_runs, "list runs", _selection_options)
-    command("show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics", _run_options)
-    command("shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)", _shards_options)
+    command(
+        "show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics", _run_options
+    )
+    command(
+        "shards", cmd_shards, "a run's landscape shards (probe, step, file, size, sha256)", _shards_options
+    )
     command("logs", cmd_logs, "an attempt's stdout (or stderr)", _logs_options)
-    command("resume", cmd_resume, "re-submit runs whose last attempt failed, timed out, was cancelled or is lost", _resume_options)
+    command(
+        "resume",
+        cmd_resume,
+        "re-submit runs whose last attempt failed, timed out, was cancelled or is lost",
+        _resume_options,
+    )
     command("cancel", cmd_cancel, "cancel the active attempts of runs", _targets_options)
     command("sync", cmd_sync, "ingest the journals of active attempts into the registry")
-    command("export", cmd_export, "one row per run: id, sweep, state, flattened config, final metrics", _export_options)
+    command(
+        "export",
+        cmd_export,
+        "one row per run: id, sweep, state, flattened config, final metrics",
+        _export_options,
+    )
 
     from jobs.manifest import DATA_FILES
 
     data = commands.add_parser("data", help="stage data sets (jobs never download)")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    fetch = data_commands.add_parser("fetch", help="download a data set with torchvision into a data root (needs internet)")
+    fetch = data_commands.add_parser(
+        "fetch", help="download a data set with torchvision into a data root (needs internet)"
+    )
     fetch.set_defaults(handler=cmd_data_fetch)
-    fetch.add_argument("name", choices=tuple(DATA_FILES))  # the staged data sets (jobs.data.vision), named without torch
-    fetch.add_argument("--root", type=path_argument, required=True, help="the data root (a cluster profile's data_root)")
+    # the staged data sets (jobs.data.vision), named without torch
+    fetch.add_argument("name", choices=tuple(DATA_FILES))
+    fetch.add_argument(
+        "--root", type=path_argument, required=True, help="the data root (a cluster profile's data_root)"
+    )
     fetch.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     container = commands.add_parser("container", help="the container runtime and image of a cluster profile")
     container_commands = container.add_subparsers(dest="container_command", required=True, metavar="COMMAND")
-    check = container_commands.add_parser("check", help="runtime, its version, the image's sha256 and Python/torch inside")
+    check = container_commands.add_parser(
+        "check", help="runtime, its version, the image's sha256 and Python/torch inside"
+    )
     check.set_defaults(handler=cmd_container_check)
     check.add_argument("--json", action="store_true", help="print JSON instead of text")
     check.add_argument("--cluster", default="tcml", help="cluster profile (default: tcml)")
-    check.add_argument("--image", type=path_argument, help="image to check (default: the profile's container.image)")
+    check.add_argument(
+        "--image", type=path_argument, help="image to check (default: the profile's container.image)"
+    )
 
     sweep = commands.add_parser("sweep", help="a recorded sweep as a whole")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
-    prune = sweep_commands.add_parser("prune", help="detach the recorded runs a sweep file no longer plans (their results stay)")
+    prune = sweep_commands.add_parser(
+        "prune", help="detach the recorded runs a sweep file no longer plans (their results stay)"
+    )
     prune.set_defaults(handler=cmd_sweep_prune)
     prune.add_argument("file", type=path_argument)
     prune.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     command("curves", cmd_curves, "write a PNG of training curves into each run's folder", _targets_options)
-    command("analyze", cmd_analyze, "the papers' figures and tables from shards (per run) and metrics (per sweep)", _analyze_options)
+    command(
+        "analyze",
+        cmd_analyze,
+        "the papers' figures and tables from shards (per run) and metrics (per sweep)",
+        _analyze_options,
+    )
     return parser
 
 
@@ -283,7 +331,13 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     from orchestrator.registry.tables import RunState
 
     parser.add_argument("--sweep")
-    parser.add_argument("--state", type=str.upper, choices=RunState.ALL, metavar="STATE", help=f"one of {', '.join(RunState.ALL)}")
+    parser.add_argument(
+        "--state",
+        type=str.upper,
+        choices=RunState.ALL,
+        metavar="STATE",
+        help=f"one of {', '.join(RunState.ALL)}",
+    )
     _where_option(parser)
 
 
@@ -291,7 +345,15 @@ def _where_option(parser: argparse.ArgumentParser) -> None:
     """--where, the one clause language of runs, export and analyze."""
     from orchestrator.views import WhereClause
 
-    parser.add_argument("--where", action="append", default=[], type=WhereClause.parse, metavar="CLAUSE", help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds: KEY a dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=WhereClause.parse,
+        metavar="CLAUSE",
+        help="only runs where KEY=VALUE, KEY!=VALUE, KEY>NUMBER (>=, <, <=) or 'KEY in (A, B)' holds: KEY a "
+        "dotted run-spec key (probes[0].every: one probe's), values YAML (repeatable: all hold)",
+    )
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -324,9 +386,11 @@ def _resume_options(parser: argparse.ArgumentParser) -> None:
 def _export_options(parser: argparse.ArgumentParser) -> None:
     _selection_options(parser)
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
-    parser.add_argument("--out", type=path_argument, help="file to write, replaced atomically (required for parquet; default or -: stdout)")
-
-
+    parser.add_argument(
+        "--out",
+        type=path_argument,
+        help="file to write, replaced atomically (required for parquet; default or -: stdout)",
+    )
 
 
 def path_argument(text: str) -> Path:
@@ -337,13 +401,17 @@ def path_argument(text: str) -> Path:
     try:
         return Path(text).expanduser()
     except RuntimeError as error:  # ~nosuchuser
-        raise argparse.ArgumentTypeError(f"{shown(text)}: {error}; accepted: a path, ~ for your home folder") from None
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: {error}; accepted: a path, ~ for your home folder"
+        ) from None
 
 
 def step_range(text: str) -> tuple[int, int]:
     start, separator, stop = text.partition(":")
     if not separator or not start.isdigit() or not stop.isdigit() or int(stop) <= int(start):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a step range; accepted: A:B with integers 0 <= A < B")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step range; accepted: A:B with integers 0 <= A < B"
+        )
     return int(start), int(stop)
 
 
@@ -351,38 +419,82 @@ def _analyze_options(parser: argparse.ArgumentParser) -> None:
     from jobs.analyses import RUN_ANALYSES, SWEEP_VIEWS
     from orchestrator.executors import EXECUTOR_NAMES
 
-    parser.add_argument("targets", nargs="*", metavar="SWEEP|RUN", help="sweeps and runs (id prefixes); none: every run --where selects")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="SWEEP|RUN",
+        help="sweeps and runs (id prefixes); none: every run --where selects",
+    )
     parser.add_argument("--figure", choices=RUN_ANALYSES + SWEEP_VIEWS, required=True)
     _where_option(parser)
     parser.add_argument("--probe", help="the probe's name (default: line; walk: interpolation)")
     parser.add_argument("--steps", type=step_range, metavar="A:B", help="only shards with A <= step < B")
-    parser.add_argument("--out", type=path_argument, help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)")
+    parser.add_argument(
+        "--out",
+        type=path_argument,
+        help="folder for figures and tables (default: each run's figures/; sweep views: <home>/analyses)",
+    )
     parser.add_argument("--format", choices=("png", "pdf"), default="png")
-    parser.add_argument("--window", type=float, default=0.2, help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.2,
+        help="|s| <= WINDOW for shape distances and fits (Fig. 3: 0.2 SGD, 0.5 momentum)",
+    )
     parser.add_argument("--stride", type=int, default=1, help="shape distance on every STRIDE-th line")
-    parser.add_argument("--block", type=int, default=256, help="shape distance: lines per block of the pairwise matrix (memory: block² × points × 4 bytes)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=256,
+        help="shape distance: lines per block of the pairwise matrix (memory: block² × points × 4 bytes)",
+    )
     parser.add_argument("--kernel", type=int, default=25, help="moving average over lines (strategies)")
-    parser.add_argument("--sgd-lr", type=float, nargs="+", default=[0.1, 0.05], help="SGD strategies' learning rates")
+    parser.add_argument(
+        "--sgd-lr", type=float, nargs="+", default=[0.1, 0.05], help="SGD strategies' learning rates"
+    )
     parser.add_argument("--pal-mu", type=float, default=0.1, help="PAL/FBPAL strategies' measuring step")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
-    parser.add_argument("--steps-per-epoch", type=int, help="walk: epoch length (default: from the run's split and batch size)")
-    parser.add_argument("--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by")
     parser.add_argument(
-        "--executor", choices=EXECUTOR_NAMES,
-        help="run the runs' analyses as one job array (slurm: on the runs' cluster, in their container, no GPU, the time their shards need); default: in this process; sweep views always run here",
-    )  # fmt: skip
-    parser.add_argument("--wait", action="store_true", help="--executor slurm: wait for the jobs and print their reports (default: print what was submitted and return); local and debug always wait")
+        "--steps-per-epoch",
+        type=int,
+        help="walk: epoch length (default: from the run's split and batch size)",
+    )
+    parser.add_argument(
+        "--group-by", nargs="+", metavar="KEY", help="sweep views: dotted config keys to group runs by"
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        help="run the runs' analyses as one job array (slurm: on the runs' cluster, in their container, no "
+        "GPU, the time their shards need); default: in this process; sweep views always run here",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="--executor slurm: wait for the jobs and print their reports (default: print what was "
+        "submitted and return); local and debug always wait",
+    )
 
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
     from orchestrator.executors import EXECUTOR_NAMES
 
     parser.add_argument(
-        "--executor", choices=EXECUTOR_NAMES, default=None,
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        default=None,
         help="slurm, local or debug (in-process, pdb works); default: the cluster profile's executor",
-    )  # fmt: skip
-    parser.add_argument("--wait", action="store_true", help="block with a progress bar until the submitted runs end")
-    parser.add_argument("--max-parallel", type=positive_count, metavar="N", help="at most N tasks of an array run at once (Slurm's %%N); default: the cluster profile's max_parallel")
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="block with a progress bar until the submitted runs end"
+    )
+    parser.add_argument(
+        "--max-parallel",
+        type=positive_count,
+        metavar="N",
+        help="at most N tasks of an array run at once (Slurm's %%N); default: the cluster profile's "
+        "max_parallel",
+    )
 
 
 def positive_count(text: str) -> int:
@@ -426,18 +538,33 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
     if arguments.json:
         output.print_json_records({"sweep": plan.name, "runs": rows, "no_longer_in_file": gone}, "runs")
         return 0
-    title = f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} completed)"
+    title = (
+        f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} "
+        "completed)"
+    )
     swept_names, swept_cells = output.swept_columns(rows)
     columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
     table_rows = [
-        [row["id"], row["state"], *cells, output.format_duration(row["estimate_seconds"]), row["partition"], row["time"], row["segments"]]
+        [
+            row["id"],
+            row["state"],
+            *cells,
+            output.format_duration(row["estimate_seconds"]),
+            row["partition"],
+            row["time"],
+            row["segments"],
+        ]
         for row, cells in zip(rows, swept_cells)
     ]
     output.console().print(output.table(title, columns, table_rows))
     if gone:
-        print(f"{len(gone)} runs recorded for sweep {plan.name} are no longer in {arguments.file}: {', '.join(gone[:10])}"
-              + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
-              + f"; orch sweep prune {shlex.quote(str(arguments.file))} detaches them from the sweep (their results stay)")  # fmt: skip
+        print(
+            f"{len(gone)} runs recorded for sweep {plan.name} are no longer in {arguments.file}: "
+            f"{', '.join(gone[:10])}"
+            + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+            + f"; orch sweep prune {shlex.quote(str(arguments.file))} detaches them from the sweep "
+            "(their results stay)"
+        )
     return 0
 
 
@@ -447,7 +574,12 @@ def no_longer_in_file(connection: Connection, plan: SweepPlan) -> list[str]:
 
     from orchestrator.registry.tables import sweep_runs, sweeps
 
-    members = select(sweep_runs.c.run_id).join(sweeps, sweeps.c.id == sweep_runs.c.sweep_id).where(sweeps.c.name == plan.name).order_by(sweep_runs.c.position)
+    members = (
+        select(sweep_runs.c.run_id)
+        .join(sweeps, sweeps.c.id == sweep_runs.c.sweep_id)
+        .where(sweeps.c.name == plan.name)
+        .order_by(sweep_runs.c.position)
+    )
     planned = {run.run_id for run in plan.runs}
     return [run_id for run_id in connection.execute(members).scalars() if run_id not in planned]
 
@@ -467,11 +599,18 @@ def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
         gone = no_longer_in_file(connection, plan)
         sweep_id = select(sweeps.c.id).where(sweeps.c.name == plan.name).scalar_subquery()
         for start in range(0, len(gone), IN_CHUNK):
-            connection.execute(delete(sweep_runs).where(sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(gone[start : start + IN_CHUNK])))
+            connection.execute(
+                delete(sweep_runs).where(
+                    sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(gone[start : start + IN_CHUNK])
+                )
+            )
     if arguments.json:
         output.print_json({"sweep": plan.name, "detached": gone})
     else:
-        print(f"sweep {plan.name}: detached {len(gone)} runs no longer in {arguments.file}" + (f" ({', '.join(gone[:10])}{' ...' if len(gone) > 10 else ''})" if gone else ""))
+        print(
+            f"sweep {plan.name}: detached {len(gone)} runs no longer in {arguments.file}"
+            + (f" ({', '.join(gone[:10])}{' ...' if len(gone) > 10 else ''})" if gone else "")
+        )
     return 0
 
 
@@ -507,7 +646,9 @@ def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
     return _report_submission(arguments, engine, report, "resume")
 
 
-def _report_submission(arguments: argparse.Namespace, engine: Engine, report: submission.SubmissionReport, label: str) -> int:
+def _report_submission(
+    arguments: argparse.Namespace, engine: Engine, report: submission.SubmissionReport, label: str
+) -> int:
     from collections import Counter
 
     from orchestrator import output
@@ -516,8 +657,12 @@ def _report_submission(arguments: argparse.Namespace, engine: Engine, report: su
 
     payload: dict[str, Any] = {"submitted": report.submitted, "skipped": report.skipped}
     if not arguments.json:
-        skipped = ", ".join(f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items())
-        print(f"{label}: submitted {len(report.submitted)} runs" + (f"; skipped {skipped}" if skipped else ""))
+        skipped = ", ".join(
+            f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items()
+        )
+        print(
+            f"{label}: submitted {len(report.submitted)} runs" + (f"; skipped {skipped}" if skipped else "")
+        )
     exit_code = 0
     if arguments.wait and report.submitted:
         final = wait_for_runs(engine, report.submitted, show_progress=not arguments.json)
@@ -567,7 +712,9 @@ def _status(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome)
 
 
 @contextlib.contextmanager
-def _synced_reader(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> Iterator[Optional[Connection]]:
+def _synced_reader(
+    engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome
+) -> Iterator[Optional[Connection]]:
     """What a reading command reads from: the registry after a sync, with the sweep named on the
     command line known to it (:func:`_check_sweep_known`); None where there is no registry yet."""
     if engine is None:
@@ -592,10 +739,20 @@ def _check_sweep_known(connection: Optional[Connection], sweep_name: Optional[st
 
     if not sweep_name:
         return
-    names = list(connection.execute(select(sweeps.c.name).order_by(sweeps.c.name)).scalars()) if connection is not None else []
+    names = (
+        list(connection.execute(select(sweeps.c.name).order_by(sweeps.c.name)).scalars())
+        if connection is not None
+        else []
+    )
     if sweep_name not in names:
-        accepted = bounded_list(names, MAX_NAMES_CHARS) if names else "none: no sweep is recorded yet (orch submit FILE records one)"
-        raise UserError(f"no sweep named {shown(sweep_name)} in registry {_registry_of(home)}; accepted: {accepted}")
+        accepted = (
+            bounded_list(names, MAX_NAMES_CHARS)
+            if names
+            else "none: no sweep is recorded yet (orch submit FILE records one)"
+        )
+        raise UserError(
+            f"no sweep named {shown(sweep_name)} in registry {_registry_of(home)}; accepted: {accepted}"
+        )
 
 
 def _status_tables(views: list[dict[str, Any]], home: OrchHome) -> list[Any]:
@@ -605,18 +762,36 @@ def _status_tables(views: list[dict[str, Any]], home: OrchHome) -> list[Any]:
     if not views:
         return [f"no sweeps recorded yet in registry {_registry_of(home)} (orch submit FILE records one)"]
     states = [state for state in RunState.ALL if any(state in view["counts"] for view in views)]
-    summary = output.table("runs per state", ["sweep", "runs", *[s.lower() for s in states]], [
-        [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]] for view in views
-    ])
+    summary = output.table(
+        "runs per state",
+        ["sweep", "runs", *[s.lower() for s in states]],
+        [
+            [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]]
+            for view in views
+        ],
+    )
     active_rows = [
-        [view["sweep"], item["run"], item["state"], f"{item['step']}/{item['total_steps']}", output.format_duration(item["eta_seconds"]),
-         item["job_id"], item["node"], item["reason"]]
+        [
+            view["sweep"],
+            item["run"],
+            item["state"],
+            f"{item['step']}/{item['total_steps']}",
+            output.format_duration(item["eta_seconds"]),
+            item["job_id"],
+            item["node"],
+            item["reason"],
+        ]
         for view in views
         for item in view["active"]
-    ]  # fmt: skip
+    ]
     if not active_rows:
         return [summary]
-    return [summary, output.table("active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows)]
+    return [
+        summary,
+        output.table(
+            "active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows
+        ),
+    ]
 
 
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -625,9 +800,14 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator.views import RunSelection, run_rows
 
     rows: list[dict[str, Any]] = []
-    with _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection, collector_paused():
+    with (
+        _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection,
+        collector_paused(),
+    ):
         if connection is not None:  # read whole before printing: a slow reader must not hold the registry
-            rows = list(run_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))))
+            rows = list(
+                run_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where)))
+            )
     if arguments.json:
         output.write_json_list(rows, sys.stdout, sort_keys=True)
         return 0
@@ -639,7 +819,11 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
         [r["id"], ",".join(r["sweeps"]), r["state"], f"{r['step']}/{r['total_steps']}", r["attempts"], *cells]
         for r, cells in zip(rows, swept_cells)
     ]
-    output.console().print(output.table(f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *swept_names], table_rows))
+    output.console().print(
+        output.table(
+            f"{len(rows)} runs", ["run", "sweeps", "state", "step", "attempts", *swept_names], table_rows
+        )
+    )
     return 0
 
 
@@ -674,26 +858,63 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
         output.print_json(view)
         return 0
     console = output.console()
-    console.print(f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps {', '.join(view['sweeps'])}")
+    console.print(
+        f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps "
+        f"{', '.join(view['sweeps'])}"
+    )
     console.print(f"folder {view['run_dir']}")
     console.print(yaml.safe_dump(view["spec"], sort_keys=False).rstrip())
-    attempt_columns = ["number", "executor", "job_id", "array_task", "hostname", "state", "exit_code", "start_step", "end_step"]
+    attempt_columns = [
+        "number",
+        "executor",
+        "job_id",
+        "array_task",
+        "hostname",
+        "state",
+        "exit_code",
+        "start_step",
+        "end_step",
+    ]
     times = [
-        [output.format_time(a["submitted_time"]), output.format_time(a["started_time"]), output.format_time(a["ended_time"]),
-         output.format_duration(a["queue_wait_s"]), output.format_duration(a["elapsed_s"]), a["reason"]]
+        [
+            output.format_time(a["submitted_time"]),
+            output.format_time(a["started_time"]),
+            output.format_time(a["ended_time"]),
+            output.format_duration(a["queue_wait_s"]),
+            output.format_duration(a["elapsed_s"]),
+            a["reason"],
+        ]
         for a in view["attempts"]
-    ]  # fmt: skip
+    ]
     columns = [*attempt_columns, "submitted", "started", "ended", "queue wait", "elapsed", "reason"]
-    console.print(output.table("attempts", columns, [[a[c] for c in attempt_columns] + when for a, when in zip(view["attempts"], times)]))
+    console.print(
+        output.table(
+            "attempts",
+            columns,
+            [[a[c] for c in attempt_columns] + when for a, when in zip(view["attempts"], times)],
+        )
+    )
     requeues = [
         [a["number"], output.format_time(r["time"]), r["cause"], r["node"], r["step"], r["source"]]
-        for a in view["attempts"] for r in a["requeue_history"]
-    ]  # fmt: skip
+        for a in view["attempts"]
+        for r in a["requeue_history"]
+    ]
     if requeues:
-        console.print(output.table("requeues", ["attempt", "time", "cause", "node", "step", "from"], requeues))
-    console.print(output.table("checkpoints", ["step", "path", "bytes"], [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]]))
+        console.print(
+            output.table("requeues", ["attempt", "time", "cause", "node", "step", "from"], requeues)
+        )
+    console.print(
+        output.table(
+            "checkpoints",
+            ["step", "path", "bytes"],
+            [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]],
+        )
+    )
     console.print(f"shards: {len(view['shards'])}")
-    metric_rows = [[name, m["count"], m["last_step"], m["last"], m["min"], m["max"]] for name, m in sorted(view["metrics"].items())]
+    metric_rows = [
+        [name, m["count"], m["last_step"], m["last"], m["min"], m["max"]]
+        for name, m in sorted(view["metrics"].items())
+    ]
     console.print(output.table("metrics", ["name", "points", "last step", "last", "min", "max"], metric_rows))
     return 0
 
@@ -721,7 +942,11 @@ def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
         output.print_json({"run": run.id, "shards": rows})
     else:
         columns = ["probe", "step", "path", "bytes", "sha256"]
-        output.console().print(output.table(f"run {run.id}: {len(rows)} shards", columns, [[row[c] for c in columns] for row in rows]))
+        output.console().print(
+            output.table(
+                f"run {run.id}: {len(rows)} shards", columns, [[row[c] for c in columns] for row in rows]
+            )
+        )
     return 0
 
 
@@ -741,14 +966,21 @@ def cmd_logs(arguments: argparse.Namespace, home: OrchHome) -> int:
         path = attempt.stderr_path if arguments.stderr else attempt.stdout_path
         label = f"run {run.id} attempt {attempt.number}"
     if not path:
-        raise UserError(f"{label} ({attempt.executor} executor) has no {stream} file: a debug attempt prints to the terminal that submitted it")
+        raise UserError(
+            f"{label} ({attempt.executor} executor) has no {stream} file: a debug attempt prints to "
+            "the terminal that submitted it"
+        )
     if not Path(path).is_file():
-        raise UserError(f"{label}: {stream} file {path} does not exist (yet); accepted: an attempt that has started")
+        raise UserError(
+            f"{label}: {stream} file {path} does not exist (yet); accepted: an attempt that has started"
+        )
     lines = Path(path).read_text(errors="replace").splitlines()
     if arguments.tail is not None:
-        lines = lines[-arguments.tail:] if arguments.tail > 0 else []
+        lines = lines[-arguments.tail :] if arguments.tail > 0 else []
     if arguments.json:
-        output.print_json({"run": run.id, "attempt": attempt.number, "stream": stream, "path": path, "lines": lines})
+        output.print_json(
+            {"run": run.id, "attempt": attempt.number, "stream": stream, "path": path, "lines": lines}
+        )
     else:
         sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
@@ -770,7 +1002,9 @@ def cmd_cancel(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import submit as submission
 
     cancelled = submission.cancel(require_registry(home), arguments.targets)
-    output.print_json({"cancelled": cancelled}) if arguments.json else print(f"cancelled {len(cancelled)} runs")
+    output.print_json({"cancelled": cancelled}) if arguments.json else print(
+        f"cancelled {len(cancelled)} runs"
+    )
     return 0
 
 
@@ -781,7 +1015,11 @@ def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     engine = open_registry_if_exists(home)
     report = sync(engine) if engine is not None else None
-    payload = vars(report) if report is not None else {"attempts_checked": 0, "events_ingested": 0, "attempts_lost": 0}
+    payload = (
+        vars(report)
+        if report is not None
+        else {"attempts_checked": 0, "events_ingested": 0, "attempts_lost": 0}
+    )
     if arguments.json:
         output.print_json(payload)
     else:
@@ -797,7 +1035,10 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
     export_format = "json" if arguments.json else arguments.format
     to_stdout = arguments.out in (None, STDOUT_PATH)
     if export_format == "parquet" and to_stdout:
-        raise UserError("export --format parquet: --out FILE is required (parquet is binary); accepted: --out runs.parquet")
+        raise UserError(
+            "export --format parquet: --out FILE is required (parquet is binary); accepted: --out "
+            "runs.parquet"
+        )
     out = None if to_stdout else check_output_file("--out", arguments.out, protected_folders(home))
     write_text = output.write_json_rows if export_format == "json" else output.write_csv_rows
     with collector_paused():
@@ -811,7 +1052,11 @@ def cmd_export(arguments: argparse.Namespace, home: OrchHome) -> int:
             write_text(rows, text)
             replace_file(out, text.getvalue().encode())
     if out is not None:
-        print(f"wrote {len(rows)} runs to {out}" + ("" if rows else f" (none{_selection_words(arguments)} in registry {_registry_of(home)})"), file=sys.stderr)
+        print(
+            f"wrote {len(rows)} runs to {out}"
+            + ("" if rows else f" (none{_selection_words(arguments)} in registry {_registry_of(home)})"),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -822,7 +1067,11 @@ def _export_rows(home: OrchHome, arguments: argparse.Namespace) -> list[Any]:
     from orchestrator.views import RunSelection, export_rows
 
     with _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection:
-        return export_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where))) if connection is not None else []
+        return (
+            export_rows(connection, RunSelection(arguments.sweep, arguments.state, tuple(arguments.where)))
+            if connection is not None
+            else []
+        )
 
 
 def protected_folders(home: OrchHome) -> list[Path]:
@@ -862,21 +1111,37 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     written = []
     with submitted_runs(home, arguments.targets) as (session, runs):
         for run in runs:  # every figure's place is checked before the first is written
+            assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             check_figure_path(run, RunPaths(Path(run.run_dir)).curves_png)
         for run in runs:
+            assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
             with submission.results_umask(submission.profile_of(run)):
-                written.append(str(plot_training_curves(metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png)))
-    output.print_json({"written": written}) if arguments.json else print("\n".join(written) or "no submitted runs")
+                written.append(
+                    str(
+                        plot_training_curves(
+                            metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png
+                        )
+                    )
+                )
+    output.print_json({"written": written}) if arguments.json else print(
+        "\n".join(written) or "no submitted runs"
+    )
     return 0
 
 
 def check_figure_path(run: Run, figure: Path) -> None:
     """A figure goes into its run's folder, which must still be there; an existing figure is replaced."""
     if not figure.parent.is_dir():
-        raise UserError(f"run {run.id}: its folder {figure.parent} does not exist (moved or deleted?); accepted: runs whose folder is in place")
+        raise UserError(
+            f"run {run.id}: its folder {figure.parent} does not exist (moved or deleted?); accepted: "
+            "runs whose folder is in place"
+        )
     if os.path.lexists(figure) and not figure.is_file():
-        raise UserError(f"run {run.id}: {figure} is {describe_kind(figure)}, not a regular file; accepted: a regular file or none (remove it)")
+        raise UserError(
+            f"run {run.id}: {figure} is {describe_kind(figure)}, not a regular file; accepted: a "
+            "regular file or none (remove it)"
+        )
 
 
 @contextlib.contextmanager
@@ -890,7 +1155,10 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
-        yield session, [run for run in submission.resolve_targets(session, targets) if run.run_dir is not None]
+        yield (
+            session,
+            [run for run in submission.resolve_targets(session, targets) if run.run_dir is not None],
+        )
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -906,10 +1174,16 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
     with Session(engine) as session:
         runs = analyze.selected_runs(session, arguments.targets, arguments.where)
         if arguments.figure in SWEEP_VIEWS or arguments.executor is None:
-            in_process = [analyze.analyze_sweep(session, runs, arguments, home)] if arguments.figure in SWEEP_VIEWS else analyze.analyze_in_process(runs, arguments)
+            in_process = (
+                [analyze.analyze_sweep(session, runs, arguments, home)]
+                if arguments.figure in SWEEP_VIEWS
+                else analyze.analyze_in_process(runs, arguments)
+            )
             analyze.print_reports(in_process, [], arguments.json)
             return 0
-        arrays = analyze.plan_arrays(session, runs, analyze.analysis_jobs(runs, arguments), arguments.executor, home)
+        arrays = analyze.plan_arrays(
+            session, runs, analyze.analysis_jobs(runs, arguments), arguments.executor, home
+        )
     # the session is closed before waiting: an open read would hold off other orch commands' writes
     submission = analyze.submit_arrays(arrays, arguments.figure, arguments.executor)
     if not analyze.waits(arguments.executor, arguments.wait):
@@ -926,8 +1200,13 @@ def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:
     try:
         files = fetch(arguments.name, str(root))
     except OSError as error:  # no network, no space, no permission
-        raise UserError(f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable folder on a machine with internet access") from None
-    output.print_json({"data_set": arguments.name, "files": list(map(str, files))}) if arguments.json else print("\n".join(map(str, files)))
+        raise UserError(
+            f"could not fetch {arguments.name} into {arguments.root}: {error}; accepted: a writable "
+            "folder on a machine with internet access"
+        ) from None
+    output.print_json(
+        {"data_set": arguments.name, "files": list(map(str, files))}
+    ) if arguments.json else print("\n".join(map(str, files)))
     return 0
 
 
@@ -939,9 +1218,14 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator.profiles import load_profile, profile_names
 
     if arguments.cluster not in profile_names():  # a name, not a path to some other YAML file
-        raise UserError(f"--cluster {shown(arguments.cluster)}: no such cluster profile; accepted: {', '.join(profile_names())}")
+        raise UserError(
+            f"--cluster {shown(arguments.cluster)}: no such cluster profile; accepted: "
+            f"{', '.join(profile_names())}"
+        )
     profile = load_profile(arguments.cluster)
-    image = arguments.image or (Path(profile.container.image).expanduser() if profile.container.image else None)
+    image = arguments.image or (
+        Path(profile.container.image).expanduser() if profile.container.image else None
+    )
     report = check_container(profile, image, home.image_digest_cache)
     if arguments.json:
         output.print_json(dataclasses.asdict(report))
@@ -951,8 +1235,6 @@ def cmd_container_check(arguments: argparse.Namespace, home: OrchHome) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
 
 
 def read_sweep(file: Path) -> SweepPlan:
@@ -968,7 +1250,10 @@ def require_home_folder(home: OrchHome) -> None:
     for folder in (home.root, *home.root.parents):
         if os.path.lexists(folder):
             if not folder.is_dir():
-                raise UserError(f"--home {home.root}: {folder} is {describe_kind(folder)}, not a folder; accepted: a folder (or a path where one can be created)")
+                raise UserError(
+                    f"--home {home.root}: {folder} is {describe_kind(folder)}, not a folder; accepted: "
+                    "a folder (or a path where one can be created)"
+                )
             return
 
 
@@ -977,7 +1262,10 @@ def require_registry(home: OrchHome) -> Engine:
 
     engine = open_registry_if_exists(home)
     if engine is None:
-        raise UserError(f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry created by orch submit")
+        raise UserError(
+            f"no registry at {home.registry_file}; accepted: --home (or ORCH_HOME) of a registry "
+            "created by orch submit"
+        )
     return engine
 
 

@@ -46,9 +46,15 @@ def launcher_argv(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> tup
 
 
 def container_binds(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> list[str]:
-    """Results (journals, checkpoints, submitit's folders), data, Slurm's config and munge, then the user's."""
+    """Results (journals, checkpoints, submitit's folders), data, Slurm's config and munge, then the
+    user's."""
     slurm_conf_dir = str(Path(os.environ.get("SLURM_CONF", DEFAULT_SLURM_CONF)).parent)
-    paths = [str(profile.results_path(home)), spec.data.root or profile.data_root, slurm_conf_dir, MUNGE_SOCKET_DIR]
+    paths = [
+        str(profile.results_path(home)),
+        spec.data.root or profile.data_root,
+        slurm_conf_dir,
+        MUNGE_SOCKET_DIR,
+    ]
     binds = [str(Path(path).expanduser()) for path in paths if path]
     binds += [*profile.container.binds, *spec.container.binds]
     return list(dict.fromkeys(binds))
@@ -78,7 +84,8 @@ class ContainerReport:
 INSIDE_PROBE = (
     "import json, platform, torch, submitit; "
     "print(json.dumps({'python': platform.python_version(), 'torch': torch.__version__, "
-    "'cuda': str(torch.version.cuda), 'cuda_available': str(torch.cuda.is_available()), 'submitit': submitit.__version__}))"
+    "'cuda': str(torch.version.cuda), 'cuda_available': str(torch.cuda.is_available()), 'submitit': "
+    "submitit.__version__}))"
 )
 
 
@@ -92,15 +99,24 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
         others = [name for name in RUNTIMES if name != profile.container.runtime and shutil.which(name)]
         problems.append(
             f"{profile.container.runtime} is not on PATH: this machine cannot run the image"
-            + (f" ({others[0]} is: set container.runtime: {others[0]} in the cluster profile)" if others else
-               " (no Singularity or Apptainer here: run this check on a machine that has one, e.g. a cluster node; `module load singularity` where the cluster uses modules)")
-        )  # fmt: skip
+            + (
+                f" ({others[0]} is: set container.runtime: {others[0]} in the cluster profile)"
+                if others
+                else " (no Singularity or Apptainer here: run this check on a machine that has one, e.g. a "
+                "cluster node; `module load singularity` where the cluster uses modules)"
+            )
+        )
     version = _output([runtime, "--version"], problems) if runtime else None
     digest = None
     if image is None:
-        problems.append(f"no image: set container.image in the run spec or in configs/cluster/{profile.name}.yaml")
+        problems.append(
+            f"no image: set container.image in the run spec or in configs/cluster/{profile.name}.yaml"
+        )
     elif not image.is_file():
-        problems.append(f"image {image} does not exist; build it from the recipe on a machine with Singularity: {build_command(profile, image)}")
+        problems.append(
+            f"image {image} does not exist; build it from the recipe on a machine with Singularity: "
+            f"{build_command(profile, image)}"
+        )
     else:
         digest = image_sha256(image, cache_file)
     inside: dict[str, str] = {}
@@ -112,21 +128,32 @@ def check_container(profile: ClusterProfile, image: Optional[Path], cache_file: 
 
 def build_command(profile: ClusterProfile, image: Path) -> str:
     """The command that builds the image from the project's recipe (``--fakeroot``: as a user)."""
-    return shlex.join([profile.container.runtime or RUNTIMES[0], "build", "--fakeroot", str(image), str(RECIPE)])
+    return shlex.join(
+        [profile.container.runtime or RUNTIMES[0], "build", "--fakeroot", str(image), str(RECIPE)]
+    )
 
 
 def report_lines(report: ContainerReport, cluster: str) -> list[str]:
     """``orch container check`` for a person: what was found, then each problem on its own line."""
-    inside = ", ".join(f"{key} {value}" for key, value in report.inside.items()) or "not run (needs the runtime and the image)"
+    inside = (
+        ", ".join(f"{key} {value}" for key, value in report.inside.items())
+        or "not run (needs the runtime and the image)"
+    )
     lines = [
         f"container check of cluster {cluster}",
-        f"  runtime  {report.runtime or 'not found'}" + (f" ({report.runtime_version})" if report.runtime_version else ""),
-        f"  image    {report.image or 'none set'}" + (f" (sha256 {report.image_sha256[:12]}…)" if report.image_sha256 else ""),
+        f"  runtime  {report.runtime or 'not found'}"
+        + (f" ({report.runtime_version})" if report.runtime_version else ""),
+        f"  image    {report.image or 'none set'}"
+        + (f" (sha256 {report.image_sha256[:12]}…)" if report.image_sha256 else ""),
         f"  inside   {inside}",
     ]
     if not report.problems:
         return [*lines, "ok: jobs of this cluster can run in this image"]
-    return [*lines, f"{len(report.problems)} problem{'s' if len(report.problems) > 1 else ''}:", *(f"  - {problem}" for problem in report.problems)]
+    return [
+        *lines,
+        f"{len(report.problems)} problem{'s' if len(report.problems) > 1 else ''}:",
+        *(f"  - {problem}" for problem in report.problems),
+    ]
 
 
 def _output(argv: list[str], problems: list[str]) -> Optional[str]:
@@ -136,6 +163,8 @@ def _output(argv: list[str], problems: list[str]) -> Optional[str]:
         problems.append(f"{shlex.join(argv)}: {error}")
         return None
     if completed.returncode != 0:
-        problems.append(f"{shlex.join(argv)} exited {completed.returncode}: {completed.stderr.strip()[-500:]}")
+        problems.append(
+            f"{shlex.join(argv)} exited {completed.returncode}: {completed.stderr.strip()[-500:]}"
+        )
         return None
     return completed.stdout.strip()

@@ -33,7 +33,10 @@ class SpecError(UserError):
         self.found = found
         self.accepted = accepted
         parts = [one_paragraph(str(part), MAX_PART_CHARS) for part in (file, key, problem)]
-        super().__init__(f"{parts[0]}: {parts[1]}: {parts[2]}; found {shown(found, MAX_PART_CHARS)}; accepted: {one_paragraph(accepted, MAX_MESSAGE_CHARS)}")
+        super().__init__(
+            f"{parts[0]}: {parts[1]}: {parts[2]}; found {shown(found, MAX_PART_CHARS)}; accepted: "
+            f"{one_paragraph(accepted, MAX_MESSAGE_CHARS)}"
+        )
 
 
 def one_paragraph(text: str, limit: int) -> str:

@@ -17,10 +17,10 @@ from typing import Any, Mapping, Optional, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.spec import RunSpec, ResourcesSpec, slurm_time, time_limit_minutes
+from jobs.spec import ResourcesSpec, RunSpec, slurm_time, time_limit_minutes
+from orchestrator.planner import PlannedRun
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState
-from orchestrator.planner import PlannedRun
 from orchestrator.sweep import SweepPlan
 
 SimilarityKey = tuple[str, tuple[int, ...], tuple[str, ...], str, bool]
@@ -28,16 +28,30 @@ MINIMUM_JOB_MINUTES = 5  # startup (imports, data) is not in the per-step figure
 
 
 def similarity_key(spec: RunSpec) -> SimilarityKey:
-    return _similarity(spec.model.name, spec.model.hidden, [probe.type for probe in spec.probes], spec.resources.gpu_type, spec.resources.gpus)
+    return _similarity(
+        spec.model.name,
+        spec.model.hidden,
+        [probe.type for probe in spec.probes],
+        spec.resources.gpu_type,
+        spec.resources.gpus,
+    )
 
 
 def recorded_similarity_key(spec: Mapping[str, Any]) -> SimilarityKey:
     """:func:`similarity_key` of a spec as the registry holds it (``runs.spec_json``, parsed)."""
     model, resources = spec["model"], spec["resources"]
-    return _similarity(model["name"], model["hidden"], [probe["type"] for probe in spec["probes"]], resources["gpu_type"], resources["gpus"])
+    return _similarity(
+        model["name"],
+        model["hidden"],
+        [probe["type"] for probe in spec["probes"]],
+        resources["gpu_type"],
+        resources["gpus"],
+    )
 
 
-def _similarity(model: str, hidden: Sequence[int], probe_types: Sequence[str], gpu_type: Optional[str], gpus: int) -> SimilarityKey:
+def _similarity(
+    model: str, hidden: Sequence[int], probe_types: Sequence[str], gpu_type: Optional[str], gpus: int
+) -> SimilarityKey:
     return (model, tuple(hidden), tuple(sorted(probe_types)), gpu_type or "", gpus > 0)
 
 
@@ -46,14 +60,25 @@ def seconds_per_step(session: Session) -> dict[SimilarityKey, float]:
     each run's spec parsed from its JSON once)."""
     samples: dict[SimilarityKey, list[float]] = {}
     completed = (
-        select(Attempt.started_time, Attempt.ended_time, Attempt.start_step, Run.total_steps, Run.id, Run.spec_json)
+        select(
+            Attempt.started_time,
+            Attempt.ended_time,
+            Attempt.start_step,
+            Run.total_steps,
+            Run.id,
+            Run.spec_json,
+        )
         .join(Run, Attempt.run_id == Run.id)
-        .where(Attempt.state == RunState.COMPLETED, Attempt.started_time.is_not(None), Attempt.ended_time.is_not(None))
+        .where(
+            Attempt.state == RunState.COMPLETED,
+            Attempt.started_time.is_not(None),
+            Attempt.ended_time.is_not(None),
+        )
     )
     keys: dict[str, SimilarityKey] = {}
     for started, ended, start_step, total_steps, run_id, spec_json in session.execute(completed):
         steps = total_steps - (start_step or 0)
-        if steps > 0 and ended:
+        if steps > 0 and ended and started is not None:  # the query selects started attempts only
             if run_id not in keys:
                 keys[run_id] = recorded_similarity_key(json.loads(spec_json))
             samples.setdefault(keys[run_id], []).append((ended - started) / steps)
@@ -99,11 +124,23 @@ def schedule_plan(session: Optional[Session], plan: SweepPlan) -> list[Scheduled
     scheduled = []
     for run in plan.runs:
         spec = run.spec
-        key = (id(spec.model), id(spec.probes), id(spec.resources), spec.cluster, spec.training.steps, run.time_was_given)
+        key = (
+            id(spec.model),
+            id(spec.probes),
+            id(spec.resources),
+            spec.cluster,
+            spec.training.steps,
+            run.time_was_given,
+        )
         if key not in outcomes:
             outcomes[key] = schedule(run, load_profile(spec.cluster), history)
         outcome = outcomes[key]
         resources = outcome.run.spec.resources
         same = resources is spec.resources
-        scheduled.append(Scheduled(run if same else replace(run, spec=replace(spec, resources=resources)), outcome.estimate_seconds))
+        scheduled.append(
+            Scheduled(
+                run if same else replace(run, spec=replace(spec, resources=resources)),
+                outcome.estimate_seconds,
+            )
+        )
     return scheduled

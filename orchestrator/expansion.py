@@ -11,7 +11,6 @@ from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-
 SEED_KEY = "training.seed"
 
 
@@ -42,13 +41,13 @@ class SeedCount(SequenceABC):
     """The points (0,), (1,), … of ``seeds: n``, none of them stored."""
 
     def __init__(self, count: int) -> None:
-        self.count = count
+        self.size = count
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
-    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]
-        if not 0 <= index < self.count:
+    def __getitem__(self, index: int) -> tuple[int]:  # type: ignore[override]  # ints only, never sliced
+        if not 0 <= index < self.size:
             raise IndexError(index)
         return (index,)
 
@@ -60,7 +59,9 @@ class GridUnion(SequenceABC):
     def __init__(self, alternatives: list[list[Axis]]) -> None:
         self.alternatives = alternatives
         self.keys = tuple(dict.fromkeys(axis.keys[0] for grid in alternatives for axis in grid))
-        self.starts = list(itertools.accumulate((math.prod(axis.size for axis in grid) for grid in alternatives), initial=0))
+        self.starts = list(
+            itertools.accumulate((math.prod(axis.size for axis in grid) for grid in alternatives), initial=0)
+        )
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -71,11 +72,16 @@ class GridUnion(SequenceABC):
     def label_of(self, index: int) -> str:
         return f"grids[{self.alternative_of(index)}]"
 
-    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[Any, ...]:  # type: ignore[override]  # ints only, never sliced
         if not 0 <= index < self.starts[-1]:
             raise IndexError(index)
         alternative = self.alternative_of(index)
-        values = dict(zip([axis.keys[0] for axis in self.alternatives[alternative]], _mixed_radix(index - self.starts[alternative], self.alternatives[alternative])))
+        values = dict(
+            zip(
+                [axis.keys[0] for axis in self.alternatives[alternative]],
+                _mixed_radix(index - self.starts[alternative], self.alternatives[alternative]),
+            )
+        )
         return tuple(values[key][0] if key in values else UNSET for key in self.keys)
 
 

@@ -124,7 +124,13 @@ def section_digest(section_json: str) -> str:
 
 
 SECTION_NAMES = tuple(spec_field.name for spec_field in dataclasses.fields(RunSpec))
-FINGERPRINTED_SECTIONS = tuple(sorted(spec_field.name for spec_field in dataclasses.fields(RunSpec) if spec_field.metadata.get("fingerprint", True)))
+FINGERPRINTED_SECTIONS = tuple(
+    sorted(
+        spec_field.name
+        for spec_field in dataclasses.fields(RunSpec)
+        if spec_field.metadata.get("fingerprint", True)
+    )
+)
 
 
 def canonical_fragment(name: str, value: Any) -> str:
@@ -132,7 +138,8 @@ def canonical_fragment(name: str, value: Any) -> str:
     :func:`canonical_json` ("" for a field the run id leaves out or one that is off)."""
     if name not in FINGERPRINTED_SECTIONS or _is_off(value):
         return ""
-    return f"{json.dumps(name)}:{json.dumps(canonical_form(value), sort_keys=True, separators=(',', ':'), allow_nan=False)}"
+    canonical = json.dumps(canonical_form(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{json.dumps(name)}:{canonical}"
 
 
 def _section_yaml(name: str, plain: Any) -> str:
@@ -140,11 +147,17 @@ def _section_yaml(name: str, plain: Any) -> str:
     section) there: the top-level blocks are independent, and OmegaConf dumps plain values with its
     own YAML dumper and these options (tests/test_plan_fidelity.py compares whole files with
     spec_to_yaml's)."""
-    return yaml.dump({name: plain}, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+    return yaml.dump(
+        {name: plain},
+        default_flow_style=False,
+        allow_unicode=True,
+        sort_keys=False,
+        Dumper=get_omega_conf_dumper(),
+    )
 
 
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
         return [_plain(item) for item in value]

@@ -47,13 +47,22 @@ from jobs.journal import (
 )
 from jobs.paths import AttemptPaths
 from orchestrator.bulk import IN_CHUNK
-from orchestrator.executors import EndedRun, JobRef, Observation, Phase, array_task_of, backend_class, get_backend
+from orchestrator.executors import (
+    EndedRun,
+    JobRef,
+    Observation,
+    Phase,
+    array_task_of,
+    backend_class,
+    get_backend,
+)
 from orchestrator.executors.processes import submitter_alive
 from orchestrator.registry.models import Attempt, Checkpoint, Metric, Requeue, Run, RunState, Shard
 from orchestrator.sync import SyncReport, open_attempts
 
 WRITER_REFUSED = "RunFolderBusy"  # jobs.writer: a second process found the run folder held and stopped
-STDERR_TAIL_BYTES = 64 * 1024  # where a job's failure line is looked for: it prints it last, a traceback may follow
+# where a job's failure line is looked for: it prints it last, a traceback may follow
+STDERR_TAIL_BYTES = 64 * 1024
 UPSERT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql"}  # the dialects with INSERT ... ON CONFLICT
 
 
@@ -79,12 +88,12 @@ class UpsertTarget:
         return operator.itemgetter(*self.keys)
 
 
-METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))  # type: ignore[arg-type]
-CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))  # type: ignore[arg-type]
-SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))  # type: ignore[arg-type]
-REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))  # type: ignore[arg-type]
-REQUEST_MATCH_SECONDS = 5.0
-OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout  # a job's own requeue request (journaled) ends its run within seconds
+METRICS = UpsertTarget(Metric.__table__, ("run_id", "name", "step"))
+CHECKPOINTS = UpsertTarget(Checkpoint.__table__, ("run_id", "step"))
+SHARDS = UpsertTarget(Shard.__table__, ("run_id", "probe", "step"))
+REQUEUES = UpsertTarget(Requeue.__table__, ("attempt_id", "time", "cause"))
+REQUEST_MATCH_SECONDS = 5.0  # a job's own requeue request (journaled) ends its run within seconds
+OPTIMISTIC_TRIES = 2  # syncs done outside the registry's lock before one holds it throughout
 
 
 @dataclass
@@ -92,7 +101,9 @@ class JournalRows:
     """Rows the ingested events describe, across all attempts, last one per key (what upserting
     them one event at a time would leave), written with one executemany per table."""
 
-    by_target: dict[UpsertTarget, dict[tuple, dict[str, Any]]] = field(default_factory=lambda: {METRICS: {}, CHECKPOINTS: {}, SHARDS: {}, REQUEUES: {}})
+    by_target: dict[UpsertTarget, dict[tuple, dict[str, Any]]] = field(
+        default_factory=lambda: {METRICS: {}, CHECKPOINTS: {}, SHARDS: {}, REQUEUES: {}}
+    )
 
     def add(self, target: UpsertTarget, row: dict[str, Any]) -> None:
         self.by_target[target][target.key_of(row)] = row
@@ -101,7 +112,9 @@ class JournalRows:
         dialect = session.get_bind().dialect.name
         for target, rows in self.by_target.items():
             if rows:
-                session.execute(_upsert_statement(dialect, target, tuple(next(iter(rows.values())))), list(rows.values()))
+                session.execute(
+                    _upsert_statement(dialect, target, tuple(next(iter(rows.values())))), list(rows.values())
+                )
 
 
 def ingest(engine: Engine) -> SyncReport:
@@ -138,7 +151,9 @@ def _read_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def bring_up_to_date(loaded: OpenAttempts, reader: Callable[[], ContextManager[Session]]) -> tuple[SyncReport, JournalRows]:
+def bring_up_to_date(
+    loaded: OpenAttempts, reader: Callable[[], ContextManager[Session]]
+) -> tuple[SyncReport, JournalRows]:
     """Apply the journals and the executors' word to the loaded attempts (in memory) and collect
     the rows they describe; ``reader`` gives a session for the few reads this needs."""
     report, rows = SyncReport(), JournalRows()
@@ -149,14 +164,28 @@ def bring_up_to_date(loaded: OpenAttempts, reader: Callable[[], ContextManager[S
         apply_journal(attempt, journal, rows, report)
     still_open = [attempt for attempt in open_attempts if attempt.state in RunState.ACTIVE]
     # a job's journal can end it before sync saw that Slurm had requeued it: asked once more for its history
-    ended_now = [attempt for attempt in open_attempts if attempt.id in was_active and attempt.state not in RunState.ACTIVE and backend_class(attempt.executor).keeps_history]
+    ended_now = [
+        attempt
+        for attempt in open_attempts
+        if attempt.id in was_active
+        and attempt.state not in RunState.ACTIVE
+        and backend_class(attempt.executor).keeps_history
+    ]
     observed = observe(still_open + ended_now)
     with reader() as session:
-        lost_after = lost_after_by_run(session, {attempt.run_id for attempt, observation in observed if _may_be_lost(observation)})
+        lost_after = lost_after_by_run(
+            session, {attempt.run_id for attempt, observation in observed if _may_be_lost(observation)}
+        )
         for attempt, observation in observed:
-            if attempt.state in RunState.ACTIVE and not (unknown_to_scheduler(observation) and being_submitted(attempt, lost_after.get(attempt.run_id))):
+            if attempt.state in RunState.ACTIVE and not (
+                unknown_to_scheduler(observation) and being_submitted(attempt, lost_after.get(attempt.run_id))
+            ):
                 reconcile(attempt, observation, rows, report, lost_after.get(attempt.run_id))
-        record_scheduler_requeues(session, [(attempt, observation.requeued) for attempt, observation in observed if observation.requeued], rows)
+        record_scheduler_requeues(
+            session,
+            [(attempt, observation.requeued) for attempt, observation in observed if observation.requeued],
+            rows,
+        )
     loaded.refresh_run_states()
     return report, rows
 
@@ -166,7 +195,9 @@ def observe(attempts: list[Attempt]) -> list[tuple[Attempt, Observation]]:
     return [
         (attempt, observation)
         for executor, members in by_executor(attempts).items()
-        for attempt, observation in zip(members, get_backend(executor).observe([job_ref(attempt) for attempt in members]))
+        for attempt, observation in zip(
+            members, get_backend(executor).observe([job_ref(attempt) for attempt in members])
+        )
     ]
 
 
@@ -193,14 +224,21 @@ class TrackedColumns:
                 continue
             changed = [(column, new) for column, old, new in zip(self.columns, before, now) if old != new]
             parameters = {f"new_{column}": new for column, new in changed}
-            by_changed.setdefault(tuple(column for column, _ in changed), []).append({"row_key": key, **parameters})
+            by_changed.setdefault(tuple(column for column, _ in changed), []).append(
+                {"row_key": key, **parameters}
+            )
         for changed_columns, parameters_list in by_changed.items():
             statement = update(self.table).where(self.table.c[self.key] == bindparam("row_key"))
-            session.execute(statement.values({column: bindparam(f"new_{column}") for column in changed_columns}), parameters_list)
+            session.execute(
+                statement.values({column: bindparam(f"new_{column}") for column in changed_columns}),
+                parameters_list,
+            )
 
 
-RUN_COLUMNS = TrackedColumns(Run.__table__, "id", ("state", "total_steps", "current_step"))  # type: ignore[arg-type]
-ATTEMPT_COLUMNS = TrackedColumns(Attempt.__table__, "id", tuple(column.key for column in Attempt.__table__.columns if column.key != "id"))  # type: ignore[arg-type]
+RUN_COLUMNS = TrackedColumns(Run.__table__, "id", ("state", "total_steps", "current_step"))
+ATTEMPT_COLUMNS = TrackedColumns(
+    Attempt.__table__, "id", tuple(column.key for column in Attempt.__table__.columns if column.key != "id")
+)
 
 
 @dataclass
@@ -210,7 +248,8 @@ class OpenAttempts:
     would emit one UPDATE per stretch of rows changed in the same columns)."""
 
     attempts: list[Attempt]
-    later_states: dict[int, Optional[str]]  # attempt id -> the state of its run's last attempt if that is a later one
+    # attempt id -> the state of its run's last attempt if that is a later one
+    later_states: dict[int, Optional[str]]
     loaded_attempts: dict[int, tuple] = field(default_factory=dict)
     loaded_runs: dict[str, tuple] = field(default_factory=dict)
 
@@ -241,11 +280,16 @@ class OpenAttempts:
         loaded values."""
         ids = sorted(self.loaded_attempts)
         table = Attempt.__table__
-        columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]  # type: ignore[index]  # a Table's columns
+        columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]
         for start in range(0, len(ids), IN_CHUNK):
-            query = select(table.c.id, _later_state(), *columns).where(table.c.id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[attr-defined]
+            query = select(table.c.id, _later_state(), *columns).where(
+                table.c.id.in_(ids[start : start + IN_CHUNK])
+            )
             for attempt_id, later_state, *values in session.execute(query):
-                if tuple(values) != self.loaded_attempts[attempt_id] or later_state != self.later_states[attempt_id]:
+                if (
+                    tuple(values) != self.loaded_attempts[attempt_id]
+                    or later_state != self.later_states[attempt_id]
+                ):
                     return True
         return False
 
@@ -298,7 +342,13 @@ def apply_journal(attempt: Attempt, journal: JournalRead, rows: JournalRows, rep
         attempt.run.current_step = beat.step
 
 
-def reconcile(attempt: Attempt, observation: Observation, rows: JournalRows, report: SyncReport, lost_after_s: Optional[float] = None) -> None:
+def reconcile(
+    attempt: Attempt,
+    observation: Observation,
+    rows: JournalRows,
+    report: SyncReport,
+    lost_after_s: Optional[float] = None,
+) -> None:
     """Apply what the scheduler says of an attempt whose journal has no final event."""
     if observation.job_id and not attempt.job_id:
         attempt.job_id, attempt.array_task = observation.job_id, array_task_of(observation.job_id)
@@ -311,13 +361,18 @@ def reconcile(attempt: Attempt, observation: Observation, rows: JournalRows, rep
     elif observation.phase is Phase.RUNNING:
         _running(attempt, observation.node)
     elif observation.phase in (Phase.ENDED, Phase.GONE):
-        last_words = read_events(AttemptPaths(Path(attempt.journal_dir)), after_seq=attempt.journal_seq)  # they may have landed since
+        # they may have landed since
+        last_words = read_events(AttemptPaths(Path(attempt.journal_dir)), after_seq=attempt.journal_seq)
         apply_events(attempt, last_words, rows, report)
         if attempt.state not in RunState.ACTIVE:
             return
         if observation.phase is Phase.ENDED:
             state = RunState.FAILED if observation.state == RunState.COMPLETED else observation.state
-            reason = observation.reason if observation.state != RunState.COMPLETED else "the job exited without a final journal event"
+            reason = (
+                observation.reason
+                if observation.state != RunState.COMPLETED
+                else "the job exited without a final journal event"
+            )
             _end_without_final_event(attempt, state or RunState.LOST, observation.exit_code, reason)
         elif time.time() - _last_sign_of_life(attempt) > _lost_after(attempt, lost_after_s):
             _end_without_final_event(attempt, RunState.LOST, None, observation.reason)
@@ -356,7 +411,9 @@ def being_submitted(attempt: Attempt, lost_after_s: Optional[float] = None) -> b
     return time.time() - attempt.submitted_time < _lost_after(attempt, lost_after_s)
 
 
-def _end_without_final_event(attempt: Attempt, state: str, exit_code: Optional[int], reason: Optional[str]) -> None:
+def _end_without_final_event(
+    attempt: Attempt, state: str, exit_code: Optional[int], reason: Optional[str]
+) -> None:
     """End an attempt whose journal has no final event: as the failure its job printed last on
     stderr when there is one (the journal could not take the event: a full disk), else as the
     scheduler says."""
@@ -369,7 +426,8 @@ def _end_without_final_event(attempt: Attempt, state: str, exit_code: Optional[i
 
 
 def read_failure_line(stderr_path: Optional[str]) -> Optional[Failed]:
-    """The failure line (``jobs.journal.failure_line``) in the last ``STDERR_TAIL_BYTES`` of a job's stderr."""
+    """The failure line (``jobs.journal.failure_line``) in the last ``STDERR_TAIL_BYTES`` of a job's
+    stderr."""
     if not stderr_path:
         return None  # not recorded (an attempt submitted before the logs were known)
     try:
@@ -424,7 +482,9 @@ def cluster_name(spec_json: str) -> str:
 
 
 def _last_sign_of_life(attempt: Attempt) -> float:
-    return max(t for t in (attempt.heartbeat_time, attempt.started_time, attempt.submitted_time) if t is not None)
+    return max(
+        t for t in (attempt.heartbeat_time, attempt.started_time, attempt.submitted_time) if t is not None
+    )
 
 
 def by_executor(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
@@ -449,29 +509,67 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
     elif isinstance(payload, Metrics):
         for metric in payload.rows:
             if metric.value == metric.value:  # a NaN (a diverged evaluation) is no value: SQL REAL holds none
-                rows.add(METRICS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "step": metric.step, "name": metric.name, "value": metric.value})
+                rows.add(
+                    METRICS,
+                    {
+                        "run_id": attempt.run_id,
+                        "attempt_id": attempt.id,
+                        "step": metric.step,
+                        "name": metric.name,
+                        "value": metric.value,
+                    },
+                )
     elif isinstance(payload, CheckpointWritten):
-        rows.add(CHECKPOINTS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **_fields_of(payload)})
+        rows.add(
+            CHECKPOINTS,
+            {
+                "run_id": attempt.run_id,
+                "attempt_id": attempt.id,
+                "created_time": event.time,
+                **_fields_of(payload),
+            },
+        )
     elif isinstance(payload, ShardWritten):
-        rows.add(SHARDS, {"run_id": attempt.run_id, "attempt_id": attempt.id, "created_time": event.time, **_fields_of(payload)})
+        rows.add(
+            SHARDS,
+            {
+                "run_id": attempt.run_id,
+                "attempt_id": attempt.id,
+                "created_time": event.time,
+                **_fields_of(payload),
+            },
+        )
     elif isinstance(payload, Requeued):
         attempt.state = RunState.PENDING  # the same job continues after the scheduler restarts it
         attempt.requeues += 1
         attempt.reason = f"requeued at step {payload.step} on {payload.signal}"
-        requeue = {"attempt_id": attempt.id, "time": event.time, "cause": payload.signal, "source": "journal", "node": attempt.hostname, "step": payload.step}
+        requeue = {
+            "attempt_id": attempt.id,
+            "time": event.time,
+            "cause": payload.signal,
+            "source": "journal",
+            "node": attempt.hostname,
+            "step": payload.step,
+        }
         rows.add(REQUEUES, requeue)
     elif isinstance(payload, Finished):
         _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
         attempt.end_step = attempt.run.current_step = payload.final_step
     elif isinstance(payload, Failed):
-        _end(attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}")
+        _end(
+            attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}"
+        )
         if payload.step is not None:
             attempt.end_step = attempt.run.current_step = payload.step
         if payload.error_type == WRITER_REFUSED and attempt.state == payload.state:
-            attempt.closed_by_guess = True  # the process that holds the run folder has the last word: its final event wins
+            attempt.closed_by_guess = (
+                True  # the process that holds the run folder has the last word: its final event wins
+            )
 
 
-def record_scheduler_requeues(session: Session, histories: list[tuple[Attempt, tuple[EndedRun, ...]]], rows: JournalRows) -> None:
+def record_scheduler_requeues(
+    session: Session, histories: list[tuple[Attempt, tuple[EndedRun, ...]]], rows: JournalRows
+) -> None:
     """Add a requeue row for each earlier run of an attempt's job that the registry does not hold
     yet, and count it in ``attempts.requeues``. A run that ended REQUEUED while the job journaled
     its own request is that journaled requeue (recorded with its step), not a second one."""
@@ -487,9 +585,21 @@ def record_scheduler_requeues(session: Session, histories: list[tuple[Attempt, t
             if any((when, cause) == (ended.ended_time, ended.state) for when, cause, _ in recorded):
                 continue
             started = ended.started_time if ended.started_time is not None else float("-inf")
-            if ended.state == "REQUEUED" and any(started <= when <= ended.ended_time + REQUEST_MATCH_SECONDS for when in requested):
+            if ended.state == "REQUEUED" and any(
+                started <= when <= ended.ended_time + REQUEST_MATCH_SECONDS for when in requested
+            ):
                 continue
-            rows.add(REQUEUES, {"attempt_id": attempt.id, "time": ended.ended_time, "cause": ended.state, "source": "scheduler", "node": ended.node, "step": None})
+            rows.add(
+                REQUEUES,
+                {
+                    "attempt_id": attempt.id,
+                    "time": ended.ended_time,
+                    "cause": ended.state,
+                    "source": "scheduler",
+                    "node": ended.node,
+                    "step": None,
+                },
+            )
             attempt.requeues += 1
 
 
@@ -499,7 +609,9 @@ def requeues_known(session: Session, attempt_ids: list[int]) -> dict[int, list[t
     known: dict[int, list[tuple[float, str, str]]] = {}
     for start in range(0, len(attempt_ids), IN_CHUNK):
         chunk = attempt_ids[start : start + IN_CHUNK]
-        query = select(table.c.attempt_id, table.c.time, table.c.cause, table.c.source).where(table.c.attempt_id.in_(chunk))
+        query = select(table.c.attempt_id, table.c.time, table.c.cause, table.c.source).where(
+            table.c.attempt_id.in_(chunk)
+        )
         for attempt_id, when, cause, source in session.execute(query):
             known.setdefault(attempt_id, []).append((when, cause, source))
     return known
@@ -508,7 +620,8 @@ def requeues_known(session: Session, attempt_ids: list[int]) -> dict[int, list[t
 def _fields_of(payload: CheckpointWritten | ShardWritten | Provenance) -> dict[str, Any]:
     """The fields of a journal dataclass by name, what ``dataclasses.asdict`` gives for these
     flat ones (plain values only) without its deep copy."""
-    return {name: getattr(payload, name) for name in _field_names(type(payload))}
+    payload_type: type = type(payload)
+    return {name: getattr(payload, name) for name in _field_names(payload_type)}
 
 
 @functools.cache
@@ -523,7 +636,8 @@ def _apply_started(attempt: Attempt, event_time: float, started: Started) -> Non
     attempt.started_time = attempt.started_time or event_time
     attempt.hostname = started.hostname
     attempt.pid = started.pid
-    attempt.start_step = started.start_step if attempt.start_step is None else attempt.start_step  # the first segment's, kept across requeues
+    # the first segment's, kept across requeues
+    attempt.start_step = started.start_step if attempt.start_step is None else attempt.start_step
     attempt.provenance_json = json.dumps(_fields_of(started.provenance), sort_keys=True)
     attempt.run.total_steps = started.total_steps
     attempt.run.current_step = max(attempt.run.current_step, started.start_step)
@@ -550,7 +664,8 @@ def refresh_run_state(run: Run) -> None:
 def _upsert_statement(dialect: str, target: UpsertTarget, columns: tuple[str, ...]) -> Executable:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of ``columns``, built once per process and
     executed with many rows (SQLAlchemy compiles it once too)."""
-    insert = importlib.import_module(f"sqlalchemy.dialects.{UPSERT_DIALECTS[dialect]}").insert  # PostgreSQL's pulls in asyncio
+    # PostgreSQL's pulls in asyncio
+    insert = importlib.import_module(f"sqlalchemy.dialects.{UPSERT_DIALECTS[dialect]}").insert
     statement = insert(target.table)
     updated = {column: statement.excluded[column] for column in columns if column not in target.keys}
     return statement.on_conflict_do_update(index_elements=list(target.keys), set_=updated)

@@ -33,10 +33,14 @@ def print_json_records(payload: dict[str, Any], records_key: str) -> None:
     JSON is encoded in Python, ten times slower)."""
     records = payload[records_key]
     marker = "\u0000records\u0000"
-    head, tail = json.dumps({**payload, records_key: marker}, indent=2, sort_keys=True, default=str).split(json.dumps(marker))
+    head, tail = json.dumps({**payload, records_key: marker}, indent=2, sort_keys=True, default=str).split(
+        json.dumps(marker)
+    )
     sys.stdout.write(head + "[")
     for number, record in enumerate(records):
-        sys.stdout.write(("\n    " if number == 0 else ",\n    ") + json.dumps(record, sort_keys=True, default=str))
+        sys.stdout.write(
+            ("\n    " if number == 0 else ",\n    ") + json.dumps(record, sort_keys=True, default=str)
+        )
     sys.stdout.write(("\n  ]" if records else "]") + tail + "\n")
 
 
@@ -45,7 +49,10 @@ def write_json_list(items: Iterable[Any], out: TextIO, sort_keys: bool) -> int:
     character for character, one item at a time; returns the number of items."""
     count = 0
     for count, item in enumerate(items, start=1):
-        out.write(("[\n  " if count == 1 else ",\n  ") + json.dumps(item, indent=2, sort_keys=sort_keys, default=str).replace("\n", "\n  "))
+        out.write(
+            ("[\n  " if count == 1 else ",\n  ")
+            + json.dumps(item, indent=2, sort_keys=sort_keys, default=str).replace("\n", "\n  ")
+        )
     out.write("\n]\n" if count else "[]\n")
     return count
 
@@ -133,7 +140,11 @@ def write_json_rows(rows: Iterable[ExportRow], out: TextIO) -> int:
 def export_columns(rows: Sequence[ExportRow]) -> tuple[str, ...]:
     """Every column of ``rows``, in the order the names first appear."""
     shapes = dict.fromkeys(row.shape for row in rows)
-    return tuple(dict.fromkeys(itertools.chain(("id", "sweep", "state"), *itertools.chain.from_iterable(shapes))) if rows else ())
+    return tuple(
+        dict.fromkeys(itertools.chain(("id", "sweep", "state"), *itertools.chain.from_iterable(shapes)))
+        if rows
+        else ()
+    )
 
 
 def write_csv_rows(rows: Sequence[ExportRow], out: TextIO) -> int:
@@ -145,7 +156,9 @@ def write_csv_rows(rows: Sequence[ExportRow], out: TextIO) -> int:
         shape = row.shape
         if shape not in positions:
             row_columns = row.columns
-            positions[shape] = None if row_columns == columns else [columns.index(column) for column in row_columns]
+            positions[shape] = (
+                None if row_columns == columns else [columns.index(column) for column in row_columns]
+            )
         where = positions[shape]
         if where is None:
             writer.writerow(row.values)
@@ -175,15 +188,22 @@ def parquet_bytes(rows: Sequence[ExportRow]) -> bytes:
         "sweep": [pa.array([row.sweeps for row in rows])],
         "state": [pa.array([row.state for row in rows])],
     }
-    firsts: list[tuple[int, int, tuple[str, ...]]] = []  # (first row, position, columns) of each kind of group
+    # (first row, position, columns) of each kind of group
+    firsts: list[tuple[int, int, tuple[str, ...]]] = []
     for position, groups in enumerate(itertools.zip_longest(*(row.groups for row in rows))):
         for first_row, columns, arrays in _group_columns(groups):
             firsts.append((first_row, position, columns))
             for column, array in zip(columns, arrays):
                 parts.setdefault(column, []).append(array)
-    columns = dict.fromkeys(itertools.chain(("id", "sweep", "state"), *(columns for _, _, columns in sorted(firsts, key=lambda first: first[:2]))))
-    table = pa.table({column: _merged(parts[column]) for column in columns})
-    pq.write_table(table, buffer, store_schema=False)  # text is written from dictionaries; read back, it is text
+    ordered = dict.fromkeys(
+        itertools.chain(
+            ("id", "sweep", "state"),
+            *(columns for _, _, columns in sorted(firsts, key=lambda first: first[:2])),
+        )
+    )
+    table = pa.table({column: _merged(parts[column]) for column in ordered})
+    # text is written from dictionaries; read back, it is text
+    pq.write_table(table, buffer, store_schema=False)
     return buffer.getvalue()
 
 
@@ -197,7 +217,9 @@ def _group_columns(groups: tuple[Any, ...]) -> Iterator[tuple[int, tuple[str, ..
     ids = list(map(id, groups))
     by_id = dict(zip(ids, groups))
     id_array = pa.array(ids, type=pa.uint64())
-    encoded = pc.if_else(pc.equal(id_array, id(None)), pa.scalar(None, pa.uint64()), id_array).dictionary_encode()
+    encoded = pc.if_else(
+        pc.equal(id_array, id(None)), pa.scalar(None, pa.uint64()), id_array
+    ).dictionary_encode()
     distinct = [by_id[group_id] for group_id in encoded.dictionary.to_pylist()]
     kinds = list(dict.fromkeys(group.columns for group in distinct))
     for columns in kinds:
@@ -211,8 +233,11 @@ def _group_columns(groups: tuple[Any, ...]) -> Iterator[tuple[int, tuple[str, ..
         arrays = []
         for column_values in zip(*of_kind):
             values = pa.array(column_values)
-            if pa.types.is_string(values.type):  # a null is a null index: parquet takes no null in a dictionary
-                valid = pc.if_else(pc.take(values.is_valid(), indices), indices, pa.scalar(None, indices.type))
+            # a null is a null index: parquet takes no null in a dictionary
+            if pa.types.is_string(values.type):
+                valid = pc.if_else(
+                    pc.take(values.is_valid(), indices), indices, pa.scalar(None, indices.type)
+                )
                 arrays.append(pa.DictionaryArray.from_arrays(valid, values.fill_null("")))
             elif pa.types.is_null(values.type):
                 arrays.append(pa.nulls(len(groups)))
@@ -229,5 +254,9 @@ def _merged(parts: list[Any]) -> Any:
     if len(parts) == 1:
         return parts[0]
     dense = [part.dictionary_decode() if pa.types.is_dictionary(part.type) else part for part in parts]
-    common = pa.unify_schemas([pa.schema([("column", part.type)]) for part in dense], promote_options="permissive").field("column").type
+    common = (
+        pa.unify_schemas([pa.schema([("column", part.type)]) for part in dense], promote_options="permissive")
+        .field("column")
+        .type
+    )
     return pc.coalesce(*(part.cast(common) for part in dense))

@@ -33,7 +33,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs.manifest import DATA_FILES, missing_files, source_init
-from jobs.spec import SECTION_CHECKS, DataSpec, ModelSpec, ResourcesSpec, RunSpec, field_violations, line_memory_bytes, violations
+from jobs.spec import (
+    SECTION_CHECKS,
+    DataSpec,
+    ModelSpec,
+    ResourcesSpec,
+    RunSpec,
+    field_violations,
+    line_memory_bytes,
+    violations,
+)
 from jobs.splits import planned_indices_sha256, planned_split_sizes
 from orchestrator.bulk import collector_paused
 from orchestrator.errors import SpecError
@@ -44,8 +53,11 @@ from orchestrator.resources import ResourceProblem, node_memory, resolve_resourc
 
 SPEC_FIELDS = {spec_field.name: spec_field for spec_field in dataclasses.fields(RunSpec)}
 SECTIONS = tuple(SPEC_FIELDS)
-RESOURCES, CLUSTER, DATA, TRAINING, OPTIMIZER, PROBES = (SECTIONS.index(name) for name in ("resources", "cluster", "data", "training", "optimizer", "probes"))
-FINGERPRINTED_POSITIONS = tuple(SECTIONS.index(name) for name in FINGERPRINTED_SECTIONS)  # in the canonical JSON's (sorted) order
+RESOURCES, CLUSTER, DATA, TRAINING, OPTIMIZER, PROBES = (
+    SECTIONS.index(name) for name in ("resources", "cluster", "data", "training", "optimizer", "probes")
+)
+# in the canonical JSON's (sorted) order
+FINGERPRINTED_POSITIONS = tuple(SECTIONS.index(name) for name in FINGERPRINTED_SECTIONS)
 INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
 KEY_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
 
@@ -58,7 +70,13 @@ class PlannedRun:
     time_was_given: bool  # resources.time came from the sweep (else an estimate may choose it)
 
 
-def plan_runs(base_config: DictConfig, axes: Sequence[Axis], origins: Origins, converter: ValueConverter, known_names: Mapping[str, Sequence[str]]) -> list[PlannedRun]:
+def plan_runs(
+    base_config: DictConfig,
+    axes: Sequence[Axis],
+    origins: Origins,
+    converter: ValueConverter,
+    known_names: Mapping[str, Sequence[str]],
+) -> list[PlannedRun]:
     """The run of every point of the expansion, in order (``converter`` holds the swept values
     the sweep's checks converted already)."""
 
@@ -69,10 +87,9 @@ def plan_runs(base_config: DictConfig, axes: Sequence[Axis], origins: Origins, c
     builder = SectionBuilder.create(base_config, axes, converter, known_names)
     if builder is None:
         return [exact(indices) for indices in point_indices(axes)]
-    with collector_paused():  # runs hold no reference cycles: full collections would rescan them all, again and again
+    # runs hold no reference cycles: full collections would rescan them all, again and again
+    with collector_paused():
         return [builder.run(indices) or exact(indices) for indices in point_indices(axes)]
-
-
 
 
 class ValueConverter:
@@ -94,7 +111,9 @@ class ValueConverter:
         return self.values[token]
 
     def _convert(self, key: str, raw: Any) -> Any:
-        fresh = isinstance(raw, (Mapping, list)) or isinstance(OmegaConf.select(self.scratch, key), (DictConfig, ListConfig))
+        fresh = isinstance(raw, (Mapping, list)) or isinstance(
+            OmegaConf.select(self.scratch, key), (DictConfig, ListConfig)
+        )
         config = self.base_config.copy() if fresh else self.scratch
         OmegaConf.update(config, key, raw, merge=True)
         node = OmegaConf.select(config, key)
@@ -112,6 +131,9 @@ class _Problem:
 PROBLEM = _Problem()
 
 
+IndexGetter = Callable[[tuple[int, ...]], Hashable]  # a point's indices -> its key in one section's table
+
+
 @dataclass(frozen=True, eq=False)
 class SectionEntry:
     """One distinct value of a section: the point's values set in the shared part's section."""
@@ -125,21 +147,44 @@ class SectionEntry:
 class SectionBuilder:
     """Builds the runs of a sweep whose points all resolve like its shared part."""
 
-    def __init__(self, converter: ValueConverter, base_spec: RunSpec, axes: Sequence[Axis], known_names: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self,
+        converter: ValueConverter,
+        base_spec: RunSpec,
+        axes: Sequence[Axis],
+        known_names: Mapping[str, Sequence[str]],
+    ) -> None:
         self.converter = converter
         self.base_spec = base_spec
         self.axes = axes
         self.known_names = known_names
-        self.touching = {name: tuple(p for p, axis in enumerate(axes) if any(key.split(".")[0] == name for key in axis.keys)) for name in SECTIONS}
-        self.varying = [(position, _index_getter(self.touching[name]), {}) for position, name in enumerate(SECTIONS) if self.touching[name]]  # section key -> SectionEntry
+        self.touching = {
+            name: tuple(
+                p for p, axis in enumerate(axes) if any(key.split(".")[0] == name for key in axis.keys)
+            )
+            for name in SECTIONS
+        }
+        # (position, index getter, section key -> SectionEntry) of each section some axis touches
+        self.varying: list[tuple[int, IndexGetter, dict[Hashable, SectionEntry]]] = [
+            (position, _index_getter(self.touching[name]), {})
+            for position, name in enumerate(SECTIONS)
+            if self.touching[name]
+        ]
         self.fixed: Optional[list[SectionEntry]] = None
-        self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [{} for _ in axes]  # per axis and point
+        # per axis and point
+        self.swept_items: list[dict[int, tuple[tuple[str, Any], ...]]] = [{} for _ in axes]
         self.resources: dict[tuple[SectionEntry, str], Any] = {}
         self.fits: dict[tuple[Any, ...], bool] = {}
         self.failing: dict[str, set[str]] = {}
 
     @classmethod
-    def create(cls, base_config: DictConfig, axes: Sequence[Axis], converter: ValueConverter, known_names: Mapping[str, Sequence[str]]) -> Optional["SectionBuilder"]:
+    def create(
+        cls,
+        base_config: DictConfig,
+        axes: Sequence[Axis],
+        converter: ValueConverter,
+        known_names: Mapping[str, Sequence[str]],
+    ) -> Optional["SectionBuilder"]:
         """The builder, or None where a point may resolve differently from the shared part (or the
         shared part does not resolve: the exact way reports it)."""
         if not points_resolve_alike(base_config, axes):
@@ -147,7 +192,7 @@ class SectionBuilder:
         try:
             resolved = base_config.copy()
             OmegaConf.resolve(resolved)
-            base_spec: RunSpec = OmegaConf.to_object(resolved)  # type: ignore[assignment]
+            base_spec: RunSpec = OmegaConf.to_object(resolved)  # type: ignore[assignment]  # a structured config's dataclass
         except OmegaConfBaseException:
             return None
         return cls(converter, base_spec, axes, known_names)
@@ -168,9 +213,13 @@ class SectionBuilder:
             return None
         recorded = [entry.recorded for entry in entries]
         recorded[RESOURCES] = resources
-        canonical = ",".join(filter(None, [entries[position].fragment for position in FINGERPRINTED_POSITIONS]))
+        canonical = ",".join(
+            filter(None, [entries[position].fragment for position in FINGERPRINTED_POSITIONS])
+        )
         digest = hashlib.sha256(f"{{{canonical}}}".encode()).hexdigest()[:RUN_ID_HEX_DIGITS]
-        return PlannedRun(digest, RunSpec(*recorded), self._swept(indices), entries[RESOURCES].value.time is not None)
+        return PlannedRun(
+            digest, RunSpec(*recorded), self._swept(indices), entries[RESOURCES].value.time is not None
+        )
 
     def fixed_entries(self, indices: tuple[int, ...]) -> list[SectionEntry]:
         """The entries of the sections no axis touches (built at the first point)."""
@@ -186,7 +235,9 @@ class SectionBuilder:
         items = self.swept_items[position].get(index)
         if items is None:
             axis = self.axes[position]
-            items = self.swept_items[position][index] = tuple((key, value) for key, value in zip(axis.keys, axis.points[index]) if value is not UNSET)
+            items = self.swept_items[position][index] = tuple(
+                (key, value) for key, value in zip(axis.keys, axis.points[index]) if value is not UNSET
+            )
         return items
 
     def _entry(self, name: str, indices: tuple[int, ...]) -> SectionEntry:
@@ -215,8 +266,12 @@ class SectionBuilder:
         else:
             if not self._failing_fields(name) <= changed:
                 return False
-            fields = _fields_of(type(value))
-            problems = itertools.chain.from_iterable(field_violations(fields[field_name], getattr(value, field_name), self.known_names, f"{name}.") for field_name in changed)
+            schema: type = type(value)
+            fields = _fields_of(schema)
+            problems = itertools.chain.from_iterable(
+                field_violations(fields[field_name], getattr(value, field_name), self.known_names, f"{name}.")
+                for field_name in changed
+            )
         problems = itertools.chain(problems, SECTION_CHECKS.get(name, _no_problems)(value))
         return next(problems, None) is None
 
@@ -241,10 +296,22 @@ class SectionBuilder:
 
     def _fits(self, entries: list[SectionEntry]) -> bool:
         """The data set is staged, and the batches and a line of each probe fit the split and a node."""
-        data, training, optimizer, probes, cluster = (entries[DATA], entries[TRAINING].value, entries[OPTIMIZER].value, entries[PROBES], entries[CLUSTER].value)
+        data, training, optimizer, probes, cluster = (
+            entries[DATA],
+            entries[TRAINING].value,
+            entries[OPTIMIZER].value,
+            entries[PROBES],
+            entries[CLUSTER].value,
+        )
         key = (data, training.batch_size, optimizer.search_batch_size, probes, cluster)
         if key not in self.fits:
-            spec = RunSpec(data=data.recorded, training=training, optimizer=optimizer, probes=probes.recorded, cluster=cluster)
+            spec = RunSpec(
+                data=data.recorded,
+                training=training,
+                optimizer=optimizer,
+                probes=probes.recorded,
+                cluster=cluster,
+            )
             self.fits[key] = _passes(check_data_present, spec) and _passes(check_sizes, spec)
         return self.fits[key]
 
@@ -261,7 +328,7 @@ def _passes(check: Callable[[RunSpec, Origins], None], spec: RunSpec) -> bool:
     return True
 
 
-def _index_getter(positions: tuple[int, ...]) -> Callable[[tuple[int, ...]], Hashable]:
+def _index_getter(positions: tuple[int, ...]) -> IndexGetter:
     if not positions:
         return lambda indices: ()
     return itemgetter(*positions)
@@ -277,7 +344,8 @@ def _no_problems(value: Any) -> Iterator[tuple[str, Any, str]]:
 
 
 def _with_value(node: Any, path: list[str], value: Any) -> Any:
-    """``node`` with ``value`` at the dotted ``path`` below it (PROBLEM where a mapping on the way is None)."""
+    """``node`` with ``value`` at the dotted ``path`` below it (PROBLEM where a mapping on the way is
+    None)."""
     if not path:
         return value
     child = getattr(node, path[0])
@@ -310,7 +378,12 @@ def points_resolve_alike(base_config: DictConfig, axes: Sequence[Axis]) -> bool:
     swept = [key for axis in axes for key in axis.keys]
     if any(_related(one, other) for one, other in itertools.combinations(swept, 2)):
         return False
-    if any(_has_interpolation(point) for axis in axes if axis.label != "seeds" for point in _distinct_points(axis)):
+    if any(
+        _has_interpolation(point)
+        for axis in axes
+        if axis.label != "seeds"
+        for point in _distinct_points(axis)
+    ):
         return False
     interpolations = list(_interpolations(OmegaConf.to_container(base_config, resolve=False), ""))
     depends = set(swept)
@@ -318,7 +391,10 @@ def points_resolve_alike(base_config: DictConfig, axes: Sequence[Axis]) -> bool:
     while grew:
         grew = False
         for path, references in interpolations:
-            if path not in depends and any(reference is None or any(_related(reference, key) for key in depends) for reference in [path, *references]):
+            if path not in depends and any(
+                reference is None or any(_related(reference, key) for key in depends)
+                for reference in [path, *references]
+            ):
                 depends.add(path)
                 grew = True
     return depends == set(swept)
@@ -373,10 +449,17 @@ def _absolute(reference: str, path: str) -> Optional[str]:
 
 def _related(one: str, other: str) -> bool:
     """Whether one dotted key is the other or lies inside it."""
-    return one == other or one.startswith((other + ".", other + "[")) or other.startswith((one + ".", one + "["))
+    return (
+        one == other or one.startswith((other + ".", other + "[")) or other.startswith((one + ".", one + "["))
+    )
 
 
-def resolve_point(base_config: DictConfig, point: Sequence[tuple[Axis, int]], origins: Origins, known_names: Mapping[str, Sequence[str]]) -> PlannedRun:
+def resolve_point(
+    base_config: DictConfig,
+    point: Sequence[tuple[Axis, int]],
+    origins: Origins,
+    known_names: Mapping[str, Sequence[str]],
+) -> PlannedRun:
     """The run of one point, the exact way: the point's values merged into the shared part by
     OmegaConf, resolved, converted, checked. Raises the SpecError of the point's first problem."""
     config = base_config.copy()
@@ -388,23 +471,37 @@ def resolve_point(base_config: DictConfig, point: Sequence[tuple[Axis, int]], or
                 swept[key] = value
     try:
         OmegaConf.resolve(config)
-        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]
+        spec: RunSpec = OmegaConf.to_object(config)  # type: ignore[assignment]  # a structured config's dataclass
     except OmegaConfBaseException as error:
         key = str(getattr(error, "full_key", "") or "")
         origin_file, origin_key = origins.of(key)
-        raise SpecError(origin_file, origin_key, "cannot resolve", str(error).splitlines()[0], "an interpolation ${dotted.key} of an existing field with a value of the right type") from None
+        raise SpecError(
+            origin_file,
+            origin_key,
+            "cannot resolve",
+            str(error).splitlines()[0],
+            "an interpolation ${dotted.key} of an existing field with a value of the right type",
+        ) from None
     for key, found, accepted in violations(spec, known_names):
         origin_file, origin_key = origins.of(key)
         raise SpecError(origin_file, origin_key, "value not accepted", found, accepted)
     if spec.cluster not in profile_names():
         origin_file, origin_key = origins.of("cluster")
-        raise SpecError(origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names()))
+        raise SpecError(
+            origin_file, origin_key, "unknown cluster profile", spec.cluster, ", ".join(profile_names())
+        )
     time_was_given = spec.resources.time is not None
     try:
         spec = replace(spec, resources=resolve_resources(spec.resources, load_profile(spec.cluster)))
     except ResourceProblem as problem:
         origin_file, origin_key = origins.of(f"resources.{problem.key}")
-        raise SpecError(origin_file, origin_key, f"not possible on cluster {spec.cluster}", problem.found, problem.accepted) from None
+        raise SpecError(
+            origin_file,
+            origin_key,
+            f"not possible on cluster {spec.cluster}",
+            problem.found,
+            problem.accepted,
+        ) from None
     check_data_present(spec, origins)
     spec = _with_split_hash(_with_source_init(spec), origins)
     check_sizes(spec, origins)
@@ -419,17 +516,35 @@ def check_sizes(spec: RunSpec, origins: Origins) -> None:
         return
     train, val = split
     check_fraction(spec, train, val, origins)
-    for key, size in (("training.batch_size", spec.training.batch_size), ("optimizer.search_batch_size", spec.optimizer.search_batch_size)):
+    for key, size in (
+        ("training.batch_size", spec.training.batch_size),
+        ("optimizer.search_batch_size", spec.optimizer.search_batch_size),
+    ):
         if size is not None and size > train:
             origin_file, origin_key = origins.of(key)
-            raise SpecError(origin_file, origin_key, "larger than the training split", size, f"at most {train} (the training samples of {spec.data.name} with this split)")
+            raise SpecError(
+                origin_file,
+                origin_key,
+                "larger than the training split",
+                size,
+                f"at most {train} (the training samples of {spec.data.name} with this split)",
+            )
     memory, memory_words = node_memory(load_profile(spec.cluster))
     for index, probe in enumerate(spec.probes):
         needed = line_memory_bytes(probe, train, val, spec.training.batch_size)
         if needed > memory:
             origin_file, origin_key = origins.of(f"probes[{index}]")
-            accepted = f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer max_enlargements, directions or recorded sets"
-            raise SpecError(origin_file, origin_key, "a line of this probe does not fit in memory", f"{needed / 2**30:,.1f} GiB of losses per line", accepted)
+            accepted = (
+                f"at most {memory_words} per line: a larger resolution, a smaller interval, fewer "
+                "max_enlargements, directions or recorded sets"
+            )
+            raise SpecError(
+                origin_file,
+                origin_key,
+                "a line of this probe does not fit in memory",
+                f"{needed / 2**30:,.1f} GiB of losses per line",
+                accepted,
+            )
 
 
 def check_fraction(spec: RunSpec, train: int, val: int, origins: Origins) -> None:
@@ -443,11 +558,22 @@ def check_fraction(spec: RunSpec, train: int, val: int, origins: Origins) -> Non
     needed = spec.training.batch_size if spec.training.batch_size <= whole_train else 1
     origin_file, origin_key = origins.of("data.fraction")
     if train < needed:
-        problem = "leaves no training sample" if train < 1 else "leaves fewer training samples than training.batch_size"
-        accepted = f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the {whole_train} training samples of {spec.data.name}; training.batch_size is {spec.training.batch_size})"
+        problem = (
+            "leaves no training sample"
+            if train < 1
+            else "leaves fewer training samples than training.batch_size"
+        )
+        accepted = (
+            f"a fraction of at least {_rounded_up(needed / whole_train)} (keeps {needed} of the "
+            f"{whole_train} training samples of {spec.data.name}; training.batch_size is "
+            f"{spec.training.batch_size})"
+        )
         raise SpecError(origin_file, origin_key, problem, spec.data.fraction, accepted)
     if val < 1 <= whole_val:
-        accepted = f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation samples of {spec.data.name})"
+        accepted = (
+            f"a fraction of at least {_rounded_up(1 / whole_val)} (keeps one of the {whole_val} validation "
+            f"samples of {spec.data.name})"
+        )
         raise SpecError(origin_file, origin_key, "leaves no validation sample", spec.data.fraction, accepted)
 
 
@@ -461,8 +587,17 @@ def _with_split_hash(spec: RunSpec, origins: Origins) -> RunSpec:
     try:
         return replace(spec, data=data_with_split_hash(spec.data))
     except ValueError as problem:
-        origin_file, origin_key = origins.of("data.train_size" if spec.data.train_size is not None else "data.val_source")
-        raise SpecError(origin_file, origin_key, "the split does not fit the data set", str(problem), "a train_size smaller than the official training set, val_source: test only where a test set exists") from None
+        origin_file, origin_key = origins.of(
+            "data.train_size" if spec.data.train_size is not None else "data.val_source"
+        )
+        raise SpecError(
+            origin_file,
+            origin_key,
+            "the split does not fit the data set",
+            str(problem),
+            "a train_size smaller than the official training set, val_source: test only where a test "
+            "set exists",
+        ) from None
 
 
 def data_with_split_hash(data: DataSpec) -> DataSpec:
@@ -484,7 +619,10 @@ def model_with_source_init(model: ModelSpec) -> ModelSpec:
 
 
 # What a run records of a section beyond the values the sweep sets (each from that section alone).
-RECORDED_FORM: dict[str, Callable[[Any], Any]] = {"model": model_with_source_init, "data": _data_with_split_hash}
+RECORDED_FORM: dict[str, Callable[[Any], Any]] = {
+    "model": model_with_source_init,
+    "data": _data_with_split_hash,
+}
 
 
 def check_data_present(spec: RunSpec, origins: Origins) -> None:
@@ -495,6 +633,17 @@ def check_data_present(spec: RunSpec, origins: Origins) -> None:
     missing = missing_files(spec.data.name, root)
     if missing:
         origin_file, origin_key = origins.of("data.root" if spec.data.root else "data.name")
-        looked_at = ", ".join(map(str, missing)) if root else f"no data.root and no data_root in cluster profile {spec.cluster}"
+        looked_at = (
+            ", ".join(map(str, missing))
+            if root
+            else f"no data.root and no data_root in cluster profile {spec.cluster}"
+        )
         fetch = f"orch data fetch {spec.data.name} --root {root or 'DIR'}"
-        raise SpecError(origin_file, origin_key, f"data set {spec.data.name} not found", looked_at, f"its files under data.root (or the profile's data_root); stage them on a machine with internet: {fetch}")
+        raise SpecError(
+            origin_file,
+            origin_key,
+            f"data set {spec.data.name} not found",
+            looked_at,
+            "its files under data.root (or the profile's data_root); stage them on a machine with "
+            f"internet: {fetch}",
+        )

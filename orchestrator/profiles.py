@@ -59,7 +59,8 @@ class ClusterProfile:
     results_root: Optional[str] = None  # None: <home>/results
     data_root: Optional[str] = None  # default data.root of runs on this cluster
     max_parallel: int = 2  # array parallelism cap (Slurm's %N; a slot count on the local executor)
-    sbatch: SbatchOptions = field(default_factory=SbatchOptions)  # account, qos, constraint, mail, ... for every job; a run's resources.sbatch goes over it key by key
+    # account, qos, constraint, mail, ... for every job; a run's resources.sbatch goes over it key by key
+    sbatch: SbatchOptions = field(default_factory=SbatchOptions)
     partitions: list[PartitionLimit] = field(default_factory=list)  # shortest first; empty: no partitions
     default_time: str = "00:15:00"  # --time of runs that do not set resources.time
     time_margin: float = 1.25  # an estimate times this must fit the partition's limit
@@ -77,7 +78,11 @@ class ClusterProfile:
         return RESULTS_UMASKS[self.results_access]
 
     def results_path(self, home: OrchHome) -> Path:
-        return Path(self.results_root).expanduser().absolute() if self.results_root else home.default_results_root
+        return (
+            Path(self.results_root).expanduser().absolute()
+            if self.results_root
+            else home.default_results_root
+        )
 
     def partition(self, name: str) -> Optional[PartitionLimit]:
         return next((partition for partition in self.partitions if partition.name == name), None)
@@ -93,7 +98,15 @@ def user_profile_dirs() -> list[Path]:
 
 def profile_names() -> list[str]:
     folders = [*user_profile_dirs(), PROFILES_DIR]
-    return sorted({path.stem for folder in folders if folder.is_dir() for path in folder.glob("*.yaml") if PROFILE_NAME.fullmatch(path.stem)})
+    return sorted(
+        {
+            path.stem
+            for folder in folders
+            if folder.is_dir()
+            for path in folder.glob("*.yaml")
+            if PROFILE_NAME.fullmatch(path.stem)
+        }
+    )
 
 
 def profile_files(name: str) -> list[Path]:
@@ -102,7 +115,10 @@ def profile_files(name: str) -> list[Path]:
     if not PROFILE_NAME.fullmatch(name):
         return []
     shipped = PROFILES_DIR / f"{name}.yaml"
-    own = next((folder / f"{name}.yaml" for folder in user_profile_dirs() if (folder / f"{name}.yaml").is_file()), None)
+    own = next(
+        (folder / f"{name}.yaml" for folder in user_profile_dirs() if (folder / f"{name}.yaml").is_file()),
+        None,
+    )
     return [path for path in (shipped, own) if path is not None and path.is_file()]
 
 
@@ -110,7 +126,13 @@ def load_profile(name: str) -> ClusterProfile:
     """The profile ``name``; parsed once per process and file version (planning asks once per run)."""
     files = profile_files(name)
     if not files:
-        raise SpecError(str(PROFILES_DIR / f"{name}.yaml"), "cluster", "unknown cluster profile", name, ", ".join(profile_names()))
+        raise SpecError(
+            str(PROFILES_DIR / f"{name}.yaml"),
+            "cluster",
+            "unknown cluster profile",
+            name,
+            ", ".join(profile_names()),
+        )
     return _parse_profile(name, tuple((path, path.stat().st_mtime_ns) for path in files))
 
 
@@ -122,10 +144,24 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
         except OmegaConfBaseException as error:
             key = str(getattr(error, "full_key", "") or "(file)")
-            raise SpecError(str(path), key, "invalid profile", str(error).splitlines()[0], "the fields of ClusterProfile in orchestrator/profiles.py") from None
-    profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]
+            raise SpecError(
+                str(path),
+                key,
+                "invalid profile",
+                str(error).splitlines()[0],
+                "the fields of ClusterProfile in orchestrator/profiles.py",
+            ) from None
+    profile: ClusterProfile = OmegaConf.to_object(merged)  # type: ignore[assignment]  # a structured config's dataclass
     if profile.results_access not in RESULTS_UMASKS:
-        raise SpecError(str(files[-1][0]), "results_access", "unknown access mode", profile.results_access, " or ".join(RESULTS_UMASKS))
+        raise SpecError(
+            str(files[-1][0]),
+            "results_access",
+            "unknown access mode",
+            profile.results_access,
+            " or ".join(RESULTS_UMASKS),
+        )
     for key, found, accepted in sbatch_problems(profile.sbatch):
-        raise SpecError(str(files[-1][0]), f"sbatch.{key}", "not an sbatch option orch passes on", found, accepted)
+        raise SpecError(
+            str(files[-1][0]), f"sbatch.{key}", "not an sbatch option orch passes on", found, accepted
+        )
     return profile

@@ -25,9 +25,14 @@ def describe_kind(path: Path) -> str:
 def describe_mode(mode: int) -> str:
     """The kind of file of an ``st_mode`` in words ("a regular file", "a directory", "a FIFO")."""
     kinds = (
-        (stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-    )  # fmt: skip
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     return next((words for is_kind, words in kinds if is_kind(mode)), "a special file")
 
 
@@ -50,15 +55,26 @@ def check_output_file(option: str, target: Path, protected: Sequence[Path]) -> P
     path = absolute(target)
     for owned in protected:
         if inside(path, owned):
-            raise UserError(f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); accepted: a path outside it")
+            raise UserError(
+                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); "
+                "accepted: a path outside it"
+            )
     if not path.parent.is_dir():
-        raise UserError(f"{option} {target}: folder {path.parent} does not exist; accepted: a file in an existing folder (create it first: mkdir -p {path.parent})")
+        raise UserError(
+            f"{option} {target}: folder {path.parent} does not exist; accepted: a file in an existing "
+            f"folder (create it first: mkdir -p {path.parent})"
+        )
     if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
-        raise UserError(f"{option} {target}: {describe_kind(path)} is there, not a regular file; accepted: a new or regular file")
+        raise UserError(
+            f"{option} {target}: {describe_kind(path)} is there, not a regular file; accepted: a new "
+            "or regular file"
+        )
     return path
 
 
-def check_output_folder(option: str, target: Path, protected: Sequence[Path], allowed: Sequence[Path] = ()) -> Path:
+def check_output_folder(
+    option: str, target: Path, protected: Sequence[Path], allowed: Sequence[Path] = ()
+) -> Path:
     """The absolute path of ``target``, a folder ``orch`` may write files into (created if it is
     missing, its parent is not); UserError if it may not. ``allowed``: folders inside
     ``protected`` that are fine all the same (a default output folder inside the home)."""
@@ -66,11 +82,19 @@ def check_output_folder(option: str, target: Path, protected: Sequence[Path], al
     for owned in protected:
         if inside(path, owned) and not any(inside(path, fine) for fine in allowed):
             accepted = "a folder outside it" + "".join(f", or {fine}" for fine in allowed)
-            raise UserError(f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); accepted: {accepted}")
+            raise UserError(
+                f"{option} {target}: inside {owned}, which orch owns (registry, cache, results); "
+                f"accepted: {accepted}"
+            )
     if not path.parent.is_dir():
-        raise UserError(f"{option} {target}: folder {path.parent} does not exist; accepted: an existing folder or a new one in an existing folder")
+        raise UserError(
+            f"{option} {target}: folder {path.parent} does not exist; accepted: an existing folder or "
+            "a new one in an existing folder"
+        )
     if os.path.lexists(path) and not path.is_dir():
-        raise UserError(f"{option} {target}: {describe_kind(path)} is there, not a folder; accepted: a folder")
+        raise UserError(
+            f"{option} {target}: {describe_kind(path)} is there, not a folder; accepted: a folder"
+        )
     return path
 
 

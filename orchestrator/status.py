@@ -24,12 +24,14 @@ def status_view(connection: Connection, sweep_name: Optional[str]) -> list[dict[
     views = []
     for sweep_id, name in named:
         sweep_counts = counts.get(sweep_id, Counter())
-        views.append({
-            "sweep": name,
-            "runs": sum(sweep_counts.values()),
-            "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
-            "active": active.get(sweep_id, []),
-        })  # fmt: skip
+        views.append(
+            {
+                "sweep": name,
+                "runs": sum(sweep_counts.values()),
+                "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
+                "active": active.get(sweep_id, []),
+            }
+        )
     return views
 
 
@@ -39,16 +41,24 @@ def state_counts(connection: Connection, sweep_ids: Optional[list[int]]) -> dict
     A run's state sits behind its specs in its row; the index on state has it without them. So the
     runs of every state but the most common are listed from that index (their ids), each
     membership is looked up there, and a membership found in none is of the most common state."""
-    present = {state: count for state, count in connection.execute(select(runs.c.state, func.count()).group_by(runs.c.state))}
+    present = {
+        state: count
+        for state, count in connection.execute(select(runs.c.state, func.count()).group_by(runs.c.state))
+    }
     if not present:
         return {}
     common = max(present, key=lambda state: present[state])
-    others = select(runs.c.id, runs.c.state).where(runs.c.state.in_([state for state in present if state != common])).cte("others").prefix_with("MATERIALIZED")
+    others = (
+        select(runs.c.id, runs.c.state)
+        .where(runs.c.state.in_([state for state in present if state != common]))
+        .cte("others")
+        .prefix_with("MATERIALIZED")
+    )
     query = (
         select(sweep_runs.c.sweep_id, others.c.state, func.count())
         .outerjoin(others, others.c.id == sweep_runs.c.run_id)
         .group_by(sweep_runs.c.sweep_id, others.c.state)
-    )  # fmt: skip
+    )
     if sweep_ids is not None:
         query = query.where(sweep_runs.c.sweep_id.in_(sweep_ids))
     counts: dict[int, Counter[str]] = {}
@@ -59,30 +69,56 @@ def state_counts(connection: Connection, sweep_ids: Optional[list[int]]) -> dict
 
 def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, list[dict[str, Any]]]:
     """The active runs of each sweep in the sweep's order, each with its last attempt, in one query."""
-    last_number = select(func.max(attempts.c.number)).where(attempts.c.run_id == runs.c.id).correlate(runs).scalar_subquery()
+    last_number = (
+        select(func.max(attempts.c.number))
+        .where(attempts.c.run_id == runs.c.id)
+        .correlate(runs)
+        .scalar_subquery()
+    )
     query = (
         select(
-            sweep_runs.c.sweep_id, runs.c.id, runs.c.state, runs.c.current_step, runs.c.total_steps,
-            attempts.c.executor, attempts.c.job_id, attempts.c.hostname, attempts.c.reason, attempts.c.steps_per_second,
+            sweep_runs.c.sweep_id,
+            runs.c.id,
+            runs.c.state,
+            runs.c.current_step,
+            runs.c.total_steps,
+            attempts.c.executor,
+            attempts.c.job_id,
+            attempts.c.hostname,
+            attempts.c.reason,
+            attempts.c.steps_per_second,
         )
         .join(runs, runs.c.id == sweep_runs.c.run_id)
         .outerjoin(attempts, and_(attempts.c.run_id == runs.c.id, attempts.c.number == last_number))
         .where(sweep_runs.c.run_id.in_(select(runs.c.id).where(runs.c.state.in_(RunState.ACTIVE))))
         .order_by(sweep_runs.c.sweep_id, sweep_runs.c.position, sweep_runs.c.run_id)
-    )  # fmt: skip
+    )
     if sweep_ids is not None:
         query = query.where(sweep_runs.c.sweep_id.in_(sweep_ids))
     rows: dict[int, list[dict[str, Any]]] = {}
-    for sweep_id, run_id, state, step, total_steps, executor, job_id, node, reason, steps_per_second in connection.execute(query):
-        rows.setdefault(sweep_id, []).append({
-            "run": run_id,
-            "state": state,
-            "step": step,
-            "total_steps": total_steps,
-            "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
-            "executor": executor,
-            "job_id": job_id,
-            "node": node,
-            "reason": reason,
-        })  # fmt: skip
+    for (
+        sweep_id,
+        run_id,
+        state,
+        step,
+        total_steps,
+        executor,
+        job_id,
+        node,
+        reason,
+        steps_per_second,
+    ) in connection.execute(query):
+        rows.setdefault(sweep_id, []).append(
+            {
+                "run": run_id,
+                "state": state,
+                "step": step,
+                "total_steps": total_steps,
+                "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
+                "executor": executor,
+                "job_id": job_id,
+                "node": node,
+                "reason": reason,
+            }
+        )
     return rows

@@ -27,20 +27,19 @@ from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
 from jobs.spec import RunSpec, spec_from_json
 from orchestrator.bulk import IN_CHUNK
+from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
-from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.executors import ArraySubmission, JobSettings, get_backend
 from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
 from orchestrator.home import OrchHome
-from orchestrator.profiles import ClusterProfile, load_profile
-from orchestrator.sbatch import SbatchOptions, effective_sbatch
-from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
-from orchestrator.planner import PlannedRun
-from orchestrator.sweep import SweepPlan
 from orchestrator.ingest import by_executor, job_ref, refresh_run_state
+from orchestrator.planner import PlannedRun
+from orchestrator.profiles import ClusterProfile, load_profile
+from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
+from orchestrator.sbatch import SbatchOptions, effective_sbatch
+from orchestrator.sweep import SweepPlan
 from orchestrator.sync import sync
-
 
 REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
 INSERT_CHUNK = 1000  # rows per multi-row insert
@@ -87,25 +86,52 @@ def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] =
         sweep = Sweep(name=plan.name, created_time=now)
         session.add(sweep)
     if sweep.source_text != plan.source_text or sweep.source_path != str(plan.source_path):
-        sweep.source_path, sweep.source_text, sweep.description = str(plan.source_path), plan.source_text, plan.description
+        sweep.source_path, sweep.source_text, sweep.description = (
+            str(plan.source_path),
+            plan.source_text,
+            plan.description,
+        )
         sweep.updated_time = now
     session.flush()
     recorded = recorded_runs(session, [planned.run_id for planned in plan.runs])
     members = set(session.scalars(select(SweepRun.run_id).where(SweepRun.sweep_id == sweep.id)))
     new_runs = [planned for planned in plan.runs if planned.run_id not in recorded]
     new_sections = [texts.sections(planned.spec) for planned in new_runs]
-    section_entries = record_sections(session, {id(section): section for sections in new_sections for section in sections}.values())
-    insert_rows(session, Run, (_run_row(planned, texts, sections, section_entries, now) for planned, sections in zip(new_runs, new_sections)))
+    section_entries = record_sections(
+        session, {id(section): section for sections in new_sections for section in sections}.values()
+    )
+    insert_rows(
+        session,
+        Run,
+        (
+            _run_row(planned, texts, sections, section_entries, now)
+            for planned, sections in zip(new_runs, new_sections)
+        ),
+    )
     memberships = (
-        {"sweep_id": sweep.id, "run_id": planned.run_id, "position": position, "swept_json": json.dumps(planned.swept)}
+        {
+            "sweep_id": sweep.id,
+            "run_id": planned.run_id,
+            "position": position,
+            "swept_json": json.dumps(planned.swept),
+        }
         for position, planned in enumerate(plan.runs)
         if planned.run_id not in members
     )
     insert_rows(session, SweepRun, memberships)
-    return [RunToSubmit(planned.run_id, *recorded.get(planned.run_id, (RunState.PLANNED, 0)), planned.spec) for planned in plan.runs]
+    return [
+        RunToSubmit(planned.run_id, *recorded.get(planned.run_id, (RunState.PLANNED, 0)), planned.spec)
+        for planned in plan.runs
+    ]
 
 
-def _run_row(planned: PlannedRun, texts: SpecTexts, sections: list[SectionTexts], section_entries: dict[str, str], now: float) -> dict[str, Any]:
+def _run_row(
+    planned: PlannedRun,
+    texts: SpecTexts,
+    sections: list[SectionTexts],
+    section_entries: dict[str, str],
+    now: float,
+) -> dict[str, Any]:
     return {
         "id": planned.run_id,
         "canonical_json": texts.canonical(planned.spec),
@@ -125,7 +151,11 @@ def record_sections(session: Session, sections: Iterable[SectionTexts]) -> dict[
     by_digest = {section.digest: section for section in sections}
     ids = section_ids_by_digest(session, list(by_digest))
     missing = [section for digest, section in by_digest.items() if digest not in ids]
-    insert_rows(session, SpecSection, ({"name": section.name, "json": section.value_json, "digest": section.digest} for section in missing))
+    insert_rows(
+        session,
+        SpecSection,
+        ({"name": section.name, "json": section.value_json, "digest": section.digest} for section in missing),
+    )
     ids.update(section_ids_by_digest(session, [section.digest for section in missing]))
     return {digest: f"{json.dumps(section.name)}: {ids[digest]}" for digest, section in by_digest.items()}
 
@@ -138,7 +168,9 @@ def section_ids_text(sections: Sequence[SectionTexts], section_entries: dict[str
 def section_ids_by_digest(session: Session, digests: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for start in range(0, len(digests), IN_CHUNK):
-        query = select(SpecSection.digest, SpecSection.id).where(SpecSection.digest.in_(digests[start : start + IN_CHUNK]))
+        query = select(SpecSection.digest, SpecSection.id).where(
+            SpecSection.digest.in_(digests[start : start + IN_CHUNK])
+        )
         found.update((digest, section_id) for digest, section_id in session.execute(query))
     return found
 
@@ -148,7 +180,12 @@ def recorded_runs(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[s
     found: dict[str, tuple[str, int]] = {}
     for start in range(0, len(run_ids), IN_CHUNK):
         chunk = run_ids[start : start + IN_CHUNK]
-        query = select(Run.id, Run.state, func.count(Attempt.id)).outerjoin(Attempt, Attempt.run_id == Run.id).where(Run.id.in_(chunk)).group_by(Run.id, Run.state)
+        query = (
+            select(Run.id, Run.state, func.count(Attempt.id))
+            .outerjoin(Attempt, Attempt.run_id == Run.id)
+            .where(Run.id.in_(chunk))
+            .group_by(Run.id, Run.state)
+        )
         found.update((run_id, (state, attempts)) for run_id, state, attempts in session.execute(query))
     return found
 
@@ -178,17 +215,23 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, choices: Submi
     return _submit(engine, home, functools.partial(record_submission, home=home, plan=plan, choices=choices))
 
 
-def record_submission(session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
+def record_submission(
+    session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices
+) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
     for each run that is neither completed nor active."""
     texts = SpecTexts()
     scheduled = [item.run for item in schedule_plan(session, plan)]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
-    return _prepare_submission(session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name)
+    return _prepare_submission(
+        session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name
+    )
 
 
-def resume(engine: Engine, home: OrchHome, targets: Sequence[str], choices: SubmitChoices) -> SubmissionReport:
+def resume(
+    engine: Engine, home: OrchHome, targets: Sequence[str], choices: SubmitChoices
+) -> SubmissionReport:
     """Re-submit the named runs whose last attempt failed, timed out, was cancelled or is lost,
     and runs that were recorded but never submitted (PLANNED)."""
     sync(engine)
@@ -196,8 +239,12 @@ def resume(engine: Engine, home: OrchHome, targets: Sequence[str], choices: Subm
     def select_and_prepare(session: Session) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
         runs = resolve_targets(session, targets)
         attempts = recorded_runs(session, [run.id for run in runs])
-        to_consider = [RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_json(run.spec_json)) for run in runs]
-        return _prepare_submission(session, home, to_consider, choices, lambda state: state in _RESUMABLE, SpecTexts(), "resume")
+        to_consider = [
+            RunToSubmit(run.id, run.state, attempts[run.id][1], spec_from_json(run.spec_json)) for run in runs
+        ]
+        return _prepare_submission(
+            session, home, to_consider, choices, lambda state: state in _RESUMABLE, SpecTexts(), "resume"
+        )
 
     return _submit(engine, home, select_and_prepare)
 
@@ -222,7 +269,9 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
             break
         except IntegrityError:
             if last_try:
-                raise UserError("another orch command kept changing the same runs; accepted: run this command again") from None
+                raise UserError(
+                    "another orch command kept changing the same runs; accepted: run this command again"
+                ) from None
     faults.reached("submit.committed")
     report.submitted = [item.request.run_id for group in groups for item in group]
     for group in groups:
@@ -232,7 +281,13 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
 
 
 def _prepare_submission(
-    session: Session, home: OrchHome, runs: Sequence[RunToSubmit], choices: SubmitChoices, submittable: Callable[[str], bool], texts: SpecTexts, label: str
+    session: Session,
+    home: OrchHome,
+    runs: Sequence[RunToSubmit],
+    choices: SubmitChoices,
+    submittable: Callable[[str], bool],
+    texts: SpecTexts,
+    label: str,
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """A new attempt (inserted in ``session``'s transaction) for each run whose state allows it,
     grouped into arrays, and each run's spec file. The submission is named ``<label>:<time>-<random>``
@@ -247,16 +302,31 @@ def _prepare_submission(
     groups = _grouped(submission_id, to_submit, targets)
     submitter = f"{socket.gethostname()}:{os.getpid()}"
     attempt_rows = (_attempt_row(item, submitter) for group in groups for item in group)
-    insert_rows(session, Attempt, attempt_rows)  # the one-active-attempt index speaks here, before any file is written
-    pending = [{"run": item.request.run_id, "folder": item.request.run_dir} for group in groups for item in group]
-    session.connection().execute(update(Run.__table__).where(Run.__table__.c.id == bindparam("run")).values(state=RunState.PENDING, run_dir=bindparam("folder")), pending)
+    # the one-active-attempt index speaks here, before any file is written
+    insert_rows(session, Attempt, attempt_rows)
+    pending = [
+        {"run": item.request.run_id, "folder": item.request.run_dir} for group in groups for item in group
+    ]
+    session.connection().execute(
+        update(Run.__table__)
+        .where(Run.__table__.c.id == bindparam("run"))
+        .values(state=RunState.PENDING, run_dir=bindparam("folder")),
+        pending,
+    )
     for group in groups:
         with results_umask(group[0].profile):
-            publish_many([(RunPaths(Path(item.request.run_dir)).spec_file, texts.yaml(item.spec).encode()) for item in group])
+            publish_many(
+                [
+                    (RunPaths(Path(item.request.run_dir)).spec_file, texts.yaml(item.spec).encode())
+                    for item in group
+                ]
+            )
     return report, groups
 
 
-def _grouped(submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[AttemptTarget]) -> list[list[PreparedAttempt]]:
+def _grouped(
+    submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[AttemptTarget]
+) -> list[list[PreparedAttempt]]:
     """The attempts of ``runs`` in arrays: runs share one when they share an executor, a cluster
     profile, resources, effective sbatch options and an image; each attempt's array and position
     recorded before sbatch."""
@@ -264,14 +334,26 @@ def _grouped(submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[
     groups = []
     for number, (_, grouped) in enumerate(groupby(by_array, key=lambda pair: pair[1].array_key)):
         array_name = f"{submission_id}.{number}"
-        groups.append([_prepared(run, target, array_name, position) for position, (run, target) in enumerate(grouped)])
+        groups.append(
+            [_prepared(run, target, array_name, position) for position, (run, target) in enumerate(grouped)]
+        )
     return groups
 
 
 def _prepared(run: RunToSubmit, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
     key = attempt_key(run.run_id, run.attempts + 1)
     request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
-    return PreparedAttempt(target.executor, array_name, request, target.spec, target.profile, run.attempts + 1, position, target.image_sha256, target.sbatch)
+    return PreparedAttempt(
+        target.executor,
+        array_name,
+        request,
+        target.spec,
+        target.profile,
+        run.attempts + 1,
+        position,
+        target.image_sha256,
+        target.sbatch,
+    )
 
 
 def _attempt_row(item: PreparedAttempt, submitter: str) -> dict[str, Any]:
@@ -299,11 +381,26 @@ def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> Non
         handles = get_backend(group[0].executor).submit(_array_of(group, home))
     faults.reached("submit.launched")
     launched = [
-        {"attempt": item.request.attempt_key, "job": handle.job_id, "task": handle.array_task, "out": handle.stdout_path or None, "err": handle.stderr_path or None}
+        {
+            "attempt": item.request.attempt_key,
+            "job": handle.job_id,
+            "task": handle.array_task,
+            "out": handle.stdout_path or None,
+            "err": handle.stderr_path or None,
+        }
         for item, handle in zip(group, handles)
     ]
     attempts = Attempt.__table__
-    record = update(attempts).where(attempts.c.key == bindparam("attempt")).values(job_id=bindparam("job"), array_task=bindparam("task"), stdout_path=bindparam("out"), stderr_path=bindparam("err"))
+    record = (
+        update(attempts)
+        .where(attempts.c.key == bindparam("attempt"))
+        .values(
+            job_id=bindparam("job"),
+            array_task=bindparam("task"),
+            stdout_path=bindparam("out"),
+            stderr_path=bindparam("err"),
+        )
+    )
     with Session(engine) as session, session.begin():
         session.connection().execute(record, launched)
 
@@ -360,16 +457,19 @@ class TargetResolver:
         self.home = home
         self.choices = choices
         self.profiles: dict[str, ClusterProfile] = {}
-        self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}  # (id of data, root) -> (data, with the root)
+        # (id of data, root) -> (data, with the root)
+        self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}
         self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
-        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]] = {}  # -> (resources, effective sbatch, key)
+        # -> (resources, effective sbatch, key)
+        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]] = {}
 
     def target(self, run: RunToSubmit) -> AttemptTarget:
         spec = run.spec
         profile = self.profile(spec.cluster)
         if spec.data.root is None and profile.data_root is not None:
             spec = replace(spec, data=self._with_root(spec.data, profile.data_root))
-        digest = self._image_digest(spec, profile)  # a missing image is bad input: found before anything is written
+        # a missing image is bad input: found before anything is written
+        digest = self._image_digest(spec, profile)
         executor = self.choices.executor or profile.executor
         paths = RunPaths.under(profile.results_path(self.home), run.run_id)
         _, sbatch, array_key = self._array_key(executor, profile, spec)
@@ -396,7 +496,9 @@ class TargetResolver:
             self.images[key] = _image_digest(spec, profile, self.home)
         return self.images[key]
 
-    def _array_key(self, executor: str, profile: ClusterProfile, spec: RunSpec) -> tuple[Any, SbatchOptions, str]:
+    def _array_key(
+        self, executor: str, profile: ClusterProfile, spec: RunSpec
+    ) -> tuple[Any, SbatchOptions, str]:
         """(the resources it was worked out for, the effective sbatch options, the array key): runs
         share an array when they agree on all of it (the run's own sbatch options only as far as
         they change the profile's)."""
@@ -404,7 +506,11 @@ class TargetResolver:
         if key not in self.array_keys:
             sbatch = effective_sbatch(profile.sbatch, spec.resources.sbatch)
             scheduled = dataclasses.asdict(replace(spec.resources, sbatch=sbatch))
-            self.array_keys[key] = (spec.resources, sbatch, json.dumps([executor, profile.name, scheduled, spec.container.image], sort_keys=True))
+            self.array_keys[key] = (
+                spec.resources,
+                sbatch,
+                json.dumps([executor, profile.name, scheduled, spec.container.image], sort_keys=True),
+            )
         return self.array_keys[key]
 
 
@@ -420,7 +526,10 @@ def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Opt
     if profile.container.runtime is None or image is None:
         return None
     if not image.is_file():
-        raise UserError(f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif file in container.image or the profile's container.image")
+        raise UserError(
+            f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif "
+            "file in container.image or the profile's container.image"
+        )
     return image_sha256(image, home.image_digest_cache)
 
 
@@ -440,8 +549,13 @@ def find_run(session: Session, id_prefix: str) -> Run:
         return matches[0]
     sweeps = ", ".join(session.scalars(select(Sweep.name).order_by(Sweep.name))) or "(none)"
     if not matches:
-        raise UserError(f"no sweep or run matches {id_prefix!r}; accepted: a sweep name ({sweeps}) or a run id (prefix)")
-    raise UserError(f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); accepted: a longer prefix")
+        raise UserError(
+            f"no sweep or run matches {id_prefix!r}; accepted: a sweep name ({sweeps}) or a run id (prefix)"
+        )
+    raise UserError(
+        f"run id prefix {id_prefix!r} is ambiguous ({', '.join(m.id for m in matches)}, ...); "
+        "accepted: a longer prefix"
+    )
 
 
 def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
@@ -452,8 +566,13 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
     from the scheduler."""
     sync(engine)
     with Session(engine) as session, session.begin():
-        attempts = [run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE]
-        jobs = {executor: [job_ref(attempt) for attempt in members] for executor, members in by_executor(attempts).items()}
+        attempts = [
+            run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
+        ]
+        jobs = {
+            executor: [job_ref(attempt) for attempt in members]
+            for executor, members in by_executor(attempts).items()
+        }
         attempt_ids = sorted(attempt.id for attempt in attempts)
     for executor, refs in jobs.items():
         get_backend(executor).cancel(refs)
@@ -461,8 +580,16 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
     with Session(engine) as session, session.begin():
         for start in range(0, len(attempt_ids), IN_CHUNK):
             chunk = attempt_ids[start : start + IN_CHUNK]
-            for attempt in session.scalars(select(Attempt).where(Attempt.id.in_(chunk), Attempt.state.in_(RunState.ACTIVE)).order_by(Attempt.id)):
-                attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), "cancelled by orch cancel"
+            for attempt in session.scalars(
+                select(Attempt)
+                .where(Attempt.id.in_(chunk), Attempt.state.in_(RunState.ACTIVE))
+                .order_by(Attempt.id)
+            ):
+                attempt.state, attempt.ended_time, attempt.reason = (
+                    RunState.CANCELLED,
+                    time.time(),
+                    "cancelled by orch cancel",
+                )
                 refresh_run_state(attempt.run)
                 cancelled.append(attempt.run_id)
     return cancelled

@@ -90,21 +90,28 @@ def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = 
         origins.add(fragment, str(include_path), "")
     base = document.get("base") or {}
     if not isinstance(base, Mapping):
-        raise SpecError(file, "base", "base must be a run-spec mapping", base, "a mapping such as {training: {steps: 100}}")
+        raise SpecError(
+            file,
+            "base",
+            "base must be a run-spec mapping",
+            base,
+            "a mapping such as {training: {steps: 100}}",
+        )
     base_config = merge_fragment(base_config, base, file, "base.")
     origins.add(base, file, "base.")
     converter = ValueConverter(base_config)
     _check_values(file, _value_axes(axes), converter)
-    runs = plan_runs(base_config, axes, origins, converter, catalog_names() if known_names is None else known_names)
+    runs = plan_runs(
+        base_config, axes, origins, converter, catalog_names() if known_names is None else known_names
+    )
     _check_unique(file, runs)
     return SweepPlan(name, description, path, text, runs)
-
 
 
 def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:
     """``config`` with a run-spec fragment merged in, type-checked against the schema."""
     try:
-        return OmegaConf.merge(config, OmegaConf.create(dict(fragment)))  # type: ignore[return-value]
+        return OmegaConf.merge(config, OmegaConf.create(dict(fragment)))  # type: ignore[return-value]  # a mapping merged into a DictConfig
     except OmegaConfBaseException as error:
         raise _schema_error(error, file, prefix, fragment) from None
 
@@ -116,7 +123,9 @@ def _schema_error(error: OmegaConfBaseException, file: str, prefix: str, fragmen
         accepted = accepted_keys(parent)
         return SpecError(file, prefix + key, "unknown key", leaf, ", ".join(accepted))
     found = _value_at(fragment, key)
-    return SpecError(file, prefix + key if key else prefix.rstrip(".") or "(file)", "wrong type", found, expected_type(key))
+    return SpecError(
+        file, prefix + key if key else prefix.rstrip(".") or "(file)", "wrong type", found, expected_type(key)
+    )
 
 
 def _key_in_fragment(key: str, fragment: Any, path: str = "") -> str:
@@ -155,7 +164,7 @@ def expected_type(dotted_key: str) -> str:
         if indexed:
             hint = typing.get_args(hint)[0]
         node = _element_type(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return f"a mapping ({hint.__name__}) with keys {', '.join(f.name for f in dataclasses.fields(hint))}"
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
@@ -180,7 +189,9 @@ def _value_at(fragment: Any, dotted_key: str) -> Any:
 def _check_top_level(file: str, document: Mapping[str, Any]) -> None:
     for key in document:
         if key not in TOP_LEVEL_KEYS:
-            raise SpecError(file, str(key), "unknown top-level key of a sweep", key, ", ".join(TOP_LEVEL_KEYS))
+            raise SpecError(
+                file, str(key), "unknown top-level key of a sweep", key, ", ".join(TOP_LEVEL_KEYS)
+            )
 
 
 def _sweep_name(file: str, document: Mapping[str, Any]) -> str:
@@ -194,15 +205,24 @@ def _sweep_name(file: str, document: Mapping[str, Any]) -> str:
 def _description(file: str, document: Mapping[str, Any]) -> str:
     description = str(document.get("description", ""))
     if value_problem(description) is not None:
-        raise SpecError(file, "description", "value not accepted", description, str(value_problem(description)))
+        raise SpecError(
+            file, "description", "value not accepted", description, str(value_problem(description))
+        )
     return description
 
 
 def run_limit(file: str, document: Mapping[str, Any]) -> int:
-    """The most runs the sweep may expand to: ``max_runs`` (at most MAX_RUNS_CEILING), else DEFAULT_MAX_RUNS."""
+    """The most runs the sweep may expand to: ``max_runs`` (at most MAX_RUNS_CEILING), else
+    DEFAULT_MAX_RUNS."""
     limit = document.get("max_runs", DEFAULT_MAX_RUNS)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RUNS_CEILING:
-        raise SpecError(file, "max_runs", "invalid max_runs", limit, f"a whole number of runs from 1 to {MAX_RUNS_CEILING} (default {DEFAULT_MAX_RUNS}; {SWEEP_DOCS})")
+        raise SpecError(
+            file,
+            "max_runs",
+            "invalid max_runs",
+            limit,
+            f"a whole number of runs from 1 to {MAX_RUNS_CEILING} (default {DEFAULT_MAX_RUNS}; {SWEEP_DOCS})",
+        )
     return limit
 
 
@@ -210,9 +230,14 @@ def _include_paths(file: str, sweep_dir: Path, includes: Any) -> list[Path]:
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(_is_path_text(item) for item in includes):
-        accepted = f"a list of paths relative to the sweep file or configs/ (1-{MAX_PATH_CHARS} characters, no control characters)"
+        accepted = (
+            f"a list of paths relative to the sweep file or configs/ (1-{MAX_PATH_CHARS} characters, no "
+            "control characters)"
+        )
         raise SpecError(file, "include", "include must list YAML files", includes, accepted)
-    return [_include_path(file, f"include[{index}]", sweep_dir, include) for index, include in enumerate(includes)]
+    return [
+        _include_path(file, f"include[{index}]", sweep_dir, include) for index, include in enumerate(includes)
+    ]
 
 
 def _is_path_text(item: Any) -> bool:
@@ -224,7 +249,13 @@ def _include_path(file: str, key: str, sweep_dir: Path, include: str) -> Path:
     resolved it must lie under one of them (no absolute paths or ../ out of them, no symlink out)."""
     roots = (sweep_dir.resolve(), CONFIGS_DIR.resolve())
     candidates = [sweep_dir / include, CONFIGS_DIR / include]
-    outside = SpecError(file, key, "include outside the sweep's folder and configs/", include, f"a file under {roots[0]} or {roots[1]} (symlinks resolved)")
+    outside = SpecError(
+        file,
+        key,
+        "include outside the sweep's folder and configs/",
+        include,
+        f"a file under {roots[0]} or {roots[1]} (symlinks resolved)",
+    )
     try:
         resolved = [candidate.resolve() for candidate in candidates]
         inside = [any(path.is_relative_to(root) for root in roots) for path in resolved]
@@ -235,9 +266,14 @@ def _include_path(file: str, key: str, sweep_dir: Path, include: str) -> Path:
                 if not is_inside:
                     raise outside  # a symlink out of the sweep's folder
                 return path
-    except (OSError, RuntimeError) as error:  # a name too long for the file system; a symlink loop (RuntimeError before Python 3.13)
+    except (
+        OSError,
+        RuntimeError,
+    ) as error:  # a name too long for the file system; a symlink loop (RuntimeError before Python 3.13)
         reason = error.strerror if isinstance(error, OSError) else "a symlink loop"
-        raise SpecError(file, key, "include path cannot be used", include, f"a path to an existing file ({reason})") from None
+        raise SpecError(
+            file, key, "include path cannot be used", include, f"a path to an existing file ({reason})"
+        ) from None
     looked = " or ".join(str(candidate) for candidate in candidates)
     raise SpecError(file, key, "include file not found", include, f"an existing file ({looked})")
 
@@ -257,15 +293,29 @@ def check_run_count(file: str, axes: Sequence[Axis], limit: int) -> None:
     if count > limit:
         operators = ", ".join(dict.fromkeys(re.split(r"[.\[]", axis.label)[0] for axis in axes))
         if count <= MAX_RUNS_CEILING:
-            accepted = f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} ({SWEEP_DOCS})"
+            accepted = (
+                f"at most {limit} runs, or raise the limit with the top-level key max_runs: {count} "
+                f"({SWEEP_DOCS})"
+            )
         else:
-            accepted = f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps ({SWEEP_DOCS})"
-        raise SpecError(file, operators, f"sweep expands to {count} runs, above the limit of {limit}", {axis.label: axis.size for axis in axes}, accepted)
+            accepted = (
+                f"at most {limit} runs (max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study "
+                f"into several sweeps ({SWEEP_DOCS})"
+            )
+        raise SpecError(
+            file,
+            operators,
+            f"sweep expands to {count} runs, above the limit of {limit}",
+            {axis.label: axis.size for axis in axes},
+            accepted,
+        )
 
 
 def _grid_axes(file: str, grid: Any, label: str) -> list[Axis]:
     if not isinstance(grid, Mapping) or not grid:
-        raise SpecError(file, label, "empty grid", grid, "a mapping of dotted keys to non-empty lists of values")
+        raise SpecError(
+            file, label, "empty grid", grid, "a mapping of dotted keys to non-empty lists of values"
+        )
     axes = []
     for key, values in grid.items():
         points = tuple((value,) for value in _values(file, f"{label}.{key}", values))
@@ -278,7 +328,10 @@ def _alternative_grids(file: str, document: Mapping[str, Any]) -> list[list[Axis
         return []
     alternatives = document["grids"]
     if not isinstance(alternatives, list) or not alternatives:
-        accepted = "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid per optimizer)"
+        accepted = (
+            "a non-empty list of grids, each a mapping of dotted keys to non-empty lists (e.g. one grid "
+            "per optimizer)"
+        )
         raise SpecError(file, "grids", "grids must list grid mappings", alternatives, accepted)
     return [_grid_axes(file, grid, f"grids[{index}]") for index, grid in enumerate(alternatives)]
 
@@ -288,15 +341,27 @@ def _zip_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
         return []
     groups = document["zip"]
     groups = [groups] if isinstance(groups, Mapping) else groups
-    if not isinstance(groups, list) or not groups or not all(isinstance(group, Mapping) and group for group in groups):
-        raise SpecError(file, "zip", "empty or malformed zip", document["zip"], "a mapping of dotted keys to lists of equal length, or a list of such mappings")
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(group, Mapping) and group for group in groups)
+    ):
+        raise SpecError(
+            file,
+            "zip",
+            "empty or malformed zip",
+            document["zip"],
+            "a mapping of dotted keys to lists of equal length, or a list of such mappings",
+        )
     axes = []
     for index, group in enumerate(groups):
         label = "zip" if len(groups) == 1 else f"zip[{index}]"
         columns = {str(key): _values(file, f"{label}.{key}", values) for key, values in group.items()}
         lengths = {key: len(values) for key, values in columns.items()}
         if len(set(lengths.values())) > 1:
-            raise SpecError(file, label, "zip lists have unequal lengths", lengths, "lists of one common length")
+            raise SpecError(
+                file, label, "zip lists have unequal lengths", lengths, "lists of one common length"
+            )
         points = tuple(zip(*columns.values()))
         axes.append(Axis(label, tuple(columns), points, len(points)))
     return axes
@@ -309,7 +374,11 @@ def _seed_axes(file: str, document: Mapping[str, Any]) -> list[Axis]:
     accepted = "a count n >= 1 (seeds 0..n-1) or a non-empty list of distinct integers >= 0"
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
         return [Axis("seeds", (SEED_KEY,), SeedCount(seeds), seeds)]
-    valid_list = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    valid_list = (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    )
     if not valid_list:
         raise SpecError(file, "seeds", "invalid seeds", document["seeds"], accepted)
     return [Axis("seeds", (SEED_KEY,), tuple((seed,) for seed in seeds), len(seeds))]
@@ -328,7 +397,13 @@ def _check_swept_once(file: str, axes: list[Axis]) -> None:
     for axis in axes:
         for key in axis.keys:
             if key in swept_by:
-                raise SpecError(file, axis.label, f"key swept twice (also by {swept_by[key]})", key, "each key in one grid, grids, zip or seeds entry")
+                raise SpecError(
+                    file,
+                    axis.label,
+                    f"key swept twice (also by {swept_by[key]})",
+                    key,
+                    "each key in one grid, grids, zip or seeds entry",
+                )
             swept_by[key] = axis.label
 
 
@@ -354,7 +429,9 @@ def _check_values(file: str, axes: list[Axis], converter: ValueConverter) -> Non
                 try:
                     converter.convert(key, value)
                 except OmegaConfBaseException:
-                    label = f"{axis.label}[{index}]" if len(axis.keys) == 1 else f"{axis.label}.{key}[{index}]"
+                    label = (
+                        f"{axis.label}[{index}]" if len(axis.keys) == 1 else f"{axis.label}.{key}[{index}]"
+                    )
                     raise SpecError(file, label, "wrong type", value, expected_type(key)) from None
 
 
@@ -364,7 +441,13 @@ def _check_key_exists(file: str, label: str, dotted_key: str) -> None:
         accepted = accepted_keys(parent)
         if part not in accepted:
             where = f"under '{parent}'" if parent else "at the top of a run spec"
-            raise SpecError(file, label, f"unknown key '{dotted_key}'", part, f"{where}: {', '.join(accepted) or '(no keys: not a mapping)'}")
+            raise SpecError(
+                file,
+                label,
+                f"unknown key '{dotted_key}'",
+                part,
+                f"{where}: {', '.join(accepted) or '(no keys: not a mapping)'}",
+            )
         parent = f"{parent}.{part}" if parent else part
 
 
@@ -376,8 +459,10 @@ def _check_unique(file: str, runs: list[PlannedRun]) -> None:
             raise SpecError(
                 file,
                 ", ".join(sorted(run.swept)) or "(sweep)",
-                f"two points of the sweep are the same run {run.run_id} (points {first_index[run.run_id]} and {index})",
+                f"two points of the sweep are the same run {run.run_id} (points "
+                f"{first_index[run.run_id]} and {index})",
                 [other.swept, run.swept],
-                "points that differ in a field that changes results (resources, cluster, container.binds, data.root do not)",
+                "points that differ in a field that changes results (resources, cluster, "
+                "container.binds, data.root do not)",
             )
         first_index[run.run_id] = index

@@ -29,7 +29,8 @@ UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 MAX_FILE_BYTES = 1 << 20
 MAX_YAML_NODES = 10_000  # with aliases expanded (OmegaConf's own default limit)
 MAX_YAML_DEPTH = 32
-FORBIDDEN_IN_FILES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")  # control characters but tab and newlines
+# control characters but tab and newlines
+FORBIDDEN_IN_FILES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def read_text(path: Path, referring_file: str, referring_key: str) -> str:
@@ -46,13 +47,23 @@ def _read_regular_file(path: Path, referring_file: str, referring_key: str) -> b
     try:
         status = os.stat(path)
         if not stat.S_ISREG(status.st_mode):
-            raise refuse("not a regular file", describe_mode(status.st_mode), "a YAML file (not a directory, FIFO or device)")
+            raise refuse(
+                "not a regular file",
+                describe_mode(status.st_mode),
+                "a YAML file (not a directory, FIFO or device)",
+            )
         if status.st_size > MAX_FILE_BYTES:
-            raise refuse("file too large", f"{status.st_size} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
+            raise refuse(
+                "file too large", f"{status.st_size} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes"
+            )
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
         with os.fdopen(descriptor, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced since os.stat
-                raise refuse("not a regular file", describe_mode(os.fstat(handle.fileno()).st_mode), "a YAML file (not a directory, FIFO or device)")
+                raise refuse(
+                    "not a regular file",
+                    describe_mode(os.fstat(handle.fileno()).st_mode),
+                    "a YAML file (not a directory, FIFO or device)",
+                )
             data = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         raise refuse("file not found", str(path), "an existing YAML file") from None
@@ -61,7 +72,11 @@ def _read_regular_file(path: Path, referring_file: str, referring_key: str) -> b
     except OSError as error:
         raise refuse("cannot read the file", f"{path}: {error.strerror}") from None
     if len(data) > MAX_FILE_BYTES:  # /proc files say they are empty
-        raise refuse("file too large", f"more than {MAX_FILE_BYTES} bytes", f"a YAML file of at most {MAX_FILE_BYTES} bytes")
+        raise refuse(
+            "file too large",
+            f"more than {MAX_FILE_BYTES} bytes",
+            f"a YAML file of at most {MAX_FILE_BYTES} bytes",
+        )
     return data
 
 
@@ -71,15 +86,36 @@ def _decoded(data: bytes, file: str) -> str:
         raise SpecError(file, "(file)", "not UTF-8 text", "a UTF-16 byte order mark", utf8)
     nul = data.find(b"\0")
     if nul >= 0:
-        raise SpecError(file, "(file)", "a NUL byte", f"at {_line_and_column(data, nul)}", f"text without NUL bytes, {utf8}")
+        raise SpecError(
+            file,
+            "(file)",
+            "a NUL byte",
+            f"at {_line_and_column(data, nul)}",
+            f"text without NUL bytes, {utf8}",
+        )
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
-        raise SpecError(file, "(file)", "not UTF-8 text", f"byte 0x{data[error.start]:02x} at {_line_and_column(data, error.start)}", utf8) from None
+        raise SpecError(
+            file,
+            "(file)",
+            "not UTF-8 text",
+            f"byte 0x{data[error.start]:02x} at {_line_and_column(data, error.start)}",
+            utf8,
+        ) from None
     control = FORBIDDEN_IN_FILES.search(text)
     if control is not None:
-        accepted = 'text without control characters other than tab and newline (a value that needs one: an escape such as "\\e" in double quotes)'
-        raise SpecError(file, "(file)", "a control character", f"U+{ord(control.group()):04X} at {_line_and_column(text, control.start())}", accepted)
+        accepted = (
+            "text without control characters other than tab and newline (a value that needs one: an escape "
+            'such as "\\e" in double quotes)'
+        )
+        raise SpecError(
+            file,
+            "(file)",
+            "a control character",
+            f"U+{ord(control.group()):04X} at {_line_and_column(text, control.start())}",
+            accepted,
+        )
     return text
 
 
@@ -93,13 +129,15 @@ def parse_yaml_mapping(text: str, file: str) -> dict[str, Any]:
     """The mapping of a YAML document whose shape :class:`YamlShape` accepted."""
     root_kind = YamlShape(file).check(text)
     if root_kind not in ("a mapping", "empty"):
-        raise SpecError(file, "(file)", "the file is not a mapping", root_kind, "a YAML mapping of keys to values")
+        raise SpecError(
+            file, "(file)", "the file is not a mapping", root_kind, "a YAML mapping of keys to values"
+        )
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
     except Exception as error:  # duplicate keys, undefined aliases: with line and column
         raise SpecError(file, "(file)", "not valid YAML", str(error), "a YAML mapping") from None
     assert isinstance(loaded, dict)
-    return loaded  # type: ignore[return-value]
+    return loaded  # type: ignore[return-value]  # a YAML mapping's keys are str
 
 
 @dataclass
@@ -126,7 +164,8 @@ class YamlShape:
     open: list[_Node] = field(default_factory=list)
     anchor_nodes: dict[str, int] = field(default_factory=dict)  # expanded size of each anchored node
     root_kind: str = "empty"
-    resolver: yaml.resolver.Resolver = field(default_factory=yaml.resolver.Resolver)  # the tag a plain scalar gets
+    # the tag a plain scalar gets
+    resolver: yaml.resolver.Resolver = field(default_factory=yaml.resolver.Resolver)
 
     def check(self, text: str) -> str:
         """What the document is ("a mapping", "a sequence", "a scalar" or "empty")."""
@@ -156,7 +195,13 @@ class YamlShape:
 
     def alias(self, anchor: str, line: int) -> None:
         if any(node.anchor == anchor for node in self.open):
-            raise SpecError(self.file, "(file)", "a recursive YAML alias", f"*{anchor} at line {line}", "aliases of complete nodes only (an alias inside the node it names never ends)")
+            raise SpecError(
+                self.file,
+                "(file)",
+                "a recursive YAML alias",
+                f"*{anchor} at line {line}",
+                "aliases of complete nodes only (an alias inside the node it names never ends)",
+            )
         self.child_path("an alias", anchor, None)
         self.aliases += 1
         self.count(self.anchor_nodes.get(anchor, 1), line)
@@ -165,7 +210,13 @@ class YamlShape:
         is_mapping = isinstance(event, yaml.MappingStartEvent)
         path = self.child_path("a mapping" if is_mapping else "a sequence", "", None)
         if len(self.open) >= MAX_YAML_DEPTH:
-            raise SpecError(self.file, "(file)", "YAML nested too deeply", f"more than {MAX_YAML_DEPTH} levels at line {line}", f"at most {MAX_YAML_DEPTH} levels of nesting")
+            raise SpecError(
+                self.file,
+                "(file)",
+                "YAML nested too deeply",
+                f"more than {MAX_YAML_DEPTH} levels at line {line}",
+                f"at most {MAX_YAML_DEPTH} levels of nesting",
+            )
         self.count(1, line)
         self.open.append(_Node(path, is_mapping, event.anchor, self.nodes))
 
@@ -178,8 +229,12 @@ class YamlShape:
         self.nodes += nodes
         if self.nodes > MAX_YAML_NODES:
             problem = "YAML aliases expand to too many nodes" if self.aliases else "too many YAML nodes"
-            accepted = f"at most {MAX_YAML_NODES} YAML nodes, every alias (*name) counted as the node it names"
-            raise SpecError(self.file, "(file)", problem, f"more than {MAX_YAML_NODES} nodes by line {line}", accepted)
+            accepted = (
+                f"at most {MAX_YAML_NODES} YAML nodes, every alias (*name) counted as the node it names"
+            )
+            raise SpecError(
+                self.file, "(file)", problem, f"more than {MAX_YAML_NODES} nodes by line {line}", accepted
+            )
 
     def child_path(self, non_scalar: Optional[str], text: str, scalar: Optional[yaml.ScalarEvent]) -> str:
         """The dotted key of the node that starts now; refuses a key that is not a string."""
@@ -196,22 +251,43 @@ class YamlShape:
             return ""
         return f"{parent.path}.{parent.key}" if parent.path else parent.key
 
-    def _check_key(self, parent: _Node, non_scalar: Optional[str], text: str, scalar: Optional[yaml.ScalarEvent]) -> None:
+    def _check_key(
+        self, parent: _Node, non_scalar: Optional[str], text: str, scalar: Optional[yaml.ScalarEvent]
+    ) -> None:
         accepted = "a string key: quote a key that YAML reads otherwise ('~', 'yes', '1')"
         prefix = f"{parent.path}." if parent.path else ""
         if non_scalar is not None:
-            raise SpecError(self.file, f"{prefix}?", f"a key that is not a string ({non_scalar})", text or non_scalar, accepted)
+            raise SpecError(
+                self.file,
+                f"{prefix}?",
+                f"a key that is not a string ({non_scalar})",
+                text or non_scalar,
+                accepted,
+            )
         assert scalar is not None
-        tag = scalar.tag if scalar.tag not in (None, "!") else self.resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
+        tag = (
+            scalar.tag
+            if scalar.tag not in (None, "!")
+            else self.resolver.resolve(yaml.ScalarNode, scalar.value, scalar.implicit)
+        )
         if tag not in (_STRING_TAG, _MERGE_TAG):
             kind = tag.rsplit(":", 1)[-1]
-            raise SpecError(self.file, f"{prefix}{text}", f"a key that is not a string (YAML reads it as {kind})", text, accepted)
+            raise SpecError(
+                self.file,
+                f"{prefix}{text}",
+                f"a key that is not a string (YAML reads it as {kind})",
+                text,
+                accepted,
+            )
 
 
 _STRING_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-RESOLVERS_ACCEPTED = "${dotted.key} of another field, ${..key} relative to this one, or text without ${name:...} (resolvers such as oc.env, oc.decode, oc.create are refused)"
+RESOLVERS_ACCEPTED = (
+    "${dotted.key} of another field, ${..key} relative to this one, or text without ${name:...} (resolvers "
+    "such as oc.env, oc.decode, oc.create are refused)"
+)
 
 
 def check_no_resolvers(file: str, node: Any, key: str) -> None:

@@ -48,4 +48,7 @@ def sync(engine: Engine) -> SyncReport:
 
 def any_attempt_open(engine: Engine) -> bool:
     with engine.connect() as connection:
-        return connection.execute(select(attempts.c.id).where(open_attempts(time.time())).limit(1)).first() is not None
+        return (
+            connection.execute(select(attempts.c.id).where(open_attempts(time.time())).limit(1)).first()
+            is not None
+        )

@@ -38,8 +38,14 @@ if TYPE_CHECKING:
     from orchestrator.registry.models import Run, Shard
 
 
-WHERE_CLAUSE = re.compile(r"\s*(?P<key>[^\s=<>!]+?)\s*(?:(?P<operator>>=|<=|!=|=|>|<)(?P<value>.*)|\s+in\s+(?P<members>[(\[].*[)\]])\s*)", re.DOTALL)
-WHERE_SYNTAX = "KEY=VALUE, KEY!=VALUE, KEY>NUMBER (or >=, <, <=) or KEY in (A, B, ...), KEY a dotted run-spec key and values YAML, e.g. optimizer.lr>0.01"
+WHERE_CLAUSE = re.compile(
+    r"\s*(?P<key>[^\s=<>!]+?)\s*(?:(?P<operator>>=|<=|!=|=|>|<)(?P<value>.*)|\s+in\s+(?P<members>[(\[].*[)\]])\s*)",
+    re.DOTALL,
+)
+WHERE_SYNTAX = (
+    "KEY=VALUE, KEY!=VALUE, KEY>NUMBER (or >=, <, <=) or KEY in (A, B, ...), KEY a dotted run-spec key and "
+    "values YAML, e.g. optimizer.lr>0.01"
+)
 COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
@@ -67,13 +73,19 @@ class WhereClause:
         if match["members"] is not None:
             members = where_value(text, "[" + match["members"][1:-1] + "]")
             if not members:
-                raise argparse.ArgumentTypeError(f"{shown(text)}: an empty set; accepted: KEY in (A, B, ...) with at least one value")
+                raise argparse.ArgumentTypeError(
+                    f"{shown(text)}: an empty set; accepted: KEY in (A, B, ...) with at least one value"
+                )
             return cls(key, members, "in")
         from jobs.spec import is_number  # dataclasses only: no torch (loaded already by the key check above)
 
         value = where_value(text, match["value"])
         if match["operator"] in COMPARISONS and not is_number(value):
-            raise argparse.ArgumentTypeError(f"{shown(text)}: {match['operator']} compares numbers; found {shown(match['value'].strip())}; accepted: a number, e.g. {key}{match['operator']}0.01")
+            raise argparse.ArgumentTypeError(
+                f"{shown(text)}: {match['operator']} compares numbers; found "
+                f"{shown(match['value'].strip())}; accepted: a number, e.g. "
+                f"{key}{match['operator']}0.01"
+            )
         return cls(key, value, match["operator"])
 
     @property
@@ -112,7 +124,10 @@ def where_value(text: str, value_text: str) -> Any:
         json.dumps(value, allow_nan=True)  # what a run spec can hold; refuses recursive lists (&a [*a])
     except (yaml.YAMLError, RecursionError, TypeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise argparse.ArgumentTypeError(f"{shown(text)}: the value {shown(value_text)} is not plain YAML data ({first_line}); accepted: {WHERE_VALUE_EXAMPLES}") from None
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: the value {shown(value_text)} is not plain YAML data ({first_line}); "
+            f"accepted: {WHERE_VALUE_EXAMPLES}"
+        ) from None
     return value
 
 
@@ -120,12 +135,24 @@ def unknown_key_problem(key: str) -> Optional[str]:
     """Why ``key`` names no field of a run spec, with the keys accepted instead; None if it does."""
     keys = spec_keys()
     indexed = INDEXED_KEY.fullmatch(key)
-    if key in keys.plain or indexed and indexed["list"] in keys.item_fields and indexed["field"] in keys.item_fields[indexed["list"]]:
+    if (
+        key in keys.plain
+        or indexed
+        and indexed["list"] in keys.item_fields
+        and indexed["field"] in keys.item_fields[indexed["list"]]
+    ):
         return None
     names = keys.all_names()
     section = nearest_section(key, names)
-    related = [name for name in names if _unindexed(name) == section or _unindexed(name).startswith(section + ".")] if section else top_level_sections(names)
-    return f"unknown key {shown(key)}; accepted: a dotted run-spec key: {bounded_list(related, MAX_KEY_LIST_CHARS)}"
+    related = (
+        [name for name in names if _unindexed(name) == section or _unindexed(name).startswith(section + ".")]
+        if section
+        else top_level_sections(names)
+    )
+    return (
+        f"unknown key {shown(key)}; accepted: a dotted run-spec key: "
+        f"{bounded_list(related, MAX_KEY_LIST_CHARS)}"
+    )
 
 
 def _unindexed(key: str) -> str:
@@ -145,7 +172,11 @@ def nearest_section(key: str, names: Sequence[str]) -> str:
 
 def top_level_sections(names: Sequence[str]) -> list[str]:
     """The first part of each name, a section as ``model.*``."""
-    return list(dict.fromkeys(head + (".*" if dot else "") for head, dot, _ in (name.partition(".") for name in names)))
+    return list(
+        dict.fromkeys(
+            head + (".*" if dot else "") for head, dot, _ in (name.partition(".") for name in names)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +188,10 @@ class SpecKeys:
     item_fields: dict[str, tuple[str, ...]]
 
     def all_names(self) -> list[str]:
-        return [*self.plain, *(f"{name}[N].{field}" for name, fields in self.item_fields.items() for field in fields)]
+        return [
+            *self.plain,
+            *(f"{name}[N].{field}" for name, fields in self.item_fields.items() for field in fields),
+        ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -170,15 +204,17 @@ def spec_keys() -> SpecKeys:
     return SpecKeys(tuple(plain), item_fields)
 
 
-def _collect_keys(schema: type, prefix: str, plain: list[str], item_fields: dict[str, tuple[str, ...]]) -> None:
+def _collect_keys(
+    schema: type, prefix: str, plain: list[str], item_fields: dict[str, tuple[str, ...]]
+) -> None:
     for name, hint in typing.get_type_hints(schema).items():
         key = f"{prefix}{name}"
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             _collect_keys(hint, f"{key}.", plain, item_fields)
             continue
         plain.append(key)
-        if item is not None and dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             nested: list[str] = []
             _collect_keys(item, "", nested, {})
             item_fields[key] = tuple(nested)
@@ -215,7 +251,9 @@ def driver_rows(connection: Connection, query: Select[Any], batch: int) -> Itera
     10⁵ rows, without SQLAlchemy's result processing per row (its events still see the query)."""
     compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
     parameters = compiled.construct_params()
-    bound = tuple(parameters[name] for name in compiled.positiontup or ()) if compiled.positional else parameters
+    bound = (
+        tuple(parameters[name] for name in compiled.positiontup or ()) if compiled.positional else parameters
+    )
     result = connection.exec_driver_sql(str(compiled), bound)
     try:
         while rows := result.cursor.fetchmany(batch):
@@ -236,8 +274,10 @@ def section_path(key: str) -> tuple[str, str]:
     """The section a ``--where`` key lies in and the key's JSON path inside the section's value
     (``optimizer.lr``: optimizer, ``$.lr``; ``probes[0].every``: probes, ``$[0].every``)."""
     if not WHERE_PATH_KEY.fullmatch(key):
-        raise ValueError(f"--where key {key!r} is not a dotted run-spec key (WhereClause.parse accepts only such keys)")
-    section = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key).group(0)  # type: ignore[union-attr]
+        raise ValueError(
+            f"--where key {key!r} is not a dotted run-spec key (WhereClause.parse accepts only such keys)"
+        )
+    section = re.match(r"[A-Za-z_][A-Za-z0-9_]*", key).group(0)  # type: ignore[union-attr]  # fullmatched above
     return section, "$" + key[len(section) :]
 
 
@@ -247,7 +287,13 @@ class SqliteJson:
     true, false, integer, real, text, array, object; NULL where the path is absent)."""
 
     column: ColumnElement[Any]
-    KINDS: typing.ClassVar = {"null": ("null",), "number": ("integer", "real", "true", "false"), "text": ("text",), "array": ("array",), "object": ("object",)}
+    KINDS: typing.ClassVar = {
+        "null": ("null",),
+        "number": ("integer", "real", "true", "false"),
+        "text": ("text",),
+        "array": ("array",),
+        "object": ("object",),
+    }
 
     def is_kind(self, path: str, kind: str) -> ColumnElement[bool]:
         return func.json_type(self.column, path).in_(self.KINDS[kind])
@@ -275,7 +321,13 @@ class PostgresJson:
     """The same over ``CAST(column AS jsonb)`` with PostgreSQL's path operators ``#>``/``#>>``."""
 
     column: ColumnElement[Any]
-    KINDS: typing.ClassVar = {"null": ("null",), "number": ("number", "boolean"), "text": ("string",), "array": ("array",), "object": ("object",)}
+    KINDS: typing.ClassVar = {
+        "null": ("null",),
+        "number": ("number", "boolean"),
+        "text": ("string",),
+        "array": ("array",),
+        "object": ("object",),
+    }
 
     def _at(self, path: str, operator: str = "#>") -> ColumnElement[Any]:
         from sqlalchemy import Text, cast, literal
@@ -298,7 +350,7 @@ class PostgresJson:
             (self._typeof(path) == "number", cast(scalar, Float)),
             (self._typeof(path) == "boolean", case((scalar == "true", 1.0), else_=0.0)),
             else_=None,
-        )  # fmt: skip
+        )
 
     def text(self, path: str) -> ColumnElement[Any]:
         from sqlalchemy import case
@@ -341,7 +393,10 @@ def value_condition(spec: JsonColumn, path: str, value: Any, top: bool = True) -
     if isinstance(value, list):
         conditions = [spec.is_kind(path, "array"), spec.array_length(path) == len(value)]
         if top:  # items of items: their kind and length in Python
-            conditions += [value_condition(spec, f"{path}[{index}]", item, top=False) for index, item in enumerate(value[:MAX_SQL_ITEMS])]
+            conditions += [
+                value_condition(spec, f"{path}[{index}]", item, top=False)
+                for index, item in enumerate(value[:MAX_SQL_ITEMS])
+            ]
         return and_(*conditions)
     if isinstance(value, dict):
         return spec.is_kind(path, "object")
@@ -375,7 +430,9 @@ class SpecFilter:
             return cls(())
         scanned = tables.runs.alias("scanned")
         run_sections = json_column(connection, scanned.c.section_ids)
-        matching = select(scanned.c.id).where(*(clause_runs(connection, run_sections, clause) for clause in clauses))
+        matching = select(scanned.c.id).where(
+            *(clause_runs(connection, run_sections, clause) for clause in clauses)
+        )
         return cls((tables.runs.c.id.in_(matching),))
 
 
@@ -391,15 +448,21 @@ def clause_runs(connection: Connection, run_sections: JsonColumn, clause: WhereC
     candidate = sections.c.name == section  # other operators: Python decides on every distinct section
     if clause.operator == "=":
         candidate = and_(candidate, value_condition(section_json, path, clause.value))
-    exact, refused = [], []
-    for section_id, text in connection.execute(select(sections.c.id, section_json.json_text(path)).where(candidate)):
+    exact: list[int] = []
+    refused: list[int] = []
+    for section_id, text in connection.execute(
+        select(sections.c.id, section_json.json_text(path)).where(candidate)
+    ):
         (exact if text is not None and clause.holds(json.loads(text)) else refused).append(section_id)
     run_section = run_sections.member(section)
     if not exact:
         return false()
     if len(exact) <= len(refused) or len(exact) <= IN_CHUNK:
         return run_section.in_(exact)
-    return and_(run_section.in_(select(sections.c.id).where(candidate)), *([run_section.not_in(refused)] if refused else []))
+    return and_(
+        run_section.in_(select(sections.c.id).where(candidate)),
+        *([run_section.not_in(refused)] if refused else []),
+    )
 
 
 @dataclass(frozen=True)
@@ -412,7 +475,7 @@ class RunSelection:
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The sweep and state (``--where`` is a :class:`SpecFilter`'s)."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if self.sweep:
             conditions.append(tables.runs.c.id.in_(sweep_member_ids(self.sweep)))
         if self.state:
@@ -421,16 +484,26 @@ class RunSelection:
 
 
 def sweep_member_ids(sweep: str) -> Select[tuple[str]]:
-    return select(tables.sweep_runs.c.run_id).join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id).where(tables.sweeps.c.name == sweep)
+    return (
+        select(tables.sweep_runs.c.run_id)
+        .join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
+        .where(tables.sweeps.c.name == sweep)
+    )
 
 
-def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]) -> list[Run]:
+def select_runs(
+    session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[WhereClause]
+) -> list[Run]:
     """The selected runs as ORM objects, oldest first (for the few runs an analysis reads)."""
     from orchestrator.registry.models import Run
 
     selection = RunSelection(sweep, state, tuple(where))
     spec_filter = SpecFilter.on(session.connection(), selection.where)
-    query = select(Run).where(*selection.conditions(), *spec_filter.conditions).order_by(tables.runs.c.created_time, tables.runs.c.id)
+    query = (
+        select(Run)
+        .where(*selection.conditions(), *spec_filter.conditions)
+        .order_by(tables.runs.c.created_time, tables.runs.c.id)
+    )
     return list(session.scalars(query))
 
 
@@ -447,9 +520,20 @@ def run_rows(connection: Connection, selection: RunSelection) -> Iterator[dict[s
     """:func:`run_row` of each selected run, oldest first: the runs with their attempt count from
     one query, their memberships from another."""
     spec_filter = SpecFilter.on(connection, selection.where)
-    attempts = select(func.count(tables.attempts.c.id)).where(tables.attempts.c.run_id == tables.runs.c.id).correlate(tables.runs).scalar_subquery()
+    attempts = (
+        select(func.count(tables.attempts.c.id))
+        .where(tables.attempts.c.run_id == tables.runs.c.id)
+        .correlate(tables.runs)
+        .scalar_subquery()
+    )
     query = (
-        select(tables.runs.c.id, tables.runs.c.state, tables.runs.c.current_step, tables.runs.c.total_steps, attempts)
+        select(
+            tables.runs.c.id,
+            tables.runs.c.state,
+            tables.runs.c.current_step,
+            tables.runs.c.total_steps,
+            attempts,
+        )
         .where(*selection.conditions(), *spec_filter.conditions)
         .order_by(tables.runs.c.created_time, tables.runs.c.id)
     )
@@ -461,7 +545,15 @@ def run_rows(connection: Connection, selection: RunSelection) -> Iterator[dict[s
         for name, swept_json in memberships.get(run_id, ()):
             names.append(name)
             swept.update(json.loads(swept_json))
-        yield {"id": run_id, "sweeps": sorted(names), "state": state, "step": step, "total_steps": total_steps, "attempts": attempt_count, "swept": swept}
+        yield {
+            "id": run_id,
+            "sweeps": sorted(names),
+            "state": state,
+            "step": step,
+            "total_steps": total_steps,
+            "attempts": attempt_count,
+            "swept": swept,
+        }
 
 
 def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -476,7 +568,7 @@ def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, lis
             .join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
             .where(tables.sweep_runs.c.run_id.in_(chunk))
             .order_by(membership_order(connection))
-        )  # fmt: skip
+        )
         for run_id, name, swept_json in driver_rows(connection, query, BATCH_ROWS):
             memberships.setdefault(run_id, []).append((name, swept_json))
     return memberships
@@ -485,7 +577,11 @@ def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, lis
 def membership_order(connection: Connection) -> ColumnElement[Any]:
     """The order in which memberships were recorded (SQLite: the row id), the order in which
     :func:`run_row` merges a run's swept values."""
-    return literal_column("sweep_runs.rowid") if connection.dialect.name == "sqlite" else tables.sweep_runs.c.sweep_id
+    return (
+        literal_column("sweep_runs.rowid")
+        if connection.dialect.name == "sqlite"
+        else tables.sweep_runs.c.sweep_id
+    )
 
 
 def sweep_names(run: Run) -> list[str]:
@@ -514,26 +610,37 @@ def run_row(run: Run) -> dict[str, Any]:
 
 # -- show ---------------------------------------------------------------------------------------------
 
+
 def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
     """The value of each metric at its last recorded step, per run."""
     finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
     for start in range(0, len(run_ids), IN_CHUNK):
-        for run_id, name, value in session.execute(last_metric_values(tables.metrics.c.run_id.in_(run_ids[start : start + IN_CHUNK]))):
+        for run_id, name, value in session.execute(
+            last_metric_values(tables.metrics.c.run_id.in_(run_ids[start : start + IN_CHUNK]))
+        ):
             finals[run_id][name] = value
     return finals
 
 
-def last_metric_values(runs: ColumnElement[bool]) -> Select[tuple[str, str, float]]:
+def last_metric_values(runs: ColumnElement[bool]) -> Select[str, str, float]:
     """(run id, metric name, value at the metric's last step) of the metrics ``runs`` selects:
     the rows no later step of the same metric follows (one probe of the primary key each)."""
     metrics, later = tables.metrics, tables.metrics.alias("later")
-    followed = select(later.c.step).where(later.c.run_id == metrics.c.run_id, later.c.name == metrics.c.name, later.c.step > metrics.c.step)
+    followed = select(later.c.step).where(
+        later.c.run_id == metrics.c.run_id, later.c.name == metrics.c.name, later.c.step > metrics.c.step
+    )
     return select(metrics.c.run_id, metrics.c.name, metrics.c.value).where(runs, ~followed.exists())
 
 
 def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
     query = (
-        select(tables.metrics.c.name, func.count(), func.min(tables.metrics.c.value), func.max(tables.metrics.c.value), func.max(tables.metrics.c.step))
+        select(
+            tables.metrics.c.name,
+            func.count(),
+            func.min(tables.metrics.c.value),
+            func.max(tables.metrics.c.value),
+            func.max(tables.metrics.c.step),
+        )
         .where(tables.metrics.c.run_id == run_id)
         .group_by(tables.metrics.c.name)
     )
@@ -546,7 +653,11 @@ def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]
 
 def metric_series(session: Session, run_id: str) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {}
-    query = select(tables.metrics.c.name, tables.metrics.c.step, tables.metrics.c.value).where(tables.metrics.c.run_id == run_id).order_by(tables.metrics.c.name, tables.metrics.c.step)
+    query = (
+        select(tables.metrics.c.name, tables.metrics.c.step, tables.metrics.c.value)
+        .where(tables.metrics.c.run_id == run_id)
+        .order_by(tables.metrics.c.name, tables.metrics.c.step)
+    )
     for name, step, value in session.execute(query):
         steps, values = series.setdefault(name, ([], []))
         steps.append(step)
@@ -586,7 +697,9 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
             }
             for attempt in run.attempts
         ],
-        "checkpoints": [{"step": c.step, "path": c.path, "bytes": c.bytes, "sha256": c.sha256} for c in run.checkpoints],
+        "checkpoints": [
+            {"step": c.step, "path": c.path, "bytes": c.bytes, "sha256": c.sha256} for c in run.checkpoints
+        ],
         "shards": [shard_row(shard) for shard in run.shards],
         "metrics": metric_summary(session, run.id),
     }
@@ -594,7 +707,13 @@ def show_view(session: Session, run: Run) -> dict[str, Any]:
 
 def requeue_row(requeue: Any) -> dict[str, Any]:
     """One time the scheduler put an attempt's job back in the queue, and why."""
-    return {"time": requeue.time, "cause": requeue.cause, "source": requeue.source, "node": requeue.node, "step": requeue.step}
+    return {
+        "time": requeue.time,
+        "cause": requeue.cause,
+        "source": requeue.source,
+        "node": requeue.node,
+        "step": requeue.step,
+    }
 
 
 def attempt_queue_wait(attempt: Any) -> Optional[float]:
@@ -660,7 +779,12 @@ class ExportRow:
 
     @property
     def values(self) -> tuple[Any, ...]:
-        return (self.run_id, self.sweeps, self.state, *itertools.chain.from_iterable(group.values for group in self.groups))
+        return (
+            self.run_id,
+            self.sweeps,
+            self.state,
+            *itertools.chain.from_iterable(group.values for group in self.groups),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(zip(self.columns, self.values))
@@ -670,7 +794,8 @@ EXPORT_ID_COLUMNS = ("id", "sweep", "state")
 
 
 def export_rows(connection: Connection, selection: RunSelection) -> list[ExportRow]:
-    """One row per selected run (of a sweep, in a state, where clauses hold; or every run), oldest first: id, its sweeps' names, state,
+    """One row per selected run (of a sweep, in a state, where clauses hold; or every run), oldest first: id,
+    its sweeps' names, state,
     its flattened spec (``config.*``, lists as JSON; each distinct section flattened once) and the
     value of each metric at its last step (``final.*``, by name). Read in the table's order,
     sorted here: sorting in SQL would move every row through SQLite's sorter."""
@@ -678,17 +803,28 @@ def export_rows(connection: Connection, selection: RunSelection) -> list[ExportR
     runs = and_(*conditions) if conditions else None
     names = member_sweep_names(connection, runs)
     finals = final_metric_groups(connection, runs)
-    query = select(tables.runs.c.created_time, tables.runs.c.id, tables.runs.c.state, tables.runs.c.section_ids)
+    query = select(
+        tables.runs.c.created_time, tables.runs.c.id, tables.runs.c.state, tables.runs.c.section_ids
+    )
     if runs is not None:
         query = query.where(runs)
-    selected = [(created_time, run_id, state, tuple(json.loads(section_ids).values())) for created_time, run_id, state, section_ids in driver_rows(connection, query, BATCH_ROWS)]
-    groups = section_groups(connection, {section_id for *_, section_ids in selected for section_id in section_ids})
+    selected = [
+        (created_time, run_id, state, tuple(json.loads(section_ids).values()))
+        for created_time, run_id, state, section_ids in driver_rows(connection, query, BATCH_ROWS)
+    ]
+    groups = section_groups(
+        connection, {section_id for *_, section_ids in selected for section_id in section_ids}
+    )
     selected.sort(key=lambda item: (item[0], item[1]))
     rows = []
     for _, run_id, state, section_ids in selected:
         spec_groups = tuple(map(groups.__getitem__, section_ids))
         final = finals.get(run_id)
-        rows.append(ExportRow(run_id, names.get(run_id, ""), state, spec_groups if final is None else (*spec_groups, final)))
+        rows.append(
+            ExportRow(
+                run_id, names.get(run_id, ""), state, spec_groups if final is None else (*spec_groups, final)
+            )
+        )
     return rows
 
 
@@ -699,7 +835,9 @@ def section_groups(connection: Connection, section_ids: set[int]) -> dict[int, C
     groups = {}
     for start in range(0, len(ordered), IN_CHUNK):
         chunk = ordered[start : start + IN_CHUNK]
-        query = select(tables.spec_sections.c.id, tables.spec_sections.c.name, tables.spec_sections.c.json).where(tables.spec_sections.c.id.in_(chunk))
+        query = select(
+            tables.spec_sections.c.id, tables.spec_sections.c.name, tables.spec_sections.c.json
+        ).where(tables.spec_sections.c.id.in_(chunk))
         for section_id, name, value_json in connection.execute(query):
             flat = flatten({name: json.loads(value_json)})
             names = tuple(f"config.{key}" for key in flat)
@@ -710,7 +848,9 @@ def section_groups(connection: Connection, section_ids: set[int]) -> dict[int, C
 
 def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, str]:
     """The names of each run's sweeps, sorted and joined by commas, per run (of ``runs``)."""
-    query = select(tables.sweep_runs.c.run_id, tables.sweeps.c.name).join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
+    query = select(tables.sweep_runs.c.run_id, tables.sweeps.c.name).join(
+        tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id
+    )
     if runs is not None:
         query = query.where(tables.sweep_runs.c.run_id.in_(select(tables.runs.c.id).where(runs)))
     names: dict[str, list[str]] = {}
@@ -719,15 +859,23 @@ def member_sweep_names(connection: Connection, runs: Optional[ColumnElement[bool
     return {run_id: ",".join(sorted(run_names)) for run_id, run_names in names.items()}
 
 
-def final_metric_groups(connection: Connection, runs: Optional[ColumnElement[bool]]) -> dict[str, ColumnGroup]:
+def final_metric_groups(
+    connection: Connection, runs: Optional[ColumnElement[bool]]
+) -> dict[str, ColumnGroup]:
     """Per run (of ``runs``) with metrics: ``final.<name>`` columns by name with the value of each
     metric at its last step, one row per run from one aggregate query (a column per metric name)."""
-    selected = tables.metrics.c.run_id.in_(select(tables.runs.c.id).where(runs)) if runs is not None else tables.metrics.c.run_id.is_not(None)
+    selected = (
+        tables.metrics.c.run_id.in_(select(tables.runs.c.id).where(runs))
+        if runs is not None
+        else tables.metrics.c.run_id.is_not(None)
+    )
     names = sorted(connection.execute(select(tables.metrics.c.name).where(selected).distinct()).scalars())
     if not names:
         return {}
     last = last_metric_values(selected).subquery()
-    query = select(last.c.run_id, *(func.max(case((last.c.name == name, last.c.value))) for name in names)).group_by(last.c.run_id)
+    query = select(
+        last.c.run_id, *(func.max(case((last.c.name == name, last.c.value))) for name in names)
+    ).group_by(last.c.run_id)
     final_names = tuple(f"final.{name}" for name in names)
     columns: dict[tuple[int, ...], tuple[str, ...]] = {}  # by the positions of the metrics a run has
     finals = {}

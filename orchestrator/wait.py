@@ -17,7 +17,6 @@ from orchestrator.registry.tables import RunState
 from orchestrator.sync import sync
 
 
-
 @dataclass(frozen=True)
 class Progression:
     states: dict[str, str]  # run id -> state
@@ -40,7 +39,9 @@ def progression(engine: Engine, run_ids: Sequence[str]) -> Progression:
         runs = session.scalars(select(Run).where(Run.id.in_(run_ids))).all()
         done = sum(run.total_steps if run.state == RunState.COMPLETED else run.current_step for run in runs)
         executors = sorted({run.attempts[-1].executor for run in runs if run.attempts})
-        return Progression({run.id: run.state for run in runs}, executors, done, sum(run.total_steps for run in runs))
+        return Progression(
+            {run.id: run.state for run in runs}, executors, done, sum(run.total_steps for run in runs)
+        )
 
 
 def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -> Progression:
@@ -51,7 +52,13 @@ def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -
             time.sleep(poll_seconds(current.executors))
             current = progression(engine, run_ids)
         return current
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(current.summary(), total=current.steps_total, completed=current.steps_done)
         while not current.finished:

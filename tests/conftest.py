@@ -40,7 +40,9 @@ class Orch:
 
     def ok(self, *arguments: str | Path) -> OrchResult:
         result = self(*arguments)
-        assert result.exit_code == 0, f"orch {' '.join(map(str, arguments))} exited {result.exit_code}: {result.stderr}"
+        assert result.exit_code == 0, (
+            f"orch {' '.join(map(str, arguments))} exited {result.exit_code}: {result.stderr}"
+        )
         return result
 
     @property
@@ -63,7 +65,7 @@ def write_sweep(directory: Path, name: str, text: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mini_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def mini_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A real Slurm cluster on localhost for the whole session (see tests/cluster/minicluster.py)."""
     import os
 

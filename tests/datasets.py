@@ -26,7 +26,9 @@ def _images(rng: np.random.Generator, count: int, shape: tuple[int, ...]) -> np.
     return rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
-def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray]:
+def write_cifar10(
+    root: Path, rng: np.random.Generator, per_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import CIFAR10
 
     folder = root / "cifar-10-batches-py"
@@ -39,13 +41,17 @@ def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int, monkeypa
         labels.append(batch_labels)
     with open(folder / "batches.meta", "wb") as handle:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(
+        CIFAR10, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
+    )
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
     return np.concatenate(labels[:5]), np.array(labels[5])
 
 
-def write_cifar100(root: Path, rng: np.random.Generator, train: int, test: int, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray]:
+def write_cifar100(
+    root: Path, rng: np.random.Generator, train: int, test: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import CIFAR100
 
     folder = root / "cifar-100-python"
@@ -54,7 +60,14 @@ def write_cifar100(root: Path, rng: np.random.Generator, train: int, test: int, 
     for name, count in (("train", train), ("test", test)):
         labels[name] = rng.integers(0, 100, count)
         with open(folder / name, "wb") as handle:
-            pickle.dump({"data": _images(rng, count, (3072,)), "fine_labels": labels[name].tolist(), "coarse_labels": [0] * count}, handle)
+            pickle.dump(
+                {
+                    "data": _images(rng, count, (3072,)),
+                    "fine_labels": labels[name].tolist(),
+                    "coarse_labels": [0] * count,
+                },
+                handle,
+            )
     with open(folder / "meta", "wb") as handle:
         pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)]}, handle)
     monkeypatch.setattr(CIFAR100, "train_list", [["train", _md5(folder / "train")]])
@@ -63,7 +76,9 @@ def write_cifar100(root: Path, rng: np.random.Generator, train: int, test: int, 
     return labels["train"], labels["test"]
 
 
-def write_svhn(root: Path, rng: np.random.Generator, train: int, test: int, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray]:
+def write_svhn(
+    root: Path, rng: np.random.Generator, train: int, test: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import savemat
     from torchvision.datasets import SVHN
 
@@ -73,7 +88,13 @@ def write_svhn(root: Path, rng: np.random.Generator, train: int, test: int, monk
         labels[split] = rng.integers(0, 10, count)
         mat_labels = np.where(labels[split] == 0, 10, labels[split])  # SVHN stores the digit 0 as 10
         path = root / f"{split}_32x32.mat"
-        savemat(path, {"X": np.moveaxis(_images(rng, count, (32, 32, 3)), 0, -1), "y": mat_labels.reshape(-1, 1).astype(np.uint8)})
+        savemat(
+            path,
+            {
+                "X": np.moveaxis(_images(rng, count, (32, 32, 3)), 0, -1),
+                "y": mat_labels.reshape(-1, 1).astype(np.uint8),
+            },
+        )
         split_list[split] = [split_list[split][0], path.name, _md5(path)]
     monkeypatch.setattr(SVHN, "split_list", split_list)
     return labels["train"], labels["test"]
@@ -86,8 +107,12 @@ def write_mnist(root: Path, rng: np.random.Generator, train: int, test: int) -> 
     for prefix, count in (("train", train), ("t10k", test)):
         labels[prefix] = rng.integers(0, 10, count).astype(np.uint8)
         images = _images(rng, count, (28, 28))
-        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, count, 28, 28], dtype=">i4").tobytes() + images.tobytes())
-        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, count], dtype=">i4").tobytes() + labels[prefix].tobytes())
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([2051, count, 28, 28], dtype=">i4").tobytes() + images.tobytes()
+        )
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            np.array([2049, count], dtype=">i4").tobytes() + labels[prefix].tobytes()
+        )
     return labels["train"].astype(np.int64), labels["t10k"].astype(np.int64)
 
 

@@ -18,7 +18,18 @@ from typing import Optional, Sequence
 
 from jobs.faults import KILL_VARIABLE
 
-PRELOAD = ["orchestrator.cli", "orchestrator.submit", "orchestrator.sync", "orchestrator.ingest", "orchestrator.status", "orchestrator.views", "orchestrator.registry.engine", "alembic.command", "jobs.train", "jobs.catalog"]
+PRELOAD = [
+    "orchestrator.cli",
+    "orchestrator.submit",
+    "orchestrator.sync",
+    "orchestrator.ingest",
+    "orchestrator.status",
+    "orchestrator.views",
+    "orchestrator.registry.engine",
+    "alembic.command",
+    "jobs.train",
+    "jobs.catalog",
+]
 NEVER = "never:0"  # a kill point that is never reached: the child counts its passes and finishes
 KILLED = -signal.SIGKILL
 
@@ -50,16 +61,27 @@ def _child(argv: Sequence[str], kill_at: str, environment: dict[str, str], passe
     os._exit(exit_code)
 
 
-def run_orch(home: Path, argv: Sequence[str], kill_at: str = NEVER, environment: Optional[dict[str, str]] = None, timeout: float = 300) -> ChildResult:
+def run_orch(
+    home: Path,
+    argv: Sequence[str],
+    kill_at: str = NEVER,
+    environment: Optional[dict[str, str]] = None,
+    timeout: float = 300,
+) -> ChildResult:
     """``orch --home HOME ARGV`` in a child process with ``ORCH_KILL_AT=kill_at``."""
     passes_file = home.parent / f".passes-{os.getpid()}-{abs(hash((str(home), kill_at, tuple(argv))))}.json"
     passes_file.unlink(missing_ok=True)
-    process = _context().Process(target=_child, args=(["--home", str(home), *map(str, argv)], kill_at, environment or {}, str(passes_file)))
+    process = _context().Process(
+        target=_child,
+        args=(["--home", str(home), *map(str, argv)], kill_at, environment or {}, str(passes_file)),
+    )
     process.start()
     process.join(timeout)
     if process.exitcode is None:
         process.kill()
-        raise AssertionError(f"orch {' '.join(map(str, argv))} (kill at {kill_at}) still running after {timeout} s")
+        raise AssertionError(
+            f"orch {' '.join(map(str, argv))} (kill at {kill_at}) still running after {timeout} s"
+        )
     passes = json.loads(passes_file.read_text()) if passes_file.exists() else {}
     passes_file.unlink(missing_ok=True)
     return ChildResult(process.exitcode, passes)

@@ -74,7 +74,14 @@ def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, A
         runs = [member.run for member in sweep.members]
         counts = Counter(run.state for run in runs)
         active = [active_row(run) for run in runs if run.state in RunState.ACTIVE]
-        views.append({"sweep": sweep.name, "runs": len(runs), "counts": {s: counts[s] for s in RunState.ALL if counts[s]}, "active": active})
+        views.append(
+            {
+                "sweep": sweep.name,
+                "runs": len(runs),
+                "counts": {s: counts[s] for s in RunState.ALL if counts[s]},
+                "active": active,
+            }
+        )
     return views
 
 
@@ -93,7 +100,9 @@ def active_row(run: Run) -> dict[str, Any]:
     }
 
 
-def select_runs(session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[tuple[str, Any]]) -> list[Run]:
+def select_runs(
+    session: Session, sweep: Optional[str], state: Optional[str], where: Sequence[tuple[str, Any]]
+) -> list[Run]:
     """``where``: (dotted key, YAML-typed value) of each ``--where`` clause."""
     query = select(Run).order_by(Run.created_time, Run.id)
     if sweep:
@@ -149,7 +158,12 @@ def export_rows(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         row: dict[str, Any] = {"id": run.id, "sweep": ",".join(sweep_names(run)), "state": run.state}
-        row.update({f"config.{key}": json.dumps(value) if isinstance(value, list) else value for key, value in flat_spec(run).items()})
+        row.update(
+            {
+                f"config.{key}": json.dumps(value) if isinstance(value, list) else value
+                for key, value in flat_spec(run).items()
+            }
+        )
         row.update({f"final.{name}": value for name, value in sorted(finals[run.id].items())})
         rows.append(row)
     return rows
@@ -175,5 +189,7 @@ def encode_rows(rows: list[dict[str, Any]], export_format: str) -> bytes:
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows]), buffer)
+    pq.write_table(
+        pa.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows]), buffer
+    )
     return buffer.getvalue()

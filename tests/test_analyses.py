@@ -24,7 +24,14 @@ def run_in(tmp_path: Path) -> RunInput:
     return RunInput("synthetic", RunPaths(tmp_path / "run"), "synthetic lines", tmp_path / "figures")
 
 
-def write_line(run: RunInput, step: int, train: np.ndarray, direction: np.ndarray, grad_norm: float, direction_indices: np.ndarray | None = None) -> None:
+def write_line(
+    run: RunInput,
+    step: int,
+    train: np.ndarray,
+    direction: np.ndarray,
+    grad_norm: float,
+    direction_indices: np.ndarray | None = None,
+) -> None:
     """A line shard as the line probe writes it: per-sample losses [1, samples, points]."""
     indices = np.arange(len(direction)) if direction_indices is None else direction_indices
     arrays = {
@@ -35,7 +42,13 @@ def write_line(run: RunInput, step: int, train: np.ndarray, direction: np.ndarra
         "update_norm": np.array([0.1 * grad_norm]),
         "grad_norm": np.array([grad_norm]),
     }
-    write_shard(run.paths, "line", step, arrays, {"kind": "update_direction", "resolution": 0.006, "learning_rate": 0.1})
+    write_shard(
+        run.paths,
+        "line",
+        step,
+        arrays,
+        {"kind": "update_direction", "resolution": 0.006, "learning_rate": 0.1},
+    )
 
 
 def parabola(curvature: float, minimum_at: float, offset: float = 0.0) -> np.ndarray:
@@ -64,7 +77,9 @@ def test_identical_shapes_have_shape_distance_zero(tmp_path: Path) -> None:
     for step in range(6):  # the same shape at different heights and a different loss level per sample
         line = parabola(3.0, 0.1, offset=2.0 - 0.3 * step)
         write_line(run, step, np.stack([line - 0.1, line + 0.1]), np.tile(line, (2, 1)), grad_norm=1.0)
-    write_line(run, 6, np.tile(parabola(6.0, 0.1), (2, 1)), np.tile(parabola(6.0, 0.1), (2, 1)), grad_norm=1.0)
+    write_line(
+        run, 6, np.tile(parabola(6.0, 0.1), (2, 1)), np.tile(parabola(6.0, 0.1), (2, 1)), grad_norm=1.0
+    )
 
     output = shape_distance(run, AnalysisOptions(window=0.2, block=4))
 
@@ -73,7 +88,8 @@ def test_identical_shapes_have_shape_distance_zero(tmp_path: Path) -> None:
     assert np.allclose(distances[:6, :6], 0.0, atol=1e-6)
     grid = window_grid(0.2, 0.006)
     narrow, wide = (np.interp(grid, POINTS, parabola(curvature, 0.1)) for curvature in (6.0, 3.0))
-    expected = np.abs((narrow - narrow.min()) - (wide - wide.min())).mean()  # a different curvature: another shape
+    # a different curvature: another shape
+    expected = np.abs((narrow - narrow.min()) - (wide - wide.min())).mean()
     assert distances[0, 6] == pytest.approx(expected, rel=1e-5) and distances[6, 0] == distances[0, 6]
     assert output.summary["median_consecutive"] == pytest.approx(0.0, abs=1e-6)
 
@@ -95,11 +111,16 @@ def test_s_opt_proportional_to_the_gradient_norm_gives_that_constant_with_r2_one
 
     output = strategies(run, AnalysisOptions(kernel=3))
 
-    assert output.summary["s_opt_over_grad_norm"] == pytest.approx(constant, rel=1e-4)  # losses are stored as float32
+    # losses are stored as float32
+    assert output.summary["s_opt_over_grad_norm"] == pytest.approx(constant, rel=1e-4)
     assert output.summary["r_squared"] == pytest.approx(1.0, abs=1e-6)
     exact = output.summary["strategies"]["exact (direction batch)"]
-    assert exact["mean_s_opt_minus_step"] == pytest.approx(0.0, abs=1e-9)  # the direction batch is the full batch here
-    assert [path.name for path in output.figures] == ["synthetic-strategies.png", "synthetic-strategies-proportionality.png"]
+    # the direction batch is the full batch here
+    assert exact["mean_s_opt_minus_step"] == pytest.approx(0.0, abs=1e-9)
+    assert [path.name for path in output.figures] == [
+        "synthetic-strategies.png",
+        "synthetic-strategies-proportionality.png",
+    ]
 
 
 def test_first_minimum_is_exact_for_a_parabola_off_the_grid_and_proportionality_fit() -> None:
@@ -116,14 +137,21 @@ def test_an_interpolation_with_a_planted_bump_counts_as_one_barrier(tmp_path: Pa
         losses = 2.0 - 0.1 * step - 0.1 * alphas  # downhill, no barrier
         if step == 5:
             losses = losses + np.where(alphas == alphas[4], 0.5, 0.0)  # an interior point above both ends
-        write_shard(run.paths, "interpolation", step, {"alphas": alphas, "train_loss": losses}, {"gradient_cosine": 0.5, "distance_from_init": float(step)})
+        write_shard(
+            run.paths,
+            "interpolation",
+            step,
+            {"alphas": alphas, "train_loss": losses},
+            {"gradient_cosine": 0.5, "distance_from_init": float(step)},
+        )
 
     output = walk(run, AnalysisOptions(probe="interpolation", steps_per_epoch=4))
 
     assert output.summary["barriers"] == 1
     assert output.summary["barriers_per_epoch"] == {"0": 0, "1": 1}
     steps = np.loadtxt(output.tables[0], delimiter=",", skiprows=1)
-    assert np.allclose(steps[[0, 1, 2, 3, 4, 6, 7], 2], 0.05)  # height: ends 0.1 apart, floor at the lower end
+    # height: ends 0.1 apart, floor at the lower end
+    assert np.allclose(steps[[0, 1, 2, 3, 4, 6, 7], 2], 0.05)
     assert steps[5, 3] == 1.0 and output.figures[0].is_file()
 
 
@@ -188,32 +216,73 @@ seeds: 2
 
 def test_orch_analyze_draws_every_figure_of_a_sweep(orch: Orch, tmp_path: Path) -> None:
     orch.ok("submit", write_sweep(tmp_path, "analysed", ANALYSED_SWEEP), "--executor", "debug")
-    figures = {"lines": [], "shape-distance": [], "polyfit": [], "strategies": [], "batch-size": [], "walk": []}
+    figures = {
+        "lines": [],
+        "shape-distance": [],
+        "polyfit": [],
+        "strategies": [],
+        "batch-size": [],
+        "walk": [],
+    }
 
     for name in figures:
         reports = orch.ok("analyze", "analysed", "--figure", name, "--window", "0.3", "--json").json()
         assert len(reports) == 4 and all(report["figures"] for report in reports), name
         figures[name] = [Path(path) for report in reports for path in report["figures"] + report["tables"]]
         if name == "walk":
-            assert all(report["summary"]["hessian_spectral_norm"]["max"] > 0 and len(report["figures"]) == 2 for report in reports)
-    noisy = orch.ok("analyze", "analysed", "--figure", "noisy-directions", "--probe", "noisy", "--where", "optimizer.lr=0.1", "--json").json()
-    curves = orch.ok("analyze", "analysed", "--figure", "curves", "--out", tmp_path / "views", "--json").json()
+            assert all(
+                report["summary"]["hessian_spectral_norm"]["max"] > 0 and len(report["figures"]) == 2
+                for report in reports
+            )
+    noisy = orch.ok(
+        "analyze",
+        "analysed",
+        "--figure",
+        "noisy-directions",
+        "--probe",
+        "noisy",
+        "--where",
+        "optimizer.lr=0.1",
+        "--json",
+    ).json()
+    curves = orch.ok(
+        "analyze", "analysed", "--figure", "curves", "--out", tmp_path / "views", "--json"
+    ).json()
     table = orch.ok("analyze", "analysed", "--figure", "table", "--out", tmp_path / "views", "--json").json()
 
     assert all(path.is_file() and path.stat().st_size > 0 for paths in figures.values() for path in paths)
-    assert len(noisy) == 2 and noisy[0]["summary"]["directions"] == 3 and noisy[0]["summary"]["positions"] == 2
+    assert (
+        len(noisy) == 2 and noisy[0]["summary"]["directions"] == 3 and noisy[0]["summary"]["positions"] == 2
+    )
     assert curves[0]["summary"]["groups"] == {"optimizer.lr=0.1": 2, "optimizer.lr=0.3": 2}
     markdown = (tmp_path / "views" / "analysed-table.md").read_text()
     assert "| optimizer.lr=0.1 | 2 |" in markdown and "final val_accuracy" in markdown
     assert table[0]["summary"]["groups"]["optimizer.lr=0.3"]["runs"] == 2
     assert orch("analyze", "--figure", "lines").exit_code == 2  # no target
     misnamed = orch("analyze", "analysed", "--figure", "table", "--group-by", "optimizer.learning_rate")
-    assert misnamed.exit_code == 2 and "--group-by optimizer.learning_rate" in misnamed.stderr and "optimizer.lr" in misnamed.stderr
+    assert (
+        misnamed.exit_code == 2
+        and "--group-by optimizer.learning_rate" in misnamed.stderr
+        and "optimizer.lr" in misnamed.stderr
+    )
 
-    in_process = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--json").json()
-    as_jobs = orch.ok("analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--executor", "local", "--json").json()
+    in_process = orch.ok(
+        "analyze", "analysed", "--figure", "polyfit", "--where", "optimizer.lr=0.3", "--json"
+    ).json()
+    as_jobs = orch.ok(
+        "analyze",
+        "analysed",
+        "--figure",
+        "polyfit",
+        "--where",
+        "optimizer.lr=0.3",
+        "--executor",
+        "local",
+        "--json",
+    ).json()
     assert [report["summary"] for report in as_jobs] == [report["summary"] for report in in_process]
-    assert all(Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs)  # the job's report
+    # the job's report
+    assert all(Path(report["figures"][0]).with_suffix(".json").is_file() for report in as_jobs)
 
 
 SMALL_PROBED_SWEEP = """
@@ -261,7 +330,10 @@ def test_the_shards_an_analysis_reads_are_measured_from_the_registry(orch: Orch,
 
     for run_id, folder in folders.items():
         files = sorted((folder / "shards" / "line").glob("step_*.safetensors"))
-        assert (everything[run_id].shards, everything[run_id].bytes) == (len(files), sum(path.stat().st_size for path in files))
+        assert (everything[run_id].shards, everything[run_id].bytes) == (
+            len(files),
+            sum(path.stat().st_size for path in files),
+        )
         assert middle[run_id].shards == 2  # steps 5 and 10
     assert len(files) == 4 and other_probe == {}
 
@@ -301,22 +373,38 @@ def test_runs_of_two_clusters_go_out_as_two_arrays_named_for_the_figure(orch: Or
     assert sorted(array.profile.name for array in arrays) == ["local", "mini"]
     assert all(len(array.tasks) == 1 and array.resources.gpus == 0 for array in arrays)
     submission = arrays[0].name.removeprefix("orch:analyze:polyfit:").removesuffix(".0")  # <time>-<random>
-    assert [array.name for array in arrays] == [f"orch:analyze:polyfit:{submission}.0", f"orch:analyze:polyfit:{submission}.1"]
-    assert [array.folder.name for array in arrays] == [f"analyze-polyfit-{submission}.0", f"analyze-polyfit-{submission}.1"]
+    assert [array.name for array in arrays] == [
+        f"orch:analyze:polyfit:{submission}.0",
+        f"orch:analyze:polyfit:{submission}.1",
+    ]
+    assert [array.folder.name for array in arrays] == [
+        f"analyze-polyfit-{submission}.0",
+        f"analyze-polyfit-{submission}.1",
+    ]
     mini = next(array for array in arrays if array.profile.name == "mini")
-    assert (mini.resources.partition, mini.resources.time) == ("test", "0-00:07:00")  # the floor: 4 small shards
+    # the floor: 4 small shards
+    assert (mini.resources.partition, mini.resources.time) == (
+        "test",
+        "0-00:07:00",
+    )
 
-    reports = orch.ok("analyze", "small", "--figure", "polyfit", "--executor", "debug", "--json").json()  # debug waits, --wait or not
+    # debug waits, --wait or not
+    reports = orch.ok("analyze", "small", "--figure", "polyfit", "--executor", "debug", "--json").json()
     assert sorted(report["summary"]["lines"] for report in reports) == [4, 4]
 
 
-def test_slurm_analysis_without_slurm_here_is_a_user_error(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slurm_analysis_without_slurm_here_is_a_user_error(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     small_sweep(orch, tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
     result = orch("analyze", "small", "--figure", "polyfit", "--executor", "slurm")
 
     assert result.exit_code == 2 and result.stdout == ""
-    assert "--executor slurm: sbatch and scontrol not found on PATH" in result.stderr and "accepted:" in result.stderr
+    assert (
+        "--executor slurm: sbatch and scontrol not found on PATH" in result.stderr
+        and "accepted:" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert not list((orch.home / "results" / "submitit").glob("analyze-*"))

@@ -14,8 +14,8 @@ import pytest
 
 from jobs.journal import Failed, Finished, read_events
 from jobs.paths import AttemptPaths
-from orchestrator.executors.processes import process_alive
 from orchestrator.cli import main
+from orchestrator.executors.processes import process_alive
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
 TINY = SWEEPS_DIR / "tiny.yaml"
@@ -29,16 +29,21 @@ def finished(orch: Orch) -> Orch:
 
 
 def test_status_counts_runs_per_state(finished: Orch) -> None:
-    assert finished.ok("status", "--json").json() == [{"sweep": "tiny", "runs": 2, "counts": {"COMPLETED": 2}, "active": []}]
+    assert finished.ok("status", "--json").json() == [
+        {"sweep": "tiny", "runs": 2, "counts": {"COMPLETED": 2}, "active": []}
+    ]
     assert "tiny" in finished.ok("status").stdout
 
 
 def test_runs_filters_by_state_and_where(finished: Orch) -> None:
     assert len(finished.ok("runs", "--state", "completed", "--json").json()) == 2
     assert finished.ok("runs", "--state", "failed", "--json").json() == []
-    selected = finished.ok("runs", "--where", "optimizer.lr=0.05", "--where", "model.hidden=[16]", "--json").json()
+    selected = finished.ok(
+        "runs", "--where", "optimizer.lr=0.05", "--where", "model.hidden=[16]", "--json"
+    ).json()
     assert [run["swept"] for run in selected] == [{"optimizer.lr": 0.05}]
-    assert finished("runs", "--sweep", "nope", "--json").exit_code == 2  # a typo is bad input, not an empty list
+    # a typo is bad input, not an empty list
+    assert finished("runs", "--sweep", "nope", "--json").exit_code == 2
 
 
 def test_show_by_prefix_has_config_attempts_checkpoints_metrics(finished: Orch) -> None:
@@ -76,7 +81,9 @@ def test_export_formats_have_one_row_per_run(finished: Orch, tmp_path: Path) -> 
 
     finished.ok("export", "--format", "parquet", "--out", tmp_path / "runs.parquet")
     table = pq.read_table(tmp_path / "runs.parquet")
-    assert table.num_rows == 2 and table.column("final.val_accuracy").to_pylist() == [row["final.val_accuracy"] for row in rows]
+    assert table.num_rows == 2 and table.column("final.val_accuracy").to_pylist() == [
+        row["final.val_accuracy"] for row in rows
+    ]
 
     assert finished("export", "--format", "parquet").exit_code == 2
 
@@ -110,13 +117,20 @@ def test_python_dash_m_entry_point() -> None:
     import subprocess
     import sys
 
-    completed = subprocess.run([sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True, check=True
+    )
     assert "submit" in completed.stdout and "resume" in completed.stdout
 
 
 @pytest.mark.subprocess
 def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> None:
-    long_sweep = write_sweep(tmp_path, "long", "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, checkpoint_every: 100, heartbeat_seconds: 0.2}}\n")
+    long_sweep = write_sweep(
+        tmp_path,
+        "long",
+        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, "
+        "checkpoint_every: 100, heartbeat_seconds: 0.2}}\n",
+    )
     run_id = orch.ok("submit", long_sweep, "--json").json()["submitted"][0]
     wait_for_state(orch, run_id, "RUNNING", step_at_least=100)
     assert orch.ok("status", "--json").json()[0]["active"][0]["eta_seconds"] > 0
@@ -134,7 +148,9 @@ def test_cancel_then_resume_on_local_executor(orch: Orch, tmp_path: Path) -> Non
     attempts = orch.ok("show", run_id, "--json").json()["attempts"]
     assert attempts[0]["state"] == "CANCELLED" and attempts[1]["start_step"] >= 100
     orch.ok("cancel", run_id)
-    wait_until(lambda: not process_alive(orch.ok("show", run_id, "--json").json()["attempts"][1]["pid"], "submitit"))
+    wait_until(
+        lambda: not process_alive(orch.ok("show", run_id, "--json").json()["attempts"][1]["pid"], "submitit")
+    )
 
 
 def wait_for_state(orch: Orch, run_id: str, state: str, step_at_least: int) -> None:
@@ -155,13 +171,18 @@ def wait_until(condition, timeout_seconds: float = 120.0) -> None:
 def test_a_diverged_run_shows_the_step_it_failed_at(orch: Orch, tmp_path: Path) -> None:
     """lr 1000 on digits: the evaluation at step 25 is NaN (no metric row: SQL has no NaN), the
     training loss at step 39; the run and its attempt say 38 steps done, not 0."""
-    text = "name: diverges\ninclude: [problems/digits_mlp.yaml]\nbase:\n  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n"
+    text = (
+        "name: diverges\ninclude: [problems/digits_mlp.yaml]\nbase:\n  optimizer: {lr: 1000.0}\n  "
+        "training: {steps: 300, eval_every: 25}\n"
+    )
     orch("submit", write_sweep(tmp_path, "diverges", text), "--executor", "debug")
 
     [run] = orch.ok("runs", "--json").json()
     [attempt] = orch.ok("show", run["id"], "--json").json()["attempts"]
     failing_step = int(attempt["reason"].split(" at step ")[1].split()[0])
-    assert run["state"] == "FAILED" and attempt["reason"].startswith("FloatingPointError: training loss is nan")
+    assert run["state"] == "FAILED" and attempt["reason"].startswith(
+        "FloatingPointError: training loss is nan"
+    )
     assert run["step"] == attempt["end_step"] == failing_step - 1 > 25
     assert attempt["queue_wait_s"] == attempt["started_time"] - attempt["submitted_time"] >= 0
     assert attempt["elapsed_s"] == attempt["ended_time"] - attempt["started_time"] >= 0
@@ -174,11 +195,16 @@ def test_max_parallel_is_a_whole_number_of_at_least_one(orch: Orch, count: str) 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:  # argparse's usage error
         main(["--home", str(orch.home), "submit", str(SWEEPS_DIR / "tiny.yaml"), "--max-parallel", count])
-    assert exited.value.code == 2 and "--max-parallel" in stderr.getvalue() and "at least 1" in stderr.getvalue()
+    assert (
+        exited.value.code == 2 and "--max-parallel" in stderr.getvalue() and "at least 1" in stderr.getvalue()
+    )
     assert not orch.registry.exists()
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [(None, "-"), (0.4, "0s"), (42, "42s"), (185, "3m05s"), (7620, "2h07m"), (273600, "3d04h"), (-3, "0s")])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-"), (0.4, "0s"), (42, "42s"), (185, "3m05s"), (7620, "2h07m"), (273600, "3d04h"), (-3, "0s")],
+)
 def test_durations_read_in_human_units(seconds: float | None, shown: str) -> None:
     from orchestrator.output import format_duration
 
@@ -191,7 +217,9 @@ def test_runs_no_longer_in_an_edited_sweep_file_are_shown_and_pruned(orch: Orch,
     original = (SWEEPS_DIR / "tiny.yaml").read_text()
     sweep = write_sweep(tmp_path, "tiny", original)
     orch.ok("submit", sweep, "--executor", "debug")
-    dropped = next(run["id"] for run in orch.ok("runs", "--json").json() if run["swept"] == {"optimizer.lr": 0.05})
+    dropped = next(
+        run["id"] for run in orch.ok("runs", "--json").json() if run["swept"] == {"optimizer.lr": 0.05}
+    )
     sweep.write_text(original.replace("optimizer.lr: [0.1, 0.05]", "optimizer.lr: [0.1, 0.02]"))
 
     assert orch.ok("plan", sweep, "--json").json()["no_longer_in_file"] == [dropped]
@@ -203,4 +231,6 @@ def test_runs_no_longer_in_an_edited_sweep_file_are_shown_and_pruned(orch: Orch,
     runs = {run["id"]: run for run in orch.ok("runs", "--json").json()}
     assert runs[dropped]["sweeps"] == [] and runs[dropped]["state"] == "COMPLETED"
     assert Path(orch.ok("show", dropped, "--json").json()["run_dir"]).is_dir()
-    assert [run["id"] for run in orch.ok("runs", "--sweep", "tiny", "--json").json()] == [run_id for run_id in runs if run_id != dropped]
+    assert [run["id"] for run in orch.ok("runs", "--sweep", "tiny", "--json").json()] == [
+        run_id for run_id in runs if run_id != dropped
+    ]

@@ -44,40 +44,65 @@ def test_recipe_parses_and_installs_project_submitit_and_slurm_client() -> None:
 def test_launcher_is_the_exact_singularity_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
     profile = load_profile("tcml")
-    spec = RunSpec(cluster="tcml", resources=ResourcesSpec(gpus=1), container=ContainerSpec(image="/images/a b.sif", binds=["/scratch:/scratch"]))
+    spec = RunSpec(
+        cluster="tcml",
+        resources=ResourcesSpec(gpus=1),
+        container=ContainerSpec(image="/images/a b.sif", binds=["/scratch:/scratch"]),
+    )
 
     argv = launcher_argv(spec, profile, OrchHome(tmp_path))
 
     home_results = str(Path("~/orch-results").expanduser())
     assert argv == (
-        "singularity", "exec", "--nv",
-        "--bind", home_results, "--bind", str(Path("~/datasets").expanduser()),
-        "--bind", "/etc/slurm", "--bind", "/run/munge", "--bind", "/scratch:/scratch",
-        "/images/a b.sif", "python3",
-    )  # fmt: skip
-    assert shlex.split(shlex.join(argv)) == list(argv)  # what submitit pastes into the sbatch script survives the shell
-    assert "--nv" not in launcher_argv(RunSpec(cluster="tcml", container=spec.container), profile, OrchHome(tmp_path))
+        "singularity",
+        "exec",
+        "--nv",
+        "--bind",
+        home_results,
+        "--bind",
+        str(Path("~/datasets").expanduser()),
+        "--bind",
+        "/etc/slurm",
+        "--bind",
+        "/run/munge",
+        "--bind",
+        "/scratch:/scratch",
+        "/images/a b.sif",
+        "python3",
+    )
+    # what submitit pastes into the sbatch script survives the shell
+    assert shlex.split(shlex.join(argv)) == list(argv)
+    assert "--nv" not in launcher_argv(
+        RunSpec(cluster="tcml", container=spec.container), profile, OrchHome(tmp_path)
+    )
 
 
 @pytest.mark.slurm
-def test_sweep_runs_through_the_container_wrapper(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_runs_through_the_container_wrapper(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = tmp_path / "line orchestrator.sif"  # a space: every element must be quoted
     image.write_bytes(b"stand-in image bytes")
     log = tmp_path / "singularity-argv.log"
     monkeypatch.setenv("PATH", f"{STANDIN_DIR}:{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.setenv("SINGULARITY_STANDIN_LOG", str(log))
-    sweep = write_sweep(tmp_path, "boxed", f"""
+    sweep = write_sweep(
+        tmp_path,
+        "boxed",
+        f"""
 name: boxed
 include: [problems/digits_mlp.yaml]
 base:
   cluster: mini-container
   container: {{image: "{image}"}}
   model: {{hidden: [8]}}
-  training: {{steps: 20, checkpoint_every: 10, eval_every: 10, device: cpu}}  # the mini node's GPUs have no CUDA
+  # the mini node's GPUs have no CUDA
+  training: {{steps: 20, checkpoint_every: 10, eval_every: 10, device: cpu}}
   resources: {{gpus: 1}}
 grid:
   optimizer.lr: [0.1, 0.05]
-""")
+""",
+    )
 
     result = orch("submit", sweep, "--wait", "--json")
 
@@ -87,15 +112,31 @@ grid:
     folder = next((orch.home / "results" / "submitit").iterdir())
     slurm_conf_dir = str(mini_cluster.slurm_conf.parent)
     expected = [
-        str(STANDIN_DIR / "singularity"), "exec", "--nv",
-        "--bind", str(orch.home / "results"), "--bind", slurm_conf_dir, "--bind", "/run/munge",
-        str(image), "python3", "-u", "-m", "submitit.core._submit", str(folder),
-    ]  # fmt: skip
+        str(STANDIN_DIR / "singularity"),
+        "exec",
+        "--nv",
+        "--bind",
+        str(orch.home / "results"),
+        "--bind",
+        slurm_conf_dir,
+        "--bind",
+        "/run/munge",
+        str(image),
+        "python3",
+        "-u",
+        "-m",
+        "submitit.core._submit",
+        str(folder),
+    ]
     assert calls == [expected, expected]
-    assert {attempt["image_sha256"] for attempt in _attempts(orch)} == {hashlib.sha256(b"stand-in image bytes").hexdigest()}
+    assert {attempt["image_sha256"] for attempt in _attempts(orch)} == {
+        hashlib.sha256(b"stand-in image bytes").hexdigest()
+    }
 
 
-def test_container_check_reports_runtime_image_and_inside(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_container_check_reports_runtime_image_and_inside(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = tmp_path / "image.sif"
     image.write_bytes(b"stand-in image bytes")
     monkeypatch.setenv("PATH", f"{STANDIN_DIR}:{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -111,20 +152,29 @@ def test_container_check_reports_runtime_image_and_inside(orch: Orch, tmp_path: 
     assert missing.exit_code == 1 and "does not exist" in missing.json()["problems"][0]
 
 
-@pytest.mark.skipif(not (shutil.which("singularity") or shutil.which("apptainer")) or shutil.which("singularity") == str(STANDIN_DIR / "singularity"), reason="no Singularity/Apptainer binary on PATH")
+@pytest.mark.skipif(
+    not (shutil.which("singularity") or shutil.which("apptainer"))
+    or shutil.which("singularity") == str(STANDIN_DIR / "singularity"),
+    reason="no Singularity/Apptainer binary on PATH",
+)
 def test_real_runtime_reports_its_version() -> None:
     import subprocess
 
     runtime = shutil.which("singularity") or shutil.which("apptainer")
-    completed = subprocess.run([runtime, "--version"], capture_output=True, text=True, check=True)  # type: ignore[list-item]
+    completed = subprocess.run([runtime, "--version"], capture_output=True, text=True, check=True)  # type: ignore[list-item]  # the test is skipped without a runtime
     assert "version" in completed.stdout
 
 
 def _attempts(orch: Orch) -> list[dict]:
-    return [orch.ok("show", run["id"], "--json").json()["attempts"][-1] for run in orch.ok("runs", "--json").json()]
+    return [
+        orch.ok("show", run["id"], "--json").json()["attempts"][-1]
+        for run in orch.ok("runs", "--json").json()
+    ]
 
 
-def test_container_check_says_plainly_what_is_missing_and_how_to_build_the_image(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_container_check_says_plainly_what_is_missing_and_how_to_build_the_image(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No Singularity or Apptainer on PATH (this machine's case) and no image: a readable report
     that says so, the command that builds the image from the project's recipe, exit 1."""
     bare = tmp_path / "bin"
@@ -137,7 +187,12 @@ def test_container_check_says_plainly_what_is_missing_and_how_to_build_the_image
 
     assert shown.exit_code == report.exit_code == 1
     lines = shown.stdout.splitlines()
-    assert lines[:2] == ["container check of cluster tcml", "  runtime  not found"] and lines[4] == "2 problems:"
+    assert (
+        lines[:2] == ["container check of cluster tcml", "  runtime  not found"] and lines[4] == "2 problems:"
+    )
     runtime_problem, image_problem = report.json()["problems"]
     assert "no Singularity or Apptainer here" in runtime_problem
-    assert image_problem.endswith(f"singularity build --fakeroot {image} {RECIPE}") and f"  - {image_problem}" in lines
+    assert (
+        image_problem.endswith(f"singularity build --fakeroot {image} {RECIPE}")
+        and f"  - {image_problem}" in lines
+    )

@@ -91,9 +91,14 @@ def test_killed_job_resumes_to_bit_identical_result(tmp_path: Path) -> None:
     assert 0 < attempts[1]["start_step"] < STEPS  # continued from a checkpoint, not from scratch
 
     final_checkpoint = f"runs/{run_id}/checkpoints/step_{STEPS:09d}.safetensors"
-    assert_bit_identical_checkpoints(crashed.home / "results" / final_checkpoint, reference.home / "results" / final_checkpoint)
+    assert_bit_identical_checkpoints(
+        crashed.home / "results" / final_checkpoint, reference.home / "results" / final_checkpoint
+    )
 
-    crashed_metrics, reference_metrics = metric_rows(crashed.registry, run_id), metric_rows(reference.registry, run_id)
+    crashed_metrics, reference_metrics = (
+        metric_rows(crashed.registry, run_id),
+        metric_rows(reference.registry, run_id),
+    )
     assert len(reference_metrics) >= 2 * STEPS  # train loss and accuracy at every step
     assert crashed_metrics == reference_metrics  # floats compared exactly
 
@@ -104,7 +109,9 @@ def assert_bit_identical_checkpoints(checkpoint: Path, reference: Path) -> None:
     assert tensors.keys() == reference_tensors.keys()
     for name, tensor in reference_tensors.items():
         assert tensors[name].dtype == tensor.dtype
-        assert tensors[name].view(-1).view(dtype=_bits(tensor)).equal(tensor.view(-1).view(dtype=_bits(tensor))), name
+        assert (
+            tensors[name].view(-1).view(dtype=_bits(tensor)).equal(tensor.view(-1).view(dtype=_bits(tensor)))
+        ), name
 
 
 def _bits(tensor):  # an integer dtype of the same width: compare bit patterns, NaN included
@@ -125,12 +132,16 @@ def test_a_final_journal_event_wins_over_the_guess_that_ended_the_attempt(tmp_pa
     process survived; here its recorded pids are swapped for dead ones). When the job's journal
     then ends in a finished event, the attempt and its run are COMPLETED, not left LOST."""
     orch = Orch(tmp_path / "home")
-    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()["submitted"][0]
+    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()[
+        "submitted"
+    ][0]
     run_dir = Path(orch.ok("show", run_id, "--json").json()["run_dir"])
     job_pid = wait_for_first_checkpoint(run_dir)
     orch.ok("sync")  # the journal's Started event recorded: its pid is the one swapped next
     with sqlite3.connect(orch.registry) as registry:
-        registry.execute("UPDATE attempts SET pid = ?, job_id = ? WHERE run_id = ?", (dead_pid(), str(dead_pid()), run_id))
+        registry.execute(
+            "UPDATE attempts SET pid = ?, job_id = ? WHERE run_id = ?", (dead_pid(), str(dead_pid()), run_id)
+        )
 
     assert orch.ok("status", "--json").json()[0]["counts"] == {"LOST": 1}  # the guess
     wait_until_gone(job_pid)  # the job it guessed wrong about finishes
@@ -143,25 +154,43 @@ def test_a_final_journal_event_wins_over_the_guess_that_ended_the_attempt(tmp_pa
         assert registry.execute("SELECT closed_by_guess FROM attempts").fetchall() == [(0,)]
 
 
-def test_a_second_process_refused_by_the_run_folder_leaves_the_outcome_to_the_survivor(tmp_path: Path) -> None:
+def test_a_second_process_refused_by_the_run_folder_leaves_the_outcome_to_the_survivor(
+    tmp_path: Path,
+) -> None:
     """The scheduler starts the attempt's job again while its first process still works (a node
     failure the process survived): the second process finds the run folder held, stops and
     journals why, and the attempt shows that failure; when the survivor then finishes, its final
     event wins and the run is COMPLETED."""
     orch = Orch(tmp_path / "home")
-    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()["submitted"][0]
+    run_id = orch.ok("submit", write_sweep(tmp_path, "crash", SWEEP), "--executor", "local", "--json").json()[
+        "submitted"
+    ][0]
     [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
     run_dir = Path(orch.ok("show", run_id, "--json").json()["run_dir"])
     survivor_pid = wait_for_first_checkpoint(run_dir)
     os.kill(survivor_pid, signal.SIGSTOP)  # it cannot finish while the second process is refused
     try:
         second = subprocess.run(
-            [sys.executable, "-c", "import sys; from jobs.entry import AttemptRequest, run_attempt; run_attempt(AttemptRequest(*sys.argv[1:]))", run_id, str(run_dir), attempt["key"]],
-            capture_output=True, text=True, timeout=WAIT_SECONDS,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys; from jobs.entry import AttemptRequest, run_attempt; "
+                "run_attempt(AttemptRequest(*sys.argv[1:]))",
+                run_id,
+                str(run_dir),
+                attempt["key"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+        )
         assert second.returncode != 0 and "RunFolderBusy" in second.stderr
         [refused] = orch.ok("show", run_id, "--json").json()["attempts"]
-        assert refused["state"] == "FAILED" and refused["reason"].startswith("RunFolderBusy: ") and f"pid {survivor_pid}" in refused["reason"]
+        assert (
+            refused["state"] == "FAILED"
+            and refused["reason"].startswith("RunFolderBusy: ")
+            and f"pid {survivor_pid}" in refused["reason"]
+        )
     finally:
         os.kill(survivor_pid, signal.SIGCONT)
 

@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from jobs.data import DATASETS, indices_sha256
-from jobs.splits import split_indices
 from jobs.data.augment import augment
 from jobs.data.vision import SOURCES
 from jobs.journal import JournalWriter, Metrics, read_events
 from jobs.paths import RunPaths
 from jobs.shards import iter_shards
 from jobs.spec import DataSpec, ModelSpec, ProbeSpec, RunSpec, TrainingSpec
+from jobs.splits import split_indices
 from jobs.train import train
 from tests.conftest import Orch, write_sweep
 from tests.datasets import Miniature, write_miniatures
@@ -29,25 +29,45 @@ def miniature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Miniature:
     return write_miniatures(tmp_path / "data", monkeypatch)
 
 
-@pytest.mark.parametrize(("name", "shape", "classes"), [("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100), ("svhn", (3, 32, 32), 10), ("mnist", (1, 28, 28), 10)])
-def test_each_data_set_loads_with_recorded_indices(miniature: Miniature, name: str, shape: tuple[int, ...], classes: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"),
+    [
+        ("cifar10", (3, 32, 32), 10),
+        ("cifar100", (3, 32, 32), 100),
+        ("svhn", (3, 32, 32), 10),
+        ("mnist", (1, 28, 28), 10),
+    ],
+)
+def test_each_data_set_loads_with_recorded_indices(
+    miniature: Miniature, name: str, shape: tuple[int, ...], classes: int
+) -> None:
     total = len(miniature.train_labels[name])
     data = DATASETS.get(name)(DataSpec(name=name, train_size=total - 50), str(miniature.root))
     assert data.input_shape == shape and data.num_classes == classes
     assert len(data.train_targets) == total - 50 and len(data.val_targets) == 50
-    assert sorted(data.train_indices.tolist() + data.val_indices.tolist()) == list(range(total))  # a partition
-    assert torch.equal(data.train_targets, torch.from_numpy(miniature.train_labels[name][data.train_indices.numpy()]))
-    assert torch.equal(data.val_targets, torch.from_numpy(miniature.train_labels[name][data.val_indices.numpy()]))
+    # a partition
+    assert sorted(data.train_indices.tolist() + data.val_indices.tolist()) == list(range(total))
+    assert torch.equal(
+        data.train_targets, torch.from_numpy(miniature.train_labels[name][data.train_indices.numpy()])
+    )
+    assert torch.equal(
+        data.val_targets, torch.from_numpy(miniature.train_labels[name][data.val_indices.numpy()])
+    )
     assert data.train_inputs.dtype == torch.float32
 
 
 def test_line_paper_split_sizes_and_seed(miniature: Miniature) -> None:
-    spec = DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=42)  # 500 images: 400/100 → 40/10
+    # 500 images: 400/100 → 40/10
+    spec = DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=42)
     data = DATASETS.get("cifar10")(spec, str(miniature.root))
     again = DATASETS.get("cifar10")(spec, str(miniature.root))
-    other_seed = DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=7), str(miniature.root))
+    other_seed = DATASETS.get("cifar10")(
+        DataSpec(name="cifar10", train_size=400, fraction=0.1, split_seed=7), str(miniature.root)
+    )
     assert (len(data.train_targets), len(data.val_targets)) == (40, 10)
-    assert torch.equal(data.train_indices, again.train_indices) and torch.equal(data.train_inputs, again.train_inputs)
+    assert torch.equal(data.train_indices, again.train_indices) and torch.equal(
+        data.train_inputs, again.train_inputs
+    )
     assert not torch.equal(data.train_indices, other_seed.train_indices)
     train, val = split_indices(50_000, 40_000, 0.1, 42)  # the paper's numbers
     assert (len(train), len(val)) == (4_000, 1_000) and not set(train) & set(val)
@@ -56,7 +76,9 @@ def test_line_paper_split_sizes_and_seed(miniature: Miniature) -> None:
 def test_split_matches_random_split_of_the_authors_code() -> None:
     generator = torch.Generator().manual_seed(42)
     first, second = torch.utils.data.random_split(range(1000), [800, 200], generator)
-    fraction_of_first, _ = torch.utils.data.random_split(list(first), [80, 720], torch.Generator().manual_seed(42))
+    fraction_of_first, _ = torch.utils.data.random_split(
+        list(first), [80, 720], torch.Generator().manual_seed(42)
+    )
     train, val = split_indices(1000, 800, 0.1, 42)
     assert train == list(fraction_of_first)
     assert len(val) == 20 and set(val) <= set(second)
@@ -91,16 +113,22 @@ def test_a_corrupted_file_is_refused_by_torchvision_unless_checksums_are_off(min
     batch.write_bytes(bytes(content))
     with pytest.raises(RuntimeError, match="corrupted"):
         DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400), str(miniature.root))
-    data = DATASETS.get("cifar10")(DataSpec(name="cifar10", train_size=400, verify_checksums=False), str(miniature.root))
+    data = DATASETS.get("cifar10")(
+        DataSpec(name="cifar10", train_size=400, verify_checksums=False), str(miniature.root)
+    )
     assert len(data.train_targets) == 400
 
 
 def test_missing_data_set_names_the_files_and_the_fetch_command(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py/data_batch_1.*orch data fetch cifar10 --root"):
+    with pytest.raises(
+        FileNotFoundError, match=r"cifar-10-batches-py/data_batch_1.*orch data fetch cifar10 --root"
+    ):
         DATASETS.get("cifar10")(DataSpec(name="cifar10"), str(tmp_path))
 
 
-def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniature_cifar(miniature: Miniature, tmp_path: Path) -> None:
+def test_plan_refuses_a_missing_data_set_and_a_resnet20_line_run_works_on_miniature_cifar(
+    miniature: Miniature, tmp_path: Path
+) -> None:
     orch = Orch(tmp_path / "home")
     body = (
         "include: [problems/digits_mlp.yaml]\nbase:\n  model: {{name: resnet20}}\n"
@@ -132,10 +160,17 @@ def test_augmentation_is_a_pure_function_of_the_seed_and_pads_with_black(miniatu
     assert data.augmentation is not None and data.augmentation.crop_padding == 4 and data.augmentation.flip
     batch = torch.arange(64)
     first, again, other = data.train_batch(batch, 5), data.train_batch(batch, 5), data.train_batch(batch, 6)
-    assert torch.equal(first, again) and not torch.equal(first, other) and not torch.equal(first, data.train_inputs[batch])
+    assert (
+        torch.equal(first, again)
+        and not torch.equal(first, other)
+        and not torch.equal(first, data.train_inputs[batch])
+    )
     black = torch.tensor(data.augmentation.pad_value).view(1, 3, 1, 1)
     shifted = augment(data.train_inputs[:1], dataclasses.replace(data.augmentation, flip=False), seed=0)
-    mean, std = torch.tensor(SOURCES["cifar10"].mean).view(1, 3, 1, 1), torch.tensor(SOURCES["cifar10"].std).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor(SOURCES["cifar10"].mean).view(1, 3, 1, 1),
+        torch.tensor(SOURCES["cifar10"].std).view(1, 3, 1, 1),
+    )
     assert torch.allclose(black * std + mean, torch.zeros(1, 3, 1, 1), atol=1e-6)
     padded_pixels = torch.isclose(shifted, black.expand_as(shifted)).all(dim=1)
     original_pixels = torch.isclose(data.train_inputs[:1], black.expand_as(shifted)).all(dim=1)
@@ -148,7 +183,9 @@ def test_augmented_training_resumes_bit_identically(miniature: Miniature, tmp_pa
     spec = RunSpec(
         model=ModelSpec(name="cnn", hidden=[8, 16]),
         data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
-        training=TrainingSpec(steps=12, batch_size=16, checkpoint_every=4, eval_every=4, heartbeat_seconds=0.1),
+        training=TrainingSpec(
+            steps=12, batch_size=16, checkpoint_every=4, eval_every=4, heartbeat_seconds=0.1
+        ),
     )
     whole, resumed = RunPaths(tmp_path / "whole"), RunPaths(tmp_path / "resumed")
     train(spec, whole, JournalWriter(whole.attempt("1")))
@@ -160,25 +197,46 @@ def test_augmented_training_resumes_bit_identically(miniature: Miniature, tmp_pa
     assert_bit_identical(load_file(whole.checkpoint_file(12)), load_file(resumed.checkpoint_file(12)))
 
 
-def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(miniature: Miniature, tmp_path: Path) -> None:
+def test_the_direction_batch_at_zero_is_the_batch_the_step_trained_on(
+    miniature: Miniature, tmp_path: Path
+) -> None:
     """Same samples, same augmentation draws, same BatchNorm statistics: the step's own loss."""
     spec = RunSpec(
         model=ModelSpec(name="cnn", hidden=[8, 16]),
         data=DataSpec(name="cifar10", root=str(miniature.root), train_size=400),
-        training=TrainingSpec(steps=6, batch_size=16, checkpoint_every=3, eval_every=3, heartbeat_seconds=0.1),
-        probes=[ProbeSpec(type="line", steps=[2, 5], record=["direction"], resolution=0.1, max_enlargements=0)],
+        training=TrainingSpec(
+            steps=6, batch_size=16, checkpoint_every=3, eval_every=3, heartbeat_seconds=0.1
+        ),
+        probes=[
+            ProbeSpec(type="line", steps=[2, 5], record=["direction"], resolution=0.1, max_enlargements=0)
+        ],
     )
     paths = RunPaths(tmp_path / "run")
     train(spec, paths, JournalWriter(paths.attempt("1")))
-    train_loss = {row.step: row.value for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows if row.name == "train_loss"}
+    train_loss = {
+        row.step: row.value
+        for event in read_events(paths.attempt("1"))
+        if isinstance(event.payload, Metrics)
+        for row in event.payload.rows
+        if row.name == "train_loss"
+    }
     for shard in iter_shards(paths, "line"):
-        at_zero = shard.arrays["direction"][0, :, list(shard.arrays["points"]).index(0.0)].astype(float).mean()
+        at_zero = (
+            shard.arrays["direction"][0, :, list(shard.arrays["points"]).index(0.0)].astype(float).mean()
+        )
         assert at_zero == pytest.approx(train_loss[shard.step + 1], rel=1e-5)
 
 
-@pytest.mark.parametrize("problem", ["line_resnet20_cifar10_8pct", "walk_vgg11_cifar10", "thesis_resnet34_cifar10"])
+@pytest.mark.parametrize(
+    "problem", ["line_resnet20_cifar10_8pct", "walk_vgg11_cifar10", "thesis_resnet34_cifar10"]
+)
 def test_paper_problem_presets_plan(miniature: Miniature, tmp_path: Path, problem: str) -> None:
-    sweep = write_sweep(tmp_path, problem, f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: '{miniature.root}'}}}}\nseeds: 2\n")
+    sweep = write_sweep(
+        tmp_path,
+        problem,
+        f"name: p\ninclude: [problems/{problem}.yaml]\nbase: {{cluster: tcml, data: {{root: "
+        f"'{miniature.root}'}}}}\nseeds: 2\n",
+    )
     planned = Orch(tmp_path / "home").ok("plan", sweep, "--json").json()
     assert len(planned["runs"]) == 2
 
@@ -191,9 +249,15 @@ def test_the_line_paper_sweep_asks_for_its_data(tmp_path: Path, monkeypatch: pyt
     assert "orch data fetch cifar10 --root ~/datasets" in refused.stderr
 
 
-def test_the_split_is_recorded_in_the_run_folder_and_can_be_pinned(miniature: Miniature, tmp_path: Path) -> None:
+def test_the_split_is_recorded_in_the_run_folder_and_can_be_pinned(
+    miniature: Miniature, tmp_path: Path
+) -> None:
     data_spec = DataSpec(name="cifar10", root=str(miniature.root), train_size=400, fraction=0.5)
-    spec = RunSpec(model=ModelSpec(name="cnn", hidden=[4]), data=data_spec, training=TrainingSpec(steps=2, batch_size=16, checkpoint_every=2, eval_every=2))
+    spec = RunSpec(
+        model=ModelSpec(name="cnn", hidden=[4]),
+        data=data_spec,
+        training=TrainingSpec(steps=2, batch_size=16, checkpoint_every=2, eval_every=2),
+    )
     paths = RunPaths(tmp_path / "run")
     train(spec, paths, JournalWriter(paths.attempt("1")))
     with np.load(paths.data_indices_file, allow_pickle=False) as recorded:
@@ -220,7 +284,12 @@ def test_channels_last_computes_the_same_losses(miniature: Miniature, tmp_path: 
         )
         paths = RunPaths(tmp_path / str(channels_last))
         train(spec, paths, JournalWriter(paths.attempt("1")))
-        rows = [row for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows]
+        rows = [
+            row
+            for event in read_events(paths.attempt("1"))
+            if isinstance(event.payload, Metrics)
+            for row in event.payload.rows
+        ]
         first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
         assert paths.checkpoint_file(2).exists()
     assert first_losses[1] == pytest.approx(first_losses[0], rel=1e-5)
@@ -230,17 +299,29 @@ def test_plan_writes_the_split_hash_that_the_job_checks(tmp_path: Path) -> None:
     from jobs.catalog import known_names
     from orchestrator.sweep import load_sweep
 
-    sweep = write_sweep(tmp_path, "digits", "name: digits\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 2, checkpoint_every: 2}}\n")
+    sweep = write_sweep(
+        tmp_path,
+        "digits",
+        "name: digits\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 2, "
+        "checkpoint_every: 2}}\n",
+    )
     (run,) = load_sweep(sweep, known_names()).runs
     digest = run.spec.data.indices_sha256
     assert digest is not None and len(digest) == 64
     paths = RunPaths(tmp_path / "run")
-    train(run.spec, paths, JournalWriter(paths.attempt("1")))  # the job's split has that hash, or it would fail
+    # the job's split has that hash, or it would fail
+    train(run.spec, paths, JournalWriter(paths.attempt("1")))
     with np.load(paths.data_indices_file, allow_pickle=False) as recorded:
         assert indices_sha256_of(recorded["train"], recorded["val"]) == digest
-    too_big = write_sweep(tmp_path, "big", "name: big\ninclude: [problems/digits_mlp.yaml]\nbase: {data: {train_size: 5000}}\n")
+    too_big = write_sweep(
+        tmp_path, "big", "name: big\ninclude: [problems/digits_mlp.yaml]\nbase: {data: {train_size: 5000}}\n"
+    )
     refused = Orch(tmp_path / "home")("plan", too_big)
-    assert refused.exit_code == 2 and "data.train_size" in refused.stderr and "1797 training samples" in refused.stderr
+    assert (
+        refused.exit_code == 2
+        and "data.train_size" in refused.stderr
+        and "1797 training samples" in refused.stderr
+    )
 
 
 def indices_sha256_of(train_indices: np.ndarray, val_indices: np.ndarray) -> str:
@@ -252,10 +333,18 @@ def indices_sha256_of(train_indices: np.ndarray, val_indices: np.ndarray) -> str
 def test_autocast_training_is_explicit_and_close(tmp_path: Path) -> None:
     first_losses = []
     for autocast in (None, "bfloat16"):
-        spec = RunSpec(model=ModelSpec(name="cnn", hidden=[8, 16], autocast=autocast), training=TrainingSpec(steps=3, batch_size=32, checkpoint_every=3, eval_every=3))
+        spec = RunSpec(
+            model=ModelSpec(name="cnn", hidden=[8, 16], autocast=autocast),
+            training=TrainingSpec(steps=3, batch_size=32, checkpoint_every=3, eval_every=3),
+        )
         paths = RunPaths(tmp_path / str(autocast))
         train(spec, paths, JournalWriter(paths.attempt("1")))
-        rows = [row for event in read_events(paths.attempt("1")) if isinstance(event.payload, Metrics) for row in event.payload.rows]
+        rows = [
+            row
+            for event in read_events(paths.attempt("1"))
+            if isinstance(event.payload, Metrics)
+            for row in event.payload.rows
+        ]
         first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
         assert load_file(paths.checkpoint_file(3))["t0"].dtype == torch.float32  # parameters stay float32
     assert first_losses[1] != first_losses[0] and first_losses[1] == pytest.approx(first_losses[0], rel=2e-2)

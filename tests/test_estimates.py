@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from jobs.spec import ResourcesSpec, RunSpec, TrainingSpec
 from orchestrator.estimates import fit_partition, schedule, similarity_key
-from orchestrator.profiles import load_profile
 from orchestrator.planner import PlannedRun
+from orchestrator.profiles import load_profile
 
 TCML = load_profile("tcml")
 
 
 def test_shortest_partition_that_fits_with_margin() -> None:
-    assert fit_partition(ResourcesSpec(), 3, TCML) == ResourcesSpec(partition="test", time="0-00:05:00", segments=1)
+    assert fit_partition(ResourcesSpec(), 3, TCML) == ResourcesSpec(
+        partition="test", time="0-00:05:00", segments=1
+    )
     assert fit_partition(ResourcesSpec(), 16, TCML).partition == "day"
-    assert fit_partition(ResourcesSpec(), 2 * 24 * 60, TCML) == ResourcesSpec(partition="week", time="2-00:00:00", segments=1)
+    assert fit_partition(ResourcesSpec(), 2 * 24 * 60, TCML) == ResourcesSpec(
+        partition="week", time="2-00:00:00", segments=1
+    )
 
 
 def test_runs_longer_than_every_partition_are_split_into_segments() -> None:
@@ -22,7 +26,11 @@ def test_runs_longer_than_every_partition_are_split_into_segments() -> None:
 
 
 def test_estimate_from_history_chooses_resources_unless_time_was_given() -> None:
-    spec = RunSpec(cluster="tcml", training=TrainingSpec(steps=100_000), resources=ResourcesSpec(partition="day", time="1-00:00:00"))
+    spec = RunSpec(
+        cluster="tcml",
+        training=TrainingSpec(steps=100_000),
+        resources=ResourcesSpec(partition="day", time="1-00:00:00"),
+    )
     history = {similarity_key(spec): 0.5}  # 50 000 s, with the 1.25 margin 17.4 h: day
 
     open_run = schedule(PlannedRun("a", spec, {}, time_was_given=False), TCML, history)
@@ -34,7 +42,9 @@ def test_estimate_from_history_chooses_resources_unless_time_was_given() -> None
     assert schedule(PlannedRun("a", spec, {}, False), TCML, {}).estimate_seconds is None
 
 
-def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_same_kind(orch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_same_kind(
+    orch, tmp_path
+) -> None:
     """seconds_per_step reads the registry in one query and each run's spec from its JSON: the
     figures equal those computed by hand from the attempts and the specs as planned."""
     import statistics
@@ -58,7 +68,9 @@ def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_sam
         by_hand: dict = {}
         for attempt in attempts:
             steps = attempt.run.total_steps - (attempt.start_step or 0)
-            by_hand.setdefault(similarity_key(planned[attempt.run_id]), []).append((attempt.ended_time - attempt.started_time) / steps)
+            by_hand.setdefault(similarity_key(planned[attempt.run_id]), []).append(
+                (attempt.ended_time - attempt.started_time) / steps
+            )
 
         history = seconds_per_step(session)
 

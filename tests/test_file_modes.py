@@ -22,7 +22,7 @@ def modes_under(root: Path) -> tuple[set[int], set[int]]:
 
 
 @pytest.fixture
-def profiles_with_local_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def profiles_with_local_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A copy of configs/cluster/ whose ``local`` profile sets ``results_access``."""
 
     def make(access: str) -> Path:
@@ -43,13 +43,14 @@ def test_results_are_private_by_default(orch: Orch, executor: str) -> None:
     orch.ok("analyze", "tiny", "--figure", "curves")
 
     files, folders = modes_under(orch.home / "results")
-    assert sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10  # spec, checkpoints, events, logs
+    # spec, checkpoints, events, logs
+    assert sum(1 for path in (orch.home / "results").rglob("*") if path.is_file()) > 10
     assert files == {0o600}, sorted(map(oct, files))
     assert folders == {0o700}, sorted(map(oct, folders))
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600
 
 
-def test_a_lab_profile_makes_results_group_readable(orch: Orch, profiles_with_local_access) -> None:  # type: ignore[no-untyped-def]
+def test_a_lab_profile_makes_results_group_readable(orch: Orch, profiles_with_local_access) -> None:
     profiles_with_local_access("group")
 
     orch.ok("submit", TINY, "--executor", "local", "--wait")
@@ -62,10 +63,13 @@ def test_a_lab_profile_makes_results_group_readable(orch: Orch, profiles_with_lo
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600  # the registry stays the owner's
 
 
-def test_an_unknown_access_mode_is_bad_input(orch: Orch, profiles_with_local_access) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_access_mode_is_bad_input(orch: Orch, profiles_with_local_access) -> None:
     local = profiles_with_local_access("world")
 
     result = orch("plan", TINY)
 
     assert result.exit_code == 2
-    assert f"{local}: results_access: unknown access mode; found 'world'; accepted: private or group" in result.stderr
+    assert (
+        f"{local}: results_access: unknown access mode; found 'world'; accepted: private or group"
+        in result.stderr
+    )

@@ -91,7 +91,9 @@ def temp_files(folder: Path) -> list[Path]:
 def local_slots_held(slots_dir: Path, slots: int) -> Iterator[None]:
     """Hold every slot of the local executor: its jobs wait before they touch anything."""
     slots_dir.mkdir(parents=True, exist_ok=True)
-    descriptors = [os.open(slots_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600) for slot in range(slots)]
+    descriptors = [
+        os.open(slots_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600) for slot in range(slots)
+    ]
     try:
         for descriptor in descriptors:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -121,7 +123,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """The sweep run once, in process, on a disk with room: what every resumed run must equal."""
     folder = tmp_path_factory.mktemp("reference")
     orch = Orch(folder / "home")
-    run_id = orch.ok("submit", write_sweep(folder, "fulldisk", SWEEP), "--executor", "debug", "--json").json()["submitted"][0]
+    run_id = orch.ok(
+        "submit", write_sweep(folder, "fulldisk", SWEEP), "--executor", "debug", "--json"
+    ).json()["submitted"][0]
     return Reference(orch, run_id)
 
 
@@ -132,7 +136,8 @@ def resume_and_compare(orch: Orch, run_id: str, reference: Reference) -> list[di
     assert resumed.json()["final_states"] == {run_id: "COMPLETED"}
     final_checkpoint = RunPaths.under(orch.home / "results", run_id).checkpoint_file(STEPS)
     assert_bit_identical_checkpoints(final_checkpoint, reference.final_checkpoint())
-    assert metric_rows(orch.registry, run_id) == metric_rows(reference.orch.registry, run_id)  # floats compared exactly
+    # floats compared exactly
+    assert metric_rows(orch.registry, run_id) == metric_rows(reference.orch.registry, run_id)
     return orch.ok("show", run_id, "--json").json()["attempts"]
 
 
@@ -148,14 +153,24 @@ def journaled_failures(run_dir: Path) -> list[Failed]:
 def run_orch(home: Path, *arguments: str | Path, **environment: str) -> subprocess.CompletedProcess:
     """``orch`` as a user runs it: its own process, what it prints, its exit code."""
     command = [str(ORCH), "--home", str(home), *map(str, arguments)]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **environment}, timeout=300)
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **environment}, timeout=300
+    )
 
 
 def registry_rows(registry: Path) -> dict[str, list[tuple]]:
     """Every row of every table, read only (nothing is written to the full disk by looking)."""
     with contextlib.closing(sqlite3.connect(f"file:{registry}?mode=ro", uri=True)) as connection:
-        tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr)
+            for table in tables
+        }
 
 
 def integrity(registry: Path) -> list[tuple]:
@@ -198,7 +213,9 @@ def test_a_checkpoint_whose_manifest_does_not_fit_is_removed_with_it(tmp_path: P
 
     from jobs.checkpoint import TrainingState, newest_valid_checkpoint, save_checkpoint
 
-    state = TrainingState(step=200, model={"weight": torch.arange(100_000, dtype=torch.float32)}, optimizer={}, rng={})
+    state = TrainingState(
+        step=200, model={"weight": torch.arange(100_000, dtype=torch.float32)}, optimizer={}, rng={}
+    )
     measured = RunPaths(tmp_path / "measured")
     save_checkpoint(measured, state)
     page = os.statvfs(tmp_path).f_frsize
@@ -220,7 +237,10 @@ def test_a_checkpoint_whose_manifest_does_not_fit_is_removed_with_it(tmp_path: P
 # --- the job ----------------------------------------------------------------------------------------------
 
 
-TINY = RunSpec(model=ModelSpec(hidden=[8]), training=TrainingSpec(steps=2, batch_size=32, checkpoint_every=1, eval_every=1))
+TINY = RunSpec(
+    model=ModelSpec(hidden=[8]),
+    training=TrainingSpec(steps=2, batch_size=32, checkpoint_every=1, eval_every=1),
+)
 
 
 def test_a_job_that_cannot_journal_its_failure_says_so_in_one_final_stderr_line(
@@ -271,11 +291,16 @@ def test_files_a_job_publishes_follow_its_umask(tmp_path: Path, umask: int, mode
     previous = os.umask(0o022)
     try:
         run_attempt(AttemptRequest("tiny", str(paths.run_dir), "001-a", umask=umask))
-        assert os.umask(0o022) == 0o022  # restored when the job returned (the debug executor runs it in process)
+        # restored when the job returned (the debug executor runs it in process)
+        assert os.umask(0o022) == 0o022
     finally:
         os.umask(previous)
 
-    published = [paths.checkpoint_file(TINY.training.steps), paths.checkpoint_manifest(TINY.training.steps), paths.data_indices_file]
+    published = [
+        paths.checkpoint_file(TINY.training.steps),
+        paths.checkpoint_manifest(TINY.training.steps),
+        paths.data_indices_file,
+    ]
     published += sorted(paths.attempt("001-a").events_dir.iterdir())
     assert {oct(path.stat().st_mode & 0o777) for path in published} == {oct(mode)}
 
@@ -292,7 +317,8 @@ def test_a_checkpoint_that_does_not_fit_fails_the_attempt_with_the_reason_then_r
     runs = orch.home / "results" / "runs"  # run folders on the small disk; registry and job logs beside it
     with tmpfs(runs, "32m"):
         checkpoint_bytes = reference.checkpoint_bytes()
-        filler = fill(runs, leave_bytes=checkpoint_bytes * 3 // 2)  # the first checkpoint fits, the second does not
+        # the first checkpoint fits, the second does not
+        filler = fill(runs, leave_bytes=checkpoint_bytes * 3 // 2)
 
         submitted = orch("submit", sweep, "--executor", "local", "--wait", "--json")
 
@@ -302,7 +328,9 @@ def test_a_checkpoint_that_does_not_fit_fails_the_attempt_with_the_reason_then_r
         [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
         assert (attempt["state"], attempt["reason"]) == ("FAILED", f"OSError: {NO_SPACE}: {no_room_for}")
         assert orch.ok("status", "--json").json()[0]["counts"] == {"FAILED": 1}
-        assert [failure.message for failure in journaled_failures(no_room_for.parent.parent)] == [f"{NO_SPACE}: {no_room_for}"]
+        assert [failure.message for failure in journaled_failures(no_room_for.parent.parent)] == [
+            f"{NO_SPACE}: {no_room_for}"
+        ]
         stderr = orch.ok("logs", run_id, "--stderr").stdout
         final = find_failure_line(stderr)
         assert final is not None and final.message == f"{NO_SPACE}: {no_room_for}", stderr
@@ -325,7 +353,8 @@ def test_a_job_that_cannot_journal_its_failure_is_failed_by_sync_from_its_stderr
     with tmpfs(results / "runs", "32m") as runs:
         with local_slots_held(results / "submitit" / "slots", load_profile("local").max_parallel):
             run_id = orch.ok("submit", sweep, "--executor", "local", "--json").json()["submitted"][0]
-            filler = fill(runs)  # while the job waits for its slot: not a byte left, not even for its failure event
+            # while the job waits for its slot: not a byte left, not even for its failure event
+            filler = fill(runs)
 
         assert wait_for_counts(orch, {"FAILED": 1}) == {"FAILED": 1}
         run_dir = RunPaths.under(results, run_id).run_dir
@@ -348,12 +377,17 @@ def test_a_job_that_cannot_journal_its_failure_is_failed_by_sync_from_its_stderr
 def test_a_registry_on_a_full_disk_refuses_cleanly_loses_nothing_and_resumes_bit_identically(
     tmp_path: Path, reference: Reference
 ) -> None:
-    sweep, other_sweep = write_sweep(tmp_path, "fulldisk", SWEEP), write_sweep(tmp_path, "another", OTHER_SWEEP)
+    sweep, other_sweep = (
+        write_sweep(tmp_path, "fulldisk", SWEEP),
+        write_sweep(tmp_path, "another", OTHER_SWEEP),
+    )
     with tmpfs(tmp_path / "home", "64m") as home:
         orch = Orch(home)
         # The job dies (SIGKILL) at its 9th publication, the second checkpoint's: its journal holds a
         # checkpoint the registry has not ingested yet, so the next sync has something to write.
-        submitted = run_orch(home, "submit", sweep, "--executor", "local", "--json", **{KILL_VARIABLE: "publish:9"})
+        submitted = run_orch(
+            home, "submit", sweep, "--executor", "local", "--json", **{KILL_VARIABLE: "publish:9"}
+        )
         assert submitted.returncode == 0, submitted.stderr
         run_id = json.loads(submitted.stdout)["submitted"][0]
         run_dir = RunPaths.under(home / "results", run_id).run_dir
@@ -365,7 +399,9 @@ def test_a_registry_on_a_full_disk_refuses_cleanly_loses_nothing_and_resumes_bit
             refused = run_orch(home, *command)
             assert refused.returncode == 2, f"orch {' '.join(command)}: {refused.stdout}{refused.stderr}"
             assert "Traceback" not in refused.stderr, refused.stderr
-            assert re.search("disk is full|no space left on device", refused.stderr, re.IGNORECASE), refused.stderr
+            assert re.search("disk is full|no space left on device", refused.stderr, re.IGNORECASE), (
+                refused.stderr
+            )
             assert str(home) in refused.stderr, refused.stderr  # where
             assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
@@ -374,7 +410,8 @@ def test_a_registry_on_a_full_disk_refuses_cleanly_loses_nothing_and_resumes_bit
 
         filler.unlink()
         assert wait_for_counts(orch, {"LOST": 1}) == {"LOST": 1}  # the next command works
-        assert [view["sweep"] for view in orch.ok("status", "--json").json()] == ["fulldisk"]  # the refused submission left nothing
+        # the refused submission left nothing
+        assert [view["sweep"] for view in orch.ok("status", "--json").json()] == ["fulldisk"]
         attempts = resume_and_compare(orch, run_id, reference)
 
     assert [attempt["state"] for attempt in attempts] == ["LOST", "COMPLETED"]
@@ -389,14 +426,24 @@ def test_a_second_writer_of_a_run_folder_stops_and_journals_why(tmp_path: Path) 
 
     paths = RunPaths(tmp_path / "runs" / "tiny")
     publish_text(paths.spec_file, spec_to_yaml(TINY))
-    survivor_temp = paths.run_dir / ".tmp-step_000000001.safetensors.4242"  # the other writer's file in flight
+    # the other writer's file in flight
+    survivor_temp = paths.run_dir / ".tmp-step_000000001.safetensors.4242"
     survivor_temp.write_bytes(b"half")
     with sole_writer(paths.run_dir, "001-survivor"):
         with pytest.raises(RunFolderBusy):
             run_attempt(AttemptRequest("tiny", str(paths.run_dir), "002-second"))
-        [failure] = [event.payload for event in read_events(paths.attempt("002-second")) if isinstance(event.payload, Failed)]
-    assert failure.error_type == "RunFolderBusy" and "attempt 001-survivor" in failure.message and f"pid {os.getpid()}" in failure.message
+        [failure] = [
+            event.payload
+            for event in read_events(paths.attempt("002-second"))
+            if isinstance(event.payload, Failed)
+        ]
+    assert (
+        failure.error_type == "RunFolderBusy"
+        and "attempt 001-survivor" in failure.message
+        and f"pid {os.getpid()}" in failure.message
+    )
     assert survivor_temp.exists() and not paths.checkpoints_dir.exists()
 
-    run_attempt(AttemptRequest("tiny", str(paths.run_dir), "003-after"))  # the lock is free again: the run trains
+    # the lock is free again: the run trains
+    run_attempt(AttemptRequest("tiny", str(paths.run_dir), "003-after"))
     assert [event.payload for event in read_events(paths.attempt("003-after"))][-1] == Finished(final_step=2)

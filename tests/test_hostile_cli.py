@@ -80,7 +80,13 @@ HOSTILE = {
     "home-results": "{home}/results/export.csv",
 }
 
-WRITING_COMMANDS = {("submit",), ("resume",), ("cancel",), ("sweep", "prune")}  # may change the registry when they succeed
+# may change the registry when they succeed
+WRITING_COMMANDS = {
+    ("submit",),
+    ("resume",),
+    ("cancel",),
+    ("sweep", "prune"),
+}
 HOME_COMMANDS = (("status",), ("export",))  # run against a hostile --home
 DEVICES = {"null": (1, 3), "full": (1, 7), "zero": (1, 5)}  # copies of /dev/null, /dev/full, /dev/zero
 
@@ -92,12 +98,15 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[tuple[str, ...], argpar
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 nested = subcommands(sub)
-                found.update({(name, *path): leaf for path, leaf in nested.items()} if nested else {(name,): sub})
+                found.update(
+                    {(name, *path): leaf for path, leaf in nested.items()} if nested else {(name,): sub}
+                )
     return found
 
 
 def plausible_value(action: argparse.Action) -> str:
-    """A value the command accepts for ``action`` (against the tiny sweep), so hostile values elsewhere are reached."""
+    """A value the command accepts for ``action`` (against the tiny sweep), so hostile values elsewhere are
+    reached."""
     if action.choices:
         return "table" if action.dest == "figure" else str(next(iter(action.choices)))
     by_name = {"file": str(TINY), "run": "{run}", "root": "{arena}/missing/data"}
@@ -129,7 +138,11 @@ def command_cases(path: tuple[str, ...], parser: argparse.ArgumentParser) -> Ite
         if isinstance(action, argparse._HelpAction):
             continue
         others = [value for other, values in needed if other is not action for value in values]
-        label = "-".join(path) + "-" + (action.option_strings[-1].lstrip("-") if action.option_strings else action.dest)
+        label = (
+            "-".join(path)
+            + "-"
+            + (action.option_strings[-1].lstrip("-") if action.option_strings else action.dest)
+        )
         if action.nargs == 0:
             yield Case(label, (*path, *others, action.option_strings[-1]), read_only)
             continue
@@ -144,7 +157,10 @@ def all_cases() -> list[Case]:
     parser = build_parser()
     cases = [case for path, sub in subcommands(parser).items() for case in command_cases(path, sub)]
     for command in HOME_COMMANDS:
-        cases += [Case(f"home-{'-'.join(command)}-{name}", ("--home", value, *command), True) for name, value in HOSTILE.items()]
+        cases += [
+            Case(f"home-{'-'.join(command)}-{name}", ("--home", value, *command), True)
+            for name, value in HOSTILE.items()
+        ]
     return cases
 
 
@@ -189,7 +205,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         isolate_environment(patch)
         folder = tmp_path_factory.mktemp("hostile")
         root = folder / "home"
-        submitted = run_in_process(["--home", str(root), "submit", str(TINY), "--executor", "debug", "--json"])
+        submitted = run_in_process(
+            ["--home", str(root), "submit", str(TINY), "--executor", "debug", "--json"]
+        )
         assert submitted.exit_code == 0, submitted.stderr
         run_id = json.loads(run_in_process(["--home", str(root), "runs", "--json"]).stdout)[0]["id"]
         shutil.copytree(root, folder / "pristine", symlinks=True)
@@ -200,7 +218,8 @@ def isolate_environment(patch: pytest.MonkeyPatch) -> None:
     for variable in ("ORCH_DB_URL", "ORCH_HOME", "no_proxy", "NO_PROXY"):
         patch.delenv(variable, raising=False)
     for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        patch.setenv(variable, "http://127.0.0.1:9")  # orch data fetch must not reach the internet from a test
+        # orch data fetch must not reach the internet from a test
+        patch.setenv(variable, "http://127.0.0.1:9")
 
 
 @dataclass(frozen=True)
@@ -228,7 +247,13 @@ class Arena:
     def damage(self) -> list[str]:
         """What is no longer as built."""
         problems = []
-        kinds = {"directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "link": stat.S_ISLNK, "loop": stat.S_ISLNK, "victim.txt": stat.S_ISREG}
+        kinds = {
+            "directory": stat.S_ISDIR,
+            "fifo": stat.S_ISFIFO,
+            "link": stat.S_ISLNK,
+            "loop": stat.S_ISLNK,
+            "victim.txt": stat.S_ISREG,
+        }
         kinds.update({name: stat.S_ISCHR for name in DEVICES if (self.root / name).exists()})
         for name, is_kind in kinds.items():
             if not is_kind(os.lstat(self.root / name).st_mode):
@@ -252,7 +277,11 @@ def entry_fingerprint(path: Path) -> str:
 
 
 def fill(argument: str, home: Home, arena: Arena) -> str:
-    return argument.replace("{arena}", str(arena.root)).replace("{home}", str(home.root)).replace("{run}", home.run_id[:10])
+    return (
+        argument.replace("{arena}", str(arena.root))
+        .replace("{home}", str(home.root))
+        .replace("{run}", home.run_id[:10])
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -274,8 +303,12 @@ def test_hostile_arguments(case: Case, home: Home, tmp_path: Path, monkeypatch: 
             assert result.stderr.startswith(("orch: error: ", "usage: ")), result.stderr
             assert tree_fingerprint(home.root) == home.fingerprint, "bad input changed the home"
         if case.read_only:
-            assert entry_fingerprint(home.registry) == entry_fingerprint(home.pristine / "registry.sqlite"), "a read-only command changed the registry"
-        assert not os.path.lexists(f"{home.registry}-journal"), "something is where the registry's journal goes"
+            assert entry_fingerprint(home.registry) == entry_fingerprint(home.pristine / "registry.sqlite"), (
+                "a read-only command changed the registry"
+            )
+        assert not os.path.lexists(f"{home.registry}-journal"), (
+            "something is where the registry's journal goes"
+        )
         assert arena.damage() == []
     finally:
         home.restore()
@@ -283,7 +316,24 @@ def test_hostile_arguments(case: Case, home: Home, tmp_path: Path, monkeypatch: 
 
 def test_every_command_of_the_parser_is_covered() -> None:
     covered = {case.arguments[0] for case in CASES} | {" ".join(case.arguments[:2]) for case in CASES}
-    expected = {"plan", "submit", "status", "runs", "show", "shards", "logs", "resume", "cancel", "sync", "export", "data fetch", "container check", "sweep prune", "curves", "analyze"}
+    expected = {
+        "plan",
+        "submit",
+        "status",
+        "runs",
+        "show",
+        "shards",
+        "logs",
+        "resume",
+        "cancel",
+        "sync",
+        "export",
+        "data fetch",
+        "container check",
+        "sweep prune",
+        "curves",
+        "analyze",
+    }
     assert expected <= covered
 
 
@@ -322,9 +372,21 @@ class OrchIn:
         ("{home}/cache/image-sha256.json", "inside {home}, which orch owns"),
         ("{home}/results/runs/export.csv", "inside {home}, which orch owns"),
     ],
-    ids=["directory", "device", "fifo", "symlink", "missing-folder", "registry", "journal", "cache", "results"],
+    ids=[
+        "directory",
+        "device",
+        "fifo",
+        "symlink",
+        "missing-folder",
+        "registry",
+        "journal",
+        "cache",
+        "results",
+    ],
 )
-def test_export_refuses_what_it_must_not_replace(orch_in: OrchIn, tmp_path: Path, target: str, fragment: str) -> None:
+def test_export_refuses_what_it_must_not_replace(
+    orch_in: OrchIn, tmp_path: Path, target: str, fragment: str
+) -> None:
     arena = Arena.build(tmp_path)
     arena.require_devices()
     before = tree_fingerprint(orch_in.home.root)
@@ -332,7 +394,10 @@ def test_export_refuses_what_it_must_not_replace(orch_in: OrchIn, tmp_path: Path
     result = orch_in("export", "--out", fill(target, orch_in.home, arena))
 
     assert result.exit_code == 2
-    assert result.stderr.startswith("orch: error: --out ") and fill(fragment, orch_in.home, arena) in result.stderr, result.stderr
+    assert (
+        result.stderr.startswith("orch: error: --out ")
+        and fill(fragment, orch_in.home, arena) in result.stderr
+    ), result.stderr
     assert "accepted: " in result.stderr
     assert tree_fingerprint(orch_in.home.root) == before
     assert arena.damage() == [] and not (arena.root / "missing").exists()
@@ -369,23 +434,34 @@ def test_where_unknown_key_is_an_error_naming_the_known_keys(orch_in: OrchIn) ->
         ("optimizer.lr=[0.1", "the value '[0.1' is not plain YAML data"),
         ("optimizer.name=!!python/object:os.system x", "is not plain YAML data"),
         ("model.hidden=&a [*a]", "is not plain YAML data"),
-        ("probes[0].nope=1", "unknown key 'probes[0].nope'; accepted: a dotted run-spec key: probes, probes[N].type"),
+        (
+            "probes[0].nope=1",
+            "unknown key 'probes[0].nope'; accepted: a dotted run-spec key: probes, probes[N].type",
+        ),
     ],
 )
 def test_bad_where_is_a_usage_error(orch_in: OrchIn, clause: str, fragment: str) -> None:
     result = orch_in("runs", "--where", clause)
 
     assert result.exit_code == 2 and "Traceback" not in result.stderr
-    assert "orch runs: error: argument --where: " in result.stderr and fragment in result.stderr, result.stderr
+    assert "orch runs: error: argument --where: " in result.stderr and fragment in result.stderr, (
+        result.stderr
+    )
 
 
 def test_where_names_a_probe_by_its_index(orch_in: OrchIn) -> None:
     from orchestrator.views import WhereClause, where_view
 
-    assert orch_in("runs", "--where", "probes[0].type=line", "--json").json() == []  # the tiny runs have no probe
-    spec = {"optimizer": {"lr": 0.1}, "probes": [{"type": "line", "every": 5}, {"type": "interpolation", "every": 2}]}
+    # the tiny runs have no probe
+    assert orch_in("runs", "--where", "probes[0].type=line", "--json").json() == []
+    spec = {
+        "optimizer": {"lr": 0.1},
+        "probes": [{"type": "line", "every": 5}, {"type": "interpolation", "every": 2}],
+    }
     config = where_view(spec)
-    assert WhereClause.parse("probes[1].every=2").matches(config) and not WhereClause.parse("probes[0].every=2").matches(config)
+    assert WhereClause.parse("probes[1].every=2").matches(config) and not WhereClause.parse(
+        "probes[0].every=2"
+    ).matches(config)
     assert WhereClause.parse("probes=[]").matches(where_view({"probes": []}))
 
 
@@ -412,25 +488,50 @@ def test_curves_refuses_a_run_whose_folder_is_gone(orch_in: OrchIn) -> None:
 def test_logs_negative_tail_is_bad_input(orch_in: OrchIn) -> None:
     result = orch_in("logs", orch_in.home.run_id, "--tail", "-2")
 
-    assert result.exit_code == 2 and "--tail -2" in result.stderr and "accepted: an integer >= 0" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "--tail -2" in result.stderr
+        and "accepted: an integer >= 0" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
     "arguments, fragment",
     [
         (("analyze", "tiny", "--figure", "table", "--out", "{home}"), "inside {home}, which orch owns"),
-        (("analyze", "tiny", "--figure", "table", "--out", "{arena}/victim.txt"), "a regular file is there, not a folder"),
-        (("analyze", "tiny", "--figure", "table", "--out", "{arena}/missing/figures"), "folder {arena}/missing does not exist"),
+        (
+            ("analyze", "tiny", "--figure", "table", "--out", "{arena}/victim.txt"),
+            "a regular file is there, not a folder",
+        ),
+        (
+            ("analyze", "tiny", "--figure", "table", "--out", "{arena}/missing/figures"),
+            "folder {arena}/missing does not exist",
+        ),
         (("analyze", "tiny", "--figure", "lines", "--window", "nan"), "accepted: finite numbers > 0"),
-        (("data", "fetch", "mnist", "--root", "{arena}/missing/data"), "folder {arena}/missing does not exist"),
+        (
+            ("data", "fetch", "mnist", "--root", "{arena}/missing/data"),
+            "folder {arena}/missing does not exist",
+        ),
         (("data", "fetch", "mnist", "--root", "{arena}/full"), "a character device is there, not a folder"),
         (("data", "fetch", "mnist", "--root", "{home}/data"), "inside {home}, which orch owns"),
         (("container", "check", "--cluster", "../sweeps/tiny"), "no such cluster profile; accepted: local, "),
         (("plan", "{arena}/fifo"), "not a regular file; found 'a FIFO'"),
     ],
-    ids=["analyze-home", "analyze-file", "analyze-missing", "analyze-nan", "fetch-missing", "fetch-device", "fetch-home", "cluster-path", "plan-fifo"],
+    ids=[
+        "analyze-home",
+        "analyze-file",
+        "analyze-missing",
+        "analyze-nan",
+        "fetch-missing",
+        "fetch-device",
+        "fetch-home",
+        "cluster-path",
+        "plan-fifo",
+    ],
 )
-def test_other_user_paths_are_checked_before_anything_is_written(orch_in: OrchIn, tmp_path: Path, arguments: tuple[str, ...], fragment: str) -> None:
+def test_other_user_paths_are_checked_before_anything_is_written(
+    orch_in: OrchIn, tmp_path: Path, arguments: tuple[str, ...], fragment: str
+) -> None:
     arena = Arena.build(tmp_path)
     arena.require_devices()
     before = tree_fingerprint(orch_in.home.root)
@@ -457,7 +558,9 @@ def test_home_that_is_a_file_is_bad_input(tmp_path: Path, monkeypatch: pytest.Mo
     assert str(a_file) in result.stderr and a_file.read_text() == "x"
 
 
-def test_registry_on_a_read_only_file_system_is_named(home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_on_a_read_only_file_system_is_named(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     isolate_environment(monkeypatch)
     another_sweep = write_sweep(tmp_path, "another", TINY.read_text().replace("name: tiny", "name: another"))
     with tmpfs(tmp_path / "ro", "4m") as folder:
@@ -481,7 +584,9 @@ def test_registry_on_a_full_file_system_is_named(tmp_path: Path, monkeypatch: py
     assert str(folder) in result.stderr and "full" in result.stderr.lower(), result.stderr
 
 
-def test_a_genuine_bug_is_reported_as_an_internal_error(orch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_genuine_bug_is_reported_as_an_internal_error(
+    orch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The last-resort message: type, message, where to report; the hostile cases above never see it."""
 
     def broken(arguments: argparse.Namespace, home: object) -> int:
@@ -512,9 +617,13 @@ def run_with_closed_pipe(argv: Sequence[str], stream: str) -> tuple[int, str]:
     other = subprocess.PIPE
     try:
         if stream == "stdout":
-            completed = subprocess.run([str(ORCH), *argv], stdout=write_end, stderr=other, timeout=120, env=process_environment())
+            completed = subprocess.run(
+                [str(ORCH), *argv], stdout=write_end, stderr=other, timeout=120, env=process_environment()
+            )
             return completed.returncode, completed.stderr.decode()
-        completed = subprocess.run([str(ORCH), *argv], stdout=other, stderr=write_end, timeout=120, env=process_environment())
+        completed = subprocess.run(
+            [str(ORCH), *argv], stdout=other, stderr=write_end, timeout=120, env=process_environment()
+        )
         return completed.returncode, completed.stdout.decode()
     finally:
         os.close(write_end)
@@ -526,14 +635,26 @@ def process_environment() -> dict[str, str]:
     return environment
 
 
-@pytest.mark.parametrize("command", [("runs", "--json"), ("shards", "{run}", "--json"), ("export",), ("status",), ("show", "{run}"), ("--help",)])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("runs", "--json"),
+        ("shards", "{run}", "--json"),
+        ("export",),
+        ("status",),
+        ("show", "{run}"),
+        ("--help",),
+    ],
+)
 def test_closed_stdout_is_a_quiet_exit_0(home: Home, command: tuple[str, ...]) -> None:
     argv = ["--home", str(home.root), *(argument.replace("{run}", home.run_id) for argument in command)]
 
     exit_code, stderr = run_with_closed_pipe(argv, "stdout")
 
     assert exit_code == 0, stderr
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "BrokenPipe" not in stderr, (
+        stderr
+    )
     assert INTERNAL_ERROR not in stderr
 
 
@@ -545,10 +666,20 @@ def test_closed_stderr_keeps_the_exit_status_of_bad_input(home: Home) -> None:
 
 def test_reader_that_stops_after_ten_bytes(tmp_path: Path) -> None:
     """``orch plan BIG | head -c 10``: more output than a pipe holds, the reader leaves early."""
-    widths = ", ".join("[" + ", ".join(["16"] * 300 + [str(run + 1)]) + "]" for run in range(30))  # 30 runs, ~130 kB of JSON
-    text = TINY.read_text().replace("name: tiny", "name: big").replace("optimizer.lr: [0.1, 0.05]", f"model.hidden: [{widths}]")
+    # 30 runs, ~130 kB of JSON
+    widths = ", ".join("[" + ", ".join(["16"] * 300 + [str(run + 1)]) + "]" for run in range(30))
+    text = (
+        TINY.read_text()
+        .replace("name: tiny", "name: big")
+        .replace("optimizer.lr: [0.1, 0.05]", f"model.hidden: [{widths}]")
+    )
     sweep = write_sweep(tmp_path, "big", text)
-    process = subprocess.Popen([str(ORCH), "--home", str(tmp_path / "home"), "plan", str(sweep), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_environment())
+    process = subprocess.Popen(
+        [str(ORCH), "--home", str(tmp_path / "home"), "plan", str(sweep), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=process_environment(),
+    )
     assert process.stdout is not None and process.stderr is not None
     first = process.stdout.read(10)
     process.stdout.close()
@@ -557,15 +688,27 @@ def test_reader_that_stops_after_ten_bytes(tmp_path: Path) -> None:
 
     assert first.startswith(b"{")
     assert exit_code == 0, stderr
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr and INTERNAL_ERROR not in stderr, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and INTERNAL_ERROR not in stderr, (
+        stderr
+    )
 
 
 @pytest.mark.subprocess
 def test_local_jobs_do_not_hold_orchs_stdout(tmp_path: Path) -> None:
     """``orch submit F | cat`` ends when orch does, not when the jobs it started end."""
     home = tmp_path / "home"
-    sweep = write_sweep(tmp_path, "long", "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, checkpoint_every: 1000, heartbeat_seconds: 0.2}}\n")
-    process = subprocess.Popen([str(ORCH), "--home", str(home), "submit", str(sweep), "--executor", "local", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_environment())
+    sweep = write_sweep(
+        tmp_path,
+        "long",
+        "name: long\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 10000000, "
+        "checkpoint_every: 1000, heartbeat_seconds: 0.2}}\n",
+    )
+    process = subprocess.Popen(
+        [str(ORCH), "--home", str(home), "submit", str(sweep), "--executor", "local", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=process_environment(),
+    )
     try:
         _, stderr = process.communicate(timeout=60)  # before the fix: until the job ends (never)
         assert process.returncode == 0, stderr.decode()
@@ -581,7 +724,13 @@ def test_local_jobs_do_not_hold_orchs_stdout(tmp_path: Path) -> None:
 
 
 def orch_process(home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ORCH), "--home", str(home), *arguments], capture_output=True, text=True, env=process_environment(), timeout=120)
+    return subprocess.run(
+        [str(ORCH), "--home", str(home), *arguments],
+        capture_output=True,
+        text=True,
+        env=process_environment(),
+        timeout=120,
+    )
 
 
 def wait_until_ended(pid: int | None, timeout_seconds: float = 60.0) -> None:

@@ -20,7 +20,10 @@ from jobs.journal import Failed, Finished, read_events
 from jobs.paths import RunPaths
 from jobs.spec import ModelSpec, ResourcesSpec, RunSpec, TrainingSpec, spec_to_yaml
 
-TINY = RunSpec(model=ModelSpec(hidden=[8]), training=TrainingSpec(steps=3, batch_size=32, checkpoint_every=1, eval_every=1))
+TINY = RunSpec(
+    model=ModelSpec(hidden=[8]),
+    training=TrainingSpec(steps=3, batch_size=32, checkpoint_every=1, eval_every=1),
+)
 
 # A job process as submitit starts one (SUBMITIT_EXECUTOR set: the job handles the warning signal
 # and SIGTERM itself) whose journal sends the process SIGTERM and USR2 the moment the run's final
@@ -57,7 +60,12 @@ def test_a_finished_run_exits_0_when_signals_come_late(tmp_path: Path) -> None:
     paths = RunPaths(tmp_path / "run")
     publish_text(paths.spec_file, spec_to_yaml(TINY))
 
-    job = subprocess.run([sys.executable, "-c", LATE_SIGNALS_JOB, str(paths.run_dir)], capture_output=True, text=True, timeout=300)
+    job = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNALS_JOB, str(paths.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert job.returncode == 0, job.stderr
     assert job.stdout.strip() == f"final step {TINY.training.steps}"
@@ -70,7 +78,9 @@ def test_the_time_limit_with_no_requeue_left_is_a_timeout_that_says_what_to_chan
     requeue left its handler gives up, and the journal names the limit and the step."""
     spec = RunSpec(
         model=ModelSpec(hidden=[256, 256]),
-        training=TrainingSpec(steps=200_000, batch_size=64, checkpoint_every=100_000, eval_every=100_000, heartbeat_seconds=0.2),
+        training=TrainingSpec(
+            steps=200_000, batch_size=64, checkpoint_every=100_000, eval_every=100_000, heartbeat_seconds=0.2
+        ),
         resources=ResourcesSpec(time="00:00:06", segments=1),
     )
     paths = RunPaths(tmp_path / "run")

@@ -72,7 +72,10 @@ def assert_consistent(home: Path) -> dict[str, str]:
 
 def assert_one_active_attempt_at_most(home: Path) -> None:
     with sqlite3.connect(home / "registry.sqlite") as connection:
-        query = "SELECT run_id, count(*) FROM attempts WHERE state IN ('PENDING', 'RUNNING') GROUP BY run_id HAVING count(*) > 1"
+        query = (
+            "SELECT run_id, count(*) FROM attempts WHERE state IN ('PENDING', 'RUNNING') GROUP BY run_id "
+            "HAVING count(*) > 1"
+        )
         assert connection.execute(query).fetchall() == []
 
 
@@ -92,12 +95,17 @@ def assert_same_tensors(checkpoint: Path, reference: Path) -> None:
     tensors, expected = load_file(checkpoint), load_file(reference)
     assert tensors.keys() == expected.keys()
     for name, array in expected.items():
-        assert tensors[name].dtype == array.dtype and tensors[name].tobytes() == array.tobytes(), (checkpoint, name)
+        assert tensors[name].dtype == array.dtype and tensors[name].tobytes() == array.tobytes(), (
+            checkpoint,
+            name,
+        )
 
 
 def metric_rows(home: Path) -> list[tuple]:
     with sqlite3.connect(home / "registry.sqlite") as connection:
-        return connection.execute("SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step").fetchall()
+        return connection.execute(
+            "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step"
+        ).fetchall()
 
 
 def killed(home: Path, argv: list, point: str) -> None:
@@ -108,9 +116,13 @@ def killed(home: Path, argv: list, point: str) -> None:
 # -- submit ------------------------------------------------------------------------------------
 
 
-def test_submit_killed_at_any_point_then_submitted_again(tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]) -> None:
+def test_submit_killed_at_any_point_then_submitted_again(
+    tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]
+) -> None:
     """Kills from the first creation of the home (its DDL) to the last job id recorded."""
-    points = [f"sql:{n}" for n in spread(submit_passes["sql"], POINTS)] + [f"commit:{n}" for n in range(1, submit_passes["commit"] + 1)]
+    points = [f"sql:{n}" for n in spread(submit_passes["sql"], POINTS)] + [
+        f"commit:{n}" for n in range(1, submit_passes["commit"] + 1)
+    ]
     points += ["submit.committed:1", "submit.scheduler:1"]
     assert len(points) >= POINTS
     for index, point in enumerate(points):
@@ -128,7 +140,9 @@ def test_submit_killed_at_any_point_then_submitted_again(tmp_path: Path, sweep: 
 # -- the job itself ----------------------------------------------------------------------------
 
 
-def test_job_killed_at_any_publication_resumes_bit_identical(tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]) -> None:
+def test_job_killed_at_any_publication_resumes_bit_identical(
+    tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]
+) -> None:
     """The debug executor runs the job inside the killed process: every checkpoint, shard and
     journal publication of both runs is a kill point (the first two are submit's spec files)."""
     points = [f"publish:{n}" for n in spread(submit_passes["publish"], POINTS + 2) if n > 2]
@@ -144,11 +158,14 @@ def test_job_killed_at_any_publication_resumes_bit_identical(tmp_path: Path, swe
         assert_bit_identical(home, reference)
 
 
-def test_local_job_process_killed_mid_run_resumes_bit_identical(tmp_path: Path, sweep: Path, reference: Path) -> None:
+def test_local_job_process_killed_mid_run_resumes_bit_identical(
+    tmp_path: Path, sweep: Path, reference: Path
+) -> None:
     """Real job processes (the local executor), each killed at a publication of its own."""
     for index, point in enumerate(["publish:3", "publish:7", "publish:12"]):
         home = tmp_path / f"home-{index}"
-        result = run_orch(home, ["submit", sweep, "--executor", "local"], kill_at=point)  # submit itself publishes 2 files: it lives
+        # submit itself publishes 2 files: it lives
+        result = run_orch(home, ["submit", sweep, "--executor", "local"], kill_at=point)
         assert result.exit_code == 0
 
         states = wait_until_not_active(home)
@@ -182,7 +199,10 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, sweep: Path, submit_pa
 def registry_facts(home: Path) -> dict[str, list[tuple]]:
     queries = {
         "runs": "SELECT id, state, current_step, total_steps FROM runs ORDER BY id",
-        "attempts": "SELECT run_id, number, state, journal_seq, exit_code, start_step, pid FROM attempts ORDER BY run_id, number",
+        "attempts": (
+            "SELECT run_id, number, state, journal_seq, exit_code, start_step, pid FROM attempts "
+            "ORDER BY run_id, number"
+        ),
         "metrics": "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
         "checkpoints": "SELECT run_id, step, path, bytes, sha256 FROM checkpoints ORDER BY run_id, step",
         "shards": "SELECT run_id, probe, step, sha256 FROM shards ORDER BY run_id, probe, step",
@@ -198,7 +218,8 @@ def test_sync_killed_at_any_statement_then_synced_again(tmp_path: Path, interrup
     expected = registry_facts(whole)
     assert {row[2] for row in expected["attempts"]} == {"COMPLETED", "LOST"}
 
-    assert count >= 10  # set-based: a handful of statements whatever the number of attempts; each is a kill point
+    # set-based: a handful of statements whatever the number of attempts; each is a kill point
+    assert count >= 10
     for n in spread(count, POINTS):
         home = tmp_path / f"home-{n}"
         shutil.copytree(interrupted, home)  # journals stay in the original's results: sync only reads them
@@ -209,7 +230,9 @@ def test_sync_killed_at_any_statement_then_synced_again(tmp_path: Path, interrup
         assert registry_facts(home) == expected, n
 
 
-def test_resume_killed_at_any_point_then_resumed_again(tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]) -> None:
+def test_resume_killed_at_any_point_then_resumed_again(
+    tmp_path: Path, sweep: Path, reference: Path, submit_passes: dict[str, int]
+) -> None:
     def lost_home(name: str) -> Path:
         home = tmp_path / name
         killed(home, ["submit", sweep, *DEBUG], f"publish:{submit_passes['publish'] - 3}")
@@ -218,7 +241,9 @@ def test_resume_killed_at_any_point_then_resumed_again(tmp_path: Path, sweep: Pa
 
     counted = run_orch(lost_home("count"), ["resume", "kills", *DEBUG])
     assert counted.exit_code == 0
-    points = [f"sql:{n}" for n in spread(counted.passes["sql"], 16)] + [f"publish:{n}" for n in spread(counted.passes["publish"], 4)]
+    points = [f"sql:{n}" for n in spread(counted.passes["sql"], 16)] + [
+        f"publish:{n}" for n in spread(counted.passes["publish"], 4)
+    ]
     points += ["submit.committed:1", "submit.scheduler:1"]
     assert len(points) >= POINTS
     for index, point in enumerate(points):
@@ -249,7 +274,9 @@ def test_cancel_killed_at_any_statement_then_cancelled_again(tmp_path: Path) -> 
     cancel counts the statements (fewer as fewer runs are active), the next is killed at the
     point's share of them (the last a little before the end: the count shrinks run by run)."""
     orch = Orch(tmp_path / "home")
-    run_ids = orch.ok("submit", write_sweep(tmp_path, "waiting", WAITING), "--executor", "local", "--json").json()["submitted"]
+    run_ids = orch.ok(
+        "submit", write_sweep(tmp_path, "waiting", WAITING), "--executor", "local", "--json"
+    ).json()["submitted"]
     try:
         orch.ok("sync")
         for index in range(POINTS):

@@ -23,7 +23,8 @@ from jobs.optim.labpal import FARTHER_REMEASUREMENTS, fitted_minimum
 from jobs.spec import OptimizerSpec
 from tests.test_optimizers import Quadratic
 
-SHAPE = TrainingShape(total_steps=1000, steps_per_epoch=10, batch_size=128, train_size=40_000)  # k(t) = 1 for 500 steps
+# k(t) = 1 for 500 steps
+SHAPE = TrainingShape(total_steps=1000, steps_per_epoch=10, batch_size=128, train_size=40_000)
 
 
 class Batches:
@@ -44,14 +45,24 @@ class Batches:
 
 @dataclass
 class Schedule:
-    """What the re-statement of the schedule did: the steps whose batch ended a measurement, and θ after every step."""
+    """What the re-statement of the schedule did: the steps whose batch ended a measurement, and θ after
+    every step."""
 
     estimate_steps: list[int]
     thetas: list[torch.Tensor]
 
 
-def authors_schedule(theta: torch.Tensor, hessian: torch.Tensor, minima: list[torch.Tensor], steps: int, reuse: int,
-                     gathered: int, adaptation: float, max_step: float, mode: str) -> Schedule:
+def authors_schedule(
+    theta: torch.Tensor,
+    hessian: torch.Tensor,
+    minima: list[torch.Tensor],
+    steps: int,
+    reuse: int,
+    gathered: int,
+    adaptation: float,
+    max_step: float,
+    mode: str,
+) -> Schedule:
     """The reuse schedule of the authors' LABPAL with k(t) = 1 and no momentum, on quadratics
     L_t(θ) = ½(θ − m_t)ᵀH(θ − m_t) + 1, one per step.
 
@@ -88,7 +99,9 @@ def authors_schedule(theta: torch.Tensor, hessian: torch.Tensor, minima: list[to
         else:
             gradient = hessian @ (theta - minima[t])
             assert step_size is not None and learning_rate is not None
-            theta = theta - (step_size * gradient / gradient.norm() if mode == "nsgd" else learning_rate * gradient)
+            theta = theta - (
+                step_size * gradient / gradient.norm() if mode == "nsgd" else learning_rate * gradient
+            )
             updates_left -= 1
         thetas.append(theta)
     return Schedule(estimate_steps, thetas)
@@ -104,8 +117,15 @@ def test_labpal_reuses_an_estimate_for_as_many_updates_as_the_authors_code(mode:
     start = torch.randn(dim, generator=generator, dtype=torch.float64)
 
     parameter = torch.nn.Parameter(start.clone())
-    spec = OptimizerSpec(name="labpal", labpal_mode=mode, reuse_steps=reuse, approximation_samples=gathered * SHAPE.batch_size,
-                         noise_factor=1.0, max_step=10.0, measure_points=[0.0, 0.1, 1.0])
+    spec = OptimizerSpec(
+        name="labpal",
+        labpal_mode=mode,
+        reuse_steps=reuse,
+        approximation_samples=gathered * SHAPE.batch_size,
+        noise_factor=1.0,
+        max_step=10.0,
+        measure_points=[0.0, 0.1, 1.0],
+    )
     # s_max 10: the fitted minimum itself sets the steps. A quadratic is a parabola along any line, so
     # the measure points only set the fit's rounding (≈ ulp/(s_1·s_2)): far apart, it stays ~1e-14
     batches = Batches(lambda step: Quadratic(parameter, hessian, minima[step]))
@@ -118,7 +138,13 @@ def test_labpal_reuses_an_estimate_for_as_many_updates_as_the_authors_code(mode:
         thetas.append(parameter.detach().clone())
 
     expected = authors_schedule(start, hessian, minima, steps, reuse, gathered, 1.8, 10.0, mode)
-    assert expected.estimate_steps == [1, 7, 13, 19]  # 2 batches measured, then the estimate's move and 4 updates
+    # 2 batches measured, then the estimate's move and 4 updates
+    assert expected.estimate_steps == [
+        1,
+        7,
+        13,
+        19,
+    ]
     assert estimate_steps == expected.estimate_steps
     for step, (theta, expected_theta) in enumerate(zip(thetas, expected.thetas)):
         assert torch.allclose(theta, expected_theta, rtol=0, atol=1e-10), step
@@ -148,15 +174,23 @@ def parabola_minimum(points: list[float], losses: list[float]) -> float:
     """The vertex of the parabola through three points (Lagrange form: l(s) = a·s² + b·s + c)."""
     (x0, x1, x2), (f0, f1, f2) = points, losses
     a = f0 / ((x0 - x1) * (x0 - x2)) + f1 / ((x1 - x0) * (x1 - x2)) + f2 / ((x2 - x0) * (x2 - x1))
-    b = -(f0 * (x1 + x2) / ((x0 - x1) * (x0 - x2)) + f1 * (x0 + x2) / ((x1 - x0) * (x1 - x2)) + f2 * (x0 + x1) / ((x2 - x0) * (x2 - x1)))
+    b = -(
+        f0 * (x1 + x2) / ((x0 - x1) * (x0 - x2))
+        + f1 * (x0 + x2) / ((x1 - x0) * (x1 - x2))
+        + f2 * (x0 + x1) / ((x2 - x0) * (x2 - x1))
+    )
     return -b / (2 * a)
 
 
-def line_problem(coefficients: list[float], reuse: int = 1000) -> tuple[torch.optim.Optimizer, OnALine, torch.nn.Parameter]:
+def line_problem(
+    coefficients: list[float], reuse: int = 1000
+) -> tuple[torch.optim.Optimizer, OnALine, torch.nn.Parameter]:
     """LABPAL&NSGD measuring on one batch (|B_a| = |B|), θ = 0 on the line l."""
     parameter = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     objective = OnALine(parameter, coefficients)
-    spec = OptimizerSpec(name="labpal", approximation_samples=SHAPE.batch_size, noise_factor=1.0, reuse_steps=reuse)
+    spec = OptimizerSpec(
+        name="labpal", approximation_samples=SHAPE.batch_size, noise_factor=1.0, reuse_steps=reuse
+    )
     return build_optimizer([parameter], spec, SHAPE, Batches(lambda step: objective)), objective, parameter
 
 
@@ -200,7 +234,9 @@ def test_a_failed_fit_after_an_accepted_one_keeps_it_without_measuring_again() -
     parameter = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     fits, does_not = OnALine(parameter, [0.0, -1.0, 2.0]), OnALine(parameter, [0.0, -1.0, -1.0])
     batches = Batches(lambda step: fits if step == 0 else does_not)
-    spec = OptimizerSpec(name="labpal", approximation_samples=SHAPE.batch_size, noise_factor=1.0, reuse_steps=2)
+    spec = OptimizerSpec(
+        name="labpal", approximation_samples=SHAPE.batch_size, noise_factor=1.0, reuse_steps=2
+    )
     optimizer = build_optimizer([parameter], spec, SHAPE, batches)
     optimizer.step(batches.training_batch(0))  # s_min = 1/4 on l = −s + 2s²
     assert optimizer.update_step == pytest.approx(1.8 * 0.25, rel=1e-9)
@@ -215,7 +251,8 @@ def test_a_failed_fit_after_an_accepted_one_keeps_it_without_measuring_again() -
 
 
 def digits_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """All 1 797 digits (pixels / 16) and a float32 ReLU MLP 64-32-32-32-10 with torch's default init, seed 19."""
+    """All 1 797 digits (pixels / 16) and a float32 ReLU MLP 64-32-32-32-10 with torch's default init, seed
+    19."""
     inputs, targets = load_digits(return_X_y=True)
     widths = [64, 32, 32, 32]
     with torch.random.fork_rng():
@@ -227,7 +264,9 @@ def digits_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, torch.tensor(inputs / 16.0, dtype=torch.float32), torch.tensor(targets)
 
 
-def losses_along_the_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, points: list[float], dtype: torch.dtype) -> list[float]:
+def losses_along_the_gradient(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, points: list[float], dtype: torch.dtype
+) -> list[float]:
     """The full-batch loss at θ0 − s·g/‖g‖ for each s, computed in ``dtype`` on a copy of the model."""
     model = copy.deepcopy(model).to(dtype)
     parameters = list(model.parameters())
@@ -253,8 +292,16 @@ def test_full_batch_float32_labpal_does_not_stall_where_the_first_fit_fails() ->
     model, inputs, targets = digits_mlp()
     points = [0.0, 1e-4, 1e-2]
     float32_losses = losses_along_the_gradient(model, inputs, targets, points, torch.float32)
-    assert fitted_minimum(points, float32_losses, "exact") is None and fitted_minimum(points, float32_losses, "numpy_gradient") is None
-    assert fitted_minimum(points, losses_along_the_gradient(model, inputs, targets, points, torch.float64), "exact") is not None
+    assert (
+        fitted_minimum(points, float32_losses, "exact") is None
+        and fitted_minimum(points, float32_losses, "numpy_gradient") is None
+    )
+    assert (
+        fitted_minimum(
+            points, losses_along_the_gradient(model, inputs, targets, points, torch.float64), "exact"
+        )
+        is not None
+    )
 
     objective = Objective(model, inputs, targets, seed=0)
     size = len(targets)
@@ -264,7 +311,11 @@ def test_full_batch_float32_labpal_does_not_stall_where_the_first_fit_fails() ->
     first_loss = float(objective(backward=False))
     optimizer.step(objective)
     assert optimizer.last_report.learning_rate is not None  # moved on the first step
-    assert (optimizer.last_report.forwards, optimizer.last_report.backwards) == (1 + 2 * 2, 1)  # one farther measurement
+    # one farther measurement
+    assert (optimizer.last_report.forwards, optimizer.last_report.backwards) == (
+        1 + 2 * 2,
+        1,
+    )
     for _ in range(19):
         optimizer.step(objective)
     assert float(objective(backward=False)) < first_loss - 0.3

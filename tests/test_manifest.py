@@ -31,9 +31,16 @@ def test_planning_and_its_checks_load_no_torch(tmp_path: Path) -> None:
     program = (
         "import sys; from pathlib import Path; from orchestrator.sweep import load_sweep; "
         f"plan = load_sweep(Path({str(CONFIGS_DIR / 'sweeps' / 'dissertation_ch6_grid.yaml')!r})); "
-        "print(len(plan.runs), sorted(name for name in sys.modules if name.split('.')[0] in ('torch', 'torchvision')))"
+        "print(len(plan.runs), sorted(name for name in sys.modules if name.split('.')[0] in ('torch', "
+        "'torchvision')))"
     )
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     assert result.stdout.split() == ["642", "[]"]
 
 
@@ -43,7 +50,8 @@ def test_the_manifest_reads_each_literal_registration_of_a_package(tmp_path: Pat
     from jobs.manifest import _registered
 
     (tmp_path / "linear.py").write_text(
-        "from jobs.models.registry import MODELS\n\n@MODELS.register('linear')\ndef linear(spec, shape, classes): ...\n"
+        "from jobs.models.registry import MODELS\n\n@MODELS.register('linear')\ndef linear(spec, "
+        "shape, classes): ...\n"
         "MODELS.register('wide')(linear)\nOTHER.register('not-a-model')(linear)\nMODELS.register(f'computed{1}')(linear)\n"
     )
 

@@ -30,8 +30,14 @@ PARAMETER_COUNTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "fields", "input_shape", "expected"), PARAMETER_COUNTS, ids=[f"{row[0]}-{row[3]}" for row in PARAMETER_COUNTS])
-def test_parameter_count_and_output_shape(name: str, fields: dict, input_shape: tuple[int, ...], expected: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "fields", "input_shape", "expected"),
+    PARAMETER_COUNTS,
+    ids=[f"{row[0]}-{row[3]}" for row in PARAMETER_COUNTS],
+)
+def test_parameter_count_and_output_shape(
+    name: str, fields: dict, input_shape: tuple[int, ...], expected: int
+) -> None:
     model = build_model(ModelSpec(name=name, **fields), input_shape, 10)
     assert sum(parameter.numel() for parameter in model.parameters()) == expected
     with torch.no_grad():
@@ -50,15 +56,30 @@ def test_cifar_resnets_use_kaiming_normal_initialization_unless_told_otherwise()
     default = build_model(ModelSpec(name="resnet56", init="pytorch_default"), (3, 32, 32), 10)
     bound = 1 / math.sqrt(288)  # kaiming_uniform(a=√5): U(−1/√fan_in, 1/√fan_in)
     assert default.stages[2][0].conv1.weight.abs().max().item() <= bound
-    assert not any(isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) for module in model.modules())  # option A
+    # option A
+    assert not any(
+        isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) for module in model.modules()
+    )
 
 
-def test_plan_records_the_source_initialization(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_records_the_source_initialization(tmp_path) -> None:
     from jobs.catalog import known_names
     from orchestrator.sweep import load_sweep
     from tests.conftest import write_sweep
 
-    sweep = write_sweep(tmp_path, "inits", "name: inits\ninclude: [problems/digits_mlp.yaml]\ngrid: {model.name: [mlp, resnet20]}\n")
-    assert [run.spec.model.init for run in load_sweep(sweep, known_names()).runs] == ["pytorch_default", "kaiming_normal"]
-    chosen = write_sweep(tmp_path, "chosen", "name: chosen\ninclude: [problems/digits_mlp.yaml]\nbase: {model: {name: resnet20, init: pytorch_default}}\n")
+    sweep = write_sweep(
+        tmp_path,
+        "inits",
+        "name: inits\ninclude: [problems/digits_mlp.yaml]\ngrid: {model.name: [mlp, resnet20]}\n",
+    )
+    assert [run.spec.model.init for run in load_sweep(sweep, known_names()).runs] == [
+        "pytorch_default",
+        "kaiming_normal",
+    ]
+    chosen = write_sweep(
+        tmp_path,
+        "chosen",
+        "name: chosen\ninclude: [problems/digits_mlp.yaml]\nbase: {model: {name: resnet20, init: "
+        "pytorch_default}}\n",
+    )
     assert load_sweep(chosen, known_names()).runs[0].spec.model.init == "pytorch_default"

@@ -25,7 +25,11 @@ from tests.conftest import SWEEPS_DIR
 from tests.datasets import write_cifar10
 
 GOLDEN = Path(__file__).parent / "data" / "planned_runs.json"
-SWEEPS = sorted((CONFIGS_DIR / "sweeps").glob("*.yaml")) + sorted(SWEEPS_DIR.glob("*.yaml")) + sorted((SWEEPS_DIR / "fidelity").glob("*.yaml"))
+SWEEPS = (
+    sorted((CONFIGS_DIR / "sweeps").glob("*.yaml"))
+    + sorted(SWEEPS_DIR.glob("*.yaml"))
+    + sorted((SWEEPS_DIR / "fidelity").glob("*.yaml"))
+)
 
 
 def sweep_label(path: Path) -> str:
@@ -50,19 +54,34 @@ def staged_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar10(tmp_path / "datasets", np.random.default_rng(0), 2, monkeypatch)
 
 
-EXACT_ONLY = {"tests/sweeps/fidelity/interpolated.yaml", "tests/sweeps/fidelity/mappings.yaml"}  # swept keys in interpolations or in each other
+# swept keys in interpolations or in each other
+EXACT_ONLY = {
+    "tests/sweeps/fidelity/interpolated.yaml",
+    "tests/sweeps/fidelity/mappings.yaml",
+}
 
 
-LARGE = {"configs/sweeps/dissertation_ch4_grid.yaml", "configs/sweeps/dissertation_ch6_grid.yaml"}  # recorded by the exact way already
-WAYS = [(path, way) for path in SWEEPS for way in ("memoized", "exact") if way == "memoized" or sweep_label(path) not in LARGE]
+# recorded by the exact way already
+LARGE = {
+    "configs/sweeps/dissertation_ch4_grid.yaml",
+    "configs/sweeps/dissertation_ch6_grid.yaml",
+}
+WAYS = [
+    (path, way)
+    for path in SWEEPS
+    for way in ("memoized", "exact")
+    if way == "memoized" or sweep_label(path) not in LARGE
+]
 
 
 @pytest.mark.parametrize(("path", "way"), WAYS, ids=[f"{sweep_label(path)}-{way}" for path, way in WAYS])
-def test_planning_gives_the_recorded_runs(path: Path, way: str, staged_cifar10: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_planning_gives_the_recorded_runs(
+    path: Path, way: str, staged_cifar10: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ways_taken = []
-    create = SectionBuilder.create.__func__  # type: ignore[attr-defined]
+    create = SectionBuilder.create.__func__  # type: ignore[attr-defined]  # a classmethod's function
 
-    def recording_create(cls, *arguments):  # type: ignore[no-untyped-def]
+    def recording_create(cls, *arguments):
         builder = create(cls, *arguments) if way == "memoized" else None
         ways_taken.append("memoized" if builder is not None else "exact")
         return builder
@@ -95,7 +114,14 @@ def write_golden() -> None:
     with tempfile.TemporaryDirectory() as home:
         monkeypatch.setenv("HOME", home)
         write_cifar10(Path(home) / "datasets", np.random.default_rng(0), 2, monkeypatch)
-        GOLDEN.write_text(json.dumps({sweep_label(path): planned_digest(path, spec_to_yaml) for path in SWEEPS}, indent=1, sort_keys=True) + "\n")
+        GOLDEN.write_text(
+            json.dumps(
+                {sweep_label(path): planned_digest(path, spec_to_yaml) for path in SWEEPS},
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     monkeypatch.undo()
 
 
@@ -109,8 +135,18 @@ def test_a_value_of_the_shared_part_that_every_point_replaces_is_never_checked(t
     point, while its bad momentum is not and is reported where it was written (the exact way)."""
     from tests.conftest import write_sweep
 
-    replaced = write_sweep(tmp_path, "replaced", "name: replaced\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {lr: -1.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n")
-    kept = write_sweep(tmp_path, "kept", "name: kept\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {momentum: -5.0}}\ngrid: {optimizer.lr: [0.1, 0.2]}\n")
+    replaced = write_sweep(
+        tmp_path,
+        "replaced",
+        "name: replaced\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {lr: -1.0}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2]}\n",
+    )
+    kept = write_sweep(
+        tmp_path,
+        "kept",
+        "name: kept\ninclude: [problems/digits_mlp.yaml]\nbase: {optimizer: {momentum: -5.0}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2]}\n",
+    )
 
     assert [run.spec.optimizer.lr for run in load_sweep(replaced).runs] == [0.1, 0.2]
     with pytest.raises(SpecError) as raised:

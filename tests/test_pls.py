@@ -19,8 +19,14 @@ from jobs.journal import JournalWriter, Metrics, read_events
 from jobs.optim import TrainingShape, build_optimizer
 from jobs.optim.contract import Objective
 from jobs.optim.pls import (
-    LineGP, bivariate_normal_cdf, expected_improvement, mean_minimum_in, per_sample_losses_and_slopes, rectangle_probability,
-    variance_of_mean, wolfe_belief,
+    LineGP,
+    bivariate_normal_cdf,
+    expected_improvement,
+    mean_minimum_in,
+    per_sample_losses_and_slopes,
+    rectangle_probability,
+    variance_of_mean,
+    wolfe_belief,
 )
 from jobs.paths import RunPaths
 from jobs.spec import ModelSpec, OptimizerSpec, RunSpec, TrainingSpec, violations
@@ -31,6 +37,7 @@ SHAPE = TrainingShape(total_steps=1000, steps_per_epoch=10, batch_size=128, trai
 
 
 # -- the Gaussian process ------------------------------------------------------------------------
+
 
 def kernel_by_the_formulas(s: float, s_order: int, t: float, t_order: int) -> float:
     """Dissertation Eq. 2.29-2.33, their case-split forms (m = 1): k, k^∂ = ∂k/∂λ', ∂k = ∂k/∂λ, ∂k^∂."""
@@ -44,7 +51,9 @@ def kernel_by_the_formulas(s: float, s_order: int, t: float, t_order: int) -> fl
     return min(a, b)
 
 
-def posterior_by_hand(points: list[float], values: list[float], slopes: list[float], t: float, order: int) -> tuple[float, float]:
+def posterior_by_hand(
+    points: list[float], values: list[float], slopes: list[float], t: float, order: int
+) -> tuple[float, float]:
     """Eq. 2.34/2.35 with noise-free observations, every entry from ``kernel_by_the_formulas``."""
     features = [(p, 0) for p in points] + [(p, 1) for p in points]
     gram = np.array([[kernel_by_the_formulas(p, i, q, j) for q, j in features] for p, i in features])
@@ -70,17 +79,26 @@ def test_the_posterior_of_a_quadratic_interpolates_and_matches_the_kernel_formul
     through the observations, i.e. the quadratic itself; beyond 2 it is the tangent line."""
     points, values, slopes = [0.0, 2.0], [0.0, 0.0], [-2.0, 2.0]
     gp = LineGP(points, values, slopes, 0.0, 0.0)
-    for t, value, slope in [(0.0, 0.0, -2.0), (2.0, 0.0, 2.0), (1.0, -1.0, 0.0), (0.5, -0.75, -1.0), (3.0, 2.0, 2.0)]:
+    for t, value, slope in [
+        (0.0, 0.0, -2.0),
+        (2.0, 0.0, 2.0),
+        (1.0, -1.0, 0.0),
+        (0.5, -0.75, -1.0),
+        (3.0, 2.0, 2.0),
+    ]:
         assert gp.mean(t) == pytest.approx(value, abs=1e-6)
         assert gp.mean(t, order=1) == pytest.approx(slope, abs=1e-6)
-    assert gp.variance(0.0) == pytest.approx(0.0, abs=1e-8) and gp.variance(2.0, order=1) == pytest.approx(0.0, abs=1e-8)
+    assert gp.variance(0.0) == pytest.approx(0.0, abs=1e-8) and gp.variance(2.0, order=1) == pytest.approx(
+        0.0, abs=1e-8
+    )
     for t, order in [(1.0, 0), (1.0, 1), (0.3, 0), (3.5, 0)]:
         mean, variance = posterior_by_hand(points, values, slopes, t, order)
         assert gp.mean(t, order) == pytest.approx(mean, abs=1e-6)
         assert gp.variance(t, order) == pytest.approx(variance, rel=1e-5, abs=1e-8)
     assert gp.variance(1.0) > 0.01  # between the observations the belief is uncertain
     assert mean_minimum_in(gp, 0.0, 2.0) == pytest.approx(1.0, abs=1e-6)
-    assert mean_minimum_in(LineGP([0.0, 0.5], [0.0, -0.75], [-2.0, -1.0], 0.0, 0.0), 0.0, 0.5) is None  # still falling
+    # still falling
+    assert mean_minimum_in(LineGP([0.0, 0.5], [0.0, -0.75], [-2.0, -1.0], 0.0, 0.0), 0.0, 0.5) is None
 
 
 def test_noise_makes_the_mean_smooth_instead_of_interpolating() -> None:
@@ -93,22 +111,52 @@ def test_noise_makes_the_mean_smooth_instead_of_interpolating() -> None:
 
 # -- the Wolfe probability -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("h, k, rho", [(0.0, 0.0, 0.0), (0.3, -1.2, 0.5), (-0.7, 0.4, -0.8), (1.5, 2.0, 0.95), (-2.0, -1.0, -0.3), (0.2, 0.25, 0.999), (3.0, -3.0, 0.6)])
+
+@pytest.mark.parametrize(
+    "h, k, rho",
+    [
+        (0.0, 0.0, 0.0),
+        (0.3, -1.2, 0.5),
+        (-0.7, 0.4, -0.8),
+        (1.5, 2.0, 0.95),
+        (-2.0, -1.0, -0.3),
+        (0.2, 0.25, 0.999),
+        (3.0, -3.0, 0.6),
+    ],
+)
 def test_bivariate_normal_cdf_matches_scipy(h: float, k: float, rho: float) -> None:
-    expected = stats.multivariate_normal.cdf([h, k], mean=[0.0, 0.0], cov=[[1.0, rho], [rho, 1.0]], abseps=1e-10, releps=1e-10, rng=np.random.default_rng(0))
+    expected = stats.multivariate_normal.cdf(
+        [h, k],
+        mean=[0.0, 0.0],
+        cov=[[1.0, rho], [rho, 1.0]],
+        abseps=1e-10,
+        releps=1e-10,
+        rng=np.random.default_rng(0),
+    )
     assert bivariate_normal_cdf(h, k, rho) == pytest.approx(expected, abs=1e-7)
 
 
 def rectangle_by_quadrature(a_low: float, b_low: float, b_high: float, rho: float) -> float:
     """∫_{a_low}^∞ φ(x)·[Φ((b_high − ρx)/s) − Φ((b_low − ρx)/s)] dx, s = √(1 − ρ²)."""
     s = math.sqrt(1 - rho**2)
-    inner = lambda x: stats.norm.pdf(x) * (stats.norm.cdf((b_high - rho * x) / s) - stats.norm.cdf((b_low - rho * x) / s))  # noqa: E731
+
+    def inner(x: float) -> float:
+        return stats.norm.pdf(x) * (
+            stats.norm.cdf((b_high - rho * x) / s) - stats.norm.cdf((b_low - rho * x) / s)
+        )
+
     return integrate.quad(inner, a_low, np.inf, epsabs=1e-12, epsrel=1e-10)[0]
 
 
-@pytest.mark.parametrize("a_low, b_low, b_high, rho", [(-1.0, -0.5, 2.0, 0.3), (0.5, -2.0, 0.1, -0.6), (-3.0, 1.0, 1.5, 0.9)])
-def test_the_rectangle_probability_matches_a_numerical_integral(a_low: float, b_low: float, b_high: float, rho: float) -> None:
-    assert rectangle_probability(a_low, b_low, b_high, rho) == pytest.approx(rectangle_by_quadrature(a_low, b_low, b_high, rho), abs=1e-8)
+@pytest.mark.parametrize(
+    "a_low, b_low, b_high, rho", [(-1.0, -0.5, 2.0, 0.3), (0.5, -2.0, 0.1, -0.6), (-3.0, 1.0, 1.5, 0.9)]
+)
+def test_the_rectangle_probability_matches_a_numerical_integral(
+    a_low: float, b_low: float, b_high: float, rho: float
+) -> None:
+    assert rectangle_probability(a_low, b_low, b_high, rho) == pytest.approx(
+        rectangle_by_quadrature(a_low, b_low, b_high, rho), abs=1e-8
+    )
 
 
 def test_the_wolfe_probability_is_the_bivariate_normal_mass_of_both_conditions() -> None:
@@ -122,7 +170,13 @@ def test_the_wolfe_probability_is_the_bivariate_normal_mass_of_both_conditions()
         moments_mean, moments_cov = weights @ mean, weights @ cov @ weights.T
         upper = 2 * c2 * (abs(mean[1]) + 2 * math.sqrt(cov[1, 1]))
         expected = stats.multivariate_normal.cdf(
-            [60.0, upper], mean=moments_mean, cov=moments_cov, lower_limit=[0.0, 0.0], abseps=1e-10, releps=1e-10, rng=np.random.default_rng(0)
+            [60.0, upper],
+            mean=moments_mean,
+            cov=moments_cov,
+            lower_limit=[0.0, 0.0],
+            abseps=1e-10,
+            releps=1e-10,
+            rng=np.random.default_rng(0),
         )
         probability = wolfe_belief(gp, t, c1, c2).probability()
         assert probability == pytest.approx(expected, abs=1e-6)
@@ -130,7 +184,8 @@ def test_the_wolfe_probability_is_the_bivariate_normal_mass_of_both_conditions()
 
 
 def test_exact_observations_check_the_wolfe_conditions_on_the_means() -> None:
-    # y(t) = −t + t²/2 (minimum at t = 1): at 1 both conditions hold, at 1.9 the strong bound fails (y' = 0.9 > 0.8)
+    # y(t) = −t + t²/2 (minimum at t = 1): at 1 both conditions hold, at 1.9 the strong bound fails (y' = 0.9
+    # > 0.8)
     points = [0.0, 1.0, 1.9]
     gp = LineGP(points, [-t + t * t / 2 for t in points], [-1 + t for t in points], 0.0, 0.0)
     assert wolfe_belief(gp, 1.0, 0.05, 0.8).probability() == 1.0
@@ -138,12 +193,15 @@ def test_exact_observations_check_the_wolfe_conditions_on_the_means() -> None:
 
 
 def test_expected_improvement_of_a_normal() -> None:
-    assert expected_improvement(1.0, 0.0, 0.5) == 0.0 and expected_improvement(0.2, 0.0, 0.5) == pytest.approx(0.3)
+    assert expected_improvement(1.0, 0.0, 0.5) == 0.0 and expected_improvement(
+        0.2, 0.0, 0.5
+    ) == pytest.approx(0.3)
     samples = np.random.default_rng(0).normal(0.3, 0.4, 2_000_000)
     assert expected_improvement(0.3, 0.4, 0.5) == pytest.approx(np.maximum(0.5 - samples, 0).mean(), rel=2e-3)
 
 
 # -- the search on a noise-free quadratic --------------------------------------------------------
+
 
 class Quadratic:
     """L(θ) = ½θᵀHθ + 1 in the shape of a training objective; not a batch of samples, so exact."""
@@ -169,7 +227,9 @@ class Quadratic:
         return self
 
 
-def quadratic_search(base_factor: float, steps: int, **fields: object) -> tuple[torch.optim.Optimizer, torch.Tensor, torch.Tensor, float]:
+def quadratic_search(
+    base_factor: float, steps: int, **fields: object
+) -> tuple[torch.optim.Optimizer, torch.Tensor, torch.Tensor, float]:
     """PLS from θ0 with α0 = base_factor·α* (α*: the exact minimum along −g); runs until the first
     search ends or ``steps`` steps. Returns the optimizer, θ0, g0 and α*."""
     parameter = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
@@ -177,7 +237,9 @@ def quadratic_search(base_factor: float, steps: int, **fields: object) -> tuple[
     objective = Quadratic(parameter, hessian)
     theta, gradient = parameter.detach().clone(), hessian @ parameter.detach()
     exact = float(gradient @ gradient / (gradient @ hessian @ gradient))
-    optimizer = build_optimizer([parameter], OptimizerSpec(name="pls", lr=base_factor * exact, **fields), SHAPE, objective)
+    optimizer = build_optimizer(
+        [parameter], OptimizerSpec(name="pls", lr=base_factor * exact, **fields), SHAPE, objective
+    )
     for _ in range(steps):
         optimizer.step(objective)
         assert (optimizer.last_report.forwards, optimizer.last_report.backwards) == (1, 1)
@@ -192,20 +254,31 @@ def accepted_step(optimizer: torch.optim.Optimizer, theta: torch.Tensor, gradien
     return float((theta - optimizer.state[parameter]["origin"]) @ gradient / (gradient @ gradient))
 
 
-@pytest.mark.parametrize("base_factor, evaluations, accepted", [
-    (0.8, [1.0], 0.8),  # both Wolfe conditions hold at t = 1
-    (1.5, [1.0], 1.5),  # y'(1) = +0.5 ≤ c2 = 0.8: still strong Wolfe
-    (3.0, [1.0, 1 / 3], 1.0),  # overshoot: the cubic minimum of the mean is the exact minimum
-    (0.06, [1.0, 2.0, 4.0], 0.24),  # too short: extrapolations max t + 1, then + 2 (doubled)
-])
-def test_the_search_accepts_the_wolfe_point_on_a_noise_free_quadratic(base_factor: float, evaluations: list[float], accepted: float) -> None:
+@pytest.mark.parametrize(
+    "base_factor, evaluations, accepted",
+    [
+        (0.8, [1.0], 0.8),  # both Wolfe conditions hold at t = 1
+        (1.5, [1.0], 1.5),  # y'(1) = +0.5 ≤ c2 = 0.8: still strong Wolfe
+        (3.0, [1.0, 1 / 3], 1.0),  # overshoot: the cubic minimum of the mean is the exact minimum
+        (0.06, [1.0, 2.0, 4.0], 0.24),  # too short: extrapolations max t + 1, then + 2 (doubled)
+    ],
+)
+def test_the_search_accepts_the_wolfe_point_on_a_noise_free_quadratic(
+    base_factor: float, evaluations: list[float], accepted: float
+) -> None:
     optimizer, theta, gradient, exact = quadratic_search(base_factor, steps=8)
     assert optimizer.evaluated_points == pytest.approx(evaluations, abs=1e-7)
     assert accepted_step(optimizer, theta, gradient) == pytest.approx(accepted * exact, rel=1e-7)
     average = 0.9 * base_factor * exact + 0.1 * accepted * exact
-    assert optimizer.base_step == pytest.approx(1.3 * accepted * exact, rel=1e-7) and optimizer.average_step == pytest.approx(average)
+    assert optimizer.base_step == pytest.approx(
+        1.3 * accepted * exact, rel=1e-7
+    ) and optimizer.average_step == pytest.approx(average)
     (parameter,) = optimizer.params  # θ now at the next search's t = 1
-    assert torch.allclose(parameter.detach(), optimizer.state[parameter]["origin"] + optimizer.base_step * optimizer.state[parameter]["direction"], atol=1e-12)
+    assert torch.allclose(
+        parameter.detach(),
+        optimizer.state[parameter]["origin"] + optimizer.base_step * optimizer.state[parameter]["direction"],
+        atol=1e-12,
+    )
 
 
 def test_a_step_far_out_of_the_running_average_falls_back_to_it() -> None:
@@ -222,18 +295,25 @@ def test_without_a_wolfe_point_the_lowest_mean_is_taken_after_the_budget() -> No
 
 # -- the batch's noise ---------------------------------------------------------------------------
 
+
 def test_per_sample_slopes_are_the_per_sample_gradients_along_the_direction() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
     inputs, targets = torch.randn(6, 5, dtype=torch.float64), torch.randint(0, 3, (6,))
     params = list(model.parameters())
     direction = [torch.randn_like(p) for p in params]
-    losses, slopes = per_sample_losses_and_slopes(Objective(model, inputs, targets, seed=3), params, direction)
+    losses, slopes = per_sample_losses_and_slopes(
+        Objective(model, inputs, targets, seed=3), params, direction
+    )
     for sample in range(6):  # the objective's loss: cross-entropy of the logits in float32
-        loss = torch.nn.functional.cross_entropy(model(inputs[sample : sample + 1]).float(), targets[sample : sample + 1])
+        loss = torch.nn.functional.cross_entropy(
+            model(inputs[sample : sample + 1]).float(), targets[sample : sample + 1]
+        )
         gradients = torch.autograd.grad(loss, params)
         assert float(losses[sample]) == pytest.approx(float(loss.detach()), rel=1e-6)
-        assert float(slopes[sample]) == pytest.approx(float(sum((g * d).sum() for g, d in zip(gradients, direction))), rel=1e-5)
+        assert float(slopes[sample]) == pytest.approx(
+            float(sum((g * d).sum() for g, d in zip(gradients, direction))), rel=1e-5
+        )
     values = np.array([1.0, 2.0, 4.0, 7.0])
     assert variance_of_mean(torch.tensor(values)) == pytest.approx(values.var(ddof=1) / 4)
     assert variance_of_mean(torch.tensor([3.0])) == 0.0
@@ -241,37 +321,82 @@ def test_per_sample_slopes_are_the_per_sample_gradients_along_the_direction() ->
 
 # -- the spec and the training loop --------------------------------------------------------------
 
+
 def test_pls_fields_default_to_the_papers_and_belong_to_pls_only() -> None:
     spec = OptimizerSpec(name="pls")
-    assert (spec.pls_c1, spec.pls_c2, spec.pls_wolfe_threshold, spec.pls_max_evaluations) == (None, None, None, None)
-    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], spec, SHAPE, Quadratic(torch.nn.Parameter(torch.zeros(2)), torch.eye(2)))
-    assert (optimizer.c1, optimizer.c2, optimizer.wolfe_threshold, optimizer.max_evaluations) == (0.05, 0.8, 0.3, 6)
-    assert [key for key, _, _ in violations(RunSpec(optimizer=OptimizerSpec(name="sgd", pls_c1=0.1)), known_names())] == ["optimizer.pls_c1"]
-    assert list(violations(RunSpec(optimizer=OptimizerSpec(name="pls", pls_c1=0.3, pls_wolfe_threshold=0.1, momentum=0.9)), known_names())) == []
+    assert (spec.pls_c1, spec.pls_c2, spec.pls_wolfe_threshold, spec.pls_max_evaluations) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    optimizer = build_optimizer(
+        [torch.nn.Parameter(torch.zeros(2))],
+        spec,
+        SHAPE,
+        Quadratic(torch.nn.Parameter(torch.zeros(2)), torch.eye(2)),
+    )
+    assert (optimizer.c1, optimizer.c2, optimizer.wolfe_threshold, optimizer.max_evaluations) == (
+        0.05,
+        0.8,
+        0.3,
+        6,
+    )
+    assert [
+        key
+        for key, _, _ in violations(RunSpec(optimizer=OptimizerSpec(name="sgd", pls_c1=0.1)), known_names())
+    ] == ["optimizer.pls_c1"]
+    assert (
+        list(
+            violations(
+                RunSpec(
+                    optimizer=OptimizerSpec(name="pls", pls_c1=0.3, pls_wolfe_threshold=0.1, momentum=0.9)
+                ),
+                known_names(),
+            )
+        )
+        == []
+    )
 
 
 def metric_values(paths: RunPaths, attempt: str, name: str) -> list[float]:
-    rows = [row for event in read_events(paths.attempt(attempt)) if isinstance(event.payload, Metrics) for row in event.payload.rows]
+    rows = [
+        row
+        for event in read_events(paths.attempt(attempt))
+        if isinstance(event.payload, Metrics)
+        for row in event.payload.rows
+    ]
     return [row.value for row in sorted(rows, key=lambda row: row.step) if row.name == name]
 
 
 def test_a_pls_digits_run_trains_through_the_training_loop(tmp_path: Path) -> None:
-    spec = RunSpec(optimizer=OptimizerSpec(name="pls", lr=0.1), training=TrainingSpec(steps=150, batch_size=64, eval_every=50, checkpoint_every=150, heartbeat_seconds=60))
+    spec = RunSpec(
+        optimizer=OptimizerSpec(name="pls", lr=0.1),
+        training=TrainingSpec(
+            steps=150, batch_size=64, eval_every=50, checkpoint_every=150, heartbeat_seconds=60
+        ),
+    )
     paths = RunPaths(tmp_path)
     train(spec, paths, JournalWriter(paths.attempt("001-a")))
     losses = metric_values(paths, "001-a", "train_loss")
     assert len(losses) == 150 and all(np.isfinite(losses))
     assert np.mean(losses[-30:]) < 0.4 * np.mean(losses[:10])
     assert metric_values(paths, "001-a", "val_accuracy")[-1] > 0.8
-    forwards, backwards = metric_values(paths, "001-a", "forward_passes")[-1], metric_values(paths, "001-a", "backward_passes")[-1]
-    assert 150 <= backwards < forwards < 2 * backwards  # one evaluation per step, a forward-mode pass per search
+    forwards, backwards = (
+        metric_values(paths, "001-a", "forward_passes")[-1],
+        metric_values(paths, "001-a", "backward_passes")[-1],
+    )
+    # one evaluation per step, a forward-mode pass per search
+    assert 150 <= backwards < forwards < 2 * backwards
 
 
 def test_a_resumed_pls_run_is_bit_identical(tmp_path: Path) -> None:
     spec = RunSpec(
         model=ModelSpec(hidden=[16], dropout=0.1),
         optimizer=OptimizerSpec(name="pls", lr=0.05, momentum=0.4, weight_decay=1e-4),
-        training=TrainingSpec(steps=14, batch_size=32, checkpoint_every=7, eval_every=7, heartbeat_seconds=60),
+        training=TrainingSpec(
+            steps=14, batch_size=32, checkpoint_every=7, eval_every=7, heartbeat_seconds=60
+        ),
     )
     whole, resumed = RunPaths(tmp_path / "whole"), RunPaths(tmp_path / "resumed")
     train(spec, whole, JournalWriter(whole.attempt("001-a")))

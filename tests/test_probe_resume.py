@@ -36,7 +36,10 @@ base:
 
 def shard_files(run_dir: Path, probe: str) -> dict[str, str]:
     """File name → sha256 of the published shards of ``probe``."""
-    return {path.name: sha256_file(path) for path in sorted((run_dir / "shards" / probe).glob("step_*.safetensors"))}
+    return {
+        path.name: sha256_file(path)
+        for path in sorted((run_dir / "shards" / probe).glob("step_*.safetensors"))
+    }
 
 
 def running_job_pid(run_dir: Path, attempts_before: int) -> int:
@@ -44,7 +47,11 @@ def running_job_pid(run_dir: Path, attempts_before: int) -> int:
     while time.monotonic() < deadline:
         attempt_dirs = sorted((run_dir / "attempts").glob("*"))
         if len(attempt_dirs) > attempts_before:
-            started = [event.payload for event in read_events(AttemptPaths(attempt_dirs[-1])) if isinstance(event.payload, Started)]
+            started = [
+                event.payload
+                for event in read_events(AttemptPaths(attempt_dirs[-1]))
+                if isinstance(event.payload, Started)
+            ]
             if started:
                 return started[0].pid
         time.sleep(0.02)
@@ -78,12 +85,18 @@ def test_killed_probing_job_resumes_to_the_uninterrupted_shard_set(tmp_path: Pat
     assert resumed.json()["final_states"] == {run_id: "COMPLETED"}
 
     reference = RunPaths(tmp_path / "reference")
-    train(spec_from_yaml((run_dir / "spec.yaml").read_text()), reference, JournalWriter(reference.attempt("001-a")))
+    train(
+        spec_from_yaml((run_dir / "spec.yaml").read_text()),
+        reference,
+        JournalWriter(reference.attempt("001-a")),
+    )
     for probe, expected_count in (("line", STEPS), ("interpolation", STEPS // 2)):
         resumed_files, reference_files = shard_files(run_dir, probe), shard_files(reference.run_dir, probe)
         assert len(reference_files) == expected_count
         assert resumed_files == reference_files  # every line present, byte-identical to the uninterrupted run
-        leftovers = [path.name for path in (run_dir / "shards" / probe).iterdir() if path.name not in resumed_files]
+        leftovers = [
+            path.name for path in (run_dir / "shards" / probe).iterdir() if path.name not in resumed_files
+        ]
         assert leftovers == [], leftovers  # no temporary, torn or unjournaled file
 
     manifests = [
@@ -98,7 +111,8 @@ def test_killed_probing_job_resumes_to_the_uninterrupted_shard_set(tmp_path: Pat
     assert [attempt["state"] for attempt in attempts] == ["LOST"] * 3 + ["COMPLETED"]
     resumed_from = [attempt["start_step"] for attempt in attempts[1:]]
     assert all(step % 4 == 0 for step in resumed_from)
-    assert any(step < lines for step, lines in zip(resumed_from, kill_points))  # complete lines after the checkpoint were skipped
+    # complete lines after the checkpoint were skipped
+    assert any(step < lines for step, lines in zip(resumed_from, kill_points))
     indexed = orch.ok("shards", run_id, "--json").json()["shards"]
     assert Counter(row["probe"] for row in indexed) == {"line": STEPS, "interpolation": STEPS // 2}
     assert all(row["sha256"] == sha256_file(run_dir / row["path"]) for row in indexed)

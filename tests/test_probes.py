@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jobs.catalog import known_names
 from jobs.checkpoint import load_checkpoint
 from jobs.data import DATASETS, InMemoryData
 from jobs.journal import JournalWriter, ShardWritten, read_events
@@ -24,10 +25,11 @@ from jobs.probes.interpolation import alpha_points
 from jobs.probes.line import LineProbe, base_points
 from jobs.shards import iter_shards
 from jobs.spec import ModelSpec, ProbeSpec, RunSpec, TrainingSpec, violations
-from jobs.catalog import known_names
 from jobs.train import seed_everything, train
 
-DIGITS_TRAINING = TrainingSpec(steps=12, batch_size=32, checkpoint_every=1, eval_every=6, heartbeat_seconds=0.1)
+DIGITS_TRAINING = TrainingSpec(
+    steps=12, batch_size=32, checkpoint_every=1, eval_every=6, heartbeat_seconds=0.1
+)
 
 
 def train_in(run_dir: Path, spec: RunSpec) -> RunPaths:
@@ -36,19 +38,33 @@ def train_in(run_dir: Path, spec: RunSpec) -> RunPaths:
     return paths
 
 
-def full_batch_losses(model: nn.Module, position: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, chunk: int) -> np.ndarray:
+def full_batch_losses(
+    model: nn.Module, position: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, chunk: int
+) -> np.ndarray:
     """Independent evaluation: load the parameters into a copy, plain train-mode forwards in chunks."""
     probe_model = copy.deepcopy(model).train()
     torch.nn.utils.vector_to_parameters(position, probe_model.parameters())
     with torch.no_grad():
-        losses = [F.cross_entropy(probe_model(inputs[start : start + chunk]), targets[start : start + chunk], reduction="none") for start in range(0, len(targets), chunk)]
+        losses = [
+            F.cross_entropy(
+                probe_model(inputs[start : start + chunk]), targets[start : start + chunk], reduction="none"
+            )
+            for start in range(0, len(targets), chunk)
+        ]
     return torch.cat(losses).double().numpy()
 
 
 def test_a_measured_line_equals_an_independent_evaluation_from_the_checkpoint(tmp_path: Path) -> None:
     """The oracle: checkpoint at step t + stored direction → L(θ + s·d) as in the shard."""
-    coarse = {"resolution": 0.02, "max_enlargements": 1}  # the convolutional net is slow on a CPU: fewer points
-    for model_spec, grid in ((ModelSpec(name="mlp", hidden=[32, 32]), {}), (ModelSpec(name="cnn", hidden=[8, 16]), coarse)):
+    # the convolutional net is slow on a CPU: fewer points
+    coarse = {
+        "resolution": 0.02,
+        "max_enlargements": 1,
+    }
+    for model_spec, grid in (
+        (ModelSpec(name="mlp", hidden=[32, 32]), {}),
+        (ModelSpec(name="cnn", hidden=[8, 16]), coarse),
+    ):
         probe = ProbeSpec(type="line", steps=[4, 9], store_direction=True, record=["train"], **grid)
         spec = RunSpec(model=model_spec, training=DIGITS_TRAINING, probes=[probe])
         paths = train_in(tmp_path / model_spec.name, spec)
@@ -57,29 +73,47 @@ def test_a_measured_line_equals_an_independent_evaluation_from_the_checkpoint(tm
         shards = list(iter_shards(paths, "line"))
         assert [shard.step for shard in shards] == [4, 9]
         for shard in shards:
-            model.load_state_dict(load_checkpoint(paths.checkpoint_file(shard.step), torch.device("cpu")).model)
+            model.load_state_dict(
+                load_checkpoint(paths.checkpoint_file(shard.step), torch.device("cpu")).model
+            )
             origin = flat_parameters(model)
             direction = torch.from_numpy(shard.arrays["direction_vector"][0])
             points = shard.arrays["points"]
             assert 0.0 in points and shard.metadata["update_norm"][0] in points
             for index in (0, int(np.searchsorted(points, 0.0)), len(points) // 3, len(points) - 1):
                 position = origin + torch.tensor(points[index], dtype=torch.float32) * direction
-                expected = full_batch_losses(model, position, data.train_inputs, data.train_targets, spec.training.batch_size).mean()
+                expected = full_batch_losses(
+                    model, position, data.train_inputs, data.train_targets, spec.training.batch_size
+                ).mean()
                 measured = shard.arrays["train"][0, :, index].astype(np.float64).mean()
-                assert abs(measured - expected) <= 1e-6 * abs(expected), (model_spec.name, shard.step, points[index])
+                assert abs(measured - expected) <= 1e-6 * abs(expected), (
+                    model_spec.name,
+                    shard.step,
+                    points[index],
+                )
 
 
 def test_the_direction_is_the_normalized_update(tmp_path: Path) -> None:
-    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="line", steps=[5], store_direction=True, record=["direction"])])
+    spec = RunSpec(
+        model=ModelSpec(hidden=[16]),
+        training=DIGITS_TRAINING,
+        probes=[ProbeSpec(type="line", steps=[5], store_direction=True, record=["direction"])],
+    )
     paths = train_in(tmp_path / "run", spec)
-    before = torch.cat([t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(5), torch.device("cpu")).model.values()])
-    after = torch.cat([t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(6), torch.device("cpu")).model.values()])
+    before = torch.cat(
+        [t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(5), torch.device("cpu")).model.values()]
+    )
+    after = torch.cat(
+        [t.reshape(-1) for t in load_checkpoint(paths.checkpoint_file(6), torch.device("cpu")).model.values()]
+    )
     (shard,) = iter_shards(paths, "line")
     update = after - before
     assert shard.arrays["update_norm"][0] == pytest.approx(float(update.norm()), rel=1e-6)
     assert np.allclose(shard.arrays["direction_vector"][0], (update / update.norm()).numpy(), atol=1e-6)
     # plain SGD without momentum: s_upd = λ‖g‖
-    assert shard.arrays["update_norm"][0] == pytest.approx(spec.optimizer.lr * shard.arrays["grad_norm"][0], rel=1e-5)
+    assert shard.arrays["update_norm"][0] == pytest.approx(
+        spec.optimizer.lr * shard.arrays["grad_norm"][0], rel=1e-5
+    )
     assert shard.arrays["direction"].shape == (1, 32, len(shard.arrays["points"]))
     assert "train" not in shard.arrays and shard.metadata["learning_rate"] == spec.optimizer.lr
 
@@ -94,13 +128,18 @@ def test_probes_leave_the_training_trajectory_bit_identical(tmp_path: Path) -> N
         training=training,
         probes=[
             ProbeSpec(type="line", every=3, resolution=0.05, max_enlargements=1),
-            ProbeSpec(type="line", name="noisy", steps=[4], directions=2, record=["direction"], resolution=0.05),
+            ProbeSpec(
+                type="line", name="noisy", steps=[4], directions=2, record=["direction"], resolution=0.05
+            ),
             ProbeSpec(type="interpolation", every=2),
             ProbeSpec(type="hessian_norm", steps=[7], hessian_samples=64, power_iterations=3),
         ],
     )
     without, with_probes = train_in(tmp_path / "plain", plain), train_in(tmp_path / "probed", probed)
-    assert len(list(iter_shards(with_probes, "line"))) == 4 and len(list(iter_shards(with_probes, "hessian_norm"))) == 1
+    assert (
+        len(list(iter_shards(with_probes, "line"))) == 4
+        and len(list(iter_shards(with_probes, "hessian_norm"))) == 1
+    )
     for step in (5, 10):
         first = load_checkpoint(without.checkpoint_file(step), torch.device("cpu"))
         second = load_checkpoint(with_probes.checkpoint_file(step), torch.device("cpu"))
@@ -108,7 +147,9 @@ def test_probes_leave_the_training_trajectory_bit_identical(tmp_path: Path) -> N
         for name, tensor in first.model.items():
             assert torch.equal(tensor, second.model[name]), name
         for key, state in first.optimizer["state"].items():
-            assert all(torch.equal(value, second.optimizer["state"][key][field]) for field, value in state.items())
+            assert all(
+                torch.equal(value, second.optimizer["state"][key][field]) for field, value in state.items()
+            )
         assert torch.equal(first.rng["torch"], second.rng["torch"])
         assert first.rng["python"] == second.rng["python"]
         assert np.array_equal(first.rng["numpy"]["keys"], second.rng["numpy"]["keys"])
@@ -128,10 +169,19 @@ def tilted_pair_problem(offset: float) -> tuple[nn.Module, InMemoryData, torch.T
     return model, data, origin, direction
 
 
-def line_context(model: nn.Module, data: InMemoryData, origin: torch.Tensor, direction: torch.Tensor, step_length: float) -> ProbeContext:
+def line_context(
+    model: nn.Module, data: InMemoryData, origin: torch.Tensor, direction: torch.Tensor, step_length: float
+) -> ProbeContext:
     return ProbeContext(
-        step=0, model=model, data=data, batch_indices=torch.arange(16), params_before=origin,
-        params_after=origin + step_length * direction, gradient=-direction, learning_rate=step_length, optimizer_step=None,
+        step=0,
+        model=model,
+        data=data,
+        batch_indices=torch.arange(16),
+        params_before=origin,
+        params_after=origin + step_length * direction,
+        gradient=-direction,
+        learning_rate=step_length,
+        optimizer_step=None,
     )
 
 
@@ -155,7 +205,9 @@ def test_the_interval_is_enlarged_until_the_minimum_is_inside() -> None:
 def test_a_line_with_its_minimum_inside_is_not_enlarged() -> None:
     model, data, origin, direction = tilted_pair_problem(offset=0.2)
     setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
-    measurement = LineProbe(ProbeSpec(type="line"), setup).measure(line_context(model, data, origin, direction, 0.03))
+    measurement = LineProbe(ProbeSpec(type="line"), setup).measure(
+        line_context(model, data, origin, direction, 0.03)
+    )
     assert measurement.metadata["enlargements"] == 0 and not measurement.is_extrapolation
     assert len(measurement.arrays["points"]) == 167 + 2  # the grid, 0 and s_upd
 
@@ -167,8 +219,12 @@ def test_grouped_batch_norm_forwards_equal_one_forward_per_chunk() -> None:
     origin = flat_parameters(model)
     direction = torch.randn_like(origin) / origin.numel() ** 0.5
     points = [-0.3, 0.0, 0.25]
-    one_chunk_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=32).losses(origin, direction, points, inputs, targets, seed=1)
-    many_chunks_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=128).losses(origin, direction, points, inputs, targets, seed=1)
+    one_chunk_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=32).losses(
+        origin, direction, points, inputs, targets, seed=1
+    )
+    many_chunks_per_forward = LineEvaluator(model, "batch", chunk=32, forward_batch=128).losses(
+        origin, direction, points, inputs, targets, seed=1
+    )
     assert one_chunk_per_forward.shape == (300, 3)
     assert torch.allclose(one_chunk_per_forward, many_chunks_per_forward, rtol=1e-5, atol=1e-6)
     for index, point in enumerate(points):  # and both equal plain train-mode chunks (300 = 9 × 32 + 12)
@@ -182,7 +238,9 @@ def test_eval_mode_uses_the_running_statistics_without_changing_them() -> None:
     inputs, targets = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
     model(inputs)  # one train-mode forward moves the running statistics away from (0, 1)
     before = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    losses = LineEvaluator(model, "eval", chunk=8).losses(flat_parameters(model), torch.zeros(flat_parameters(model).numel()), [0.0], inputs, targets, seed=0)
+    losses = LineEvaluator(model, "eval", chunk=8).losses(
+        flat_parameters(model), torch.zeros(flat_parameters(model).numel()), [0.0], inputs, targets, seed=0
+    )
     with torch.no_grad():
         expected = F.cross_entropy(copy.deepcopy(model).eval()(inputs), targets, reduction="none")
     assert torch.allclose(losses[:, 0], expected, atol=1e-6)
@@ -190,7 +248,11 @@ def test_eval_mode_uses_the_running_statistics_without_changing_them() -> None:
 
 
 def test_interpolation_records_losses_between_iterates_gradient_cosines_and_distance(tmp_path: Path) -> None:
-    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="interpolation", every=3, alpha_endpoints="exclusive", alphas=4)])
+    spec = RunSpec(
+        model=ModelSpec(hidden=[16]),
+        training=DIGITS_TRAINING,
+        probes=[ProbeSpec(type="interpolation", every=3, alpha_endpoints="exclusive", alphas=4)],
+    )
     paths = train_in(tmp_path / "run", spec)
     shards = list(iter_shards(paths, "interpolation"))
     assert [shard.step for shard in shards] == [0, 3, 6, 9]
@@ -207,7 +269,9 @@ def test_interpolation_records_losses_between_iterates_gradient_cosines_and_dist
     model.load_state_dict(load_checkpoint(paths.checkpoint_file(7), torch.device("cpu")).model)
     after = flat_parameters(model)
     assert shard.metadata["distance_from_init"] == pytest.approx(float((before - initial).norm()), rel=1e-6)
-    expected = full_batch_losses(model, (1 - 0.4) * before + 0.4 * after, data.train_inputs, data.train_targets, 32).mean()
+    expected = full_batch_losses(
+        model, (1 - 0.4) * before + 0.4 * after, data.train_inputs, data.train_targets, 32
+    ).mean()
     assert shard.arrays["train_loss"][1] == pytest.approx(expected, rel=1e-5)
     assert alpha_points(10, "inclusive")[[0, -1]].tolist() == [0.0, 1.0]
 
@@ -220,11 +284,18 @@ def test_hessian_norm_matches_the_exact_hessian_of_a_small_model() -> None:
     setup = ProbeSetup(model, data, TrainingSpec(batch_size=50), torch.device("cpu"))
     spec = ProbeSpec(type="hessian_norm", hessian_samples=50, power_iterations=500, power_tolerance=1e-7)
     origin = flat_parameters(model)
-    measurement = HessianNormProbe(spec, setup).measure(line_context(model, data, origin, torch.zeros_like(origin), 0.0))
+    measurement = HessianNormProbe(spec, setup).measure(
+        line_context(model, data, origin, torch.zeros_like(origin), 0.0)
+    )
 
     def loss_at(flat: torch.Tensor) -> torch.Tensor:
         replica = copy.deepcopy(model)
-        params = dict(zip([name for name, _ in model.named_parameters()], torch.split(flat, [p.numel() for p in model.parameters()])))
+        params = dict(
+            zip(
+                [name for name, _ in model.named_parameters()],
+                torch.split(flat, [p.numel() for p in model.parameters()]),
+            )
+        )
         shaped = {name: piece.view_as(dict(model.named_parameters())[name]) for name, piece in params.items()}
         return F.cross_entropy(torch.func.functional_call(replica, shaped, (inputs,)), targets)
 
@@ -237,10 +308,22 @@ def test_hessian_norm_matches_the_exact_hessian_of_a_small_model() -> None:
     ("probe", "key", "accepted"),
     [
         (ProbeSpec(type="line", alphas=5), "probes[0].alphas", "not a field of a line probe"),
-        (ProbeSpec(type="interpolation", directions=3), "probes[0].directions", "not a field of a interpolation probe"),
-        (ProbeSpec(type="line", record=["train", "test"]), "probes[0].record", "a list of train, val, direction"),
+        (
+            ProbeSpec(type="interpolation", directions=3),
+            "probes[0].directions",
+            "not a field of a interpolation probe",
+        ),
+        (
+            ProbeSpec(type="line", record=["train", "test"]),
+            "probes[0].record",
+            "a list of train, val, direction",
+        ),
         (ProbeSpec(type="line", record=[]), "probes[0].record", "at least one of"),
-        (ProbeSpec(type="hessian_norm", bn_mode="eval"), "probes[0].bn_mode", "not a field of a hessian_norm probe"),
+        (
+            ProbeSpec(type="hessian_norm", bn_mode="eval"),
+            "probes[0].bn_mode",
+            "not a field of a hessian_norm probe",
+        ),
     ],
 )
 def test_probe_fields_are_checked(probe: ProbeSpec, key: str, accepted: str) -> None:
@@ -261,16 +344,24 @@ def test_probe_step_selection() -> None:
 
 
 def test_each_shard_is_journaled_once_with_its_size_and_hash(tmp_path: Path) -> None:
-    spec = RunSpec(model=ModelSpec(hidden=[16]), training=DIGITS_TRAINING, probes=[ProbeSpec(type="line", every=4, record=["val"])])
+    spec = RunSpec(
+        model=ModelSpec(hidden=[16]),
+        training=DIGITS_TRAINING,
+        probes=[ProbeSpec(type="line", every=4, record=["val"])],
+    )
     paths = train_in(tmp_path / "run", spec)
-    manifests = [event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, ShardWritten)]
+    manifests = [
+        event.payload
+        for event in read_events(paths.attempt("001-a"))
+        if isinstance(event.payload, ShardWritten)
+    ]
     assert [manifest.step for manifest in manifests] == [0, 4, 8]
     for manifest in manifests:
         assert (paths.run_dir / manifest.path).stat().st_size == manifest.bytes
         assert manifest.n_points >= 169 and manifest.probe == "line"
 
 
-def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None:
     from tests.conftest import write_sweep
 
     sweep = write_sweep(
@@ -283,10 +374,17 @@ def test_orch_analyze_draws_representative_lines(orch, tmp_path: Path) -> None: 
     run_id = orch.ok("submit", sweep, "--executor", "debug", "--json").json()["submitted"][0]
     (report,) = orch.ok("analyze", "probed", "--figure", "lines", "--steps", "5:30", "--json").json()
     assert report["target"] == run_id and report["analysis"] == "lines"
-    assert [line["step"] for line in report["summary"]["lines"]] == [5, 10, 20, 25]  # four, spread over the range
+    # four, spread over the range
+    assert [line["step"] for line in report["summary"]["lines"]] == [
+        5,
+        10,
+        20,
+        25,
+    ]
     assert Path(report["figures"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = report["summary"]["lines"][0]
-    assert first["full_batch_at_update"] < first["full_batch_at_zero"]  # the step went downhill on the full batch
+    # the step went downhill on the full batch
+    assert first["full_batch_at_update"] < first["full_batch_at_zero"]
     assert len(orch.ok("shards", run_id, "--probe", "line", "--json").json()["shards"]) == 6
     with pytest.raises(SystemExit) as exited:  # argparse rejects the range before anything runs
         orch("analyze", "probed", "--figure", "lines", "--steps", "9:3")
@@ -299,8 +397,12 @@ def test_reduced_precision_is_explicit_and_close() -> None:
     inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     origin = flat_parameters(model)
     direction = torch.randn_like(origin) / origin.numel() ** 0.5
-    fp32 = LineEvaluator(model, "batch", chunk=32).losses(origin, direction, [0.0, 0.2], inputs, targets, seed=0)
-    bf16 = LineEvaluator(model, "batch", chunk=32, precision="bf16").losses(origin, direction, [0.0, 0.2], inputs, targets, seed=0)
+    fp32 = LineEvaluator(model, "batch", chunk=32).losses(
+        origin, direction, [0.0, 0.2], inputs, targets, seed=0
+    )
+    bf16 = LineEvaluator(model, "batch", chunk=32, precision="bf16").losses(
+        origin, direction, [0.0, 0.2], inputs, targets, seed=0
+    )
     assert fp32.dtype == bf16.dtype == torch.float32
     assert not torch.equal(fp32, bf16) and torch.allclose(fp32, bf16, rtol=5e-2, atol=5e-2)
     expected = full_batch_losses(model, origin, inputs, targets, chunk=64)

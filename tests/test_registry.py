@@ -98,7 +98,9 @@ def test_resubmitting_submits_nothing(orch: Orch) -> None:
 def test_same_run_from_two_sweeps_is_one_run(orch: Orch, tmp_path: Path) -> None:
     orch.ok("submit", TINY, "--executor", "debug")
     # lr 0.05 is a point of tiny too; resources differ, which does not change results
-    overlapping_text = TINY.read_text().replace("name: tiny", "name: overlap").replace("[0.1, 0.05]", "[0.05, 0.02]")
+    overlapping_text = (
+        TINY.read_text().replace("name: tiny", "name: overlap").replace("[0.1, 0.05]", "[0.05, 0.02]")
+    )
     overlapping = write_sweep(tmp_path, "overlap", overlapping_text + "  resources.partition: [day]\n")
 
     report = orch.ok("submit", overlapping, "--executor", "debug", "--json").json()
@@ -122,9 +124,6 @@ def test_plan_marks_completed_runs_and_writes_nothing(orch: Orch) -> None:
     assert orch.registry.read_bytes() == before
 
 
-
-
-
 def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Path) -> None:
     """Foreign keys are off while a migration recreates a table; what it leaves is checked before
     the commit, and a row that references a missing one rolls the whole upgrade back."""
@@ -133,8 +132,14 @@ def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Pa
 
     engine = open_registry(OrchHome(tmp_path))
     with engine.connect() as connection, _foreign_keys_checked_at_the_end(connection):
-        with pytest.raises(UserError, match="2 references to missing rows .*sweep_runs row 1"), connection.begin():
-            connection.exec_driver_sql("INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', 0, '{}')")
+        with (
+            pytest.raises(UserError, match="2 references to missing rows .*sweep_runs row 1"),
+            connection.begin(),
+        ):
+            connection.exec_driver_sql(
+                "INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', "
+                "0, '{}')"
+            )
             _check_foreign_keys(connection)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM sweep_runs").scalar() == 0

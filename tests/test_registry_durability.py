@@ -30,7 +30,7 @@ TINY = SWEEPS_DIR / "tiny.yaml"
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()  # type: ignore[return-value]
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()  # type: ignore[return-value]  # the migrations have a head
 
 
 def revision_of(registry: Path) -> str | None:
@@ -48,7 +48,7 @@ def open_killed_at(home: Path, kill_at: str) -> int:
     process = _context().Process(target=_killed_open, args=(str(home), kill_at))
     process.start()
     process.join(60)
-    return process.exitcode  # type: ignore[return-value]
+    return process.exitcode  # type: ignore[return-value]  # joined: it has exited
 
 
 def _killed_open(home: str, kill_at: str) -> None:
@@ -66,7 +66,9 @@ def statements_of_first_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return faults.passes("sql") - before
 
 
-def test_a_kill_at_any_statement_of_the_first_creation_leaves_a_working_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kill_at_any_statement_of_the_first_creation_leaves_a_working_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     count = statements_of_first_creation(tmp_path, monkeypatch)
     assert count >= 10  # the schema's DDL, the version row, the first read
     for point in range(1, count + 1):
@@ -95,7 +97,8 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Pat
         connection.execute("INSERT INTO runs VALUES ('r1', '{}', 'x: 1', 'RUNNING', NULL, 10, 0, 0.0)")
         for number in (1, 2):
             connection.execute(
-                "INSERT INTO attempts (run_id, number, key, executor, submission_id, state, submitted_time, journal_dir, journal_seq, requeues) "
+                "INSERT INTO attempts (run_id, number, key, executor, submission_id, state, "
+                "submitted_time, journal_dir, journal_seq, requeues) "
                 f"VALUES ('r1', {number}, 'k{number}', 'local', 's', 'RUNNING', 0.0, '/nonexistent', 0, 0)"
             )
     pristine = old_registry.read_bytes()
@@ -127,11 +130,25 @@ def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> No
         with pytest.raises(IntegrityError):
             with Session(engine) as session, session.begin():
                 for number in (10, 11):
-                    session.add(Attempt(run_id=run_id, number=number, key=f"{active}-{number}", executor="debug", submission_id="x",
-                                        state=active, submitted_time=0.0, journal_dir="/x", journal_seq=0, requeues=0))  # fmt: skip
+                    session.add(
+                        Attempt(
+                            run_id=run_id,
+                            number=number,
+                            key=f"{active}-{number}",
+                            executor="debug",
+                            submission_id="x",
+                            state=active,
+                            submitted_time=0.0,
+                            journal_dir="/x",
+                            journal_seq=0,
+                            requeues=0,
+                        )
+                    )
 
 
-def test_attempt_keys_are_unique_by_construction_not_by_chance(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attempt_keys_are_unique_by_construction_not_by_chance(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import secrets
 
     monkeypatch.setattr(secrets, "token_hex", lambda nbytes=None: "00000000")  # every random part collides
@@ -148,10 +165,15 @@ def test_the_one_active_attempt_index_is_partial_on_postgresql_too() -> None:
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.schema import CreateIndex
 
-    index = next(index for index in Attempt.__table__.indexes if index.name == "uq_attempts_one_active_per_run")
+    index = next(
+        index for index in Attempt.__table__.indexes if index.name == "uq_attempts_one_active_per_run"
+    )
     for dialect in (postgresql.dialect(), sqlite.dialect()):
         ddl = str(CreateIndex(index).compile(dialect=dialect))
-        assert ddl.startswith("CREATE UNIQUE INDEX uq_attempts_one_active_per_run ON attempts (run_id) WHERE state IN ('PENDING', 'RUNNING')"), ddl
+        assert ddl.startswith(
+            "CREATE UNIQUE INDEX uq_attempts_one_active_per_run ON attempts (run_id) WHERE state IN "
+            "('PENDING', 'RUNNING')"
+        ), ddl
 
 
 SHARED_BASE = """
@@ -166,25 +188,40 @@ def _start_together(home: Path, sweeps: list[Path]) -> list[int]:
     from tests.killpoints import _child
 
     processes = [
-        _context().Process(target=_child, args=(["--home", str(home), "submit", str(sweep), "--executor", "debug"], "never:0", {}, str(home.parent / f".p{i}")))
+        _context().Process(
+            target=_child,
+            args=(
+                ["--home", str(home), "submit", str(sweep), "--executor", "debug"],
+                "never:0",
+                {},
+                str(home.parent / f".p{i}"),
+            ),
+        )
         for i, sweep in enumerate(sweeps)
     ]
     for process in processes:
         process.start()
     for process in processes:
         process.join(300)
-    return [process.exitcode for process in processes]  # type: ignore[misc]
+    return [process.exitcode for process in processes]  # type: ignore[misc]  # joined: they have exited
 
 
 def attempts_per_run(registry: Path) -> dict[str, int]:
     with sqlite3.connect(registry) as connection:
-        return dict(connection.execute("SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = runs.id GROUP BY runs.id"))
+        return dict(
+            connection.execute(
+                "SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = "
+                "runs.id GROUP BY runs.id"
+            )
+        )
 
 
 @pytest.mark.parametrize("round_number", range(3))
 def test_concurrent_submits_of_sweeps_sharing_a_run_run_it_once(tmp_path: Path, round_number: int) -> None:
     first = write_sweep(tmp_path, "first", "name: first" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.2]}\n")
-    second = write_sweep(tmp_path, "second", "name: second" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.3]}\n")
+    second = write_sweep(
+        tmp_path, "second", "name: second" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.3]}\n"
+    )
     home = tmp_path / "home"
 
     assert _start_together(home, [first, second]) == [0, 0]
@@ -201,7 +238,9 @@ def test_the_same_sweep_submitted_twice_at_once_runs_each_run_once(tmp_path: Pat
 
     assert _start_together(home, [TINY, TINY]) == [0, 0]
 
-    assert attempts_per_run(home / "registry.sqlite") and set(attempts_per_run(home / "registry.sqlite").values()) == {1}
+    assert attempts_per_run(home / "registry.sqlite") and set(
+        attempts_per_run(home / "registry.sqlite").values()
+    ) == {1}
 
 
 def test_resume_submits_runs_a_dead_submit_left_planned(orch: Orch) -> None:
@@ -230,12 +269,21 @@ def test_a_kill_between_commit_and_scheduler_is_recovered_by_the_next_submit(tmp
         home = tmp_path / "home2"
 
 
-def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs_them_once(tmp_path: Path) -> None:
+def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs_them_once(
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
-    assert run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.launched:1").exit_code == KILLED
+    assert (
+        run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.launched:1").exit_code
+        == KILLED
+    )
     orch = Orch(home)
 
-    assert {run["state"] for run in orch.ok("runs", "--json").json()} <= {"PENDING", "RUNNING"}  # found, not lost
+    # found, not lost
+    assert {run["state"] for run in orch.ok("runs", "--json").json()} <= {
+        "PENDING",
+        "RUNNING",
+    }
     again = orch.ok("submit", TINY, "--executor", "local", "--json").json()
     assert again["submitted"] == []  # still active: nothing is started twice
     deadline = time.monotonic() + 120
@@ -264,7 +312,9 @@ def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs
     ],
 )
 @pytest.mark.parametrize("command", [["status"], ["runs"], ["submit", str(TINY), "--executor", "debug"]])
-def test_a_bad_db_url_is_bad_input_and_never_echoes_a_password(orch: Orch, monkeypatch: pytest.MonkeyPatch, url: str, fragment: str, command: list[str]) -> None:
+def test_a_bad_db_url_is_bad_input_and_never_echoes_a_password(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch, url: str, fragment: str, command: list[str]
+) -> None:
     monkeypatch.setenv("ORCH_DB_URL", url)
 
     result = orch(*command)
@@ -276,7 +326,9 @@ def test_a_bad_db_url_is_bad_input_and_never_echoes_a_password(orch: Orch, monke
     assert "Traceback" not in result.stderr
 
 
-def test_a_db_url_to_a_file_that_is_not_a_database(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_db_url_to_a_file_that_is_not_a_database(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     not_a_database = tmp_path / "notes.txt"
     not_a_database.write_text("these are my notes, not a registry\n" * 50)
     monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{not_a_database}")
@@ -289,7 +341,9 @@ def test_a_db_url_to_a_file_that_is_not_a_database(orch: Orch, tmp_path: Path, m
     assert not_a_database.read_bytes() == before
 
 
-def test_read_only_commands_never_create_a_schema_in_another_database(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_commands_never_create_a_schema_in_another_database(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     foreign, empty = tmp_path / "foreign.db", tmp_path / "empty.db"
     with sqlite3.connect(foreign) as connection:
         connection.execute("CREATE TABLE notes (text TEXT)")
@@ -297,7 +351,13 @@ def test_read_only_commands_never_create_a_schema_in_another_database(orch: Orch
     before = {path: path.read_bytes() for path in (foreign, empty)}
 
     monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{foreign}")
-    for command in (["status"], ["runs"], ["sync"], ["export", "--json"], ["submit", str(TINY), "--executor", "debug"]):
+    for command in (
+        ["status"],
+        ["runs"],
+        ["sync"],
+        ["export", "--json"],
+        ["submit", str(TINY), "--executor", "debug"],
+    ):
         result = orch(*command)
         assert result.exit_code == 2, (command, result.stderr)
         assert f"{foreign} is an SQLite database but not an orch registry" in result.stderr
@@ -316,7 +376,9 @@ def test_a_db_url_to_a_folder(orch: Orch, tmp_path: Path, monkeypatch: pytest.Mo
         assert "is not a regular file" in result.stderr
 
 
-def test_read_only_commands_with_a_url_to_a_missing_folder_create_nothing(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_commands_with_a_url_to_a_missing_folder_create_nothing(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "missing" / "deeper"
     monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{missing}/registry.sqlite")
 

@@ -17,7 +17,13 @@ from orchestrator.home import OrchHome
 from orchestrator.registry import models, tables
 from orchestrator.registry.engine import open_registry
 
-LOGIN_NODE_HEAVY = ("sqlalchemy.orm", "orchestrator.registry.models", "orchestrator.ingest", "jobs.journal", "orchestrator.executors")
+LOGIN_NODE_HEAVY = (
+    "sqlalchemy.orm",
+    "orchestrator.registry.models",
+    "orchestrator.ingest",
+    "jobs.journal",
+    "orchestrator.executors",
+)
 
 
 def test_each_mapped_attribute_is_typed_as_its_column() -> None:
@@ -29,21 +35,56 @@ def test_each_mapped_attribute_is_typed_as_its_column() -> None:
             hint = hints[column.key]
             assert typing.get_origin(hint) is models.Mapped, (mapper.class_.__name__, column.key)
             (inner,) = typing.get_args(hint)
-            assert (type(None) in typing.get_args(inner)) == column.nullable, (mapper.class_.__name__, column.key)
+            assert (type(None) in typing.get_args(inner)) == column.nullable, (
+                mapper.class_.__name__,
+                column.key,
+            )
 
 
 def _one_run_registry(home: Path, attempt_state: str) -> None:
     engine = open_registry(OrchHome(home))
     with engine.begin() as connection:
-        connection.execute(tables.sweeps.insert(), {"id": 1, "name": "s", "source_path": "s.yaml", "source_text": "", "created_time": 0.0, "updated_time": 0.0})
-        connection.execute(tables.runs.insert(), {
-            "id": "r1", "canonical_json": "{}", "spec_json": spec_json(RunSpec()), "section_ids": "{}", "state": attempt_state, "total_steps": 4, "created_time": 0.0,
-        })  # fmt: skip
-        connection.execute(tables.sweep_runs.insert(), {"sweep_id": 1, "run_id": "r1", "position": 0, "swept_json": "{}"})
-        connection.execute(tables.attempts.insert(), {
-            "run_id": "r1", "number": 1, "key": "r1-1", "executor": "local", "submission_id": "x", "state": attempt_state,
-            "submitted_time": 0.0, "journal_dir": str(home / "no-journal"), "pid": 2**22 + 1, "hostname": "elsewhere",
-        })  # fmt: skip
+        connection.execute(
+            tables.sweeps.insert(),
+            {
+                "id": 1,
+                "name": "s",
+                "source_path": "s.yaml",
+                "source_text": "",
+                "created_time": 0.0,
+                "updated_time": 0.0,
+            },
+        )
+        connection.execute(
+            tables.runs.insert(),
+            {
+                "id": "r1",
+                "canonical_json": "{}",
+                "spec_json": spec_json(RunSpec()),
+                "section_ids": "{}",
+                "state": attempt_state,
+                "total_steps": 4,
+                "created_time": 0.0,
+            },
+        )
+        connection.execute(
+            tables.sweep_runs.insert(), {"sweep_id": 1, "run_id": "r1", "position": 0, "swept_json": "{}"}
+        )
+        connection.execute(
+            tables.attempts.insert(),
+            {
+                "run_id": "r1",
+                "number": 1,
+                "key": "r1-1",
+                "executor": "local",
+                "submission_id": "x",
+                "state": attempt_state,
+                "submitted_time": 0.0,
+                "journal_dir": str(home / "no-journal"),
+                "pid": 2**22 + 1,
+                "hostname": "elsewhere",
+            },
+        )
     engine.dispose()
 
 
@@ -51,9 +92,12 @@ def _status_in_a_fresh_interpreter(home: Path) -> tuple[list[dict[str, typing.An
     program = (
         "import sys, io, contextlib; from orchestrator.cli import main; out = io.StringIO()\n"
         f"with contextlib.redirect_stdout(out): code = main(['--home', {str(home)!r}, 'status', '--json'])\n"
-        f"print(code, out.getvalue().replace(chr(10), ' '), sorted(m for m in {LOGIN_NODE_HEAVY!r} if m in sys.modules), sep=chr(10))"
+        f"print(code, out.getvalue().replace(chr(10), ' '), sorted(m for m in {LOGIN_NODE_HEAVY!r} if "
+        "m in sys.modules), sep=chr(10))"
     )
-    code, shown, loaded = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.splitlines()
+    code, shown, loaded = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert code == "0"
     return json.loads(shown), eval(loaded)  # a list of module names, printed by repr
 

@@ -20,7 +20,9 @@ def run(tmp_path: Path) -> RunPaths:
 def write_line(paths: RunPaths, step: int, journal: JournalWriter | None = None) -> None:
     points = np.linspace(-0.5, 0.5, 167, dtype=np.float64)
     losses = np.arange(167 * 3, dtype=np.float32).reshape(167, 3) + step
-    manifest = write_shard(paths, "line", step, {"points": points, "train_losses": losses}, {"lr": 0.1, "indices": [4, 2]})
+    manifest = write_shard(
+        paths, "line", step, {"points": points, "train_losses": losses}, {"lr": 0.1, "indices": [4, 2]}
+    )
     if journal is not None:
         journal.append(manifest)
 
@@ -78,7 +80,9 @@ def test_a_later_attempt_manifest_supersedes_an_earlier_one(run: RunPaths) -> No
 # --- atomic publication: one writer for jobs and orch ------------------------------------------------
 
 
-def test_publication_without_creating_parents_refuses_a_missing_folder_and_leaves_nothing(tmp_path: Path) -> None:
+def test_publication_without_creating_parents_refuses_a_missing_folder_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
     from jobs.atomic import publish_bytes
 
     with pytest.raises(FileNotFoundError):

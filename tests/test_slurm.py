@@ -33,10 +33,13 @@ def slurm_sweep(tmp_path: Path, name: str, base: str, grid: str = "") -> Path:
 
 
 def attempts_of(orch: Orch) -> list[dict]:
-    return [orch.ok("show", run["id"], "--json").json()["attempts"][-1] for run in orch.ok("runs", "--json").json()]
+    return [
+        orch.ok("show", run["id"], "--json").json()["attempts"][-1]
+        for run in orch.ok("runs", "--json").json()
+    ]
 
 
-def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -55,14 +58,24 @@ def test_gpu_sweep_runs_as_one_array_with_parallelism_cap(orch: Orch, mini_clust
     script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-5%2" in script and "#SBATCH --gres=gpu:1080ti:1" in script
     assert "#SBATCH --partition=test" in script and "#SBATCH --signal=USR2@30" in script
-    names = slurm_run(mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", job_ids[0].split("_")[0]).stdout.split()
-    assert names and all(name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names)  # squeue says what a job is
+    names = slurm_run(
+        mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", job_ids[0].split("_")[0]
+    ).stdout.split()
+    # squeue says what a job is
+    assert names and all(name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names)
 
 
-def test_sweep_larger_than_max_array_size_goes_out_in_chunks(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_sweep_larger_than_max_array_size_goes_out_in_chunks(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     set_max_array_size(mini_cluster, 5)
     try:
-        sweep = slurm_sweep(tmp_path, "chunked", "  training: {steps: 20, checkpoint_every: 10, eval_every: 10}\n  model: {hidden: [8]}\n", "  optimizer.lr: [0.1, 0.05, 0.02]\nseeds: 4\n")
+        sweep = slurm_sweep(
+            tmp_path,
+            "chunked",
+            "  training: {steps: 20, checkpoint_every: 10, eval_every: 10}\n  model: {hidden: [8]}\n",
+            "  optimizer.lr: [0.1, 0.05, 0.02]\nseeds: 4\n",
+        )
         result = orch("submit", sweep, "--wait", "--json")
     finally:
         set_max_array_size(mini_cluster, 1001)
@@ -74,9 +87,13 @@ def test_sweep_larger_than_max_array_size_goes_out_in_chunks(orch: Orch, mini_cl
     assert max(attempt["array_task"] for attempt in attempts_of(orch)) == 4
 
 
-def test_failing_task_is_failed_with_traceback_in_logs(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_failing_task_is_failed_with_traceback_in_logs(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     """A diverging run: FAILED as in sacct, at the step its training reached (not 0/300)."""
-    sweep = slurm_sweep(tmp_path, "diverges", "  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n")
+    sweep = slurm_sweep(
+        tmp_path, "diverges", "  optimizer: {lr: 1000.0}\n  training: {steps: 300, eval_every: 25}\n"
+    )
 
     result = orch("submit", sweep, "--wait", "--json")
 
@@ -92,7 +109,9 @@ def test_failing_task_is_failed_with_traceback_in_logs(orch: Orch, mini_cluster:
     assert "Traceback (most recent call last)" in stderr and "FloatingPointError" in stderr
 
 
-def test_task_over_its_memory_limit_is_out_of_memory(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_task_over_its_memory_limit_is_out_of_memory(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     sweep = slurm_sweep(tmp_path, "oom", "  resources: {mem: 60M}\n")
 
     orch("submit", sweep, "--wait")
@@ -123,7 +142,7 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
         def __init__(self, name: str) -> None:
             self.backend = real_get_backend(name)
 
-        def submit(self, array):  # type: ignore[no-untyped-def]
+        def submit(self, array):
             self.backend.submit(array)
             raise KeyboardInterrupt  # the login-node process dies before it records the job ids
 
@@ -132,7 +151,9 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
     monkeypatch.undo()
 
     with sqlite3.connect(orch.registry) as registry:
-        assert registry.execute("SELECT DISTINCT state, job_id FROM attempts").fetchall() == [("PENDING", None)]
+        assert registry.execute("SELECT DISTINCT state, job_id FROM attempts").fetchall() == [
+            ("PENDING", None)
+        ]
     again = orch.ok("submit", GPU_SWEEP, "--wait", "--json").json()
 
     assert again["submitted"] == []  # the six attempts are still active: nothing is submitted twice
@@ -140,8 +161,15 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
     assert all(attempt["job_id"] for attempt in attempts_of(orch))  # found by the array's job name
 
 
-def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "forgotten", "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, heartbeat_seconds: 0.5}\n")
+def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
+    sweep = slurm_sweep(
+        tmp_path,
+        "forgotten",
+        "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, "
+        "heartbeat_seconds: 0.5}\n",
+    )
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wait_until(lambda: orch.ok("show", run_id, "--json").json()["step"] >= 200)
     job_id = orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"]
@@ -160,23 +188,32 @@ def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(orch: Orch, mini_clus
 
 def set_max_array_size(cluster: MiniCluster, size: int) -> None:
     text = cluster.slurm_conf.read_text()
-    lines = [f"MaxArraySize={size}" if line.startswith("MaxArraySize=") else line for line in text.splitlines()]
+    lines = [
+        f"MaxArraySize={size}" if line.startswith("MaxArraySize=") else line for line in text.splitlines()
+    ]
     cluster.slurm_conf.write_text("\n".join(lines) + "\n")
     subprocess.run(["scontrol", "reconfigure"], check=True, env={**os.environ, **cluster.environment})
     wait_until(lambda: max_array_size() == size, timeout_seconds=30)
 
 
 def sacct_state(cluster: MiniCluster, job_id: str) -> str:
-    completed = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
+    completed = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True
+    )
     lines = completed.stdout.splitlines()
     return lines[-1] if lines else ""
 
 
-def test_time_limit_checkpoints_requeues_and_completes_identically(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_time_limit_checkpoints_requeues_and_completes_identically(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
     steps = 12000  # about 150 s of training in a job here (13 ms a step): longer than its 2-minute limit
-    base = f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    base = (
+        f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, "
+        "eval_every: 1000, heartbeat_seconds: 1.0}\n"
+    )
     sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2'}\n")
     reference = Orch(tmp_path / "reference")
 
@@ -193,12 +230,17 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(orch: Orch, m
     wait_until(lambda: sacct_states(mini_cluster, attempt["job_id"])[-1:] == ["COMPLETED"], timeout_seconds=60)
     assert sacct_states(mini_cluster, attempt["job_id"]).count("REQUEUED") == attempt["requeues"]
     final = f"runs/{run['id']}/checkpoints/step_{steps:09d}.safetensors"
-    requeued, uninterrupted = load_file(orch.home / "results" / final), load_file(reference.home / "results" / final)
+    requeued, uninterrupted = (
+        load_file(orch.home / "results" / final),
+        load_file(reference.home / "results" / final),
+    )
     assert requeued.keys() == uninterrupted.keys()
     assert all(requeued[name].numpy().tobytes() == uninterrupted[name].numpy().tobytes() for name in requeued)
 
 
-def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     base = (
         "  model: {hidden: [16]}\n"
         "  training: {steps: 30, checkpoint_every: 10, eval_every: 10, heartbeat_seconds: 0.5, device: cpu}\n"
@@ -207,16 +249,28 @@ def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(orch: Orch, mini_cluster:
     )
     assert orch("submit", slurm_sweep(tmp_path, "probed", base), "--wait").exit_code == 0
 
-    (report,) = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--wait", "--json").json()
+    (report,) = orch.ok(
+        "analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--wait", "--json"
+    ).json()
 
     assert report["summary"]["lines"] == 3 and Path(report["figures"][0]).is_file()
     script = next((orch.home / "results" / "submitit").glob("analyze-*/*_submission.sh")).read_text()
-    assert "#SBATCH --partition=test" in script and "#SBATCH --time=7\n" in script and "--gres" not in script  # minutes from the shards' measured cost
+    # minutes from the shards' measured cost
+    assert "#SBATCH --partition=test" in script and "#SBATCH --time=7\n" in script and "--gres" not in script
 
 
 def squeue_line(cluster: MiniCluster, job_id: str) -> Optional[tuple[str, str, str]]:
     """(state, reason, node) of a job as slurmctld has it now, or None."""
-    listed = slurm_run(cluster, "squeue", "--noheader", "--array", "--states=all", "--jobs", job_id.split("_")[0], "--format=%i|%T|%r|%N").stdout
+    listed = slurm_run(
+        cluster,
+        "squeue",
+        "--noheader",
+        "--array",
+        "--states=all",
+        "--jobs",
+        job_id.split("_")[0],
+        "--format=%i|%T|%r|%N",
+    ).stdout
     for line in listed.splitlines():
         listed_id, state, reason, node = line.split("|")
         if listed_id == job_id:
@@ -225,14 +279,29 @@ def squeue_line(cluster: MiniCluster, job_id: str) -> Optional[tuple[str, str, s
 
 
 def active_item(orch: Orch, run_id: str) -> dict:
-    return next(item for view in orch.ok("status", "--json").json() for item in view["active"] if item["run"] == run_id)
+    return next(
+        item
+        for view in orch.ok("status", "--json").json()
+        for item in view["active"]
+        if item["run"] == run_id
+    )
 
 
-def test_a_held_task_shows_slurms_reason_and_runs_once_released(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_a_held_task_shows_slurms_reason_and_runs_once_released(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     """A hold is what squeue says (sacct's reason of a queued job is stale); released, it runs."""
-    sweep = slurm_sweep(tmp_path, "held", "  training: {steps: 400, heartbeat_seconds: 0.5}\n", "  optimizer.lr: [0.1, 0.05, 0.02]\n")
+    sweep = slurm_sweep(
+        tmp_path,
+        "held",
+        "  training: {steps: 400, heartbeat_seconds: 0.5}\n",
+        "  optimizer.lr: [0.1, 0.05, 0.02]\n",
+    )
     orch.ok("submit", sweep, "--json")  # the mini profile runs two tasks at a time: the third waits
-    by_task = {attempt["array_task"]: (run["id"], attempt["job_id"]) for run, attempt in zip(orch.ok("runs", "--json").json(), attempts_of(orch))}
+    by_task = {
+        attempt["array_task"]: (run["id"], attempt["job_id"])
+        for run, attempt in zip(orch.ok("runs", "--json").json(), attempts_of(orch))
+    }
     run_id, job_id = by_task[2]
 
     held = slurm_run(mini_cluster, "scontrol", "hold", job_id)
@@ -243,12 +312,16 @@ def test_a_held_task_shows_slurms_reason_and_runs_once_released(orch: Orch, mini
     assert (item["state"], item["reason"]) == ("PENDING", f"pending: {reason}")
 
     assert slurm_run(mini_cluster, "scontrol", "release", job_id).returncode == 0
-    wait_until(lambda: (squeue_line(mini_cluster, job_id) or ("",))[0] in ("RUNNING", "COMPLETING", "COMPLETED"))
+    wait_until(
+        lambda: (squeue_line(mini_cluster, job_id) or ("",))[0] in ("RUNNING", "COMPLETING", "COMPLETED")
+    )
     wait_until(lambda: orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 3})
     assert orch.ok("show", run_id, "--json").json()["attempts"][0]["reason"] is None
 
 
-def test_a_task_slurm_runs_is_running_before_its_first_journal_event(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_a_task_slurm_runs_is_running_before_its_first_journal_event(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     """squeue says RUNNING while the job is still importing: status says RUNNING on that node with
     no pending reason, not PENDING until the journal's first event (the job is stopped in that
     window with SIGSTOP, so the test does not race it)."""
@@ -260,7 +333,11 @@ def test_a_task_slurm_runs_is_running_before_its_first_journal_event(orch: Orch,
     while (squeue_line(mini_cluster, job_id) or ("",))[0] != "RUNNING":
         assert time.monotonic() < deadline, "the job did not start"
         time.sleep(0.05)
-    pids = [int(line.split()[0]) for line in slurm_run(mini_cluster, "scontrol", "listpids", job_id).stdout.splitlines()[1:] if line.split()[0].isdigit()]
+    pids = [
+        int(line.split()[0])
+        for line in slurm_run(mini_cluster, "scontrol", "listpids", job_id).stdout.splitlines()[1:]
+        if line.split()[0].isdigit()
+    ]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -274,8 +351,12 @@ def test_a_task_slurm_runs_is_running_before_its_first_journal_event(orch: Orch,
     wait_until(lambda: orch.ok("runs", "--json").json()[0]["state"] == "COMPLETED")
 
 
-def test_max_parallel_on_the_command_line_caps_the_array(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
-    sweep = slurm_sweep(tmp_path, "capped", "  training: {steps: 5}\n", "  optimizer.lr: [0.1, 0.05, 0.02, 0.01]\n")
+def test_max_parallel_on_the_command_line_caps_the_array(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
+    sweep = slurm_sweep(
+        tmp_path, "capped", "  training: {steps: 5}\n", "  optimizer.lr: [0.1, 0.05, 0.02, 0.01]\n"
+    )
     assert orch("submit", sweep, "--max-parallel", "3", "--wait").exit_code == 0
     script = next((orch.home / "results" / "submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-3%3" in script
@@ -283,42 +364,69 @@ def test_max_parallel_on_the_command_line_caps_the_array(orch: Orch, mini_cluste
 
 def sacct_states(cluster: MiniCluster, job_id: str) -> list[str]:
     """Every record accounting holds of one job, oldest first (a requeue adds one)."""
-    listed = slurm_run(cluster, "sacct", "--duplicates", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id.split("_")[0]).stdout
+    listed = slurm_run(
+        cluster, "sacct", "--duplicates", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id.split("_")[0]
+    ).stdout
     return [line.split("|")[1].split()[0] for line in listed.splitlines() if line.split("|")[0] == job_id]
 
 
-def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     """slurmd killed while two runs train: once slurmctld declares NODE_FAIL and requeues them,
     orch says PENDING with squeue's reason and keeps the NODE_FAIL in the attempt's history; back
     in service, the same attempts finish (start step kept) and the runs are COMPLETED as in sacct."""
     steps = 20000  # about 100 s of training here while both run: still training when NODE_FAIL comes
-    base = f"  model: {{hidden: [512, 512]}}\n  training: {{steps: {steps}, checkpoint_every: 1000, eval_every: 1000, heartbeat_seconds: 1.0}}\n"
+    base = (
+        f"  model: {{hidden: [512, 512]}}\n  training: {{steps: {steps}, checkpoint_every: 1000, "
+        "eval_every: 1000, heartbeat_seconds: 1.0}\n"
+    )
     sweep = slurm_sweep(tmp_path, "nodefail", base, "  optimizer.lr: [0.1, 0.05]\n")
     run_ids = orch.ok("submit", sweep, "--json").json()["submitted"]
     jobs = {run_id: orch.ok("show", run_id, "--json").json()["attempts"][0]["job_id"] for run_id in run_ids}
     wait_until(lambda: all(orch.ok("show", run_id, "--json").json()["step"] > 0 for run_id in run_ids))
     node = {run_id: (squeue_line(mini_cluster, job_id) or ("", "", ""))[2] for run_id, job_id in jobs.items()}
-    assert all(node.values()) and {active_item(orch, run_id)["node"] for run_id in run_ids} == set(node.values())
+    assert all(node.values()) and {active_item(orch, run_id)["node"] for run_id in run_ids} == set(
+        node.values()
+    )
 
     kill_slurmd(mini_cluster)
     try:
-        wait_until(lambda: all("NODE_FAIL" in sacct_states(mini_cluster, job_id) for job_id in jobs.values()), timeout_seconds=120)
+        wait_until(
+            lambda: all("NODE_FAIL" in sacct_states(mini_cluster, job_id) for job_id in jobs.values()),
+            timeout_seconds=120,
+        )
         for run_id, job_id in jobs.items():
-            def agrees_with_squeue() -> bool:
-                item, (state, reason, _) = active_item(orch, run_id), squeue_line(mini_cluster, job_id) or ("", "", "")
-                return state == "PENDING" and (item["state"], item["reason"]) == ("PENDING", f"pending: {reason}")
 
-            wait_until(agrees_with_squeue, timeout_seconds=60)  # squeue's reason moves on (BeginTime, then the node is down)
+            def agrees_with_squeue() -> bool:
+                item, (state, reason, _) = (
+                    active_item(orch, run_id),
+                    squeue_line(mini_cluster, job_id) or ("", "", ""),
+                )
+                return state == "PENDING" and (item["state"], item["reason"]) == (
+                    "PENDING",
+                    f"pending: {reason}",
+                )
+
+            # squeue's reason moves on (BeginTime, then the node is down)
+            wait_until(agrees_with_squeue, timeout_seconds=60)
             [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
             assert attempt["requeues"] == 1
-            assert [(r["cause"], r["source"], r["node"]) for r in attempt["requeue_history"]] == [("NODE_FAIL", "scheduler", node[run_id])]
+            assert [(r["cause"], r["source"], r["node"]) for r in attempt["requeue_history"]] == [
+                ("NODE_FAIL", "scheduler", node[run_id])
+            ]
     finally:
         restart_slurmd(mini_cluster)
 
     wait_until(lambda: orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 2})
     for run_id, job_id in jobs.items():
         [attempt] = orch.ok("show", run_id, "--json").json()["attempts"]
-        assert (attempt["state"], attempt["start_step"], attempt["end_step"], attempt["requeues"]) == ("COMPLETED", 0, steps, 1)
+        assert (attempt["state"], attempt["start_step"], attempt["end_step"], attempt["requeues"]) == (
+            "COMPLETED",
+            0,
+            steps,
+            1,
+        )
         assert [r["cause"] for r in attempt["requeue_history"]] == ["NODE_FAIL"]
         wait_until(lambda: sacct_states(mini_cluster, job_id)[-1] == "COMPLETED", timeout_seconds=60)
         assert sacct_states(mini_cluster, job_id)[0] == "NODE_FAIL"

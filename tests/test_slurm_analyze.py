@@ -36,37 +36,57 @@ def trained(orch: Orch, tmp_path: Path) -> list[str]:
     return [run["id"] for run in orch.ok("runs", "--json").json()]
 
 
-def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition, timeout_seconds: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(1.0)
 
 
-def test_analyses_go_out_as_one_array_with_a_measured_time_and_orch_returns(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_analyses_go_out_as_one_array_with_a_measured_time_and_orch_returns(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     run_ids = trained(orch, tmp_path)
 
     submitted = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--json").json()
 
     assert submitted["runs"] == 3 and len(submitted["arrays"]) == 1
     (array,) = submitted["arrays"]
-    assert array["job_name"].startswith("orch:analyze:polyfit:") and array["job_ids"] == [f"{array['array_id']}_{task}" for task in range(3)]
-    assert (array["partition"], array["time"], array["time_capped"]) == ("test", "0-00:07:00", False)  # 3 small shards: the floor
+    assert array["job_name"].startswith("orch:analyze:polyfit:") and array["job_ids"] == [
+        f"{array['array_id']}_{task}" for task in range(3)
+    ]
+    # 3 small shards: the floor
+    assert (array["partition"], array["time"], array["time_capped"]) == (
+        "test",
+        "0-00:07:00",
+        False,
+    )
     assert sorted(task["run"] for task in array["tasks"]) == sorted(run_ids)
     assert all(task["shards"] == 3 and task["bytes"] > 0 for task in array["tasks"]), array["tasks"]
-    assert submitted["watch"][0] == f"squeue --jobs {array['array_id']}" and submitted["watch"][1].startswith(f"sacct --jobs {array['array_id']} ")
+    assert submitted["watch"][0] == f"squeue --jobs {array['array_id']}" and submitted["watch"][1].startswith(
+        f"sacct --jobs {array['array_id']} "
+    )
     script = next(Path(array["submitit_folder"]).glob("*_submission.sh")).read_text()
-    assert "#SBATCH --array=0-2%2" in script and "#SBATCH --time=7\n" in script and "#SBATCH --partition=test" in script
-    assert f"#SBATCH --job-name={array['job_name']}" in script and "--gres" not in script  # no GPU for an analysis
+    assert (
+        "#SBATCH --array=0-2%2" in script
+        and "#SBATCH --time=7\n" in script
+        and "#SBATCH --partition=test" in script
+    )
+    # no GPU for an analysis
+    assert f"#SBATCH --job-name={array['job_name']}" in script and "--gres" not in script
 
     reports = [Path(task["report"]) for task in array["tasks"]]
     wait_until(lambda: all(report.is_file() for report in reports))
     assert all(json.loads(report.read_text())["summary"]["lines"] == 3 for report in reports)
-    names = slurm_run(mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", array["array_id"]).stdout.split()
+    names = slurm_run(
+        mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobName", "-j", array["array_id"]
+    ).stdout.split()
     assert names and set(names) == {array["job_name"]}  # squeue and sacct say what the jobs are
 
 
-def test_without_wait_it_prints_what_it_submitted_and_with_wait_every_file(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_without_wait_it_prints_what_it_submitted_and_with_wait_every_file(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     trained(orch, tmp_path)
 
     printed = orch.ok("analyze", "probed", "--figure", "polyfit", "--executor", "slurm").stdout
@@ -75,16 +95,30 @@ def test_without_wait_it_prints_what_it_submitted_and_with_wait_every_file(orch:
     lines = printed.splitlines()
     assert lines[0] == "analyze polyfit: submitted 3 runs as 1 slurm array"
     array_id = lines[1].split()[1]
-    assert array_id.isdigit() and f"watch: squeue --jobs {array_id}" in printed and "submitit folder (scripts, logs): " in printed
-    assert "--time 0-00:07:00 per run" in printed and "figures, tables and reports (<run>-polyfit.json) will be in: " in printed
+    assert (
+        array_id.isdigit()
+        and f"watch: squeue --jobs {array_id}" in printed
+        and "submitit folder (scripts, logs): " in printed
+    )
+    assert (
+        "--time 0-00:07:00 per run" in printed
+        and "figures, tables and reports (<run>-polyfit.json) will be in: " in printed
+    )
     written = [Path(line.strip()) for line in waited.splitlines() if line.startswith("  /")]
     assert waited.count(" polyfit: wrote 2 files") == 3 and len(written) == 6
     assert all(path.is_file() for path in written) and {path.suffix for path in written} == {".png", ".csv"}
 
 
-def test_a_failed_analysis_job_is_exit_1_naming_its_log(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_a_failed_analysis_job_is_exit_1_naming_its_log(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     run_ids = trained(orch, tmp_path)
-    broken = Path(orch.ok("show", run_ids[0], "--json").json()["run_dir"]) / "shards" / "line" / "step_000000010.safetensors"
+    broken = (
+        Path(orch.ok("show", run_ids[0], "--json").json()["run_dir"])
+        / "shards"
+        / "line"
+        / "step_000000010.safetensors"
+    )
     broken.write_bytes(b"not a shard")
 
     result = orch("analyze", "probed", "--figure", "polyfit", "--executor", "slurm", "--wait", "--json")
@@ -97,16 +131,22 @@ def test_a_failed_analysis_job_is_exit_1_naming_its_log(orch: Orch, mini_cluster
     assert log.is_file() and "Traceback" in log.read_text() and "Traceback" not in result.stderr
 
 
-def test_an_array_sbatch_refuses_is_exit_2_without_a_traceback(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_array_sbatch_refuses_is_exit_2_without_a_traceback(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trained(orch, tmp_path)
     own = tmp_path / "clusters"
     own.mkdir()
-    (own / "mini.yaml").write_text('partitions:\n  - {name: nosuch, max_time: "1-00:00:00"}\n')  # a partition the cluster lacks
+    # a partition the cluster lacks
+    (own / "mini.yaml").write_text('partitions:\n  - {name: nosuch, max_time: "1-00:00:00"}\n')
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
 
     result = orch("analyze", "probed", "--figure", "polyfit", "--executor", "slurm")
 
     assert result.exit_code == 2 and result.stdout == ""
     (message,) = result.stderr.splitlines()  # sbatch's complaint is said once, in orch's line
-    assert message.startswith("orch: error: sbatch refused the analysis array orch:analyze:polyfit:") and "partition nosuch" in message
+    assert (
+        message.startswith("orch: error: sbatch refused the analysis array orch:analyze:polyfit:")
+        and "partition nosuch" in message
+    )
     assert "invalid partition" in message.lower() and "accepted: " in message

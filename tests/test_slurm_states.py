@@ -26,7 +26,9 @@ def test_a_job_requeued_after_its_node_failed_keeps_the_failed_run_as_history() 
     requeued = observation_of(records["1_0"])
 
     assert (requeued.phase, requeued.reason) == (Phase.PENDING, "BeginTime")
-    assert requeued.requeued == (EndedRun("NODE_FAIL", "vm", epoch("2026-12-01T10:03:29"), epoch("2026-12-01T10:04:16")),)
+    assert requeued.requeued == (
+        EndedRun("NODE_FAIL", "vm", epoch("2026-12-01T10:03:29"), epoch("2026-12-01T10:04:16")),
+    )
     assert observation_of(records["1_1"]).requeued == ()
 
 
@@ -42,15 +44,20 @@ def test_each_requeue_is_kept_in_order_and_a_pending_line_seen_twice_is_not_one(
     finished = observation_of(records["1_0"])
 
     assert (finished.phase, finished.state) == (Phase.ENDED, "COMPLETED")
-    assert [(run.state, run.ended_time) for run in finished.requeued] == [("NODE_FAIL", epoch("2026-12-01T10:04:16")), ("REQUEUED", epoch("2026-12-01T10:07:00"))]
+    assert [(run.state, run.ended_time) for run in finished.requeued] == [
+        ("NODE_FAIL", epoch("2026-12-01T10:04:16")),
+        ("REQUEUED", epoch("2026-12-01T10:07:00")),
+    ]
     assert observation_of(records["1_1"]).requeued == ()
 
 
 def test_a_job_squeue_has_waiting_again_before_accounting_saw_the_requeue_has_that_run_as_history() -> None:
     from orchestrator.executors.slurm import earlier_runs
 
-    [accounting] = parse_sacct(AFTER_NODE_FAIL.splitlines()[0], wanted=None).values()  # NODE_FAIL is still its newest record
-    [waiting] = parse_sacct("1_0|job.sh|PENDING||||", wanted=None).values()  # squeue: pending again (BeginTime)
+    # NODE_FAIL is still its newest record
+    [accounting] = parse_sacct(AFTER_NODE_FAIL.splitlines()[0], wanted=None).values()
+    # squeue: pending again (BeginTime)
+    [waiting] = parse_sacct("1_0|job.sh|PENDING||||", wanted=None).values()
     [running] = parse_sacct("1_0|job.sh|COMPLETING||vm|None", wanted=None).values()
 
     assert [run.state for run in earlier_runs(waiting, accounting)] == ["NODE_FAIL"]

@@ -12,9 +12,20 @@ from typing import Any, Iterator
 import pytest
 
 from jobs.catalog import known_names
-from jobs.spec import ContainerSpec, ProbeSpec, ResourcesSpec, RunSpec, SbatchOptions, TrainingSpec, spec_from_json, spec_from_yaml, spec_to_yaml, time_limit_minutes, violations
-from orchestrator.fingerprint import spec_json
-from orchestrator.fingerprint import run_id
+from jobs.spec import (
+    ContainerSpec,
+    ProbeSpec,
+    ResourcesSpec,
+    RunSpec,
+    SbatchOptions,
+    TrainingSpec,
+    spec_from_json,
+    spec_from_yaml,
+    spec_to_yaml,
+    time_limit_minutes,
+    violations,
+)
+from orchestrator.fingerprint import run_id, spec_json
 
 
 def test_yaml_round_trip() -> None:
@@ -25,8 +36,17 @@ def test_yaml_round_trip() -> None:
 def test_fields_that_cannot_change_results_do_not_change_the_run_id() -> None:
     spec = RunSpec()
     same = [
-        replace(spec, resources=ResourcesSpec(partition="week", time="2-00:00:00", gpus=4, cpus=8, mem="64G")),
-        replace(spec, resources=ResourcesSpec(sbatch=SbatchOptions(qos="gpu-long", constraint="1080ti", mail_type="END", extra=["--nice=10"]))),
+        replace(
+            spec, resources=ResourcesSpec(partition="week", time="2-00:00:00", gpus=4, cpus=8, mem="64G")
+        ),
+        replace(
+            spec,
+            resources=ResourcesSpec(
+                sbatch=SbatchOptions(
+                    qos="gpu-long", constraint="1080ti", mail_type="END", extra=["--nice=10"]
+                )
+            ),
+        ),
         replace(spec, container=replace(spec.container, binds=["/data:/data"])),
         replace(spec, training=replace(spec.training, heartbeat_seconds=60.0)),
         replace(spec, data=replace(spec.data, root="/scratch/data")),
@@ -53,24 +73,48 @@ def test_a_spec_recorded_before_resources_had_sbatch_options_still_reads() -> No
 
     assert read == spec and read.resources.sbatch == SbatchOptions()
     assert run_id(read) == run_id(spec)
-    given = replace(spec, resources=replace(spec.resources, sbatch=SbatchOptions(qos="gpu-long", extra=["--hint=nomultithread"])))
+    given = replace(
+        spec,
+        resources=replace(
+            spec.resources, sbatch=SbatchOptions(qos="gpu-long", extra=["--hint=nomultithread"])
+        ),
+    )
     assert spec_from_json(spec_json(given)) == given and spec_from_yaml(spec_to_yaml(given)) == given
 
 
 @pytest.mark.parametrize(
     ("options", "key", "accepted"),
     [
-        (SbatchOptions(mail_type="END,SOMETIMES"), "resources.sbatch.mail_type", "comma-separated list of NONE, BEGIN, END"),
-        (SbatchOptions(extra=["--nice=1", "--wrap=rm -rf ~"]), "resources.sbatch.extra[1]", "name one of --reservation"),
+        (
+            SbatchOptions(mail_type="END,SOMETIMES"),
+            "resources.sbatch.mail_type",
+            "comma-separated list of NONE, BEGIN, END",
+        ),
+        (
+            SbatchOptions(extra=["--nice=1", "--wrap=rm -rf ~"]),
+            "resources.sbatch.extra[1]",
+            "name one of --reservation",
+        ),
         (SbatchOptions(extra=["nice=1"]), "resources.sbatch.extra[0]", "--name=value (or --flag)"),
         (SbatchOptions(qos="x" * 513), "resources.sbatch.qos", "at most 512 characters"),
     ],
 )
-def test_a_runs_sbatch_options_are_checked_like_a_profiles(options: SbatchOptions, key: str, accepted: str) -> None:
+def test_a_runs_sbatch_options_are_checked_like_a_profiles(
+    options: SbatchOptions, key: str, accepted: str
+) -> None:
     spec = RunSpec(resources=ResourcesSpec(sbatch=options))
     found = accepted_by_key(spec)
     assert key in found and any(accepted in text for text in found[key]), found
-    assert accepted_by_key(RunSpec(resources=ResourcesSpec(sbatch=SbatchOptions(qos="gpu-long", mail_type="END,FAIL", extra=["--nice=10"])))) == {}
+    assert (
+        accepted_by_key(
+            RunSpec(
+                resources=ResourcesSpec(
+                    sbatch=SbatchOptions(qos="gpu-long", mail_type="END,FAIL", extra=["--nice=10"])
+                )
+            )
+        )
+        == {}
+    )
 
 
 def test_slurm_time_limits_in_minutes() -> None:
@@ -135,8 +179,16 @@ STR_FIELDS = fields_of(str)
 
 
 def test_the_schema_walk_finds_the_fields() -> None:
-    assert {"optimizer.lr", "probes[0].interval", "optimizer.betas", "data.mean", "training.heartbeat_seconds"} <= {key for key, _, _ in FLOAT_FIELDS}
-    assert {"training.steps", "model.hidden", "probes[0].steps", "resources.gpus"} <= {key for key, _, _ in INT_FIELDS}
+    assert {
+        "optimizer.lr",
+        "probes[0].interval",
+        "optimizer.betas",
+        "data.mean",
+        "training.heartbeat_seconds",
+    } <= {key for key, _, _ in FLOAT_FIELDS}
+    assert {"training.steps", "model.hidden", "probes[0].steps", "resources.gpus"} <= {
+        key for key, _, _ in INT_FIELDS
+    }
 
 
 @pytest.mark.parametrize("key", [key for key, _, _ in FLOAT_FIELDS])
@@ -159,12 +211,18 @@ def test_every_integer_field_has_an_upper_bound_that_sqlite_holds(key: str) -> N
 
     assert check is not None and check.le is not None, f"{key} has no upper bound"
     assert check.le <= SQLITE_MAX_INT
-    too_large = [check.le + 1] if typing.get_origin(spec_field.type) is list or "list" in str(spec_field.type) else check.le + 1
+    too_large = (
+        [check.le + 1]
+        if typing.get_origin(spec_field.type) is list or "list" in str(spec_field.type)
+        else check.le + 1
+    )
     assert key in accepted_by_key(with_value(RunSpec(), key, too_large))
 
 
 @pytest.mark.parametrize("key", [key for key, _, _ in STR_FIELDS])
-@pytest.mark.parametrize("text", ["a\nb", "a\x1b[31mb", "a\x00b", "a\u2028b"], ids=["newline", "escape", "nul", "line-separator"])
+@pytest.mark.parametrize(
+    "text", ["a\nb", "a\x1b[31mb", "a\x00b", "a\u2028b"], ids=["newline", "escape", "nul", "line-separator"]
+)
 def test_every_string_field_refuses_control_characters(key: str, text: str) -> None:
     hint = dict((k, h) for k, h, _ in STR_FIELDS)[key]
     spec = with_value(RunSpec(), key, [text] if typing.get_origin(hint) is list else text)
@@ -179,13 +237,19 @@ def test_every_string_field_refuses_control_characters(key: str, text: str) -> N
     ("interval", "resolution", "enlargements", "directions"),
     [(0.5, 0.006, 5, 0), (0.5, 0.006, 0, 3), (1.0, 0.1, 2, 0), (0.3, 0.07, 4, 8), (2.0, 0.5, 1, 1)],
 )
-def test_the_line_points_bound_holds_every_point_the_probe_measures(interval: float, resolution: float, enlargements: int, directions: int) -> None:
+def test_the_line_points_bound_holds_every_point_the_probe_measures(
+    interval: float, resolution: float, enlargements: int, directions: int
+) -> None:
     from jobs.probes.line import base_points, shell_points
     from jobs.spec import line_points_bound
 
     update_norms = [0.0123 * (index + 1) for index in range(max(1, directions))]
-    measured = len(base_points(interval, resolution, update_norms)) + sum(len(shell_points(interval, resolution, shell)) for shell in range(1, enlargements + 1))
-    probe = ProbeSpec(interval=interval, resolution=resolution, max_enlargements=enlargements, directions=directions)
+    measured = len(base_points(interval, resolution, update_norms)) + sum(
+        len(shell_points(interval, resolution, shell)) for shell in range(1, enlargements + 1)
+    )
+    probe = ProbeSpec(
+        interval=interval, resolution=resolution, max_enlargements=enlargements, directions=directions
+    )
 
     assert measured <= line_points_bound(probe) <= measured + 2 + max(1, directions)
 
@@ -198,9 +262,14 @@ def test_a_line_of_too_many_points_is_refused_naming_the_resolution_it_needs() -
     vast = RunSpec(probes=[ProbeSpec(every=10, interval=1e300)])
 
     assert list(violations(fine, known_names())) == []
-    for spec in (tiny, vast, RunSpec(probes=[ProbeSpec(every=10, resolution=1e-6, directions=40, max_enlargements=100)])):
+    for spec in (
+        tiny,
+        vast,
+        RunSpec(probes=[ProbeSpec(every=10, resolution=1e-6, directions=40, max_enlargements=100)]),
+    ):
         (accepted,) = accepted_by_key(spec)["probes[0].resolution"]
         assert f"at most {MAX_LINE_POINTS} points per line" in accepted
         suggested = float(accepted.split("a resolution >= ")[1].split(" ")[0])
-        assert line_points_bound(replace(spec.probes[0], resolution=suggested)) <= MAX_LINE_POINTS  # the advice works
+        # the advice works
+        assert line_points_bound(replace(spec.probes[0], resolution=suggested)) <= MAX_LINE_POINTS
     assert line_points_bound(ProbeSpec(resolution=5e-324)) == math.inf

@@ -12,9 +12,16 @@ import pytest
 
 from jobs.catalog import known_names
 from orchestrator.errors import SpecError
-from orchestrator.home import CONFIGS_DIR
 from orchestrator.expansion import expansion_points, run_count
-from orchestrator.sweep import DEFAULT_MAX_RUNS, MAX_RUNS_CEILING, check_run_count, load_sweep, run_limit, sweep_axes
+from orchestrator.home import CONFIGS_DIR
+from orchestrator.sweep import (
+    DEFAULT_MAX_RUNS,
+    MAX_RUNS_CEILING,
+    check_run_count,
+    load_sweep,
+    run_limit,
+    sweep_axes,
+)
 
 PER_OPTIMIZER = """
 name: per_optimizer
@@ -44,12 +51,15 @@ def test_grids_expand_to_the_union_of_their_products(tmp_path: Path) -> None:
     assert len(plan.runs) == 2 * (3 + 2 * 2 + 1) * 2
     assert {name: len(runs) for name, runs in by_optimizer.items()} == {"sgd": 12, "pal": 16, "sls": 4}
     assert sorted({run.spec.optimizer.lr for run in by_optimizer["sgd"]}) == [0.001, 0.01, 0.1]
-    assert {run.spec.optimizer.weight_decay for run in plan.runs} == {0.0001}  # the base's value, in every alternative
-    assert {run.spec.optimizer.lr for run in by_optimizer["sls"]} == {0.1}  # a key an alternative leaves out: the default
-    assert {(run.spec.optimizer.measuring_step, run.spec.optimizer.step_adaptation) for run in by_optimizer["pal"]} == {
-        (1.0, 1.0), (1.0, 1.25), (0.1, 1.0), (0.1, 1.25)
-    }
-    assert "optimizer.measuring_step" not in by_optimizer["sgd"][0].swept  # keys an alternative leaves out are not swept
+    # the base's value, in every alternative
+    assert {run.spec.optimizer.weight_decay for run in plan.runs} == {0.0001}
+    # a key an alternative leaves out: the default
+    assert {run.spec.optimizer.lr for run in by_optimizer["sls"]} == {0.1}
+    assert {
+        (run.spec.optimizer.measuring_step, run.spec.optimizer.step_adaptation) for run in by_optimizer["pal"]
+    } == {(1.0, 1.0), (1.0, 1.25), (0.1, 1.0), (0.1, 1.25)}
+    # keys an alternative leaves out are not swept
+    assert "optimizer.measuring_step" not in by_optimizer["sgd"][0].swept
     assert len({run.run_id for run in plan.runs}) == len(plan.runs)
 
 
@@ -64,7 +74,16 @@ def test_an_error_names_the_alternative_of_grids_that_set_the_value(tmp_path: Pa
 
 
 REPRODUCTIONS = {  # sweep → runs per optimizer (configurations × seeds)
-    "dissertation_ch4_grid": {"adam": 30, "sgd": 36, "rmsprop": 24, "pal": 48, "sls": 48, "alig": 36, "cocob": 24, "sgd_hd": 36},
+    "dissertation_ch4_grid": {
+        "adam": 30,
+        "sgd": 36,
+        "rmsprop": 24,
+        "pal": 48,
+        "sls": 48,
+        "alig": 36,
+        "cocob": 24,
+        "sgd_hd": 36,
+    },
     "dissertation_ch6_grid": {"sgd": 36, "pal": 54, "labpal": 216, "gols_i": 144, "sls": 48, "pls": 144},
     "thesis_main_cifar10": {"adamw": 4, "sgd": 8, "sls": 4, "accuracy_sls": 8},
     "line_paper_lr": {"sgd": 12},
@@ -72,7 +91,9 @@ REPRODUCTIONS = {  # sweep → runs per optimizer (configurations × seeds)
 
 
 @pytest.mark.parametrize("sweep", sorted(REPRODUCTIONS))
-def test_reproduction_sweeps_plan_the_papers_run_counts(sweep: str, orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reproduction_sweeps_plan_the_papers_run_counts(
+    sweep: str, orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import numpy as np
 
     from orchestrator.home import CONFIGS_DIR
@@ -103,11 +124,18 @@ def test_line_searches_on_digits_run_end_to_end(orch) -> None:
     by_name: dict[str, list[dict]] = {}
     for row in rows:
         by_name.setdefault(row["config.optimizer.name"], []).append(row)
-    passes = {name: {(row["final.forward_passes"], row["final.backward_passes"]) for row in group} for name, group in by_name.items() if name != "labpal"}
+    passes = {
+        name: {(row["final.forward_passes"], row["final.backward_passes"]) for row in group}
+        for name, group in by_name.items()
+        if name != "labpal"
+    }
     assert passes["sgd"] == {(400, 400)}
     assert passes["pal"] == {(800, 400)}
-    assert all(forwards > 800 and backwards == 400 for forwards, backwards in passes["sls"] | passes["accuracy_sls"])
-    for row in by_name["labpal"]:  # approximation phases: forward passes only, 1 280 samples = 20 batches of 64
+    assert all(
+        forwards > 800 and backwards == 400 for forwards, backwards in passes["sls"] | passes["accuracy_sls"]
+    )
+    # approximation phases: forward passes only, 1 280 samples = 20 batches of 64
+    for row in by_name["labpal"]:
         assert row["final.backward_passes"] < 400 < row["final.forward_passes"]
     for name in ("pal", "sls", "accuracy_sls"):
         assert all(row["final.val_accuracy"] > 0.9 for row in by_name[name])  # the digits are easy
@@ -143,12 +171,17 @@ def test_a_billion_runs_are_counted_and_refused_without_building_a_point() -> No
     axes, _, _ = measured(lambda: sweep_axes("huge.yaml", HUGE))
 
     count, count_seconds, count_peak = measured(lambda: run_count(axes))
-    refusal, seconds, peak = measured(lambda: check_run_count("huge.yaml", axes, run_limit("huge.yaml", HUGE)))
+    refusal, seconds, peak = measured(
+        lambda: check_run_count("huge.yaml", axes, run_limit("huge.yaml", HUGE))
+    )
 
     assert count == 3 * (2 + 1) * 2 * 10**9
     assert isinstance(refusal, SpecError)
     assert f"sweep expands to {count} runs, above the limit of {DEFAULT_MAX_RUNS}" in str(refusal)
-    assert f"max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps" in str(refusal)  # above the ceiling
+    # above the ceiling
+    assert f"max_runs raises it up to {MAX_RUNS_CEILING}); split a larger study into several sweeps" in str(
+        refusal
+    )
     assert count_seconds + seconds < 0.1
     assert max(count_peak, peak) < 100_000  # bytes: no list of points, no list of seeds
 
@@ -161,9 +194,15 @@ def test_below_the_ceiling_the_refusal_names_the_max_runs_that_would_accept_it()
     assert "raise the limit with the top-level key max_runs: 300000" in str(refusal)
 
 
-def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_time_and_memory(tmp_path: Path) -> None:
+def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_time_and_memory(
+    tmp_path: Path,
+) -> None:
     forty = list(range(1, 41))
-    union = "".join(f"  - {{optimizer.name: [{name}], training.batch_size: {forty}, training.steps: {forty}, training.eval_every: {forty}}}\n" for name in ("sgd", "adam"))
+    union = "".join(
+        f"  - {{optimizer.name: [{name}], training.batch_size: {forty}, training.steps: {forty}, "
+        f"training.eval_every: {forty}}}\n"
+        for name in ("sgd", "adam")
+    )
     for text, count in (("seeds: 1000000000\n", 10**9), (f"grids:\n{union}seeds: 800\n", 2 * 40**3 * 800)):
         path = write(tmp_path, f"name: huge\ninclude: [problems/digits_mlp.yaml]\n{text}")
 
@@ -176,13 +215,26 @@ def test_a_billion_seeds_and_a_huge_union_are_refused_by_load_sweep_in_bounded_t
 
 
 def test_a_sweep_of_100_000_runs_passes_the_count_and_expands_lazily() -> None:
-    document = {"name": "big", "grid": {"optimizer.lr": list(range(1, 101)), "training.batch_size": list(range(1, 101))}, "seeds": 10}
+    document = {
+        "name": "big",
+        "grid": {"optimizer.lr": list(range(1, 101)), "training.batch_size": list(range(1, 101))},
+        "seeds": 10,
+    }
     axes = sweep_axes("big.yaml", document)
 
-    first, seconds, peak = measured(lambda: (check_run_count("big.yaml", axes, run_limit("big.yaml", document)), next(iter(expansion_points(axes))))[1])
+    first, seconds, peak = measured(
+        lambda: (
+            check_run_count("big.yaml", axes, run_limit("big.yaml", document)),
+            next(iter(expansion_points(axes))),
+        )[1]
+    )
 
     assert run_count(axes) == 100_000 <= DEFAULT_MAX_RUNS
-    assert [(axis.label, index) for axis, index in first] == [("grid.optimizer.lr", 0), ("grid.training.batch_size", 0), ("seeds", 0)]
+    assert [(axis.label, index) for axis, index in first] == [
+        ("grid.optimizer.lr", 0),
+        ("grid.training.batch_size", 0),
+        ("seeds", 0),
+    ]
     assert seconds < 0.1 and peak < 100_000
 
 
@@ -195,18 +247,28 @@ def test_the_union_of_grids_is_indexed_in_the_order_of_its_products() -> None:
         ],
     }
     (union,) = sweep_axes("u.yaml", document)
-    expected = [("sgd", lr, momentum, "UNSET") for lr, momentum in itertools.product([0.1, 0.01, 0.001], [0.0, 0.9])]
+    expected = [
+        ("sgd", lr, momentum, "UNSET") for lr, momentum in itertools.product([0.1, 0.01, 0.001], [0.0, 0.9])
+    ]
     expected += [("pal", "UNSET", "UNSET", step) for step in [1.0, 0.1]]
 
-    points = [tuple(repr(value) if repr(value) == "UNSET" else value for value in union.points[index]) for index in range(union.size)]
+    points = [
+        tuple(repr(value) if repr(value) == "UNSET" else value for value in union.points[index])
+        for index in range(union.size)
+    ]
 
     assert union.keys == ("optimizer.name", "optimizer.lr", "optimizer.momentum", "optimizer.measuring_step")
     assert points == expected
-    assert [union.origin(index, "optimizer.name") for index in (0, 5, 6)] == ["grids[0].optimizer.name"] * 2 + ["grids[1].optimizer.name"]
+    assert [union.origin(index, "optimizer.name") for index in (0, 5, 6)] == [
+        "grids[0].optimizer.name"
+    ] * 2 + ["grids[1].optimizer.name"]
 
 
 def test_max_runs_raises_the_limit(tmp_path: Path) -> None:
-    text = "name: limited\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 5}}\ngrid: {optimizer.lr: [0.1, 0.2, 0.3]}\nseeds: 2\n"
+    text = (
+        "name: limited\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 5}}\ngrid: "
+        "{optimizer.lr: [0.1, 0.2, 0.3]}\nseeds: 2\n"
+    )
 
     with pytest.raises(SpecError, match="sweep expands to 6 runs, above the limit of 5"):
         load_sweep(write(tmp_path, "max_runs: 5\n" + text), known_names())
@@ -217,7 +279,9 @@ def test_max_runs_raises_the_limit(tmp_path: Path) -> None:
 
 
 def test_a_billion_laughs_is_refused_in_bounded_time_and_memory(tmp_path: Path) -> None:
-    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 30)]
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 30)
+    ]
     path = write(tmp_path, "name: laughs\nbase:\n  " + "\n  ".join(levels) + "\n")
 
     refusal, seconds, peak = measured(lambda: load_sweep(path, known_names()))
@@ -226,7 +290,9 @@ def test_a_billion_laughs_is_refused_in_bounded_time_and_memory(tmp_path: Path) 
     assert seconds < 1 and peak < 20_000_000
 
 
-def test_includes_may_reach_configs_and_the_sweeps_own_folder_through_symlinks_that_stay_inside(tmp_path: Path) -> None:
+def test_includes_may_reach_configs_and_the_sweeps_own_folder_through_symlinks_that_stay_inside(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "fragments").mkdir()
     (tmp_path / "fragments" / "short.yaml").write_text("training: {steps: 7}\n")
     (tmp_path / "fragments" / "problem.yaml").symlink_to(CONFIGS_DIR / "problems" / "digits_mlp.yaml")
@@ -265,8 +331,8 @@ def test_an_include_escaping_through_a_symlinked_folder_is_refused(tmp_path: Pat
     ],
 )
 def test_split_sizes_are_the_lengths_of_the_split_the_job_draws(data: dict[str, Any]) -> None:
-    from jobs.splits import OFFICIAL_COUNTS, split_sizes, subset_indices
     from jobs.spec import DataSpec
+    from jobs.splits import OFFICIAL_COUNTS, split_sizes, subset_indices
 
     spec = DataSpec(**data)
     train, val = subset_indices(spec, *OFFICIAL_COUNTS[spec.name])
@@ -275,19 +341,32 @@ def test_split_sizes_are_the_lengths_of_the_split_the_job_draws(data: dict[str, 
 
 
 def test_the_batch_size_may_be_the_whole_training_split_and_no_more(tmp_path: Path) -> None:
-    text = "name: batch\ninclude: [problems/digits_mlp.yaml]\nbase: {{training: {{steps: 2, batch_size: {}}}}}\n"
+    text = (
+        "name: batch\ninclude: [problems/digits_mlp.yaml]\nbase: {{training: {{steps: 2, batch_size: {}}}}}\n"
+    )
 
-    (run,) = load_sweep(write(tmp_path, text.format(1438)), known_names()).runs  # 1 797 digits, 20 % validation
-    with pytest.raises(SpecError, match="training.batch_size: larger than the training split; found 1439; accepted: at most 1438"):
+    # 1 797 digits, 20 % validation
+    (run,) = load_sweep(write(tmp_path, text.format(1438)), known_names()).runs
+    with pytest.raises(
+        SpecError,
+        match="training.batch_size: larger than the training split; found 1439; accepted: at most 1438",
+    ):
         load_sweep(write(tmp_path, text.format(1439)), known_names())
     assert run.spec.training.batch_size == 1438
 
 
-@pytest.mark.parametrize(("time_limit", "refused"), [("00:01:00", True), ("00:01:59", True), ("00:02:00", False)])
-def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(tmp_path: Path, time_limit: str, refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("time_limit", "refused"), [("00:01:00", True), ("00:01:59", True), ("00:02:00", False)]
+)
+def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(
+    tmp_path: Path, time_limit: str, refused: bool
+) -> None:
     """The mini cluster signals 30 s before the limit (and Slurm up to 60 s earlier): one minute is
     spent on the signal and the start, every segment requeues without a step."""
-    text = f"name: short\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n  resources: {{time: '{time_limit}'}}\n"
+    text = (
+        "name: short\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mini\n  resources: {time: "
+        f"'{time_limit}'}}\n"
+    )
     if not refused:
         assert load_sweep(write(tmp_path, text), known_names()).runs[0].spec.resources.time == time_limit
         return
@@ -297,20 +376,31 @@ def test_a_time_limit_too_short_to_train_before_its_signal_is_refused(tmp_path: 
     assert "resources.time" in message and "at least 0-00:02:00" in message and "signal_delay_s" in message
 
 
-def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from orchestrator.profiles import load_profile, profile_names
 
     own = tmp_path / "clusters"
     own.mkdir()
     (own / "tcml.yaml").write_text("max_parallel: 8\n")  # one key over the shipped profile
-    (own / "mylab.yaml").write_text("executor: slurm\npartitions: [{name: gpu, max_time: '2-00:00:00'}]\ndefault_time: '04:00:00'\nsignal_delay_s: 60\n")
+    (own / "mylab.yaml").write_text(
+        "executor: slurm\npartitions: [{name: gpu, max_time: '2-00:00:00'}]\ndefault_time: '04:00:00'\n"
+        "signal_delay_s: 60\n"
+    )
     (own / "broken.yaml").write_text("max_parallel: many\n")
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
 
     tcml = load_profile("tcml")
-    assert tcml.max_parallel == 8 and [p.name for p in tcml.partitions] == ["test", "day", "week", "month"] and tcml.signal_delay_s == 120
+    assert (
+        tcml.max_parallel == 8
+        and [p.name for p in tcml.partitions] == ["test", "day", "week", "month"]
+        and tcml.signal_delay_s == 120
+    )
     assert {"broken", "local", "mini", "mylab", "tcml"} <= set(profile_names())
-    text = "name: own\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mylab\n  resources: {time: null}\n"
+    text = (
+        "name: own\ninclude: [problems/digits_mlp.yaml]\nbase:\n  cluster: mylab\n  resources: {time: null}\n"
+    )
     [run] = load_sweep(write(tmp_path, text), known_names()).runs
     assert (run.spec.resources.partition, run.spec.resources.time) == ("gpu", "04:00:00")
     with pytest.raises(SpecError) as raised:
@@ -321,7 +411,9 @@ def test_a_users_own_profiles_add_to_and_override_the_shipped_ones(tmp_path: Pat
     assert "unknown cluster profile" in str(unknown.value) and "mylab" in str(unknown.value)
 
 
-def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A profile's sbatch options go into the #SBATCH lines submitit writes (its own script
     builder, fed by orch's parameters); a value that could end its line or an option off the
     allow-list is refused when the profile is loaded (plan time), naming the file and key."""
@@ -336,17 +428,32 @@ def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(tmp
     monkeypatch.setenv("ORCH_CLUSTERS", str(own))
     (own / "tcml.yaml").write_text(
         "sbatch:\n  account: lab-mz\n  qos: normal\n  constraint: 1080ti\n  exclude: tcml-node[7-8]\n"
-        "  mail_type: END,FAIL\n  mail_user: me@uni-tuebingen.de\n  extra: [--reservation=paper deadline, --hint=nomultithread]\n"
+        "  mail_type: END,FAIL\n  mail_user: me@uni-tuebingen.de\n  extra: [--reservation=paper "
+        "deadline, --hint=nomultithread]\n"
     )
     profile = load_profile("tcml")
-    parameters = sbatch_parameters(ResourcesSpec(time="1:00:00", gpus=1), "orch:lr:x.0+0", 4, profile.signal_delay_s, profile.sbatch)
-    script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **parameters)  # type: ignore[arg-type]
-    for line in ("#SBATCH --account=lab-mz", "#SBATCH --qos=normal", "#SBATCH --constraint=1080ti", "#SBATCH --exclude='tcml-node[7-8]'",
-                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --mail-user=me@uni-tuebingen.de", "#SBATCH --reservation='paper deadline'",
-                 "#SBATCH --hint=nomultithread", "#SBATCH --job-name=orch:lr:x.0+0"):  # fmt: skip
+    parameters = sbatch_parameters(
+        ResourcesSpec(time="1:00:00", gpus=1), "orch:lr:x.0+0", 4, profile.signal_delay_s, profile.sbatch
+    )
+    script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **parameters)  # type: ignore[arg-type]  # submitit's untyped **kwargs
+    for line in (
+        "#SBATCH --account=lab-mz",
+        "#SBATCH --qos=normal",
+        "#SBATCH --constraint=1080ti",
+        "#SBATCH --exclude='tcml-node[7-8]'",
+        "#SBATCH --mail-type=END,FAIL",
+        "#SBATCH --mail-user=me@uni-tuebingen.de",
+        "#SBATCH --reservation='paper deadline'",
+        "#SBATCH --hint=nomultithread",
+        "#SBATCH --job-name=orch:lr:x.0+0",
+    ):
         assert line in script.splitlines(), line
 
-    for bad, key in (('account: "lab\\nrm -rf ~"', "sbatch.account"), ("extra: [--wrap=evil]", "sbatch.extra[0]"), ("mail_type: SOMETIMES", "sbatch.mail_type")):
+    for bad, key in (
+        ('account: "lab\\nrm -rf ~"', "sbatch.account"),
+        ("extra: [--wrap=evil]", "sbatch.extra[0]"),
+        ("mail_type: SOMETIMES", "sbatch.mail_type"),
+    ):
         (own / "tcml.yaml").write_text(f"sbatch:\n  {bad}\n")
         with pytest.raises(SpecError) as raised:
             load_profile("tcml")

@@ -39,10 +39,10 @@ from jobs.paths import AttemptPaths, RunPaths
 from jobs.spec import RunSpec
 from orchestrator.fingerprint import SpecTexts, canonical_json, spec_json
 from orchestrator.home import OrchHome
+from orchestrator.ingest import lost_after_by_run, lost_after_seconds
+from orchestrator.profiles import load_profile
 from orchestrator.registry.engine import open_registry
 from orchestrator.registry.models import Attempt, Run, RunState
-from orchestrator.profiles import load_profile
-from orchestrator.ingest import lost_after_by_run, lost_after_seconds
 from orchestrator.submit import record_sections, section_ids_text
 from orchestrator.sync import SyncReport, sync
 
@@ -55,7 +55,8 @@ KINDS = (
     "killed_after_failure_line",  # the same, but its stderr ends with a failure line: FAILED with its reason
     "being_submitted",  # no journal yet, its submitter alive on another login node: stays PENDING
     "second_attempt",  # the run's first attempt failed before; the second finishes
-    "superseded",  # still running elsewhere, but the run has a later attempt (cancelled): the run takes that one's state
+    # still running elsewhere, but the run has a later attempt (cancelled): the run takes that one's state
+    "superseded",
 )
 OTHER_HOST = "node-elsewhere.invalid"
 SUBMITTER = "login-elsewhere.invalid:4242"  # another login node: alive as far as this one can tell
@@ -83,22 +84,47 @@ class JournaledAttempt:
         if self.kind in ("finished", "second_attempt"):
             return [
                 [Started(1000 + index, OTHER_HOST, 0, 2, PROVENANCE), Heartbeat(10.0 + index, 0, 2, 0.0)],
-                [metrics(1, index), metrics(2, index), CheckpointWritten(2, "checkpoints/step_2.safetensors", 100 + index, SHA)],
+                [
+                    metrics(1, index),
+                    metrics(2, index),
+                    CheckpointWritten(2, "checkpoints/step_2.safetensors", 100 + index, SHA),
+                ],
                 [Heartbeat(20.0 + index, 2, 2, 1.5), Finished(2)],
             ]
         if self.kind == "failed":
-            return [[Started(1000 + index, OTHER_HOST, 0, 2, PROVENANCE)], [metrics(1, index)], [Failed("ValueError", f"bad value {index}", "Traceback ...")]]
+            return [
+                [Started(1000 + index, OTHER_HOST, 0, 2, PROVENANCE)],
+                [metrics(1, index)],
+                [Failed("ValueError", f"bad value {index}", "Traceback ...")],
+            ]
         if self.kind == "requeued":
             return [
-                [Started(1000 + index, OTHER_HOST, 0, 2, PROVENANCE), metrics(1, index), CheckpointWritten(1, "checkpoints/step_1.safetensors", 50 + index, SHA)],
+                [
+                    Started(1000 + index, OTHER_HOST, 0, 2, PROVENANCE),
+                    metrics(1, index),
+                    CheckpointWritten(1, "checkpoints/step_1.safetensors", 50 + index, SHA),
+                ],
                 [metrics(2, index), Heartbeat(15.0 + index, 2, 2, 1.0), Requeued(2, "SIGUSR2")],
                 [Started(2000 + index, OTHER_HOST, 1, 2, PROVENANCE), metrics(2, index, redone=True)],
-                [ShardWritten("line", 2, "shards/line_2.npz", 10 + index, SHA, 21, False), Heartbeat(25.0 + index, 2, 2, 2.0), Finished(2)],
+                [
+                    ShardWritten("line", 2, "shards/line_2.npz", 10 + index, SHA, 21, False),
+                    Heartbeat(25.0 + index, 2, 2, 2.0),
+                    Finished(2),
+                ],
             ]
         if self.kind in ("elsewhere", "superseded"):
-            return [[Started(1000 + index, OTHER_HOST, 0, 9, PROVENANCE)], [metrics(1, index), Heartbeat(30.0 + index, 1, 9, 0.5)]]
+            return [
+                [Started(1000 + index, OTHER_HOST, 0, 9, PROVENANCE)],
+                [metrics(1, index), Heartbeat(30.0 + index, 1, 9, 0.5)],
+            ]
         if self.kind in ("killed", "killed_after_failure_line"):
-            return [[Started(NO_SUCH_PID, here, 0, 2, PROVENANCE), metrics(1, index), Heartbeat(40.0 + index, 1, 2, 1.0)]]
+            return [
+                [
+                    Started(NO_SUCH_PID, here, 0, 2, PROVENANCE),
+                    metrics(1, index),
+                    Heartbeat(40.0 + index, 1, 2, 1.0),
+                ]
+            ]
         return []  # being_submitted
 
     def write(self, phase: int) -> None:
@@ -118,7 +144,12 @@ class JournaledAttempt:
 
 def metrics(step: int, index: int, redone: bool = False) -> Metrics:
     offset = 0.5 if redone else 0.0  # a step redone after a restart journals other values
-    return Metrics([MetricRow(step, name, index + step / 10 + number / 100 + offset) for number, name in enumerate(("train_loss", "val_loss", "lr"))])
+    return Metrics(
+        [
+            MetricRow(step, name, index + step / 10 + number / 100 + offset)
+            for number, name in enumerate(("train_loss", "val_loss", "lr"))
+        ]
+    )
 
 
 PHASES = 4
@@ -131,7 +162,11 @@ def planned(results: Path, count: int) -> list[JournaledAttempt]:
         run_id = f"{index:032x}"
         key = f"attempt-{index:05d}"
         stderr = results / "logs" / f"{key}.err" if kind == "killed_after_failure_line" else None
-        attempts.append(JournaledAttempt(index, kind, run_id, key, RunPaths.under(results, run_id).attempt(key).root, stderr))
+        attempts.append(
+            JournaledAttempt(
+                index, kind, run_id, key, RunPaths.under(results, run_id).attempt(key).root, stderr
+            )
+        )
     return attempts
 
 
@@ -142,33 +177,78 @@ def record(home: Path, attempts: list[JournaledAttempt], now: float) -> Engine:
     spec = RunSpec()
     with Session(engine) as session, session.begin():
         sections = SpecTexts().sections(spec)
-        spec_columns = {"canonical_json": canonical_json(spec), "spec_json": spec_json(spec), "section_ids": section_ids_text(sections, record_sections(session, sections))}  # one spec: serialized once
+        # one spec: serialized once
+        spec_columns = {
+            "canonical_json": canonical_json(spec),
+            "spec_json": spec_json(spec),
+            "section_ids": section_ids_text(sections, record_sections(session, sections)),
+        }
         for item in attempts:
-            session.add(Run(
-                id=item.run_id, **spec_columns, state=RunState.PENDING, run_dir=str(item.journal_dir.parent.parent), total_steps=2, current_step=0, created_time=now,
-            ))  # fmt: skip
+            session.add(
+                Run(
+                    id=item.run_id,
+                    **spec_columns,
+                    state=RunState.PENDING,
+                    run_dir=str(item.journal_dir.parent.parent),
+                    total_steps=2,
+                    current_step=0,
+                    created_time=now,
+                )
+            )
             if item.kind == "second_attempt":
-                session.add(Attempt(
-                    run_id=item.run_id, number=1, key=f"{item.key}-first", executor="local", submission_id="earlier.0",
-                    state=RunState.FAILED, exit_code=1, reason="RuntimeError: earlier", submitted_time=now - 3600,
-                    ended_time=now - 3000, journal_dir=str(item.journal_dir) + "-first", journal_seq=3,
-                ))  # fmt: skip
+                session.add(
+                    Attempt(
+                        run_id=item.run_id,
+                        number=1,
+                        key=f"{item.key}-first",
+                        executor="local",
+                        submission_id="earlier.0",
+                        state=RunState.FAILED,
+                        exit_code=1,
+                        reason="RuntimeError: earlier",
+                        submitted_time=now - 3600,
+                        ended_time=now - 3000,
+                        journal_dir=str(item.journal_dir) + "-first",
+                        journal_seq=3,
+                    )
+                )
             if item.kind == "superseded":
-                session.add(Attempt(
-                    run_id=item.run_id, number=2, key=f"{item.key}-later", executor="local", submission_id="later.0",
-                    state=RunState.CANCELLED, reason="cancelled before it started", submitted_time=now, ended_time=now,
-                    journal_dir=str(item.journal_dir) + "-later",
-                ))  # fmt: skip
-            session.add(Attempt(
-                run_id=item.run_id, number=2 if item.kind == "second_attempt" else 1, key=item.key, executor="local",
-                submission_id="bench.0", array_task=item.index, state=RunState.PENDING, submitted_time=now,
-                journal_dir=str(item.journal_dir), stderr_path=str(item.stderr_path) if item.stderr_path else None, submitter=SUBMITTER,
-            ))  # fmt: skip
+                session.add(
+                    Attempt(
+                        run_id=item.run_id,
+                        number=2,
+                        key=f"{item.key}-later",
+                        executor="local",
+                        submission_id="later.0",
+                        state=RunState.CANCELLED,
+                        reason="cancelled before it started",
+                        submitted_time=now,
+                        ended_time=now,
+                        journal_dir=str(item.journal_dir) + "-later",
+                    )
+                )
+            session.add(
+                Attempt(
+                    run_id=item.run_id,
+                    number=2 if item.kind == "second_attempt" else 1,
+                    key=item.key,
+                    executor="local",
+                    submission_id="bench.0",
+                    array_task=item.index,
+                    state=RunState.PENDING,
+                    submitted_time=now,
+                    journal_dir=str(item.journal_dir),
+                    stderr_path=str(item.stderr_path) if item.stderr_path else None,
+                    submitter=SUBMITTER,
+                )
+            )
     for item in attempts:
         if item.stderr_path is not None:
             item.stderr_path.parent.mkdir(parents=True, exist_ok=True)
             failed = Failed("OSError", f"No space left on device: {item.journal_dir}", "", "FAILED")
-            item.stderr_path.write_text(f"Traceback (most recent call last):\n  ...\n{failure_line(failed)}\n")
+            item.stderr_path.write_text(
+                f"Traceback (most recent call last):\n  ...\n{failure_line(failed)}\n"
+            )
     return engine
 
 
@@ -179,8 +259,14 @@ def registry_rows(engine: Engine, reconciled_run_ids: set[str]) -> dict[str, lis
         "runs": "SELECT id, state, total_steps, current_step FROM runs ORDER BY id",
         "attempts": "SELECT * FROM attempts ORDER BY id",
         "metrics": "SELECT run_id, name, step, value, attempt_id FROM metrics ORDER BY run_id, name, step",
-        "checkpoints": "SELECT run_id, step, attempt_id, path, bytes, sha256, created_time FROM checkpoints ORDER BY run_id, step",
-        "shards": "SELECT run_id, probe, step, attempt_id, path, bytes, sha256, n_points, is_extrapolation, created_time FROM shards ORDER BY run_id, probe, step",
+        "checkpoints": (
+            "SELECT run_id, step, attempt_id, path, bytes, sha256, created_time FROM checkpoints "
+            "ORDER BY run_id, step"
+        ),
+        "shards": (
+            "SELECT run_id, probe, step, attempt_id, path, bytes, sha256, n_points, is_extrapolation, "
+            "created_time FROM shards ORDER BY run_id, probe, step"
+        ),
     }
     database = engine.url.database
     assert database is not None
@@ -210,17 +296,28 @@ class StatementLog:
     @classmethod
     def on(cls, engine: Engine) -> "StatementLog":
         log = cls([])
-        event.listen(engine, "before_cursor_execute", lambda _conn, _cursor, statement, *_rest: log.statements.append(statement))
+        event.listen(
+            engine,
+            "before_cursor_execute",
+            lambda _conn, _cursor, statement, *_rest: log.statements.append(statement),
+        )
         return log
 
     def writes(self) -> list[str]:
-        return [statement for statement in self.statements if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+        return [
+            statement
+            for statement in self.statements
+            if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")
+        ]
 
 
 def test_one_sync_of_many_attempts_equals_syncing_them_in_small_rounds(tmp_path: Path) -> None:
     attempts = planned(tmp_path / "results", 200)
     now = time.time()
-    at_once, in_rounds = record(tmp_path / "at-once", attempts, now), record(tmp_path / "in-rounds", attempts, now)
+    at_once, in_rounds = (
+        record(tmp_path / "at-once", attempts, now),
+        record(tmp_path / "in-rounds", attempts, now),
+    )
     reports = []
     for item in attempts:
         item.write(0)
@@ -236,7 +333,11 @@ def test_one_sync_of_many_attempts_equals_syncing_them_in_small_rounds(tmp_path:
     reconciled = {item.run_id for item in attempts if item.kind.startswith("killed")}
     assert registry_rows(at_once, reconciled) == registry_rows(in_rounds, reconciled)
     killed = sum(item.kind == "killed" for item in attempts)
-    assert report == SyncReport(attempts_checked=len(attempts), events_ingested=sum(item.events() for item in attempts), attempts_lost=killed)
+    assert report == SyncReport(
+        attempts_checked=len(attempts),
+        events_ingested=sum(item.events() for item in attempts),
+        attempts_lost=killed,
+    )
     assert sum(r.events_ingested for r in reports) == report.events_ingested
     assert sum(r.attempts_lost for r in reports) == report.attempts_lost
 
@@ -251,12 +352,16 @@ def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
     sync(engine)
 
     expected_states = {  # the journaled attempt's, its run's
-        "finished": (RunState.COMPLETED, RunState.COMPLETED), "failed": (RunState.FAILED, RunState.FAILED),
-        "requeued": (RunState.COMPLETED, RunState.COMPLETED), "elsewhere": (RunState.RUNNING, RunState.RUNNING),
-        "killed": (RunState.LOST, RunState.LOST), "killed_after_failure_line": (RunState.FAILED, RunState.FAILED),
-        "being_submitted": (RunState.PENDING, RunState.PENDING), "second_attempt": (RunState.COMPLETED, RunState.COMPLETED),
+        "finished": (RunState.COMPLETED, RunState.COMPLETED),
+        "failed": (RunState.FAILED, RunState.FAILED),
+        "requeued": (RunState.COMPLETED, RunState.COMPLETED),
+        "elsewhere": (RunState.RUNNING, RunState.RUNNING),
+        "killed": (RunState.LOST, RunState.LOST),
+        "killed_after_failure_line": (RunState.FAILED, RunState.FAILED),
+        "being_submitted": (RunState.PENDING, RunState.PENDING),
+        "second_attempt": (RunState.COMPLETED, RunState.COMPLETED),
         "superseded": (RunState.RUNNING, RunState.CANCELLED),
-    }  # fmt: skip
+    }
     with Session(engine) as session:
         for item in attempts:
             run = session.get_one(Run, item.run_id)
@@ -264,11 +369,27 @@ def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
             assert (attempt.state, run.state) == expected_states[item.kind], item.kind
         requeued = session.get_one(Run, next(item.run_id for item in attempts if item.kind == "requeued"))
         attempt = requeued.attempts[-1]
-        assert (attempt.requeues, attempt.pid, attempt.start_step, attempt.heartbeat_time, attempt.steps_per_second) == (1, 2002, 0, 27.0, 2.0)  # start: the first segment's
-        assert (requeued.current_step, [c.step for c in requeued.checkpoints], [(s.probe, s.step) for s in requeued.shards]) == (2, [1], [("line", 2)])
+        # start: the first segment's
+        assert (
+            attempt.requeues,
+            attempt.pid,
+            attempt.start_step,
+            attempt.heartbeat_time,
+            attempt.steps_per_second,
+        ) == (1, 2002, 0, 27.0, 2.0)
+        assert (
+            requeued.current_step,
+            [c.step for c in requeued.checkpoints],
+            [(s.probe, s.step) for s in requeued.shards],
+        ) == (2, [1], [("line", 2)])
     with sqlite3.connect(tmp_path / "home" / "registry.sqlite") as connection:
-        redone = connection.execute("SELECT value FROM metrics WHERE run_id = ? AND name = 'train_loss' AND step = 2", (attempts[2].run_id,)).fetchone()
-        failed_reason = connection.execute("SELECT exit_code, reason FROM attempts WHERE key = ?", (attempts[5].key,)).fetchone()
+        redone = connection.execute(
+            "SELECT value FROM metrics WHERE run_id = ? AND name = 'train_loss' AND step = 2",
+            (attempts[2].run_id,),
+        ).fetchone()
+        failed_reason = connection.execute(
+            "SELECT exit_code, reason FROM attempts WHERE key = ?", (attempts[5].key,)
+        ).fetchone()
     assert redone == (metrics(2, 2, redone=True).rows[0].value,)  # the restarted job's value, journaled last
     assert failed_reason == (1, f"OSError: No space left on device: {attempts[5].journal_dir}")
 
@@ -287,7 +408,8 @@ def test_second_sync_writes_nothing(tmp_path: Path) -> None:
     report = sync(engine)
 
     still_open = sum(item.kind in ("elsewhere", "superseded", "being_submitted") for item in attempts)
-    still_open += sum(item.kind == "killed" for item in attempts)  # LOST by a guess: its journal is read again
+    # LOST by a guess: its journal is read again
+    still_open += sum(item.kind == "killed" for item in attempts)
     assert report == SyncReport(attempts_checked=still_open, events_ingested=0, attempts_lost=0)
     assert log.writes() == []
     assert registry.read_bytes() == before
@@ -329,7 +451,9 @@ def test_lost_after_comes_from_each_runs_cluster_in_one_query(tmp_path: Path) ->
     assert len(queries) == 1
 
 
-def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sync reads journals and the scheduler with no transaction open. When another command's sync
     commits in that window (here: a whole sync run from inside the first one's scheduler call),
     the first one sees the attempts changed, does its work again, and the registry is what one
@@ -345,7 +469,7 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(tmp_path: 
     sync(alone)
     observe, calls = ingest.observe, []
 
-    def observe_while_another_sync_commits(open_attempts):  # type: ignore[no-untyped-def]
+    def observe_while_another_sync_commits(open_attempts):
         calls.append(len(open_attempts))
         if len(calls) == 1:
             sync(raced)  # another command, in between
@@ -359,5 +483,8 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(tmp_path: 
     assert registry_rows(raced, reconciled) == registry_rows(alone, reconciled)
     with sqlite3.connect(tmp_path / "raced" / "registry.sqlite") as connection:
         requeued_key = next(item.key for item in attempts if item.kind == "requeued")
-        assert connection.execute("SELECT requeues FROM attempts WHERE key = ?", (requeued_key,)).fetchone() == (1,)
-        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (2,)  # one per requeued attempt (two of that kind)
+        assert connection.execute(
+            "SELECT requeues FROM attempts WHERE key = ?", (requeued_key,)
+        ).fetchone() == (1,)
+        # one per requeued attempt (two of that kind)
+        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (2,)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
-
-import pytest
 
 from jobs.atomic import publish_text
 from jobs.checkpoint import newest_valid_checkpoint
@@ -67,7 +66,11 @@ def test_resume_from_a_middle_checkpoint_is_bit_identical(tmp_path: Path) -> Non
 
     train_in(interrupted.run_dir, attempt="002-b")
 
-    started = [event.payload for event in read_events(interrupted.attempt("002-b")) if isinstance(event.payload, Started)]
+    started = [
+        event.payload
+        for event in read_events(interrupted.attempt("002-b"))
+        if isinstance(event.payload, Started)
+    ]
     assert started[0].start_step == 15
     assert_bit_identical(final_tensors(uninterrupted), final_tensors(interrupted))
 
@@ -90,7 +93,13 @@ def test_journal_records_checkpoints_and_provenance(tmp_path: Path) -> None:
     assert provenance.torch == torch.__version__
     assert len(provenance.git_commit or "") == 40  # tests run from a git checkout
     assert provenance.device.startswith("cpu")
-    assert dataclasses.asdict(provenance).keys() >= {"python", "torchvision", "submitit", "hostname", "git_diff_sha256"}
+    assert dataclasses.asdict(provenance).keys() >= {
+        "python",
+        "torchvision",
+        "submitit",
+        "hostname",
+        "git_diff_sha256",
+    }
 
 
 def test_stop_request_checkpoints_between_steps_and_resumes_bit_identical(tmp_path: Path) -> None:
@@ -139,19 +148,38 @@ def test_checkpoints_are_also_written_every_few_minutes(tmp_path: Path) -> None:
 
 
 def on_device(spec: RunSpec, device: str, gpus: int) -> RunSpec:
-    return dataclasses.replace(spec, training=dataclasses.replace(spec.training, device=device), resources=ResourcesSpec(gpus=gpus))
+    return dataclasses.replace(
+        spec, training=dataclasses.replace(spec.training, device=device), resources=ResourcesSpec(gpus=gpus)
+    )
 
 
 @pytest.mark.parametrize(
     ("device", "gpus", "expected"),
     [
-        ("auto", 1, ("the run asked the scheduler for 1 GPU (resources.gpus: 1) but this node has no usable CUDA device", "set training.device: cpu to train on the CPU anyway")),
+        (
+            "auto",
+            1,
+            (
+                "the run asked the scheduler for 1 GPU (resources.gpus: 1) but this node has no usable "
+                "CUDA device",
+                "set training.device: cpu to train on the CPU anyway",
+            ),
+        ),
         ("auto", 4, ("asked the scheduler for 4 GPUs (resources.gpus: 4)", "set training.device: cpu")),
-        ("cuda", 0, ("training.device is cuda but this node has no usable CUDA device", "set training.device: cpu")),
+        (
+            "cuda",
+            0,
+            ("training.device is cuda but this node has no usable CUDA device", "set training.device: cpu"),
+        ),
     ],
 )
 def test_a_run_whose_device_this_node_lacks_fails_at_start_with_a_journaled_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], device: str, gpus: int, expected: tuple[str, str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    device: str,
+    gpus: int,
+    expected: tuple[str, str],
 ) -> None:
     """A node without CUDA (as Slurm gives one when the GPUs are broken or hidden): the attempt
     fails before anything is written, as a normal failed attempt whose journal says why."""
@@ -169,7 +197,8 @@ def test_a_run_whose_device_this_node_lacks_fails_at_start_with_a_journaled_reas
     assert (failed.state, failed.error_type, failed.step) == ("FAILED", "DeviceUnavailable", None)
     assert all(text in failed.message for text in expected), failed.message
     assert "CUDA_VISIBLE_DEVICES='', torch.cuda.is_available() False" in failed.message
-    assert find_failure_line(capsys.readouterr().err) == dataclasses.replace(failed, traceback="")  # what sync reads without the journal
+    # what sync reads without the journal
+    assert find_failure_line(capsys.readouterr().err) == dataclasses.replace(failed, traceback="")
     assert not paths.checkpoints_dir.exists() and not paths.data_indices_file.exists()
 
 
@@ -179,13 +208,27 @@ def test_a_gpu_run_set_to_the_cpu_trains_there(tmp_path: Path, monkeypatch: pyte
 
     paths = train_in(tmp_path / "run", spec)
 
-    started = [event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, Started)]
+    started = [
+        event.payload for event in read_events(paths.attempt("001-a")) if isinstance(event.payload, Started)
+    ]
     assert started[0].provenance.device.startswith("cpu")
-    assert_bit_identical(final_tensors(paths, spec), final_tensors(train_in(tmp_path / "plain")))  # the same run as without GPUs
+    # the same run as without GPUs
+    assert_bit_identical(final_tensors(paths, spec), final_tensors(train_in(tmp_path / "plain")))
 
 
-@pytest.mark.parametrize(("device", "gpus", "cuda", "chosen"), [("auto", 1, True, "cuda"), ("auto", 0, True, "cuda"), ("auto", 0, False, "cpu"), ("cpu", 1, True, "cpu"), ("cuda", 1, True, "cuda")])
-def test_the_device_a_run_trains_on(monkeypatch: pytest.MonkeyPatch, device: str, gpus: int, cuda: bool, chosen: str) -> None:
+@pytest.mark.parametrize(
+    ("device", "gpus", "cuda", "chosen"),
+    [
+        ("auto", 1, True, "cuda"),
+        ("auto", 0, True, "cuda"),
+        ("auto", 0, False, "cpu"),
+        ("cpu", 1, True, "cpu"),
+        ("cuda", 1, True, "cuda"),
+    ],
+)
+def test_the_device_a_run_trains_on(
+    monkeypatch: pytest.MonkeyPatch, device: str, gpus: int, cuda: bool, chosen: str
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     spec = on_device(SMALL, device, gpus)
     assert resolve_device(spec.training, spec.resources) == torch.device(chosen)

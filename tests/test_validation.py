@@ -21,7 +21,11 @@ from tests.conftest import SWEEPS_DIR, Orch, OrchResult
 MALFORMED = sorted((SWEEPS_DIR / "malformed").glob("*.yaml"))
 EXPECT_PREFIX = "# expect: "
 MAX_MESSAGE_CHARS = 1000
-PASSWD_LINES = [line for line in Path("/etc/passwd").read_text().splitlines() if line.strip()] if Path("/etc/passwd").is_file() else []
+PASSWD_LINES = (
+    [line for line in Path("/etc/passwd").read_text().splitlines() if line.strip()]
+    if Path("/etc/passwd").is_file()
+    else []
+)
 
 
 def expected_fragment(path: Path) -> str:
@@ -33,12 +37,16 @@ def expected_fragment(path: Path) -> str:
     else:
         first_line = raw.split(b"\n", 1)[0].decode("utf-8")
     assert first_line.startswith(EXPECT_PREFIX), f"{path} must start with '{EXPECT_PREFIX}<message fragment>'"
-    return first_line[len(EXPECT_PREFIX):]
+    return first_line[len(EXPECT_PREFIX) :]
 
 
 def tree_fingerprint(root: Path) -> dict[str, str]:
     """Every file under ``root`` with the sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_one_bounded_paragraph(stderr: str) -> None:
@@ -62,7 +70,9 @@ def test_at_least_seventy_malformed_sweeps_ship() -> None:
 
 @pytest.mark.parametrize("sweep_file", MALFORMED, ids=[path.stem for path in MALFORMED])
 @pytest.mark.parametrize("command", ["submit", "plan"])
-def test_malformed_sweep_is_rejected_without_writing(populated_orch: Orch, sweep_file: Path, command: str) -> None:
+def test_malformed_sweep_is_rejected_without_writing(
+    populated_orch: Orch, sweep_file: Path, command: str
+) -> None:
     before = tree_fingerprint(populated_orch.home)
 
     result = populated_orch(command, sweep_file)
@@ -166,11 +176,26 @@ def a_file_too_large(folder: Path) -> Path:
 # (make the file, run orch, the file and key the message names, what it says is wrong)
 NOT_A_SWEEP_FILE: dict[str, tuple[Callable[[Path], Path], Runner, str, str]] = {
     "directory": (a_directory, in_process, "sweep.yaml: (file)", "not a regular file; found 'a directory'"),
-    "dev_zero": (lambda folder: Path("/dev/zero"), in_process, "/dev/zero: (file)", "not a regular file; found 'a character device'"),
+    "dev_zero": (
+        lambda folder: Path("/dev/zero"),
+        in_process,
+        "/dev/zero: (file)",
+        "not a regular file; found 'a character device'",
+    ),
     "fifo": (a_fifo, in_process, "sweep.yaml: (file)", "not a regular file; found 'a FIFO'"),
     "unreadable": (an_unreadable_file, without_read_privilege, "sweep.yaml: (file)", "permission denied"),
-    "include_fifo": (an_include_that_is_a_fifo, in_process, "sweep.yaml: include[1]", "not a regular file; found 'a FIFO'"),
-    "unreadable_include": (an_unreadable_include, without_read_privilege, "sweep.yaml: include[0]", "permission denied"),
+    "include_fifo": (
+        an_include_that_is_a_fifo,
+        in_process,
+        "sweep.yaml: include[1]",
+        "not a regular file; found 'a FIFO'",
+    ),
+    "unreadable_include": (
+        an_unreadable_include,
+        without_read_privilege,
+        "sweep.yaml: include[0]",
+        "permission denied",
+    ),
     "too_large": (a_file_too_large, in_process, "sweep.yaml: (file)", "file too large"),
 }
 
@@ -184,7 +209,9 @@ def sweep_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("case", sorted(NOT_A_SWEEP_FILE))
 @pytest.mark.parametrize("command", ["submit", "plan"])
-def test_what_is_not_a_readable_sweep_file_is_refused_without_writing(populated_orch: Orch, sweep_folder: Path, case: str, command: str) -> None:
+def test_what_is_not_a_readable_sweep_file_is_refused_without_writing(
+    populated_orch: Orch, sweep_folder: Path, case: str, command: str
+) -> None:
     make, run, names, problem = NOT_A_SWEEP_FILE[case]
     sweep = make(sweep_folder)
     before = tree_fingerprint(populated_orch.home)
@@ -216,8 +243,13 @@ def test_every_part_of_a_message_is_bounded_and_escaped() -> None:
     assert spec_error.found == hostile  # the exception keeps the value; only the message is cut
 
 
-@pytest.mark.parametrize("key", ["nope.key", "optimizer.learning_rate", "probes[0].nope", "x" * 5000 + ".y", "optimizer.schedule.typo"])
-def test_an_unknown_where_key_names_the_keys_of_its_nearest_section_in_a_bounded_message(populated_orch: Orch, key: str) -> None:
+@pytest.mark.parametrize(
+    "key",
+    ["nope.key", "optimizer.learning_rate", "probes[0].nope", "x" * 5000 + ".y", "optimizer.schedule.typo"],
+)
+def test_an_unknown_where_key_names_the_keys_of_its_nearest_section_in_a_bounded_message(
+    populated_orch: Orch, key: str
+) -> None:
     from orchestrator.cli import main
 
     stderr = io.StringIO()
@@ -247,11 +279,15 @@ SECRET_URL = "postgresql://user:hunter2@db.example/registry"
 
 
 @pytest.mark.parametrize("where", ["base", "include"])
-def test_a_resolver_in_a_sweep_or_its_include_is_refused_without_reading_the_environment(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+def test_a_resolver_in_a_sweep_or_its_include_is_refused_without_reading_the_environment(
+    orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     monkeypatch.setenv("LEAKED_SECRET", SECRET_URL)
     folder = tmp_path / "sweeps"
     folder.mkdir()
-    (folder / "part.yaml").write_text('data: {root: "${oc.env:LEAKED_SECRET}"}\n' if where == "include" else "training: {steps: 10}\n")
+    (folder / "part.yaml").write_text(
+        'data: {root: "${oc.env:LEAKED_SECRET}"}\n' if where == "include" else "training: {steps: 10}\n"
+    )
     base = '{data: {root: "${oc.env:LEAKED_SECRET}"}}' if where == "base" else "{}"
     sweep = folder / "sweep.yaml"
     sweep.write_text(f"name: leak\ninclude: [problems/digits_mlp.yaml, part.yaml]\nbase: {base}\n")
@@ -270,7 +306,10 @@ def test_plain_interpolations_of_other_fields_still_resolve(tmp_path: Path) -> N
     from orchestrator.sweep import load_sweep
 
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text("name: plain\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 40, eval_every: '${.steps}', checkpoint_every: '${training.steps}'}}\n")
+    sweep.write_text(
+        "name: plain\ninclude: [problems/digits_mlp.yaml]\nbase: {training: {steps: 40, eval_every: "
+        "'${.steps}', checkpoint_every: '${training.steps}'}}\n"
+    )
 
     plan = load_sweep(sweep, known_names())
 

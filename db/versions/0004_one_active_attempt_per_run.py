@@ -8,6 +8,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -21,14 +22,19 @@ ACTIVE = "state IN ('PENDING', 'RUNNING')"
 
 def upgrade() -> None:
     op.execute(
-        "UPDATE attempts SET state = 'LOST', reason = 'superseded by a later active attempt of the same run (concurrent submits)' "
+        "UPDATE attempts SET state = 'LOST', reason = 'superseded by a later active attempt of the "
+        "same run (concurrent submits)' "
         f"WHERE {ACTIVE} AND id NOT IN (SELECT MAX(id) FROM attempts WHERE {ACTIVE} GROUP BY run_id)"
     )
     with op.batch_alter_table("attempts") as batch_op:
         batch_op.add_column(sa.Column("submitter", sa.String(length=300), nullable=True))
     op.create_index(
-        "uq_attempts_one_active_per_run", "attempts", ["run_id"], unique=True,
-        sqlite_where=sa.text(ACTIVE), postgresql_where=sa.text(ACTIVE),
+        "uq_attempts_one_active_per_run",
+        "attempts",
+        ["run_id"],
+        unique=True,
+        sqlite_where=sa.text(ACTIVE),
+        postgresql_where=sa.text(ACTIVE),
     )
 
 

@@ -6,6 +6,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 """
+
 import json
 
 import sqlalchemy as sa
@@ -24,11 +25,21 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch_op:
         batch_op.add_column(sa.Column("spec_json", sa.Text(), nullable=True))
     connection = op.get_bind()
-    runs = sa.table("runs", sa.column("id", sa.String), sa.column("spec_yaml", sa.Text), sa.column("spec_json", sa.Text))
+    runs = sa.table(
+        "runs", sa.column("id", sa.String), sa.column("spec_yaml", sa.Text), sa.column("spec_json", sa.Text)
+    )
     rows = connection.execute(sa.select(runs.c.id, runs.c.spec_yaml)).all()
     for start in range(0, len(rows), BATCH_ROWS):
-        filled = [{"run_id": run_id, "spec_json": json.dumps(yaml.safe_load(spec_yaml))} for run_id, spec_yaml in rows[start : start + BATCH_ROWS]]
-        connection.execute(runs.update().where(runs.c.id == sa.bindparam("run_id")).values(spec_json=sa.bindparam("spec_json")), filled)
+        filled = [
+            {"run_id": run_id, "spec_json": json.dumps(yaml.safe_load(spec_yaml))}
+            for run_id, spec_yaml in rows[start : start + BATCH_ROWS]
+        ]
+        connection.execute(
+            runs.update()
+            .where(runs.c.id == sa.bindparam("run_id"))
+            .values(spec_json=sa.bindparam("spec_json")),
+            filled,
+        )
 
 
 def downgrade() -> None:

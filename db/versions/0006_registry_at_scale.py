@@ -18,6 +18,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01
 """
+
 import hashlib
 import json
 
@@ -33,14 +34,24 @@ depends_on = None
 BATCH_ROWS = 1000
 
 runs = sa.table(
-    "runs", sa.column("id", sa.String), sa.column("spec_yaml", sa.Text), sa.column("spec_json", sa.Text), sa.column("section_ids", sa.Text)
-)  # fmt: skip
+    "runs",
+    sa.column("id", sa.String),
+    sa.column("spec_yaml", sa.Text),
+    sa.column("spec_json", sa.Text),
+    sa.column("section_ids", sa.Text),
+)
 
 
 def upgrade() -> None:
     connection = op.get_bind()
-    missing = connection.execute(sa.select(runs.c.id, runs.c.spec_yaml).where(runs.c.spec_json.is_(None))).all()
-    _fill(connection, "spec_json", [(run_id, json.dumps(yaml.safe_load(spec_yaml))) for run_id, spec_yaml in missing])
+    missing = connection.execute(
+        sa.select(runs.c.id, runs.c.spec_yaml).where(runs.c.spec_json.is_(None))
+    ).all()
+    _fill(
+        connection,
+        "spec_json",
+        [(run_id, json.dumps(yaml.safe_load(spec_yaml))) for run_id, spec_yaml in missing],
+    )
     sections = op.create_table(
         "spec_sections",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -72,7 +83,9 @@ def _fill_section_ids(connection: sa.Connection, sections: sa.Table) -> None:
             digest = hashlib.sha256(f"{json.dumps(name)}: {text}".encode()).hexdigest()
             if digest not in ids:
                 ids[digest] = len(ids) + 1
-                connection.execute(sections.insert(), {"id": ids[digest], "name": name, "json": text, "digest": digest})
+                connection.execute(
+                    sections.insert(), {"id": ids[digest], "name": name, "json": text, "digest": digest}
+                )
             named.append(f"{json.dumps(name)}: {ids[digest]}")
         filled.append((run_id, "{" + ", ".join(named) + "}"))
     _fill(connection, "section_ids", filled)
@@ -87,7 +100,11 @@ def downgrade() -> None:
         batch_op.add_column(sa.Column("spec_yaml", sa.Text(), nullable=True))
     connection = op.get_bind()
     rows = connection.execute(sa.select(runs.c.id, runs.c.spec_json)).all()
-    _fill(connection, "spec_yaml", [(run_id, OmegaConf.to_yaml(OmegaConf.create(json.loads(spec_json)))) for run_id, spec_json in rows])
+    _fill(
+        connection,
+        "spec_yaml",
+        [(run_id, OmegaConf.to_yaml(OmegaConf.create(json.loads(spec_json)))) for run_id, spec_json in rows],
+    )
     with op.batch_alter_table("runs") as batch_op:
         batch_op.alter_column("spec_yaml", existing_type=sa.Text(), nullable=False)
         batch_op.alter_column("spec_json", existing_type=sa.Text(), nullable=True)
@@ -96,6 +113,11 @@ def downgrade() -> None:
 
 
 def _fill(connection: sa.Connection, column: str, values: list[tuple[str, str]]) -> None:
-    statement = runs.update().where(runs.c.id == sa.bindparam("run_id")).values({column: sa.bindparam("text")})
+    statement = (
+        runs.update().where(runs.c.id == sa.bindparam("run_id")).values({column: sa.bindparam("text")})
+    )
     for start in range(0, len(values), BATCH_ROWS):
-        connection.execute(statement, [{"run_id": run_id, "text": text} for run_id, text in values[start : start + BATCH_ROWS]])
+        connection.execute(
+            statement,
+            [{"run_id": run_id, "text": text} for run_id, text in values[start : start + BATCH_ROWS]],
+        )

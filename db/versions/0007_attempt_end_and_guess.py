@@ -11,6 +11,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -23,7 +24,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("attempts") as batch_op:
         batch_op.add_column(sa.Column("end_step", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("closed_by_guess", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(
+            sa.Column("closed_by_guess", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
     op.create_index("ix_attempts_closed_by_guess", "attempts", ["closed_by_guess", "ended_time"])
 
 

@@ -11,14 +11,13 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from jobs.atomic import publish_bytes
 from jobs.paths import RunPaths
 from jobs.shards import LoadedShard, iter_shards
-
 
 DEFAULT_RESOLUTION = 0.006  # the line probe's default spacing of points
 
@@ -56,7 +55,9 @@ class AnalysisOutput:
     tables: list[Path] = field(default_factory=list)
 
 
-def line_shards(run: RunInput, options: AnalysisOptions, kind: str = "update_direction") -> Iterator[LoadedShard]:
+def line_shards(
+    run: RunInput, options: AnalysisOptions, kind: str = "update_direction"
+) -> Iterator[LoadedShard]:
     """The run's line shards of ``kind`` in step order, one in memory at a time."""
     start, stop = options.steps if options.steps is not None else (None, None)
     for shard in iter_shards(run.paths, options.probe, start, stop):
@@ -84,7 +85,10 @@ def value_at(points: np.ndarray, values: np.ndarray, s: float) -> np.ndarray:
 def slope_at_zero(points: np.ndarray, values: np.ndarray, spacing: float) -> np.ndarray:
     """Central difference at s = 0 over ±``spacing`` (the grid's resolution, not the distance to an
     inserted point such as s_upd, which can be tiny) of one line [K] or of many [samples, K]."""
-    return (value_at(points, values.astype(np.float64), spacing) - value_at(points, values.astype(np.float64), -spacing)) / (2 * spacing)
+    return (
+        value_at(points, values.astype(np.float64), spacing)
+        - value_at(points, values.astype(np.float64), -spacing)
+    ) / (2 * spacing)
 
 
 def resolution_of(metadata: dict[str, Any]) -> float:
@@ -106,7 +110,9 @@ def first_minimum(points: np.ndarray, values: np.ndarray) -> float:
         index += 1
     if index == zero or index + 1 >= len(points):
         return float(points[index])  # rising from 0 (no step helps), or still falling at the last point
-    return max(parabola_vertex(points[index - 1 : index + 2], values[index - 1 : index + 2]), float(points[zero]))
+    return max(
+        parabola_vertex(points[index - 1 : index + 2], values[index - 1 : index + 2]), float(points[zero])
+    )
 
 
 def parabola_vertex(points: np.ndarray, values: np.ndarray) -> float:
@@ -139,7 +145,7 @@ def proportionality(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return constant, (1.0 - residual / spread) if spread > 0 else float("nan")
 
 
-def write_table(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+def write_table(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -155,14 +161,23 @@ def write_markdown_table(path: Path, columns: Sequence[str], rows: Sequence[Sequ
     return path
 
 
-def write_figure(path: Path, draw: Callable[[Any], None], panels: int = 1, width: float = 5.0, height: float = 3.8, title: str = "") -> Path:
+def write_figure(
+    path: Path,
+    draw: Callable[[Any], None],
+    panels: int = 1,
+    width: float = 5.0,
+    height: float = 3.8,
+    title: str = "",
+) -> Path:
     """A figure of ``panels`` side-by-side axes drawn by ``draw(axes)``, published atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, panels, figsize=(width * panels, height), constrained_layout=True, squeeze=False)
+    figure, axes = plt.subplots(
+        1, panels, figsize=(width * panels, height), constrained_layout=True, squeeze=False
+    )
     draw(axes[0])
     if title:
         figure.suptitle(title, fontsize=9)

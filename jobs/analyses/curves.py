@@ -10,17 +10,26 @@ from jobs.analyses.common import write_figure
 PANELS = (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")))
 
 
-def plot_training_curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str, out_file: Path) -> Path:
+def plot_training_curves(
+    series: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str, out_file: Path
+) -> Path:
     """Write a PNG with a loss panel and an accuracy panel; returns its path."""
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, (quantity, names) in zip(axes, PANELS):
             for name in names:
                 if name in series:
                     steps, values = series[name]
-                    axis.plot(steps, values, label=name.replace("_", " "), linewidth=1.0 if name.startswith("train") else 1.8)
+                    axis.plot(
+                        steps,
+                        values,
+                        label=name.replace("_", " "),
+                        linewidth=1.0 if name.startswith("train") else 1.8,
+                    )
             axis.set_xlabel("training step (updates)")
-            axis.set_ylabel("cross-entropy loss (nats)" if quantity == "loss" else "accuracy (fraction correct)")
+            axis.set_ylabel(
+                "cross-entropy loss (nats)" if quantity == "loss" else "accuracy (fraction correct)"
+            )
             if quantity == "loss":
                 axis.set_yscale("log")
             axis.grid(alpha=0.3)

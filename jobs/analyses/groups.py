@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ HIGHER_IS_BETTER = ("accuracy",)
 class RunCurves:
     run_id: str
     config: dict[str, Any]  # flattened spec: dotted key -> value
-    series: dict[str, tuple[Sequence[int], Sequence[float]]]  # metric -> (steps, values)
+    series: Mapping[str, tuple[Sequence[int], Sequence[float]]]  # metric -> (steps, values)
 
 
 def group_label(config: dict[str, Any], keys: Sequence[str]) -> str:
@@ -50,7 +50,9 @@ def shared_curve(runs: Sequence[RunCurves], metric: str) -> tuple[np.ndarray, np
     return np.array(steps, dtype=np.int64), values
 
 
-def curves(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: str, image_format: str, title: str) -> AnalysisOutput:
+def curves(
+    runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: str, image_format: str, title: str
+) -> AnalysisOutput:
     groups = grouped(runs, keys)
     rows = []
     for label, members in groups.items():
@@ -58,45 +60,95 @@ def curves(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: 
             steps, values = shared_curve(members, metric)
             for index, step in enumerate(steps):
                 column = values[:, index]
-                rows.append((label, metric, int(step), float(column.mean()), float(column.std()), float(column.min()), float(column.max()), len(column)))
-    output = AnalysisOutput({"groups": {label: len(members) for label, members in groups.items()}, "group_by": list(keys)})
-    output.tables.append(write_table(out_dir / f"{name}-curves.csv", ["group", "metric", "step", "mean", "std", "min", "max", "runs"], rows))
+                rows.append(
+                    (
+                        label,
+                        metric,
+                        int(step),
+                        float(column.mean()),
+                        float(column.std()),
+                        float(column.min()),
+                        float(column.max()),
+                        len(column),
+                    )
+                )
+    output = AnalysisOutput(
+        {"groups": {label: len(members) for label, members in groups.items()}, "group_by": list(keys)}
+    )
+    output.tables.append(
+        write_table(
+            out_dir / f"{name}-curves.csv",
+            ["group", "metric", "step", "mean", "std", "min", "max", "runs"],
+            rows,
+        )
+    )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, metric in zip(axes, CURVE_METRICS):
             for label, members in groups.items():
                 steps, values = shared_curve(members, metric)
                 if len(steps):
-                    line = axis.plot(steps, values.mean(axis=0), linewidth=1.2, label=f"{label} ({len(values)} runs)")
-                    axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line[0].get_color(), alpha=0.2, linewidth=0)
+                    line = axis.plot(
+                        steps, values.mean(axis=0), linewidth=1.2, label=f"{label} ({len(values)} runs)"
+                    )
+                    axis.fill_between(
+                        steps,
+                        values.min(axis=0),
+                        values.max(axis=0),
+                        color=line[0].get_color(),
+                        alpha=0.2,
+                        linewidth=0,
+                    )
             axis.set_xlabel("training step")
-            axis.set_ylabel(metric.replace("_", " ") + (" (fraction correct)" if "accuracy" in metric else " (cross-entropy, nats)"))
+            axis.set_ylabel(
+                metric.replace("_", " ")
+                + (" (fraction correct)" if "accuracy" in metric else " (cross-entropy, nats)")
+            )
             if "loss" in metric:
                 axis.set_yscale("log")
             axis.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         axes[1].set_title("mean over runs, band: min to max", fontsize=9)
 
-    output.figures.append(write_figure(out_dir / f"{name}-curves.{image_format}", draw, panels=len(CURVE_METRICS), title=title))
+    output.figures.append(
+        write_figure(out_dir / f"{name}-curves.{image_format}", draw, panels=len(CURVE_METRICS), title=title)
+    )
     return output
 
 
 def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: str) -> AnalysisOutput:
     groups = grouped(runs, keys)
-    metrics = sorted({metric for run in runs for metric in run.series if metric in CURVE_METRICS + ("train_accuracy",)})
+    metrics = sorted(
+        {metric for run in runs for metric in run.series if metric in CURVE_METRICS + ("train_accuracy",)}
+    )
     columns = ["group", "runs"] + [f"{which} {metric}" for metric in metrics for which in ("final", "best")]
-    rows, summary = [], {}
+    rows: list[list[Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
     for label, members in groups.items():
         row: list[Any] = [label, len(members)]
         summary[label] = {"runs": len(members)}
         for metric in metrics:
-            finals = np.array([run.series[metric][1][-1] for run in members if metric in run.series and len(run.series[metric][1])])
+            finals = np.array(
+                [
+                    run.series[metric][1][-1]
+                    for run in members
+                    if metric in run.series and len(run.series[metric][1])
+                ]
+            )
             best_of = np.max if metric.endswith(HIGHER_IS_BETTER) else np.min
-            bests = np.array([best_of(run.series[metric][1]) for run in members if metric in run.series and len(run.series[metric][1])])
+            bests = np.array(
+                [
+                    best_of(run.series[metric][1])
+                    for run in members
+                    if metric in run.series and len(run.series[metric][1])
+                ]
+            )
             for which, values in (("final", finals), ("best", bests)):
                 text = f"{values.mean():.4g} ± {values.std():.2g}" if len(values) else "-"
                 row.append(text)
-                summary[label][f"{which} {metric}"] = [float(values.mean()), float(values.std())] if len(values) else None
+                summary[label][f"{which} {metric}"] = (
+                    [float(values.mean()), float(values.std())] if len(values) else None
+                )
         rows.append(row)
     output = AnalysisOutput({"group_by": list(keys), "groups": summary})
     output.tables.append(write_table(out_dir / f"{name}-table.csv", columns, rows))

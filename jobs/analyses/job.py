@@ -30,9 +30,17 @@ class AnalysisJob:
 
 
 def report_document(output: AnalysisOutput) -> dict[str, Any]:
-    return {"summary": output.summary, "figures": [str(path) for path in output.figures], "tables": [str(path) for path in output.tables]}
+    return {
+        "summary": output.summary,
+        "figures": [str(path) for path in output.figures],
+        "tables": [str(path) for path in output.tables],
+    }
 
 
 def read_report(path: Path) -> AnalysisOutput:
     document = json.loads(path.read_text())
-    return AnalysisOutput(document["summary"], [Path(item) for item in document["figures"]], [Path(item) for item in document["tables"]])
+    return AnalysisOutput(
+        document["summary"],
+        [Path(item) for item in document["figures"]],
+        [Path(item) for item in document["tables"]],
+    )

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, on_grid, output_path, resolution_of, window_grid, write_figure, write_table
+from jobs.analyses.common import (
+    AnalysisOptions,
+    AnalysisOutput,
+    RunInput,
+    line_shards,
+    mean_line,
+    on_grid,
+    output_path,
+    resolution_of,
+    window_grid,
+    write_figure,
+    write_table,
+)
 from jobs.analyses.shapes import pairwise_shape_distance
 
 SHOWN_POSITIONS = 3
 
 
 def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
-    rows, shown = [], []
+    rows: list[tuple[int, int, float, float]] = []
+    shown: list[tuple[int, np.ndarray, np.ndarray]] = []
     for shard in line_shards(run, options, kind="noisy_directions"):
         grid = window_grid(options.noisy_window, resolution_of(shard.metadata))
         points = shard.arrays["points"]
@@ -29,14 +42,27 @@ def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         if len(shown) < SHOWN_POSITIONS:
             shown.append((shard.step, grid, lines))
     if not rows:
-        return AnalysisOutput({"positions": 0, "note": f"no noisy_directions shards in probe {options.probe!r}"})
+        return AnalysisOutput(
+            {"positions": 0, "note": f"no noisy_directions shards in probe {options.probe!r}"}
+        )
     table = np.array(rows, dtype=np.float64)
-    summary = {"positions": len(rows), "directions": int(table[0, 1]), "window": options.noisy_window,
-               "mean_distance": float(table[:, 2].mean()), "max_distance": float(table[:, 3].max())}
+    summary = {
+        "positions": len(rows),
+        "directions": int(table[0, 1]),
+        "window": options.noisy_window,
+        "mean_distance": float(table[:, 2].mean()),
+        "max_distance": float(table[:, 3].max()),
+    }
     output = AnalysisOutput(summary)
-    output.tables.append(write_table(output_path(run, "noisy-directions", "csv"), ["step", "directions", "mean_distance", "max_distance"], rows))
+    output.tables.append(
+        write_table(
+            output_path(run, "noisy-directions", "csv"),
+            ["step", "directions", "mean_distance", "max_distance"],
+            rows,
+        )
+    )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         for axis, (step, grid, lines) in zip(axes, shown):
             for index, line in enumerate(lines):
                 axis.plot(grid, line - line.min(), linewidth=0.9, label=f"direction {index}")
@@ -51,5 +77,12 @@ def noisy_directions(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
 
-    output.figures.append(write_figure(output_path(run, "noisy-directions", options.image_format), draw, panels=len(shown) + 1, title=run.title))
+    output.figures.append(
+        write_figure(
+            output_path(run, "noisy-directions", options.image_format),
+            draw,
+            panels=len(shown) + 1,
+            title=run.title,
+        )
+    )
     return output

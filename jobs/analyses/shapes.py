@@ -19,7 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, line_shards, mean_line, on_grid, output_path, resolution_of, window_grid, write_figure, write_table
+from jobs.analyses.common import (
+    AnalysisOptions,
+    AnalysisOutput,
+    RunInput,
+    line_shards,
+    mean_line,
+    on_grid,
+    output_path,
+    resolution_of,
+    window_grid,
+    write_figure,
+    write_table,
+)
 from jobs.atomic import publish_bytes
 
 NEAR = 0.3  # the paper: distances settle below 0.3 after the first lines
@@ -69,7 +81,13 @@ def shape_distance(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         "mean_consecutive_after_10": float(consecutive[10:].mean()) if len(consecutive) > 10 else None,
     }
     output = AnalysisOutput(summary)
-    output.tables.append(write_table(output_path(run, "shape-distance-consecutive", "csv"), ["step", "next_step", "distance"], zip(steps[:-1], steps[1:], consecutive)))
+    output.tables.append(
+        write_table(
+            output_path(run, "shape-distance-consecutive", "csv"),
+            ["step", "next_step", "distance"],
+            zip(steps[:-1], steps[1:], consecutive),
+        )
+    )
     output.tables.append(_save_matrix(output_path(run, "shape-distance-matrix", "npz"), steps, distances))
     output.figures.append(_plot_shape_distance(run, options, steps, distances, consecutive, off_diagonal))
     return output
@@ -77,22 +95,35 @@ def shape_distance(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
 
 def _save_matrix(path: Any, steps: np.ndarray, distances: np.ndarray) -> Any:
     buffer = io.BytesIO()
-    np.savez(buffer, steps=steps, distances=distances)  # numeric arrays only: np.load(..., allow_pickle=False)
+    # numeric arrays only: np.load(..., allow_pickle=False)
+    np.savez(buffer, steps=steps, distances=distances)
     publish_bytes(path, buffer.getvalue())
     return path
 
 
-def _plot_shape_distance(run: RunInput, options: AnalysisOptions, steps, distances, consecutive, off_diagonal):  # type: ignore[no-untyped-def]
+def _plot_shape_distance(
+    run: RunInput, options: AnalysisOptions, steps, distances, consecutive, off_diagonal
+):
     shown = slice(None, None, max(1, len(steps) // 1000))  # at most ~1 000 × 1 000 cells drawn
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
-        image = axes[0].imshow(distances[shown, shown], origin="lower", cmap="viridis", extent=(steps[0], steps[-1], steps[0], steps[-1]), aspect="auto")
+    def draw(axes) -> None:
+        image = axes[0].imshow(
+            distances[shown, shown],
+            origin="lower",
+            cmap="viridis",
+            extent=(steps[0], steps[-1], steps[0], steps[-1]),
+            aspect="auto",
+        )
         axes[0].set_xlabel("line at training step")
         axes[0].set_ylabel("line at training step")
         axes[0].set_title(f"MAE between minimum-shifted lines, |s| ≤ {options.window}", fontsize=9)
         axes[0].figure.colorbar(image, ax=axes[0], label="mean absolute error (nats)")
         positive = off_diagonal[off_diagonal > 0]
-        bins = np.logspace(np.log10(max(positive.min(), 1e-6)), np.log10(positive.max()), 50) if len(positive) else 10
+        bins = (
+            np.logspace(np.log10(max(positive.min(), 1e-6)), np.log10(positive.max()), 50)
+            if len(positive)
+            else 10
+        )
         axes[1].hist(off_diagonal, bins=bins, color="tab:blue")
         axes[1].set_xscale("log")
         axes[1].set_xlabel("shape distance (MAE, nats)")
@@ -106,7 +137,9 @@ def _plot_shape_distance(run: RunInput, options: AnalysisOptions, steps, distanc
         for axis in axes:
             axis.grid(alpha=0.3)
 
-    return write_figure(output_path(run, "shape-distance", options.image_format), draw, panels=3, title=run.title)
+    return write_figure(
+        output_path(run, "shape-distance", options.image_format), draw, panels=3, title=run.title
+    )
 
 
 def polynomial_fits(points: np.ndarray, values: np.ndarray) -> tuple[float, float, float, float]:
@@ -123,7 +156,9 @@ def polyfit(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
     for shard in line_shards(run, options):
         points = shard.arrays["points"]
         inside = np.abs(points) <= options.window + 1e-12
-        rows.append((shard.step, *polynomial_fits(points[inside], mean_line(shard.arrays["train"][0])[inside])))
+        rows.append(
+            (shard.step, *polynomial_fits(points[inside], mean_line(shard.arrays["train"][0])[inside]))
+        )
     if not rows:
         return AnalysisOutput({"lines": 0})
     table = np.array(rows, dtype=np.float64)
@@ -132,16 +167,24 @@ def polyfit(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         "window": options.window,
         "mean_mae_degree1": float(table[:, 1].mean()),
         "mean_mae_degree2": float(table[:, 2].mean()),
-        "degree2_over_degree1": float(table[:, 2].mean() / table[:, 1].mean()) if table[:, 1].mean() > 0 else None,
+        "degree2_over_degree1": float(table[:, 2].mean() / table[:, 1].mean())
+        if table[:, 1].mean() > 0
+        else None,
         "curvature_first": float(table[0, 4]),
         "curvature_max": float(table[:, 4].max()),
         "curvature_max_at_step": int(table[np.argmax(table[:, 4]), 0]),
         "curvature_last": float(table[-1, 4]),
     }
     output = AnalysisOutput(summary)
-    output.tables.append(write_table(output_path(run, "polyfit", "csv"), ["step", "mae_degree1", "mae_degree2", "slope", "curvature"], rows))
+    output.tables.append(
+        write_table(
+            output_path(run, "polyfit", "csv"),
+            ["step", "mae_degree1", "mae_degree2", "slope", "curvature"],
+            rows,
+        )
+    )
 
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+    def draw(axes) -> None:
         steps = table[:, 0]
         axes[0].plot(steps, table[:, 1], label="degree 1 (linear)", linewidth=0.8)
         axes[0].plot(steps, table[:, 2], label="degree 2 (parabola)", linewidth=0.8)
@@ -157,5 +200,7 @@ def polyfit(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
             axis.grid(alpha=0.3)
         axes[0].set_title(f"polynomial fits on |s| ≤ {options.window}", fontsize=9)
 
-    output.figures.append(write_figure(output_path(run, "polyfit", options.image_format), draw, panels=3, title=run.title))
+    output.figures.append(
+        write_figure(output_path(run, "polyfit", options.image_format), draw, panels=3, title=run.title)
+    )
     return output

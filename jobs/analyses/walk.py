@@ -15,7 +15,15 @@ from typing import Optional
 
 import numpy as np
 
-from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput, output_path, write_figure, write_markdown_table, write_table
+from jobs.analyses.common import (
+    AnalysisOptions,
+    AnalysisOutput,
+    RunInput,
+    output_path,
+    write_figure,
+    write_markdown_table,
+    write_table,
+)
 from jobs.shards import iter_shards
 from jobs.spec import spec_from_yaml
 
@@ -45,7 +53,14 @@ def interpolation_row(step: int, alphas: np.ndarray, losses: np.ndarray, metadat
     else:
         height, barrier = np.nan, np.nan
     cosine = metadata.get("gradient_cosine")
-    return step, floor, height, barrier, np.nan if cosine is None else float(cosine), float(metadata.get("distance_from_init", np.nan))
+    return (
+        step,
+        floor,
+        height,
+        barrier,
+        np.nan if cosine is None else float(cosine),
+        float(metadata.get("distance_from_init", np.nan)),
+    )
 
 
 def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
@@ -59,8 +74,18 @@ def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         return AnalysisOutput({"steps": 0, "note": f"no shards of probe {options.probe!r}"})
     table = np.array(rows, dtype=np.float64)
     per_epoch = steps_per_epoch(run, options)
-    epochs = (table[:, 0] // per_epoch).astype(np.int64) if per_epoch else np.zeros(len(table), dtype=np.int64)
-    epoch_rows = [(int(epoch), int(np.nansum(table[epochs == epoch, 3])), float(np.nanmean(table[epochs == epoch, 2])), int((epochs == epoch).sum())) for epoch in np.unique(epochs)]
+    epochs = (
+        (table[:, 0] // per_epoch).astype(np.int64) if per_epoch else np.zeros(len(table), dtype=np.int64)
+    )
+    epoch_rows = [
+        (
+            int(epoch),
+            int(np.nansum(table[epochs == epoch, 3])),
+            float(np.nanmean(table[epochs == epoch, 2])),
+            int((epochs == epoch).sum()),
+        )
+        for epoch in np.unique(epochs)
+    ]
     summary = {
         "steps": len(rows),
         "steps_per_epoch": per_epoch,
@@ -71,24 +96,65 @@ def walk(run: RunInput, options: AnalysisOptions) -> AnalysisOutput:
         "mean_gradient_cosine": float(np.nanmean(table[:, 4])) if np.isfinite(table[:, 4]).any() else None,
     }
     output = AnalysisOutput(summary)
-    output.tables.append(write_table(output_path(run, "walk-steps", "csv"), ["step", "valley_floor", "height_above_floor", "barrier", "gradient_cosine", "distance_from_init"], rows))
-    output.tables.append(write_table(output_path(run, "walk-epochs", "csv"), ["epoch", "barriers", "mean_height_above_floor", "steps_measured"], epoch_rows))
+    output.tables.append(
+        write_table(
+            output_path(run, "walk-steps", "csv"),
+            [
+                "step",
+                "valley_floor",
+                "height_above_floor",
+                "barrier",
+                "gradient_cosine",
+                "distance_from_init",
+            ],
+            rows,
+        )
+    )
+    output.tables.append(
+        write_table(
+            output_path(run, "walk-epochs", "csv"),
+            ["epoch", "barriers", "mean_height_above_floor", "steps_measured"],
+            epoch_rows,
+        )
+    )
     columns = ["epoch", "barriers crossed", "mean height above the valley floor (nats)", "steps measured"]
-    output.tables.append(write_markdown_table(output_path(run, "walk-epochs", "md"), columns, [(epoch, barriers, f"{height:.4g}", count) for epoch, barriers, height, count in epoch_rows]))
+    output.tables.append(
+        write_markdown_table(
+            output_path(run, "walk-epochs", "md"),
+            columns,
+            [(epoch, barriers, f"{height:.4g}", count) for epoch, barriers, height, count in epoch_rows],
+        )
+    )
     output.figures.append(_plot_walk(run, options, table, curve, epoch_rows))
-    hessian = [(shard.step, float(shard.metadata["spectral_norm"])) for shard in iter_shards(run.paths, HESSIAN_PROBE, start, stop, metadata_only=True)]
+    hessian = [
+        (shard.step, float(shard.metadata["spectral_norm"]))
+        for shard in iter_shards(run.paths, HESSIAN_PROBE, start, stop, metadata_only=True)
+    ]
     if hessian:
-        output.summary["hessian_spectral_norm"] = {"first": hessian[0][1], "max": max(value for _, value in hessian), "last": hessian[-1][1]}
-        output.tables.append(write_table(output_path(run, "hessian-norm", "csv"), ["step", "spectral_norm"], hessian))
+        output.summary["hessian_spectral_norm"] = {
+            "first": hessian[0][1],
+            "max": max(value for _, value in hessian),
+            "last": hessian[-1][1],
+        }
+        output.tables.append(
+            write_table(output_path(run, "hessian-norm", "csv"), ["step", "spectral_norm"], hessian)
+        )
         output.figures.append(_plot_hessian(run, options, hessian))
     return output
 
 
-def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve, epoch_rows):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve, epoch_rows):
+    def draw(axes) -> None:
         for positions, losses in curve:
             axes[0].plot(positions, losses, color="tab:blue", linewidth=0.6)
-        axes[0].plot(table[:, 0] + 0.5, table[:, 1], color="black", linewidth=0.8, linestyle=":", label="valley floor min_α L(θ_α)")
+        axes[0].plot(
+            table[:, 0] + 0.5,
+            table[:, 1],
+            color="black",
+            linewidth=0.8,
+            linestyle=":",
+            label="valley floor min_α L(θ_α)",
+        )
         axes[0].set_xlabel("training step t (+ α between θ_t and θ_t+1)")
         axes[0].set_ylabel("training-set loss (nats)")
         axes[0].legend(fontsize=8)
@@ -111,8 +177,8 @@ def _plot_walk(run: RunInput, options: AnalysisOptions, table: np.ndarray, curve
     return write_figure(output_path(run, "walk", options.image_format), draw, panels=3, title=run.title)
 
 
-def _plot_hessian(run: RunInput, options: AnalysisOptions, hessian):  # type: ignore[no-untyped-def]
-    def draw(axes) -> None:  # type: ignore[no-untyped-def]
+def _plot_hessian(run: RunInput, options: AnalysisOptions, hessian):
+    def draw(axes) -> None:
         steps, values = zip(*hessian)
         axes[0].plot(steps, values, marker="o")
         axes[0].set_xlabel("training step")

@@ -34,7 +34,9 @@ def augment(images: torch.Tensor, augmentation: Augmentation, seed: int) -> torc
     out = images
     if augmentation.crop_padding:
         pad = augmentation.crop_padding
-        fill = torch.tensor(augmentation.pad_value, dtype=images.dtype, device=images.device).view(1, channels, 1, 1)
+        fill = torch.tensor(augmentation.pad_value, dtype=images.dtype, device=images.device).view(
+            1, channels, 1, 1
+        )
         padded = F.pad(images - fill, (pad, pad, pad, pad)) + fill  # zero padding of the raw image
         offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).to(images.device)
         rows = (offsets[:, 0, None] + torch.arange(height, device=images.device))[:, None, :, None]

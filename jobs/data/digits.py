@@ -19,7 +19,9 @@ def digits(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     targets = torch.as_tensor(bunch.target, dtype=torch.int64)
     train_count, test_count = OFFICIAL_COUNTS["digits"]
-    assert len(targets) == train_count, f"scikit-learn's digits has {len(targets)} images, expected {train_count}"
+    assert len(targets) == train_count, (
+        f"scikit-learn's digits has {len(targets)} images, expected {train_count}"
+    )
     train_list, val_list = subset_indices(spec, train_count, test_count)
     train_indices, val_indices = torch.tensor(train_list), torch.tensor(val_list)
     mean = images[train_indices].mean()

@@ -53,15 +53,22 @@ class InMemoryData:
 
     def channels_last(self) -> "InMemoryData":
         """The same samples with image tensors in NHWC memory order (values unchanged)."""
+
         def nhwc(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
-        return dataclasses.replace(self, train_inputs=nhwc(self.train_inputs), val_inputs=nhwc(self.val_inputs))
+        return dataclasses.replace(
+            self, train_inputs=nhwc(self.train_inputs), val_inputs=nhwc(self.val_inputs)
+        )
 
     def train_batch(self, indices: torch.Tensor, seed: int) -> torch.Tensor:
         """The (augmented, when configured) inputs of training samples ``indices``."""
         inputs = self.train_inputs[indices]
-        return augment(inputs, self.augmentation, seed) if self.augmentation is not None and self.augmentation.active else inputs
+        return (
+            augment(inputs, self.augmentation, seed)
+            if self.augmentation is not None and self.augmentation.active
+            else inputs
+        )
 
 
 def indices_sha256(data: InMemoryData) -> str:
@@ -73,7 +80,8 @@ def record_indices(data: InMemoryData, spec: DataSpec, out_file: Path) -> str:
     digest = indices_sha256(data)
     if spec.indices_sha256 is not None and spec.indices_sha256 != digest:
         raise ValueError(
-            f"data set {spec.name}: the split's indices_sha256 is {digest}, the spec pins {spec.indices_sha256}; "
+            f"data set {spec.name}: the split's indices_sha256 is {digest}, the spec pins "
+            f"{spec.indices_sha256}; "
             "the data files or the split code changed (remove data.indices_sha256 to accept the new split)"
         )
     if not out_file.exists():

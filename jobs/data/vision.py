@@ -22,12 +22,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from jobs.data.registry import DATASETS, InMemoryData
 from jobs.data.augment import Augmentation
-from jobs.spec import DataSpec
+from jobs.data.registry import DATASETS, InMemoryData
 from jobs.manifest import DATA_FILES, missing_files
+from jobs.spec import DataSpec
 from jobs.splits import subset_indices
-
 
 Reader = Callable[[str, bool, bool, bool], tuple[np.ndarray, np.ndarray]]  # (root, train, download, verify)
 
@@ -54,7 +53,9 @@ def without_checksums(dataset_class: type) -> type:
     if hasattr(dataset_class, "meta"):
         overrides["meta"] = {**dataset_class.meta, "md5": None}
     if hasattr(dataset_class, "split_list"):
-        overrides["split_list"] = {split: [url, file_name, None] for split, (url, file_name, _) in dataset_class.split_list.items()}
+        overrides["split_list"] = {
+            split: [url, file_name, None] for split, (url, file_name, _) in dataset_class.split_list.items()
+        }
     return type(dataset_class.__name__, (dataset_class,), overrides)
 
 
@@ -79,7 +80,8 @@ def _read_svhn(root: str, train: bool, download: bool, verify: bool) -> tuple[np
 
 
 def _read_mnist(root: str, train: bool, download: bool, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    dataset = _dataset_class("MNIST", verify)(root, train=train, download=download)  # MNIST has no md5 check of its raw files
+    # MNIST has no md5 check of its raw files
+    dataset = _dataset_class("MNIST", verify)(root, train=train, download=download)
     return dataset.data.numpy()[:, None], dataset.targets.numpy().astype(np.int64)
 
 
@@ -87,15 +89,27 @@ SOURCES = {
     source.name: source
     for source in (
         VisionSource(
-            "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4, True, _read_cifar("CIFAR10"),
+            "cifar10",
+            10,
+            (0.4914, 0.4822, 0.4465),
+            (0.2023, 0.1994, 0.2010),
+            4,
+            True,
+            _read_cifar("CIFAR10"),
         ),
         VisionSource(
-            "cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 8, True, _read_cifar("CIFAR100"),
+            "cifar100",
+            100,
+            (0.5071, 0.4867, 0.4408),
+            (0.2675, 0.2565, 0.2761),
+            8,
+            True,
+            _read_cifar("CIFAR100"),
         ),
         VisionSource("svhn", 10, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), 4, True, _read_svhn),
         VisionSource("mnist", 10, (0.1307,), (0.3081,), 0, False, _read_mnist),
     )
-}  # fmt: skip
+}
 
 
 def fetch(name: str, root: str) -> list[Path]:
@@ -116,13 +130,20 @@ def load_vision(spec: DataSpec, data_root: Optional[str]) -> InMemoryData:
     source = SOURCES[spec.name]
     missing = missing_files(spec.name, data_root)
     if missing:
-        raise FileNotFoundError(f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data fetch {spec.name} --root {data_root or 'DIR'}")
+        raise FileNotFoundError(
+            f"data set {spec.name} not found: {', '.join(map(str, missing))}; stage it with: orch data "
+            f"fetch {spec.name} --root {data_root or 'DIR'}"
+        )
     root = str(Path(data_root or "").expanduser())
     verify = spec.verify_checksums is not False
     images, labels = source.read(root, True, False, verify)
     mean, std = tuple(spec.mean or source.mean), tuple(spec.std or source.std)
-    val_images, val_labels = (source.read(root, False, False, verify) if spec.val_source == "test" else (images, labels))
-    train_indices, val_indices = subset_indices(spec, len(labels), len(val_labels) if spec.val_source == "test" else 0)
+    val_images, val_labels = (
+        source.read(root, False, False, verify) if spec.val_source == "test" else (images, labels)
+    )
+    train_indices, val_indices = subset_indices(
+        spec, len(labels), len(val_labels) if spec.val_source == "test" else 0
+    )
     return InMemoryData(
         train_inputs=normalized(images[train_indices], mean, std),
         train_targets=torch.from_numpy(labels[train_indices]),

@@ -12,7 +12,6 @@ from jobs.spec import ModelSpec
 __all__ = ["MODELS", "ModelBuilder", "build_model"]
 
 
-
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The registered builder's model, initialized as ``spec.init`` (or the source) says.
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from jobs.models.registry import MODELS
 from jobs.models.mlp import ACTIVATIONS
+from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 

@@ -22,9 +22,17 @@ class DenseLayer(nn.Module):
         layers: list[nn.Module] = []
         channels = channels_in
         if bottleneck:
-            layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, 4 * growth, 1, bias=False)]
+            layers += [
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channels, 4 * growth, 1, bias=False),
+            ]
             channels = 4 * growth
-        layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, growth, 3, padding=1, bias=False)]
+        layers += [
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, growth, 3, padding=1, bias=False),
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, inputs: Tensor) -> Tensor:
@@ -33,12 +41,24 @@ class DenseLayer(nn.Module):
 
 def transition(channels_in: int, channels_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.BatchNorm2d(channels_in), nn.ReLU(inplace=True), nn.Conv2d(channels_in, channels_out, 1, bias=False), nn.AvgPool2d(2)
+        nn.BatchNorm2d(channels_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels_in, channels_out, 1, bias=False),
+        nn.AvgPool2d(2),
     )
 
 
 class DenseNet(nn.Module):
-    def __init__(self, blocks: list[int], growth: int, stem: int, compression: float, bottleneck: bool, in_channels: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        blocks: list[int],
+        growth: int,
+        stem: int,
+        compression: float,
+        bottleneck: bool,
+        in_channels: int,
+        num_classes: int,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)]
         channels = stem
@@ -60,9 +80,25 @@ class DenseNet(nn.Module):
 
 @MODELS.register("densenet40")
 def densenet40(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return DenseNet([12, 12, 12], growth=12, stem=16, compression=1.0, bottleneck=False, in_channels=input_shape[0], num_classes=num_classes)
+    return DenseNet(
+        [12, 12, 12],
+        growth=12,
+        stem=16,
+        compression=1.0,
+        bottleneck=False,
+        in_channels=input_shape[0],
+        num_classes=num_classes,
+    )
 
 
 @MODELS.register("densenet121")
 def densenet121(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return DenseNet([6, 12, 24, 16], growth=32, stem=64, compression=0.5, bottleneck=True, in_channels=input_shape[0], num_classes=num_classes)
+    return DenseNet(
+        [6, 12, 24, 16],
+        growth=32,
+        stem=64,
+        compression=0.5,
+        bottleneck=True,
+        in_channels=input_shape[0],
+        num_classes=num_classes,
+    )

@@ -10,12 +10,24 @@ from jobs.models.registry import MODELS
 from jobs.spec import ModelSpec
 
 # (expansion, output channels, blocks, stride of the first block)
-CIFAR_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+CIFAR_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
-def conv_bn(channels_in: int, channels_out: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+def conv_bn(
+    channels_in: int, channels_out: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
     layers: list[nn.Module] = [
-        nn.Conv2d(channels_in, channels_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            channels_in, channels_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False
+        ),
         nn.BatchNorm2d(channels_out),
     ]
     if relu:
@@ -28,7 +40,10 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = channels_in * expansion
         layers = [conv_bn(channels_in, hidden, 1)] if expansion != 1 else []
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, channels_out, 1, relu=False)]
+        layers += [
+            conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn(hidden, channels_out, 1, relu=False),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and channels_in == channels_out
 
@@ -45,5 +60,10 @@ def mobilenetv2(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
         for index in range(blocks):
             layers.append(InvertedResidual(channels, channels_out, expansion, stride if index == 0 else 1))
             channels = channels_out
-    layers += [conv_bn(channels, 1280, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, num_classes)]
+    layers += [
+        conv_bn(channels, 1280, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(1280, num_classes),
+    ]
     return nn.Sequential(*layers)

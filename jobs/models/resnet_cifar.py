@@ -48,7 +48,8 @@ class BasicBlock(nn.Module):
                 self.shortcut = ZeroPadShortcut(channels_out - channels_in, stride)
             else:
                 self.shortcut = nn.Sequential(
-                    nn.Conv2d(channels_in, channels_out, 1, stride=stride, bias=False), nn.BatchNorm2d(channels_out)
+                    nn.Conv2d(channels_in, channels_out, 1, stride=stride, bias=False),
+                    nn.BatchNorm2d(channels_out),
                 )
 
     def forward(self, inputs: Tensor) -> Tensor:
@@ -58,7 +59,14 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, blocks_per_stage: list[int], widths: list[int], shortcut: str, in_channels: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        blocks_per_stage: list[int],
+        widths: list[int],
+        shortcut: str,
+        in_channels: int,
+        num_classes: int,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -78,7 +86,7 @@ class CifarResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def he_resnet(depth: int):  # type: ignore[no-untyped-def]
+def he_resnet(depth: int):
     blocks = (depth - 2) // 6
 
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -95,7 +103,7 @@ MODELS.register("resnet56")(he_resnet(56))
 MODELS.register("resnet110")(he_resnet(110))
 
 
-def imagenet_style_resnet(blocks: list[int]):  # type: ignore[no-untyped-def]
+def imagenet_style_resnet(blocks: list[int]):
     def build(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return CifarResNet(blocks, [64, 128, 256, 512], "B", input_shape[0], num_classes)
 

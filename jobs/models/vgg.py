@@ -19,7 +19,11 @@ def vgg11(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn
         if item == "pool":
             layers.append(nn.MaxPool2d(2))
         else:
-            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, int(item), 3, padding=1),
+                nn.BatchNorm2d(int(item)),
+                nn.ReLU(inplace=True),
+            ]
             channels = int(item)
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
     return nn.Sequential(*layers)

@@ -17,8 +17,20 @@ from jobs.optim.registry import OPTIMIZERS, OptimizerBuilder
 from jobs.optim.schedules import learning_rate
 from jobs.spec import OptimizerSpec
 
-__all__ = ["OPTIMIZERS", "BatchProvider", "Counting", "Objective", "OptimizerBuilder", "StepReport", "TrainingShape", "build_optimizer", "learning_rate"]
+__all__ = [
+    "OPTIMIZERS",
+    "BatchProvider",
+    "Counting",
+    "Objective",
+    "OptimizerBuilder",
+    "StepReport",
+    "TrainingShape",
+    "build_optimizer",
+    "learning_rate",
+]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+) -> torch.optim.Optimizer:
     return OPTIMIZERS.get(spec.name)(params, spec, shape, batches)

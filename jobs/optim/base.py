@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
-from jobs.optim.contract import BatchProvider, Objective, StepReport, TrainingShape, gradients_of, l2_penalty, parameters_of
+from jobs.optim.contract import (
+    BatchProvider,
+    Objective,
+    StepReport,
+    TrainingShape,
+    gradients_of,
+    l2_penalty,
+    parameters_of,
+)
 from jobs.spec import OptimizerSpec
 
 
@@ -29,7 +37,7 @@ class Counting:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()  # type: ignore[misc]
+        state = super().state_dict()  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
         state["counts"] = [self.forwards_total, self.backwards_total]
         state["search"] = self.extra_state()
         return state
@@ -38,7 +46,7 @@ class Counting:
         state_dict = dict(state_dict)
         self.forwards_total, self.backwards_total = state_dict.pop("counts", [0, 0])
         self.load_extra_state(state_dict.pop("search", {}))
-        super().load_state_dict(state_dict)  # type: ignore[misc]
+        super().load_state_dict(state_dict)  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
 
 
 class TorchStep(Counting):
@@ -46,18 +54,20 @@ class TorchStep(Counting):
 
     scheduled = True
 
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:
         loss = closure()
-        super().step()  # type: ignore[misc]
+        super().step()  # type: ignore[misc]  # a mixin: torch's Optimizer follows it in every subclass's MRO
         self.count(1, 1)
-        self.last_report = StepReport(1, 1, float(self.param_groups[0]["lr"]), None)  # type: ignore[attr-defined]
+        self.last_report = StepReport(1, 1, float(self.param_groups[0]["lr"]), None)  # type: ignore[attr-defined]  # param_groups: torch's Optimizer follows this mixin
         return loss
 
 
 class SearchOptimizer(Counting, torch.optim.Optimizer):
     """Base of the line searches: one parameter group, weight decay as an L2 term of the searched loss."""
 
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, {"lr": spec.lr})
         self.spec = spec
         self.shape = shape
@@ -78,13 +88,17 @@ class SearchOptimizer(Counting, torch.optim.Optimizer):
                     for parameter in self.params:
                         if parameter.grad is None:
                             parameter.grad = torch.zeros_like(parameter)
-                    torch._foreach_add_([p.grad for p in self.params], self.params, alpha=self.spec.weight_decay)
+                    torch._foreach_add_(
+                        cast(list[torch.Tensor], [p.grad for p in self.params]),  # all set just above
+                        self.params,
+                        alpha=self.spec.weight_decay,
+                    )
         return float(loss)
 
     def gradients(self) -> list[torch.Tensor]:
         return gradients_of(self.params)
 
-    def finish(self, learning_rate: Optional[float], step_length: float) -> StepReport:
+    def finish(self, learning_rate: Optional[float], step_length: Optional[float]) -> StepReport:
         report = StepReport(self._step_forwards, self._step_backwards, learning_rate, step_length)
         self.count(self._step_forwards, self._step_backwards)
         self._step_forwards = self._step_backwards = 0

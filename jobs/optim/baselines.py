@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
+from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 GOLS_MAX_STEP = 1e7
@@ -32,7 +32,9 @@ GOLS_MAX_STEP = 1e7
 
 @OPTIMIZERS.register("gols_i")
 class GOLSI(SearchOptimizer):
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.phase = "direction"  # direction | check | increase | decrease
         self.step_size = spec.lr
@@ -41,13 +43,17 @@ class GOLSI(SearchOptimizer):
         self.direction_norm = 1.0
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         if self.phase == "direction" or self._accepts(self._directional_derivative()):
             self._new_direction()
         else:
             before = self.step_size
-            self.step_size = self.step_size * self.spec.step_scaling if self.phase == "increase" else self.step_size / self.spec.step_scaling
+            self.step_size = (
+                self.step_size * self.spec.step_scaling
+                if self.phase == "increase"
+                else self.step_size / self.spec.step_scaling
+            )
             self._move()
             self.finish(self.step_size, abs(self.step_size - before) * self.direction_norm)
         return torch.tensor(loss)
@@ -94,8 +100,13 @@ class GOLSI(SearchOptimizer):
         move_to(self.params, origins, [self.state[p]["direction"] for p in self.params], self.step_size)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"phase": self.phase, "step_size": self.step_size, "max_step_size": self.max_step_size,
-                "initial_derivative": self.initial_derivative, "direction_norm": self.direction_norm}
+        return {
+            "phase": self.phase,
+            "step_size": self.step_size,
+            "max_step_size": self.max_step_size,
+            "initial_derivative": self.initial_derivative,
+            "direction_norm": self.direction_norm,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
@@ -105,7 +116,7 @@ class GOLSI(SearchOptimizer):
 @OPTIMIZERS.register("alig")
 class ALIG(SearchOptimizer):
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         squared_norm = float(norm(gradients)) ** 2
@@ -123,18 +134,21 @@ class ALIG(SearchOptimizer):
 
 @OPTIMIZERS.register("sgd_hd")
 class SGDHD(SearchOptimizer):
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.learning_rate = spec.lr
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         previous = [self.state[p].get("previous_gradient", torch.zeros_like(p)) for p in self.params]
         self.learning_rate += self.spec.hypergradient_lr * float(dot(gradients, previous))
         torch._foreach_add_(self.params, gradients, alpha=-self.learning_rate)
-        for parameter, gradient in zip(self.params, gradients):  # kept, not copied: each backward allocates new ones
+        # kept, not copied: each backward allocates new ones
+        for parameter, gradient in zip(self.params, gradients):
             self.state[parameter]["previous_gradient"] = gradient
         self.finish(self.learning_rate, abs(self.learning_rate) * float(norm(gradients)))
         return torch.tensor(loss)
@@ -152,7 +166,7 @@ class COCOB(SearchOptimizer):
     ZERO_STATES = ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum")
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         gradients = self.gradients()
         states = [self.state[parameter] for parameter in self.params]
@@ -163,15 +177,25 @@ class COCOB(SearchOptimizer):
             return [state[name] for state in states]
 
         absolute = torch._foreach_abs(gradients)
-        scale, absolute_sum, negative_sum, reward, previous_bet = of("scale"), of("absolute_gradient_sum"), of("negative_gradient_sum"), of("reward"), of("bet")
+        scale, absolute_sum, negative_sum, reward, previous_bet = (
+            of("scale"),
+            of("absolute_gradient_sum"),
+            of("negative_gradient_sum"),
+            of("reward"),
+            of("bet"),
+        )
         torch._foreach_maximum_(scale, absolute)
         torch._foreach_add_(absolute_sum, absolute)
         torch._foreach_sub_(negative_sum, gradients)
         torch._foreach_sub_(reward, torch._foreach_mul(previous_bet, gradients))
         torch._foreach_clamp_min_(reward, 0.0)
-        denominator = torch._foreach_maximum(torch._foreach_add(absolute_sum, scale), torch._foreach_mul(scale, self.spec.cocob_alpha))
+        denominator = torch._foreach_maximum(
+            torch._foreach_add(absolute_sum, scale), torch._foreach_mul(scale, self.spec.cocob_alpha)
+        )
         torch._foreach_mul_(denominator, scale)
-        bet = torch._foreach_mul(torch._foreach_div(negative_sum, denominator), torch._foreach_add(scale, reward))
+        bet = torch._foreach_mul(
+            torch._foreach_div(negative_sum, denominator), torch._foreach_add(scale, reward)
+        )
         change = norm(torch._foreach_sub(bet, previous_bet))
         for state, new_bet in zip(states, bet):
             state["bet"] = new_bet

@@ -26,7 +26,8 @@ class StepReport:
     forwards: int  # forward passes of this step (a forward with backward counts once in each)
     backwards: int
     learning_rate: Optional[float]  # λ of the update: its length over the direction's norm; None: no update
-    step_length: Optional[float]  # ‖θ_{t+1} − θ_t‖ (0 when it only measured); None: not known (torch's optimizers)
+    # ‖θ_{t+1} − θ_t‖ (0 when it only measured); None: not known (torch's optimizers)
+    step_length: Optional[float]
 
 
 class Objective:
@@ -37,7 +38,14 @@ class Objective:
     detached mean cross-entropy and keep the logits of the call in ``logits``.
     """
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, seed: int, autocast: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        seed: int,
+        autocast: Optional[str] = None,
+    ) -> None:
         self.model = model
         self.inputs = inputs
         self.targets = targets
@@ -76,7 +84,8 @@ class BatchProvider(Protocol):
         ...
 
     def search_batch(self, size: int, draw: int) -> Objective:
-        """``size`` training samples, the ``draw``-th search batch of the run (seeded by run seed and draw)."""
+        """``size`` training samples, the ``draw``-th search batch of the run (seeded by run seed and
+        draw)."""
         ...
 
 
@@ -91,6 +100,7 @@ class TrainingShape:
 
 
 # Flat-list arithmetic on parameters and gradients (torch._foreach_* kernels where they exist).
+
 
 def parameters_of(param_groups: Iterable[dict[str, Any]]) -> list[torch.Tensor]:
     return [p for group in param_groups for p in group["params"]]
@@ -115,12 +125,14 @@ def dot(first: list[torch.Tensor], second: list[torch.Tensor]) -> torch.Tensor:
     return torch.dot(flat(first), flat(second))
 
 
-def norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def norm(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 @torch.no_grad()
-def move_to(params: list[torch.Tensor], origin: list[torch.Tensor], direction: list[torch.Tensor], scale: float) -> None:
+def move_to(
+    params: list[torch.Tensor], origin: list[torch.Tensor], direction: list[torch.Tensor], scale: float
+) -> None:
     """θ ← origin + scale·direction."""
     torch._foreach_copy_(params, origin)
     if scale != 0.0:

@@ -37,9 +37,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, dot, norm
+from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 LABPAL_STEP_ADAPTATION = 1.8
@@ -64,26 +64,39 @@ def parabola_through(points: list[float], losses: list[float], fit: str) -> tupl
 
 
 def fitted_minimum(points: list[float], losses: list[float], fit: str) -> Optional[float]:
-    """s_min of the parabola through the three measurements; None unless it opens upwards and descends at 0."""
+    """s_min of the parabola through the three measurements; None unless it opens upwards and descends at
+    0."""
     a, b = parabola_through(points, losses, fit)
     return -b / (2 * a) if a > 0 > b else None
 
 
 def lowest_measured_point(points: list[float], losses: list[float]) -> Optional[float]:
     """The measured point (after 0) of lowest finite loss below the loss at 0; None if none is lower."""
-    below = [(loss, point) for point, loss in zip(points[1:], losses[1:]) if math.isfinite(loss) and loss < losses[0]]
+    below = [
+        (loss, point)
+        for point, loss in zip(points[1:], losses[1:])
+        if math.isfinite(loss) and loss < losses[0]
+    ]
     return min(below)[1] if below else None
 
 
 @OPTIMIZERS.register("labpal")
 class LABPAL(SearchOptimizer):
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.adaptation = spec.step_adaptation if spec.step_adaptation is not None else LABPAL_STEP_ADAPTATION
         self.max_step = spec.max_step if spec.max_step is not None else LABPAL_MAX_STEP
-        noise = spec.noise_factor if spec.noise_factor is not None else 128 / shape.batch_size * shape.train_size / 40_000
+        noise = (
+            spec.noise_factor
+            if spec.noise_factor is not None
+            else 128 / shape.batch_size * shape.train_size / 40_000
+        )
         self.factors = [max(int(factor * noise), 1) for factor in spec.batch_factors]
-        self.boundaries = [math.floor(milestone * shape.total_steps) + 1 for milestone in spec.batch_milestones]
+        self.boundaries = [
+            math.floor(milestone * shape.total_steps) + 1 for milestone in spec.batch_milestones
+        ]
         self.steps_seen = 0
         self.phase = "approximate"
         self.batch_factor = self.factors[0]
@@ -107,12 +120,14 @@ class LABPAL(SearchOptimizer):
         return max(batches, self.batch_factor)
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         k = self.k(self.steps_seen)
         if k != self.batch_factor and self.sampled == 0:
             self.batch_factor = k
             self._start_approximation()
-        if self.phase == "train" and (self.update_step is None or self.updates_since_estimate >= self.spec.reuse_steps):
+        if self.phase == "train" and (
+            self.update_step is None or self.updates_since_estimate >= self.spec.reuse_steps
+        ):
             self._start_approximation()
         loss = self._gather(closure) if self.phase == "approximate" else self._train(closure)
         self.steps_seen += 1
@@ -142,7 +157,10 @@ class LABPAL(SearchOptimizer):
             for state in states:
                 state["direction"] = state["batch_mean"]
             return [state["direction"] for state in states]
-        directions = [state.setdefault("direction", torch.zeros_like(parameter)) for state, parameter in zip(states, self.params)]
+        directions = [
+            state.setdefault("direction", torch.zeros_like(parameter))
+            for state, parameter in zip(states, self.params)
+        ]
         torch._foreach_mul_(directions, self.spec.momentum)
         torch._foreach_add_(directions, [state["batch_mean"] for state in states])
         return directions
@@ -156,7 +174,8 @@ class LABPAL(SearchOptimizer):
             loss = self.evaluate(closure, backward=False)
         self.loss_sum += loss
         self.gathered.append(self.steps_seen)
-        if index == self.batch_factor and not self._direction_usable():  # keep training with the last estimate
+        # keep training with the last estimate
+        if index == self.batch_factor and not self._direction_usable():
             self.phase = "train" if self.update_step is not None else "approximate"
             self.gathered, self.loss_sum, self.updates_since_estimate = [], 0.0, 0
         elif index == self.approximation_batches():
@@ -189,7 +208,9 @@ class LABPAL(SearchOptimizer):
         directions = [self.state[p]["direction"] for p in self.params]
         torch._foreach_add_(self.params, directions, alpha=-(target - position) / self.direction_norm)
         self.phase = "train"
-        self.updates_since_estimate = 1  # this move is the first of the reuse_steps updates (the authors' count)
+        self.updates_since_estimate = (
+            1  # this move is the first of the reuse_steps updates (the authors' count)
+        )
         self.updates += 1
         self.gathered, self.loss_sum = [], 0.0
         self.finish(target / self.direction_norm, target)
@@ -201,7 +222,9 @@ class LABPAL(SearchOptimizer):
         for point in points:
             torch._foreach_add_(self.params, directions, alpha=-(point - position) / self.direction_norm)
             position = point
-            losses = [self.evaluate(self.batches.training_batch(step), backward=False) for step in self.gathered]
+            losses = [
+                self.evaluate(self.batches.training_batch(step), backward=False) for step in self.gathered
+            ]
             means.append(float(np.nanmean(losses)))
         return position
 
@@ -209,7 +232,8 @@ class LABPAL(SearchOptimizer):
         """No estimate yet and the fit failed: measure the gathered batches again farther out
         (points ×REMEASURE_SCALE each time, at most FARTHER_REMEASUREMENTS times) until a fit
         succeeds; else take the lowest measured point below l(0), at most s_max, or the nearest
-        measure point. Sets the step (a fallback is not averaged into later estimates); returns θ's position."""
+        measure point. Sets the step (a fallback is not averaged into later estimates); returns θ's
+        position."""
         measured_points, measured_means = list(points), list(means)
         for retry in range(1, FARTHER_REMEASUREMENTS + 1):
             farther = [point * REMEASURE_SCALE**retry for point in points]
@@ -259,9 +283,18 @@ class LABPAL(SearchOptimizer):
 
     def extra_state(self) -> dict[str, Any]:
         return {
-            "steps_seen": self.steps_seen, "phase": self.phase, "batch_factor": self.batch_factor, "gathered": list(self.gathered),
-            "loss_sum": self.loss_sum, "sampled": self.sampled, "direction_norm": self.direction_norm, "update_step": self.update_step,
-            "lr": self.lr, "history": [list(row) for row in self.history], "updates": self.updates, "updates_since_estimate": self.updates_since_estimate,
+            "steps_seen": self.steps_seen,
+            "phase": self.phase,
+            "batch_factor": self.batch_factor,
+            "gathered": list(self.gathered),
+            "loss_sum": self.loss_sum,
+            "sampled": self.sampled,
+            "direction_norm": self.direction_norm,
+            "update_step": self.update_step,
+            "lr": self.lr,
+            "history": [list(row) for row in self.history],
+            "updates": self.updates,
+            "updates_since_estimate": self.updates_since_estimate,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:

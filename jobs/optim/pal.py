@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, dot, norm
+from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 PAL_STEP_ADAPTATION = 1 / 0.6
@@ -43,13 +43,15 @@ def parabola_step(l0: float, l_mu: float, b: float, mu: float, adaptation: float
 
 @OPTIMIZERS.register("pal")
 class PAL(SearchOptimizer):
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.adaptation = spec.step_adaptation if spec.step_adaptation is not None else PAL_STEP_ADAPTATION
         self.max_step = spec.max_step if spec.max_step is not None else PAL_MAX_STEP
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         mu = self.spec.measuring_step
         l0 = self.evaluate(closure, backward=True)
         direction, b = self._direction_and_slope()
@@ -66,7 +68,7 @@ class PAL(SearchOptimizer):
         gradients = self.gradients()
         beta = self.spec.direction_adaptation
         if beta == 0:
-            return gradients, -float(norm(gradients)) ** 2
+            return gradients, -(float(norm(gradients)) ** 2)
         buffers = [self.state[p].setdefault("direction", torch.zeros_like(p)) for p in self.params]
         torch._foreach_mul_(buffers, beta)
         torch._foreach_add_(buffers, gradients)

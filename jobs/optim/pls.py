@@ -45,16 +45,17 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
-from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
+from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 # The paper's and the authors' MATLAB code's defaults.
 PLS_C1 = 0.05  # first (sufficient decrease) Wolfe constant
 PLS_C2 = 0.8  # second (curvature) Wolfe constant
 PLS_WOLFE_THRESHOLD = 0.3  # c_W
-PLS_MAX_EVALUATIONS = 6  # evaluations per line search (the dissertation's Alg. 5: 10; a Python translation of the MATLAB code: 7)
+# evaluations per line search (the dissertation's Alg. 5: 10; a Python translation of the MATLAB code: 7)
+PLS_MAX_EVALUATIONS = 6
 KERNEL_OFFSET = 10.0  # τ of the integrated Wiener process, in units of α0
 STEP_GROWTH = 1.3  # the next search's α0: the accepted step times this
 AVERAGE_DECAY = 0.9  # of the running average ᾱ of accepted steps
@@ -69,11 +70,15 @@ NORMAL_BOUND = 38.0  # Φ(38) is 1 in double precision
 
 # -- the Gaussian process along the line -----------------------------------------------------------
 
+
 def covariance(s: np.ndarray, s_orders: np.ndarray, t: np.ndarray, t_orders: np.ndarray) -> np.ndarray:
     """Prior covariances Cov(f^(i)(s), f^(j)(t)) of the once-integrated Wiener process for every
     pair of features (position, order 0 = value or 1 = slope), s, t ≥ 0: with a = s + τ,
     b = t + τ, k = min(a,b)³/3 + |a − b|·min(a,b)²/2 and its derivatives."""
-    a, b = np.asarray(s, dtype=np.float64)[:, None] + KERNEL_OFFSET, np.asarray(t, dtype=np.float64)[None, :] + KERNEL_OFFSET
+    a, b = (
+        np.asarray(s, dtype=np.float64)[:, None] + KERNEL_OFFSET,
+        np.asarray(t, dtype=np.float64)[None, :] + KERNEL_OFFSET,
+    )
     low = np.minimum(a, b)
     value_value = low**3 / 3 + np.abs(a - b) * low**2 / 2
     value_slope = np.where(b <= a, a * b - b * b / 2, a * a / 2)  # ∂k/∂t
@@ -85,7 +90,14 @@ def covariance(s: np.ndarray, s_orders: np.ndarray, t: np.ndarray, t_orders: np.
 class LineGP:
     """The posterior over f and f' along the line given noisy values and slopes at ``points``."""
 
-    def __init__(self, points: list[float], values: list[float], slopes: list[float], value_noise: float, slope_noise: float) -> None:
+    def __init__(
+        self,
+        points: list[float],
+        values: list[float],
+        slopes: list[float],
+        value_noise: float,
+        slope_noise: float,
+    ) -> None:
         count = len(points)
         self.times = np.array(points + points, dtype=np.float64)
         self.orders = np.array([0] * count + [1] * count)
@@ -127,6 +139,7 @@ def mean_minimum_in(gp: LineGP, left: float, right: float) -> Optional[float]:
 
 # -- the Wolfe probability -------------------------------------------------------------------------
 
+
 def normal_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2))
 
@@ -166,7 +179,12 @@ class WolfeBelief:
             return float(self.mean_a >= 0 and 0 <= self.mean_b <= self.upper_b)
         deviation_a, deviation_b = math.sqrt(self.variance_a), math.sqrt(self.variance_b)
         rho = self.covariance_ab / (deviation_a * deviation_b)
-        return rectangle_probability(-self.mean_a / deviation_a, -self.mean_b / deviation_b, (self.upper_b - self.mean_b) / deviation_b, rho)
+        return rectangle_probability(
+            -self.mean_a / deviation_a,
+            -self.mean_b / deviation_b,
+            (self.upper_b - self.mean_b) / deviation_b,
+            rho,
+        )
 
 
 def wolfe_belief(gp: LineGP, t: float, c1: float, c2: float) -> WolfeBelief:
@@ -176,8 +194,12 @@ def wolfe_belief(gp: LineGP, t: float, c1: float, c2: float) -> WolfeBelief:
     weights_a, weights_b = np.array([1.0, c1 * t, -1.0, 0.0]), np.array([0.0, -c2, 0.0, 1.0])
     upper = 2 * c2 * (abs(float(mean[1])) + 2 * math.sqrt(max(float(cov[1, 1]), 0.0)))
     return WolfeBelief(
-        float(weights_a @ mean), float(weights_b @ mean), float(weights_a @ cov @ weights_a),
-        float(weights_b @ cov @ weights_b), float(weights_a @ cov @ weights_b), upper,
+        float(weights_a @ mean),
+        float(weights_b @ mean),
+        float(weights_a @ cov @ weights_a),
+        float(weights_b @ cov @ weights_b),
+        float(weights_a @ cov @ weights_b),
+        upper,
     )
 
 
@@ -192,6 +214,7 @@ def expected_improvement(mean: float, deviation: float, best: float) -> float:
 
 # -- the batch's noise -----------------------------------------------------------------------------
 
+
 def variance_of_mean(samples: torch.Tensor) -> float:
     """The variance of the batch mean estimated from its m samples, (mean(x²) − mean(x)²)/(m − 1)."""
     values = samples.detach().double()
@@ -200,7 +223,9 @@ def variance_of_mean(samples: torch.Tensor) -> float:
     return max(float(((values**2).mean() - values.mean() ** 2) / (values.numel() - 1)), 0.0)
 
 
-def per_sample_losses_and_slopes(objective: Objective, params: list[torch.Tensor], direction: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_losses_and_slopes(
+    objective: Objective, params: list[torch.Tensor], direction: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ℓ_j(θ) and ℓ_j'·d of every sample of the batch, by one forward-mode pass along ``direction``
     with the objective's dropout draws and precision; BatchNorm's running statistics untouched."""
     model = objective.model
@@ -208,9 +233,16 @@ def per_sample_losses_and_slopes(objective: Objective, params: list[torch.Tensor
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     device = objective.inputs.device
     dtype = getattr(torch, objective.autocast or "float32")
-    with torch.no_grad(), forward_ad.dual_level(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with (
+        torch.no_grad(),
+        forward_ad.dual_level(),
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+    ):
         torch.manual_seed(objective.seed)
-        duals = {name: forward_ad.make_dual(p.detach(), tangent_of.get(id(p), torch.zeros_like(p))) for name, p in model.named_parameters()}
+        duals = {
+            name: forward_ad.make_dual(p.detach(), tangent_of.get(id(p), torch.zeros_like(p)))
+            for name, p in model.named_parameters()
+        }
         with torch.autocast(device.type, dtype=dtype, enabled=objective.autocast is not None):
             logits = torch.func.functional_call(model, {**duals, **buffers}, (objective.inputs,))
         losses = F.cross_entropy(logits.float(), objective.targets, reduction="none")
@@ -220,14 +252,21 @@ def per_sample_losses_and_slopes(objective: Objective, params: list[torch.Tensor
 
 # -- the optimizer ---------------------------------------------------------------------------------
 
+
 @OPTIMIZERS.register("pls")
 class PLS(SearchOptimizer):
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.c1 = spec.pls_c1 if spec.pls_c1 is not None else PLS_C1
         self.c2 = spec.pls_c2 if spec.pls_c2 is not None else PLS_C2
-        self.wolfe_threshold = spec.pls_wolfe_threshold if spec.pls_wolfe_threshold is not None else PLS_WOLFE_THRESHOLD
-        self.max_evaluations = spec.pls_max_evaluations if spec.pls_max_evaluations is not None else PLS_MAX_EVALUATIONS
+        self.wolfe_threshold = (
+            spec.pls_wolfe_threshold if spec.pls_wolfe_threshold is not None else PLS_WOLFE_THRESHOLD
+        )
+        self.max_evaluations = (
+            spec.pls_max_evaluations if spec.pls_max_evaluations is not None else PLS_MAX_EVALUATIONS
+        )
         self.searching = False  # False: the next evaluation starts a search (its point becomes the origin)
         self.base_step = spec.lr  # α0
         self.average_step = spec.lr  # ᾱ
@@ -248,7 +287,7 @@ class PLS(SearchOptimizer):
     # -- one step: one evaluation ------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
         before = self.position * self.base_step
         if not self.searching:
@@ -286,7 +325,9 @@ class PLS(SearchOptimizer):
         if probabilities[-1] > self.wolfe_threshold:
             return len(self.points) - 1
         means = [gp.mean(t) for t in self.points]
-        acceptable = [index for index, probability in enumerate(probabilities) if probability > self.wolfe_threshold]
+        acceptable = [
+            index for index, probability in enumerate(probabilities) if probability > self.wolfe_threshold
+        ]
         if acceptable:
             return min(acceptable, key=lambda index: means[index])
         if len(self.points) >= self.max_evaluations:
@@ -303,7 +344,10 @@ class PLS(SearchOptimizer):
         extrapolation = known[-1] + self.extrapolation
         candidates = [t for t in minima if t is not None] + [extrapolation]
         best = min(gp.mean(t) for t in known)
-        scores = [expected_improvement(gp.mean(t), math.sqrt(gp.variance(t)), best) * self.wolfe_probability(gp, t) for t in candidates]
+        scores = [
+            expected_improvement(gp.mean(t), math.sqrt(gp.variance(t)), best) * self.wolfe_probability(gp, t)
+            for t in candidates
+        ]
         chosen = candidates[int(np.argmax(scores))]
         if chosen == extrapolation:
             self.extrapolation *= 2
@@ -313,8 +357,11 @@ class PLS(SearchOptimizer):
         """The GP of the current search in scaled units (origin: y = 0, y' = −1, the origin's noise)."""
         scale = self.base_step * abs(self.origin_slope)
         return LineGP(
-            [0.0, *self.points], [0.0, *self.values], [self.origin_slope / abs(self.origin_slope), *self.slopes],
-            self.value_variance / scale**2, self.slope_variance / self.origin_slope**2,
+            [0.0, *self.points],
+            [0.0, *self.values],
+            [self.origin_slope / abs(self.origin_slope), *self.slopes],
+            self.value_variance / scale**2,
+            self.slope_variance / self.origin_slope**2,
         )
 
     def wolfe_probability(self, gp: LineGP, t: float) -> float:
@@ -356,7 +403,7 @@ class PLS(SearchOptimizer):
         direction = self._direction_candidate(gradients)
         slope = float(dot(gradients, direction))
         if not slope < 0:
-            direction = torch._foreach_neg(gradients)
+            direction = list(torch._foreach_neg(gradients))
             slope = float(dot(gradients, direction))
         self.searching = math.isfinite(slope) and slope < 0 and math.isfinite(loss)
         self.points, self.values, self.slopes, self.evaluation_steps = [], [], [], []
@@ -385,8 +432,8 @@ class PLS(SearchOptimizer):
         """momentum·d_prev − g (the GOLS-I form); −g without momentum or a previous direction."""
         previous = [self.state[p].get("direction") for p in self.params]
         if not self.spec.momentum or previous[0] is None:
-            return torch._foreach_neg(gradients)
-        direction = torch._foreach_mul(previous, self.spec.momentum)
+            return list(torch._foreach_neg(gradients))
+        direction = list(torch._foreach_mul(previous, self.spec.momentum))
         torch._foreach_sub_(direction, gradients)
         return direction
 
@@ -407,8 +454,22 @@ class PLS(SearchOptimizer):
     # -- checkpoints -------------------------------------------------------------------------
 
     STATE = (
-        "searching", "base_step", "average_step", "steps_taken", "origin_loss", "origin_slope", "value_variance", "slope_variance",
-        "direction_norm", "points", "values", "slopes", "evaluation_steps", "position", "extrapolation", "evaluated_points",
+        "searching",
+        "base_step",
+        "average_step",
+        "steps_taken",
+        "origin_loss",
+        "origin_slope",
+        "value_variance",
+        "slope_variance",
+        "direction_norm",
+        "points",
+        "values",
+        "slopes",
+        "evaluation_steps",
+        "position",
+        "extrapolation",
+        "evaluated_points",
     )
 
     def extra_state(self) -> dict[str, Any]:

@@ -11,5 +11,7 @@ from jobs.catalog import Catalog
 from jobs.optim.contract import BatchProvider, TrainingShape
 from jobs.spec import OptimizerSpec
 
-OptimizerBuilder = Callable[[Iterable[torch.nn.Parameter], OptimizerSpec, TrainingShape, BatchProvider], torch.optim.Optimizer]
+OptimizerBuilder = Callable[
+    [Iterable[torch.nn.Parameter], OptimizerSpec, TrainingShape, BatchProvider], torch.optim.Optimizer
+]
 OPTIMIZERS: Catalog[OptimizerBuilder] = Catalog("optimizer")

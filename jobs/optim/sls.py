@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from jobs.optim.registry import OPTIMIZERS
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, move_to, norm
+from jobs.optim.registry import OPTIMIZERS
 from jobs.spec import OptimizerSpec
 
 SEARCH_BATCH_SIZES = {"small": 128, "big": 1000}
@@ -58,7 +58,9 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 class ArmijoSearch(SearchOptimizer):
     """Shared by SLS and the accuracy-based searches: λ, the reset, the backtracking loop."""
 
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
         self.step_size = spec.lr
         self.steps_taken = 0
@@ -76,7 +78,9 @@ class ArmijoSearch(SearchOptimizer):
         self.step_size = state.get("step_size", self.spec.lr)
         self.steps_taken = state.get("steps_taken", 0)
 
-    def backtrack(self, origin: list[torch.Tensor], gradients: list[torch.Tensor], accepts: Callable[[float, int], bool]) -> float:
+    def backtrack(
+        self, origin: list[torch.Tensor], gradients: list[torch.Tensor], accepts: Callable[[float, int], bool]
+    ) -> float:
         """Try λ, β_b·λ, … from the reset λ; ``accepts(λ, attempt)`` sees θ = origin − λ·g and may
         move θ. Leaves θ at the accepted point (or the fallback step) and returns its λ."""
         step_size = reset_step_size(self.step_size, self.spec, self.shape.steps_per_epoch)
@@ -95,12 +99,16 @@ class ArmijoSearch(SearchOptimizer):
 @OPTIMIZERS.register("sls")
 class SLS(ArmijoSearch):
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if gradient_norm >= self.spec.min_grad_norm:
             decrease = self.spec.armijo_c * gradient_norm**2
-            taken = self.backtrack(clone_all(self.params), gradients, lambda lr, _: self.evaluate(closure, backward=False) <= loss - lr * decrease)
+            taken = self.backtrack(
+                clone_all(self.params),
+                gradients,
+                lambda lr, _: self.evaluate(closure, backward=False) <= loss - lr * decrease,
+            )
         self.steps_taken += 1
         self.finish(taken, taken * gradient_norm)
         return torch.tensor(loss)
@@ -110,9 +118,13 @@ class SLS(ArmijoSearch):
 class AccuracySLS(ArmijoSearch):
     """l-SLS (``search_metric: loss``), a-SLS (``accuracy``), sa-SLS (``smooth_accuracy``)."""
 
-    def __init__(self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider) -> None:
+    def __init__(
+        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    ) -> None:
         super().__init__(params, spec, shape, batches)
-        self.search_size = spec.search_batch_size or SEARCH_BATCH_SIZES.get(spec.search_batch, shape.batch_size)
+        self.search_size = spec.search_batch_size or SEARCH_BATCH_SIZES.get(
+            spec.search_batch, shape.batch_size
+        )
         self.search_every = spec.search_every or SEARCH_EVERY[spec.search_batch]
         self.maximizes = spec.search_metric != "loss"
 
@@ -128,7 +140,7 @@ class AccuracySLS(ArmijoSearch):
         return loss
 
     @torch.no_grad()
-    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss, gradients, gradient_norm = self.gradient_at_origin(closure)
         taken = 0.0
         if self.steps_taken % self.search_every != 0:
@@ -139,14 +151,22 @@ class AccuracySLS(ArmijoSearch):
             if self.spec.search_batch == "same":
                 m0 = self.metric(closure, loss)
                 m_epsilon = self._metric_at(closure, origin, gradients, -self.spec.fd_epsilon)
-                taken = self.backtrack(origin, gradients, lambda lr, _: self._armijo(m0, m_epsilon, self.metric(closure), lr))
+                taken = self.backtrack(
+                    origin, gradients, lambda lr, _: self._armijo(m0, m_epsilon, self.metric(closure), lr)
+                )
             else:
-                taken = self.backtrack(origin, gradients, lambda lr, attempt: self._fresh_batch_test(origin, gradients, lr, attempt))
+                taken = self.backtrack(
+                    origin,
+                    gradients,
+                    lambda lr, attempt: self._fresh_batch_test(origin, gradients, lr, attempt),
+                )
         self.steps_taken += 1
         self.finish(taken, taken * gradient_norm)
         return torch.tensor(loss)
 
-    def _metric_at(self, search: Objective, origin: list[torch.Tensor], gradients: list[torch.Tensor], scale: float) -> float:
+    def _metric_at(
+        self, search: Objective, origin: list[torch.Tensor], gradients: list[torch.Tensor], scale: float
+    ) -> float:
         move_to(self.params, origin, gradients, scale)
         return self.metric(search)
 
@@ -157,9 +177,13 @@ class AccuracySLS(ArmijoSearch):
             return m_step >= m0 + step_size * c * (m_epsilon - m0) / epsilon
         return m_step <= m0 - step_size * c * (m0 - m_epsilon) / epsilon
 
-    def _fresh_batch_test(self, origin: list[torch.Tensor], gradients: list[torch.Tensor], step_size: float, attempt: int) -> bool:
+    def _fresh_batch_test(
+        self, origin: list[torch.Tensor], gradients: list[torch.Tensor], step_size: float, attempt: int
+    ) -> bool:
         """Thesis Alg. 3 on another batch: a new search batch for each try, m0 and m_ε measured on it."""
-        search = self.batches.search_batch(self.search_size, self.steps_taken * self.spec.max_backtracks + attempt)
+        search = self.batches.search_batch(
+            self.search_size, self.steps_taken * self.spec.max_backtracks + attempt
+        )
         m_step = self.metric(search)
         m0 = self._metric_at(search, origin, gradients, 0.0)
         m_epsilon = self._metric_at(search, origin, gradients, -self.spec.fd_epsilon)

@@ -10,6 +10,24 @@ model, its buffers or gradients; the runner restores the random streams around t
 from __future__ import annotations
 
 from jobs.probes import hessian, interpolation, line  # noqa: F401  (each registers its builders)
-from jobs.probes.registry import PROBES, Measurement, Probe, ProbeBase, ProbeBuilder, ProbeContext, ProbeSetup, line_seed
+from jobs.probes.registry import (
+    PROBES,
+    Measurement,
+    Probe,
+    ProbeBase,
+    ProbeBuilder,
+    ProbeContext,
+    ProbeSetup,
+    line_seed,
+)
 
-__all__ = ["PROBES", "Measurement", "Probe", "ProbeBase", "ProbeBuilder", "ProbeContext", "ProbeSetup", "line_seed"]
+__all__ = [
+    "PROBES",
+    "Measurement",
+    "Probe",
+    "ProbeBase",
+    "ProbeBuilder",
+    "ProbeContext",
+    "ProbeSetup",
+    "line_seed",
+]

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,7 +66,9 @@ def flat_gradients(model: nn.Module) -> torch.Tensor:
     """A copy of the gradients left by the last backward (zeros where a parameter has none)."""
     return torch.cat(
         [
-            (parameter.grad.detach() if parameter.grad is not None else torch.zeros_like(parameter)).reshape(-1)
+            (parameter.grad.detach() if parameter.grad is not None else torch.zeros_like(parameter)).reshape(
+                -1
+            )
             for parameter in model.parameters()
         ]
     )
@@ -90,7 +93,9 @@ class GroupBatchNorm(nn.Module):
         if not 0 < self.group_size < samples:
             return F.batch_norm(inputs, None, None, self.weight, self.bias, training=True, eps=self.eps)
         grouped = inputs.reshape(samples // self.group_size, self.group_size, *inputs.shape[1:])
-        variance, mean = torch.var_mean(grouped, dim=[1, *range(3, grouped.dim())], unbiased=False, keepdim=True)
+        variance, mean = torch.var_mean(
+            grouped, dim=[1, *range(3, grouped.dim())], unbiased=False, keepdim=True
+        )
         scale = torch.rsqrt(variance + self.eps)
         if self.weight is not None:
             scale = scale * self.weight.reshape(1, 1, -1, *[1] * (inputs.dim() - 2))
@@ -142,7 +147,14 @@ def default_forward_batch(model: nn.Module, chunk: int) -> int:
 class LineEvaluator:
     """Per-sample cross-entropy losses of a model at points ``origin + s·direction``."""
 
-    def __init__(self, model: nn.Module, bn_mode: str, chunk: int, forward_batch: Optional[int] = None, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        bn_mode: str,
+        chunk: int,
+        forward_batch: Optional[int] = None,
+        precision: str = "fp32",
+    ) -> None:
         self.model = model
         self.bn_mode = bn_mode
         self.precision = precision
@@ -157,7 +169,7 @@ class LineEvaluator:
         self,
         origin: torch.Tensor,
         direction: torch.Tensor,
-        points: Sequence[float],
+        points: Sequence[float] | np.ndarray,
         inputs: torch.Tensor,
         targets: torch.Tensor,
         seed: int,
@@ -183,7 +195,9 @@ class LineEvaluator:
                 for span_index, (start, stop) in enumerate(spans):
                     reseed(origin.device, seed + span_index)
                     logits = self.replica(inputs[start:stop])
-                    result[index, start:stop] = F.cross_entropy(logits.float(), targets[start:stop], reduction="none")
+                    result[index, start:stop] = F.cross_entropy(
+                        logits.float(), targets[start:stop], reduction="none"
+                    )
         return result.T.contiguous().cpu()
 
 
@@ -212,7 +226,12 @@ def reseed(device: torch.device, seed: int) -> None:
 
 
 def gradient_at(
-    replica: nn.Module, layout: ParameterLayout, position: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, seed: int
+    replica: nn.Module,
+    layout: ParameterLayout,
+    position: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    seed: int,
 ) -> torch.Tensor:
     """The flat gradient of the mean loss of one batch at ``position`` (replica in train mode)."""
     flat = position.detach().clone().requires_grad_(True)

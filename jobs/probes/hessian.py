@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import ParameterLayout, probe_replica, reseed
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.spec import ProbeSpec
 
 
@@ -39,7 +39,10 @@ class HessianNormProbe(ProbeBase):
         product = torch.zeros_like(position)
         total = len(self.targets)
         for chunk_index, start in enumerate(range(0, total, self.chunk)):
-            inputs, targets = self.inputs[start : start + self.chunk], self.targets[start : start + self.chunk]
+            inputs, targets = (
+                self.inputs[start : start + self.chunk],
+                self.targets[start : start + self.chunk],
+            )
             reseed(position.device, seed + chunk_index)
             logits = functional_call(self.replica, self.layout.unflatten(flat), (inputs,))
             loss = F.cross_entropy(logits, targets) * (len(targets) / total)
@@ -51,7 +54,9 @@ class HessianNormProbe(ProbeBase):
     def measure(self, context: ProbeContext) -> Measurement:
         seed = self.seed(context.step)
         generator = torch.Generator().manual_seed(seed)
-        vector = torch.randn(self.layout.size, generator=generator, dtype=torch.float32).to(context.params_before.device)
+        vector = torch.randn(self.layout.size, generator=generator, dtype=torch.float32).to(
+            context.params_before.device
+        )
         vector /= vector.norm()
         estimates: list[float] = []
         rayleigh, converged = 0.0, False
@@ -60,7 +65,9 @@ class HessianNormProbe(ProbeBase):
             rayleigh = float(vector @ product)
             norm = float(product.norm())
             estimates.append(norm)
-            converged = norm == 0.0 or (len(estimates) > 1 and abs(norm - estimates[-2]) <= self.spec.power_tolerance * norm)
+            converged = norm == 0.0 or (
+                len(estimates) > 1 and abs(norm - estimates[-2]) <= self.spec.power_tolerance * norm
+            )
             if converged:
                 break
             vector = product / norm

@@ -18,8 +18,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
 from jobs.probes.functional import LineEvaluator, flat_parameters
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
 from jobs.spec import ProbeSpec
 
 
@@ -32,7 +32,9 @@ def alpha_points(count: int, endpoints: str) -> np.ndarray:
 class InterpolationProbe(ProbeBase):
     def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
-        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision)
+        self.evaluator = LineEvaluator(
+            setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
+        )
         self.initial_parameters = flat_parameters(setup.model)
         self.previous_step: Optional[int] = None
         self.previous_gradient: Optional[torch.Tensor] = None
@@ -59,7 +61,9 @@ class InterpolationProbe(ProbeBase):
         update = context.params_after - context.params_before
         data = context.data
         seed = self.seed(context.step)
-        losses = self.evaluator.losses(context.params_before, update, alphas, data.train_inputs, data.train_targets, seed)
+        losses = self.evaluator.losses(
+            context.params_before, update, alphas, data.train_inputs, data.train_targets, seed
+        )
         return Measurement(
             arrays={"alphas": alphas, "train_loss": losses.double().mean(dim=0).numpy()},
             metadata={
@@ -69,7 +73,7 @@ class InterpolationProbe(ProbeBase):
                 "distance_from_init": float((context.params_before - self.initial_parameters).norm()),
                 "alpha_endpoints": self.spec.alpha_endpoints,
                 "bn_mode": self.spec.bn_mode,
-            "precision": self.spec.precision,
+                "precision": self.spec.precision,
                 "eval_chunk": self.evaluator.chunk,
                 "seed": seed,
             },

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from jobs.data.augment import augment, batch_seed
-from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
+from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 from jobs.spec import ProbeSpec
 
 
@@ -75,12 +75,16 @@ class LossSet:
 class LineProbe(ProbeBase):
     def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
-        self.evaluator = LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision)
+        self.evaluator = LineEvaluator(
+            setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
+        )
         self.gradient_replica = probe_replica(setup.model, "batch") if spec.directions else None
 
     def measure(self, context: ProbeContext) -> Measurement:
         seed = self.seed(context.step)
-        directions = self.noisy_directions(context, seed) if self.spec.directions else [self.update_direction(context)]
+        directions = (
+            self.noisy_directions(context, seed) if self.spec.directions else [self.update_direction(context)]
+        )
         sets = self.loss_sets(context, directions)
         points = base_points(self.spec.interval, self.spec.resolution, [d.update_norm for d in directions])
         losses = self.measure_points(context, directions, sets, points, seed)
@@ -88,7 +92,9 @@ class LineProbe(ProbeBase):
         while enlargements < self.spec.max_enlargements and minimum_at_edge(losses):
             enlargements += 1
             shell = shell_points(self.spec.interval, self.spec.resolution, enlargements)
-            points, losses = merge(points, losses, shell, self.measure_points(context, directions, sets, shell, seed))
+            points, losses = merge(
+                points, losses, shell, self.measure_points(context, directions, sets, shell, seed)
+            )
         return Measurement(
             arrays=self.arrays(points, losses, directions),
             metadata=self.metadata(context, directions, seed, enlargements),
@@ -100,12 +106,19 @@ class LineProbe(ProbeBase):
         update_norm = float(update.norm())
         vector = update / update_norm if update_norm > 0 else torch.zeros_like(update)
         step_seed = batch_seed(self.setup.training.seed, context.step)
-        return LineDirection(vector, update_norm, float(context.gradient.norm()), context.batch_indices.cpu(), step_seed)
+        return LineDirection(
+            vector, update_norm, float(context.gradient.norm()), context.batch_indices.cpu(), step_seed
+        )
 
     def noisy_directions(self, context: ProbeContext, seed: int) -> list[LineDirection]:
         data, batch_size = context.data, self.setup.training.batch_size
         generator = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(len(data.train_targets), generator=generator) for _ in range(self.spec.directions)])
+        order = torch.cat(
+            [
+                torch.randperm(len(data.train_targets), generator=generator)
+                for _ in range(self.spec.directions)
+            ]
+        )
         directions = []
         for index in range(self.spec.directions):
             batch = order[index * batch_size : (index + 1) * batch_size]
@@ -113,12 +126,20 @@ class LineProbe(ProbeBase):
             augmentation_seed = line_seed(seed, index, "noisy-batch")
             assert self.gradient_replica is not None
             gradient = gradient_at(
-                self.gradient_replica, self.evaluator.layout, context.params_before,
-                data.train_batch(on_device, augmentation_seed), data.train_targets[on_device], seed + index,
+                self.gradient_replica,
+                self.evaluator.layout,
+                context.params_before,
+                data.train_batch(on_device, augmentation_seed),
+                data.train_targets[on_device],
+                seed + index,
             )
             grad_norm = float(gradient.norm())
             vector = -gradient / grad_norm if grad_norm > 0 else torch.zeros_like(gradient)
-            directions.append(LineDirection(vector, (context.learning_rate or 0.0) * grad_norm, grad_norm, batch, augmentation_seed))
+            directions.append(
+                LineDirection(
+                    vector, (context.learning_rate or 0.0) * grad_norm, grad_norm, batch, augmentation_seed
+                )
+            )
         return directions
 
     def loss_sets(self, context: ProbeContext, directions: list[LineDirection]) -> list[LossSet]:
@@ -133,31 +154,52 @@ class LineProbe(ProbeBase):
             elif name == "val":
                 val_inputs = data.val_inputs
                 if data.val_augment and data.augmentation is not None:
-                    val_inputs = augment(val_inputs, data.augmentation, line_seed(self.seed(context.step), 1, "augment"))
+                    val_inputs = augment(
+                        val_inputs, data.augmentation, line_seed(self.seed(context.step), 1, "augment")
+                    )
                 sets.append(LossSet(name, [val_inputs] * count, [data.val_targets] * count, None))
             else:
                 batches = [d.batch_indices.to(data.train_inputs.device) for d in directions]
                 # the direction batch is one forward, so BatchNorm sees the batch the step saw
                 chunk = max(len(batch) for batch in batches)
-                inputs = [data.train_batch(batch, d.augmentation_seed) for batch, d in zip(batches, directions)]
+                inputs = [
+                    data.train_batch(batch, d.augmentation_seed) for batch, d in zip(batches, directions)
+                ]
                 sets.append(LossSet(name, inputs, [data.train_targets[b] for b in batches], chunk))
         return sets
 
     def measure_points(
-        self, context: ProbeContext, directions: list[LineDirection], sets: list[LossSet], points: np.ndarray, seed: int
+        self,
+        context: ProbeContext,
+        directions: list[LineDirection],
+        sets: list[LossSet],
+        points: np.ndarray,
+        seed: int,
     ) -> dict[str, np.ndarray]:
         """Losses of each set at ``points``: {set: [D, samples, K]}."""
         measured = {}
         for set_index, loss_set in enumerate(sets):
             per_direction = []
-            for direction_index, (direction, inputs, targets) in enumerate(zip(directions, loss_set.inputs, loss_set.targets)):
+            for direction_index, (direction, inputs, targets) in enumerate(
+                zip(directions, loss_set.inputs, loss_set.targets)
+            ):
                 forward_seed = line_seed(seed, set_index, loss_set.name, salt=direction_index)
-                losses = self.evaluator.losses(context.params_before, direction.vector, points, inputs, targets, forward_seed, loss_set.chunk)
+                losses = self.evaluator.losses(
+                    context.params_before,
+                    direction.vector,
+                    points,
+                    inputs,
+                    targets,
+                    forward_seed,
+                    loss_set.chunk,
+                )
                 per_direction.append(losses.numpy())
             measured[loss_set.name] = np.stack(per_direction)
         return measured
 
-    def arrays(self, points: np.ndarray, losses: dict[str, np.ndarray], directions: list[LineDirection]) -> dict[str, np.ndarray]:
+    def arrays(
+        self, points: np.ndarray, losses: dict[str, np.ndarray], directions: list[LineDirection]
+    ) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {"points": points, **losses}
         arrays["direction_indices"] = np.stack([d.batch_indices.numpy().astype(np.int64) for d in directions])
         arrays["update_norm"] = np.array([d.update_norm for d in directions], dtype=np.float64)
@@ -166,7 +208,9 @@ class LineProbe(ProbeBase):
             arrays["direction_vector"] = torch.stack([d.vector for d in directions]).float().cpu().numpy()
         return arrays
 
-    def metadata(self, context: ProbeContext, directions: list[LineDirection], seed: int, enlargements: int) -> dict[str, Any]:
+    def metadata(
+        self, context: ProbeContext, directions: list[LineDirection], seed: int, enlargements: int
+    ) -> dict[str, Any]:
         return {
             "kind": "noisy_directions" if self.spec.directions else "update_direction",
             "learning_rate": context.learning_rate,
@@ -195,7 +239,10 @@ def minimum_at_edge(losses: dict[str, np.ndarray]) -> bool:
 
 
 def merge(
-    points: np.ndarray, losses: dict[str, np.ndarray], new_points: np.ndarray, new_losses: dict[str, np.ndarray]
+    points: np.ndarray,
+    losses: dict[str, np.ndarray],
+    new_points: np.ndarray,
+    new_losses: dict[str, np.ndarray],
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     all_points = np.concatenate([points, new_points])
     order = np.argsort(all_points, kind="stable")

@@ -16,8 +16,8 @@ from torch import nn
 
 from jobs.journal import JournalWriter
 from jobs.paths import RunPaths
-from jobs.probes.registry import PROBES, Probe, ProbeContext, ProbeSetup
 from jobs.probes.functional import flat_gradients, flat_parameters
+from jobs.probes.registry import PROBES, Probe, ProbeContext, ProbeSetup
 from jobs.shards import complete_steps, write_shard
 from jobs.spec import ProbeSpec
 
@@ -49,7 +49,12 @@ class ProbeRunner:
                     measurement = probe.measure(context)
                     journal.append(
                         write_shard(
-                            self.paths, probe.spec.label, context.step, measurement.arrays, measurement.metadata, measurement.is_extrapolation
+                            self.paths,
+                            probe.spec.label,
+                            context.step,
+                            measurement.arrays,
+                            measurement.metadata,
+                            measurement.is_extrapolation,
                         )
                     )
                     done.add(context.step)
@@ -64,7 +69,13 @@ class ProbeRunner:
 
 
 def step_context(
-    step: int, model: nn.Module, data: Any, batch_indices: torch.Tensor, params_before: torch.Tensor, learning_rate: Optional[float], step_length: Optional[float]
+    step: int,
+    model: nn.Module,
+    data: Any,
+    batch_indices: torch.Tensor,
+    params_before: torch.Tensor,
+    learning_rate: Optional[float],
+    step_length: Optional[float],
 ) -> ProbeContext:
     """The context of the update just taken (the model holds θ_{t+1}, its grads the batch's g)."""
     return ProbeContext(

@@ -44,7 +44,9 @@ class JobSettings:
     launcher: Sequence[str] = ()  # argv that runs Python in the job (a container wrapper); () = this Python
     max_requeues: int = 3  # submitit's max_num_timeout
     signal_delay_s: int = 90
-    sbatch: Optional[SbatchOptions] = None  # pass-through options: the runs' own over their cluster profile's (Slurm only)
+    sbatch: Optional[SbatchOptions] = (
+        None  # pass-through options: the runs' own over their cluster profile's (Slurm only)
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Observation:
     reason: Optional[str] = None
     node: Optional[str] = None
     job_id: Optional[str] = None  # the scheduler's id, when it had to be found by name
-    requeued: tuple[EndedRun, ...] = ()  # the job's earlier runs, oldest first (Slurm's accounting keeps them)
+    # the job's earlier runs, oldest first (Slurm's accounting keeps them)
+    requeued: tuple[EndedRun, ...] = ()
 
 
 class Backend(Protocol):
@@ -132,7 +135,7 @@ EXECUTOR_NAMES = tuple(BACKEND_MODULES)
 
 def backend_class(name: str) -> type[Backend]:
     """The backend class registered as ``name`` (KeyError for an unknown name)."""
-    return importlib.import_module(BACKEND_MODULES[name]).BACKEND  # type: ignore[no-any-return]  # a module attribute
+    return importlib.import_module(BACKEND_MODULES[name]).BACKEND
 
 
 def get_backend(name: str) -> Backend:
@@ -143,12 +146,13 @@ def poll_seconds(executors: Sequence[str]) -> float:
     """How long a command waiting on jobs of these executors sleeps between looks: the slowest
     backend's interval (sacct and squeue load slurmctld and slurmdbd, which Slurm's documentation
     asks not to poll in tight loops; a process table is cheap to read)."""
-    return max((backend_class(name).poll_seconds for name in set(executors)), default=backend_class("local").poll_seconds)
+    return max(
+        (backend_class(name).poll_seconds for name in set(executors)),
+        default=backend_class("local").poll_seconds,
+    )
 
 
 def array_task_of(job_id: str) -> Optional[int]:
     """The task index of a Slurm array job id (``123_4`` -> 4); None for a plain job id."""
     _, separator, task = job_id.partition("_")
     return int(task) if separator and task.isdigit() else None
-
-

@@ -44,10 +44,14 @@ class DebugBackend:
         return handles
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
-        """A debug job has ended by the time ``submit`` returns, unless its process is this one, still in it."""
+        """A debug job has ended by the time ``submit`` returns, unless its process is this one, still in
+        it."""
         return [
-            Observation(Phase.RUNNING) if this_host(job.hostname) and process_alive(job.pid, "") else
-            Observation(Phase.ENDED, state="LOST", reason="the debug job ended without a final journal event")
+            Observation(Phase.RUNNING)
+            if this_host(job.hostname) and process_alive(job.pid, "")
+            else Observation(
+                Phase.ENDED, state="LOST", reason="the debug job ended without a final journal event"
+            )
             for job in jobs
         ]
 

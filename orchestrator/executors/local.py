@@ -39,18 +39,32 @@ class LocalBackend:
 
     def submitit_executor(self, settings: JobSettings) -> submitit.LocalExecutor:
         python = shlex.join(settings.launcher) if settings.launcher else None
-        executor = submitit.LocalExecutor(folder=settings.folder, max_num_timeout=settings.max_requeues, python=python)
-        executor.update_parameters(timeout_min=time_limit_minutes(settings.resources.time or "15"), signal_delay_s=settings.signal_delay_s)
+        executor = submitit.LocalExecutor(
+            folder=settings.folder, max_num_timeout=settings.max_requeues, python=python
+        )
+        executor.update_parameters(
+            timeout_min=time_limit_minutes(settings.resources.time or "15"),
+            signal_delay_s=settings.signal_delay_s,
+        )
         return executor
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
         settings = array.settings
         executor = self.submitit_executor(settings)
-        slots_dir = settings.folder.parent / "slots"  # shared by all submissions: the cap holds for the machine
-        executor.update_parameters(setup=[f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} {SLOTS_VARIABLE}={int(settings.max_parallel)}"])
+        # shared by all submissions: the cap holds for the machine
+        slots_dir = settings.folder.parent / "slots"
+        executor.update_parameters(
+            setup=[
+                f"export {SLOTS_DIR_VARIABLE}={shlex.quote(str(slots_dir))} "
+                f"{SLOTS_VARIABLE}={int(settings.max_parallel)}"
+            ]
+        )
         with self.submission_context(settings.folder), executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
-        return [JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr)) for index, job in enumerate(jobs)]
+        return [
+            JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr))
+            for index, job in enumerate(jobs)
+        ]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
         return [self._observe(job) for job in jobs]
@@ -62,7 +76,9 @@ class LocalBackend:
         if process_alive(job.pid, SUBMITIT_MARK) or process_alive(controller_pid, SUBMITIT_MARK):
             return Observation(Phase.RUNNING if job.pid else Phase.PENDING)
         if not job.job_id and not job.pid and job.name and self._controllers_of(job.name):
-            return Observation(Phase.PENDING, reason="started; its submitter died before recording the job id")
+            return Observation(
+                Phase.PENDING, reason="started; its submitter died before recording the job id"
+            )
         where = f"process {job.pid}" if job.pid else f"job {job.job_id}"
         return Observation(Phase.ENDED, state="LOST", reason=f"{where} ended without a final journal event")
 
@@ -83,7 +99,7 @@ class LocalBackend:
             if not this_host(job.hostname):
                 continue
             if process_alive(job.pid, SUBMITIT_MARK):
-                os.kill(job.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                os.kill(job.pid, signal.SIGTERM)  # type: ignore[arg-type]  # process_alive: a pid
             elif job.job_id:
                 for pid in reversed(process_tree(int(job.job_id))):
                     if process_alive(pid, SUBMITIT_MARK):

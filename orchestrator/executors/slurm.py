@@ -23,13 +23,39 @@ import submitit
 
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase, array_task_of
 from orchestrator.errors import UserError, one_paragraph
+from orchestrator.executors import (
+    ArraySubmission,
+    JobHandle,
+    JobRef,
+    JobSettings,
+    Observation,
+    Phase,
+    array_task_of,
+)
+from orchestrator.executors.slurm_states import (
+    PENDING_STATES,
+    QUEUED_STATES,
+    SacctRecord,
+    observation_of,
+    parse_sacct,
+    runs_before,
+)
 from orchestrator.sbatch import SbatchOptions
-from orchestrator.executors.slurm_states import PENDING_STATES, QUEUED_STATES, SacctRecord, observation_of, parse_sacct, runs_before
 
 SACCT_IDS_PER_CALL = 1000
-SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "NodeList", "Reason", "Start", "End", "MaxRSS", "ReqMem")
+SACCT_FIELDS = (
+    "JobID",
+    "JobName",
+    "State",
+    "ExitCode",
+    "NodeList",
+    "Reason",
+    "Start",
+    "End",
+    "MaxRSS",
+    "ReqMem",
+)
 COMMAND_TIMEOUT_SECONDS = 60
 SLURM_COMMANDS = ("sbatch", "scontrol")  # submitting an array and reading its size limit
 
@@ -47,21 +73,38 @@ class SlurmBackend:
     def check_available(self) -> None:
         missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
         if missing:
-            raise UserError(f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; accepted: --executor slurm on a Slurm login node, --executor local, or no --executor")
+            raise UserError(
+                f"--executor slurm: {' and '.join(missing)} not found on PATH on this machine; "
+                "accepted: --executor slurm on a Slurm login node, --executor local, or no --executor"
+            )
 
     def array_limit(self) -> Optional[int]:
         try:
             return max_array_size()
         except SlurmError as error:
-            raise UserError(f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); accepted: a machine where scontrol and sbatch reach the cluster, --executor local, or no --executor") from None
+            raise UserError(
+                f"--executor slurm: Slurm does not answer ({one_paragraph(str(error), 300)}); "
+                "accepted: a machine where scontrol and sbatch reach the cluster, --executor local, "
+                "or no --executor"
+            ) from None
 
     def submission_context(self, folder: Path) -> ContextManager[None]:
         return contextlib.nullcontext()
 
     def submitit_executor(self, settings: JobSettings) -> submitit.SlurmExecutor:
         python = shlex.join(settings.launcher) if settings.launcher else shlex.quote(sys.executable)
-        executor = submitit.SlurmExecutor(folder=settings.folder, max_num_timeout=settings.max_requeues, python=python)
-        executor.update_parameters(**sbatch_parameters(settings.resources, settings.name, settings.max_parallel, settings.signal_delay_s, settings.sbatch))
+        executor = submitit.SlurmExecutor(
+            folder=settings.folder, max_num_timeout=settings.max_requeues, python=python
+        )
+        executor.update_parameters(
+            **sbatch_parameters(
+                settings.resources,
+                settings.name,
+                settings.max_parallel,
+                settings.signal_delay_s,
+                settings.sbatch,
+            )
+        )
         return executor
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
@@ -71,11 +114,18 @@ class SlurmBackend:
             handles.extend(self._submit_chunk(array, offset, array.requests[offset : offset + chunk_size]))
         return handles
 
-    def _submit_chunk(self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]) -> list[JobHandle]:
-        executor = self.submitit_executor(replace(array.settings, name=chunk_name(array.settings.name, offset)))
+    def _submit_chunk(
+        self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]
+    ) -> list[JobHandle]:
+        executor = self.submitit_executor(
+            replace(array.settings, name=chunk_name(array.settings.name, offset))
+        )
         with executor.batch():
             jobs = [executor.submit(AttemptJob(), request) for request in requests]
-        return [JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)) for job in jobs]
+        return [
+            JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
+            for job in jobs
+        ]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:
         """What Slurm says of each job: the live facts (state, reason, node) of a job still in the
@@ -88,7 +138,8 @@ class SlurmBackend:
         records = sacct_records(job_ids)
         for job_id, record in live.items():
             history = records.get(job_id)
-            if record.state in QUEUED_STATES or history is None:  # queued: squeue's facts; ended: until accounting has it
+            # queued: squeue's facts; ended: until accounting has it
+            if record.state in QUEUED_STATES or history is None:
                 records[job_id] = replace(record, earlier=earlier_runs(record, history))
         unrecorded = [job for job in jobs if not job.job_id and job.name]
         by_position = records_by_submission(unrecorded) if unrecorded else {}
@@ -118,7 +169,13 @@ def earlier_runs(live: SacctRecord, history: Optional[SacctRecord]) -> tuple[Sac
     return runs_before(history) if live.state in PENDING_STATES else history.earlier
 
 
-def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, signal_delay_s: int, options: Optional[SbatchOptions] = None) -> dict[str, object]:
+def sbatch_parameters(
+    resources: ResourcesSpec,
+    name: str,
+    max_parallel: int,
+    signal_delay_s: int,
+    options: Optional[SbatchOptions] = None,
+) -> dict[str, object]:
     parameters: dict[str, object] = {
         **(options.parameters() if options is not None else {}),
         "job_name": name,
@@ -132,7 +189,9 @@ def sbatch_parameters(resources: ResourcesSpec, name: str, max_parallel: int, si
     if resources.partition:
         parameters["partition"] = resources.partition
     if resources.gpus:
-        parameters["gres"] = f"gpu:{resources.gpu_type}:{resources.gpus}" if resources.gpu_type else f"gpu:{resources.gpus}"
+        parameters["gres"] = (
+            f"gpu:{resources.gpu_type}:{resources.gpus}" if resources.gpu_type else f"gpu:{resources.gpus}"
+        )
     return parameters
 
 
@@ -152,9 +211,10 @@ def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[in
         for offset in range(0, (job.array_task or 0) + 1, chunk_size)
     }
     joined = ",".join(sorted(names))
-    found = parse_sacct(_squeue(["--name", joined]), wanted=None)  # sacct lists a task by name once it started
+    # sacct lists a task by name once it started
+    found = parse_sacct(_squeue(["--name", joined]), wanted=None)
     found.update(parse_sacct(_sacct(["--name", joined, "--starttime", "now-7days"]), wanted=None))
-    by_position = {}
+    by_position: dict[tuple[str, Optional[int]], SacctRecord] = {}
     for record in found.values():
         if record.name in names:
             submission, offset = names[record.name]
@@ -212,7 +272,9 @@ def _array_ids(job_ids: Sequence[str]) -> list[str]:
 
 def _recovered(record: Optional[SacctRecord]) -> Observation:
     if record is None:
-        return Observation(Phase.GONE, reason="no job id was recorded and Slurm knows no job of this submission")
+        return Observation(
+            Phase.GONE, reason="no job id was recorded and Slurm knows no job of this submission"
+        )
     return replace(observation_of(record), job_id=record.job_id)
 
 

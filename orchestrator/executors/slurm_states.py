@@ -11,7 +11,8 @@ from orchestrator.executors import EndedRun, Observation, Phase, array_task_of
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
-QUEUED_STATES = PENDING_STATES | RUNNING_STATES  # a job slurmctld still schedules: its squeue line is the truth
+# a job slurmctld still schedules: its squeue line is the truth
+QUEUED_STATES = PENDING_STATES | RUNNING_STATES
 ENDED_STATES = {  # Slurm's state -> the registry's
     "COMPLETED": "COMPLETED",
     "FAILED": "FAILED",
@@ -70,7 +71,16 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
             continue
         for single_id in _expand(job_id):
             if wanted is None or single_id in wanted:
-                record = SacctRecord(single_id, name, state, _exit_code(exit_code), _none(node), _none(reason), _epoch(start), _epoch(end))
+                record = SacctRecord(
+                    single_id,
+                    name,
+                    state,
+                    _exit_code(exit_code),
+                    _none(node),
+                    _none(reason),
+                    _epoch(start),
+                    _epoch(end),
+                )
                 records[single_id] = replace(record, earlier=runs_before(records.get(single_id)))
                 requested_mb[single_id] = _megabytes(req_mem) or 0.0
     for job_id, record in records.items():
@@ -85,14 +95,20 @@ def runs_before(replaced: Optional[SacctRecord]) -> tuple[SacctRecord, ...]:
     replaced record itself when it is one that ended (not a pending line seen twice)."""
     if replaced is None:
         return ()
-    ended = replaced.ended_time is not None and (replaced.state in ENDED_STATES or replaced.state == "REQUEUED")
+    ended = replaced.ended_time is not None and (
+        replaced.state in ENDED_STATES or replaced.state == "REQUEUED"
+    )
     return replaced.earlier + ((replace(replaced, earlier=()),) if ended else ())
 
 
 def observation_of(record: Optional[SacctRecord]) -> Observation:
     if record is None:
         return Observation(Phase.GONE, reason="Slurm does not know this job (any more)")
-    requeued = tuple(EndedRun(run.state, run.node, run.started_time, run.ended_time) for run in record.earlier if run.ended_time is not None)
+    requeued = tuple(
+        EndedRun(run.state, run.node, run.started_time, run.ended_time)
+        for run in record.earlier
+        if run.ended_time is not None
+    )
     return replace(_observation_now(record), requeued=requeued)
 
 
@@ -102,7 +118,11 @@ def _observation_now(record: SacctRecord) -> Observation:
     if record.state in RUNNING_STATES:
         return Observation(Phase.RUNNING, node=record.node)
     if record.state in ENDED_STATES:
-        reason = f"Slurm: {record.state}" + (f" ({record.reason})" if record.reason else "") + f", exit code {record.exit_code}"
+        reason = (
+            f"Slurm: {record.state}"
+            + (f" ({record.reason})" if record.reason else "")
+            + f", exit code {record.exit_code}"
+        )
         return Observation(Phase.ENDED, ENDED_STATES[record.state], record.exit_code, reason, record.node)
     return Observation(Phase.UNKNOWN, reason=f"Slurm state {record.state!r}")
 
@@ -138,7 +158,10 @@ def _megabytes(text: str) -> Optional[float]:
     match = re.fullmatch(r"([\d.]+)([KMGT]?)[nc]?", text.strip())
     if match is None:
         return None
-    return float(match.group(1)) * {"K": 1 / 1024, "": 1 / (1024 * 1024), "M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2)]
+    return (
+        float(match.group(1))
+        * {"K": 1 / 1024, "": 1 / (1024 * 1024), "M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2)]
+    )
 
 
 def _none(text: str) -> Optional[str]:

@@ -43,11 +43,20 @@ def registry_url(home: OrchHome) -> URL:
     try:
         url = make_url(given)
     except (ArgumentError, ValueError):
-        raise UserError(f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a password); accepted: {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a "
+            f"password); accepted: {ACCEPTED_URLS}"
+        ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise UserError(f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; accepted: {ACCEPTED_URLS}")
+        raise UserError(
+            f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; "
+            f"accepted: {ACCEPTED_URLS}"
+        )
     if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or url.query):
-        raise UserError(f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets everything; no query options); accepted: {ACCEPTED_URLS}")
+        raise UserError(
+            f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets "
+            f"everything; no query options); accepted: {ACCEPTED_URLS}"
+        )
     return url
 
 
@@ -73,7 +82,10 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
         if not file.exists():
             return None
         if not file.is_file():
-            raise UserError(f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or a path where none exists yet)")
+            raise UserError(
+                f"registry {file} is not a regular file; accepted: an SQLite file written by orch (or "
+                "a path where none exists yet)"
+            )
         if file.stat().st_size == 0:
             return None  # created by a submit that died before its first transaction committed
     engine = _engine(url)
@@ -87,7 +99,10 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
 
 
 def _foreign_database(file: Path) -> UserError:
-    return UserError(f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: a registry written by orch, or a path where none exists yet")
+    return UserError(
+        f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: "
+        "a registry written by orch, or a path where none exists yet"
+    )
 
 
 def _is_empty_database(file: Path) -> bool:
@@ -97,7 +112,11 @@ def _is_empty_database(file: Path) -> bool:
 
 def sqlite_file(url: URL) -> Optional[Path]:
     """The registry's file, for an SQLite URL; None for a database server."""
-    return Path(url.database).expanduser().absolute() if url.get_backend_name() == "sqlite" and url.database else None
+    return (
+        Path(url.database).expanduser().absolute()
+        if url.get_backend_name() == "sqlite" and url.database
+        else None
+    )
 
 
 def _shown(url: URL) -> str:
@@ -108,13 +127,18 @@ def _create_private_file(path: Path, in_home: bool) -> None:
     """The registry file, mode 0600; the folder around it only if it is the orch home."""
     if not path.parent.is_dir():
         if not in_home:
-            raise UserError(f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in an existing folder")
+            raise UserError(
+                f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in "
+                "an existing folder"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         if not path.is_file():
-            raise UserError(f"registry {path} is not a regular file; accepted: an SQLite file written by orch") from None
+            raise UserError(
+                f"registry {path} is not a regular file; accepted: an SQLite file written by orch"
+            ) from None
         return
     os.close(descriptor)
     os.chmod(path, 0o600)  # whatever the umask
@@ -122,11 +146,20 @@ def _create_private_file(path: Path, in_home: bool) -> None:
 
 def _engine(url: URL) -> Engine:
     try:
-        engine = create_engine(url, pool_pre_ping=True) if url.get_backend_name() != "sqlite" else _sqlite_engine(url)
+        engine = (
+            create_engine(url, pool_pre_ping=True)
+            if url.get_backend_name() != "sqlite"
+            else _sqlite_engine(url)
+        )
     except NoSuchModuleError:
-        raise UserError(f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}"
+        ) from None
     except ImportError as error:
-        raise UserError(f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}") from None
+        raise UserError(
+            f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); "
+            f"accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}"
+        ) from None
     event.listen(engine, "before_cursor_execute", _statement_kill_point)
     event.listen(engine, "commit", _commit_kill_point)
     return engine
@@ -136,7 +169,7 @@ def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # the driver begins nothing itself: see _begin
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=DELETE")
@@ -145,7 +178,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -179,7 +212,9 @@ def _upgrade_to_head(engine: Engine, url: URL) -> None:
     orch's start-up) is loaded only to upgrade."""
     with _reachable(url):
         with engine.connect() as connection:
-            if _has_version_table(connection) and connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]:
+            if _has_version_table(connection) and connection.execute(
+                text("SELECT version_num FROM alembic_version")
+            ).scalars().all() == [head_revision()]:
                 return  # nothing to do: no write, the file stays byte-identical
         from alembic import command
 
@@ -205,7 +240,8 @@ def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
         yield
     finally:
         driver.execute("PRAGMA foreign_keys=ON")
-        if driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1:  # a transaction still open made it a no-op
+        # a transaction still open made it a no-op
+        if driver.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             connection.invalidate()  # never back to the pool without foreign keys
 
 
@@ -217,8 +253,10 @@ def _check_foreign_keys(connection: Connection) -> None:
     if violations:
         table, row_id, parent, _ = violations[0]
         raise UserError(
-            f"registry upgrade refused and rolled back: it would leave {len(violations)} references to missing rows "
-            f"(e.g. {table} row {row_id} -> {parent}); accepted: a registry whose rows reference existing ones (PRAGMA foreign_key_check)"
+            f"registry upgrade refused and rolled back: it would leave {len(violations)} references to "
+            "missing rows "
+            f"(e.g. {table} row {row_id} -> {parent}); accepted: a registry whose rows reference "
+            "existing ones (PRAGMA foreign_key_check)"
         )
 
 
@@ -240,7 +278,8 @@ def head_revision() -> str:
 
 
 REGISTRY_ADVICE = {
-    "locked": f"retry once the other orch command has finished (it held the registry for over {BUSY_TIMEOUT_SECONDS} s)",
+    "locked": "retry once the other orch command has finished (it held the registry for over "
+    f"{BUSY_TIMEOUT_SECONDS} s)",
     "full": "free space on the registry's file system, or another --home",
     "readonly": "a registry on a writable file system that you may write, or another --home",
     "unable to open": "a --home folder that exists and that you may write",
@@ -252,7 +291,10 @@ REGISTRY_ADVICE = {
 def registry_problem(error: DatabaseError, where: str) -> str:
     """One line for a database error: what the driver said, where, and what to do (never a password)."""
     cause = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
-    advice = next((text for fragment, text in REGISTRY_ADVICE.items() if fragment in cause), f"{ACCEPTED_URLS}, reachable, holding an orch registry")
+    advice = next(
+        (text for fragment, text in REGISTRY_ADVICE.items() if fragment in cause),
+        f"{ACCEPTED_URLS}, reachable, holding an orch registry",
+    )
     return f"registry {where}: {cause}; accepted: {advice}"
 
 
@@ -274,10 +316,9 @@ class _reachable:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, _traceback: object) -> None:
         if isinstance(error, DatabaseError):
             raise UserError(registry_problem(error, registry_location(self.url))) from None
-        return False
 
 
 def _make_revision(message: str, home: OrchHome) -> None:

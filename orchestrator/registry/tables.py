@@ -9,7 +9,21 @@ from the journal so that ingesting an event twice writes the same value.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 
 
 class RunState:
@@ -36,7 +50,8 @@ class RunState:
 metadata = MetaData()
 
 sweeps = Table(
-    "sweeps", metadata,
+    "sweeps",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(64), unique=True, nullable=False),
     Column("description", Text, default="", nullable=False),
@@ -44,10 +59,11 @@ sweeps = Table(
     Column("source_text", Text, nullable=False),
     Column("created_time", Float, nullable=False),
     Column("updated_time", Float, nullable=False),
-)  # fmt: skip
+)
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", String(32), primary_key=True),
     Column("canonical_json", Text, nullable=False),  # what the id hashes
     # The resolved spec, every field, as JSON in schema order: what estimates read in SQL, and
@@ -63,30 +79,33 @@ runs = Table(
     Column("created_time", Float, nullable=False),
     # --where scans this index, not the runs' rows (their specs make them a page each)
     Index("ix_runs_section_ids", "section_ids", "id"),
-)  # fmt: skip
+)
 
 # One distinct value of a top-level field (section) of run specs: the runs of a sweep share most
 # (one model, a few optimizers, one training section per seed).
 spec_sections = Table(
-    "spec_sections", metadata,
+    "spec_sections",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(64), nullable=False),  # the field: model, data, optimizer, ...
     Column("json", Text, nullable=False),  # its value as spec_json writes it
     Column("digest", String(64), unique=True, nullable=False),  # sha256 of '"<name>": <json>'
-)  # fmt: skip
+)
 
 # A run reached from a sweep (the same run may belong to several sweeps).
 sweep_runs = Table(
-    "sweep_runs", metadata,
+    "sweep_runs",
+    metadata,
     Column("sweep_id", ForeignKey("sweeps.id"), primary_key=True),
     Column("run_id", ForeignKey("runs.id"), primary_key=True, index=True),  # the sweeps of a run
     Column("position", Integer, nullable=False),
     Column("swept_json", Text, nullable=False),  # the values this run takes on the sweep's axes
-)  # fmt: skip
+)
 
 # One execution try of a run.
 attempts = Table(
-    "attempts", metadata,
+    "attempts",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
     Column("number", Integer, nullable=False),
@@ -124,30 +143,37 @@ attempts = Table(
     # At most one active attempt per run, whatever the timing of concurrent submits: the database
     # refuses the second (SQLite and PostgreSQL both have partial unique indexes).
     Index(
-        "uq_attempts_one_active_per_run", "run_id", unique=True,
-        sqlite_where=text(RunState.ACTIVE_SQL), postgresql_where=text(RunState.ACTIVE_SQL),
+        "uq_attempts_one_active_per_run",
+        "run_id",
+        unique=True,
+        sqlite_where=text(RunState.ACTIVE_SQL),
+        postgresql_where=text(RunState.ACTIVE_SQL),
     ),
     Index("ix_attempts_closed_by_guess", "closed_by_guess", "ended_time"),  # sync's recent guesses
-)  # fmt: skip
+)
 
 # Each time the scheduler put an attempt's job back in the queue: on the job's own request at a
 # time limit (from its journal, with the step) or because its node failed, it was preempted or
 # requeued by hand (from Slurm's accounting). One row per (attempt, time, cause): sync adds them
 # idempotently.
 requeues = Table(
-    "requeues", metadata,
+    "requeues",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
     Column("time", Float, nullable=False),  # when that run of the job ended
-    Column("cause", String(32), nullable=False),  # SIGUSR2 (the job's checkpoint and requeue), NODE_FAIL, PREEMPTED, REQUEUED, ...
+    Column(
+        "cause", String(32), nullable=False
+    ),  # SIGUSR2 (the job's checkpoint and requeue), NODE_FAIL, PREEMPTED, REQUEUED, ...
     Column("source", String(16), nullable=False),  # journal or scheduler
     Column("node", String(255)),
     Column("step", Integer),  # where the run was (the journal's requeues say)
     UniqueConstraint("attempt_id", "time", "cause"),
-)  # fmt: skip
+)
 
 checkpoints = Table(
-    "checkpoints", metadata,
+    "checkpoints",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
     Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
@@ -157,11 +183,12 @@ checkpoints = Table(
     Column("sha256", String(64), nullable=False),
     Column("created_time", Float, nullable=False),
     UniqueConstraint("run_id", "step"),
-)  # fmt: skip
+)
 
 # A landscape shard: one file per (run, probe, step), written by the probes.
 shards = Table(
-    "shards", metadata,
+    "shards",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("run_id", ForeignKey("runs.id"), index=True, nullable=False),
     Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
@@ -174,13 +201,14 @@ shards = Table(
     Column("is_extrapolation", Boolean, nullable=False),
     Column("created_time", Float, nullable=False),
     UniqueConstraint("run_id", "probe", "step"),
-)  # fmt: skip
+)
 
 metrics = Table(
-    "metrics", metadata,
+    "metrics",
+    metadata,
     Column("run_id", ForeignKey("runs.id"), primary_key=True),
     Column("name", String(64), primary_key=True),
     Column("step", Integer, primary_key=True),
     Column("value", Float, nullable=False),
     Column("attempt_id", ForeignKey("attempts.id"), nullable=False),
-)  # fmt: skip
+)

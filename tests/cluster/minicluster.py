@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
-BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "mariadbd", "mariadb-install-db")
+BINARIES = (
+    "munged",
+    "mungekey",
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "sbatch",
+    "sacct",
+    "mariadbd",
+    "mariadb-install-db",
+)
 PORTS = {"slurmctld": 16817, "slurmd": 16818, "slurmdbd": 16819, "mariadb": 16820}
 CLUSTER_NAME = "mini"
 GPU_TYPE = "1080ti"
@@ -60,11 +70,14 @@ def install_missing() -> None:
         return
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=environment)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=environment
+    )
 
 
 def start(state_dir: Path, max_array_size: int = 1001) -> MiniCluster:
-    """Start a fresh cluster in ``state_dir`` (which must not exist or be empty); returns when the node is idle."""
+    """Start a fresh cluster in ``state_dir`` (which must not exist or be empty); returns when the node is
+    idle."""
     install_missing()
     cluster = MiniCluster(state_dir.absolute())
     for sub in ("etc", "run", "log", "spool/ctld", "spool/d", "dev", "mysql"):
@@ -74,8 +87,11 @@ def start(state_dir: Path, max_array_size: int = 1001) -> MiniCluster:
         _start_munge(cluster)
         _start_mariadb(cluster)
         _write_configs(cluster, max_array_size)
-        _start_daemon(cluster, "slurmdbd", ["slurmdbd"], PORTS["slurmdbd"])  # finds slurmdbd.conf beside $SLURM_CONF
-        _start_daemon(cluster, "slurmctld", ["slurmctld", "-f", str(cluster.slurm_conf), "-i"], PORTS["slurmctld"])
+        # finds slurmdbd.conf beside $SLURM_CONF
+        _start_daemon(cluster, "slurmdbd", ["slurmdbd"], PORTS["slurmdbd"])
+        _start_daemon(
+            cluster, "slurmctld", ["slurmctld", "-f", str(cluster.slurm_conf), "-i"], PORTS["slurmctld"]
+        )
         _start_daemon(cluster, "slurmd", ["slurmd", "-f", str(cluster.slurm_conf)], PORTS["slurmd"])
         _wait_for_idle_node(cluster)
     except BaseException:
@@ -123,7 +139,9 @@ def restart_slurmd(cluster: MiniCluster) -> None:
 
 
 def slurm_run(cluster: MiniCluster, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), capture_output=True, text=True, env={**os.environ, **cluster.environment})
+    return subprocess.run(
+        list(command), capture_output=True, text=True, env={**os.environ, **cluster.environment}
+    )
 
 
 # -- daemons ----------------------------------------------------------------------------------------
@@ -131,36 +149,52 @@ def slurm_run(cluster: MiniCluster, *command: str) -> subprocess.CompletedProces
 
 def _start_munge(cluster: MiniCluster) -> None:
     key = cluster.state_dir / "etc" / "munge.key"
-    subprocess.run(["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True)
+    subprocess.run(
+        ["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True
+    )
     key.chmod(0o400)
     command = [
-        "munged", "--force",
+        "munged",
+        "--force",
         f"--key-file={key}",
         f"--socket={cluster.state_dir / 'run' / 'munge.socket'}",
         f"--pid-file={cluster.pid_file('munged')}",
         f"--log-file={cluster.log_file('munged')}",
         f"--seed-file={cluster.state_dir / 'run' / 'munge.seed'}",
-    ]  # fmt: skip
+    ]
     subprocess.run(command, check=True, capture_output=True)
-    _wait_for(lambda: (cluster.state_dir / "run" / "munge.socket").exists(), "munged socket", cluster, "munged")
+    _wait_for(
+        lambda: (cluster.state_dir / "run" / "munge.socket").exists(), "munged socket", cluster, "munged"
+    )
 
 
 def _start_mariadb(cluster: MiniCluster) -> None:
     datadir = cluster.state_dir / "mysql"
     subprocess.run(
-        ["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"],
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
         check=True,
         capture_output=True,
     )
     command = [
-        "mariadbd", "--no-defaults", "--user=root",
+        "mariadbd",
+        "--no-defaults",
+        "--user=root",
         f"--datadir={datadir}",
         f"--socket={cluster.state_dir / 'run' / 'mysql.sock'}",
         f"--pid-file={cluster.pid_file('mariadb')}",
         f"--log-error={cluster.log_file('mariadb')}",
-        "--bind-address=127.0.0.1", f"--port={PORTS['mariadb']}",
-        "--skip-name-resolve", "--innodb-buffer-pool-size=32M",
-    ]  # fmt: skip
+        "--bind-address=127.0.0.1",
+        f"--port={PORTS['mariadb']}",
+        "--skip-name-resolve",
+        "--innodb-buffer-pool-size=32M",
+    ]
     _spawn(cluster, "mariadb", command)
     _wait_for(lambda: _port_open(PORTS["mariadb"]), "MariaDB port", cluster, "mariadb")
     statements = (
@@ -169,7 +203,11 @@ def _start_mariadb(cluster: MiniCluster) -> None:
         "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
     )
     socket_path = cluster.state_dir / "run" / "mysql.sock"
-    subprocess.run(["mariadb", "--no-defaults", "-uroot", f"--socket={socket_path}", "-e", statements], check=True, capture_output=True)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-uroot", f"--socket={socket_path}", "-e", statements],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _start_daemon(cluster: MiniCluster, name: str, command: list[str], port: int) -> None:
@@ -199,10 +237,12 @@ def _write_configs(cluster: MiniCluster, max_array_size: int) -> None:
     for index in range(GPUS_PER_NODE):
         device = cluster.state_dir / "dev" / f"nvidia{index}"
         if not device.exists():
-            os.mknod(device, 0o666 | 0o020000, os.makedev(195, index))  # a character device, like the real ones
+            # a character device, like the real ones
+            os.mknod(device, 0o666 | 0o020000, os.makedev(195, index))
         devices.append(str(device))
     (etc / "gres.conf").write_text(
-        f"AutoDetect=off\nNodeName={_hostname()} Name=gpu Type={GPU_TYPE} File={cluster.state_dir / 'dev'}/nvidia[0-{GPUS_PER_NODE - 1}]\n"
+        f"AutoDetect=off\nNodeName={_hostname()} Name=gpu Type={GPU_TYPE} "
+        f"File={cluster.state_dir / 'dev'}/nvidia[0-{GPUS_PER_NODE - 1}]\n"
     )
     (etc / "slurm.conf").write_text(_slurm_conf(cluster, max_array_size))
     dbd_conf = etc / "slurmdbd.conf"
@@ -260,7 +300,8 @@ def _slurm_conf(cluster: MiniCluster, max_array_size: int) -> str:
         "InactiveLimit=0",
         "SlurmctldTimeout=30",
         "SlurmdTimeout=30",
-        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={NODE_MEMORY_MB} "
+        f"Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN",
     ]
     for index, (name, max_time) in enumerate(PARTITIONS):
         default = " Default=YES" if index == 0 else ""
@@ -269,23 +310,26 @@ def _slurm_conf(cluster: MiniCluster, max_array_size: int) -> str:
 
 
 def _slurmdbd_conf(cluster: MiniCluster) -> str:
-    return "\n".join(
-        [
-            "AuthType=auth/munge",
-            f"AuthInfo={_auth_info(cluster)}",
-            f"DbdHost={_hostname()}",
-            f"DbdPort={PORTS['slurmdbd']}",
-            "SlurmUser=root",
-            f"PidFile={cluster.pid_file('slurmdbd')}",
-            f"LogFile={cluster.log_file('slurmdbd')}",
-            "StorageType=accounting_storage/mysql",
-            "StorageHost=127.0.0.1",
-            f"StoragePort={PORTS['mariadb']}",
-            "StorageUser=slurm",
-            "StoragePass=slurm",
-            "StorageLoc=slurm_acct_db",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                "AuthType=auth/munge",
+                f"AuthInfo={_auth_info(cluster)}",
+                f"DbdHost={_hostname()}",
+                f"DbdPort={PORTS['slurmdbd']}",
+                "SlurmUser=root",
+                f"PidFile={cluster.pid_file('slurmdbd')}",
+                f"LogFile={cluster.log_file('slurmdbd')}",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=127.0.0.1",
+                f"StoragePort={PORTS['mariadb']}",
+                "StorageUser=slurm",
+                "StoragePass=slurm",
+                "StorageLoc=slurm_acct_db",
+            ]
+        )
+        + "\n"
+    )
 
 
 # -- small helpers ----------------------------------------------------------------------------------
@@ -309,7 +353,7 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for(condition, what: str, cluster: MiniCluster, daemon: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition, what: str, cluster: MiniCluster, daemon: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not condition():
         if time.monotonic() > deadline:
