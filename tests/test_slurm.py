@@ -225,9 +225,13 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(
     [attempt] = orch.ok("show", run["id"], "--json").json()["attempts"]
     assert attempt["state"] == "COMPLETED" and attempt["requeues"] >= 1  # one job, requeued by submitit
     # each requeue once, from the journal with its step (accounting's REQUEUED record of it is the same one)
-    assert [(r["cause"], r["source"]) for r in attempt["requeue_history"]] == [("SIGUSR2", "journal")] * attempt["requeues"]
+    assert [(r["cause"], r["source"]) for r in attempt["requeue_history"]] == [
+        ("SIGUSR2", "journal")
+    ] * attempt["requeues"]
     assert all(0 < r["step"] < steps for r in attempt["requeue_history"])
-    wait_until(lambda: sacct_states(mini_cluster, attempt["job_id"])[-1:] == ["COMPLETED"], timeout_seconds=60)
+    wait_until(
+        lambda: sacct_states(mini_cluster, attempt["job_id"])[-1:] == ["COMPLETED"], timeout_seconds=60
+    )
     assert sacct_states(mini_cluster, attempt["job_id"]).count("REQUEUED") == attempt["requeues"]
     final = f"runs/{run['id']}/checkpoints/step_{steps:09d}.safetensors"
     requeued, uninterrupted = (
@@ -432,19 +436,30 @@ def test_a_node_failure_is_node_fail_then_a_requeue_and_the_run_completes(
         assert sacct_states(mini_cluster, job_id)[0] == "NODE_FAIL"
 
 
-def test_sync_holds_no_registry_lock_while_slurm_answers(orch: Orch, mini_cluster: MiniCluster, tmp_path: Path) -> None:
+def test_sync_holds_no_registry_lock_while_slurm_answers(
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+) -> None:
     """A busy slurmctld answers squeue in seconds: meanwhile other orch commands must be able to
     write the registry. Here the real squeue answers 3 s late (a wrapper sleeps before it); while
     `orch status` waits for it, this test takes the registry's write lock at once."""
-    sweep = slurm_sweep(tmp_path, "slowslurm", "  training: {steps: 1000000, heartbeat_seconds: 0.5}\n")  # still running when status looks
+    sweep = slurm_sweep(
+        tmp_path, "slowslurm", "  training: {steps: 1000000, heartbeat_seconds: 0.5}\n"
+    )  # still running when status looks
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
     wrappers, asked = tmp_path / "bin", tmp_path / "squeue-asked"
     wrappers.mkdir()
-    (wrappers / "squeue").write_text(f"#!/bin/sh\ntouch {asked}\nsleep 3\nexec {shutil.which('squeue')} \"$@\"\n")
+    (wrappers / "squeue").write_text(
+        f'#!/bin/sh\ntouch {asked}\nsleep 3\nexec {shutil.which("squeue")} "$@"\n'
+    )
     (wrappers / "squeue").chmod(0o755)
     environment = {**os.environ, "PATH": f"{wrappers}:{os.environ['PATH']}"}
 
-    status = subprocess.Popen([sys.executable, "-m", "orchestrator", "--home", str(orch.home), "status", "--json"], stdout=subprocess.PIPE, text=True, env=environment)
+    status = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "--home", str(orch.home), "status", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
     wait_until(asked.exists, timeout_seconds=60)
     with sqlite3.connect(orch.registry, timeout=0.5) as registry:
         registry.execute("BEGIN IMMEDIATE")  # "database is locked" if status held it
