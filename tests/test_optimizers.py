@@ -373,7 +373,7 @@ def test_a_field_of_another_optimizer_is_refused_with_the_accepted_ones() -> Non
 
 RESUME_CASES = {
     "sgd": OptimizerSpec(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4),
-    "pls": OptimizerSpec(name="pls", lr=0.05, momentum=0.4),
+    "pls": OptimizerSpec(name="pls", lr=0.05, momentum=0.4, weight_decay=1e-4),
     "adam": OptimizerSpec(name="adam", lr=1e-3),
     "adamw": OptimizerSpec(
         name="adamw",

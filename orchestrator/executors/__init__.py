@@ -11,6 +11,7 @@ methods of :class:`Backend`) bound to ``BACKEND``, and one line in :data:`BACKEN
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib
 from dataclasses import dataclass
@@ -121,6 +122,25 @@ class Backend(Protocol):
     def cancel(self, jobs: Sequence[JobRef]) -> None: ...
 
     def submitit_executor(self, settings: JobSettings) -> submitit.Executor: ...
+
+
+class OnThisMachine:
+    """What the backends whose jobs run on this machine (local processes, this process) share:
+    no queue to return from, nothing to check before submitting, no limit on an array, a process
+    table cheap enough to look at every second."""
+
+    poll_seconds = 1.0
+    queued = False
+    keeps_history = False
+
+    def check_available(self) -> None:
+        """Always available."""
+
+    def array_limit(self) -> Optional[int]:
+        return None
+
+    def submission_context(self, folder: Path) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
 
 # name -> the module whose ``BACKEND`` is the backend class; imported on first use, so that

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-from typing import ContextManager, Optional, Sequence
+from typing import Sequence
 
 import submitit
 
 from jobs.entry import run_attempt
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase
+from orchestrator.executors import (
+    ArraySubmission,
+    JobHandle,
+    JobRef,
+    JobSettings,
+    Observation,
+    OnThisMachine,
+    Phase,
+)
 from orchestrator.executors.processes import process_alive, this_host
 
 
-class DebugBackend:
+class DebugBackend(OnThisMachine):
     name = "debug"
-    poll_seconds = 1.0
-    queued = False
-    keeps_history = False
-
-    def check_available(self) -> None:
-        """Always: the jobs run in this process."""
-
-    def array_limit(self) -> Optional[int]:
-        return None
-
-    def submission_context(self, folder: Path) -> ContextManager[None]:
-        return contextlib.nullcontext()
 
     def submitit_executor(self, settings: JobSettings) -> submitit.DebugExecutor:
         return submitit.DebugExecutor(folder=settings.folder)

@@ -15,23 +15,22 @@ import submitit
 from jobs.entry import AttemptJob
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
-from orchestrator.executors import ArraySubmission, JobHandle, JobRef, JobSettings, Observation, Phase
+from orchestrator.executors import (
+    ArraySubmission,
+    JobHandle,
+    JobRef,
+    JobSettings,
+    Observation,
+    OnThisMachine,
+    Phase,
+)
 from orchestrator.executors.processes import process_alive, process_tree, processes_running, this_host
 
 SUBMITIT_MARK = "submitit"
 
 
-class LocalBackend:
+class LocalBackend(OnThisMachine):
     name = "local"
-    poll_seconds = 1.0
-    queued = False
-    keeps_history = False
-
-    def check_available(self) -> None:
-        """Always: submitit starts the jobs as processes of this machine."""
-
-    def array_limit(self) -> Optional[int]:
-        return None
 
     def submission_context(self, folder: Path) -> ContextManager[None]:
         """A job's controller must not hold orch's stdout (``orch … | cat`` would wait for it)."""
