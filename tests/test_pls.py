@@ -14,7 +14,7 @@ import torch
 from scipy import integrate, stats
 
 from jobs.catalog import known_names
-from jobs.journal import JournalWriter, Metrics, read_events
+from jobs.journal import JournalWriter
 from jobs.optim import TrainingShape, build_optimizer
 from jobs.optim.contract import Objective
 from jobs.optim.pls import (
@@ -30,6 +30,7 @@ from jobs.optim.pls import (
 from jobs.paths import RunPaths
 from jobs.spec import OptimizerSpec, RunSpec, TrainingSpec, violations
 from jobs.train import train
+from tests.test_optimizers import metric_values
 
 TAU = 10.0  # the kernel's offset
 SHAPE = TrainingShape(total_steps=1000, steps_per_epoch=10, batch_size=128, train_size=40_000)
@@ -356,16 +357,6 @@ def test_pls_fields_default_to_the_papers_and_belong_to_pls_only() -> None:
         )
         == []
     )
-
-
-def metric_values(paths: RunPaths, attempt: str, name: str) -> list[float]:
-    rows = [
-        row
-        for event in read_events(paths.attempt(attempt))
-        if isinstance(event.payload, Metrics)
-        for row in event.payload.rows
-    ]
-    return [row.value for row in sorted(rows, key=lambda row: row.step) if row.name == name]
 
 
 def test_a_pls_digits_run_trains_through_the_training_loop(tmp_path: Path) -> None:
