@@ -15,7 +15,6 @@ waited for (:func:`waits`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -85,33 +84,57 @@ class AnalysisReport:
         return [*self.output.figures, *self.output.tables]
 
 
-def options_of(arguments: argparse.Namespace, probe: str) -> AnalysisOptions:
+@dataclass(frozen=True)
+class AnalyzeRequest:
+    """What ``orch analyze`` was asked (the command line's options, typed; the field names are
+    its destinations)."""
+
+    figure: str
+    targets: Sequence[str] = ()
+    where: Sequence[WhereClause] = ()
+    probe: Optional[str] = None
+    steps: Optional[tuple[int, int]] = None
+    out: Optional[Path] = None
+    format: str = "png"
+    window: float = 0.2
+    stride: int = 1
+    block: int = 256
+    kernel: int = 25
+    sgd_lr: Sequence[float] = (0.1, 0.05)
+    pal_mu: float = 0.1
+    batch_sizes: Sequence[int] = (32, 64, 128, 256, 512, 1024)
+    steps_per_epoch: Optional[int] = None
+    group_by: Optional[Sequence[str]] = None
+    executor: Optional[str] = None
+    wait: bool = False
+
+
+def options_of(request: AnalyzeRequest, probe: str) -> AnalysisOptions:
     for name in ("stride", "block", "kernel", "steps_per_epoch"):
-        value = getattr(arguments, name)
+        value = getattr(request, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} {value} is not allowed; accepted: an integer >= 1")
     if not all(
-        math.isfinite(value) and value > 0
-        for value in (arguments.window, arguments.pal_mu, *arguments.sgd_lr)
+        math.isfinite(value) and value > 0 for value in (request.window, request.pal_mu, *request.sgd_lr)
     ):
         raise UserError(
-            f"--window {arguments.window}, --pal-mu {arguments.pal_mu}, --sgd-lr {arguments.sgd_lr}: "
+            f"--window {request.window}, --pal-mu {request.pal_mu}, --sgd-lr {request.sgd_lr}: "
             "not all finite and positive; accepted: finite numbers > 0"
         )
-    if min(arguments.batch_sizes) < 1:
-        raise UserError(f"--batch-sizes {arguments.batch_sizes} is not allowed; accepted: integers >= 1")
+    if min(request.batch_sizes) < 1:
+        raise UserError(f"--batch-sizes {request.batch_sizes} is not allowed; accepted: integers >= 1")
     return AnalysisOptions(
-        probe=arguments.probe or probe,
-        steps=arguments.steps,
-        image_format=arguments.format,
-        window=arguments.window,
-        stride=arguments.stride,
-        block=arguments.block,
-        kernel=arguments.kernel,
-        sgd_learning_rates=tuple(arguments.sgd_lr),
-        pal_measuring_step=arguments.pal_mu,
-        batch_sizes=tuple(arguments.batch_sizes),
-        steps_per_epoch=arguments.steps_per_epoch,
+        probe=request.probe or probe,
+        steps=request.steps,
+        image_format=request.format,
+        window=request.window,
+        stride=request.stride,
+        block=request.block,
+        kernel=request.kernel,
+        sgd_learning_rates=tuple(request.sgd_lr),
+        pal_measuring_step=request.pal_mu,
+        batch_sizes=tuple(request.batch_sizes),
+        steps_per_epoch=request.steps_per_epoch,
     )
 
 
@@ -137,23 +160,23 @@ def selected_runs(session: Session, targets: Sequence[str], where: Sequence[Wher
     return [run for run in runs if run.run_dir is not None]
 
 
-def analysis_jobs(runs: Sequence[Run], arguments: argparse.Namespace) -> list[AnalysisJob]:
+def analysis_jobs(runs: Sequence[Run], request: AnalyzeRequest) -> list[AnalysisJob]:
     """One job per run: ``--figure`` with the command line's options, writing into the run's
     ``figures/`` folder or ``--out``."""
-    options = options_of(arguments, analysis(arguments.figure).probe)
+    options = options_of(request, analysis(request.figure).probe)
     jobs = []
     for run in runs:
         paths = RunPaths(Path(run.run_dir))  # type: ignore[arg-type]  # submitted runs only: a folder each
         run_input = RunInput(
-            run.id, paths, f"run {run.id}: {swept_values(run)}", arguments.out or paths.run_dir / "figures"
+            run.id, paths, f"run {run.id}: {swept_values(run)}", request.out or paths.run_dir / "figures"
         )
-        jobs.append(AnalysisJob(arguments.figure, run_input, options))
+        jobs.append(AnalysisJob(request.figure, run_input, options))
     return jobs
 
 
-def analyze_in_process(runs: Sequence[Run], arguments: argparse.Namespace) -> list[AnalysisReport]:
+def analyze_in_process(runs: Sequence[Run], request: AnalyzeRequest) -> list[AnalysisReport]:
     reports = []
-    for job, run in zip(analysis_jobs(runs, arguments), runs):
+    for job, run in zip(analysis_jobs(runs, request), runs):
         with results_umask(profile_of(run)):  # figures in the run's folder get its profile's modes
             reports.append(
                 AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options))
@@ -458,11 +481,11 @@ def collect_reports(submission: AnalysisSubmission) -> tuple[list[AnalysisReport
 
 
 def analyze_sweep(
-    session: Session, runs: Sequence[Run], arguments: argparse.Namespace, home: OrchHome
+    session: Session, runs: Sequence[Run], request: AnalyzeRequest, home: OrchHome
 ) -> AnalysisReport:
     from jobs.analyses.groups import RunCurves, curves, result_table
 
-    keys = arguments.group_by or default_group_keys(runs)
+    keys = request.group_by or default_group_keys(runs)
     configs = {run.id: flat_spec(run) for run in runs}
     known = {key for config in configs.values() for key in config}
     unknown = [key for key in keys if key not in known]
@@ -473,16 +496,16 @@ def analyze_sweep(
             f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec "
             f"keys, e.g. {', '.join(related)}"
         )
-    selection = "+".join(arguments.targets) or "where"
-    out_dir = arguments.out or default_sweep_folder(home)
+    selection = "+".join(request.targets) or "where"
+    out_dir = request.out or default_sweep_folder(home)
     collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
     title = f"{selection}: {len(runs)} runs grouped by {', '.join(keys) or '(nothing)'}"
     with results_umask(*{run_profile.name: run_profile for run_profile in map(profile_of, runs)}.values()):
-        if arguments.figure == "curves":
-            output = curves(collected, keys, out_dir, selection, arguments.format, title)
+        if request.figure == "curves":
+            output = curves(collected, keys, out_dir, selection, request.format, title)
         else:
             output = result_table(collected, keys, out_dir, selection)
-    return AnalysisReport(selection, arguments.figure, output)
+    return AnalysisReport(selection, request.figure, output)
 
 
 def default_group_keys(runs: Sequence[Run]) -> list[str]:

@@ -1162,31 +1162,35 @@ def submitted_runs(home: OrchHome, targets: Sequence[str]) -> Iterator[tuple[Ses
 
 
 def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
+    import dataclasses
+
     from sqlalchemy.orm import Session
 
     from jobs.analyses import SWEEP_VIEWS
     from orchestrator import analyze
     from orchestrator.sync import sync
 
-    analyze.check_out_folder(arguments.out, home)
+    fields = dataclasses.fields(analyze.AnalyzeRequest)
+    request = analyze.AnalyzeRequest(**{field.name: getattr(arguments, field.name) for field in fields})
+    analyze.check_out_folder(request.out, home)
     engine = require_registry(home)
     sync(engine)
     with Session(engine) as session:
-        runs = analyze.selected_runs(session, arguments.targets, arguments.where)
-        if arguments.figure in SWEEP_VIEWS or arguments.executor is None:
+        runs = analyze.selected_runs(session, request.targets, request.where)
+        if request.figure in SWEEP_VIEWS or request.executor is None:
             in_process = (
-                [analyze.analyze_sweep(session, runs, arguments, home)]
-                if arguments.figure in SWEEP_VIEWS
-                else analyze.analyze_in_process(runs, arguments)
+                [analyze.analyze_sweep(session, runs, request, home)]
+                if request.figure in SWEEP_VIEWS
+                else analyze.analyze_in_process(runs, request)
             )
             analyze.print_reports(in_process, [], arguments.json)
             return 0
         arrays = analyze.plan_arrays(
-            session, runs, analyze.analysis_jobs(runs, arguments), arguments.executor, home
+            session, runs, analyze.analysis_jobs(runs, request), request.executor, home
         )
     # the session is closed before waiting: an open read would hold off other orch commands' writes
-    submission = analyze.submit_arrays(arrays, arguments.figure, arguments.executor)
-    if not analyze.waits(arguments.executor, arguments.wait):
+    submission = analyze.submit_arrays(arrays, request.figure, request.executor)
+    if not analyze.waits(request.executor, request.wait):
         return analyze.print_submission(submission, arguments.json)
     reports, failures = analyze.collect_reports(submission)
     return SOME_RUNS_FAILED_EXIT if analyze.print_reports(reports, failures, arguments.json) else 0

@@ -357,18 +357,17 @@ def test_an_analysis_job_asks_for_its_measured_time_with_margin_floor_and_partit
 def test_runs_of_two_clusters_go_out_as_two_arrays_named_for_the_figure(orch: Orch, tmp_path: Path) -> None:
     from sqlalchemy.orm import Session
 
-    from orchestrator.analyze import analysis_jobs, plan_arrays, selected_runs
-    from orchestrator.cli import build_parser
+    from orchestrator.analyze import AnalyzeRequest, analysis_jobs, plan_arrays, selected_runs
     from orchestrator.home import OrchHome
     from orchestrator.registry.engine import open_registry
 
     small_sweep(orch, tmp_path)
     home = OrchHome(orch.home)
-    arguments = build_parser().parse_args(["analyze", "small", "--figure", "polyfit", "--executor", "debug"])
+    request = AnalyzeRequest(figure="polyfit", targets=["small"], executor="debug")
 
     with Session(open_registry(home)) as session:
-        runs = selected_runs(session, ["small"], [])
-        arrays = plan_arrays(session, runs, analysis_jobs(runs, arguments), "debug", home)
+        runs = selected_runs(session, request.targets, request.where)
+        arrays = plan_arrays(session, runs, analysis_jobs(runs, request), "debug", home)
 
     assert sorted(array.profile.name for array in arrays) == ["local", "mini"]
     assert all(len(array.tasks) == 1 and array.resources.gpus == 0 for array in arrays)
