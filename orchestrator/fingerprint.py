@@ -4,6 +4,12 @@ The canonical form leaves out fields that cannot change results (metadata ``fing
 resources, cluster, container binds, data root, heartbeat cadence) and fields at an "off" value
 (None or an empty list), so a later release that adds an optional feature, off by default, keeps
 every existing run id. Keys are sorted and floats written in Python's shortest round-trip form.
+
+An optimizer (a probe) contributes its own kind's fields, and for every other key of the first
+schema, one flat mapping of all optimizers' (probe types') fields that run ids were first hashed
+over, the default that key had there: existing run ids stay as they were, and adding an optimizer
+or a probe type, adding a field to one, or changing one kind's default leaves every other kind's
+run ids alone.
 """
 
 from __future__ import annotations
@@ -17,21 +23,108 @@ from typing import Any, Sequence
 import yaml
 from omegaconf._utils import get_omega_conf_dumper
 
+from jobs.optimizer_fields import OPTIMIZER_KINDS, OptimizerFields
+from jobs.probe_fields import PROBE_KINDS, ProbeFields
+from jobs.schema import SpecKinds
 from jobs.spec import RunSpec
 
 RUN_ID_HEX_DIGITS = 16
 
 
+# The canonical defaults of the first schema's keys (``name``/``type`` left out: every kind has it).
+FIRST_SCHEMA_OPTIMIZER_DEFAULTS: dict[str, Any] = {
+    "alig_delta": 1e-05,
+    "approximation_samples": 1280,
+    "approximation_scales_with_k": False,
+    "armijo_c": 0.1,
+    "average_last": 25,
+    "backtrack": 0.9,
+    "batch_factors": [1, 2, 4],
+    "batch_milestones": [0.5, 0.75],
+    "betas": [0.9, 0.999],
+    "cocob_alpha": 100.0,
+    "direction_adaptation": 0.4,
+    "eps": 1e-08,
+    "exact_directional_derivative": True,
+    "fallback_step": 1e-06,
+    "fd_epsilon": 0.0001,
+    "growth": 2.0,
+    "hypergradient_lr": 0.001,
+    "labpal_mode": "nsgd",
+    "lr": 0.1,
+    "max_backtracks": 100,
+    "measure_points": [0.0, 0.0001, 0.01],
+    "measuring_step": 0.1,
+    "min_grad_norm": 1e-08,
+    "min_step": 1e-08,
+    "momentum": 0.0,
+    "nesterov": False,
+    "parabola_fit": "exact",
+    "reset": "grow_per_epoch",
+    "reuse_steps": 1000,
+    "rms_alpha": 0.99,
+    "schedule": {"gamma": 0.1, "name": "constant", "warmup_steps": 0},
+    "search_batch": "same",
+    "search_metric": "loss",
+    "slope_factor": 1.0,
+    "step_scaling": 2.0,
+    "untrusted_updates": 400,
+    "weight_decay": 0.0,
+    "wolfe_c2": 0.9,
+}
+FIRST_SCHEMA_PROBE_DEFAULTS: dict[str, Any] = {
+    "alpha_endpoints": "inclusive",
+    "alphas": 10,
+    "bn_mode": "batch",
+    "directions": 0,
+    "every": 1,
+    "from_step": 0,
+    "hessian_samples": 1000,
+    "interval": 0.5,
+    "max_enlargements": 5,
+    "power_iterations": 20,
+    "power_tolerance": 0.001,
+    "precision": "fp32",
+    "record": ["train", "val", "direction"],
+    "resolution": 0.006,
+    "store_direction": False,
+}
+
+
 def canonical_form(node: Any) -> Any:
+    if isinstance(node, OptimizerFields):
+        return _canonical_kind(node, OPTIMIZER_KINDS, FIRST_SCHEMA_OPTIMIZER_DEFAULTS)
+    if isinstance(node, ProbeFields):
+        return _canonical_kind(node, PROBE_KINDS, FIRST_SCHEMA_PROBE_DEFAULTS)
     if dataclasses.is_dataclass(node):
-        return {
-            spec_field.name: canonical_form(getattr(node, spec_field.name))
-            for spec_field in dataclasses.fields(node)
-            if spec_field.metadata.get("fingerprint", True) and not _is_off(getattr(node, spec_field.name))
-        }
+        return _canonical_fields(node, [spec_field.name for spec_field in dataclasses.fields(node)])
     if isinstance(node, list):
         return [canonical_form(item) for item in node]
     return node
+
+
+def _canonical_fields(node: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The canonical form of the fields ``names`` of a dataclass: those that can change results and
+    are not off."""
+    fingerprinted = {
+        spec_field.name
+        for spec_field in dataclasses.fields(node)
+        if spec_field.metadata.get("fingerprint", True)
+    }
+    return {
+        name: canonical_form(getattr(node, name))
+        for name in names
+        if name in fingerprinted and not _is_off(getattr(node, name))
+    }
+
+
+def _canonical_kind(flat: Any, kinds: SpecKinds[Any], first_schema: dict[str, Any]) -> dict[str, Any]:
+    """The kind's own fields over the first schema's defaults of every other key."""
+    own = kinds.field_names(getattr(flat, kinds.selector))
+    if not own:  # an unknown kind: refused by the spec's checks before any run id is asked for
+        return _canonical_fields(flat, [spec_field.name for spec_field in dataclasses.fields(flat)])
+    others = {key: default for key, default in first_schema.items() if key not in own}
+    return {**others, **_canonical_fields(flat, own)}
 
 
 def canonical_json(spec: RunSpec) -> str:

@@ -15,7 +15,7 @@ from jobs.optim.base import Counting
 from jobs.optim.contract import BatchProvider, Objective, StepReport, TrainingShape
 from jobs.optim.registry import OPTIMIZERS, OptimizerBuilder
 from jobs.optim.schedules import learning_rate
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import OPTIMIZER_KINDS, OptimizerFields
 
 __all__ = [
     "OPTIMIZERS",
@@ -31,6 +31,9 @@ __all__ = [
 
 
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    params: Iterable[torch.nn.Parameter], spec: OptimizerFields, shape: TrainingShape, batches: BatchProvider
 ) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(spec.name)(params, spec, shape, batches)
+    """The optimizer ``spec.name`` with its own fields (``spec``: the run spec's ``optimizer``, the
+    union of every optimizer's fields, or the optimizer's own dataclass)."""
+    builder = OPTIMIZERS.get(spec.name)
+    return builder(params, OPTIMIZER_KINDS.typed(spec), shape, batches)

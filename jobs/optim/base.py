@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, cast
+from typing import Any, Optional, Protocol, cast
 
 import torch
 
@@ -15,7 +15,6 @@ from jobs.optim.contract import (
     l2_penalty,
     parameters_of,
 )
-from jobs.spec import OptimizerSpec
 
 
 class Counting:
@@ -62,13 +61,18 @@ class TorchStep(Counting):
         return loss
 
 
-class SearchOptimizer(Counting, torch.optim.Optimizer):
-    """Base of the line searches: one parameter group, weight decay as an L2 term of the searched loss."""
+class SearchFields(Protocol):
+    """What the base of the line searches reads of an optimizer's fields."""
 
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
-        super().__init__(params, {"lr": spec.lr})
+    weight_decay: float
+
+
+class SearchOptimizer(Counting, torch.optim.Optimizer):
+    """Base of the line searches: one parameter group, weight decay as an L2 term of the searched loss.
+    The parameter group holds no learning rate: each search reports the step it takes."""
+
+    def __init__(self, params: Any, spec: SearchFields, shape: TrainingShape, batches: BatchProvider) -> None:
+        super().__init__(params, {})
         self.spec = spec
         self.shape = shape
         self.batches = batches

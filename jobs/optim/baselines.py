@@ -25,16 +25,16 @@ import torch
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import AligFields, CocobFields, GolsIFields, SgdHdFields
 
 GOLS_MAX_STEP = 1e7
 
 
 @OPTIMIZERS.register("gols_i")
 class GOLSI(SearchOptimizer):
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: GolsIFields
+
+    def __init__(self, params: Any, spec: GolsIFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.phase = "direction"  # direction | check | increase | decrease
         self.step_size = spec.lr
@@ -115,6 +115,8 @@ class GOLSI(SearchOptimizer):
 
 @OPTIMIZERS.register("alig")
 class ALIG(SearchOptimizer):
+    spec: AligFields
+
     @torch.no_grad()
     def step(self, closure: Objective) -> torch.Tensor:  # type: ignore[override]  # the registry's step(objective)
         loss = self.evaluate(closure, backward=True)
@@ -134,9 +136,9 @@ class ALIG(SearchOptimizer):
 
 @OPTIMIZERS.register("sgd_hd")
 class SGDHD(SearchOptimizer):
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: SgdHdFields
+
+    def __init__(self, params: Any, spec: SgdHdFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.learning_rate = spec.lr
 
@@ -162,6 +164,8 @@ class SGDHD(SearchOptimizer):
 
 @OPTIMIZERS.register("cocob")
 class COCOB(SearchOptimizer):
+    spec: CocobFields
+
     EPSILON = 1e-8
     ZERO_STATES = ("reward", "bet", "negative_gradient_sum", "absolute_gradient_sum")
 

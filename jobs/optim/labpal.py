@@ -40,7 +40,7 @@ import torch
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, dot, norm
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import LabpalFields
 
 LABPAL_STEP_ADAPTATION = 1.8
 LABPAL_MAX_STEP = 1.0
@@ -82,9 +82,9 @@ def lowest_measured_point(points: list[float], losses: list[float]) -> Optional[
 
 @OPTIMIZERS.register("labpal")
 class LABPAL(SearchOptimizer):
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: LabpalFields
+
+    def __init__(self, params: Any, spec: LabpalFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.adaptation = spec.step_adaptation if spec.step_adaptation is not None else LABPAL_STEP_ADAPTATION
         self.max_step = spec.max_step if spec.max_step is not None else LABPAL_MAX_STEP

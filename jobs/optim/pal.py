@@ -21,7 +21,7 @@ import torch
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, dot, norm
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import PalFields
 
 PAL_STEP_ADAPTATION = 1 / 0.6
 PAL_MAX_STEP = 3.16
@@ -43,9 +43,9 @@ def parabola_step(l0: float, l_mu: float, b: float, mu: float, adaptation: float
 
 @OPTIMIZERS.register("pal")
 class PAL(SearchOptimizer):
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: PalFields
+
+    def __init__(self, params: Any, spec: PalFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.adaptation = spec.step_adaptation if spec.step_adaptation is not None else PAL_STEP_ADAPTATION
         self.max_step = spec.max_step if spec.max_step is not None else PAL_MAX_STEP

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, dot, move_to, norm
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import PlsFields
 
 # The paper's and the authors' MATLAB code's defaults.
 PLS_C1 = 0.05  # first (sufficient decrease) Wolfe constant
@@ -255,9 +255,9 @@ def per_sample_losses_and_slopes(
 
 @OPTIMIZERS.register("pls")
 class PLS(SearchOptimizer):
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: PlsFields
+
+    def __init__(self, params: Any, spec: PlsFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.c1 = spec.pls_c1 if spec.pls_c1 is not None else PLS_C1
         self.c2 = spec.pls_c2 if spec.pls_c2 is not None else PLS_C2

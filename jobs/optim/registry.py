@@ -3,15 +3,15 @@ importing the package that imports them (no cycle)."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from jobs.catalog import Catalog
 from jobs.optim.contract import BatchProvider, TrainingShape
-from jobs.spec import OptimizerSpec
 
+# (parameters, the optimizer's own fields: its dataclass in jobs/optimizer_fields.py, ...)
 OptimizerBuilder = Callable[
-    [Iterable[torch.nn.Parameter], OptimizerSpec, TrainingShape, BatchProvider], torch.optim.Optimizer
+    [Iterable[torch.nn.Parameter], Any, TrainingShape, BatchProvider], torch.optim.Optimizer
 ]
 OPTIMIZERS: Catalog[OptimizerBuilder] = Catalog("optimizer")

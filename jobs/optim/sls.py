@@ -26,13 +26,13 @@ import torch
 from jobs.optim.base import SearchOptimizer
 from jobs.optim.contract import BatchProvider, Objective, TrainingShape, clone_all, move_to, norm
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import AccuracySlsFields, SlsFields
 
 SEARCH_BATCH_SIZES = {"small": 128, "big": 1000}
 SEARCH_EVERY = {"same": 1, "small": 1, "big": 1000}
 
 
-def reset_step_size(previous: float, spec: OptimizerSpec, steps_per_epoch: int) -> float:
+def reset_step_size(previous: float, spec: SlsFields, steps_per_epoch: int) -> float:
     if spec.reset == "reset_to_max":
         step_size = spec.lr
     elif spec.reset == "grow_per_epoch":
@@ -58,9 +58,9 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 class ArmijoSearch(SearchOptimizer):
     """Shared by SLS and the accuracy-based searches: λ, the reset, the backtracking loop."""
 
-    def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-    ) -> None:
+    spec: SlsFields
+
+    def __init__(self, params: Any, spec: SlsFields, shape: TrainingShape, batches: BatchProvider) -> None:
         super().__init__(params, spec, shape, batches)
         self.step_size = spec.lr
         self.steps_taken = 0
@@ -118,8 +118,10 @@ class SLS(ArmijoSearch):
 class AccuracySLS(ArmijoSearch):
     """l-SLS (``search_metric: loss``), a-SLS (``accuracy``), sa-SLS (``smooth_accuracy``)."""
 
+    spec: AccuracySlsFields
+
     def __init__(
-        self, params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+        self, params: Any, spec: AccuracySlsFields, shape: TrainingShape, batches: BatchProvider
     ) -> None:
         super().__init__(params, spec, shape, batches)
         self.search_size = spec.search_batch_size or SEARCH_BATCH_SIZES.get(

@@ -9,7 +9,7 @@ import torch
 from jobs.optim.base import TorchStep
 from jobs.optim.contract import BatchProvider, TrainingShape
 from jobs.optim.registry import OPTIMIZERS
-from jobs.spec import OptimizerSpec
+from jobs.optimizer_fields import AdamFields, AdamwFields, RmspropFields, SgdFields
 
 
 class SGD(TorchStep, torch.optim.SGD):  # type: ignore[misc]  # step(objective): the run's Objective, not torch's closure
@@ -29,9 +29,7 @@ class RMSprop(TorchStep, torch.optim.RMSprop):  # type: ignore[misc]  # step(obj
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(
-    params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
-) -> torch.optim.Optimizer:
+def sgd(params: Any, spec: SgdFields, shape: TrainingShape, batches: BatchProvider) -> torch.optim.Optimizer:
     return SGD(
         params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
     )
@@ -39,7 +37,7 @@ def sgd(
 
 @OPTIMIZERS.register("adam")
 def adam(
-    params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    params: Any, spec: AdamFields, shape: TrainingShape, batches: BatchProvider
 ) -> torch.optim.Optimizer:
     return Adam(
         params, lr=spec.lr, betas=(spec.betas[0], spec.betas[1]), eps=spec.eps, weight_decay=spec.weight_decay
@@ -48,7 +46,7 @@ def adam(
 
 @OPTIMIZERS.register("adamw")
 def adamw(
-    params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    params: Any, spec: AdamwFields, shape: TrainingShape, batches: BatchProvider
 ) -> torch.optim.Optimizer:
     return AdamW(
         params, lr=spec.lr, betas=(spec.betas[0], spec.betas[1]), eps=spec.eps, weight_decay=spec.weight_decay
@@ -57,7 +55,7 @@ def adamw(
 
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(
-    params: Any, spec: OptimizerSpec, shape: TrainingShape, batches: BatchProvider
+    params: Any, spec: RmspropFields, shape: TrainingShape, batches: BatchProvider
 ) -> torch.optim.Optimizer:
     return RMSprop(
         params,

@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from jobs.probe_fields import HessianNormFields
 from jobs.probes.functional import ParameterLayout, probe_replica, reseed
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
-from jobs.spec import ProbeSpec
 
 
 class HessianNormProbe(ProbeBase):
-    def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
+    spec: HessianNormFields
+
+    def __init__(self, spec: HessianNormFields, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
         self.layout = ParameterLayout.of(setup.model)
         self.replica = probe_replica(setup.model, "batch")
@@ -87,5 +89,5 @@ class HessianNormProbe(ProbeBase):
 
 
 @PROBES.register("hessian_norm")
-def hessian_norm_probe(spec: ProbeSpec, setup: ProbeSetup) -> HessianNormProbe:
+def hessian_norm_probe(spec: HessianNormFields, setup: ProbeSetup) -> HessianNormProbe:
     return HessianNormProbe(spec, setup)

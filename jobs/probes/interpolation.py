@@ -18,9 +18,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from jobs.probe_fields import InterpolationFields
 from jobs.probes.functional import LineEvaluator, flat_parameters
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
-from jobs.spec import ProbeSpec
 
 
 def alpha_points(count: int, endpoints: str) -> np.ndarray:
@@ -30,7 +30,9 @@ def alpha_points(count: int, endpoints: str) -> np.ndarray:
 
 
 class InterpolationProbe(ProbeBase):
-    def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
+    spec: InterpolationFields
+
+    def __init__(self, spec: InterpolationFields, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
         self.evaluator = LineEvaluator(
             setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
@@ -89,5 +91,5 @@ class InterpolationProbe(ProbeBase):
 
 
 @PROBES.register("interpolation")
-def interpolation_probe(spec: ProbeSpec, setup: ProbeSetup) -> InterpolationProbe:
+def interpolation_probe(spec: InterpolationFields, setup: ProbeSetup) -> InterpolationProbe:
     return InterpolationProbe(spec, setup)

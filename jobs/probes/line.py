@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from jobs.data.augment import augment, batch_seed
+from jobs.probe_fields import LineFields
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
-from jobs.spec import ProbeSpec
 
 
 def grid(start: float, stop: float, resolution: float) -> np.ndarray:
@@ -73,7 +73,9 @@ class LossSet:
 
 
 class LineProbe(ProbeBase):
-    def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
+    spec: LineFields
+
+    def __init__(self, spec: LineFields, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
         self.evaluator = LineEvaluator(
             setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
@@ -251,5 +253,5 @@ def merge(
 
 
 @PROBES.register("line")
-def line_probe(spec: ProbeSpec, setup: ProbeSetup) -> LineProbe:
+def line_probe(spec: LineFields, setup: ProbeSetup) -> LineProbe:
     return LineProbe(spec, setup)

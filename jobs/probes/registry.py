@@ -13,7 +13,8 @@ from torch import nn
 
 from jobs.catalog import Catalog
 from jobs.data.registry import InMemoryData
-from jobs.spec import ProbeSpec, TrainingSpec
+from jobs.probe_fields import ProbeFields
+from jobs.spec import TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class Measurement:
 
 
 class Probe(Protocol):
-    spec: ProbeSpec
+    @property
+    def spec(self) -> ProbeFields:
+        """The probe type's own fields."""
 
     def wants(self, step: int) -> bool:
         """Whether the probe needs step ``step``'s context (to measure it or to remember it)."""
@@ -66,10 +69,21 @@ class Probe(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class ChunkedFields(Protocol):
+    """What the base of the probes reads of a probe type's fields."""
+
+    eval_chunk: Optional[int]
+
+    @property
+    def label(self) -> str: ...
+
+    def selects(self, step: int) -> bool: ...
+
+
 class ProbeBase:
     """What most probes share: their spec and setup, measuring only at selected steps, no state."""
 
-    def __init__(self, spec: ProbeSpec, setup: ProbeSetup) -> None:
+    def __init__(self, spec: ChunkedFields, setup: ProbeSetup) -> None:
         self.spec = spec
         self.setup = setup
         self.chunk = spec.eval_chunk or setup.training.batch_size  # samples per BatchNorm group
@@ -90,7 +104,8 @@ class ProbeBase:
         return line_seed(self.setup.training.seed, step, self.spec.label)
 
 
-ProbeBuilder = Callable[[ProbeSpec, ProbeSetup], Probe]
+# (the probe type's own fields: its dataclass in jobs/probe_fields.py, the setup)
+ProbeBuilder = Callable[[Any, ProbeSetup], Probe]
 PROBES: Catalog[ProbeBuilder] = Catalog("probe")
 
 

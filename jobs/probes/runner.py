@@ -9,17 +9,17 @@ call the torch random streams are forked, so a run with probes trains exactly li
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
 from jobs.journal import JournalWriter
 from jobs.paths import RunPaths
+from jobs.probe_fields import PROBE_KINDS, ProbeFields
 from jobs.probes.functional import flat_gradients, flat_parameters
 from jobs.probes.registry import PROBES, Probe, ProbeContext, ProbeSetup
 from jobs.shards import complete_steps, write_shard
-from jobs.spec import ProbeSpec
 
 
 class ProbeRunner:
@@ -29,8 +29,10 @@ class ProbeRunner:
         self.complete = {probe.spec.label: complete_steps(paths, probe.spec.label) for probe in probes}
 
     @classmethod
-    def build(cls, specs: list[ProbeSpec], setup: ProbeSetup, paths: RunPaths) -> "ProbeRunner":
-        return cls([PROBES.get(spec.type)(spec, setup) for spec in specs], paths)
+    def build(cls, specs: Sequence[ProbeFields], setup: ProbeSetup, paths: RunPaths) -> "ProbeRunner":
+        """Each probe of ``specs`` (the run spec's, each the union of every type's fields) with its
+        type's own fields."""
+        return cls([PROBES.get(spec.type)(PROBE_KINDS.typed(spec), setup) for spec in specs], paths)
 
     def wants(self, step: int) -> bool:
         return any(probe.wants(step) for probe in self.probes)
