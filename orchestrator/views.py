@@ -207,7 +207,9 @@ def spec_keys() -> SpecKeys:
 def _collect_keys(
     schema: type, prefix: str, plain: list[str], item_fields: dict[str, tuple[str, ...]]
 ) -> None:
-    for name, hint in typing.get_type_hints(schema).items():
+    hints = typing.get_type_hints(schema)
+    for name in (schema_field.name for schema_field in dataclasses.fields(schema)):
+        hint = hints[name]
         key = f"{prefix}{name}"
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
