@@ -35,7 +35,7 @@ from jobs.analyses.common import AnalysisOptions, AnalysisOutput, RunInput
 from jobs.analyses.job import AnalysisJob, read_report, report_document
 from jobs.paths import RunPaths
 from jobs.spec import ResourcesSpec, slurm_time, spec_from_json, time_limit_minutes
-from orchestrator.bulk import IN_CHUNK
+from orchestrator.bulk import in_chunks
 from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError, bounded_list, one_paragraph
 from orchestrator.executors import JobSettings, backend_class, get_backend
@@ -51,8 +51,8 @@ from orchestrator.views import (
     flat_spec,
     matches_where,
     metric_series,
-    run_row,
     select_runs,
+    swept_of,
     swept_values,
 )
 
@@ -213,11 +213,9 @@ def shard_volumes(
     from orchestrator.registry.tables import shards
 
     volumes = {}
-    for start in range(0, len(run_ids), IN_CHUNK):
+    for chunk in in_chunks(run_ids):
         query = select(shards.c.run_id, func.count(), func.coalesce(func.sum(shards.c.bytes), 0))
-        query = query.where(
-            shards.c.run_id.in_(run_ids[start : start + IN_CHUNK]), shards.c.probe == probe
-        ).group_by(shards.c.run_id)
+        query = query.where(shards.c.run_id.in_(chunk), shards.c.probe == probe).group_by(shards.c.run_id)
         if steps is not None:
             query = query.where(shards.c.step >= steps[0], shards.c.step < steps[1])
         volumes.update(
@@ -512,7 +510,7 @@ def default_group_keys(runs: Sequence[Run]) -> list[str]:
     """The keys the runs' sweeps vary, without the seed (their runs are averaged)."""
     keys: dict[str, None] = {}
     for run in runs:
-        keys.update((key, None) for key in run_row(run)["swept"] if key != SEED_KEY)
+        keys.update((key, None) for key in swept_of(run) if key != SEED_KEY)
     return list(keys)
 
 

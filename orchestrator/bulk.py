@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Iterator
+from typing import Iterator, Sequence, TypeVar
 
+Item = TypeVar("Item")
 IN_CHUNK = 500  # ids per IN (...) list: under every database's limit on bound parameters (SQLite's is 32 766)
 
 
@@ -20,3 +21,9 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def in_chunks(items: Sequence[Item]) -> Iterator[Sequence[Item]]:
+    """``items`` in consecutive slices of IN_CHUNK: the lists of one ``IN (...)`` each."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import os
 import shlex
@@ -25,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Sequence
 
-from orchestrator.bulk import IN_CHUNK, collector_paused
+from orchestrator.bulk import collector_paused, in_chunks
 from orchestrator.errors import BAD_INPUT_EXIT, MAX_MESSAGE_CHARS, SpecError, UserError, one_paragraph, shown
 from orchestrator.home import OrchHome
 from orchestrator.safe_output import check_output_file, check_output_folder, describe_kind, replace_file
@@ -37,7 +38,9 @@ if TYPE_CHECKING:  # the modules below are imported by the commands that use the
     from orchestrator import submit as submission
     from orchestrator.estimates import Scheduled
     from orchestrator.registry.models import Attempt, Run
+    from orchestrator.status import SweepStatus
     from orchestrator.sweep import SweepPlan
+    from orchestrator.views import RunRow
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 STDOUT_PATH = Path("-")  # --out -: standard output
@@ -534,25 +537,25 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
         scheduled = schedule_plan(session, plan)
         states = _known_states(session, [run.run_id for run in plan.runs]) if session is not None else {}
         gone = no_longer_in_file(session.connection(), plan) if session is not None else []
-    rows = [_plan_row(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
+    rows = [PlanRow.of(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
     if arguments.json:
         output.print_json_records({"sweep": plan.name, "runs": rows, "no_longer_in_file": gone}, "runs")
         return 0
     title = (
-        f"sweep {plan.name}: {len(rows)} runs ({sum(row['state'] == RunState.COMPLETED for row in rows)} "
+        f"sweep {plan.name}: {len(rows)} runs ({sum(row.state == RunState.COMPLETED for row in rows)} "
         "completed)"
     )
-    swept_names, swept_cells = output.swept_columns(rows)
+    swept_names, swept_cells = output.swept_columns([row.swept for row in rows])
     columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
     table_rows = [
         [
-            row["id"],
-            row["state"],
+            row.id,
+            row.state,
             *cells,
-            output.format_duration(row["estimate_seconds"]),
-            row["partition"],
-            row["time"],
-            row["segments"],
+            output.format_duration(row.estimate_seconds),
+            row.partition,
+            row.time,
+            row.segments,
         ]
         for row, cells in zip(rows, swept_cells)
     ]
@@ -598,11 +601,9 @@ def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
         _check_sweep_known(connection, plan.name, home)
         gone = no_longer_in_file(connection, plan)
         sweep_id = select(sweeps.c.id).where(sweeps.c.name == plan.name).scalar_subquery()
-        for start in range(0, len(gone), IN_CHUNK):
+        for chunk in in_chunks(gone):
             connection.execute(
-                delete(sweep_runs).where(
-                    sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(gone[start : start + IN_CHUNK])
-                )
+                delete(sweep_runs).where(sweep_runs.c.sweep_id == sweep_id, sweep_runs.c.run_id.in_(chunk))
             )
     if arguments.json:
         output.print_json({"sweep": plan.name, "detached": gone})
@@ -614,17 +615,31 @@ def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
-def _plan_row(item: Scheduled, state: str) -> dict[str, Any]:
-    resources = item.run.spec.resources
-    return {
-        "id": item.run.run_id,
-        "state": state,
-        "swept": item.run.swept,
-        "estimate_seconds": item.estimate_seconds,
-        "partition": resources.partition,
-        "time": resources.time,
-        "segments": resources.segments,
-    }
+@dataclasses.dataclass(frozen=True)
+class PlanRow:
+    """One planned run as ``orch plan`` lists it: its state in the registry (NEW if not recorded)
+    and the resources it would be submitted with."""
+
+    id: str
+    state: str
+    swept: dict[str, Any]
+    estimate_seconds: Optional[float]
+    partition: Optional[str]
+    time: Optional[str]
+    segments: int
+
+    @classmethod
+    def of(cls, item: Scheduled, state: str) -> PlanRow:
+        resources = item.run.spec.resources
+        return cls(
+            item.run.run_id,
+            state,
+            item.run.swept,
+            item.estimate_seconds,
+            resources.partition,
+            resources.time,
+            resources.segments,
+        )
 
 
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -696,15 +711,16 @@ def cmd_status(arguments: argparse.Namespace, home: OrchHome) -> int:
         while True:
             views = _status(engine, arguments.sweep, home)
             live.update(Group(*_status_tables(views, home)), refresh=True)
-            if not any(view["active"] for view in views):
+            if not any(view.active for view in views):
                 break
-            time.sleep(poll_seconds([item["executor"] for view in views for item in view["active"]]))
+            executors = [item.executor for view in views for item in view.active if item.executor]
+            time.sleep(poll_seconds(executors))
     if arguments.json:
         output.print_json(views)
     return 0
 
 
-def _status(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> list[dict[str, Any]]:
+def _status(engine: Optional[Engine], sweep_name: Optional[str], home: OrchHome) -> list[SweepStatus]:
     from orchestrator.status import status_view
 
     with _synced_reader(engine, sweep_name, home) as connection:
@@ -755,34 +771,31 @@ def _check_sweep_known(connection: Optional[Connection], sweep_name: Optional[st
         )
 
 
-def _status_tables(views: list[dict[str, Any]], home: OrchHome) -> list[Any]:
+def _status_tables(views: list[SweepStatus], home: OrchHome) -> list[Any]:
     from orchestrator import output
     from orchestrator.registry.tables import RunState
 
     if not views:
         return [f"no sweeps recorded yet in registry {_registry_of(home)} (orch submit FILE records one)"]
-    states = [state for state in RunState.ALL if any(state in view["counts"] for view in views)]
+    states = [state for state in RunState.ALL if any(state in view.counts for view in views)]
     summary = output.table(
         "runs per state",
         ["sweep", "runs", *[s.lower() for s in states]],
-        [
-            [view["sweep"], view["runs"], *[view["counts"].get(state, 0) for state in states]]
-            for view in views
-        ],
+        [[view.sweep, view.runs, *[view.counts.get(state, 0) for state in states]] for view in views],
     )
     active_rows = [
         [
-            view["sweep"],
-            item["run"],
-            item["state"],
-            f"{item['step']}/{item['total_steps']}",
-            output.format_duration(item["eta_seconds"]),
-            item["job_id"],
-            item["node"],
-            item["reason"],
+            view.sweep,
+            item.run,
+            item.state,
+            f"{item.step}/{item.total_steps}",
+            output.format_duration(item.eta_seconds),
+            item.job_id,
+            item.node,
+            item.reason,
         ]
         for view in views
-        for item in view["active"]
+        for item in view.active
     ]
     if not active_rows:
         return [summary]
@@ -799,7 +812,7 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator.registry.engine import open_registry_if_exists
     from orchestrator.views import RunSelection, run_rows
 
-    rows: list[dict[str, Any]] = []
+    rows: list[RunRow] = []
     with (
         _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection,
         collector_paused(),
@@ -814,9 +827,9 @@ def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
     if not rows:
         print(f"no runs{_selection_words(arguments)} in registry {_registry_of(home)}")
         return 0
-    swept_names, swept_cells = output.swept_columns(rows)
+    swept_names, swept_cells = output.swept_columns([row.swept for row in rows])
     table_rows = [
-        [r["id"], ",".join(r["sweeps"]), r["state"], f"{r['step']}/{r['total_steps']}", r["attempts"], *cells]
+        [r.id, ",".join(r.sweeps), r.state, f"{r.step}/{r.total_steps}", r.attempts, *cells]
         for r, cells in zip(rows, swept_cells)
     ]
     output.console().print(
@@ -859,11 +872,11 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
         return 0
     console = output.console()
     console.print(
-        f"run {view['id']}  state {view['state']}  step {view['step']}/{view['total_steps']}  sweeps "
-        f"{', '.join(view['sweeps'])}"
+        f"run {view.id}  state {view.state}  step {view.step}/{view.total_steps}  "
+        f"sweeps {', '.join(view.sweeps)}"
     )
-    console.print(f"folder {view['run_dir']}")
-    console.print(yaml.safe_dump(view["spec"], sort_keys=False).rstrip())
+    console.print(f"folder {view.run_dir}")
+    console.print(yaml.safe_dump(view.spec, sort_keys=False).rstrip())
     attempt_columns = [
         "number",
         "executor",
@@ -877,27 +890,27 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
     ]
     times = [
         [
-            output.format_time(a["submitted_time"]),
-            output.format_time(a["started_time"]),
-            output.format_time(a["ended_time"]),
-            output.format_duration(a["queue_wait_s"]),
-            output.format_duration(a["elapsed_s"]),
-            a["reason"],
+            output.format_time(a.submitted_time),
+            output.format_time(a.started_time),
+            output.format_time(a.ended_time),
+            output.format_duration(a.queue_wait_s),
+            output.format_duration(a.elapsed_s),
+            a.reason,
         ]
-        for a in view["attempts"]
+        for a in view.attempts
     ]
     columns = [*attempt_columns, "submitted", "started", "ended", "queue wait", "elapsed", "reason"]
     console.print(
         output.table(
             "attempts",
             columns,
-            [[a[c] for c in attempt_columns] + when for a, when in zip(view["attempts"], times)],
+            [[getattr(a, c) for c in attempt_columns] + when for a, when in zip(view.attempts, times)],
         )
     )
     requeues = [
-        [a["number"], output.format_time(r["time"]), r["cause"], r["node"], r["step"], r["source"]]
-        for a in view["attempts"]
-        for r in a["requeue_history"]
+        [a.number, output.format_time(r.time), r.cause, r.node, r.step, r.source]
+        for a in view.attempts
+        for r in a.requeue_history
     ]
     if requeues:
         console.print(
@@ -907,13 +920,12 @@ def cmd_show(arguments: argparse.Namespace, home: OrchHome) -> int:
         output.table(
             "checkpoints",
             ["step", "path", "bytes"],
-            [[c["step"], c["path"], c["bytes"]] for c in view["checkpoints"]],
+            [[c.step, c.path, c.bytes] for c in view.checkpoints],
         )
     )
-    console.print(f"shards: {len(view['shards'])}")
+    console.print(f"shards: {len(view.shards)}")
     metric_rows = [
-        [name, m["count"], m["last_step"], m["last"], m["min"], m["max"]]
-        for name, m in sorted(view["metrics"].items())
+        [name, m.count, m.last_step, m.last, m.min, m.max] for name, m in sorted(view.metrics.items())
     ]
     console.print(output.table("metrics", ["name", "points", "last step", "last", "min", "max"], metric_rows))
     return 0
@@ -944,7 +956,9 @@ def cmd_shards(arguments: argparse.Namespace, home: OrchHome) -> int:
         columns = ["probe", "step", "path", "bytes", "sha256"]
         output.console().print(
             output.table(
-                f"run {run.id}: {len(rows)} shards", columns, [[row[c] for c in columns] for row in rows]
+                f"run {run.id}: {len(rows)} shards",
+                columns,
+                [[getattr(row, c) for c in columns] for row in rows],
             )
         )
     return 0

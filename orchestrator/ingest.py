@@ -46,7 +46,7 @@ from jobs.journal import (
     read_heartbeat,
 )
 from jobs.paths import AttemptPaths
-from orchestrator.bulk import IN_CHUNK
+from orchestrator.bulk import in_chunks
 from orchestrator.executors import (
     EndedRun,
     JobRef,
@@ -133,15 +133,19 @@ def ingest(engine: Engine) -> SyncReport:
         report, rows = bring_up_to_date(loaded, lambda: _read_session(engine))
         with Session(engine) as session, session.begin():
             if not loaded.changed_in(session):
-                rows.write(session)
-                loaded.write_changes(session)
+                _write(session, loaded, rows)
                 return report
     with Session(engine) as session, session.begin():
         loaded = load_open_attempts(session)
         report, rows = bring_up_to_date(loaded, lambda: contextlib.nullcontext(session))
-        rows.write(session)
-        loaded.write_changes(session)
+        _write(session, loaded, rows)
     return report
+
+
+def _write(session: Session, loaded: OpenAttempts, rows: JournalRows) -> None:
+    """The journals' rows, then the attempts' and runs' new facts."""
+    rows.write(session)
+    loaded.write_changes(session)
 
 
 @contextlib.contextmanager
@@ -281,10 +285,8 @@ class OpenAttempts:
         ids = sorted(self.loaded_attempts)
         table = Attempt.__table__
         columns = [table.c[name] for name in ATTEMPT_COLUMNS.columns]
-        for start in range(0, len(ids), IN_CHUNK):
-            query = select(table.c.id, _later_state(), *columns).where(
-                table.c.id.in_(ids[start : start + IN_CHUNK])
-            )
+        for chunk in in_chunks(ids):
+            query = select(table.c.id, _later_state(), *columns).where(table.c.id.in_(chunk))
             for attempt_id, later_state, *values in session.execute(query):
                 if (
                     tuple(values) != self.loaded_attempts[attempt_id]
@@ -466,8 +468,8 @@ def lost_after_by_run(session: Session, run_ids: set[str]) -> dict[str, float]:
     ordered = sorted(run_ids)
     by_cluster: dict[str, float] = {}
     limits: dict[str, float] = {}
-    for start in range(0, len(ordered), IN_CHUNK):
-        query = select(Run.id, Run.spec_json).where(Run.id.in_(ordered[start : start + IN_CHUNK]))
+    for chunk in in_chunks(ordered):
+        query = select(Run.id, Run.spec_json).where(Run.id.in_(chunk))
         for run_id, spec_json in session.execute(query):
             cluster = cluster_name(spec_json)
             if cluster not in by_cluster:
@@ -607,8 +609,7 @@ def requeues_known(session: Session, attempt_ids: list[int]) -> dict[int, list[t
     """(time, cause, source) of the requeues the registry holds, by attempt."""
     table = Requeue.__table__
     known: dict[int, list[tuple[float, str, str]]] = {}
-    for start in range(0, len(attempt_ids), IN_CHUNK):
-        chunk = attempt_ids[start : start + IN_CHUNK]
+    for chunk in in_chunks(attempt_ids):
         query = select(table.c.attempt_id, table.c.time, table.c.cause, table.c.source).where(
             table.c.attempt_id.in_(chunk)
         )

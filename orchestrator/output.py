@@ -7,6 +7,7 @@ rich and pyarrow are imported where they are used: ``orch --help`` and ``--json`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import io
 import itertools
@@ -22,8 +23,16 @@ if TYPE_CHECKING:
     from orchestrator.views import ExportRow
 
 
+def json_default(value: Any) -> Any:
+    """What JSON holds of a value json cannot encode: a view's dataclass as its fields (each
+    encoded in turn), anything else (a path) as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return vars(value)
+    return str(value)
+
+
 def print_json(payload: Any) -> None:
-    json.dump(payload, sys.stdout, indent=2, sort_keys=True, default=str)
+    json.dump(payload, sys.stdout, indent=2, sort_keys=True, default=json_default)
     sys.stdout.write("\n")
 
 
@@ -33,25 +42,26 @@ def print_json_records(payload: dict[str, Any], records_key: str) -> None:
     JSON is encoded in Python, ten times slower)."""
     records = payload[records_key]
     marker = "\u0000records\u0000"
-    head, tail = json.dumps({**payload, records_key: marker}, indent=2, sort_keys=True, default=str).split(
-        json.dumps(marker)
-    )
+    head, tail = json.dumps(
+        {**payload, records_key: marker}, indent=2, sort_keys=True, default=json_default
+    ).split(json.dumps(marker))
     sys.stdout.write(head + "[")
     for number, record in enumerate(records):
         sys.stdout.write(
-            ("\n    " if number == 0 else ",\n    ") + json.dumps(record, sort_keys=True, default=str)
+            ("\n    " if number == 0 else ",\n    ")
+            + json.dumps(record, sort_keys=True, default=json_default)
         )
     sys.stdout.write(("\n  ]" if records else "]") + tail + "\n")
 
 
 def write_json_list(items: Iterable[Any], out: TextIO, sort_keys: bool) -> int:
-    """``json.dump(list(items), out, indent=2, sort_keys=sort_keys, default=str)`` and a newline,
+    """``json.dump(list(items), out, indent=2, sort_keys=sort_keys, default=json_default)`` and a newline,
     character for character, one item at a time; returns the number of items."""
     count = 0
     for count, item in enumerate(items, start=1):
         out.write(
             ("[\n  " if count == 1 else ",\n  ")
-            + json.dumps(item, indent=2, sort_keys=sort_keys, default=str).replace("\n", "\n  ")
+            + json.dumps(item, indent=2, sort_keys=sort_keys, default=json_default).replace("\n", "\n  ")
         )
     out.write("\n]\n" if count else "[]\n")
     return count
@@ -77,13 +87,13 @@ def console() -> Console:
 MAX_SWEPT_COLUMNS = 6  # more swept keys (a per-optimizer ``grids`` sweep) share one "swept" column
 
 
-def swept_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Column names and per-row cells for the keys swept in any of ``rows`` (each with a ``swept``
-    mapping): a column per dotted key, or one column of ``key=value`` pairs when there are many."""
-    keys = list(dict.fromkeys(key for row in rows for key in row["swept"]))
+def swept_columns(swept: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Column names and per-row cells for the keys swept in any of ``swept`` (each row's swept
+    values): a column per dotted key, or one column of ``key=value`` pairs when there are many."""
+    keys = list(dict.fromkeys(key for values in swept for key in values))
     if len(keys) <= MAX_SWEPT_COLUMNS:
-        return keys, [[row["swept"].get(key) for key in keys] for row in rows]
-    return ["swept"], [[row["swept"]] for row in rows]
+        return keys, [[values.get(key) for key in keys] for values in swept]
+    return ["swept"], [[values] for values in swept]
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:

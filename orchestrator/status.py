@@ -5,14 +5,40 @@ SQLAlchemy, whatever the number of runs)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from sqlalchemy import Connection, and_, func, select
 
 from orchestrator.registry.tables import RunState, attempts, runs, sweep_runs, sweeps
 
 
-def status_view(connection: Connection, sweep_name: Optional[str]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ActiveRun:
+    """A pending or running run of a sweep, with what its last attempt says."""
+
+    run: str
+    state: str
+    step: int
+    total_steps: int
+    eta_seconds: Optional[float]  # at the attempt's last measured speed; None before one
+    executor: Optional[str]
+    job_id: Optional[str]
+    node: Optional[str]
+    reason: Optional[str]
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """One sweep: its number of runs, runs per state (states without runs left out), its active runs."""
+
+    sweep: str
+    runs: int
+    counts: dict[str, int]
+    active: list[ActiveRun]
+
+
+def status_view(connection: Connection, sweep_name: Optional[str]) -> list[SweepStatus]:
     """Per sweep (by name): its number of runs, runs per state, and its active runs by position."""
     query = select(sweeps.c.id, sweeps.c.name).order_by(sweeps.c.name)
     if sweep_name:
@@ -25,12 +51,12 @@ def status_view(connection: Connection, sweep_name: Optional[str]) -> list[dict[
     for sweep_id, name in named:
         sweep_counts = counts.get(sweep_id, Counter())
         views.append(
-            {
-                "sweep": name,
-                "runs": sum(sweep_counts.values()),
-                "counts": {state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
-                "active": active.get(sweep_id, []),
-            }
+            SweepStatus(
+                sweep=name,
+                runs=sum(sweep_counts.values()),
+                counts={state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
+                active=active.get(sweep_id, []),
+            )
         )
     return views
 
@@ -67,7 +93,7 @@ def state_counts(connection: Connection, sweep_ids: Optional[list[int]]) -> dict
     return counts
 
 
-def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, list[dict[str, Any]]]:
+def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, list[ActiveRun]]:
     """The active runs of each sweep in the sweep's order, each with its last attempt, in one query."""
     last_number = (
         select(func.max(attempts.c.number))
@@ -95,7 +121,7 @@ def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[
     )
     if sweep_ids is not None:
         query = query.where(sweep_runs.c.sweep_id.in_(sweep_ids))
-    rows: dict[int, list[dict[str, Any]]] = {}
+    rows: dict[int, list[ActiveRun]] = {}
     for (
         sweep_id,
         run_id,
@@ -109,16 +135,16 @@ def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[
         steps_per_second,
     ) in connection.execute(query):
         rows.setdefault(sweep_id, []).append(
-            {
-                "run": run_id,
-                "state": state,
-                "step": step,
-                "total_steps": total_steps,
-                "eta_seconds": max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
-                "executor": executor,
-                "job_id": job_id,
-                "node": node,
-                "reason": reason,
-            }
+            ActiveRun(
+                run=run_id,
+                state=state,
+                step=step,
+                total_steps=total_steps,
+                eta_seconds=max(total_steps - step, 0) / steps_per_second if steps_per_second else None,
+                executor=executor,
+                job_id=job_id,
+                node=node,
+                reason=reason,
+            )
         )
     return rows

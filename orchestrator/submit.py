@@ -26,7 +26,7 @@ from jobs.atomic import publish_many
 from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
 from jobs.spec import RunSpec, spec_from_json
-from orchestrator.bulk import IN_CHUNK
+from orchestrator.bulk import in_chunks
 from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
@@ -167,10 +167,8 @@ def section_ids_text(sections: Sequence[SectionTexts], section_entries: dict[str
 
 def section_ids_by_digest(session: Session, digests: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
-    for start in range(0, len(digests), IN_CHUNK):
-        query = select(SpecSection.digest, SpecSection.id).where(
-            SpecSection.digest.in_(digests[start : start + IN_CHUNK])
-        )
+    for chunk in in_chunks(digests):
+        query = select(SpecSection.digest, SpecSection.id).where(SpecSection.digest.in_(chunk))
         found.update((digest, section_id) for digest, section_id in session.execute(query))
     return found
 
@@ -178,8 +176,7 @@ def section_ids_by_digest(session: Session, digests: Sequence[str]) -> dict[str,
 def recorded_runs(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
     """State and number of attempts of each recorded run among ``run_ids`` (chunked ``IN`` queries)."""
     found: dict[str, tuple[str, int]] = {}
-    for start in range(0, len(run_ids), IN_CHUNK):
-        chunk = run_ids[start : start + IN_CHUNK]
+    for chunk in in_chunks(run_ids):
         query = (
             select(Run.id, Run.state, func.count(Attempt.id))
             .outerjoin(Attempt, Attempt.run_id == Run.id)
@@ -578,8 +575,7 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
         get_backend(executor).cancel(refs)
     cancelled = []
     with Session(engine) as session, session.begin():
-        for start in range(0, len(attempt_ids), IN_CHUNK):
-            chunk = attempt_ids[start : start + IN_CHUNK]
+        for chunk in in_chunks(attempt_ids):
             for attempt in session.scalars(
                 select(Attempt)
                 .where(Attempt.id.in_(chunk), Attempt.state.in_(RunState.ACTIVE))

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import yaml
 from sqlalchemy import ColumnElement, Connection, Select, and_, case, false, func, literal_column, select
 
-from orchestrator.bulk import IN_CHUNK
+from orchestrator.bulk import IN_CHUNK, in_chunks
 from orchestrator.errors import bounded_list, shown  # noqa: F401  (also the CLI's, through this module)
 from orchestrator.registry import tables
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from orchestrator.registry.models import Run, Shard
+    from orchestrator.registry.models import Attempt, Requeue, Run, Shard
 
 
 WHERE_CLAUSE = re.compile(
@@ -518,7 +518,20 @@ def matches_where(run: Run, where: Sequence[WhereClause]) -> bool:
 # -- runs ---------------------------------------------------------------------------------------------
 
 
-def run_rows(connection: Connection, selection: RunSelection) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class RunRow:
+    """One run as ``orch runs`` lists it (its JSON: these fields)."""
+
+    id: str
+    sweeps: list[str]
+    state: str
+    step: int
+    total_steps: int
+    attempts: int
+    swept: dict[str, Any]  # dotted key -> value, over the run's sweeps
+
+
+def run_rows(connection: Connection, selection: RunSelection) -> Iterator[RunRow]:
     """:func:`run_row` of each selected run, oldest first: the runs with their attempt count from
     one query, their memberships from another."""
     spec_filter = SpecFilter.on(connection, selection.where)
@@ -547,15 +560,7 @@ def run_rows(connection: Connection, selection: RunSelection) -> Iterator[dict[s
         for name, swept_json in memberships.get(run_id, ()):
             names.append(name)
             swept.update(json.loads(swept_json))
-        yield {
-            "id": run_id,
-            "sweeps": sorted(names),
-            "state": state,
-            "step": step,
-            "total_steps": total_steps,
-            "attempts": attempt_count,
-            "swept": swept,
-        }
+        yield RunRow(run_id, sorted(names), state, step, total_steps, attempt_count, swept)
 
 
 def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -563,8 +568,7 @@ def run_memberships(connection: Connection, run_ids: list[str]) -> dict[str, lis
     the order the run joined its sweeps: looked up by run id (index ``ix_sweep_runs_run_id``) in
     ``IN`` chunks."""
     memberships: dict[str, list[tuple[str, str]]] = {}
-    for start in range(0, len(run_ids), IN_CHUNK):
-        chunk = run_ids[start : start + IN_CHUNK]
+    for chunk in in_chunks(run_ids):
         query = (
             select(tables.sweep_runs.c.run_id, tables.sweeps.c.name, tables.sweep_runs.c.swept_json)
             .join(tables.sweeps, tables.sweeps.c.id == tables.sweep_runs.c.sweep_id)
@@ -592,22 +596,27 @@ def sweep_names(run: Run) -> list[str]:
 
 def swept_values(run: Run) -> str:
     """``key=value`` of each swept key of the run, for titles."""
-    return " ".join(f"{key}={value}" for key, value in run_row(run)["swept"].items())
+    return " ".join(f"{key}={value}" for key, value in swept_of(run).items())
 
 
-def run_row(run: Run) -> dict[str, Any]:
+def swept_of(run: Run) -> dict[str, Any]:
+    """The value of each swept key of the run, over its sweeps."""
     swept: dict[str, Any] = {}
     for member in run.memberships:
         swept.update(json.loads(member.swept_json))
-    return {
-        "id": run.id,
-        "sweeps": sweep_names(run),
-        "state": run.state,
-        "step": run.current_step,
-        "total_steps": run.total_steps,
-        "attempts": len(run.attempts),
-        "swept": swept,
-    }
+    return swept
+
+
+def run_row(run: Run) -> RunRow:
+    return RunRow(
+        run.id,
+        sweep_names(run),
+        run.state,
+        run.current_step,
+        run.total_steps,
+        len(run.attempts),
+        swept_of(run),
+    )
 
 
 # -- show ---------------------------------------------------------------------------------------------
@@ -616,10 +625,8 @@ def run_row(run: Run) -> dict[str, Any]:
 def final_metrics(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
     """The value of each metric at its last recorded step, per run."""
     finals: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
-    for start in range(0, len(run_ids), IN_CHUNK):
-        for run_id, name, value in session.execute(
-            last_metric_values(tables.metrics.c.run_id.in_(run_ids[start : start + IN_CHUNK]))
-        ):
+    for chunk in in_chunks(run_ids):
+        for run_id, name, value in session.execute(last_metric_values(tables.metrics.c.run_id.in_(chunk))):
             finals[run_id][name] = value
     return finals
 
@@ -634,7 +641,18 @@ def last_metric_values(runs: ColumnElement[bool]) -> Select[str, str, float]:
     return select(metrics.c.run_id, metrics.c.name, metrics.c.value).where(runs, ~followed.exists())
 
 
-def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric of a run: how many points, its range, and its value at its last step."""
+
+    count: int
+    min: float
+    max: float
+    last_step: int
+    last: float
+
+
+def metric_summary(session: Session, run_id: str) -> dict[str, MetricSummary]:
     query = (
         select(
             tables.metrics.c.name,
@@ -648,7 +666,7 @@ def metric_summary(session: Session, run_id: str) -> dict[str, dict[str, float]]
     )
     finals = final_metrics(session, [run_id])[run_id]
     return {
-        name: {"count": count, "min": low, "max": high, "last_step": last_step, "last": finals[name]}
+        name: MetricSummary(count, low, high, last_step, finals[name])
         for name, count, low, high, last_step in session.execute(query)
     }
 
@@ -667,81 +685,154 @@ def metric_series(session: Session, run_id: str) -> dict[str, tuple[list[int], l
     return series
 
 
-def show_view(session: Session, run: Run) -> dict[str, Any]:
-    return {
-        **run_row(run),
-        "run_dir": run.run_dir,
-        "spec": json.loads(run.spec_json),
-        "attempts": [
-            {
-                "number": attempt.number,
-                "key": attempt.key,
-                "executor": attempt.executor,
-                "job_id": attempt.job_id,
-                "array_task": attempt.array_task,
-                "hostname": attempt.hostname,
-                "pid": attempt.pid,
-                "state": attempt.state,
-                "exit_code": attempt.exit_code,
-                "reason": attempt.reason,
-                "start_step": attempt.start_step,
-                "end_step": attempt.end_step,
-                "requeues": attempt.requeues,
-                "requeue_history": [requeue_row(requeue) for requeue in attempt.requeue_history],
-                "image_sha256": attempt.image_sha256,
-                "journal_dir": attempt.journal_dir,
-                "submitted_time": attempt.submitted_time,
-                "started_time": attempt.started_time,
-                "ended_time": attempt.ended_time,
-                "queue_wait_s": attempt_queue_wait(attempt),
-                "elapsed_s": attempt_elapsed(attempt),
-                "provenance": json.loads(attempt.provenance_json) if attempt.provenance_json else None,
-            }
-            for attempt in run.attempts
-        ],
-        "checkpoints": [
-            {"step": c.step, "path": c.path, "bytes": c.bytes, "sha256": c.sha256} for c in run.checkpoints
-        ],
-        "shards": [shard_row(shard) for shard in run.shards],
-        "metrics": metric_summary(session, run.id),
-    }
-
-
-def requeue_row(requeue: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RequeueRow:
     """One time the scheduler put an attempt's job back in the queue, and why."""
-    return {
-        "time": requeue.time,
-        "cause": requeue.cause,
-        "source": requeue.source,
-        "node": requeue.node,
-        "step": requeue.step,
-    }
+
+    time: float
+    cause: str
+    source: str  # journal (the job's own signal) or scheduler (sacct)
+    node: Optional[str]
+    step: Optional[int]
 
 
-def attempt_queue_wait(attempt: Any) -> Optional[float]:
+@dataclass(frozen=True)
+class AttemptView:
+    """One attempt of a run as ``orch show`` reports it."""
+
+    number: int
+    key: str
+    executor: str
+    job_id: Optional[str]
+    array_task: Optional[int]
+    hostname: Optional[str]
+    pid: Optional[int]
+    state: str
+    exit_code: Optional[int]
+    reason: Optional[str]
+    start_step: Optional[int]
+    end_step: Optional[int]
+    requeues: int
+    requeue_history: list[RequeueRow]
+    image_sha256: Optional[str]
+    journal_dir: str
+    submitted_time: float
+    started_time: Optional[float]
+    ended_time: Optional[float]
+    queue_wait_s: Optional[float]
+    elapsed_s: Optional[float]
+    provenance: Optional[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    step: int
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    probe: str
+    step: int
+    path: str
+    bytes: int
+    sha256: str
+    n_points: int
+    is_extrapolation: bool
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run with everything the registry knows of it (``orch show``)."""
+
+    id: str
+    sweeps: list[str]
+    state: str
+    step: int
+    total_steps: int
+    attempts: list[AttemptView]
+    swept: dict[str, Any]
+    run_dir: Optional[str]
+    spec: dict[str, Any]  # the resolved spec, as recorded
+    checkpoints: list[CheckpointRow]
+    shards: list[ShardRow]
+    metrics: dict[str, MetricSummary]
+
+
+def show_view(session: Session, run: Run) -> RunView:
+    return RunView(
+        id=run.id,
+        sweeps=sweep_names(run),
+        state=run.state,
+        step=run.current_step,
+        total_steps=run.total_steps,
+        attempts=[attempt_view(attempt) for attempt in run.attempts],
+        swept=swept_of(run),
+        run_dir=run.run_dir,
+        spec=json.loads(run.spec_json),
+        checkpoints=[CheckpointRow(c.step, c.path, c.bytes, c.sha256) for c in run.checkpoints],
+        shards=[shard_row(shard) for shard in run.shards],
+        metrics=metric_summary(session, run.id),
+    )
+
+
+def attempt_view(attempt: Attempt) -> AttemptView:
+    return AttemptView(
+        number=attempt.number,
+        key=attempt.key,
+        executor=attempt.executor,
+        job_id=attempt.job_id,
+        array_task=attempt.array_task,
+        hostname=attempt.hostname,
+        pid=attempt.pid,
+        state=attempt.state,
+        exit_code=attempt.exit_code,
+        reason=attempt.reason,
+        start_step=attempt.start_step,
+        end_step=attempt.end_step,
+        requeues=attempt.requeues,
+        requeue_history=[requeue_row(requeue) for requeue in attempt.requeue_history],
+        image_sha256=attempt.image_sha256,
+        journal_dir=attempt.journal_dir,
+        submitted_time=attempt.submitted_time,
+        started_time=attempt.started_time,
+        ended_time=attempt.ended_time,
+        queue_wait_s=attempt_queue_wait(attempt),
+        elapsed_s=attempt_elapsed(attempt),
+        provenance=json.loads(attempt.provenance_json) if attempt.provenance_json else None,
+    )
+
+
+def requeue_row(requeue: Requeue) -> RequeueRow:
+    return RequeueRow(requeue.time, requeue.cause, requeue.source, requeue.node, requeue.step)
+
+
+def attempt_queue_wait(attempt: Attempt) -> Optional[float]:
     """Seconds from submission to the job's start (to now while it waits; None once it ended unstarted)."""
     if attempt.started_time is not None:
         return attempt.started_time - attempt.submitted_time
     return time.time() - attempt.submitted_time if attempt.ended_time is None else None
 
 
-def attempt_elapsed(attempt: Any) -> Optional[float]:
+def attempt_elapsed(attempt: Attempt) -> Optional[float]:
     """Seconds from the job's start to its end (to now while it runs); None before it started."""
     if attempt.started_time is None:
         return None
     return (attempt.ended_time if attempt.ended_time is not None else time.time()) - attempt.started_time
 
 
-def shard_row(shard: Shard) -> dict[str, Any]:
-    return {
-        "probe": shard.probe,
-        "step": shard.step,
-        "path": shard.path,
-        "bytes": shard.bytes,
-        "sha256": shard.sha256,
-        "n_points": shard.n_points,
-        "is_extrapolation": shard.is_extrapolation,
-    }
+def shard_row(shard: Shard) -> ShardRow:
+    return ShardRow(
+        shard.probe,
+        shard.step,
+        shard.path,
+        shard.bytes,
+        shard.sha256,
+        shard.n_points,
+        shard.is_extrapolation,
+    )
 
 
 # -- export -------------------------------------------------------------------------------------------
@@ -835,8 +926,7 @@ def section_groups(connection: Connection, section_ids: set[int]) -> dict[int, C
     ordered = sorted(section_ids)
     columns: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct set of columns
     groups = {}
-    for start in range(0, len(ordered), IN_CHUNK):
-        chunk = ordered[start : start + IN_CHUNK]
+    for chunk in in_chunks(ordered):
         query = select(
             tables.spec_sections.c.id, tables.spec_sections.c.name, tables.spec_sections.c.json
         ).where(tables.spec_sections.c.id.in_(chunk))
