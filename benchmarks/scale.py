@@ -390,7 +390,7 @@ def timed_record_submission(
 ) -> tuple[float, float, int]:
     """Wall and CPU seconds of ``record_submission`` in its transaction (commit included), and the
     number of attempts it prepared."""
-    from orchestrator.submit import SubmitChoices
+    from orchestrator.launch import SubmitChoices
 
     start, cpu = time.perf_counter(), time.process_time()
     with Session(engine) as session, session.begin():

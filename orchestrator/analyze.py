@@ -40,11 +40,12 @@ from orchestrator.containers import launcher_argv
 from orchestrator.errors import UserError, bounded_list, one_paragraph
 from orchestrator.executors import JobSettings, backend_class, get_backend
 from orchestrator.home import OrchHome
+from orchestrator.launch import results_umask
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Run
 from orchestrator.resources import SIGNAL_SLACK_S, ResourceProblem, resolve_resources
 from orchestrator.safe_output import check_output_folder
-from orchestrator.submit import profile_of, resolve_targets, results_umask
+from orchestrator.submit import profile_of, resolve_targets
 from orchestrator.sweep import SEED_KEY
 from orchestrator.views import (
     WhereClause,

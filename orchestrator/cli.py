@@ -37,9 +37,11 @@ if TYPE_CHECKING:  # the modules below are imported by the commands that use the
 
     from orchestrator import submit as submission
     from orchestrator.estimates import Scheduled
+    from orchestrator.launch import SubmitChoices
     from orchestrator.registry.models import Attempt, Run
     from orchestrator.status import SweepStatus
     from orchestrator.sweep import SweepPlan
+    from orchestrator.sync import FeedReport, SyncReport
     from orchestrator.views import RunRow
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
@@ -248,6 +250,12 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     command("status", cmd_status, "runs per state per sweep; step and ETA of active runs", _status_options)
     command("runs", cmd_runs, "list runs", _selection_options)
     command(
+        "usage",
+        cmd_usage,
+        "GPU- and CPU-hours of attempts (sacct's AllocTRES x Elapsed), per group; failed and requeued shares",
+        _usage_options,
+    )
+    command(
         "show", cmd_show, "one run: resolved config, attempts, checkpoints, shards, metrics", _run_options
     )
     command(
@@ -261,7 +269,15 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         _resume_options,
     )
     command("cancel", cmd_cancel, "cancel the active attempts of runs", _targets_options)
-    command("sync", cmd_sync, "ingest the journals of active attempts into the registry")
+    command(
+        "sync", cmd_sync, "ingest the journals of active attempts into the registry; submit held-back runs"
+    )
+    command(
+        "feed",
+        cmd_feed,
+        "submit runs held back for a submit slot as slots free (for cron, or as a Slurm job that repeats)",
+        _feed_options,
+    )
     command(
         "export",
         cmd_export,
@@ -327,6 +343,17 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
 def _status_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", nargs="?")
     parser.add_argument("--watch", action="store_true", help="refresh until no run is active (Ctrl-C stops)")
+
+
+def _usage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", nargs="?", help="only this sweep's runs (default: every run)")
+    parser.add_argument(
+        "--by",
+        default="sweep",
+        metavar="KEY",
+        help="group by sweep, partition, state, executor or a dotted run-spec key such as optimizer.name "
+        "(default: sweep)",
+    )
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
@@ -510,8 +537,8 @@ def positive_count(text: str) -> int:
     return count
 
 
-def _submit_choices(arguments: argparse.Namespace) -> "submission.SubmitChoices":
-    from orchestrator.submit import SubmitChoices
+def _submit_choices(arguments: argparse.Namespace) -> "SubmitChoices":
+    from orchestrator.launch import SubmitChoices
 
     return SubmitChoices(arguments.executor, arguments.max_parallel)
 
@@ -538,12 +565,26 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
         states = _known_states(session, [run.run_id for run in plan.runs]) if session is not None else {}
         gone = no_longer_in_file(session.connection(), plan) if session is not None else []
     rows = [PlanRow.of(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
+    estimated = [row for row in rows if row.estimate_seconds is not None and row.state != RunState.COMPLETED]
+    projected = sum(row.estimate_seconds * row.gpus for row in estimated if row.estimate_seconds) / 3600
     if arguments.json:
-        output.print_json_records({"sweep": plan.name, "runs": rows, "no_longer_in_file": gone}, "runs")
+        payload = {
+            "sweep": plan.name,
+            "runs": rows,
+            "no_longer_in_file": gone,
+            "projected_gpu_hours": round(projected, 4),
+            "runs_estimated": len(estimated),
+        }
+        output.print_json_records(payload, "runs")
         return 0
     title = (
         f"sweep {plan.name}: {len(rows)} runs ({sum(row.state == RunState.COMPLETED for row in rows)} "
         "completed)"
+        + (
+            f"; projected {projected:,.1f} GPU-hours for the {len(estimated)} runs to do with an estimate"
+            if estimated
+            else ""
+        )
     )
     swept_names, swept_cells = output.swept_columns([row.swept for row in rows])
     columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
@@ -627,6 +668,7 @@ class PlanRow:
     partition: Optional[str]
     time: Optional[str]
     segments: int
+    gpus: int
 
     @classmethod
     def of(cls, item: Scheduled, state: str) -> PlanRow:
@@ -639,6 +681,7 @@ class PlanRow:
             resources.partition,
             resources.time,
             resources.segments,
+            resources.gpus,
         )
 
 
@@ -650,7 +693,7 @@ def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     require_home_folder(home)
     engine = open_registry(home)
     report = submission.submit_sweep(engine, home, plan, _submit_choices(arguments))
-    return _report_submission(arguments, engine, report, f"sweep {plan.name}")
+    return _report_submission(arguments, engine, home, report, f"sweep {plan.name}")
 
 
 def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -658,11 +701,15 @@ def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
 
     engine = require_registry(home)
     report = submission.resume(engine, home, arguments.targets, _submit_choices(arguments))
-    return _report_submission(arguments, engine, report, "resume")
+    return _report_submission(arguments, engine, home, report, "resume")
 
 
 def _report_submission(
-    arguments: argparse.Namespace, engine: Engine, report: submission.SubmissionReport, label: str
+    arguments: argparse.Namespace,
+    engine: Engine,
+    home: OrchHome,
+    report: submission.SubmissionReport,
+    label: str,
 ) -> int:
     from collections import Counter
 
@@ -670,7 +717,12 @@ def _report_submission(
     from orchestrator.registry.tables import RunState
     from orchestrator.wait import wait_for_runs
 
-    payload: dict[str, Any] = {"submitted": report.submitted, "skipped": report.skipped}
+    payload: dict[str, Any] = {
+        "submitted": report.submitted,
+        "skipped": report.skipped,
+        "waiting_for_slot": report.waiting,
+        "refusals": report.refusals,
+    }
     if not arguments.json:
         skipped = ", ".join(
             f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items()
@@ -678,9 +730,16 @@ def _report_submission(
         print(
             f"{label}: submitted {len(report.submitted)} runs" + (f"; skipped {skipped}" if skipped else "")
         )
+        if report.waiting:
+            print(_waiting_words(len(report.waiting), report.refusals))
     exit_code = 0
-    if arguments.wait and report.submitted:
-        final = wait_for_runs(engine, report.submitted, show_progress=not arguments.json)
+    if arguments.wait and (report.submitted or report.waiting):
+        final = wait_for_runs(
+            engine,
+            report.submitted + report.waiting,
+            show_progress=not arguments.json,
+            synchronize=lambda: _sync_and_feed(engine, home),
+        )
         payload["final_states"] = final.states
         if not arguments.json:
             print(f"{label}: {final.summary()}")
@@ -737,9 +796,7 @@ def _synced_reader(
         _check_sweep_known(None, sweep_name, home)
         yield None
         return
-    from orchestrator.sync import sync
-
-    sync(engine)
+    _sync_and_feed(engine, home)
     with engine.connect() as connection:
         _check_sweep_known(connection, sweep_name, home)
         yield connection
@@ -778,10 +835,19 @@ def _status_tables(views: list[SweepStatus], home: OrchHome) -> list[Any]:
     if not views:
         return [f"no sweeps recorded yet in registry {_registry_of(home)} (orch submit FILE records one)"]
     states = [state for state in RunState.ALL if any(state in view.counts for view in views)]
+    waiting = any(view.waiting_for_slot for view in views)  # a column only where some wait
     summary = output.table(
         "runs per state",
-        ["sweep", "runs", *[s.lower() for s in states]],
-        [[view.sweep, view.runs, *[view.counts.get(state, 0) for state in states]] for view in views],
+        ["sweep", "runs", *[s.lower() for s in states], *(["waiting for a submit slot"] if waiting else [])],
+        [
+            [
+                view.sweep,
+                view.runs,
+                *[view.counts.get(state, 0) for state in states],
+                *([view.waiting_for_slot] if waiting else []),
+            ]
+            for view in views
+        ],
     )
     active_rows = [
         [
@@ -805,6 +871,55 @@ def _status_tables(views: list[SweepStatus], home: OrchHome) -> list[Any]:
             "active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows
         ),
     ]
+
+
+def cmd_usage(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from collections import Counter
+
+    from orchestrator import output
+    from orchestrator.errors import bounded_list
+    from orchestrator.registry.engine import open_registry_if_exists
+    from orchestrator.usage import BUILT_IN_GROUPS, attempt_rows, attempt_usage, grouped, total
+    from orchestrator.views import spec_keys
+
+    if arguments.by not in BUILT_IN_GROUPS and arguments.by not in spec_keys().plain:
+        accepted = bounded_list([*BUILT_IN_GROUPS, *spec_keys().plain], MAX_NAMES_CHARS)
+        raise UserError(f"--by {shown(arguments.by)}: not a group; accepted: {accepted}")
+    with _synced_reader(open_registry_if_exists(home), arguments.sweep, home) as connection:
+        rows = attempt_rows(connection, arguments.sweep) if connection is not None else []
+    usages = attempt_usage(rows, _accounting(rows))
+    groups, whole = grouped(rows, usages, arguments.by), total(usages)
+    payload = {
+        "by": arguments.by,
+        "groups": [group.as_json() for group in groups],
+        "total": whole.as_json(),
+        "sources": dict(Counter(usage.source for usage in usages)),
+    }
+    if arguments.json:
+        output.print_json(payload)
+        return 0
+    columns = ["attempts", "gpu_hours", "cpu_hours", "failed_share", "requeued_share", "mean_queue_wait_s"]
+    table_rows = [
+        [row["group"], *[row[column] for column in columns]] for row in [*payload["groups"], payload["total"]]
+    ]
+    title = f"usage by {arguments.by}" + (f" of sweep {arguments.sweep}" if arguments.sweep else "")
+    output.console().print(output.table(title, [arguments.by, *columns], table_rows))
+    return 0
+
+
+def _accounting(rows: Sequence[Any]) -> dict[str, Any]:
+    """sacct's runs of the Slurm jobs among ``rows`` (nothing when Slurm does not answer: the
+    registry's times stand in, and ``sources`` says so)."""
+    job_ids = [row.job_id for row in rows if row.executor == "slurm" and row.job_id]
+    if not job_ids:
+        return {}
+    from orchestrator.executors.slurm import SlurmError, run_slurm
+    from orchestrator.usage import sacct_job_runs
+
+    try:
+        return sacct_job_runs(run_slurm, job_ids)
+    except SlurmError:
+        return {}
 
 
 def cmd_runs(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -1022,22 +1137,93 @@ def cmd_cancel(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
+def _sync_and_feed(engine: Optional[Engine], home: OrchHome) -> tuple[SyncReport, FeedReport]:
+    """What every command that syncs does: ingest the journals and the scheduler's word, submit
+    held-back runs into the slots that freed (orchestrator/feed.py), and send the notices that are
+    due (orchestrator/notify.py); nothing without a registry."""
+    from orchestrator.notify import notify
+    from orchestrator.sync import FeedReport, SyncReport, any_held_back, sync
+
+    if engine is None:
+        return SyncReport(), FeedReport()
+    synced = sync(engine)
+    if any_held_back(engine):
+        from orchestrator.feed import feed
+
+        fed = feed(engine, home)
+    else:
+        fed = FeedReport()
+    notify(engine)
+    return synced, fed
+
+
+def _waiting_words(waiting: int, refusals: Sequence[str]) -> str:
+    refused = f" (the scheduler said: {refusals[-1]})" if refusals else ""
+    return (
+        f"{waiting} runs wait for a submit slot{refused}: the user's submit limits are reached; "
+        "every orch status, sync or feed submits more as slots free (docs/cluster.md, Submit limits)"
+    )
+
+
 def cmd_sync(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import output
     from orchestrator.registry.engine import open_registry_if_exists
-    from orchestrator.sync import sync
 
     engine = open_registry_if_exists(home)
-    report = sync(engine) if engine is not None else None
-    payload = (
-        vars(report)
-        if report is not None
-        else {"attempts_checked": 0, "events_ingested": 0, "attempts_lost": 0}
-    )
+    synced, fed = _sync_and_feed(engine, home)
+    payload = {**vars(synced), "submitted": len(fed.launched), "waiting_for_slot": fed.waiting}
     if arguments.json:
         output.print_json(payload)
     else:
         print(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in payload.items()))
+    return 0
+
+
+def _feed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reschedule",
+        type=_positive_minutes,
+        metavar="MINUTES",
+        help="while runs still wait, submit this command again as a small Slurm job that starts MINUTES "
+        "from now (sbatch --begin), for users who log out",
+    )
+    parser.add_argument("--partition", help="the feeder job's partition (default: Slurm's default)")
+
+
+def _positive_minutes(text: str) -> int:
+    try:
+        minutes = int(text)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= 24 * 60:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: accepted: whole minutes from 1 to 1440")
+    return minutes
+
+
+def cmd_feed(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator import output
+    from orchestrator.feed import reschedule_feeder
+    from orchestrator.registry.engine import open_registry_if_exists
+
+    fed = _sync_and_feed(open_registry_if_exists(home), home)[1]
+    launched, waiting = len(fed.launched), fed.waiting
+    feeder = (
+        reschedule_feeder(home, arguments.reschedule, arguments.partition)
+        if arguments.reschedule and waiting
+        else None
+    )
+    payload = {
+        "submitted": launched,
+        "waiting_for_slot": waiting,
+        "refusals": fed.refusals,
+        "feeder_job": feeder,
+    }
+    if arguments.json:
+        output.print_json(payload)
+        return 0
+    print(f"submitted {launched} runs; {waiting} wait for a submit slot")
+    if feeder:
+        print(f"feeding again in {arguments.reschedule} minutes: Slurm job {feeder}")
     return 0
 
 
@@ -1120,6 +1306,7 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     from jobs.paths import RunPaths
     from orchestrator import output
     from orchestrator import submit as submission
+    from orchestrator.launch import results_umask
     from orchestrator.views import metric_series, swept_values
 
     written = []
@@ -1130,7 +1317,7 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
         for run in runs:
             assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
-            with submission.results_umask(submission.profile_of(run)):
+            with results_umask(submission.profile_of(run)):
                 written.append(
                     str(
                         plot_training_curves(

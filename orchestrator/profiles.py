@@ -13,10 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
-
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from typing import Iterator, Optional
 
 from orchestrator.errors import SpecError
 from orchestrator.home import CONFIGS_DIR, OrchHome
@@ -52,6 +49,22 @@ class ContainerRuntime:
     python: str = "python3"  # the interpreter inside the image
 
 
+NOTICE_EVENTS = ("finished", "first_failure", "stuck_pending", "digest")
+
+
+@dataclass
+class Notifications:
+    """Notices about this cluster's sweeps, sent by the login-node side (sync), never by jobs.
+    Off while ``urls`` is empty. Each URL is an apprise URL (``mailto://``, ``slack://``,
+    ``matrix://``, ``ntfy://``, ``json://``; apprise's documentation lists them); credentials in
+    them are never printed."""
+
+    urls: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=lambda: list(NOTICE_EVENTS))
+    pending_minutes: float = 120.0  # a run pending longer than this is stuck
+    digest_hours: Optional[float] = None  # a digest of every sweep this often; None: no digest
+
+
 @dataclass
 class ClusterProfile:
     name: str = "local"
@@ -72,6 +85,7 @@ class ClusterProfile:
     # 0600, folders 0700: the owner only, like the registry) or "group" (0640/0750: a lab that
     # shares results through a common Unix group). Applied as the umask of submit and of the jobs.
     results_access: str = "private"
+    notify: Notifications = field(default_factory=Notifications)
 
     @property
     def results_umask(self) -> int:
@@ -138,6 +152,9 @@ def load_profile(name: str) -> ClusterProfile:
 
 @functools.lru_cache(maxsize=None)
 def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterProfile:
+    from omegaconf import OmegaConf  # here: status and sync read profiles only when they must
+    from omegaconf.errors import OmegaConfBaseException
+
     merged = OmegaConf.structured(ClusterProfile(name=name))  # a profile is named by its file
     for path, _mtime_ns in files:
         try:
@@ -160,8 +177,29 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
             profile.results_access,
             " or ".join(RESULTS_UMASKS),
         )
+    for key, found, accepted in notification_problems(profile.notify):
+        raise SpecError(str(files[-1][0]), f"notify.{key}", "not a notification setting", found, accepted)
     for key, found, accepted in sbatch_problems(profile.sbatch):
         raise SpecError(
             str(files[-1][0]), f"sbatch.{key}", "not an sbatch option orch passes on", found, accepted
         )
     return profile
+
+
+def notification_problems(notify: Notifications) -> Iterator[tuple[str, object, str]]:
+    """(key, value found, what is accepted) of each notification setting that cannot be used."""
+    unknown = [event for event in notify.events if event not in NOTICE_EVENTS]
+    if unknown:
+        yield "events", unknown, "a list of " + ", ".join(NOTICE_EVENTS)
+    if not notify.pending_minutes > 0:
+        yield "pending_minutes", notify.pending_minutes, "a number of minutes > 0"
+    if notify.digest_hours is not None and not notify.digest_hours > 0:
+        yield "digest_hours", notify.digest_hours, "a number of hours > 0, or null for no digest"
+    for index, url in enumerate(notify.urls):
+        if "://" not in url or any(character in url for character in "\n\r\t "):
+            scheme = url.split("://")[0][:20] if "://" in url else "(none)"
+            yield (
+                f"urls[{index}]",
+                f"a URL with scheme {scheme}",
+                "an apprise URL such as json://host/path or mailto://...",
+            )

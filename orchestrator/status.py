@@ -26,15 +26,18 @@ class ActiveRun:
     job_id: Optional[str]
     node: Optional[str]
     reason: Optional[str]
+    waiting_for_slot: bool  # held back until the user's submit limits leave room (orchestrator/feed.py)
 
 
 @dataclass(frozen=True)
 class SweepStatus:
-    """One sweep: its number of runs, runs per state (states without runs left out), its active runs."""
+    """One sweep: its number of runs, runs per state (states without runs left out), how many of its
+    pending runs wait for a submit slot, its active runs."""
 
     sweep: str
     runs: int
     counts: dict[str, int]
+    waiting_for_slot: int
     active: list[ActiveRun]
 
 
@@ -50,12 +53,14 @@ def status_view(connection: Connection, sweep_name: Optional[str]) -> list[Sweep
     views = []
     for sweep_id, name in named:
         sweep_counts = counts.get(sweep_id, Counter())
+        sweep_active = active.get(sweep_id, [])
         views.append(
             SweepStatus(
                 sweep=name,
                 runs=sum(sweep_counts.values()),
                 counts={state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
-                active=active.get(sweep_id, []),
+                waiting_for_slot=sum(run.waiting_for_slot for run in sweep_active),
+                active=sweep_active,
             )
         )
     return views
@@ -113,6 +118,7 @@ def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[
             attempts.c.hostname,
             attempts.c.reason,
             attempts.c.steps_per_second,
+            attempts.c.held_back,
         )
         .join(runs, runs.c.id == sweep_runs.c.run_id)
         .outerjoin(attempts, and_(attempts.c.run_id == runs.c.id, attempts.c.number == last_number))
@@ -133,6 +139,7 @@ def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[
         node,
         reason,
         steps_per_second,
+        held_back,
     ) in connection.execute(query):
         rows.setdefault(sweep_id, []).append(
             ActiveRun(
@@ -145,6 +152,7 @@ def active_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[
                 job_id=job_id,
                 node=node,
                 reason=reason,
+                waiting_for_slot=bool(held_back),
             )
         )
     return rows

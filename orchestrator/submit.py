@@ -1,21 +1,18 @@
-"""Recording sweeps and runs, submitting attempts, resuming and cancelling them."""
+"""Recording sweeps and runs, submitting attempts, resuming and cancelling them.
+
+Attempts are committed held back, then launched within the user's submit slots
+(orchestrator/launch.py, orchestrator/feed.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import itertools
 import json
-import operator
-import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field, replace
-from itertools import groupby
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,57 +20,41 @@ from sqlalchemy.orm import Session
 
 from jobs import faults
 from jobs.atomic import publish_many
-from jobs.entry import AttemptRequest
 from jobs.paths import RunPaths
-from jobs.spec import RunSpec, spec_from_json
+from jobs.spec import spec_from_json
 from orchestrator.bulk import in_chunks
-from orchestrator.containers import container_image, image_sha256, launcher_argv
 from orchestrator.errors import UserError
 from orchestrator.estimates import schedule_plan
-from orchestrator.executors import ArraySubmission, JobSettings, get_backend
+from orchestrator.executors import get_backend
+from orchestrator.feed import SlotBudget, feed, launch_within_slots
 from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
 from orchestrator.home import OrchHome
 from orchestrator.ingest import by_executor, job_ref, refresh_run_state
+from orchestrator.launch import (
+    WAITING_FOR_SLOT,
+    PreparedAttempt,
+    RunToSubmit,
+    SubmitChoices,
+    TargetResolver,
+    grouped,
+    results_umask,
+)
 from orchestrator.planner import PlannedRun
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
-from orchestrator.sbatch import SbatchOptions, effective_sbatch
 from orchestrator.sweep import SweepPlan
 from orchestrator.sync import sync
 
-REQUEUE_MARGIN = 2  # requeues beyond the planned segments (preemptions, early warning signals)
 INSERT_CHUNK = 1000  # rows per multi-row insert
 
 
 @dataclass
 class SubmissionReport:
-    submitted: list[str] = field(default_factory=list)  # run ids
+    submitted: list[str] = field(default_factory=list)  # run ids handed to the scheduler
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> state that kept it out
-
-
-@dataclass(frozen=True)
-class PreparedAttempt:
-    """A committed attempt, ready for the scheduler (plain values: its session has ended)."""
-
-    executor: str
-    array_name: str  # "<submission>.<group>": the job name that finds the array again
-    request: AttemptRequest
-    spec: RunSpec
-    profile: ClusterProfile
-    number: int  # of the attempt among its run's
-    array_task: int  # its position in the array
-    image_sha256: Optional[str]
-    sbatch: SbatchOptions  # the run's sbatch options over the profile's (equal in an array)
-
-
-@dataclass(frozen=True)
-class RunToSubmit:
-    """A recorded run a submission considers (plain values: no ORM object per run)."""
-
-    run_id: str
-    state: str
-    attempts: int  # made so far: the next is number attempts + 1
-    spec: RunSpec
+    waiting: list[str] = field(default_factory=list)  # run ids held back for a submit slot
+    refusals: list[str] = field(default_factory=list)  # what the scheduler said when it refused
+    earlier_submitted: list[str] = field(default_factory=list)  # run ids held back before, submitted now
 
 
 def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] = None) -> list[RunToSubmit]:
@@ -194,14 +175,6 @@ def insert_rows(session: Session, model: type, rows: Iterable[dict[str, Any]]) -
         session.execute(insert(model), chunk)
 
 
-@dataclass(frozen=True)
-class SubmitChoices:
-    """What the command line chooses for a submission over its runs' cluster profiles."""
-
-    executor: Optional[str] = None  # slurm, local or debug; default: each profile's executor
-    max_parallel: Optional[int] = None  # tasks of an array running at once; default: each profile's
-
-
 def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, choices: SubmitChoices) -> SubmissionReport:
     """Record the sweep and submit its runs that are neither completed nor active.
 
@@ -257,8 +230,11 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
     The transaction holds the registry's write lock (SQLite ``BEGIN IMMEDIATE``), so a concurrent
     submit waits and then sees these runs active. Where the database lets two transactions run
     side by side (PostgreSQL), the one-active-attempt index refuses the loser, which tries once
-    more and then finds the runs active: a run is never submitted twice.
+    more and then finds the runs active: a run is never submitted twice. Runs held back by an
+    earlier submission get the free submit slots first, these the rest.
     """
+    budget = SlotBudget()
+    older = feed(engine, home, budget)
     for last_try in (False, True):
         try:
             with Session(engine) as session, session.begin():
@@ -270,9 +246,10 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
                     "another orch command kept changing the same runs; accepted: run this command again"
                 ) from None
     faults.reached("submit.committed")
-    report.submitted = [item.request.run_id for group in groups for item in group]
-    for group in groups:
-        _launch(engine, home, group)
+    launched = launch_within_slots(engine, home, groups, budget)
+    report.submitted, report.waiting = launched.launched, launched.held_back
+    report.refusals = older.refusals + launched.refusals
+    report.earlier_submitted = older.launched
     sync(engine)  # what finished already (the debug executor runs jobs inside submit)
     return report
 
@@ -296,9 +273,8 @@ def _prepare_submission(
     submission_id = f"{label}:" + time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     resolver = TargetResolver(home, choices)
     targets = [resolver.target(run) for run in to_submit]  # every image checked before anything is written
-    groups = _grouped(submission_id, to_submit, targets)
-    submitter = f"{socket.gethostname()}:{os.getpid()}"
-    attempt_rows = (_attempt_row(item, submitter) for group in groups for item in group)
+    groups = grouped(submission_id, to_submit, targets)
+    attempt_rows = (_attempt_row(item) for group in groups for item in group)
     # the one-active-attempt index speaks here, before any file is written
     insert_rows(session, Attempt, attempt_rows)
     pending = [
@@ -321,39 +297,8 @@ def _prepare_submission(
     return report, groups
 
 
-def _grouped(
-    submission_id: str, runs: Sequence[RunToSubmit], targets: Sequence[AttemptTarget]
-) -> list[list[PreparedAttempt]]:
-    """The attempts of ``runs`` in arrays: runs share one when they share an executor, a cluster
-    profile, resources, effective sbatch options and an image; each attempt's array and position
-    recorded before sbatch."""
-    by_array = sorted(zip(runs, targets), key=lambda pair: pair[1].array_key)
-    groups = []
-    for number, (_, grouped) in enumerate(groupby(by_array, key=lambda pair: pair[1].array_key)):
-        array_name = f"{submission_id}.{number}"
-        groups.append(
-            [_prepared(run, target, array_name, position) for position, (run, target) in enumerate(grouped)]
-        )
-    return groups
-
-
-def _prepared(run: RunToSubmit, target: AttemptTarget, array_name: str, position: int) -> PreparedAttempt:
-    key = attempt_key(run.run_id, run.attempts + 1)
-    request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
-    return PreparedAttempt(
-        target.executor,
-        array_name,
-        request,
-        target.spec,
-        target.profile,
-        run.attempts + 1,
-        position,
-        target.image_sha256,
-        target.sbatch,
-    )
-
-
-def _attempt_row(item: PreparedAttempt, submitter: str) -> dict[str, Any]:
+def _attempt_row(item: PreparedAttempt) -> dict[str, Any]:
+    """A new attempt, held back until a launch claims it."""
     return {
         "run_id": item.request.run_id,
         "number": item.number,
@@ -367,167 +312,13 @@ def _attempt_row(item: PreparedAttempt, submitter: str) -> dict[str, Any]:
         "journal_seq": 0,
         "requeues": 0,
         "image_sha256": item.image_sha256,
-        "submitter": submitter,
+        "held_back": True,
+        "reason": WAITING_FOR_SLOT,
     }
-
-
-def _launch(engine: Engine, home: OrchHome, group: list[PreparedAttempt]) -> None:
-    """Submit one array and record its job ids (the attempts are committed already)."""
-    faults.reached("submit.scheduler")
-    with results_umask(group[0].profile):
-        handles = get_backend(group[0].executor).submit(_array_of(group, home))
-    faults.reached("submit.launched")
-    launched = [
-        {
-            "attempt": item.request.attempt_key,
-            "job": handle.job_id,
-            "task": handle.array_task,
-            "out": handle.stdout_path or None,
-            "err": handle.stderr_path or None,
-        }
-        for item, handle in zip(group, handles)
-    ]
-    attempts = Attempt.__table__
-    record = (
-        update(attempts)
-        .where(attempts.c.key == bindparam("attempt"))
-        .values(
-            job_id=bindparam("job"),
-            array_task=bindparam("task"),
-            stdout_path=bindparam("out"),
-            stderr_path=bindparam("err"),
-        )
-    )
-    with Session(engine) as session, session.begin():
-        session.connection().execute(record, launched)
-
-
-@contextlib.contextmanager
-def results_umask(*profiles: ClusterProfile) -> Iterator[None]:
-    """Files and folders of runs (spec, logs, figures, and the jobs this process starts) get the
-    profiles' modes (the strictest of several)."""
-    previous = os.umask(functools.reduce(operator.or_, (profile.results_umask for profile in profiles), 0))
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def profile_of(run: Run) -> ClusterProfile:
     return load_profile(spec_from_json(run.spec_json).cluster)
-
-
-def _array_of(group: list[PreparedAttempt], home: OrchHome) -> ArraySubmission:
-    first = group[0]
-    array_name = first.array_name
-    settings = JobSettings(
-        resources=first.spec.resources,
-        folder=first.profile.results_path(home) / "submitit" / array_name.rpartition(".")[0],
-        max_parallel=first.profile.max_parallel,
-        name=array_name,
-        launcher=launcher_argv(first.spec, first.profile, home),
-        signal_delay_s=first.profile.signal_delay_s,
-        max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
-        sbatch=first.sbatch,
-    )
-    return ArraySubmission([item.request for item in group], settings)
-
-
-@dataclass(frozen=True)
-class AttemptTarget:
-    """Where and how a run's next attempt runs: resolved, and its image checked, before any write."""
-
-    spec: RunSpec  # with the profile's data root where the spec names none
-    profile: ClusterProfile
-    paths: RunPaths
-    image_sha256: Optional[str]
-    executor: str
-    sbatch: SbatchOptions  # the run's sbatch options over the profile's
-    array_key: str  # runs with the same key share an array
-
-
-class TargetResolver:
-    """Attempt targets of many runs: profiles, data roots, image digests and array keys are
-    worked out once per distinct value (the runs of a plan share their section objects)."""
-
-    def __init__(self, home: OrchHome, choices: SubmitChoices) -> None:
-        self.home = home
-        self.choices = choices
-        self.profiles: dict[str, ClusterProfile] = {}
-        # (id of data, root) -> (data, with the root)
-        self.data: dict[tuple[int, Optional[str]], tuple[Any, Any]] = {}
-        self.images: dict[tuple[str, Optional[str]], Optional[str]] = {}
-        # -> (resources, effective sbatch, key)
-        self.array_keys: dict[tuple[str, str, int, Optional[str]], tuple[Any, SbatchOptions, str]] = {}
-
-    def target(self, run: RunToSubmit) -> AttemptTarget:
-        spec = run.spec
-        profile = self.profile(spec.cluster)
-        if spec.data.root is None and profile.data_root is not None:
-            spec = replace(spec, data=self._with_root(spec.data, profile.data_root))
-        # a missing image is bad input: found before anything is written
-        digest = self._image_digest(spec, profile)
-        executor = self.choices.executor or profile.executor
-        paths = RunPaths.under(profile.results_path(self.home), run.run_id)
-        _, sbatch, array_key = self._array_key(executor, profile, spec)
-        return AttemptTarget(spec, profile, paths, digest, executor, sbatch, array_key)
-
-    def profile(self, cluster: str) -> ClusterProfile:
-        """The cluster's profile, with the command line's choices over its defaults."""
-        if cluster not in self.profiles:
-            profile = load_profile(cluster)
-            if self.choices.max_parallel is not None:
-                profile = replace(profile, max_parallel=self.choices.max_parallel)
-            self.profiles[cluster] = profile
-        return self.profiles[cluster]
-
-    def _with_root(self, data: Any, root: str) -> Any:
-        key = (id(data), root)
-        if key not in self.data:
-            self.data[key] = (data, replace(data, root=root))  # holds ``data``: its id stays its own
-        return self.data[key][1]
-
-    def _image_digest(self, spec: RunSpec, profile: ClusterProfile) -> Optional[str]:
-        key = (profile.name, spec.container.image)
-        if key not in self.images:
-            self.images[key] = _image_digest(spec, profile, self.home)
-        return self.images[key]
-
-    def _array_key(
-        self, executor: str, profile: ClusterProfile, spec: RunSpec
-    ) -> tuple[Any, SbatchOptions, str]:
-        """(the resources it was worked out for, the effective sbatch options, the array key): runs
-        share an array when they agree on all of it (the run's own sbatch options only as far as
-        they change the profile's)."""
-        key = (executor, profile.name, id(spec.resources), spec.container.image)
-        if key not in self.array_keys:
-            sbatch = effective_sbatch(profile.sbatch, spec.resources.sbatch)
-            scheduled = dataclasses.asdict(replace(spec.resources, sbatch=sbatch))
-            self.array_keys[key] = (
-                spec.resources,
-                sbatch,
-                json.dumps([executor, profile.name, scheduled, spec.container.image], sort_keys=True),
-            )
-        return self.array_keys[key]
-
-
-def attempt_key(run_id: str, number: int) -> str:
-    """Names an attempt's journal folder. Unique by construction (a run's attempt numbers are
-    unique), where 32 random bits alone collide at a lab's scale (~1 % at 10 000 attempts); the
-    random tail keeps a registry rebuilt from scratch off the journal folders of an older one."""
-    return f"{number:03d}-{run_id}-{secrets.token_hex(4)}"
-
-
-def _image_digest(spec: RunSpec, profile: ClusterProfile, home: OrchHome) -> Optional[str]:
-    image = container_image(spec, profile)
-    if profile.container.runtime is None or image is None:
-        return None
-    if not image.is_file():
-        raise UserError(
-            f"container image {image} does not exist (run {spec.cluster}); accepted: an existing .sif "
-            "file in container.image or the profile's container.image"
-        )
-    return image_sha256(image, home.image_digest_cache)
 
 
 def resolve_targets(session: Session, targets: Sequence[str]) -> list[Run]:
@@ -566,9 +357,10 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
         attempts = [
             run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
         ]
+        submitted = [attempt for attempt in attempts if not attempt.held_back]  # held back: no job yet
         jobs = {
             executor: [job_ref(attempt) for attempt in members]
-            for executor, members in by_executor(attempts).items()
+            for executor, members in by_executor(submitted).items()
         }
         attempt_ids = sorted(attempt.id for attempt in attempts)
     for executor, refs in jobs.items():

@@ -13,7 +13,7 @@ of the job side's journal and the executors.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
@@ -23,9 +23,11 @@ RECHECK_SECONDS = 7 * 24 * 3600  # how long the journal of an attempt ended by a
 
 
 def open_attempts(now: float) -> ColumnElement[bool]:
-    """The attempts sync looks at: active, or ended by a guess less than RECHECK_SECONDS ago."""
+    """The attempts sync looks at: active and handed to the scheduler (not held back for a submit
+    slot: no job, no journal yet), or ended by a guess less than RECHECK_SECONDS ago."""
     recent_guess = and_(attempts.c.closed_by_guess.is_(True), attempts.c.ended_time > now - RECHECK_SECONDS)
-    return or_(attempts.c.state.in_(RunState.ACTIVE), recent_guess)
+    submitted = and_(attempts.c.state.in_(RunState.ACTIVE), attempts.c.held_back.is_(False))
+    return or_(submitted, recent_guess)
 
 
 @dataclass
@@ -33,6 +35,15 @@ class SyncReport:
     attempts_checked: int = 0
     events_ingested: int = 0
     attempts_lost: int = 0
+
+
+@dataclass
+class FeedReport:
+    """What topping the scheduler's queue up did (orchestrator/feed.py)."""
+
+    launched: list[str] = field(default_factory=list)  # run ids handed to the scheduler now
+    waiting: int = 0  # attempts still held back for a submit slot
+    refusals: list[str] = field(default_factory=list)
 
 
 def sync(engine: Engine) -> SyncReport:
@@ -44,6 +55,14 @@ def sync(engine: Engine) -> SyncReport:
     from orchestrator.ingest import ingest
 
     return ingest(engine)
+
+
+def any_held_back(engine: Engine) -> bool:
+    """Whether any attempt waits for a submit slot (one indexed lookup; orchestrator/feed.py
+    submits them)."""
+    held = select(attempts.c.id).where(attempts.c.held_back.is_(True), attempts.c.state == RunState.PENDING)
+    with engine.connect() as connection:
+        return connection.execute(held.limit(1)).first() is not None
 
 
 def any_attempt_open(engine: Engine) -> bool:

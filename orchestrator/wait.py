@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, select
@@ -33,8 +33,8 @@ class Progression:
         return " ".join(f"{state.lower()} {counts[state]}" for state in RunState.ALL if state in counts)
 
 
-def progression(engine: Engine, run_ids: Sequence[str]) -> Progression:
-    sync(engine)
+def progression(engine: Engine, run_ids: Sequence[str], synchronize: Callable[[], object]) -> Progression:
+    synchronize()
     with Session(engine) as session:
         runs = session.scalars(select(Run).where(Run.id.in_(run_ids))).all()
         done = sum(run.total_steps if run.state == RunState.COMPLETED else run.current_step for run in runs)
@@ -44,13 +44,21 @@ def progression(engine: Engine, run_ids: Sequence[str]) -> Progression:
         )
 
 
-def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -> Progression:
-    """Block until none of ``run_ids`` is active; returns their final states."""
-    current = progression(engine, run_ids)
+def wait_for_runs(
+    engine: Engine,
+    run_ids: Sequence[str],
+    show_progress: bool,
+    synchronize: Optional[Callable[[], object]] = None,
+) -> Progression:
+    """Block until none of ``run_ids`` is active; returns their final states. ``synchronize``
+    brings the registry up to date before each look (default: sync; the CLI also submits runs
+    held back for a submit slot)."""
+    synchronize = synchronize or (lambda: sync(engine))
+    current = progression(engine, run_ids, synchronize)
     if not show_progress:
         while not current.finished:
             time.sleep(poll_seconds(current.executors))
-            current = progression(engine, run_ids)
+            current = progression(engine, run_ids, synchronize)
         return current
     columns = (
         TextColumn("{task.description}"),
@@ -63,6 +71,6 @@ def wait_for_runs(engine: Engine, run_ids: Sequence[str], show_progress: bool) -
         task = bar.add_task(current.summary(), total=current.steps_total, completed=current.steps_done)
         while not current.finished:
             time.sleep(poll_seconds(current.executors))
-            current = progression(engine, run_ids)
+            current = progression(engine, run_ids, synchronize)
             bar.update(task, description=current.summary(), completed=current.steps_done)
     return current

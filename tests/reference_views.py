@@ -79,6 +79,7 @@ def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, A
                 "sweep": sweep.name,
                 "runs": len(runs),
                 "counts": {s: counts[s] for s in RunState.ALL if counts[s]},
+                "waiting_for_slot": sum(row["waiting_for_slot"] for row in active),
                 "active": active,
             }
         )
@@ -97,6 +98,7 @@ def active_row(run: Run) -> dict[str, Any]:
         "job_id": attempt.job_id,
         "node": attempt.hostname,
         "reason": attempt.reason,
+        "waiting_for_slot": attempt.held_back,
     }
 
 

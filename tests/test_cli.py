@@ -30,7 +30,7 @@ def finished(orch: Orch) -> Orch:
 
 def test_status_counts_runs_per_state(finished: Orch) -> None:
     assert finished.ok("status", "--json").json() == [
-        {"sweep": "tiny", "runs": 2, "counts": {"COMPLETED": 2}, "active": []}
+        {"sweep": "tiny", "runs": 2, "counts": {"COMPLETED": 2}, "waiting_for_slot": 0, "active": []}
     ]
     assert "tiny" in finished.ok("status").stdout
 

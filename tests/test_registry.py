@@ -70,7 +70,13 @@ def test_sync_twice_changes_nothing(orch: Orch) -> None:
     second = orch.ok("sync", "--json").json()
 
     assert first["events_ingested"] == 0  # submit synced what the debug executor ran
-    assert second == {"attempts_checked": 0, "attempts_lost": 0, "events_ingested": 0}
+    assert second == {
+        "attempts_checked": 0,
+        "attempts_lost": 0,
+        "events_ingested": 0,
+        "submitted": 0,
+        "waiting_for_slot": 0,
+    }
     assert orch.registry.read_bytes() == after_first
 
 

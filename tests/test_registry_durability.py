@@ -257,16 +257,38 @@ def test_resume_submits_runs_a_dead_submit_left_planned(orch: Orch) -> None:
     assert {run["state"] for run in orch.ok("runs", "--json").json()} == {"COMPLETED"}
 
 
-def test_a_kill_between_commit_and_scheduler_is_recovered_by_the_next_submit(tmp_path: Path) -> None:
+def test_a_kill_after_commit_leaves_the_runs_held_back_and_the_next_sync_submits_them(tmp_path: Path) -> None:
+    """Attempts are committed held back before any job exists: killed then, nothing is lost, and
+    the next command that syncs hands them to the scheduler (their executor: local)."""
     home = tmp_path / "home"
-    for point in ("submit.committed:1", "submit.scheduler:1"):
-        assert run_orch(home, ["submit", TINY, "--executor", "local"], kill_at=point).exit_code == KILLED
-        states = Orch(home).ok("runs", "--json").json()
-        assert {run["state"] for run in states} == {"LOST"}  # no job exists: sync says so at once
-        Orch(home).ok("submit", TINY, "--executor", "debug")
-        assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
-        Orch(home).ok("status")
-        home = tmp_path / "home2"
+    assert (
+        run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.committed:1").exit_code
+        == KILLED
+    )
+    engine = open_registry(OrchHome(home))
+    with Session(engine) as session:
+        held = session.scalars(select(Attempt)).all()
+        assert [(a.state, a.held_back, a.job_id, a.reason) for a in held] == [
+            ("PENDING", True, None, "waiting for a submit slot")
+        ] * 2
+    engine.dispose()
+
+    assert Orch(home).ok("sync", "--json").json()["submitted"] == 2
+    Orch(home).ok("status", "--watch")  # until no run is active
+    assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
+
+
+def test_a_kill_between_claim_and_scheduler_is_recovered_by_the_next_submit(tmp_path: Path) -> None:
+    """Claimed for an array but killed before sbatch: no job exists, and sync says so at once."""
+    home = tmp_path / "home"
+    assert (
+        run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.scheduler:1").exit_code
+        == KILLED
+    )
+    assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"LOST"}
+    Orch(home).ok("submit", TINY, "--executor", "debug")
+    assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
+    Orch(home).ok("status")
 
 
 def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs_them_once(

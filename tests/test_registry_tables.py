@@ -105,7 +105,9 @@ def _status_in_a_fresh_interpreter(home: Path) -> tuple[list[dict[str, typing.An
 def test_status_of_ended_attempts_loads_neither_the_orm_nor_the_ingestion(tmp_path: Path) -> None:
     _one_run_registry(tmp_path, "COMPLETED")
     views, loaded = _status_in_a_fresh_interpreter(tmp_path)
-    assert views == [{"sweep": "s", "runs": 1, "counts": {"COMPLETED": 1}, "active": []}]
+    assert views == [
+        {"sweep": "s", "runs": 1, "counts": {"COMPLETED": 1}, "waiting_for_slot": 0, "active": []}
+    ]
     assert loaded == []
 
 

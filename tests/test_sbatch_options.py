@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jobs.spec import SbatchOptions
-from orchestrator import submit as submission
+from orchestrator import launch
 from orchestrator.executors import ArraySubmission, get_backend
 from orchestrator.sbatch import effective_sbatch
 from tests.conftest import Orch, write_sweep
@@ -160,7 +160,7 @@ def test_a_runs_sbatch_options_reach_its_job_script_and_split_arrays(
     for another QOS and its own mail and nice level. The first two get the same options and share
     an array; the third goes alone, with its options over the profile's in its #SBATCH lines."""
     arrays: list[ArraySubmission] = []
-    monkeypatch.setattr(submission, "get_backend", lambda name: RecordingBackend(arrays))
+    monkeypatch.setattr(launch, "get_backend", lambda name: RecordingBackend(arrays))
     sweep = write_sweep(
         tmp_path,
         "qos",

@@ -16,7 +16,7 @@ from typing import Optional
 
 import pytest
 
-from orchestrator import submit as submission
+from orchestrator import launch
 from orchestrator.executors.slurm import max_array_size
 from tests.cluster.minicluster import MiniCluster, kill_slurmd, restart_slurmd, slurm_run
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
@@ -63,6 +63,31 @@ def test_gpu_sweep_runs_as_one_array_with_parallelism_cap(orch: Orch, mini_clust
     ).stdout.split()
     # squeue says what a job is
     assert names and all(name.startswith("orch:slurm-gpu:") and name.endswith(".0+0") for name in names)
+    assert_usage_is_sacct_s(orch, mini_cluster, job_ids)
+
+
+def assert_usage_is_sacct_s(orch: Orch, cluster: MiniCluster, job_ids: list[str]) -> None:
+    """``orch usage``'s GPU-hours are accounting's: ElapsedRaw x the allocated GPUs of each job; and
+    ``orch plan`` projects the GPU-hours of runs like these from their measured speed."""
+    lines = slurm_run(
+        cluster, "sacct", "-X", "-n", "-P", "-o", "JobID,ElapsedRaw,AllocTRES", "-j", job_ids[0].split("_")[0]
+    ).stdout.split()
+    recorded = {job_id: (int(elapsed), tres) for job_id, elapsed, tres in (line.split("|") for line in lines)}
+    assert all("gres/gpu=1" in recorded[job_id][1] for job_id in job_ids)
+    expected_hours = sum(recorded[job_id][0] for job_id in job_ids) / 3600
+
+    usage = orch.ok("usage", "slurm-gpu", "--json").json()
+    assert usage["sources"] == {"sacct": 6} and usage["total"]["attempts"] == 6
+    assert usage["total"]["gpu_hours"] == pytest.approx(expected_hours, abs=1e-4)
+    assert usage["total"]["failed_share"] == 0.0 and usage["total"]["mean_queue_wait_s"] >= 0
+    by_lr = orch.ok("usage", "--by", "optimizer.lr", "--json").json()["groups"]
+    assert sorted(group["group"] for group in by_lr) == ["0.02", "0.05", "0.1"]
+    assert sum(group["attempts"] for group in by_lr) == 6
+    assert "gpu_hours" in orch.ok("usage", "--by", "partition").stdout
+
+    more_seeds = GPU_SWEEP.read_text().replace("seeds: 2", "seeds: 3")
+    planned = orch.ok("plan", write_sweep(orch.home, "slurm-gpu-more", more_seeds), "--json").json()
+    assert planned["runs_estimated"] >= 3 and planned["projected_gpu_hours"] > 0
 
 
 def test_sweep_larger_than_max_array_size_goes_out_in_chunks(
@@ -136,7 +161,7 @@ def test_cancel_calls_scancel(orch: Orch, mini_cluster: MiniCluster, tmp_path: P
 def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
     orch: Orch, mini_cluster: MiniCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_get_backend = submission.get_backend
+    real_get_backend = launch.get_backend
 
     class SubmitterDiesAfterSbatch:
         def __init__(self, name: str) -> None:
@@ -146,7 +171,7 @@ def test_crash_between_commit_and_sbatch_record_is_recovered_not_doubled(
             self.backend.submit(array)
             raise KeyboardInterrupt  # the login-node process dies before it records the job ids
 
-    monkeypatch.setattr(submission, "get_backend", SubmitterDiesAfterSbatch)
+    monkeypatch.setattr(launch, "get_backend", SubmitterDiesAfterSbatch)
     assert orch("submit", GPU_SWEEP).exit_code == 130
     monkeypatch.undo()
 
@@ -217,10 +242,16 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(
     sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2'}\n")
     reference = Orch(tmp_path / "reference")
 
+    # the uninterrupted reference (the same run: its time limit is not part of the run id) trains
+    # beside the Slurm job, in a local process with the profile's default limit of 10 minutes
+    (tmp_path / "unlimited").mkdir()
+    unlimited = slurm_sweep(tmp_path / "unlimited", "limited", base)
+    reference.ok("submit", unlimited, "--executor", "local")
     result = orch("submit", sweep, "--wait", "--json")
-    reference.ok("submit", sweep, "--executor", "debug")
+    reference.ok("status", "--watch")  # until the reference run ended
 
     assert result.exit_code == 0, result.stdout + result.stderr
+    assert reference.ok("runs", "--json").json()[0]["state"] == "COMPLETED"
     [run] = orch.ok("runs", "--json").json()
     [attempt] = orch.ok("show", run["id"], "--json").json()["attempts"]
     assert attempt["state"] == "COMPLETED" and attempt["requeues"] >= 1  # one job, requeued by submitit

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from orchestrator.executors import EndedRun, Phase
 from orchestrator.executors.slurm_states import observation_of, parse_sacct
 
@@ -62,3 +64,18 @@ def test_a_job_squeue_has_waiting_again_before_accounting_saw_the_requeue_has_th
 
     assert [run.state for run in earlier_runs(waiting, accounting)] == ["NODE_FAIL"]
     assert earlier_runs(running, accounting) == ()  # a job still ending is no requeue
+
+
+@pytest.mark.parametrize(
+    ("tres", "gpus", "cpus"),
+    [
+        ("billing=2,cpu=2,gres/gpu:1080ti=1,gres/gpu=1,mem=2G,node=1", 1, 2),
+        ("billing=4,cpu=4,gres/gpu=4,mem=16G,node=1", 4, 4),
+        ("billing=1,cpu=1,mem=1G,node=1", 0, 1),
+        ("", 0, 0),
+    ],
+)
+def test_the_allocated_gpus_and_cpus_of_an_alloc_tres(tres: str, gpus: int, cpus: int) -> None:
+    from orchestrator.usage import tres_count
+
+    assert (tres_count(tres, "gres/gpu"), tres_count(tres, "cpu")) == (gpus, cpus)

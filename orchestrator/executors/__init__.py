@@ -100,6 +100,16 @@ class Observation:
     requeued: tuple[EndedRun, ...] = ()
 
 
+class SubmitRefused(Exception):
+    """The scheduler refused (part of) an array: ``handles`` of the jobs it took, in order, before
+    it refused the rest (a submit limit, a scheduler that does not answer)."""
+
+    def __init__(self, handles: list[JobHandle], message: str) -> None:
+        super().__init__(message)
+        self.handles = handles
+        self.message = message
+
+
 class Backend(Protocol):
     name: str
     poll_seconds: float  # how often waiting commands look again
@@ -115,7 +125,11 @@ class Backend(Protocol):
     def submission_context(self, folder: Path) -> ContextManager[None]:
         """What ``executor.batch()`` runs inside (local: jobs detached from this process's streams)."""
 
-    def submit(self, array: ArraySubmission) -> list[JobHandle]: ...
+    def submit_slots(self) -> Optional[int]:
+        """How many more jobs (array tasks) this user may submit now (None: any number)."""
+
+    def submit(self, array: ArraySubmission) -> list[JobHandle]:
+        """One job per request, in order; raises ``SubmitRefused`` where the scheduler refused some."""
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]: ...
 
@@ -137,6 +151,9 @@ class OnThisMachine:
         """Always available."""
 
     def array_limit(self) -> Optional[int]:
+        return None
+
+    def submit_slots(self) -> Optional[int]:
         return None
 
     def submission_context(self, folder: Path) -> ContextManager[None]:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
+import itertools
 import math
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import ContextManager, Optional, Sequence
 
 import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
@@ -31,8 +35,10 @@ from orchestrator.executors import (
     JobSettings,
     Observation,
     Phase,
+    SubmitRefused,
     array_task_of,
 )
+from orchestrator.executors.slurm_limits import read_submit_limits
 from orchestrator.executors.slurm_states import (
     PENDING_STATES,
     QUEUED_STATES,
@@ -57,6 +63,17 @@ SACCT_FIELDS = (
     "ReqMem",
 )
 COMMAND_TIMEOUT_SECONDS = 60
+SUBMIT_TRIES = 3  # sbatch tries of one chunk while slurmctld is busy or does not answer
+SUBMIT_BACKOFF_SECONDS = 2.0  # the pause before the second try, doubled before each later one
+# what sbatch says when slurmctld is busy or unreachable for a moment (worth a second try)
+TRANSIENT_SBATCH_ERRORS = (
+    "Socket timed out",
+    "Unable to contact slurm controller",
+    "Resource temporarily unavailable",
+    "Slurm temporarily unable",
+    "Zero Bytes were transmitted",
+    "Connection refused",
+)
 SLURM_COMMANDS = ("sbatch", "scontrol")  # submitting an array and reading its size limit
 
 
@@ -107,12 +124,40 @@ class SlurmBackend:
         )
         return executor
 
+    def submit_slots(self) -> Optional[int]:
+        """The room under the user's tightest submit limit (0 while Slurm does not answer)."""
+        try:
+            return read_submit_limits(run_slurm).slots
+        except SlurmError:
+            return 0
+
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
+        """The array in chunks of MaxArraySize; a chunk sbatch refuses for a moment (slurmctld
+        busy, a socket timeout) is tried again after a pause, one it refuses for good (a submit
+        limit) raises ``SubmitRefused`` with the chunks submitted before it."""
         handles: list[JobHandle] = []
-        chunk_size = max_array_size()
-        for offset in range(0, len(array.requests), chunk_size):
-            handles.extend(self._submit_chunk(array, offset, array.requests[offset : offset + chunk_size]))
+        try:
+            chunk_size = max_array_size()
+            for offset in range(0, len(array.requests), chunk_size):
+                chunk = array.requests[offset : offset + chunk_size]
+                handles.extend(self._submit_with_retries(array, offset, chunk))
+        except (SlurmError, FailedJobError, FailedSubmissionError) as error:
+            raise SubmitRefused(handles, one_paragraph(str(error), 400)) from None
         return handles
+
+    def _submit_with_retries(
+        self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]
+    ) -> list[JobHandle]:
+        for attempt in itertools.count(1):
+            try:
+                # submitit prints sbatch's complaints: they are reported, not shown raw
+                with contextlib.redirect_stderr(io.StringIO()):
+                    return self._submit_chunk(array, offset, requests)
+            except FailedJobError as error:
+                if attempt == SUBMIT_TRIES or not is_transient(str(error)):
+                    raise
+                time.sleep(SUBMIT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     def _submit_chunk(
         self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]
@@ -154,7 +199,7 @@ class SlurmBackend:
     def cancel(self, jobs: Sequence[JobRef]) -> None:
         job_ids = [job.job_id for job in jobs if job.job_id]
         if job_ids:
-            _run(["scancel", *job_ids])
+            run_slurm(["scancel", *job_ids])
 
 
 BACKEND = SlurmBackend
@@ -195,6 +240,11 @@ def sbatch_parameters(
     return parameters
 
 
+def is_transient(sbatch_error: str) -> bool:
+    """Whether sbatch's error says slurmctld is busy or unreachable (try again) rather than no."""
+    return any(pattern in sbatch_error for pattern in TRANSIENT_SBATCH_ERRORS)
+
+
 def chunk_name(submission: str, offset: int) -> str:
     """The job name of the array holding runs ``offset``… of a submission (task i is run offset +
     i): ``orch:<sweep>:<time>-<random>.<array>+<offset>``, what a job is on a shared cluster."""
@@ -223,7 +273,7 @@ def records_by_submission(jobs: Sequence[JobRef]) -> dict[tuple[str, Optional[in
 
 
 def max_array_size() -> int:
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", _run(["scontrol", "show", "config"]), re.MULTILINE)
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", run_slurm(["scontrol", "show", "config"]), re.MULTILINE)
     if match is None:
         raise SlurmError("scontrol show config does not report MaxArraySize")
     return int(match.group(1))
@@ -255,14 +305,14 @@ def _squeue(selection: list[str]) -> str:
     # the first six columns of SACCT_FIELDS; squeue has no exit code (that column stays empty)
     command = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%j|%T||%N|%r", *selection]
     try:
-        return _run(command)
+        return run_slurm(command)
     except SlurmError:
         return ""  # squeue rejects ids that slurmctld has already forgotten
 
 
 def _sacct(selection: list[str]) -> str:
     command = ["sacct", "--duplicates", "--parsable2", "--noheader", f"--format={','.join(SACCT_FIELDS)}"]
-    return _run(command + selection)
+    return run_slurm(command + selection)
 
 
 def _array_ids(job_ids: Sequence[str]) -> list[str]:
@@ -278,7 +328,7 @@ def _recovered(record: Optional[SacctRecord]) -> Observation:
     return replace(observation_of(record), job_id=record.job_id)
 
 
-def _run(command: list[str]) -> str:
+def run_slurm(command: list[str]) -> str:
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
     except (OSError, subprocess.TimeoutExpired) as error:

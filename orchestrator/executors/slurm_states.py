@@ -78,8 +78,8 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
                     _exit_code(exit_code),
                     _none(node),
                     _none(reason),
-                    _epoch(start),
-                    _epoch(end),
+                    sacct_epoch(start),
+                    sacct_epoch(end),
                 )
                 records[single_id] = replace(record, earlier=runs_before(records.get(single_id)))
                 requested_mb[single_id] = _megabytes(req_mem) or 0.0
@@ -144,7 +144,7 @@ def _exit_code(text: str) -> Optional[int]:
     return int(code) if code.isdigit() else None
 
 
-def _epoch(text: str) -> Optional[float]:
+def sacct_epoch(text: str) -> Optional[float]:
     """Seconds since the epoch of sacct's ``2026-12-01T10:04:16`` (the cluster's local time); None
     for ``Unknown`` or ``None``."""
     try:

@@ -105,6 +105,7 @@ class Attempt(Base):
     provenance_json: Mapped[Optional[str]]
     image_sha256: Mapped[Optional[str]]
     submitter: Mapped[Optional[str]]
+    held_back: Mapped[bool]
 
     run: Mapped[Run] = relationship(back_populates="attempts")
     requeue_history: Mapped[list["Requeue"]] = relationship(order_by="Requeue.time", viewonly=True)

@@ -139,6 +139,9 @@ attempts = Table(
     # "<host>:<pid>" of the orch process that committed the attempt: while it lives and no job id
     # is recorded, the attempt is being submitted (not lost), whatever another command's sync sees.
     Column("submitter", String(300)),
+    # Committed but not handed to the scheduler yet: the user's submit limits are reached (or sbatch
+    # refused it). Every command that syncs submits held-back attempts as slots free (orchestrator/feed.py).
+    Column("held_back", Boolean, default=False, server_default=false(), nullable=False),
     UniqueConstraint("run_id", "number"),
     # At most one active attempt per run, whatever the timing of concurrent submits: the database
     # refuses the second (SQLite and PostgreSQL both have partial unique indexes).
@@ -150,6 +153,7 @@ attempts = Table(
         postgresql_where=text(RunState.ACTIVE_SQL),
     ),
     Index("ix_attempts_closed_by_guess", "closed_by_guess", "ended_time"),  # sync's recent guesses
+    Index("ix_attempts_held_back", "held_back", "executor"),  # the feeder's backlog
 )
 
 # Each time the scheduler put an attempt's job back in the queue: on the job's own request at a
@@ -169,6 +173,19 @@ requeues = Table(
     Column("node", String(255)),
     Column("step", Integer),  # where the run was (the journal's requeues say)
     UniqueConstraint("attempt_id", "time", "cause"),
+)
+
+# Each notice sent about a sweep (orchestrator/notify.py): one row per (sweep, event, subject), so
+# that several syncs, by several people, send each notice once. A digest's sweep is "".
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sweep", String(64), nullable=False),
+    Column("event", String(32), nullable=False),  # finished, first_failure, stuck_pending, digest
+    Column("subject", String(128), nullable=False),  # what it was about: an attempt, a period, ...
+    Column("sent_time", Float, nullable=False),
+    UniqueConstraint("sweep", "event", "subject"),
 )
 
 checkpoints = Table(

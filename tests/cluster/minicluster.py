@@ -293,6 +293,8 @@ def _slurm_conf(cluster: MiniCluster, max_array_size: int) -> str:
         "SelectTypeParameters=CR_Core_Memory",
         "SlurmdParameters=config_overrides",
         "EnforcePartLimits=ALL",
+        # association and QOS limits (MaxSubmitJobs, ...) refuse jobs, as on a shared cluster
+        "AccountingStorageEnforce=associations,limits,qos",
         f"MaxArraySize={max_array_size}",
         "GresTypes=gpu",
         "KillWait=5",

@@ -1,0 +1,195 @@
+"""Submitting within the user's limits: the attempts beyond the scheduler's free submit slots wait
+in the registry, held back, and are handed to it as slots free.
+
+A submission commits every attempt held back, then launches as many as the user's submit limits
+leave room for (``Backend.submit_slots``: on Slurm the tightest of MaxSubmitJobs, GrpSubmitJobs,
+a QOS's MaxSubmitJobsPerUser and the cluster's MaxJobCount, against the jobs held now). Every
+command that syncs (``status``, ``status --watch``, ``submit --wait``, ``sync``) and ``orch feed``
+(from cron, or as a small Slurm job that submits itself again later) then tops the queue up:
+the oldest held-back attempts first, as many as there are free slots. A launch the scheduler
+refuses is held back again with its answer as the reason; nothing is lost, and the next feed
+tries again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from jobs.entry import AttemptRequest
+from jobs.spec import spec_from_json
+from orchestrator.executors import get_backend
+from orchestrator.home import OrchHome
+from orchestrator.launch import (
+    LaunchReport,
+    PreparedAttempt,
+    RunToSubmit,
+    SubmitChoices,
+    TargetResolver,
+    claim,
+    grouped_by_array,
+    launch,
+)
+from orchestrator.registry.models import Attempt, Run
+from orchestrator.registry.tables import RunState
+from orchestrator.sync import FeedReport
+
+
+@dataclass
+class SlotBudget:
+    """The free submit slots of each executor, asked of the backend once, spent as arrays go out."""
+
+    free: dict[str, Optional[int]] = field(default_factory=dict)  # None: no limit
+
+    def take(self, executor: str, wanted: int) -> int:
+        if executor not in self.free:
+            self.free[executor] = get_backend(executor).submit_slots()
+        free = self.free[executor]
+        if free is None:
+            return wanted
+        taken = min(free, wanted)
+        self.free[executor] = free - taken
+        return taken
+
+
+def launch_within_slots(
+    engine: Engine, home: OrchHome, groups: Sequence[Sequence[PreparedAttempt]], budget: SlotBudget
+) -> LaunchReport:
+    """Launch the leading attempts of each array (committed held back) as far as the free slots
+    go; the others stay held back."""
+    report = LaunchReport()
+    for group in groups:
+        room = budget.take(group[0].executor, len(group))
+        claimed = claim(engine, group[:room], group[0].array_name) if room else []
+        if claimed:
+            report.add(launch(engine, home, claimed))
+        report.held_back += [item.request.run_id for item in group[room:]]
+    return report
+
+
+def feed(engine: Engine, home: OrchHome, budget: Optional[SlotBudget] = None) -> FeedReport:
+    """Top the scheduler's queue up with the oldest held-back attempts, as many as the free
+    submit slots of their executors allow; nothing (one indexed query) when none is held back."""
+    budget = budget or SlotBudget()
+    report = FeedReport()
+    for executor, waiting in held_back_counts(engine).items():
+        room = budget.take(executor, waiting)
+        if room:
+            launched = _launch_oldest(engine, home, executor, room)
+            report.launched += launched.launched
+            report.refusals += launched.refusals
+    report.waiting = sum(held_back_counts(engine).values())
+    return report
+
+
+def held_back_counts(engine: Engine) -> dict[str, int]:
+    """Held-back attempts per executor."""
+    query = (
+        select(Attempt.executor, func.count())
+        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING)
+        .group_by(Attempt.executor)
+        .order_by(Attempt.executor)
+    )
+    with engine.connect() as connection:
+        return {executor: count for executor, count in connection.execute(query)}
+
+
+def _launch_oldest(engine: Engine, home: OrchHome, executor: str, count: int) -> LaunchReport:
+    """Launch the ``count`` oldest held-back attempts of ``executor`` as new arrays (fresh names:
+    the scheduler finds each array again by its name and the positions in it)."""
+    query = (
+        select(Attempt.key, Attempt.number, Attempt.submission_id, Attempt.image_sha256, Run)
+        .join(Run, Run.id == Attempt.run_id)
+        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, Attempt.executor == executor)
+        .order_by(Attempt.submitted_time, Attempt.submission_id, Attempt.array_task, Attempt.id)
+        .limit(count)
+    )
+    with Session(engine) as session:
+        rows = [
+            (
+                key,
+                number,
+                submission,
+                RunToSubmit(run.id, run.state, number - 1, spec_from_json(run.spec_json)),
+            )
+            for key, number, submission, _, run in session.execute(query)
+        ]
+    if not rows:
+        return LaunchReport()
+    resolver = TargetResolver(home, SubmitChoices(executor=executor))
+    stamp = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    report = LaunchReport()
+    prepared = [_held_attempt(key, number, run, resolver) for key, number, _, run in rows]
+    labels = {key: submission.partition(":")[0] for key, _, submission, _ in rows}
+    for number, group in enumerate(grouped_by_array(prepared)):
+        array_name = f"{labels[group[0].request.attempt_key]}:{stamp}.{number}"
+        claimed = claim(engine, group, array_name)
+        if claimed:
+            report.add(launch(engine, home, claimed))
+    return report
+
+
+def _held_attempt(
+    key: str, number: int, run: RunToSubmit, resolver: TargetResolver
+) -> tuple[PreparedAttempt, str]:
+    """The held-back attempt ``key`` of ``run``, ready for an array (named when claimed), and the
+    key of the arrays it may share."""
+    target = resolver.target(run)
+    request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
+    prepared = PreparedAttempt(
+        target.executor,
+        "",
+        request,
+        target.spec,
+        target.profile,
+        number,
+        0,
+        target.image_sha256,
+        target.sbatch,
+    )
+    return prepared, target.array_key
+
+
+FEEDER_TIME_LIMIT = "10"  # minutes: a feed is one sync and a few sbatch calls
+FEEDER_MEMORY = "2G"
+
+
+def feeder_job_name(home: OrchHome) -> str:
+    """The job name of this home's feeder (one per home: a second is not queued beside it)."""
+    return "orch-feed:" + hashlib.sha256(str(home.root).encode()).hexdigest()[:12]
+
+
+def reschedule_feeder(home: OrchHome, minutes: int, partition: Optional[str]) -> str:
+    """Queue ``orch feed --reschedule MINUTES`` as a small Slurm job that starts ``minutes`` from
+    now (``sbatch --begin``), unless this home's feeder is queued already; returns its job id.
+    The job runs this interpreter on a compute node, which sees the home on the shared file system
+    like the runs' jobs do; its log is ``<home>/feed-<job id>.log``."""
+    from orchestrator.executors.slurm import run_slurm  # Slurm only: not imported by other commands
+
+    name = feeder_job_name(home)
+    queued = run_slurm(["squeue", "--noheader", f"--name={name}", "--format=%i"]).split()
+    if queued:
+        return queued[0]
+    feed_again = [sys.executable, "-m", "orchestrator", "--home", str(home.root), "feed"]
+    feed_again += ["--reschedule", str(minutes), *(["--partition", partition] if partition else [])]
+    sbatch = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={name}",
+        f"--begin=now+{minutes}minutes",
+        f"--time={FEEDER_TIME_LIMIT}",
+        f"--mem={FEEDER_MEMORY}",
+        "--cpus-per-task=1",
+        f"--output={home.root / 'feed-%j.log'}",
+        *([f"--partition={partition}"] if partition else []),
+        f"--wrap={shlex.join(feed_again)}",
+    ]
+    return run_slurm(sbatch).strip().split(";")[0]
