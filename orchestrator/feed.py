@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from jobs.entry import AttemptRequest
 from jobs.spec import spec_from_json
+from orchestrator.errors import UserError
 from orchestrator.executors import get_backend
 from orchestrator.home import OrchHome
 from orchestrator.launch import (
@@ -106,7 +107,7 @@ def _launch_oldest(engine: Engine, home: OrchHome, executor: str, count: int) ->
     """Launch the ``count`` oldest held-back attempts of ``executor`` as new arrays (fresh names:
     the scheduler finds each array again by its name and the positions in it)."""
     query = (
-        select(Attempt.key, Attempt.number, Attempt.submission_id, Attempt.image_sha256, Run)
+        select(Attempt.key, Attempt.number, Attempt.submission_id, Run)
         .join(Run, Run.id == Attempt.run_id)
         .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, Attempt.executor == executor)
         .order_by(Attempt.submitted_time, Attempt.submission_id, Attempt.array_task, Attempt.id)
@@ -120,14 +121,19 @@ def _launch_oldest(engine: Engine, home: OrchHome, executor: str, count: int) ->
                 submission,
                 RunToSubmit(run.id, run.state, number - 1, spec_from_json(run.spec_json)),
             )
-            for key, number, submission, _, run in session.execute(query)
+            for key, number, submission, run in session.execute(query)
         ]
     if not rows:
         return LaunchReport()
     resolver = TargetResolver(home, SubmitChoices(executor=executor))
     stamp = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     report = LaunchReport()
-    prepared = [_held_attempt(key, number, run, resolver) for key, number, _, run in rows]
+    prepared = []
+    for key, number, _, run in rows:
+        try:
+            prepared.append(_held_attempt(key, number, run, resolver))
+        except UserError as problem:  # its image is gone since it was submitted: it stays held back
+            report.refusals.append(f"run {run.run_id}: {problem}")
     labels = {key: submission.partition(":")[0] for key, _, submission, _ in rows}
     for number, group in enumerate(grouped_by_array(prepared)):
         array_name = f"{labels[group[0].request.attempt_key]}:{stamp}.{number}"
