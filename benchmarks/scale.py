@@ -48,7 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, also when another one is installed
 
-from sqlalchemy import Engine, select  # noqa: E402  (after the sys.path line: this checkout's code)
+from sqlalchemy import Engine, select, update  # noqa: E402  (after the sys.path line: this checkout's code)
 from sqlalchemy.orm import Session  # noqa: E402  (after the sys.path line: this checkout's code)
 
 from orchestrator.home import OrchHome  # noqa: E402  (after the sys.path line: this checkout's code)
@@ -410,6 +410,8 @@ def write_journals(home: OrchHome) -> tuple[int, float]:
 
     engine = open_registry(home)
     try:
+        with engine.begin() as connection:  # claimed, as a launch leaves them (no job is submitted here)
+            connection.execute(update(Attempt.__table__).values(held_back=False, reason=None))
         with Session(engine) as session:
             attempts = session.execute(
                 select(Attempt.journal_dir, SweepRun.swept_json).join(

@@ -84,22 +84,25 @@ def step_adaptation_field() -> Any:
     return checked(None, gt=0.0)
 
 
-@OPTIMIZER_KINDS.register("sgd")
 @dataclass
-class SgdFields(OptimizerFields):
+class ScheduledFields(OptimizerFields):
+    """What torch's optimizers share: a learning rate on a schedule the training loop applies."""
+
     lr: float = learning_rate_field()
     weight_decay: float = weight_decay_field()
     schedule: ScheduleSpec = schedule_field()
+
+
+@OPTIMIZER_KINDS.register("sgd")
+@dataclass
+class SgdFields(ScheduledFields):
     momentum: float = momentum_field()
     nesterov: bool = False
 
 
 @OPTIMIZER_KINDS.register("adam")
 @dataclass
-class AdamFields(OptimizerFields):
-    lr: float = learning_rate_field()
-    weight_decay: float = weight_decay_field()
-    schedule: ScheduleSpec = schedule_field()
+class AdamFields(ScheduledFields):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = eps_field()
 
@@ -116,10 +119,7 @@ class AdamwFields(AdamFields):
 
 @OPTIMIZER_KINDS.register("rmsprop")
 @dataclass
-class RmspropFields(OptimizerFields):
-    lr: float = learning_rate_field()
-    weight_decay: float = weight_decay_field()
-    schedule: ScheduleSpec = schedule_field()
+class RmspropFields(ScheduledFields):
     momentum: float = momentum_field()
     eps: float = eps_field()
     rms_alpha: float = checked(0.99, gt=0.0, lt=1.0)  # RMSProp's discounting factor

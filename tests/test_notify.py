@@ -64,15 +64,20 @@ def notifying_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver:
     return "notifying"
 
 
+def digits_sweep(folder: Path, name: str, cluster: str, steps: int, rest: str = "") -> Path:
+    """A sweep of the digits MLP on ``cluster``, evaluated four times."""
+    text = (
+        f"name: {name}\ninclude: [problems/digits_mlp.yaml]\nbase:\n"
+        f"  cluster: {cluster}\n  training: {{steps: {steps}, eval_every: {steps // 4}}}\n{rest}"
+    )
+    return write_sweep(folder, name, text)
+
+
 def test_each_notice_of_a_sweep_is_sent_once_to_its_profiles_urls(
     orch: Orch, notifying_profile: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    text = (
-        "name: noticed\ninclude: [problems/digits_mlp.yaml]\nbase:\n"
-        f"  cluster: {notifying_profile}\n  training: {{steps: 200, eval_every: 50}}\n"
-        "grid:\n  optimizer.lr: [0.1, 1000.0, 0.05]\n"
-    )
-    orch.ok("submit", write_sweep(tmp_path, "noticed", text))
+    grid = "grid:\n  optimizer.lr: [0.1, 1000.0, 0.05]\n"
+    orch.ok("submit", digits_sweep(tmp_path, "noticed", notifying_profile, steps=200, rest=grid))
     orch.ok("status")  # the second and third run wait for the first: stuck past 0.0001 minutes
     orch.ok("status", "--watch")  # until none is active
     orch.ok("status")
@@ -101,13 +106,9 @@ def test_each_notice_of_a_sweep_is_sent_once_to_its_profiles_urls(
 def test_a_notice_that_cannot_be_sent_is_tried_again_by_the_next_sync(
     orch: Orch, notifying_profile: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    text = (
-        "name: retried\ninclude: [problems/digits_mlp.yaml]\nbase:\n"
-        f"  cluster: {notifying_profile}\n  training: {{steps: 20, eval_every: 10}}\n"
-    )
     receiver.server.shutdown()
     receiver.server.server_close()  # nobody listens: sending fails
-    orch.ok("submit", write_sweep(tmp_path, "retried", text), "--executor", "debug")
+    orch.ok("submit", digits_sweep(tmp_path, "retried", notifying_profile, steps=20), "--executor", "debug")
     orch.ok("status")
     assert receiver.received == []
 

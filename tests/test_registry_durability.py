@@ -278,6 +278,20 @@ def test_a_kill_after_commit_leaves_the_runs_held_back_and_the_next_sync_submits
     assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
 
 
+def test_runs_held_back_are_cancelled_without_a_job(tmp_path: Path) -> None:
+    """A held-back run has no job: cancelling it marks it, and no job ever starts for it."""
+    home = tmp_path / "home"
+    assert (
+        run_orch(home, ["submit", TINY, "--executor", "local"], kill_at="submit.committed:1").exit_code
+        == KILLED
+    )
+    cancelled = Orch(home).ok("cancel", "tiny", "--json").json()
+    assert len(cancelled["cancelled"]) == 2
+    assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"CANCELLED"}
+    assert Orch(home).ok("sync", "--json").json()["submitted"] == 0
+    assert not (home / "results" / "submitit").exists()  # nothing was handed to an executor
+
+
 def test_a_kill_between_claim_and_scheduler_is_recovered_by_the_next_submit(tmp_path: Path) -> None:
     """Claimed for an array but killed before sbatch: no job exists, and sync says so at once."""
     home = tmp_path / "home"
