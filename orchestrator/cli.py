@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the modules below are imported by the commands that use the
 
     from orchestrator import submit as submission
     from orchestrator.estimates import Scheduled
+    from orchestrator.feed import SlotBudget
     from orchestrator.launch import SubmitChoices
     from orchestrator.registry.models import Attempt, Run
     from orchestrator.status import SweepStatus
@@ -1137,7 +1138,9 @@ def cmd_cancel(arguments: argparse.Namespace, home: OrchHome) -> int:
     return 0
 
 
-def _sync_and_feed(engine: Optional[Engine], home: OrchHome) -> tuple[SyncReport, FeedReport]:
+def _sync_and_feed(
+    engine: Optional[Engine], home: OrchHome, budget: Optional[SlotBudget] = None
+) -> tuple[SyncReport, FeedReport]:
     """What every command that syncs does: ingest the journals and the scheduler's word, submit
     held-back runs into the slots that freed (orchestrator/feed.py), and send the notices that are
     due (orchestrator/notify.py); nothing without a registry."""
@@ -1150,7 +1153,7 @@ def _sync_and_feed(engine: Optional[Engine], home: OrchHome) -> tuple[SyncReport
     if any_held_back(engine):
         from orchestrator.feed import feed
 
-        fed = feed(engine, home)
+        fed = feed(engine, home, budget)
     else:
         fed = FeedReport()
     notify(engine)
@@ -1202,28 +1205,44 @@ def _positive_minutes(text: str) -> int:
 
 def cmd_feed(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import output
-    from orchestrator.feed import reschedule_feeder
+    from orchestrator.errors import one_paragraph
+    from orchestrator.executors.slurm import SlurmError
+    from orchestrator.feed import SlotBudget, pending_feeder, reschedule_feeder
     from orchestrator.registry.engine import open_registry_if_exists
+    from orchestrator.sync import any_held_back
 
-    fed = _sync_and_feed(open_registry_if_exists(home), home)[1]
-    launched, waiting = len(fed.launched), fed.waiting
-    feeder = (
-        reschedule_feeder(home, arguments.reschedule, arguments.partition)
-        if arguments.reschedule and waiting
-        else None
-    )
+    engine = open_registry_if_exists(home)
+    rescheduling = bool(arguments.reschedule) and engine is not None and any_held_back(engine)
+    try:  # the feeder job is a job too: a slot is kept for it unless it waits in the queue already
+        kept = {"slurm": 1} if rescheduling and pending_feeder(home) is None else {}
+    except SlurmError as error:
+        raise UserError(
+            "--reschedule queues a Slurm job, and Slurm does not answer here "
+            f"({one_paragraph(str(error), 300)}); accepted: --reschedule on a Slurm login node, or orch "
+            "feed from cron"
+        ) from None
+    fed = _sync_and_feed(engine, home, SlotBudget(kept=kept))[1]
+    feeder, feeder_refused = None, None
+    if rescheduling and fed.waiting:
+        try:
+            feeder = reschedule_feeder(home, arguments.reschedule, arguments.partition)
+        except SlurmError as error:
+            feeder_refused = one_paragraph(str(error), 400)
     payload = {
-        "submitted": launched,
-        "waiting_for_slot": waiting,
+        "submitted": len(fed.launched),
+        "waiting_for_slot": fed.waiting,
         "refusals": fed.refusals,
         "feeder_job": feeder,
+        "feeder_refused": feeder_refused,
     }
     if arguments.json:
         output.print_json(payload)
         return 0
-    print(f"submitted {launched} runs; {waiting} wait for a submit slot")
+    print(f"submitted {len(fed.launched)} runs; {fed.waiting} wait for a submit slot")
     if feeder:
         print(f"feeding again in {arguments.reschedule} minutes: Slurm job {feeder}")
+    if feeder_refused:
+        print(f"the feeder job could not be queued ({feeder_refused}); feed from cron, or again later")
     return 0
 
 

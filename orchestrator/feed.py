@@ -46,13 +46,16 @@ from orchestrator.sync import FeedReport
 
 @dataclass
 class SlotBudget:
-    """The free submit slots of each executor, asked of the backend once, spent as arrays go out."""
+    """The free submit slots of each executor, asked of the backend once, spent as arrays go out;
+    ``kept`` slots of an executor are left free (the feeder job's own)."""
 
     free: dict[str, Optional[int]] = field(default_factory=dict)  # None: no limit
+    kept: dict[str, int] = field(default_factory=dict)
 
     def take(self, executor: str, wanted: int) -> int:
         if executor not in self.free:
-            self.free[executor] = get_backend(executor).submit_slots()
+            slots = get_backend(executor).submit_slots()
+            self.free[executor] = None if slots is None else max(slots - self.kept.get(executor, 0), 0)
         free = self.free[executor]
         if free is None:
             return wanted
@@ -173,23 +176,32 @@ def feeder_job_name(home: OrchHome) -> str:
     return "orch-feed:" + hashlib.sha256(str(home.root).encode()).hexdigest()[:12]
 
 
+def pending_feeder(home: OrchHome) -> Optional[str]:
+    """The job id of this home's feeder if it waits in Slurm's queue (a running one is the command
+    asking, which queues its successor)."""
+    from orchestrator.executors.slurm import run_slurm  # Slurm only: not imported by other commands
+
+    squeue = ["squeue", "--noheader", "--states=PENDING", f"--name={feeder_job_name(home)}", "--format=%i"]
+    return next(iter(run_slurm(squeue).split()), None)
+
+
 def reschedule_feeder(home: OrchHome, minutes: int, partition: Optional[str]) -> str:
     """Queue ``orch feed --reschedule MINUTES`` as a small Slurm job that starts ``minutes`` from
     now (``sbatch --begin``), unless this home's feeder is queued already; returns its job id.
     The job runs this interpreter on a compute node, which sees the home on the shared file system
-    like the runs' jobs do; its log is ``<home>/feed-<job id>.log``."""
-    from orchestrator.executors.slurm import run_slurm  # Slurm only: not imported by other commands
+    like the runs' jobs do; its log is ``<home>/feed-<job id>.log``. It takes a submit slot of its
+    own: ``orch feed --reschedule`` keeps one free for it. Raises SlurmError if sbatch refuses it."""
+    from orchestrator.executors.slurm import run_slurm
 
-    name = feeder_job_name(home)
-    queued = run_slurm(["squeue", "--noheader", f"--name={name}", "--format=%i"]).split()
-    if queued:
-        return queued[0]
+    queued = pending_feeder(home)
+    if queued is not None:
+        return queued
     feed_again = [sys.executable, "-m", "orchestrator", "--home", str(home.root), "feed"]
     feed_again += ["--reschedule", str(minutes), *(["--partition", partition] if partition else [])]
     sbatch = [
         "sbatch",
         "--parsable",
-        f"--job-name={name}",
+        f"--job-name={feeder_job_name(home)}",
         f"--begin=now+{minutes}minutes",
         f"--time={FEEDER_TIME_LIMIT}",
         f"--mem={FEEDER_MEMORY}",

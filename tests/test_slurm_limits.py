@@ -135,40 +135,39 @@ def test_a_refusal_holds_the_runs_back_and_a_later_sync_submits_them(
 def test_a_feeder_job_submits_the_waiting_runs_after_the_user_logged_out(
     orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
 ) -> None:
-    """``orch feed --reschedule`` queues itself as a Slurm job (``--begin``), one per home; started,
-    it submits what waits, on the node, with no orch command run at the login node meanwhile."""
+    """``orch feed --reschedule`` keeps a submit slot for its own job and queues itself (``--begin``),
+    one per home; started, the feeder submits what waits, with no orch command at the login node."""
     limit = ["sacctmgr", "-i", "modify", "user", "root", "set"]
-    assert slurm_run(mini_cluster, *limit, "MaxSubmitJobs=2").returncode == 0
+    assert slurm_run(mini_cluster, *limit, "MaxSubmitJobs=3").returncode == 0
     try:
-        sweep = slurm_sweep(tmp_path, "fed", TINY_RUN + "seeds: 3\n")
+        sweep = slurm_sweep(tmp_path, "fed", TINY_RUN + "seeds: 6\n")
         submitted = orch.ok("submit", sweep, "--json").json()
-        assert len(submitted["submitted"]) == 2 and len(submitted["waiting_for_slot"]) == 1
-        array = (
-            orch.ok("show", submitted["submitted"][0], "--json").json()["attempts"][0]["job_id"].split("_")[0]
-        )
-        assert (
-            slurm_run(mini_cluster, "scontrol", "hold", array).returncode == 0
-        )  # its two jobs keep the slots
+        assert len(submitted["submitted"]) == 3 and len(submitted["waiting_for_slot"]) == 3
+        wait_until(lambda: not _queued(mini_cluster, "orch:fed:"))  # ran; nobody synced
+
         fed = orch.ok("feed", "--reschedule", "60", "--json").json()
-        assert fed["submitted"] == 0 and fed["waiting_for_slot"] == 1 and fed["feeder_job"]
+        assert (fed["submitted"], fed["waiting_for_slot"]) == (2, 1)  # the third slot: the feeder's
         feeder = fed["feeder_job"]
-        assert orch.ok("feed", "--reschedule", "60", "--json").json()["feeder_job"] == feeder  # one per home
+        assert feeder and fed["feeder_refused"] is None
+        again = orch.ok("feed", "--reschedule", "60", "--json").json()
+        assert (again["submitted"], again["feeder_job"]) == (0, feeder)  # no slot free; one feeder per home
         queued = slurm_run(mini_cluster, "squeue", "--noheader", "--jobs", feeder, "--format=%j|%T|%r").stdout
         assert queued.strip() == f"{feeder_job_name(OrchHome(orch.home))}|PENDING|BeginTime"
-        assert slurm_run(mini_cluster, "scontrol", "release", array).returncode == 0
-        wait_until(lambda: not _queued(mini_cluster, "orch:fed:"))  # the two ran; nobody synced
+        wait_until(lambda: not _queued(mini_cluster, "orch:fed:"))
+
+        # "logged out": the feeder starts now instead of in an hour, and is the only orch that runs
+        assert (
+            slurm_run(mini_cluster, "scontrol", "update", f"jobid={feeder}", "starttime=now").returncode == 0
+        )
+        wait_until(lambda: not _queued(mini_cluster, "orch-feed:"), timeout_seconds=120)
     finally:
         slurm_run(mini_cluster, *limit, "MaxSubmitJobs=-1")
-
-    # "logged out": the feeder starts now instead of in an hour, and is the only orch that runs
-    assert slurm_run(mini_cluster, "scontrol", "update", f"jobid={feeder}", "starttime=now").returncode == 0
-    wait_until(lambda: not _queued(mini_cluster, "orch-feed:"), timeout_seconds=120)
     log = (orch.home / f"feed-{feeder}.log").read_text()
     assert "submitted 1 runs; 0 wait for a submit slot" in log, log
     with sqlite3.connect(orch.registry) as registry:  # read without syncing
-        assert registry.execute("SELECT count(*) FROM attempts WHERE job_id IS NOT NULL").fetchone() == (3,)
+        assert registry.execute("SELECT count(*) FROM attempts WHERE job_id IS NOT NULL").fetchone() == (6,)
     orch.ok("status", "--watch")
-    assert orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 3}
+    assert orch.ok("status", "--json").json()[0]["counts"] == {"COMPLETED": 6}
 
 
 def _queued(cluster: MiniCluster, name_prefix: str) -> list[str]:
