@@ -16,14 +16,17 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from sqlalchemy import Connection, Engine, Select, and_, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import SpecError
-from orchestrator.profiles import Notifications, load_profile, profile_files, profile_names
+from orchestrator.profile_files import profile_files, profile_names
 from orchestrator.registry.tables import RunState, attempts, notices, runs, sweep_runs, sweeps
+
+if TYPE_CHECKING:
+    from orchestrator.profiles import Notifications
 
 MAX_LISTED = 10  # runs named in one notice; the rest are counted
 
@@ -58,6 +61,8 @@ def notifying_profiles() -> dict[str, Notifications]:
     for name in profile_names():
         if not any("notify" in path.read_text() for path in profile_files(name)):
             continue  # not parsed: the commands that sync stay as quick as a registry lookup
+        from orchestrator.profiles import load_profile  # parsed only where a profile mentions notices
+
         try:
             profile = load_profile(name)
         except SpecError:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import profiles
+from orchestrator import profile_files
 from tests.conftest import SWEEPS_DIR, Orch
 
 TINY = SWEEPS_DIR / "tiny.yaml"
@@ -27,10 +27,10 @@ def profiles_with_local_access(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def make(access: str) -> Path:
         folder = tmp_path / "cluster"
-        shutil.copytree(profiles.PROFILES_DIR, folder, dirs_exist_ok=True)
+        shutil.copytree(profile_files.PROFILES_DIR, folder, dirs_exist_ok=True)
         local = folder / "local.yaml"
         local.write_text(local.read_text().replace("results_access: private", f"results_access: {access}"))
-        monkeypatch.setattr(profiles, "PROFILES_DIR", folder)
+        monkeypatch.setattr(profile_files, "PROFILES_DIR", folder)
         return local
 
     return make
