@@ -18,12 +18,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
-from sqlalchemy import Connection, Engine, Select, and_, delete, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
+from orchestrator.bulk import in_chunks
 from orchestrator.errors import SpecError
 from orchestrator.profile_files import profile_files, profile_names
 from orchestrator.registry.tables import RunState, attempts, notices, runs, sweep_runs, sweeps
+from orchestrator.status import state_counts
 
 if TYPE_CHECKING:
     from orchestrator.profiles import Notifications
@@ -75,12 +77,16 @@ def notifying_profiles() -> dict[str, Notifications]:
 def due_notices(connection: Connection, settings: dict[str, Notifications], now: float) -> Iterator[Notice]:
     """Every notice the registry's state calls for now (sent or not)."""
     digests: dict[str, list[str]] = {}
-    for sweep_id, name, cluster in sweep_clusters(connection):
-        notify_settings = settings.get(cluster)
-        if notify_settings is None:
-            continue
+    notifying = [
+        (sweep_id, name, cluster)
+        for sweep_id, name, cluster in sweep_clusters(connection)
+        if cluster in settings
+    ]
+    counts_by_sweep = state_counts(connection, [sweep_id for sweep_id, _, _ in notifying])
+    for sweep_id, name, cluster in notifying:
+        notify_settings = settings[cluster]
         urls = tuple(notify_settings.urls)
-        counts = state_counts(connection, sweep_id)
+        counts = counts_by_sweep.get(sweep_id, Counter())
         events = set(notify_settings.events)
         if "finished" in events:
             yield from _finished(connection, sweep_id, name, counts, urls)
@@ -115,16 +121,6 @@ def sweep_clusters(connection: Connection) -> list[tuple[int, str, str]]:
     return [
         (sweep_id, name, json.loads(spec)["cluster"]) for sweep_id, name, spec in connection.execute(query)
     ]
-
-
-def state_counts(connection: Connection, sweep_id: int) -> Counter[str]:
-    query = (
-        select(runs.c.state, func.count())
-        .join(sweep_runs, sweep_runs.c.run_id == runs.c.id)
-        .where(sweep_runs.c.sweep_id == sweep_id)
-        .group_by(runs.c.state)
-    )
-    return Counter({state: count for state, count in connection.execute(query)})
 
 
 def _members(sweep_id: int) -> Select[tuple[str]]:
@@ -208,8 +204,7 @@ def unsent(connection: Connection, due: Sequence[Notice]) -> list[Notice]:
     """``due`` without the subjects already recorded as sent (notices left with none dropped)."""
     keys = [(notice.sweep, notice.event, subject) for notice in due for subject in notice.subjects]
     sent: set[tuple[str, str, str]] = set()
-    for start in range(0, len(keys), 300):
-        chunk = keys[start : start + 300]
+    for chunk in in_chunks(keys):
         query = select(notices.c.sweep, notices.c.event, notices.c.subject).where(
             tuple_(notices.c.sweep, notices.c.event, notices.c.subject).in_(chunk)
         )
@@ -237,16 +232,14 @@ def _claim_and_send(engine: Engine, notice: Notice, now: float) -> bool:
     if send(notice.urls, notice.title, notice.body):
         return True
     with engine.begin() as connection:
-        for row in rows:
-            connection.execute(
-                delete(notices).where(
-                    and_(
-                        notices.c.sweep == row["sweep"],
-                        notices.c.event == row["event"],
-                        notices.c.subject == row["subject"],
-                    )
-                )
-            )
+        connection.execute(
+            delete(notices).where(
+                notices.c.sweep == bindparam("sweep"),
+                notices.c.event == bindparam("event"),
+                notices.c.subject == bindparam("subject"),
+            ),
+            [{key: row[key] for key in ("sweep", "event", "subject")} for row in rows],
+        )
     return False
 
 
