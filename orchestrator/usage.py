@@ -20,12 +20,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from sqlalchemy import Connection, select
 
-from orchestrator.executors.slurm_states import sacct_epoch
+from orchestrator.executors.slurm_states import sacct_epoch, sacct_job_batches
 from orchestrator.registry.tables import RunState, attempts, runs, sweep_runs, sweeps
-from orchestrator.views import flatten
+from orchestrator.views import flatten, run_memberships
 
 SACCT_USAGE_FIELDS = ("JobID", "State", "ElapsedRaw", "AllocTRES", "Partition", "Submit", "Start")
-SACCT_IDS_PER_CALL = 1000
 BUILT_IN_GROUPS = ("sweep", "partition", "state", "executor")
 FAILED_STATES = frozenset(RunState.RESUMABLE)
 
@@ -115,10 +114,6 @@ class AttemptRow:
 
 def attempt_rows(connection: Connection, sweep: Optional[str]) -> list[AttemptRow]:
     """Every attempt that started (of the runs of ``sweep``, or all), with its run's spec and sweeps."""
-    membership = select(sweep_runs.c.run_id, sweeps.c.name).join(sweeps, sweeps.c.id == sweep_runs.c.sweep_id)
-    sweeps_of: dict[str, list[str]] = defaultdict(list)
-    for run_id, name in connection.execute(membership):
-        sweeps_of[run_id].append(name)
     query = (
         select(
             attempts.c.run_id,
@@ -137,11 +132,14 @@ def attempt_rows(connection: Connection, sweep: Optional[str]) -> list[AttemptRo
     if sweep is not None:
         members = select(sweep_runs.c.run_id).join(sweeps, sweeps.c.id == sweep_runs.c.sweep_id)
         query = query.where(attempts.c.run_id.in_(members.where(sweeps.c.name == sweep)))
+    found = connection.execute(query).all()
     specs: dict[str, dict[str, Any]] = {}
-    rows = []
-    for run_id, state, executor, job_id, submitted, started, ended, spec_json in connection.execute(query):
+    for run_id, *_, spec_json in found:
         if run_id not in specs:
             specs[run_id] = flatten(json.loads(spec_json))
+    memberships = run_memberships(connection, list(specs))  # of these runs only
+    rows = []
+    for run_id, state, executor, job_id, submitted, started, ended, _ in found:
         rows.append(
             AttemptRow(
                 run_id,
@@ -152,7 +150,7 @@ def attempt_rows(connection: Connection, sweep: Optional[str]) -> list[AttemptRo
                 started,
                 ended,
                 specs[run_id],
-                tuple(sorted(sweeps_of[run_id])),
+                tuple(sorted(name for name, _ in memberships.get(run_id, ()))),
             )
         )
     return rows
@@ -237,10 +235,9 @@ def _group_keys(row: AttemptRow, usage: AttemptUsage, by: str) -> list[str]:
 
 def sacct_job_runs(run: Callable[[list[str]], str], job_ids: Sequence[str]) -> dict[str, list[JobRun]]:
     """The runs of each job (``123_4``) in accounting, oldest first: one ``sacct`` per 1 000 arrays."""
-    arrays = sorted({job_id.partition("_")[0] for job_id in job_ids})
     wanted = set(job_ids)
     found: dict[str, list[JobRun]] = defaultdict(list)
-    for start in range(0, len(arrays), SACCT_IDS_PER_CALL):
+    for arrays in sacct_job_batches(job_ids):
         command = [
             "sacct",
             "--duplicates",
@@ -249,7 +246,7 @@ def sacct_job_runs(run: Callable[[list[str]], str], job_ids: Sequence[str]) -> d
             "--noheader",
             f"--format={','.join(SACCT_USAGE_FIELDS)}",
             "--jobs",
-            ",".join(arrays[start : start + SACCT_IDS_PER_CALL]),
+            arrays,
         ]
         for line in run(command).splitlines():
             values = line.split("|")

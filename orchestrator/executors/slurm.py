@@ -46,10 +46,10 @@ from orchestrator.executors.slurm_states import (
     observation_of,
     parse_sacct,
     runs_before,
+    sacct_job_batches,
 )
 from orchestrator.sbatch import SbatchOptions
 
-SACCT_IDS_PER_CALL = 1000
 SACCT_FIELDS = (
     "JobID",
     "JobName",
@@ -286,11 +286,9 @@ def sacct_records(job_ids: Sequence[str]) -> dict[str, SacctRecord]:
     ``123_[4-5%2]`` line is not found under its own id.
     """
     wanted = set(job_ids)
-    array_ids = _array_ids(job_ids)
     records: dict[str, SacctRecord] = {}
-    for start in range(0, len(array_ids), SACCT_IDS_PER_CALL):
-        batch = array_ids[start : start + SACCT_IDS_PER_CALL]
-        records.update(parse_sacct(_sacct(["--jobs", ",".join(batch)]), wanted=wanted))
+    for arrays in sacct_job_batches(job_ids):
+        records.update(parse_sacct(_sacct(["--jobs", arrays]), wanted=wanted))
     return records
 
 
@@ -313,11 +311,6 @@ def _squeue(selection: list[str]) -> str:
 def _sacct(selection: list[str]) -> str:
     command = ["sacct", "--duplicates", "--parsable2", "--noheader", f"--format={','.join(SACCT_FIELDS)}"]
     return run_slurm(command + selection)
-
-
-def _array_ids(job_ids: Sequence[str]) -> list[str]:
-    """The arrays (``123``) that the job ids (``123_4``, ``123``) belong to."""
-    return sorted({job_id.partition("_")[0] for job_id in job_ids})
 
 
 def _recovered(record: Optional[SacctRecord]) -> Observation:

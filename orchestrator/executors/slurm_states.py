@@ -5,9 +5,21 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from orchestrator.executors import EndedRun, Observation, Phase, array_task_of
+
+SACCT_IDS_PER_CALL = 1000
+
+
+def sacct_job_batches(job_ids: Sequence[str]) -> Iterator[str]:
+    """The arrays (``123``) the job ids (``123_4``, ``123``) belong to, comma-joined, at most
+    SACCT_IDS_PER_CALL per ``sacct --jobs``: sacct is asked for whole arrays, since a task still
+    pending inside its array's ``123_[4-5%2]`` line is not found under its own id."""
+    arrays = sorted({job_id.partition("_")[0] for job_id in job_ids})
+    for start in range(0, len(arrays), SACCT_IDS_PER_CALL):
+        yield ",".join(arrays[start : start + SACCT_IDS_PER_CALL])
+
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "CONFIGURING"}
