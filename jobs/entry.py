@@ -52,7 +52,7 @@ def _run_attempt(request: AttemptRequest) -> int:
         from jobs.journal import Finished, JournalWriter
         from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
-        from jobs.train import train
+        from jobs.train import peak_gpu_bytes, train
         from jobs.writer import sole_writer
 
         paths = RunPaths(Path(request.run_dir))
@@ -71,7 +71,7 @@ def _run_attempt(request: AttemptRequest) -> int:
                 trainee = train(spec, paths, journal, stop)
                 if stop.signum is not None:
                     ignore_termination()  # trained: a signal that comes late must not fail the finished job
-                journal.append(Finished(final_step=trainee.step))
+                journal.append(Finished(trainee.step, peak_gpu_bytes(trainee.device)))
         except SystemExit:
             if stop.requested:
                 raise  # requeued: the journal says so, and the requeued job continues it

@@ -79,6 +79,7 @@ class ShardWritten:
 @dataclass(frozen=True)
 class Finished:
     final_step: int
+    peak_gpu_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated of the attempt; None on a CPU
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Heartbeat:
     step: int
     total_steps: int
     steps_per_second: float
+    peak_gpu_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated so far; None on a CPU
 
 
 Payload = Union[Started, Metrics, CheckpointWritten, ShardWritten, Requeued, Finished, Failed]

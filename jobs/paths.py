@@ -20,6 +20,20 @@ class AttemptPaths:
     def heartbeat_file(self) -> Path:
         return self.root / "heartbeat.json"
 
+    @property
+    def cancel_request(self) -> Path:
+        """Written by ``orch cancel`` for a run packed with others: its task stops this one alone."""
+        return self.root / "cancel-requested"
+
+    @property
+    def stdout_file(self) -> Path:
+        """A packed run's own output (the task's log holds its pack's supervisor)."""
+        return self.root / "stdout.log"
+
+    @property
+    def stderr_file(self) -> Path:
+        return self.root / "stderr.log"
+
 
 @dataclass(frozen=True)
 class RunPaths:

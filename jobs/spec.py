@@ -277,6 +277,9 @@ def sbatch_problems(options: SbatchOptions) -> Iterator[tuple[str, Any, str]]:
             )
 
 
+MAX_PACK = 64  # runs one array task may hold
+
+
 @dataclass
 class ResourcesSpec:
     """What one job asks the scheduler for; checked against the cluster profile at plan time."""
@@ -290,6 +293,8 @@ class ResourcesSpec:
     mem: str = checked("4G", pattern=SLURM_MEM, pattern_hint="a Slurm memory size such as 4000, 500M or 16G")
     # jobs of ``time`` the run may take, requeued at each time limit
     segments: int = checked(1, ge=1, le=10_000)
+    # runs sharing one array task (and its GPU), a process each; cpus and mem are the task's
+    pack: int = checked(1, ge=1, le=MAX_PACK)
     # this run's own, key by key over the profile's sbatch options
     sbatch: SbatchOptions = unfingerprinted(SbatchOptions)
 
@@ -298,6 +303,8 @@ def resources_violations(resources: ResourcesSpec) -> Iterator[tuple[str, Any, s
     """sbatch options of the run that cannot go to sbatch (the checks of a profile's ``sbatch:``)."""
     for key, found, accepted in sbatch_problems(resources.sbatch):
         yield f"resources.sbatch.{key}", found, accepted
+    if resources.pack > 1 and resources.gpus > 1:
+        yield "resources.pack", resources.pack, "1 for runs of several GPUs (packed runs share one GPU)"
 
 
 @dataclass

@@ -36,6 +36,7 @@ from jobs.journal import Heartbeat, JournalWriter, MetricRow, Metrics, Requeued,
 from jobs.models import build_model
 from jobs.optim import Objective, StepReport, TrainingShape, build_optimizer, learning_rate
 from jobs.optim.base import Counting
+from jobs.pack import THREADS_VARIABLE
 from jobs.paths import RunPaths
 from jobs.probes import ProbeSetup
 from jobs.probes.runner import ProbeRunner, step_context
@@ -165,7 +166,15 @@ def configure_determinism(cpus: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", cpus)))
+    # a packed run gets its share of the task's CPUs (jobs/pack.py)
+    threads = os.environ.get(THREADS_VARIABLE) or os.environ.get("SLURM_CPUS_PER_TASK") or cpus
+    torch.set_num_threads(int(threads))
+
+
+def peak_gpu_bytes(device: torch.device) -> Optional[int]:
+    """The most GPU memory this process's tensors have held (None on a CPU): ``orch plan`` offers
+    how many such runs share one GPU from it."""
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
 def build_trainee(spec: RunSpec, paths: RunPaths) -> Trainee:
@@ -240,8 +249,15 @@ def train_step(trainee: Trainee, objective: Objective) -> tuple[float, float, St
 class Reporter:
     """Buffers metrics and publishes them, with heartbeats, through the journal."""
 
-    def __init__(self, journal: JournalWriter, total_steps: int, heartbeat_seconds: float) -> None:
+    def __init__(
+        self,
+        journal: JournalWriter,
+        total_steps: int,
+        heartbeat_seconds: float,
+        device: torch.device = torch.device("cpu"),
+    ) -> None:
         self.journal = journal
+        self.device = device
         self.total_steps = total_steps
         self.heartbeat_seconds = heartbeat_seconds
         self.rows: list[MetricRow] = []
@@ -264,7 +280,8 @@ class Reporter:
         if force or elapsed >= self.heartbeat_seconds:
             rate = (step - self._beat_step) / elapsed if elapsed > 0 else 0.0
             self.flush()
-            self.journal.heartbeat(Heartbeat(time.time(), step, self.total_steps, rate))
+            beat = Heartbeat(time.time(), step, self.total_steps, rate, peak_gpu_bytes(self.device))
+            self.journal.heartbeat(beat)
             self._beat_step, self._beat_time = step, now
 
 
@@ -309,7 +326,8 @@ def train(
             os.getpid(), os.uname().nodename, trainee.step, training.steps, collect_provenance(trainee.device)
         )
     )
-    loop = Loop(spec, paths, trainee, Reporter(journal, training.steps, training.heartbeat_seconds))
+    reporter = Reporter(journal, training.steps, training.heartbeat_seconds, trainee.device)
+    loop = Loop(spec, paths, trainee, reporter)
     loop.reporter.tick(trainee.step, force=True)
     try:
         while trainee.step < training.steps:

@@ -567,7 +567,10 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
         gone = no_longer_in_file(session.connection(), plan) if session is not None else []
     rows = [PlanRow.of(item, states.get(item.run.run_id, "NEW")) for item in scheduled]
     estimated = [row for row in rows if row.estimate_seconds is not None and row.state != RunState.COMPLETED]
-    projected = sum(row.estimate_seconds * row.gpus for row in estimated if row.estimate_seconds) / 3600
+    # packed runs share a GPU
+    projected = (
+        sum(row.estimate_seconds * row.gpus / row.pack for row in estimated if row.estimate_seconds) / 3600
+    )
     if arguments.json:
         payload = {
             "sweep": plan.name,
@@ -588,7 +591,7 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
         )
     )
     swept_names, swept_cells = output.swept_columns([row.swept for row in rows])
-    columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments"]
+    columns = ["run", "state", *swept_names, "estimate", "partition", "time", "segments", "pack"]
     table_rows = [
         [
             row.id,
@@ -598,6 +601,7 @@ def _print_plan(arguments: argparse.Namespace, plan: SweepPlan, engine: Optional
             row.partition,
             row.time,
             row.segments,
+            f"{row.pack} (fits {row.pack_offered})" if row.pack_offered is not None else row.pack,
         ]
         for row, cells in zip(rows, swept_cells)
     ]
@@ -670,6 +674,8 @@ class PlanRow:
     time: Optional[str]
     segments: int
     gpus: int
+    pack: int  # runs per array task (one GPU)
+    pack_offered: Optional[int]  # what fits one GPU by the peak memory of similar completed runs
 
     @classmethod
     def of(cls, item: Scheduled, state: str) -> PlanRow:
@@ -683,6 +689,8 @@ class PlanRow:
             resources.time,
             resources.segments,
             resources.gpus,
+            resources.pack,
+            item.pack_offered,
         )
 
 

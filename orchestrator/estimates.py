@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.spec import ResourcesSpec, RunSpec, slurm_time, time_limit_minutes
+from jobs.spec import MAX_PACK, ResourcesSpec, RunSpec, memory_megabytes, slurm_time, time_limit_minutes
 from orchestrator.planner import PlannedRun
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState
@@ -85,10 +85,53 @@ def seconds_per_step(session: Session) -> dict[SimilarityKey, float]:
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+MemoryKey = tuple[SimilarityKey, str, int]  # and the data set and batch size
+CUDA_CONTEXT_BYTES = 512 * 2**20  # a process's CUDA context and kernels, beside its tensors
+ALLOCATOR_SLACK = 1.25  # PyTorch's caching allocator reserves more than its tensors hold
+GPU_MEMORY_USABLE = 0.9  # of the card's memory: the driver and fragmentation take the rest
+
+
+def memory_key(spec: RunSpec) -> MemoryKey:
+    return similarity_key(spec), spec.data.name, spec.training.batch_size
+
+
+def recorded_memory_key(spec: Mapping[str, Any]) -> MemoryKey:
+    return recorded_similarity_key(spec), spec["data"]["name"], spec["training"]["batch_size"]
+
+
+def peak_gpu_memory(session: Session) -> dict[MemoryKey, int]:
+    """The largest peak GPU memory (``torch.cuda.max_memory_allocated``) a completed attempt of
+    each kind of run measured (one query)."""
+    measured = (
+        select(Attempt.peak_gpu_bytes, Run.id, Run.spec_json)
+        .join(Run, Attempt.run_id == Run.id)
+        .where(Attempt.state == RunState.COMPLETED, Attempt.peak_gpu_bytes.is_not(None))
+    )
+    peaks: dict[MemoryKey, int] = {}
+    keys: dict[str, MemoryKey] = {}
+    for peak, run_id, spec_json in session.execute(measured):
+        if run_id not in keys:
+            keys[run_id] = recorded_memory_key(json.loads(spec_json))
+        peaks[keys[run_id]] = max(peaks.get(keys[run_id], 0), peak or 0)
+    return peaks
+
+
+def offered_pack(peak_bytes: Optional[int], profile: ClusterProfile) -> Optional[int]:
+    """How many runs of a measured peak fit one GPU of the profile's nodes, each with its own CUDA
+    context and allocator slack (None when either is unknown)."""
+    if peak_bytes is None or profile.node.gpu_mem is None:
+        return None
+    usable = memory_megabytes(profile.node.gpu_mem) * 2**20 * GPU_MEMORY_USABLE
+    per_run = peak_bytes * ALLOCATOR_SLACK + CUDA_CONTEXT_BYTES
+    return max(1, min(MAX_PACK, int(usable // per_run)))
+
+
 @dataclass(frozen=True)
 class Scheduled:
     run: PlannedRun  # with partition, time and segments from the estimate where the sweep left them open
     estimate_seconds: Optional[float]
+    # runs that share a GPU by the peak memory similar runs measured (resources.pack)
+    pack_offered: Optional[int] = None
 
 
 def schedule(run: PlannedRun, profile: ClusterProfile, history: dict[SimilarityKey, float]) -> Scheduled:
@@ -118,7 +161,8 @@ def schedule_plan(session: Optional[Session], plan: SweepPlan) -> list[Scheduled
     Runs that share their model, probes, resources, cluster and length (the planner's runs share
     the section objects) are scheduled once."""
     history = seconds_per_step(session) if session is not None else {}
-    if not history:
+    peaks = peak_gpu_memory(session) if session is not None else {}
+    if not history and not peaks:
         return [Scheduled(run, None) for run in plan.runs]
     outcomes: dict[tuple[Any, ...], Scheduled] = {}
     scheduled = []
@@ -130,10 +174,14 @@ def schedule_plan(session: Optional[Session], plan: SweepPlan) -> list[Scheduled
             id(spec.resources),
             spec.cluster,
             spec.training.steps,
+            spec.training.batch_size,
+            spec.data.name,
             run.time_was_given,
         )
         if key not in outcomes:
-            outcomes[key] = schedule(run, load_profile(spec.cluster), history)
+            profile = load_profile(spec.cluster)
+            outcome = schedule(run, profile, history)
+            outcomes[key] = replace(outcome, pack_offered=offered_pack(peaks.get(memory_key(spec)), profile))
         outcome = outcomes[key]
         resources = outcome.run.spec.resources
         same = resources is spec.resources
@@ -141,6 +189,7 @@ def schedule_plan(session: Optional[Session], plan: SweepPlan) -> list[Scheduled
             Scheduled(
                 run if same else replace(run, spec=replace(spec, resources=resources)),
                 outcome.estimate_seconds,
+                outcome.pack_offered,
             )
         )
     return scheduled

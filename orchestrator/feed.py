@@ -14,12 +14,14 @@ tries again.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import secrets
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -71,7 +73,8 @@ def launch_within_slots(
     go; the others stay held back."""
     report = LaunchReport()
     for group in groups:
-        room = budget.take(group[0].executor, len(group))
+        pack = group[0].spec.resources.pack
+        room = budget.take(group[0].executor, math.ceil(len(group) / pack)) * pack  # slots hold tasks
         claimed = claim(engine, group[:room], group[0].array_name) if room else []
         if claimed:
             report.add(launch(engine, home, claimed))
@@ -106,44 +109,69 @@ def held_back_counts(engine: Engine) -> dict[str, int]:
         return {executor: count for executor, count in connection.execute(query)}
 
 
-def _launch_oldest(engine: Engine, home: OrchHome, executor: str, count: int) -> LaunchReport:
-    """Launch the ``count`` oldest held-back attempts of ``executor`` as new arrays (fresh names:
-    the scheduler finds each array again by its name and the positions in it)."""
-    query = (
-        select(Attempt.key, Attempt.number, Attempt.submission_id, Run)
-        .join(Run, Run.id == Attempt.run_id)
-        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, Attempt.executor == executor)
-        .order_by(Attempt.submitted_time, Attempt.submission_id, Attempt.array_task, Attempt.id)
-        .limit(count)
-    )
-    with Session(engine) as session:
-        rows = [
-            (
-                key,
-                number,
-                submission,
-                RunToSubmit(run.id, run.state, number - 1, spec_from_json(run.spec_json)),
-            )
-            for key, number, submission, run in session.execute(query)
-        ]
-    if not rows:
-        return LaunchReport()
+def _launch_oldest(engine: Engine, home: OrchHome, executor: str, slots: int) -> LaunchReport:
+    """Launch the oldest held-back attempts of ``executor`` that ``slots`` tasks hold (packed runs
+    share one) as new arrays (fresh names: the scheduler finds each array again by its name and
+    the positions in it)."""
     resolver = TargetResolver(home, SubmitChoices(executor=executor))
-    stamp = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     report = LaunchReport()
-    prepared = []
-    for key, number, _, run in rows:
-        try:
-            prepared.append(_held_attempt(key, number, run, resolver))
-        except UserError as problem:  # its image is gone since it was submitted: it stays held back
-            report.refusals.append(f"run {run.run_id}: {problem}")
-    labels = {key: submission.partition(":")[0] for key, _, submission, _ in rows}
+    prepared: list[tuple[PreparedAttempt, str]] = []
+    labels: dict[str, str] = {}
+    tasks: dict[str, int] = {}  # array key -> attempts taken, packed into ceil(n / pack) tasks
+    for batch in _oldest_held_back(engine, executor, slots):
+        for key, number, submission, run in batch:
+            try:
+                attempt, array_key = _held_attempt(key, number, run, resolver)
+            except UserError as problem:  # its image is gone since it was submitted: it stays held back
+                report.refusals.append(f"run {run.run_id}: {problem}")
+                continue
+            taken, pack = tasks.get(array_key, 0), attempt.spec.resources.pack
+            if taken % pack == 0:  # it opens a task
+                if slots == 0:
+                    continue  # it needs a slot of its own; a later one of the batch may join a task
+                slots -= 1
+            tasks[array_key] = taken + 1
+            prepared.append((attempt, array_key))
+            labels[key] = submission.partition(":")[0]
+        if slots == 0:
+            break
+    if not prepared:
+        return report
+    stamp = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     for number, group in enumerate(grouped_by_array(prepared)):
         array_name = f"{labels[group[0].request.attempt_key]}:{stamp}.{number}"
         claimed = claim(engine, group, array_name)
         if claimed:
             report.add(launch(engine, home, claimed))
     return report
+
+
+def _oldest_held_back(
+    engine: Engine, executor: str, slots: int
+) -> Iterator[list[tuple[str, int, str, RunToSubmit]]]:
+    """Held-back attempts of ``executor``, oldest first (key, number, submission, run), in
+    batches of ``slots`` while the caller takes them."""
+    query = (
+        select(Attempt.key, Attempt.number, Attempt.submission_id, Run)
+        .join(Run, Run.id == Attempt.run_id)
+        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, Attempt.executor == executor)
+        .order_by(Attempt.submitted_time, Attempt.submission_id, Attempt.array_task, Attempt.id)
+    )
+    batch = max(slots, 1)
+    for offset in itertools.count(0, batch):
+        with Session(engine) as session:
+            rows = [
+                (
+                    key,
+                    number,
+                    submission,
+                    RunToSubmit(run.id, run.state, number - 1, spec_from_json(run.spec_json)),
+                )
+                for key, number, submission, run in session.execute(query.offset(offset).limit(batch))
+            ]
+        yield rows
+        if len(rows) < batch:
+            return
 
 
 def _held_attempt(

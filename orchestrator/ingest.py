@@ -342,6 +342,12 @@ def apply_journal(attempt: Attempt, journal: JournalRead, rows: JournalRows, rep
         attempt.heartbeat_time = beat.time
         attempt.steps_per_second = beat.steps_per_second
         attempt.run.current_step = beat.step
+        _note_peak_gpu(attempt, beat.peak_gpu_bytes)
+
+
+def _note_peak_gpu(attempt: Attempt, peak_bytes: Optional[int]) -> None:
+    if peak_bytes is not None and peak_bytes > (attempt.peak_gpu_bytes or 0):
+        attempt.peak_gpu_bytes = peak_bytes
 
 
 def reconcile(
@@ -557,6 +563,7 @@ def apply_event(attempt: Attempt, event: JournalEvent, rows: JournalRows) -> Non
     elif isinstance(payload, Finished):
         _end(attempt, RunState.COMPLETED, event.time, exit_code=0, reason=None)
         attempt.end_step = attempt.run.current_step = payload.final_step
+        _note_peak_gpu(attempt, payload.peak_gpu_bytes)
     elif isinstance(payload, Failed):
         _end(
             attempt, payload.state, event.time, exit_code=1, reason=f"{payload.error_type}: {payload.message}"

@@ -55,7 +55,7 @@ class PreparedAttempt:
     spec: RunSpec
     profile: ClusterProfile
     number: int  # of the attempt among its run's
-    array_task: int  # its position in the array
+    array_task: int  # its task in the array (shared by the attempts packed into one)
     image_sha256: Optional[str]
     sbatch: SbatchOptions  # the run's sbatch options over the profile's (equal in an array)
 
@@ -90,16 +90,14 @@ def grouped(
         array_name = f"{submission_id}.{number}"
         groups.append(
             [
-                prepared_attempt(run, target, array_name, position)
+                prepared_attempt(run, target, array_name, position // target.spec.resources.pack)
                 for position, (run, target) in enumerate(grouped)
             ]
         )
     return groups
 
 
-def prepared_attempt(
-    run: RunToSubmit, target: AttemptTarget, array_name: str, position: int
-) -> PreparedAttempt:
+def prepared_attempt(run: RunToSubmit, target: AttemptTarget, array_name: str, task: int) -> PreparedAttempt:
     key = attempt_key(run.run_id, run.attempts + 1)
     request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
     return PreparedAttempt(
@@ -109,7 +107,7 @@ def prepared_attempt(
         target.spec,
         target.profile,
         run.attempts + 1,
-        position,
+        task,
         target.image_sha256,
         target.sbatch,
     )
@@ -264,8 +262,9 @@ def grouped_by_array(attempts: Sequence[tuple[PreparedAttempt, str]]) -> list[li
 
 def claim(engine: Engine, group: Sequence[PreparedAttempt], array_name: str) -> list[PreparedAttempt]:
     """Take the attempts of ``group`` that are still held back (another command may have launched
-    some meanwhile) for one array named ``array_name``, numbered in order, in one transaction:
-    from here a sync that sees them without a job id asks the scheduler by that name."""
+    some meanwhile) for one array named ``array_name``, numbered in order (``resources.pack``
+    consecutive ones share a task), in one transaction: from here a sync that sees them without a
+    job id asks the scheduler by that name."""
     keys = [item.request.attempt_key for item in group]
     submitter = f"{socket.gethostname()}:{os.getpid()}"
     with Session(engine) as session, session.begin():
@@ -275,8 +274,9 @@ def claim(engine: Engine, group: Sequence[PreparedAttempt], array_name: str) -> 
                 Attempt.key.in_(chunk), Attempt.held_back.is_(True), Attempt.state == RunState.PENDING
             )
             held.update(session.scalars(query.with_for_update()))
+        pack = group[0].spec.resources.pack if group else 1
         claimed = [
-            replace(item, array_name=array_name, array_task=position)
+            replace(item, array_name=array_name, array_task=position // pack)
             for position, item in enumerate(item for item in group if item.request.attempt_key in held)
         ]
         if claimed:
@@ -289,14 +289,26 @@ def claim(engine: Engine, group: Sequence[PreparedAttempt], array_name: str) -> 
                     reason=None,
                     submission_id=bindparam("name"),
                     array_task=bindparam("task"),
+                    pack_slot=bindparam("slot"),
                     submitter=submitter,
                 ),
                 [
-                    {"attempt": item.request.attempt_key, "name": array_name, "task": item.array_task}
-                    for item in claimed
+                    {
+                        "attempt": item.request.attempt_key,
+                        "name": array_name,
+                        "task": item.array_task,
+                        "slot": pack_slot(position, pack, len(claimed)),
+                    }
+                    for position, item in enumerate(claimed)
                 ],
             )
     return claimed
+
+
+def pack_slot(position: int, pack: int, attempts: int) -> Optional[int]:
+    """The place of an array's attempt ``position`` in its task (None: the task holds it alone)."""
+    task_start = position - position % pack
+    return position % pack if min(pack, attempts - task_start) > 1 else None
 
 
 def launch(engine: Engine, home: OrchHome, group: Sequence[PreparedAttempt]) -> LaunchReport:

@@ -9,10 +9,12 @@ is TCML's profile with that one value changed. The first folder that has the nam
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from jobs.spec import SLURM_MEM
 from orchestrator.errors import SpecError
 from orchestrator.home import OrchHome
 from orchestrator.profile_files import PROFILES_DIR, profile_files, profile_names
@@ -35,6 +37,7 @@ class NodeShape:
     gpu_type: Optional[str] = None  # the gres type, e.g. 1080ti
     cpus: Optional[int] = None
     mem: Optional[str] = None  # Slurm memory size, e.g. 60G
+    gpu_mem: Optional[str] = None  # one GPU's memory, e.g. 11G (a GTX 1080 Ti): bounds resources.pack
 
 
 @dataclass
@@ -139,6 +142,8 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
             profile.results_access,
             " or ".join(RESULTS_UMASKS),
         )
+    for key, found, accepted in node_problems(profile.node):
+        raise SpecError(str(files[-1][0]), f"node.{key}", "not a memory size", found, accepted)
     for key, found, accepted in notification_problems(profile.notify):
         raise SpecError(str(files[-1][0]), f"notify.{key}", "not a notification setting", found, accepted)
     for key, found, accepted in sbatch_problems(profile.sbatch):
@@ -146,6 +151,13 @@ def _parse_profile(name: str, files: tuple[tuple[Path, int], ...]) -> ClusterPro
             str(files[-1][0]), f"sbatch.{key}", "not an sbatch option orch passes on", found, accepted
         )
     return profile
+
+
+def node_problems(node: NodeShape) -> Iterator[tuple[str, object, str]]:
+    for key in ("mem", "gpu_mem"):
+        size = getattr(node, key)
+        if size is not None and not re.fullmatch(SLURM_MEM, size):
+            yield key, size, "a Slurm memory size such as 64000M or 11G, or null"
 
 
 def notification_problems(notify: Notifications) -> Iterator[tuple[str, object, str]]:

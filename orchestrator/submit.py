@@ -19,12 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobs import faults
-from jobs.atomic import publish_many
-from jobs.paths import RunPaths
+from jobs.atomic import publish_many, publish_text
+from jobs.paths import AttemptPaths, RunPaths
 from jobs.spec import spec_from_json
 from orchestrator.bulk import in_chunks
-from orchestrator.errors import UserError
-from orchestrator.estimates import schedule_plan
+from orchestrator.errors import SpecError, UserError
+from orchestrator.estimates import Scheduled, schedule_plan
 from orchestrator.executors import get_backend
 from orchestrator.feed import SlotBudget, feed, launch_within_slots
 from orchestrator.fingerprint import SectionTexts, SpecTexts, joined_json
@@ -192,11 +192,29 @@ def record_submission(
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
     for each run that is neither completed nor active."""
     texts = SpecTexts()
-    scheduled = [item.run for item in schedule_plan(session, plan)]
+    planned = schedule_plan(session, plan)
+    check_packs_fit(planned, str(plan.source_path))
+    scheduled = [item.run for item in planned]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
     return _prepare_submission(
         session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name
     )
+
+
+def check_packs_fit(scheduled: Sequence[Scheduled], source: str) -> None:
+    """Refuse (bad input, before any write) runs packed more densely than one GPU holds by the
+    peak memory similar completed runs measured."""
+    for item in scheduled:
+        pack, fits = item.run.spec.resources.pack, item.pack_offered
+        if fits is not None and pack > fits:
+            raise SpecError(
+                source,
+                "resources.pack",
+                f"run {item.run.run_id}: {pack} runs do not fit one GPU of cluster {item.run.spec.cluster} "
+                "by the peak GPU memory similar completed runs measured",
+                pack,
+                f"1..{fits}",
+            )
 
 
 def resume(
@@ -346,8 +364,25 @@ def find_run(session: Session, id_prefix: str) -> Run:
     )
 
 
+def jobs_going_on(session: Session, attempts: Sequence[Attempt], cancelled: set[int]) -> set[str]:
+    """The job ids among the packed ``attempts``' that hold active attempts not being cancelled."""
+    job_ids = sorted(
+        {attempt.job_id for attempt in attempts if attempt.pack_slot is not None and attempt.job_id}
+    )
+    going_on: set[str] = set()
+    for chunk in in_chunks(job_ids):
+        query = select(Attempt.job_id, Attempt.id).where(
+            Attempt.job_id.in_(chunk), Attempt.state.in_(RunState.ACTIVE)
+        )
+        going_on.update(
+            job_id for job_id, attempt_id in session.execute(query) if job_id and attempt_id not in cancelled
+        )
+    return going_on
+
+
 def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
-    """Cancel the active attempts of the named runs; returns the ids of runs cancelled.
+    """Cancel the active attempts of the named runs; returns the ids of runs cancelled. A run
+    packed with others that go on is stopped by its task (its cancel request), not by scancel.
 
     The scheduler is told (scancel) with no transaction open, then the attempts still active are
     marked in one short one: killed in between, the jobs are cancelled and the next sync reads so
@@ -358,11 +393,15 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
             run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
         ]
         submitted = [attempt for attempt in attempts if not attempt.held_back]  # held back: no job yet
+        attempt_ids = sorted(attempt.id for attempt in attempts)
+        shared = jobs_going_on(session, submitted, set(attempt_ids))
+        alone = [Path(attempt.journal_dir) for attempt in submitted if attempt.job_id in shared]
         jobs = {
             executor: [job_ref(attempt) for attempt in members]
-            for executor, members in by_executor(submitted).items()
+            for executor, members in by_executor([a for a in submitted if a.job_id not in shared]).items()
         }
-        attempt_ids = sorted(attempt.id for attempt in attempts)
+    for journal_dir in alone:  # packed with runs that go on: its task stops its process alone
+        publish_text(AttemptPaths(journal_dir).cancel_request, "cancelled by orch cancel\n")
     for executor, refs in jobs.items():
         get_backend(executor).cancel(refs)
     cancelled = []

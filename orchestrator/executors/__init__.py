@@ -16,12 +16,14 @@ import enum
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ContextManager, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:
     import submitit
 
-from jobs.entry import AttemptRequest
+from jobs.entry import AttemptJob, AttemptRequest
+from jobs.pack import PackedJob, PackRequest
+from jobs.paths import RunPaths
 from jobs.spec import ResourcesSpec
 from orchestrator.sbatch import SbatchOptions
 
@@ -129,7 +131,8 @@ class Backend(Protocol):
         """How many more jobs (array tasks) this user may submit now (None: any number)."""
 
     def submit(self, array: ArraySubmission) -> list[JobHandle]:
-        """One job per request, in order; raises ``SubmitRefused`` where the scheduler refused some."""
+        """A handle per request, in order (packed requests share a job: :func:`array_tasks`);
+        raises ``SubmitRefused`` where the scheduler refused some."""
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]: ...
 
@@ -187,6 +190,32 @@ def poll_seconds(executors: Sequence[str]) -> float:
         (backend_class(name).poll_seconds for name in set(executors)),
         default=backend_class("local").poll_seconds,
     )
+
+
+def array_tasks(array: ArraySubmission) -> list[tuple[AttemptRequest, ...]]:
+    """The requests of ``array`` as its tasks: ``resources.pack`` consecutive ones share a task."""
+    size = array.settings.resources.pack
+    return [tuple(array.requests[start : start + size]) for start in range(0, len(array.requests), size)]
+
+
+def task_job(members: tuple[AttemptRequest, ...], cpus: int) -> tuple[Callable[..., Any], object]:
+    """The submitit callable of one task and its argument: one attempt, or a pack of them."""
+    if len(members) == 1:
+        return AttemptJob(), members[0]
+    return PackedJob(), PackRequest(members, cpus)
+
+
+def task_handles(
+    members: tuple[AttemptRequest, ...], job_id: str, array_task: Optional[int], stdout: str, stderr: str
+) -> list[JobHandle]:
+    """A handle per attempt of a task: packed attempts share the job and log to their own files."""
+    if len(members) == 1:
+        return [JobHandle(job_id, array_task, stdout, stderr)]
+    attempts = [RunPaths(Path(member.run_dir)).attempt(member.attempt_key) for member in members]
+    return [
+        JobHandle(job_id, array_task, str(attempt.stdout_file), str(attempt.stderr_file))
+        for attempt in attempts
+    ]
 
 
 def array_task_of(job_id: str) -> Optional[int]:

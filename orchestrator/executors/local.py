@@ -12,7 +12,6 @@ from typing import ContextManager, Iterator, Optional, Sequence
 
 import submitit
 
-from jobs.entry import AttemptJob
 from jobs.slots import SLOTS_DIR_VARIABLE, SLOTS_VARIABLE
 from jobs.spec import time_limit_minutes
 from orchestrator.executors import (
@@ -23,6 +22,9 @@ from orchestrator.executors import (
     Observation,
     OnThisMachine,
     Phase,
+    array_tasks,
+    task_handles,
+    task_job,
 )
 from orchestrator.executors.processes import process_alive, process_tree, processes_running, this_host
 
@@ -58,11 +60,13 @@ class LocalBackend(OnThisMachine):
                 f"{SLOTS_VARIABLE}={int(settings.max_parallel)}"
             ]
         )
+        tasks = array_tasks(array)
         with self.submission_context(settings.folder), executor.batch():
-            jobs = [executor.submit(AttemptJob(), request) for request in array.requests]
+            jobs = [executor.submit(*task_job(task, settings.resources.cpus)) for task in tasks]
         return [
-            JobHandle(job.job_id, index, str(job.paths.stdout), str(job.paths.stderr))
-            for index, job in enumerate(jobs)
+            handle
+            for index, (task, job) in enumerate(zip(tasks, jobs))
+            for handle in task_handles(task, job.job_id, index, str(job.paths.stdout), str(job.paths.stderr))
         ]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:

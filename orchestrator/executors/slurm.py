@@ -25,7 +25,7 @@ from typing import ContextManager, Optional, Sequence
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-from jobs.entry import AttemptJob, AttemptRequest
+from jobs.entry import AttemptRequest
 from jobs.spec import ResourcesSpec, time_limit_minutes
 from orchestrator.errors import UserError, one_paragraph
 from orchestrator.executors import (
@@ -37,6 +37,9 @@ from orchestrator.executors import (
     Phase,
     SubmitRefused,
     array_task_of,
+    array_tasks,
+    task_handles,
+    task_job,
 )
 from orchestrator.executors.slurm_limits import read_submit_limits
 from orchestrator.executors.slurm_states import (
@@ -136,23 +139,24 @@ class SlurmBackend:
         busy, a socket timeout) is tried again after a pause, one it refuses for good (a submit
         limit) raises ``SubmitRefused`` with the chunks submitted before it."""
         handles: list[JobHandle] = []
+        tasks = array_tasks(array)
         try:
             chunk_size = max_array_size()
-            for offset in range(0, len(array.requests), chunk_size):
-                chunk = array.requests[offset : offset + chunk_size]
+            for offset in range(0, len(tasks), chunk_size):
+                chunk = tasks[offset : offset + chunk_size]
                 handles.extend(self._submit_with_retries(array, offset, chunk))
         except (SlurmError, FailedJobError, FailedSubmissionError) as error:
             raise SubmitRefused(handles, one_paragraph(str(error), 400)) from None
         return handles
 
     def _submit_with_retries(
-        self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]
+        self, array: ArraySubmission, offset: int, tasks: Sequence[tuple[AttemptRequest, ...]]
     ) -> list[JobHandle]:
         for attempt in itertools.count(1):
             try:
                 # submitit prints sbatch's complaints: they are reported, not shown raw
                 with contextlib.redirect_stderr(io.StringIO()):
-                    return self._submit_chunk(array, offset, requests)
+                    return self._submit_chunk(array, offset, tasks)
             except FailedJobError as error:
                 if attempt == SUBMIT_TRIES or not is_transient(str(error)):
                     raise
@@ -160,16 +164,19 @@ class SlurmBackend:
         raise AssertionError("unreachable")  # itertools.count never ends
 
     def _submit_chunk(
-        self, array: ArraySubmission, offset: int, requests: Sequence[AttemptRequest]
+        self, array: ArraySubmission, offset: int, tasks: Sequence[tuple[AttemptRequest, ...]]
     ) -> list[JobHandle]:
         executor = self.submitit_executor(
             replace(array.settings, name=chunk_name(array.settings.name, offset))
         )
         with executor.batch():
-            jobs = [executor.submit(AttemptJob(), request) for request in requests]
+            jobs = [executor.submit(*task_job(task, array.settings.resources.cpus)) for task in tasks]
         return [
-            JobHandle(job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
-            for job in jobs
+            handle
+            for task, job in zip(tasks, jobs)
+            for handle in task_handles(
+                task, job.job_id, array_task_of(job.job_id), str(job.paths.stdout), str(job.paths.stderr)
+            )
         ]
 
     def observe(self, jobs: Sequence[JobRef]) -> list[Observation]:

@@ -106,6 +106,8 @@ class Attempt(Base):
     image_sha256: Mapped[Optional[str]]
     submitter: Mapped[Optional[str]]
     held_back: Mapped[bool]
+    pack_slot: Mapped[Optional[int]]
+    peak_gpu_bytes: Mapped[Optional[int]]
 
     run: Mapped[Run] = relationship(back_populates="attempts")
     requeue_history: Mapped[list["Requeue"]] = relationship(order_by="Requeue.time", viewonly=True)

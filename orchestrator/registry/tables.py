@@ -10,6 +10,7 @@ from the journal so that ingesting an event twice writes the same value.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -142,6 +143,10 @@ attempts = Table(
     # Committed but not handed to the scheduler yet: the user's submit limits are reached (or sbatch
     # refused it). Every command that syncs submits held-back attempts as slots free (orchestrator/feed.py).
     Column("held_back", Boolean, default=False, server_default=false(), nullable=False),
+    # Its place among the runs packed into its array task (one process each on one GPU); NULL when
+    # the task is its own. Cancelling it alone asks the task to stop its process (jobs/pack.py).
+    Column("pack_slot", Integer),
+    Column("peak_gpu_bytes", BigInteger),  # torch.cuda.max_memory_allocated of its process; NULL on a CPU
     UniqueConstraint("run_id", "number"),
     # At most one active attempt per run, whatever the timing of concurrent submits: the database
     # refuses the second (SQLite and PostgreSQL both have partial unique indexes).

@@ -1,0 +1,200 @@
+"""Several runs in one array task on one GPU: a process each, started and watched by the task.
+
+A digits MLP or a ResNet-20 on 8 % of CIFAR-10 leaves most of a GPU idle. With ``resources.pack:
+k`` an array task holds k attempts; :class:`PackedJob`, the task's submitit callable, starts one
+process per attempt (``python -m jobs.pack``, which runs :func:`jobs.entry.run_attempt` as a
+task of its own would) and waits for them. Each keeps its own journal, checkpoints, shards and
+log files, so the registry sees k ordinary attempts that share a job id:
+
+- the scheduler's warning signal goes to every member; each checkpoints and journals its requeue,
+  and the task is requeued with the members whose journal ends in that requeue;
+- ``orch cancel`` of one member writes its attempt's cancel request: the task stops that process
+  alone (SIGTERM), the others go on;
+- a member that dies without a final event (killed, out of memory) gets one from the task, so
+  ``orch resume`` submits it alone; the task then fails, naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from submitit.core.utils import UncompletedJobError
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from jobs.entry import (
+    TIMEOUT_STATE,
+    AttemptRequest,
+    RequeueLimitReached,
+    report_failure,
+    requeue_limit_message,
+)
+from jobs.interrupt import SIGNAL_VARIABLE
+from jobs.journal import Finished, Requeued, read_events, read_heartbeat
+from jobs.paths import AttemptPaths, RunPaths
+
+THREADS_VARIABLE = "ORCH_THREADS"  # a member's share of the task's CPUs (jobs.train sets torch's threads)
+POLL_SECONDS = 1.0  # how often the task looks for cancel requests and ended members
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    """The attempts of one array task, and the CPUs the task has for them."""
+
+    members: tuple[AttemptRequest, ...]
+    cpus: int = 1
+
+
+class MemberKilled(RuntimeError):
+    """A packed run's process ended by a signal nobody in orch sent (the OOM killer, kill -9)."""
+
+
+class PackIncomplete(RuntimeError):
+    """Not every packed run finished: the task fails, and each run's journal says why."""
+
+
+@dataclass
+class Member:
+    request: AttemptRequest
+    process: subprocess.Popen
+    cancelled: bool = False  # its cancel request was found and the process told to stop
+
+    @property
+    def attempt(self) -> AttemptPaths:
+        return RunPaths(Path(self.request.run_dir)).attempt(self.request.attempt_key)
+
+
+@dataclass
+class PackedJob(Checkpointable):
+    """The submitit callable of a task of k packed attempts (k ≥ 2)."""
+
+    members: list[Member] = field(default_factory=list, repr=False)
+
+    def __call__(self, pack: PackRequest) -> list[int]:
+        previous_umask = os.umask(pack.members[0].umask)
+        try:
+            self.members = [start_member(request, member_threads(pack)) for request in pack.members]
+            watch(self.members)
+        except UncompletedJobError:  # the time limit came again and submitit has no requeue left
+            for member in requeued(self.members):
+                step = heartbeat_step(member.attempt)
+                report_failure(
+                    member.attempt,
+                    RequeueLimitReached(requeue_limit_message(None, step)),
+                    TIMEOUT_STATE,
+                    step,
+                )
+            raise
+        finally:
+            os.umask(previous_umask)
+        return finish(self.members)
+
+    # submitit reads None as "do not requeue" (every member finished or was cancelled)
+    def checkpoint(self, pack: PackRequest) -> Optional[DelayedSubmission]:  # type: ignore[override]
+        """The warning signal (time limit, preemption): every member checkpoints and journals its
+        requeue; the task comes back with those members, the finished and cancelled ones stay done."""
+        warning = getattr(signal, "SIG" + os.environ.get(SIGNAL_VARIABLE, "USR2"))
+        for member in self.members:
+            if member.process.poll() is None:
+                member.process.send_signal(warning)
+        for member in self.members:
+            member.process.wait()
+        again = tuple(member.request for member in requeued(self.members))
+        return DelayedSubmission(PackedJob(), dataclasses.replace(pack, members=again)) if again else None
+
+
+def member_threads(pack: PackRequest) -> int:
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", pack.cpus))
+    return max(1, cpus // len(pack.members))
+
+
+def start_member(request: AttemptRequest, threads: int) -> Member:
+    """The attempt's own process, logging to files in its journal folder (argument list, no shell)."""
+    attempt = RunPaths(Path(request.run_dir)).attempt(request.attempt_key)
+    attempt.root.mkdir(parents=True, exist_ok=True)
+    with open(attempt.stdout_file, "ab") as stdout, open(attempt.stderr_file, "ab") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "jobs.pack", json.dumps(dataclasses.asdict(request))],
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, THREADS_VARIABLE: str(threads)},
+        )
+    return Member(request, process)
+
+
+def watch(members: Sequence[Member]) -> None:
+    """Until every member has ended: stop those whose cancel request appeared."""
+    while any(member.process.poll() is None for member in members):
+        for member in members:
+            if (
+                not member.cancelled
+                and member.process.poll() is None
+                and member.attempt.cancel_request.exists()
+            ):
+                member.process.terminate()
+                member.cancelled = True
+        time.sleep(POLL_SECONDS)
+
+
+def requeued(members: Sequence[Member]) -> list[Member]:
+    """The members whose journal ends in a requeue: they continue when the task comes back."""
+    return [member for member in members if isinstance(last_payload(member.attempt), Requeued)]
+
+
+def finish(members: Sequence[Member]) -> list[int]:
+    """Each member's final step; a member that died without a final event gets one (it failed),
+    and the task fails when any member did not finish."""
+    unfinished = []
+    for member in members:
+        code = member.process.returncode
+        if code < 0 and not member.cancelled:
+            name = signal.Signals(-code).name
+            step = heartbeat_step(member.attempt)
+            report_failure(
+                member.attempt,
+                MemberKilled(f"the run's process was killed by {name} (packed with others in one task)"),
+                step=step,
+            )
+        if not isinstance(last_payload(member.attempt), Finished):
+            unfinished.append(
+                f"{member.request.run_id} (exit {code}{', cancelled' if member.cancelled else ''})"
+            )
+    if unfinished:
+        raise PackIncomplete(
+            f"{len(unfinished)} of {len(members)} packed runs did not finish: {', '.join(unfinished)}"
+        )
+    return [heartbeat_step(member.attempt) or 0 for member in members]
+
+
+def last_payload(attempt: AttemptPaths) -> object:
+    events = read_events(attempt)
+    return events[-1].payload if events else None
+
+
+def heartbeat_step(attempt: AttemptPaths) -> Optional[int]:
+    beat = read_heartbeat(attempt)
+    return beat.step if beat is not None else None
+
+
+def main(argv: Sequence[str]) -> int:
+    """A member's process: one attempt, as :func:`jobs.entry.run_attempt` runs it anywhere."""
+    from jobs.entry import run_attempt
+
+    request = AttemptRequest(**json.loads(argv[0]))
+    with contextlib.suppress(SystemExit):  # a requeue: the journal says so and the task acts on it
+        run_attempt(request)
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
