@@ -68,6 +68,9 @@ def _run_attempt(request: AttemptRequest) -> int:
                 remove_temporaries(paths.run_dir)
                 journal = JournalWriter(attempt)
                 spec = spec_from_yaml(paths.spec_file.read_text())
+                rehearsal = spec.training.rehearse_requeue_at
+                if rehearsal is not None and rehearsal < spec.training.steps:
+                    train(rehearsal_segment(spec, rehearsal), paths, journal, stop)
                 trainee = train(spec, paths, journal, stop)
                 if stop.signum is not None:
                     ignore_termination()  # trained: a signal that comes late must not fail the finished job
@@ -89,6 +92,14 @@ def _run_attempt(request: AttemptRequest) -> int:
             report_failure(attempt, error, step=journal.last_step if journal else None)
             raise
         return trainee.step
+
+
+def rehearsal_segment(spec: RunSpec, step: int) -> RunSpec:
+    """The first segment of a rehearsed requeue: the run up to ``step``, ending in a checkpoint
+    that the second segment (the whole spec) restores, as a requeued job would."""
+    from dataclasses import replace
+
+    return replace(spec, training=replace(spec.training, steps=step))
 
 
 class RequeueLimitReached(RuntimeError):

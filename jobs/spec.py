@@ -157,6 +157,9 @@ class TrainingSpec:
     device: str = checked("auto", choices=("auto", "cpu", "cuda"))
     # also publish a checkpoint this often
     checkpoint_minutes: Optional[float] = checked(30.0, gt=0.0, fingerprint=False)
+    # a smoke test (orch submit --smoke): train to this step, then restore from its checkpoint and
+    # go on, as a requeued job does; None: no rehearsal
+    rehearse_requeue_at: Optional[int] = checked(None, ge=1, le=MAX_STEPS)
     # >= 0.1 s: each heartbeat is a published file
     heartbeat_seconds: float = checked(5.0, ge=0.1, fingerprint=False)
     # a diverged run fails at once instead of burning GPU time

@@ -176,9 +176,14 @@ def analysis_jobs(runs: Sequence[Run], request: AnalyzeRequest) -> list[Analysis
 
 
 def analyze_in_process(runs: Sequence[Run], request: AnalyzeRequest) -> list[AnalysisReport]:
+    return run_in_process(analysis_jobs(runs, request), [profile_of(run) for run in runs])
+
+
+def run_in_process(jobs: Sequence[AnalysisJob], profiles: Sequence[ClusterProfile]) -> list[AnalysisReport]:
+    """The analyses, one after the other, in this process (no registry access: none may be open)."""
     reports = []
-    for job, run in zip(analysis_jobs(runs, request), runs):
-        with results_umask(profile_of(run)):  # figures in the run's folder get its profile's modes
+    for job, profile in zip(jobs, profiles):
+        with results_umask(profile):  # figures in the run's folder get its profile's modes
             reports.append(
                 AnalysisReport(job.run.run_id, job.name, analysis(job.name).run(job.run, job.options))
             )
@@ -412,12 +417,15 @@ def submit_arrays(arrays: Sequence[AnalysisArray], figure: str, executor_name: s
     )
 
 
-def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
-    """One ``executor.batch()``: a Slurm job array (sbatch once), local processes, or debug jobs."""
+def submit_array(
+    array: AnalysisArray, executor_name: str, dependency: Optional[str] = None
+) -> SubmittedArray:
+    """One ``executor.batch()``: a Slurm job array (sbatch once, after ``dependency``), local
+    processes, or debug jobs."""
     from submitit.core.utils import FailedJobError
 
     backend = get_backend(executor_name)
-    executor = backend.submitit_executor(analysis_settings(array))
+    executor = backend.submitit_executor(analysis_settings(array, dependency))
     detached = backend.submission_context(array.folder)
     refusal = io.StringIO()  # submitit prints sbatch's complaint before raising it: said once, below
     try:
@@ -435,7 +443,7 @@ def submit_array(array: AnalysisArray, executor_name: str) -> SubmittedArray:
     return SubmittedArray(array, tuple(jobs))
 
 
-def analysis_settings(array: AnalysisArray) -> JobSettings:
+def analysis_settings(array: AnalysisArray, dependency: Optional[str] = None) -> JobSettings:
     """The array's submitit settings (its jobs never requeue: an analysis that runs out of time is
     reported as failed)."""
     profile = array.profile
@@ -448,6 +456,7 @@ def analysis_settings(array: AnalysisArray) -> JobSettings:
         max_requeues=0,
         signal_delay_s=profile.signal_delay_s,
         sbatch=profile.sbatch,
+        dependency=dependency,
     )
 
 

@@ -339,6 +339,20 @@ def _file_options(parser: argparse.ArgumentParser) -> None:
 def _submit_options(parser: argparse.ArgumentParser) -> None:
     _file_options(parser)
     _executor_options(parser)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="first run every distinct configuration for a few steps (a line, a checkpoint and its "
+        "restore) on the shortest partition; the runs start only when all of them passed",
+    )
+    parser.add_argument(
+        "--then",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help='an analysis to run as jobs once the sweep\'s jobs have ended, e.g. "analyze --figure lines" '
+        "(repeatable; adds to the sweep file's then:)",
+    )
 
 
 def _status_options(parser: argparse.ArgumentParser) -> None:
@@ -697,19 +711,29 @@ class PlanRow:
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import submit as submission
     from orchestrator.registry.engine import open_registry
+    from orchestrator.stages import stage_request
 
     plan = read_sweep(arguments.file)  # validated before the registry is touched
+    for index, command in enumerate(arguments.then):
+        stage_request(command, "the command line", f"--then[{index}]")
+    plan = dataclasses.replace(plan, then=(*plan.then, *arguments.then))
     require_home_folder(home)
     engine = open_registry(home)
-    report = submission.submit_sweep(engine, home, plan, _submit_choices(arguments))
+    choices = _submit_choices(arguments)
+    if arguments.smoke:
+        report = submission.submit_smoke_tested(engine, home, plan, choices)
+    else:
+        report = submission.submit_sweep(engine, home, plan, choices)
     return _report_submission(arguments, engine, home, report, f"sweep {plan.name}")
 
 
 def cmd_resume(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import submit as submission
+    from orchestrator.stages import resume_stages
 
     engine = require_registry(home)
     report = submission.resume(engine, home, arguments.targets, _submit_choices(arguments))
+    resume_stages(engine, arguments.targets)
     return _report_submission(arguments, engine, home, report, "resume")
 
 
@@ -731,21 +755,29 @@ def _report_submission(
         "skipped": report.skipped,
         "waiting_for_slot": report.waiting,
         "refusals": report.refusals,
+        "smoke": report.smoke,
     }
     if not arguments.json:
+        if report.smoke:
+            print(
+                f"{label}: smoke test of {len(report.smoke)} configurations submitted; the runs start when "
+                "all of them passed"
+            )
         skipped = ", ".join(
             f"{count} {state.lower()}" for state, count in Counter(report.skipped.values()).items()
         )
         print(
             f"{label}: submitted {len(report.submitted)} runs" + (f"; skipped {skipped}" if skipped else "")
         )
-        if report.waiting:
+        if report.waiting and report.smoke:
+            print(f"{len(report.waiting)} runs wait for the smoke test; orch status shows how it goes")
+        elif report.waiting:
             print(_waiting_words(len(report.waiting), report.refusals))
     exit_code = 0
-    if arguments.wait and (report.submitted or report.waiting):
+    if arguments.wait and (report.submitted or report.waiting or report.smoke):
         final = wait_for_runs(
             engine,
-            report.submitted + report.waiting,
+            report.smoke + report.submitted + report.waiting,
             show_progress=not arguments.json,
             synchronize=lambda: _sync_and_feed(engine, home),
         )
@@ -872,14 +904,37 @@ def _status_tables(views: list[SweepStatus], home: OrchHome) -> list[Any]:
         for view in views
         for item in view.active
     ]
-    if not active_rows:
-        return [summary]
-    return [
-        summary,
-        output.table(
-            "active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows
-        ),
+    parts: list[Any] = [summary]
+    if active_rows:
+        parts.append(
+            output.table(
+                "active runs", ["sweep", "run", "state", "step", "eta", "job", "node", "reason"], active_rows
+            )
+        )
+    stage_rows = [
+        [view.sweep, stage.command, stage.state, ", ".join(stage.job_ids), stage.after_jobs, stage.reason]
+        for view in views
+        for stage in view.stages
     ]
+    if stage_rows:
+        parts.append(
+            output.table(
+                "stages after sweeps", ["sweep", "then", "state", "jobs", "after", "reason"], stage_rows
+            )
+        )
+    for view in views:
+        for failure in view.smoke_failures:
+            parts.append(_smoke_failure_text(failure))
+    return parts
+
+
+def _smoke_failure_text(failure: Any) -> Any:
+    from rich.text import Text
+
+    from orchestrator.smoke import failure_words
+
+    lines = [failure_words(failure), *(f"  {line}" for line in failure.traceback_tail)]
+    return Text("\n".join(lines))
 
 
 def cmd_usage(arguments: argparse.Namespace, home: OrchHome) -> int:
@@ -1153,17 +1208,25 @@ def _sync_and_feed(
     held-back runs into the slots that freed (orchestrator/feed.py), and send the notices that are
     due (orchestrator/notify.py); nothing without a registry."""
     from orchestrator.notify import notify
-    from orchestrator.sync import FeedReport, SyncReport, any_held_back, sync
+    from orchestrator.sync import FeedReport, SyncReport, any_gate_open, any_held_back, any_stage_open, sync
 
     if engine is None:
         return SyncReport(), FeedReport()
     synced = sync(engine)
+    if any_gate_open(engine):
+        from orchestrator.smoke import settle_gates
+
+        settle_gates(engine)
     if any_held_back(engine):
         from orchestrator.feed import feed
 
         fed = feed(engine, home, budget)
     else:
         fed = FeedReport()
+    if any_stage_open(engine):
+        from orchestrator.stages import advance_stages
+
+        advance_stages(engine, home)
     notify(engine)
     return synced, fed
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from jobs.entry import AttemptRequest
@@ -97,11 +97,17 @@ def feed(engine: Engine, home: OrchHome, budget: Optional[SlotBudget] = None) ->
     return report
 
 
+def launchable() -> ColumnElement[bool]:
+    """Held back for a submit slot only: not behind a smoke test that has not let them go yet."""
+    released = or_(Attempt.gate.is_(None), Attempt.after_jobs.is_not(None))
+    return and_(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, released)
+
+
 def held_back_counts(engine: Engine) -> dict[str, int]:
-    """Held-back attempts per executor."""
+    """Held-back attempts per executor, those a smoke test still holds back not counted."""
     query = (
         select(Attempt.executor, func.count())
-        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING)
+        .where(launchable())
         .group_by(Attempt.executor)
         .order_by(Attempt.executor)
     )
@@ -119,11 +125,11 @@ def _launch_oldest(engine: Engine, home: OrchHome, executor: str, slots: int) ->
     labels: dict[str, str] = {}
     tasks: dict[str, int] = {}  # array key -> attempts taken, packed into ceil(n / pack) tasks
     for batch in _oldest_held_back(engine, executor, slots):
-        for key, number, submission, run in batch:
+        for held in batch:
             try:
-                attempt, array_key = _held_attempt(key, number, run, resolver)
+                attempt, array_key = _held_attempt(held, resolver)
             except UserError as problem:  # its image is gone since it was submitted: it stays held back
-                report.refusals.append(f"run {run.run_id}: {problem}")
+                report.refusals.append(f"run {held.run.run_id}: {problem}")
                 continue
             taken, pack = tasks.get(array_key, 0), attempt.spec.resources.pack
             if taken % pack == 0:  # it opens a task
@@ -132,7 +138,7 @@ def _launch_oldest(engine: Engine, home: OrchHome, executor: str, slots: int) ->
                 slots -= 1
             tasks[array_key] = taken + 1
             prepared.append((attempt, array_key))
-            labels[key] = submission.partition(":")[0]
+            labels[held.key] = held.submission.partition(":")[0]
         if slots == 0:
             break
     if not prepared:
@@ -146,53 +152,67 @@ def _launch_oldest(engine: Engine, home: OrchHome, executor: str, slots: int) ->
     return report
 
 
-def _oldest_held_back(
-    engine: Engine, executor: str, slots: int
-) -> Iterator[list[tuple[str, int, str, RunToSubmit]]]:
-    """Held-back attempts of ``executor``, oldest first (key, number, submission, run), in
-    batches of ``slots`` while the caller takes them."""
+@dataclass(frozen=True)
+class HeldAttempt:
+    """A held-back attempt as the registry has it."""
+
+    key: str
+    number: int
+    submission: str  # the submission that committed it: its label names the new array
+    after_jobs: Optional[str]  # the dependency its smoke test gave it ("" none)
+    run: RunToSubmit
+
+
+def _oldest_held_back(engine: Engine, executor: str, slots: int) -> Iterator[list[HeldAttempt]]:
+    """Held-back attempts of ``executor``, oldest first, in batches of ``slots`` while the caller
+    takes them."""
     query = (
-        select(Attempt.key, Attempt.number, Attempt.submission_id, Run)
+        select(Attempt.key, Attempt.number, Attempt.submission_id, Attempt.after_jobs, Run)
         .join(Run, Run.id == Attempt.run_id)
-        .where(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, Attempt.executor == executor)
+        .where(launchable(), Attempt.executor == executor)
         .order_by(Attempt.submitted_time, Attempt.submission_id, Attempt.array_task, Attempt.id)
     )
     batch = max(slots, 1)
     for offset in itertools.count(0, batch):
         with Session(engine) as session:
             rows = [
-                (
+                HeldAttempt(
                     key,
                     number,
                     submission,
+                    after_jobs,
                     RunToSubmit(run.id, run.state, number - 1, spec_from_json(run.spec_json)),
                 )
-                for key, number, submission, run in session.execute(query.offset(offset).limit(batch))
+                for key, number, submission, after_jobs, run in session.execute(
+                    query.offset(offset).limit(batch)
+                )
             ]
         yield rows
         if len(rows) < batch:
             return
 
 
-def _held_attempt(
-    key: str, number: int, run: RunToSubmit, resolver: TargetResolver
-) -> tuple[PreparedAttempt, str]:
-    """The held-back attempt ``key`` of ``run``, ready for an array (named when claimed), and the
-    key of the arrays it may share."""
+def _held_attempt(held: HeldAttempt, resolver: TargetResolver) -> tuple[PreparedAttempt, str]:
+    """The held-back attempt, ready for an array (named when claimed), and the key of the arrays
+    it may share (its dependency included)."""
+    run = held.run
     target = resolver.target(run)
-    request = AttemptRequest(run.run_id, str(target.paths.run_dir), key, umask=target.profile.results_umask)
+    request = AttemptRequest(
+        run.run_id, str(target.paths.run_dir), held.key, umask=target.profile.results_umask
+    )
     prepared = PreparedAttempt(
         target.executor,
         "",
         request,
         target.spec,
         target.profile,
-        number,
+        held.number,
         0,
         target.image_sha256,
         target.sbatch,
+        after_jobs=held.after_jobs,
     )
-    return prepared, target.array_key
+    return prepared, f"{target.array_key}|{held.after_jobs or ''}"
 
 
 FEEDER_TIME_LIMIT = "10"  # minutes: a feed is one sync and a few sbatch calls

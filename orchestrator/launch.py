@@ -58,6 +58,8 @@ class PreparedAttempt:
     array_task: int  # its task in the array (shared by the attempts packed into one)
     image_sha256: Optional[str]
     sbatch: SbatchOptions  # the run's sbatch options over the profile's (equal in an array)
+    gate: Optional[str] = None  # the smoke sweep it waits on (orchestrator/smoke.py)
+    after_jobs: Optional[str] = None  # the Slurm dependency its job goes out with (equal in an array)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def array_of(group: Sequence[PreparedAttempt], home: OrchHome) -> ArraySubmissio
         signal_delay_s=first.profile.signal_delay_s,
         max_requeues=first.spec.resources.segments + REQUEUE_MARGIN,
         sbatch=first.sbatch,
+        dependency=first.after_jobs or None,
     )
     return ArraySubmission([item.request for item in group], settings)
 

@@ -4,13 +4,14 @@ SQLAlchemy, whatever the number of runs)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from sqlalchemy import Connection, and_, func, select
 
-from orchestrator.registry.tables import RunState, attempts, runs, sweep_runs, sweeps
+from orchestrator.registry.tables import RunState, attempts, runs, stages, sweep_runs, sweeps
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,18 @@ class ActiveRun:
 
 
 @dataclass(frozen=True)
+class StageRow:
+    """An analysis after a sweep (orchestrator/stages.py) as status shows it."""
+
+    id: int
+    command: str
+    state: str
+    job_ids: list[str]
+    after_jobs: Optional[str]
+    reason: Optional[str]
+
+
+@dataclass(frozen=True)
 class SweepStatus:
     """One sweep: its number of runs, runs per state (states without runs left out), how many of its
     pending runs wait for a submit slot, its active runs."""
@@ -39,6 +52,9 @@ class SweepStatus:
     counts: dict[str, int]
     waiting_for_slot: int
     active: list[ActiveRun]
+    stages: list[StageRow] = field(default_factory=list)
+    # runs of this smoke sweep (<sweep>.smoke) that failed, with how to reproduce each
+    smoke_failures: list[Any] = field(default_factory=list)
 
 
 def status_view(connection: Connection, sweep_name: Optional[str]) -> list[SweepStatus]:
@@ -50,10 +66,12 @@ def status_view(connection: Connection, sweep_name: Optional[str]) -> list[Sweep
     sweep_ids = [sweep_id for sweep_id, _ in named] if sweep_name else None
     counts = state_counts(connection, sweep_ids)
     active = active_rows(connection, sweep_ids)
+    stages_of = stage_rows(connection, sweep_ids)
     views = []
     for sweep_id, name in named:
         sweep_counts = counts.get(sweep_id, Counter())
         sweep_active = active.get(sweep_id, [])
+        failed = any(sweep_counts[state] for state in RunState.RESUMABLE)
         views.append(
             SweepStatus(
                 sweep=name,
@@ -61,9 +79,48 @@ def status_view(connection: Connection, sweep_name: Optional[str]) -> list[Sweep
                 counts={state: sweep_counts[state] for state in RunState.ALL if sweep_counts[state]},
                 waiting_for_slot=sum(run.waiting_for_slot for run in sweep_active),
                 active=sweep_active,
+                stages=stages_of.get(sweep_id, []),
+                smoke_failures=smoke_failures(connection, name) if failed and is_smoke(name) else [],
             )
         )
     return views
+
+
+def is_smoke(sweep_name: str) -> bool:
+    from orchestrator.smoke import SMOKE_SUFFIX
+
+    return sweep_name.endswith(SMOKE_SUFFIX)
+
+
+def smoke_failures(connection: Connection, smoke_sweep: str) -> list[Any]:
+    """The failed runs of a smoke sweep, their tracebacks' tails and how to reproduce each (their
+    journals read: only for a smoke sweep with failures)."""
+    from sqlalchemy.orm import Session
+
+    from orchestrator.smoke import gate_state
+
+    with Session(bind=connection) as session:
+        return list(gate_state(session, smoke_sweep).failures)
+
+
+def stage_rows(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, list[StageRow]]:
+    """The stages of the sweeps (all: None), per sweep id, oldest first (one query)."""
+    query = select(stages).order_by(stages.c.id)
+    if sweep_ids is not None:
+        query = query.where(stages.c.sweep_id.in_(sweep_ids))
+    rows: dict[int, list[StageRow]] = {}
+    for row in connection.execute(query).mappings():
+        rows.setdefault(row["sweep_id"], []).append(
+            StageRow(
+                row["id"],
+                row["command"],
+                row["state"],
+                json.loads(row["job_ids"]),
+                row["after_jobs"],
+                row["reason"],
+            )
+        )
+    return rows
 
 
 def state_counts(connection: Connection, sweep_ids: Optional[list[int]]) -> dict[int, Counter[str]]:

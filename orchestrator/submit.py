@@ -55,6 +55,7 @@ class SubmissionReport:
     waiting: list[str] = field(default_factory=list)  # run ids held back for a submit slot
     refusals: list[str] = field(default_factory=list)  # what the scheduler said when it refused
     earlier_submitted: list[str] = field(default_factory=list)  # run ids held back before, submitted now
+    smoke: list[str] = field(default_factory=list)  # the smoke runs the others wait on (--smoke)
 
 
 def record_sweep(session: Session, plan: SweepPlan, texts: Optional[SpecTexts] = None) -> list[RunToSubmit]:
@@ -185,8 +186,34 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, choices: Submi
     return _submit(engine, home, functools.partial(record_submission, home=home, plan=plan, choices=choices))
 
 
+def submit_smoke_tested(
+    engine: Engine, home: OrchHome, plan: SweepPlan, choices: SubmitChoices
+) -> SubmissionReport:
+    """``orch submit --smoke``: the smoke sweep first, then the sweep's runs held back behind it
+    (orchestrator/smoke.py); those go out, with a dependency on the smoke jobs, as soon as each
+    smoke run has a job."""
+    from orchestrator.smoke import settle_gates, smoke_plan, smoke_sweep_name
+
+    tested = smoke_plan(plan)  # bad input found before anything is written
+    sync(engine)
+    smoke = _submit(
+        engine, home, functools.partial(record_submission, home=home, plan=tested, choices=choices)
+    )
+    gated = functools.partial(
+        record_submission, home=home, plan=plan, choices=choices, gate=smoke_sweep_name(plan.name)
+    )
+    report = _submit(engine, home, gated)
+    settle_gates(engine)
+    released = feed(engine, home)
+    report.smoke = smoke.submitted + smoke.waiting
+    report.submitted += [run_id for run_id in released.launched if run_id not in report.smoke]
+    report.waiting = [run_id for run_id in report.waiting if run_id not in report.submitted]
+    report.refusals += smoke.refusals + released.refusals
+    return report
+
+
 def record_submission(
-    session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices
+    session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices, gate: Optional[str] = None
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
@@ -196,8 +223,13 @@ def record_submission(
     check_packs_fit(planned, str(plan.source_path))
     scheduled = [item.run for item in planned]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
+    if plan.then and plan.runs:
+        from orchestrator.stages import record_stages
+
+        executor = choices.executor or load_profile(plan.runs[0].spec.cluster).executor
+        record_stages(session, plan.name, plan.then, executor)
     return _prepare_submission(
-        session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name
+        session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name, gate
     )
 
 
@@ -264,8 +296,9 @@ def _submit(engine: Engine, home: OrchHome, prepare: Preparation) -> SubmissionR
                     "another orch command kept changing the same runs; accepted: run this command again"
                 ) from None
     faults.reached("submit.committed")
-    launched = launch_within_slots(engine, home, groups, budget)
-    report.submitted, report.waiting = launched.launched, launched.held_back
+    launched = launch_within_slots(engine, home, [group for group in groups if group[0].gate is None], budget)
+    gated = [item.request.run_id for group in groups if group[0].gate is not None for item in group]
+    report.submitted, report.waiting = launched.launched, launched.held_back + gated
     report.refusals = older.refusals + launched.refusals
     report.earlier_submitted = older.launched
     sync(engine)  # what finished already (the debug executor runs jobs inside submit)
@@ -280,6 +313,7 @@ def _prepare_submission(
     submittable: Callable[[str], bool],
     texts: SpecTexts,
     label: str,
+    gate: Optional[str] = None,
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """A new attempt (inserted in ``session``'s transaction) for each run whose state allows it,
     grouped into arrays, and each run's spec file. The submission is named ``<label>:<time>-<random>``
@@ -292,6 +326,8 @@ def _prepare_submission(
     resolver = TargetResolver(home, choices)
     targets = [resolver.target(run) for run in to_submit]  # every image checked before anything is written
     groups = grouped(submission_id, to_submit, targets)
+    if gate is not None:  # held back until the smoke sweep ``gate`` lets them go
+        groups = [[replace(item, gate=gate) for item in group] for group in groups]
     attempt_rows = (_attempt_row(item) for group in groups for item in group)
     # the one-active-attempt index speaks here, before any file is written
     insert_rows(session, Attempt, attempt_rows)
@@ -331,7 +367,10 @@ def _attempt_row(item: PreparedAttempt) -> dict[str, Any]:
         "requeues": 0,
         "image_sha256": item.image_sha256,
         "held_back": True,
-        "reason": WAITING_FOR_SLOT,
+        "reason": WAITING_FOR_SLOT
+        if item.gate is None
+        else f"waiting for the smoke test (sweep {item.gate})",
+        "gate": item.gate,
     }
 
 
@@ -381,16 +420,29 @@ def jobs_going_on(session: Session, attempts: Sequence[Attempt], cancelled: set[
 
 
 def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
-    """Cancel the active attempts of the named runs; returns the ids of runs cancelled. A run
-    packed with others that go on is stopped by its task (its cancel request), not by scancel.
+    """Cancel the active attempts of the named runs; returns the ids of runs cancelled."""
+    sync(engine)
+    with Session(engine) as session:
+        keys = [
+            run.attempts[-1].key for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
+        ]
+    return cancel_attempts(engine, keys, "cancelled by orch cancel")
+
+
+def cancel_attempts(engine: Engine, keys: Sequence[str], reason: str) -> list[str]:
+    """Cancel the attempts ``keys`` that are still active, with ``reason``; returns their run ids.
+    A run packed with others that go on is stopped by its task (its cancel request), not by scancel.
 
     The scheduler is told (scancel) with no transaction open, then the attempts still active are
     marked in one short one: killed in between, the jobs are cancelled and the next sync reads so
     from the scheduler."""
-    sync(engine)
-    with Session(engine) as session, session.begin():
+    with Session(engine) as session:
         attempts = [
-            run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
+            attempt
+            for chunk in in_chunks(list(keys))
+            for attempt in session.scalars(
+                select(Attempt).where(Attempt.key.in_(chunk), Attempt.state.in_(RunState.ACTIVE))
+            )
         ]
         submitted = [attempt for attempt in attempts if not attempt.held_back]  # held back: no job yet
         attempt_ids = sorted(attempt.id for attempt in attempts)
@@ -401,7 +453,7 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
             for executor, members in by_executor([a for a in submitted if a.job_id not in shared]).items()
         }
     for journal_dir in alone:  # packed with runs that go on: its task stops its process alone
-        publish_text(AttemptPaths(journal_dir).cancel_request, "cancelled by orch cancel\n")
+        publish_text(AttemptPaths(journal_dir).cancel_request, reason + "\n")
     for executor, refs in jobs.items():
         get_backend(executor).cancel(refs)
     cancelled = []
@@ -412,11 +464,7 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
                 .where(Attempt.id.in_(chunk), Attempt.state.in_(RunState.ACTIVE))
                 .order_by(Attempt.id)
             ):
-                attempt.state, attempt.ended_time, attempt.reason = (
-                    RunState.CANCELLED,
-                    time.time(),
-                    "cancelled by orch cancel",
-                )
+                attempt.state, attempt.ended_time, attempt.reason = RunState.CANCELLED, time.time(), reason
                 refresh_run_state(attempt.run)
                 cancelled.append(attempt.run_id)
     return cancelled

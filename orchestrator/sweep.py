@@ -52,7 +52,18 @@ from orchestrator.home import CONFIGS_DIR
 from orchestrator.planner import PlannedRun, ValueConverter, plan_runs
 from orchestrator.sweep_files import check_no_resolvers, parse_yaml_mapping, read_text
 
-TOP_LEVEL_KEYS = ("name", "description", "include", "base", "grid", "grids", "zip", "seeds", "max_runs")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "include",
+    "base",
+    "grid",
+    "grids",
+    "zip",
+    "seeds",
+    "max_runs",
+    "then",
+)
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 SWEEP_DOCS = "docs/sweeps.md"
 DEFAULT_MAX_RUNS = 250_000
@@ -67,6 +78,9 @@ class SweepPlan:
     source_path: Path
     source_text: str
     runs: list[PlannedRun]
+    then: tuple[
+        str, ...
+    ] = ()  # analyses run as jobs once the sweep's jobs have ended (orchestrator/stages.py)
 
 
 def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = None) -> SweepPlan:
@@ -105,7 +119,19 @@ def load_sweep(path: Path, known_names: Optional[Mapping[str, Sequence[str]]] = 
         base_config, axes, origins, converter, catalog_names() if known_names is None else known_names
     )
     _check_unique(file, runs)
-    return SweepPlan(name, description, path, text, runs)
+    return SweepPlan(name, description, path, text, runs, _stages(file, document))
+
+
+def _stages(file: str, document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sweep's ``then:`` commands, each checked as a stage."""
+    from orchestrator.stages import STAGE_ACCEPTED, stage_request
+
+    commands = document.get("then", [])
+    if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
+        raise SpecError(file, "then", "not a list of commands", commands, f"a list of {STAGE_ACCEPTED}")
+    for index, command in enumerate(commands):
+        stage_request(command, file, f"then[{index}]")
+    return tuple(commands)
 
 
 def merge_fragment(config: DictConfig, fragment: Mapping[str, Any], file: str, prefix: str) -> DictConfig:

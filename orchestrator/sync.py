@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
-from orchestrator.registry.tables import RunState, attempts
+from orchestrator.registry.tables import RunState, attempts, stages
 
 RECHECK_SECONDS = 7 * 24 * 3600  # how long the journal of an attempt ended by a guess is read again
 
@@ -63,6 +63,24 @@ def any_held_back(engine: Engine) -> bool:
     held = select(attempts.c.id).where(attempts.c.held_back.is_(True), attempts.c.state == RunState.PENDING)
     with engine.connect() as connection:
         return connection.execute(held.limit(1)).first() is not None
+
+
+def any_gate_open(engine: Engine) -> bool:
+    """Whether any active attempt waits on a smoke test (one indexed lookup; orchestrator/smoke.py)."""
+    gated = select(attempts.c.id).where(attempts.c.gate.is_not(None), attempts.c.state.in_(RunState.ACTIVE))
+    with engine.connect() as connection:
+        return connection.execute(gated.limit(1)).first() is not None
+
+
+STAGE_WAITING = "WAITING"  # a stage recorded while its sweep still has runs to submit
+OPEN_STAGE_STATES = (STAGE_WAITING, RunState.PENDING, RunState.RUNNING)
+
+
+def any_stage_open(engine: Engine) -> bool:
+    """Whether a stage after a sweep waits or runs (one indexed lookup; orchestrator/stages.py)."""
+    open_stage = select(stages.c.id).where(stages.c.state.in_(OPEN_STAGE_STATES))
+    with engine.connect() as connection:
+        return connection.execute(open_stage.limit(1)).first() is not None
 
 
 def any_attempt_open(engine: Engine) -> bool:

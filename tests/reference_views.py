@@ -8,6 +8,7 @@ these produce on the same registry. Do not "improve" this file: it is the defini
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -16,7 +17,8 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.registry.models import Metric, Run, RunState, Sweep
+from orchestrator.registry.models import Metric, Run, RunState, Stage, Sweep
+from orchestrator.smoke import gate_state
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -81,9 +83,32 @@ def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, A
                 "counts": {s: counts[s] for s in RunState.ALL if counts[s]},
                 "waiting_for_slot": sum(row["waiting_for_slot"] for row in active),
                 "active": active,
+                "stages": [
+                    stage_row(stage)
+                    for stage in session.scalars(
+                        select(Stage).where(Stage.sweep_id == sweep.id).order_by(Stage.id)
+                    )
+                ],
+                "smoke_failures": [
+                    dataclasses.asdict(failure)
+                    for failure in (
+                        gate_state(session, sweep.name).failures if sweep.name.endswith(".smoke") else []
+                    )
+                ],
             }
         )
     return views
+
+
+def stage_row(stage: Stage) -> dict[str, Any]:
+    return {
+        "id": stage.id,
+        "command": stage.command,
+        "state": stage.state,
+        "job_ids": json.loads(stage.job_ids),
+        "after_jobs": stage.after_jobs,
+        "reason": stage.reason,
+    }
 
 
 def active_row(run: Run) -> dict[str, Any]:

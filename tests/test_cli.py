@@ -30,7 +30,15 @@ def finished(orch: Orch) -> Orch:
 
 def test_status_counts_runs_per_state(finished: Orch) -> None:
     assert finished.ok("status", "--json").json() == [
-        {"sweep": "tiny", "runs": 2, "counts": {"COMPLETED": 2}, "waiting_for_slot": 0, "active": []}
+        {
+            "sweep": "tiny",
+            "runs": 2,
+            "counts": {"COMPLETED": 2},
+            "waiting_for_slot": 0,
+            "active": [],
+            "stages": [],
+            "smoke_failures": [],
+        }
     ]
     assert "tiny" in finished.ok("status").stdout
 

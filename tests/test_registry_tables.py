@@ -106,7 +106,15 @@ def test_status_of_ended_attempts_loads_neither_the_orm_nor_the_ingestion(tmp_pa
     _one_run_registry(tmp_path, "COMPLETED")
     views, loaded = _status_in_a_fresh_interpreter(tmp_path)
     assert views == [
-        {"sweep": "s", "runs": 1, "counts": {"COMPLETED": 1}, "waiting_for_slot": 0, "active": []}
+        {
+            "sweep": "s",
+            "runs": 1,
+            "counts": {"COMPLETED": 1},
+            "waiting_for_slot": 0,
+            "active": [],
+            "stages": [],
+            "smoke_failures": [],
+        }
     ]
     assert loaded == []
 

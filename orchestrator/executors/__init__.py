@@ -50,6 +50,8 @@ class JobSettings:
     sbatch: Optional[SbatchOptions] = (
         None  # pass-through options: the runs' own over their cluster profile's (Slurm only)
     )
+    # Slurm: start only after these jobs (afterok:123)
+    dependency: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class SlurmBackend:
                 settings.max_parallel,
                 settings.signal_delay_s,
                 settings.sbatch,
+                settings.dependency,
             )
         )
         return executor
@@ -227,6 +228,7 @@ def sbatch_parameters(
     max_parallel: int,
     signal_delay_s: int,
     options: Optional[SbatchOptions] = None,
+    dependency: Optional[str] = None,
 ) -> dict[str, object]:
     parameters: dict[str, object] = {
         **(options.parameters() if options is not None else {}),
@@ -238,6 +240,8 @@ def sbatch_parameters(
         "array_parallelism": max_parallel,
         "signal_delay_s": signal_delay_s,
     }
+    if dependency:  # one that can no longer be met leaves the job pending: orch cancels it, saying why
+        parameters["dependency"] = dependency
     if resources.partition:
         parameters["partition"] = resources.partition
     if resources.gpus:

@@ -108,9 +108,30 @@ class Attempt(Base):
     held_back: Mapped[bool]
     pack_slot: Mapped[Optional[int]]
     peak_gpu_bytes: Mapped[Optional[int]]
+    gate: Mapped[Optional[str]]
+    after_jobs: Mapped[Optional[str]]
 
     run: Mapped[Run] = relationship(back_populates="attempts")
     requeue_history: Mapped[list["Requeue"]] = relationship(order_by="Requeue.time", viewonly=True)
+
+
+class Stage(Base):
+    """An analysis after a sweep (tables.stages)."""
+
+    __table__ = tables.stages
+
+    id: Mapped[int]
+    sweep_id: Mapped[int]
+    command: Mapped[str]
+    state: Mapped[str]
+    executor: Mapped[str]
+    number: Mapped[int]
+    job_ids: Mapped[str]
+    after_jobs: Mapped[Optional[str]]
+    reason: Mapped[Optional[str]]
+    created_time: Mapped[float]
+    submitted_time: Mapped[Optional[float]]
+    ended_time: Mapped[Optional[float]]
 
 
 class Requeue(Base):

@@ -147,6 +147,10 @@ attempts = Table(
     # the task is its own. Cancelling it alone asks the task to stop its process (jobs/pack.py).
     Column("pack_slot", Integer),
     Column("peak_gpu_bytes", BigInteger),  # torch.cuda.max_memory_allocated of its process; NULL on a CPU
+    # The smoke sweep whose runs must complete first (orch submit --smoke; orchestrator/smoke.py),
+    # and the Slurm dependency its job went out with ("" released without one; NULL: still gated).
+    Column("gate", String(80)),
+    Column("after_jobs", Text),
     UniqueConstraint("run_id", "number"),
     # At most one active attempt per run, whatever the timing of concurrent submits: the database
     # refuses the second (SQLite and PostgreSQL both have partial unique indexes).
@@ -159,6 +163,27 @@ attempts = Table(
     ),
     Index("ix_attempts_closed_by_guess", "closed_by_guess", "ended_time"),  # sync's recent guesses
     Index("ix_attempts_held_back", "held_back", "executor"),  # the feeder's backlog
+    Index("ix_attempts_gate", "gate", "state"),  # attempts waiting on a smoke test
+)
+
+# An analysis after a sweep (orch submit --then, a sweep's then:): a job array that starts when the
+# sweep's jobs have ended (orchestrator/stages.py).
+stages = Table(
+    "stages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sweep_id", ForeignKey("sweeps.id"), nullable=False),
+    Column("command", Text, nullable=False),  # "analyze --figure lines ..."
+    Column("state", String(16), nullable=False),  # WAITING, then as an attempt's
+    Column("executor", String(16), nullable=False),
+    Column("number", Integer, nullable=False, default=0, server_default="0"),  # submissions so far
+    Column("job_ids", Text, nullable=False, default="[]", server_default="[]"),  # JSON list
+    Column("after_jobs", Text),  # the dependency it went out with
+    Column("reason", Text),
+    Column("created_time", Float, nullable=False),
+    Column("submitted_time", Float),
+    Column("ended_time", Float),
+    Index("ix_stages_state", "state"),
 )
 
 # Each time the scheduler put an attempt's job back in the queue: on the job's own request at a
