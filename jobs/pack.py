@@ -39,7 +39,7 @@ from jobs.entry import (
     requeue_limit_message,
 )
 from jobs.interrupt import SIGNAL_VARIABLE
-from jobs.journal import Finished, Requeued, read_events, read_heartbeat
+from jobs.journal import Failed, Finished, read_events, read_heartbeat
 from jobs.paths import AttemptPaths, RunPaths
 
 THREADS_VARIABLE = "ORCH_THREADS"  # a member's share of the task's CPUs (jobs.train sets torch's threads)
@@ -52,6 +52,9 @@ class PackRequest:
 
     members: tuple[AttemptRequest, ...]
     cpus: int = 1
+    # after the warning signal, how long members may take to checkpoint before they are killed
+    # (within the profile's signal_delay_s, which is what is left before the time limit)
+    stop_seconds: float = 60.0
 
 
 class MemberKilled(RuntimeError):
@@ -82,10 +85,11 @@ class PackedJob(Checkpointable):
     def __call__(self, pack: PackRequest) -> list[int]:
         previous_umask = os.umask(pack.members[0].umask)
         try:
-            self.members = [start_member(request, member_threads(pack)) for request in pack.members]
+            for request in pack.members:  # one by one: a warning signal meanwhile sees those started
+                self.members.append(start_member(request, member_threads(pack)))
             watch(self.members)
         except UncompletedJobError:  # the time limit came again and submitit has no requeue left
-            for member in requeued(self.members):
+            for member in unfinished(self.members):
                 step = heartbeat_step(member.attempt)
                 report_failure(
                     member.attempt,
@@ -101,14 +105,21 @@ class PackedJob(Checkpointable):
     # submitit reads None as "do not requeue" (every member finished or was cancelled)
     def checkpoint(self, pack: PackRequest) -> Optional[DelayedSubmission]:  # type: ignore[override]
         """The warning signal (time limit, preemption): every member checkpoints and journals its
-        requeue; the task comes back with those members, the finished and cancelled ones stay done."""
+        requeue (one still starting, or too slow, is killed: it continues from its last
+        checkpoint); the task comes back with the members that did not finish, fail or get
+        cancelled."""
         warning = getattr(signal, "SIG" + os.environ.get(SIGNAL_VARIABLE, "USR2"))
         for member in self.members:
             if member.process.poll() is None:
                 member.process.send_signal(warning)
+        deadline = time.monotonic() + pack.stop_seconds
         for member in self.members:
-            member.process.wait()
-        again = tuple(member.request for member in requeued(self.members))
+            try:
+                member.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+                member.process.wait()
+        again = tuple(member.request for member in unfinished(self.members))
         return DelayedSubmission(PackedJob(), dataclasses.replace(pack, members=again)) if again else None
 
 
@@ -145,9 +156,13 @@ def watch(members: Sequence[Member]) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def requeued(members: Sequence[Member]) -> list[Member]:
-    """The members whose journal ends in a requeue: they continue when the task comes back."""
-    return [member for member in members if isinstance(last_payload(member.attempt), Requeued)]
+def unfinished(members: Sequence[Member]) -> list[Member]:
+    """The members a requeued task continues: not finished, failed or cancelled."""
+    return [
+        member
+        for member in members
+        if not member.cancelled and not isinstance(last_payload(member.attempt), (Finished, Failed))
+    ]
 
 
 def finish(members: Sequence[Member]) -> list[int]:

@@ -922,18 +922,23 @@ def _status_tables(views: list[SweepStatus], home: OrchHome) -> list[Any]:
                 "stages after sweeps", ["sweep", "then", "state", "jobs", "after", "reason"], stage_rows
             )
         )
-    for view in views:
-        for failure in view.smoke_failures:
-            parts.append(_smoke_failure_text(failure))
+    failures = [failure for view in views for failure in view.smoke_failures]
+    if failures:
+        parts.append(_smoke_failures_text(failures))
     return parts
 
 
-def _smoke_failure_text(failure: Any) -> Any:
+def _smoke_failures_text(failures: Sequence[Any]) -> Any:
+    """Each failed smoke run: what failed, how to reproduce it, its traceback's tail."""
     from rich.text import Text
 
     from orchestrator.smoke import failure_words
 
-    lines = [failure_words(failure), *(f"  {line}" for line in failure.traceback_tail)]
+    lines = [
+        line
+        for failure in failures
+        for line in (failure_words(failure), *(f"  {tail}" for tail in failure.traceback_tail))
+    ]
     return Text("\n".join(lines))
 
 

@@ -74,7 +74,7 @@ def smoke_plan(plan: SweepPlan) -> SweepPlan:
     for run in firsts.values():
         spec = smoke_spec(run.spec, load_profile(run.spec.cluster))
         runs.append(PlannedRun(run_id(spec), spec, {**run.swept, "smoke_of": run.run_id}, True))
-    return replace(plan, name=smoke_sweep_name(plan.name), runs=runs)
+    return replace(plan, name=smoke_sweep_name(plan.name), runs=runs, then=())
 
 
 def smoke_spec(spec: RunSpec, profile: ClusterProfile) -> RunSpec:

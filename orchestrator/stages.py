@@ -85,13 +85,18 @@ def stage_request(text: str, file: str, key: str) -> AnalyzeRequest:
 
 
 def record_stages(session: Session, sweep_name: str, commands: Sequence[str], executor: str) -> None:
-    """A WAITING stage per command for the sweep (already recorded in ``session``)."""
+    """A WAITING stage per command for the sweep (already recorded in ``session``), but for a
+    command the sweep has waiting or running already (a second submit of the same file)."""
     sweep_id = session.scalar(select(Sweep.id).where(Sweep.name == sweep_name))
+    open_commands = set(
+        session.scalars(select(Stage.command).where(Stage.sweep_id == sweep_id, Stage.state.in_(OPEN_STATES)))
+    )
     now = time.time()
-    for command in commands:
-        session.add(
-            Stage(sweep_id=sweep_id, command=command, state=WAITING, executor=executor, created_time=now)
-        )
+    for command in dict.fromkeys(commands):
+        if command not in open_commands:
+            session.add(
+                Stage(sweep_id=sweep_id, command=command, state=WAITING, executor=executor, created_time=now)
+            )
 
 
 def advance_stages(engine: Engine, home: OrchHome) -> None:

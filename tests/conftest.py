@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -55,6 +57,26 @@ def orch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Orch:
     monkeypatch.delenv("ORCH_DB_URL", raising=False)
     monkeypatch.delenv("ORCH_HOME", raising=False)
     return Orch(tmp_path / "home")
+
+
+def wait_until(
+    condition: Callable[[], object], timeout_seconds: float = 300, poll_seconds: float = 0.5
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout_seconds``."""
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(poll_seconds)
+
+
+def attempt_rows(orch: Orch) -> list[dict[str, Any]]:
+    """Every attempt of the home's registry as its row, by job, place in a pack and number."""
+    with sqlite3.connect(orch.registry) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute(
+            "SELECT * FROM attempts ORDER BY job_id, pack_slot, run_id, number"
+        ).fetchall()
+    return [dict(row) for row in rows]
 
 
 def write_sweep(directory: Path, name: str, text: str) -> Path:

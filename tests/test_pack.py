@@ -16,7 +16,7 @@ from orchestrator.home import OrchHome
 from orchestrator.ingest import JournalRead, apply_journal
 from orchestrator.registry.engine import open_registry
 from orchestrator.sync import SyncReport
-from tests.conftest import Orch, write_sweep
+from tests.conftest import Orch, attempt_rows, wait_until, write_sweep
 
 PACKED = """
 name: packed
@@ -30,20 +30,6 @@ grid:
 """
 
 
-def attempts(orch: Orch) -> list[dict]:
-    with sqlite3.connect(orch.registry) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = connection.execute("SELECT * FROM attempts ORDER BY run_id, number").fetchall()
-    return [dict(row) for row in rows]
-
-
-def wait_until(condition, timeout_seconds: float = 120) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)
-
-
 def stepped(attempt: dict, step: int) -> bool:
     beat = read_heartbeat(AttemptPaths(Path(attempt["journal_dir"])))
     return beat is not None and beat.step >= step
@@ -53,7 +39,7 @@ def stepped(attempt: dict, step: int) -> bool:
 def test_packed_runs_share_a_task_and_one_is_cancelled_and_resumed_alone(orch: Orch, tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path, "packed", PACKED)
     orch.ok("submit", sweep)
-    first = attempts(orch)
+    first = attempt_rows(orch)
     assert len({attempt["job_id"] for attempt in first}) == 1  # one task holds both runs
     assert sorted(attempt["pack_slot"] for attempt in first) == [0, 1]
     wait_until(lambda: all(stepped(attempt, 20) for attempt in first))
@@ -68,14 +54,14 @@ def test_packed_runs_share_a_task_and_one_is_cancelled_and_resumed_alone(orch: O
     cancelled, kept = first[0], first[1]
     orch.ok("cancel", cancelled["run_id"])
     wait_until(lambda: not {"RUNNING", "PENDING"} & set(orch.ok("status", "--json").json()[0]["counts"]))
-    states = {attempt["run_id"]: attempt["state"] for attempt in attempts(orch)}
+    states = {attempt["run_id"]: attempt["state"] for attempt in attempt_rows(orch)}
     assert states == {cancelled["run_id"]: "CANCELLED", kept["run_id"]: "COMPLETED"}
     cancelled_journal = read_events(AttemptPaths(Path(cancelled["journal_dir"])))
     assert not any(isinstance(event.payload, Finished) for event in cancelled_journal)
     assert Path(cancelled["stderr_path"]).parent == Path(cancelled["journal_dir"])  # its own log
 
     orch.ok("resume", cancelled["run_id"], "--wait")
-    again = [attempt for attempt in attempts(orch) if attempt["number"] == 2]
+    again = [attempt for attempt in attempt_rows(orch) if attempt["number"] == 2]
     assert [attempt["run_id"] for attempt in again] == [cancelled["run_id"]]
     assert again[0]["state"] == "COMPLETED" and again[0]["pack_slot"] is None  # alone in its task
     assert again[0]["start_step"] > 0  # from the cancelled attempt's checkpoint

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from jobs.journal import Requeued, read_events, read_heartbeat
 from jobs.paths import AttemptPaths
 from tests.cluster.minicluster import MiniCluster, slurm_run
-from tests.conftest import Orch, write_sweep
+from tests.conftest import Orch, attempt_rows, wait_until, write_sweep
 
 pytestmark = pytest.mark.slurm
 
@@ -34,20 +32,6 @@ seeds: 2
 """
 
 
-def attempts(orch: Orch) -> list[dict]:
-    with sqlite3.connect(orch.registry) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = connection.execute("SELECT * FROM attempts ORDER BY job_id, pack_slot, number").fetchall()
-    return [dict(row) for row in rows]
-
-
-def wait_until(condition, timeout_seconds: float = 300) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.5)
-
-
 def step_of(attempt: dict) -> int:
     beat = read_heartbeat(AttemptPaths(Path(attempt["journal_dir"])))
     return beat.step if beat is not None else -1
@@ -63,7 +47,7 @@ def test_eight_runs_packed_four_per_task_one_killed_and_resumed_alone(
 ) -> None:
     sweep = write_sweep(tmp_path, "packed", PACKED)
     assert orch.ok("submit", sweep, "--json").json()["submitted"].__len__() == 8
-    first = attempts(orch)
+    first = attempt_rows(orch)
     jobs = sorted({attempt["job_id"] for attempt in first})
     assert len(jobs) == 2 and len({job.split("_")[0] for job in jobs}) == 1  # one array of 2 tasks
     assert [attempt["pack_slot"] for attempt in first] == [0, 1, 2, 3] * 2
@@ -79,7 +63,7 @@ def test_eight_runs_packed_four_per_task_one_killed_and_resumed_alone(
     subprocess.run(["scancel", "--signal=USR2", other[0]["job_id"]], check=True)
 
     wait_until(lambda: not {"RUNNING", "PENDING"} & set(orch.ok("status", "--json").json()[0]["counts"]))
-    states = {attempt["run_id"]: attempt["state"] for attempt in attempts(orch)}
+    states = {attempt["run_id"]: attempt["state"] for attempt in attempt_rows(orch)}
     assert states.pop(killed["run_id"]) == "FAILED"
     assert set(states.values()) == {"COMPLETED"}
     shown = orch.ok("show", killed["run_id"], "--json").json()
@@ -87,7 +71,7 @@ def test_eight_runs_packed_four_per_task_one_killed_and_resumed_alone(
     for attempt in other:  # each member checkpointed, journaled its requeue and continued
         journal = read_events(AttemptPaths(Path(attempt["journal_dir"])))
         assert any(isinstance(event.payload, Requeued) for event in journal)
-    requeued = {attempt["run_id"]: attempt["requeues"] for attempt in attempts(orch)}
+    requeued = {attempt["run_id"]: attempt["requeues"] for attempt in attempt_rows(orch)}
     assert all(requeued[attempt["run_id"]] >= 1 for attempt in other)
     accounting = slurm_run(
         mini_cluster, "sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", jobs[0].split("_")[0]
@@ -96,7 +80,7 @@ def test_eight_runs_packed_four_per_task_one_killed_and_resumed_alone(
     resumed = orch("resume", "packed", "--wait", "--json")
     assert resumed.exit_code == 0, resumed.stderr
     assert resumed.json()["submitted"] == [killed["run_id"]]
-    last = [attempt for attempt in attempts(orch) if attempt["number"] == 2]
+    last = [attempt for attempt in attempt_rows(orch) if attempt["number"] == 2]
     assert [attempt["run_id"] for attempt in last] == [killed["run_id"]]
     assert last[0]["state"] == "COMPLETED" and last[0]["pack_slot"] is None  # a task of its own
     assert last[0]["job_id"] not in jobs and last[0]["start_step"] >= 100  # from its checkpoint

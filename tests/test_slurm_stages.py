@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from jobs.journal import Started, read_events
 from jobs.paths import AttemptPaths
 from tests.cluster.minicluster import MiniCluster
-from tests.conftest import Orch, write_sweep
+from tests.conftest import Orch, wait_until, write_sweep
 from tests.datasets import write_cifar10
 
 pytestmark = pytest.mark.slurm
@@ -51,13 +50,6 @@ def status_of(orch: Orch, sweep: str) -> dict:
     return next(view for view in orch.ok("status", "--json").json() if view["sweep"] == sweep)
 
 
-def wait_until(condition, timeout_seconds: float = 300) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(1.0)
-
-
 def squeue() -> str:
     return subprocess.run(
         ["squeue", "--noheader", "--format=%i|%j|%T|%r|%E"], capture_output=True, text=True, check=True
@@ -90,6 +82,7 @@ def test_smoke_first_then_the_runs_then_the_analysis(
     assert final["counts"] == {"COMPLETED": 4} and status_of(orch, "staged.smoke")["counts"] == {
         "COMPLETED": 2
     }
+    assert len(final["stages"]) == 1 and status_of(orch, "staged.smoke")["stages"] == []  # the sweep's own
     stage = final["stages"][0]
     assert stage["after_jobs"] == "afterany:" + ":".join(sorted(after)) and stage["job_ids"]
     for run in orch.ok("runs", "--sweep", "staged", "--json").json():

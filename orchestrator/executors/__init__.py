@@ -200,11 +200,12 @@ def array_tasks(array: ArraySubmission) -> list[tuple[AttemptRequest, ...]]:
     return [tuple(array.requests[start : start + size]) for start in range(0, len(array.requests), size)]
 
 
-def task_job(members: tuple[AttemptRequest, ...], cpus: int) -> tuple[Callable[..., Any], object]:
-    """The submitit callable of one task and its argument: one attempt, or a pack of them."""
+def task_job(members: tuple[AttemptRequest, ...], settings: JobSettings) -> tuple[Callable[..., Any], object]:
+    """The submitit callable of one task and its argument: one attempt, or a pack of them (which
+    has half the warning's lead to checkpoint)."""
     if len(members) == 1:
         return AttemptJob(), members[0]
-    return PackedJob(), PackRequest(members, cpus)
+    return PackedJob(), PackRequest(members, settings.resources.cpus, settings.signal_delay_s / 2)
 
 
 def task_handles(

@@ -62,7 +62,7 @@ class LocalBackend(OnThisMachine):
         )
         tasks = array_tasks(array)
         with self.submission_context(settings.folder), executor.batch():
-            jobs = [executor.submit(*task_job(task, settings.resources.cpus)) for task in tasks]
+            jobs = [executor.submit(*task_job(task, settings)) for task in tasks]
         return [
             handle
             for index, (task, job) in enumerate(zip(tasks, jobs))

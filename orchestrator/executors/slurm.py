@@ -171,7 +171,7 @@ class SlurmBackend:
             replace(array.settings, name=chunk_name(array.settings.name, offset))
         )
         with executor.batch():
-            jobs = [executor.submit(*task_job(task, array.settings.resources.cpus)) for task in tasks]
+            jobs = [executor.submit(*task_job(task, array.settings)) for task in tasks]
         return [
             handle
             for task, job in zip(tasks, jobs)
