@@ -710,6 +710,7 @@ class PlanRow:
 
 def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import submit as submission
+    from orchestrator.analyze import check_out_folder
     from orchestrator.registry.engine import open_registry
     from orchestrator.stages import stage_request
 
@@ -717,6 +718,11 @@ def cmd_submit(arguments: argparse.Namespace, home: OrchHome) -> int:
     for index, command in enumerate(arguments.then):
         stage_request(command, "the command line", f"--then[{index}]")
     plan = dataclasses.replace(plan, then=(*plan.then, *arguments.then))
+    for command in plan.then:  # where the stages would write
+        try:
+            check_out_folder(stage_request(command, str(arguments.file), "then").out, home)
+        except UserError as problem:
+            raise UserError(f"then {command!r}: {problem}") from None
     require_home_folder(home)
     engine = open_registry(home)
     choices = _submit_choices(arguments)

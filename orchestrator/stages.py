@@ -139,8 +139,13 @@ def _submit_when_ready(
             profiles = [analyze.profile_of(run) for run in runs]
     # the registry's read is over: neither sbatch nor the analyses hold it
     if not queued:
-        written = sum(len(report.written) for report in analyze.run_in_process(jobs, profiles))
-        _record(engine, stage_id, RunState.COMPLETED, [], None, f"wrote {written} files here")
+        try:
+            written = sum(len(report.written) for report in analyze.run_in_process(jobs, profiles))
+        except Exception as error:  # noqa: BLE001 - the analysis's failure is the stage's reason
+            reason = one_paragraph(f"{type(error).__name__}: {error}", 400)
+            _record(engine, stage_id, RunState.FAILED, [], None, reason, submitted=True)
+            return
+        _record(engine, stage_id, RunState.COMPLETED, [], None, f"wrote {written} files here", submitted=True)
         return
     arrays_after = sorted({job.partition("_")[0] for job in active_jobs})
     dependency = "afterany:" + ":".join(arrays_after) if arrays_after else None
