@@ -119,7 +119,8 @@ class PackedJob(Checkpointable):
             except subprocess.TimeoutExpired:
                 member.process.kill()
                 member.process.wait()
-        again = tuple(member.request for member in unfinished(self.members))
+        # and those not started yet: the signal came while the task was starting them
+        again = (*(member.request for member in unfinished(self.members)), *pack.members[len(self.members) :])
         return DelayedSubmission(PackedJob(), dataclasses.replace(pack, members=again)) if again else None
 
 
@@ -172,7 +173,7 @@ def finish(members: Sequence[Member]) -> list[int]:
     for member in members:
         code = member.process.returncode
         if code < 0 and not member.cancelled:
-            name = signal.Signals(-code).name
+            name = signal_name(-code)
             step = heartbeat_step(member.attempt)
             report_failure(
                 member.attempt,
@@ -188,6 +189,13 @@ def finish(members: Sequence[Member]) -> list[int]:
             f"{len(unfinished)} of {len(members)} packed runs did not finish: {', '.join(unfinished)}"
         )
     return [heartbeat_step(member.attempt) or 0 for member in members]
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return f"signal {number}"
 
 
 def last_payload(attempt: AttemptPaths) -> object:

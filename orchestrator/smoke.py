@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Engine, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jobs.journal import Failed, read_events
@@ -203,6 +203,11 @@ def settle_gates(engine: Engine) -> list[str]:
 def release(engine: Engine, gate: str, dependency: Optional[str]) -> None:
     """The gate's held-back attempts may go out, after ``dependency`` (None: at once)."""
     attempts = Attempt.__table__
+    to_release: ColumnElement[bool] = attempts.c.after_jobs.is_(
+        None
+    )  # still running: the attempts without a dependency yet
+    if dependency is None:  # passed: a dependency given before goes too (Slurm forgets the smoke
+        to_release = or_(to_release, attempts.c.after_jobs != "")  # jobs after MinJobAge, refusing it)
     with engine.begin() as connection:
         connection.execute(
             update(attempts)
@@ -210,7 +215,7 @@ def release(engine: Engine, gate: str, dependency: Optional[str]) -> None:
                 attempts.c.gate == gate,
                 attempts.c.held_back.is_(True),
                 attempts.c.state == RunState.PENDING,
-                attempts.c.after_jobs.is_(None),
+                to_release,
             )
             .values(after_jobs=dependency or "", reason=bindparam("reason")),
             {

@@ -18,22 +18,24 @@ import dataclasses
 import json
 import shlex
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import SpecError, UserError, one_paragraph
 from orchestrator.executors import JobRef, Phase, backend_class, get_backend
 from orchestrator.home import OrchHome
 from orchestrator.registry.models import Attempt, Stage, Sweep, SweepRun
-from orchestrator.registry.tables import RunState
-from orchestrator.sync import OPEN_STAGE_STATES, STAGE_WAITING
+from orchestrator.registry.tables import RunState, stages
+from orchestrator.sync import OPEN_STAGE_STATES, STAGE_SUBMITTING, STAGE_WAITING
 
 if TYPE_CHECKING:
     from orchestrator.analyze import AnalyzeRequest
 
-WAITING, OPEN_STATES = STAGE_WAITING, OPEN_STAGE_STATES
+WAITING, SUBMITTING, OPEN_STATES = STAGE_WAITING, STAGE_SUBMITTING, OPEN_STAGE_STATES
+CLAIM_EXPIRES_S = 600  # a claimed stage not recorded by then: its submitter died
 STAGE_COMMANDS = ("analyze",)
 STAGE_ACCEPTED = 'analyze --figure NAME [its options], e.g. "analyze --figure lines --format pdf"'
 
@@ -110,52 +112,146 @@ def advance_stages(engine: Engine, home: OrchHome) -> None:
             (stage.id, stage.state, stage.sweep_id, stage.command, stage.executor, stage.job_ids)
             for stage in open_stages
         ]
+        claimed_before = {stage.id: stage.submitted_time or 0.0 for stage in open_stages}
     for stage_id, state, sweep_id, command, executor, job_ids in plans:
         if state == WAITING:
             _submit_when_ready(engine, home, stage_id, sweep_id, command, executor)
+        elif state == SUBMITTING:
+            _expire_claim(engine, stage_id, claimed_before[stage_id])
         else:
             _follow(engine, stage_id, executor, json.loads(job_ids))
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """What a stage ready to go runs: arrays for a queue, or analyses for this process."""
+
+    arrays: list[Any]  # orchestrator.analyze.AnalysisArray
+    jobs: list[Any]  # jobs.analyses.job.AnalysisJob, for this process
+    profiles: list[Any]
+    dependency: Optional[str]
 
 
 def _submit_when_ready(
     engine: Engine, home: OrchHome, stage_id: int, sweep_id: int, command: str, executor: str
 ) -> None:
     """Submit the stage once every run of its sweep has a job (after those still active) or, on
-    an executor without a queue, run it here once they have all ended."""
+    an executor without a queue, run it here once they have all ended. What keeps it from going
+    out (Slurm not answering, an analysis that does not fit the cluster) is its reason while it
+    waits; it is claimed (one transaction) before anything is submitted, so two commands never
+    submit it twice."""
+    try:
+        work = _stage_work(engine, home, sweep_id, command, executor)
+    except UserError as problem:
+        _note_waiting(engine, stage_id, f"not submitted yet: {problem}")
+        return
+    if work is None or not _claim(engine, stage_id):
+        return
+    if not work.arrays and not work.jobs:
+        _record(
+            engine,
+            stage_id,
+            RunState.FAILED,
+            [],
+            None,
+            "none of the sweep's runs started: nothing to analyze",
+        )
+    elif not work.arrays:
+        _run_here(engine, stage_id, work)
+    else:
+        _submit_arrays(engine, stage_id, work, executor)
+
+
+def _stage_work(
+    engine: Engine, home: OrchHome, sweep_id: int, command: str, executor: str
+) -> Optional[StageWork]:
+    """The stage's arrays or analyses once its sweep's runs allow (None: not yet)."""
     from orchestrator import analyze
 
     queued = backend_class(executor).queued
     with Session(engine) as session:
         active_jobs = _active_jobs(session, sweep_id)
         if active_jobs is None or (active_jobs and not queued):
-            return  # a run waits to be submitted, or local jobs run: later
+            return None  # a run waits to be submitted, or local jobs run: later
+        if not active_jobs and not _any_started(session, sweep_id):
+            return StageWork([], [], [], None)  # e.g. a failed smoke test cancelled them all
         sweep_name = session.scalar(select(Sweep.name).where(Sweep.id == sweep_id)) or ""
         request = dataclasses.replace(stage_request(command, "stage", "then"), targets=(sweep_name,))
         runs = analyze.selected_runs(session, [sweep_name], [])
         jobs = analyze.analysis_jobs(runs, request)
-        if queued:
-            arrays = analyze.plan_arrays(session, runs, jobs, executor, home)
-        else:
-            profiles = [analyze.profile_of(run) for run in runs]
-    # the registry's read is over: neither sbatch nor the analyses hold it
-    if not queued:
-        try:
-            written = sum(len(report.written) for report in analyze.run_in_process(jobs, profiles))
-        except Exception as error:  # noqa: BLE001 - the analysis's failure is the stage's reason
-            reason = one_paragraph(f"{type(error).__name__}: {error}", 400)
-            _record(engine, stage_id, RunState.FAILED, [], None, reason, submitted=True)
-            return
-        _record(engine, stage_id, RunState.COMPLETED, [], None, f"wrote {written} files here", submitted=True)
-        return
-    arrays_after = sorted({job.partition("_")[0] for job in active_jobs})
-    dependency = "afterany:" + ":".join(arrays_after) if arrays_after else None
+        if not queued:
+            return StageWork([], jobs, [analyze.profile_of(run) for run in runs], None)
+        arrays_after = sorted({job.partition("_")[0] for job in active_jobs})
+        dependency = "afterany:" + ":".join(arrays_after) if arrays_after else None
+        return StageWork(analyze.plan_arrays(session, runs, jobs, executor, home), [], [], dependency)
+
+
+def _run_here(engine: Engine, stage_id: int, work: StageWork) -> None:
+    """The analyses in this process (no registry session open meanwhile)."""
+    from orchestrator import analyze
+
     try:
-        submitted = [analyze.submit_array(array, executor, dependency) for array in arrays]
-    except UserError as refused:
-        _record(engine, stage_id, RunState.FAILED, [], dependency, str(refused))
+        written = sum(len(report.written) for report in analyze.run_in_process(work.jobs, work.profiles))
+    except Exception as error:  # noqa: BLE001 - the analysis's failure is the stage's reason
+        reason = one_paragraph(f"{type(error).__name__}: {error}", 400)
+        _record(engine, stage_id, RunState.FAILED, [], None, reason)
         return
-    job_ids = [job_id for array in submitted for job_id in array.job_ids]
-    _record(engine, stage_id, RunState.PENDING, job_ids, dependency, None, submitted=True)
+    _record(engine, stage_id, RunState.COMPLETED, [], None, f"wrote {written} files here")
+
+
+def _submit_arrays(engine: Engine, stage_id: int, work: StageWork, executor: str) -> None:
+    """sbatch each array (no registry session open); a refusal fails the stage with the job ids
+    of the arrays that went out before it."""
+    from orchestrator import analyze
+
+    job_ids: list[str] = []
+    for array in work.arrays:
+        try:
+            job_ids += analyze.submit_array(array, executor, work.dependency).job_ids
+        except UserError as refused:
+            _record(engine, stage_id, RunState.FAILED, job_ids, work.dependency, str(refused))
+            return
+    _record(engine, stage_id, RunState.PENDING, job_ids, work.dependency, None)
+
+
+def _claim(engine: Engine, stage_id: int) -> bool:
+    """Take the waiting stage for this command (False: another command took it first)."""
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            update(stages)
+            .where(stages.c.id == stage_id, stages.c.state == WAITING)
+            .values(state=SUBMITTING, submitted_time=time.time(), number=stages.c.number + 1, reason=None)
+        )
+        return claimed.rowcount == 1
+
+
+def _expire_claim(engine: Engine, stage_id: int, claimed_time: float) -> None:
+    """A stage claimed long ago and never recorded: its submitter died in between."""
+    if time.time() - claimed_time < CLAIM_EXPIRES_S:
+        return
+    _record(
+        engine,
+        stage_id,
+        RunState.FAILED,
+        [],
+        None,
+        "its submitter ended before recording its jobs (squeue --name shows any orch:analyze array "
+        "that went out); orch resume SWEEP submits it again",
+    )
+
+
+def _note_waiting(engine: Engine, stage_id: int, reason: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(stages).where(stages.c.id == stage_id, stages.c.state == WAITING).values(reason=reason)
+        )
+
+
+def _any_started(session: Session, sweep_id: int) -> bool:
+    """Whether any run of the sweep ever started (else there is nothing to analyze)."""
+    members = select(SweepRun.run_id).where(SweepRun.sweep_id == sweep_id)
+    started = select(Attempt.id).where(Attempt.run_id.in_(members), Attempt.started_time.is_not(None))
+    return session.execute(started.limit(1)).first() is not None
 
 
 def _active_jobs(session: Session, sweep_id: int) -> Optional[list[str]]:
@@ -190,9 +286,9 @@ def _follow(engine: Engine, stage_id: int, executor: str, job_ids: list[str]) ->
             state = observation.state or "gone"
             reason = f"{len(failed)} of {len(job_ids)} jobs did not complete: job {job_id} {state}"
             reason += f" ({observation.reason})" if observation.reason else ""
-            _record(engine, stage_id, RunState.FAILED, job_ids, None, reason, ended=True)
+            _record(engine, stage_id, RunState.FAILED, job_ids, None, reason)
         else:
-            _record(engine, stage_id, RunState.COMPLETED, job_ids, None, None, ended=True)
+            _record(engine, stage_id, RunState.COMPLETED, job_ids, None, None)
     elif Phase.RUNNING in phases:
         _record(engine, stage_id, RunState.RUNNING, job_ids, None, None)
     else:
@@ -207,19 +303,17 @@ def _record(
     job_ids: list[str],
     dependency: Optional[str],
     reason: Optional[str],
-    submitted: bool = False,
-    ended: bool = False,
 ) -> None:
     with Session(engine) as session, session.begin():
         stage = session.get(Stage, stage_id)
         if stage is None:
             return
+        if stage.state == SUBMITTING:  # the claim's submission is what is recorded now
+            stage.after_jobs = dependency
         stage.state, stage.reason = state, reason
         if job_ids:
             stage.job_ids = json.dumps(job_ids)
-        if submitted:
-            stage.after_jobs, stage.submitted_time, stage.number = dependency, time.time(), stage.number + 1
-        if ended or state in (RunState.COMPLETED, RunState.FAILED):
+        if state in (RunState.COMPLETED, RunState.FAILED):
             stage.ended_time = time.time()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -189,15 +189,26 @@ def submit_sweep(engine: Engine, home: OrchHome, plan: SweepPlan, choices: Submi
 def submit_smoke_tested(
     engine: Engine, home: OrchHome, plan: SweepPlan, choices: SubmitChoices
 ) -> SubmissionReport:
-    """``orch submit --smoke``: the smoke sweep first, then the sweep's runs held back behind it
-    (orchestrator/smoke.py); those go out, with a dependency on the smoke jobs, as soon as each
-    smoke run has a job."""
+    """``orch submit --smoke``: a smoke sweep of the configurations of the runs still to do
+    first, then those runs held back behind it (orchestrator/smoke.py); they go out, with a
+    dependency on the smoke jobs, as soon as each smoke run has a job."""
     from orchestrator.smoke import settle_gates, smoke_plan, smoke_sweep_name
 
-    tested = smoke_plan(plan)  # bad input found before anything is written
     sync(engine)
+    with Session(engine) as session:
+        recorded = recorded_runs(session, [run.run_id for run in plan.runs])
+    to_run = [run for run in plan.runs if recorded.get(run.run_id, ("",))[0] not in _NOT_SUBMITTED]
+    if not to_run:  # every run completed or active: nothing to smoke-test
+        return _submit(
+            engine, home, functools.partial(record_submission, home=home, plan=plan, choices=choices)
+        )
+    tested = smoke_plan(replace(plan, runs=to_run))  # bad input found before anything is written
+    with Session(engine) as session:  # the sweep's own checks, before the smoke runs go out
+        check_packs_fit(schedule_plan(session, plan), str(plan.source_path))
     smoke = _submit(
-        engine, home, functools.partial(record_submission, home=home, plan=tested, choices=choices)
+        engine,
+        home,
+        functools.partial(record_submission, home=home, plan=tested, choices=choices, exact_members=True),
     )
     gated = functools.partial(
         record_submission, home=home, plan=plan, choices=choices, gate=smoke_sweep_name(plan.name)
@@ -206,14 +217,20 @@ def submit_smoke_tested(
     settle_gates(engine)
     released = feed(engine, home)
     report.smoke = smoke.submitted + smoke.waiting
-    report.submitted += [run_id for run_id in released.launched if run_id not in report.smoke]
+    planned = {run.run_id for run in plan.runs}  # the feed may launch older sweeps' runs too
+    report.submitted += [run_id for run_id in released.launched if run_id in planned]
     report.waiting = [run_id for run_id in report.waiting if run_id not in report.submitted]
     report.refusals += smoke.refusals + released.refusals
     return report
 
 
 def record_submission(
-    session: Session, home: OrchHome, plan: SweepPlan, choices: SubmitChoices, gate: Optional[str] = None
+    session: Session,
+    home: OrchHome,
+    plan: SweepPlan,
+    choices: SubmitChoices,
+    gate: Optional[str] = None,
+    exact_members: bool = False,
 ) -> tuple[SubmissionReport, list[list[PreparedAttempt]]]:
     """The bookkeeping of ``orch submit`` before any job runs, in ``session``'s transaction: the
     runs scheduled with the registry's history, recorded, and an attempt (with its spec file)
@@ -223,6 +240,8 @@ def record_submission(
     check_packs_fit(planned, str(plan.source_path))
     scheduled = [item.run for item in planned]
     runs = record_sweep(session, replace(plan, runs=scheduled), texts)
+    if exact_members:  # a smoke sweep is what this submission tests: earlier smoke runs leave it
+        detach_others(session, plan)
     if plan.then and plan.runs:
         from orchestrator.stages import record_stages
 
@@ -231,6 +250,16 @@ def record_submission(
     return _prepare_submission(
         session, home, runs, choices, lambda state: state not in _NOT_SUBMITTED, texts, plan.name, gate
     )
+
+
+def detach_others(session: Session, plan: SweepPlan) -> None:
+    """Remove from the plan's sweep the member runs the plan does not hold (their rows stay)."""
+    sweep_id = select(Sweep.id).where(Sweep.name == plan.name).scalar_subquery()
+    planned = {run.run_id for run in plan.runs}
+    members = session.scalars(select(SweepRun.run_id).where(SweepRun.sweep_id == sweep_id)).all()
+    gone = [run_id for run_id in members if run_id not in planned]
+    for chunk in in_chunks(gone):
+        session.execute(delete(SweepRun).where(SweepRun.sweep_id == sweep_id, SweepRun.run_id.in_(chunk)))
 
 
 def check_packs_fit(scheduled: Sequence[Scheduled], source: str) -> None:

@@ -73,7 +73,8 @@ def any_gate_open(engine: Engine) -> bool:
 
 
 STAGE_WAITING = "WAITING"  # a stage recorded while its sweep still has runs to submit
-OPEN_STAGE_STATES = (STAGE_WAITING, RunState.PENDING, RunState.RUNNING)
+STAGE_SUBMITTING = "SUBMITTING"  # claimed by one command, its jobs not recorded yet
+OPEN_STAGE_STATES = (STAGE_WAITING, STAGE_SUBMITTING, RunState.PENDING, RunState.RUNNING)
 
 
 def any_stage_open(engine: Engine) -> bool:

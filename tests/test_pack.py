@@ -23,7 +23,7 @@ name: packed
 include: [problems/digits_mlp.yaml]
 base:
   model: {hidden: [16]}
-  training: {steps: 600, checkpoint_every: 100, eval_every: 100, heartbeat_seconds: 0.2}
+  training: {steps: 2500, checkpoint_every: 100, eval_every: 500, heartbeat_seconds: 0.2}
   resources: {pack: 2, cpus: 2}
 grid:
   optimizer.lr: [0.1, 0.05]
@@ -42,7 +42,7 @@ def test_packed_runs_share_a_task_and_one_is_cancelled_and_resumed_alone(orch: O
     first = attempt_rows(orch)
     assert len({attempt["job_id"] for attempt in first}) == 1  # one task holds both runs
     assert sorted(attempt["pack_slot"] for attempt in first) == [0, 1]
-    wait_until(lambda: all(stepped(attempt, 20) for attempt in first))
+    wait_until(lambda: all(stepped(attempt, 120) for attempt in first))  # past a checkpoint
     pids = {
         event.payload.pid
         for attempt in first
