@@ -192,7 +192,8 @@ def test_attempt_unknown_to_slurm_becomes_lost_and_resumes(
     sweep = slurm_sweep(
         tmp_path,
         "forgotten",
-        "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 3000, checkpoint_every: 100, "
+        # about 20 s of training: still training a few seconds after step 200, when it is killed
+        "  model: {hidden: [1024, 1024, 1024]}\n  training: {steps: 1500, checkpoint_every: 100, "
         "heartbeat_seconds: 0.5}\n",
     )
     run_id = orch.ok("submit", sweep, "--json").json()["submitted"][0]
