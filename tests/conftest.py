@@ -86,6 +86,18 @@ def write_sweep(directory: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def slurm_polls_every_second(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In tests marked ``slurm``, commands waiting on Slurm jobs (``--wait``, ``status --watch``)
+    look again every second instead of every 10 s: the mini-cluster's slurmctld is this test's own,
+    and a finished job is then seen within a second (every test still waits for the same states)."""
+    if request.node.get_closest_marker("slurm") is None:
+        return
+    from orchestrator.executors.slurm import SlurmBackend
+
+    monkeypatch.setattr(SlurmBackend, "poll_seconds", 1.0)
+
+
 @pytest.fixture(scope="session")
 def mini_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A real Slurm cluster on localhost for the whole session (see tests/cluster/minicluster.py)."""

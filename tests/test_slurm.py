@@ -231,9 +231,15 @@ def sacct_state(cluster: MiniCluster, job_id: str) -> str:
 
 
 def test_time_limit_checkpoints_requeues_and_completes_identically(
-    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path
+    orch: Orch, mini_cluster: MiniCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safetensors.torch import load_file
+
+    from orchestrator.executors.slurm import SlurmBackend
+
+    # its length is the time limit's, not the polling's: Slurm's own 10 s, so that syncing every
+    # second does not take CPU from the two trainings whose speed the step count assumes
+    monkeypatch.setattr(SlurmBackend, "poll_seconds", 10.0)
 
     steps = 12000  # about 150 s of training in a job here (13 ms a step): longer than its 2-minute limit
     base = (
