@@ -81,12 +81,15 @@ class PackedJob(Checkpointable):
     """The submitit callable of a task of k packed attempts (k ≥ 2)."""
 
     members: list[Member] = field(default_factory=list, repr=False)
+    handled: int = 0  # requests of the pack started as members or skipped (cancelled before the start)
 
     def __call__(self, pack: PackRequest) -> list[int]:
         previous_umask = os.umask(pack.members[0].umask)
         try:
             for request in pack.members:  # one by one: a warning signal meanwhile sees those started
-                self.members.append(start_member(request, member_threads(pack)))
+                if not cancelled_before_start(request):
+                    self.members.append(start_member(request, member_threads(pack)))
+                self.handled += 1
             watch(self.members)
         except UncompletedJobError:  # the time limit came again and submitit has no requeue left
             for member in unfinished(self.members):
@@ -120,8 +123,14 @@ class PackedJob(Checkpointable):
                 member.process.kill()
                 member.process.wait()
         # and those not started yet: the signal came while the task was starting them
-        again = (*(member.request for member in unfinished(self.members)), *pack.members[len(self.members) :])
+        again = (*(member.request for member in unfinished(self.members)), *pack.members[self.handled :])
         return DelayedSubmission(PackedJob(), dataclasses.replace(pack, members=again)) if again else None
+
+
+def cancelled_before_start(request: AttemptRequest) -> bool:
+    """``orch cancel`` reached the run while its task waited: it is not started (its run may run
+    again elsewhere by now, and must not meet this process in its folder)."""
+    return RunPaths(Path(request.run_dir)).attempt(request.attempt_key).cancel_request.exists()
 
 
 def member_threads(pack: PackRequest) -> int:
@@ -172,7 +181,9 @@ def finish(members: Sequence[Member]) -> list[int]:
     unfinished = []
     for member in members:
         code = member.process.returncode
-        if code < 0 and not member.cancelled:
+        # SIGTERM, SIGINT: scancel or a time limit stopped it, which the scheduler or the registry
+        # says (as for a task of one run); any other signal killed it, which only this task saw
+        if code < 0 and not member.cancelled and -code not in (signal.SIGTERM, signal.SIGINT):
             name = signal_name(-code)
             step = heartbeat_step(member.attempt)
             report_failure(

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import SpecError, UserError, one_paragraph
-from orchestrator.executors import JobRef, Phase, backend_class, get_backend
+from orchestrator.executors import JobRef, Observation, Phase, backend_class, get_backend
 from orchestrator.home import OrchHome
 from orchestrator.registry.models import Attempt, Stage, Sweep, SweepRun
 from orchestrator.registry.tables import RunState, stages
@@ -113,13 +113,27 @@ def advance_stages(engine: Engine, home: OrchHome) -> None:
             for stage in open_stages
         ]
         claimed_before = {stage.id: stage.submitted_time or 0.0 for stage in open_stages}
+        current = {stage.id: (stage.state, stage.reason) for stage in open_stages}
+    followed: dict[str, dict[int, list[str]]] = {}  # executor -> stage id -> its job ids
     for stage_id, state, sweep_id, command, executor, job_ids in plans:
         if state == WAITING:
             _submit_when_ready(engine, home, stage_id, sweep_id, command, executor)
         elif state == SUBMITTING:
             _expire_claim(engine, stage_id, claimed_before[stage_id])
         else:
-            _follow(engine, stage_id, executor, json.loads(job_ids))
+            followed.setdefault(executor, {})[stage_id] = json.loads(job_ids)
+    for executor, jobs_of in followed.items():  # one observation of every stage's jobs per executor
+        every_job = [job_id for stage_jobs in jobs_of.values() for job_id in stage_jobs]
+        seen = (
+            get_backend(executor).observe([JobRef(job_id, None, None) for job_id in every_job])
+            if every_job
+            else []
+        )
+        observed = dict(zip(every_job, seen))
+        for stage_id, stage_jobs in jobs_of.items():
+            state, reason = followed_state(stage_jobs, [observed[job_id] for job_id in stage_jobs])
+            if (state, reason) != current[stage_id]:  # a write only where something changed
+                _record(engine, stage_id, state, stage_jobs, None, reason)
 
 
 @dataclass(frozen=True)
@@ -268,12 +282,11 @@ def _active_jobs(session: Session, sweep_id: int) -> Optional[list[str]]:
     return [job for _, job in active if job]
 
 
-def _follow(engine: Engine, stage_id: int, executor: str, job_ids: list[str]) -> None:
-    """The stage's state from its jobs: FAILED once one failed and all ended, COMPLETED once all completed."""
+def followed_state(job_ids: list[str], observations: list[Observation]) -> tuple[str, Optional[str]]:
+    """A submitted stage's state and reason from its jobs: FAILED once all ended and one did not
+    complete, COMPLETED once all completed, RUNNING while one runs, else PENDING."""
     if not job_ids:
-        _record(engine, stage_id, RunState.COMPLETED, [], None, "no run to analyze")
-        return
-    observations = get_backend(executor).observe([JobRef(job_id, None, None) for job_id in job_ids])
+        return RunState.COMPLETED, "no run to analyze"
     phases = [observation.phase for observation in observations]
     if all(phase in (Phase.ENDED, Phase.GONE) for phase in phases):
         failed = [
@@ -281,19 +294,16 @@ def _follow(engine: Engine, stage_id: int, executor: str, job_ids: list[str]) ->
             for job_id, observation in zip(job_ids, observations)
             if observation.state != RunState.COMPLETED
         ]
-        if failed:
-            job_id, observation = failed[0]
-            state = observation.state or "gone"
-            reason = f"{len(failed)} of {len(job_ids)} jobs did not complete: job {job_id} {state}"
-            reason += f" ({observation.reason})" if observation.reason else ""
-            _record(engine, stage_id, RunState.FAILED, job_ids, None, reason)
-        else:
-            _record(engine, stage_id, RunState.COMPLETED, job_ids, None, None)
-    elif Phase.RUNNING in phases:
-        _record(engine, stage_id, RunState.RUNNING, job_ids, None, None)
-    else:
-        reasons = [observation.reason for observation in observations if observation.reason]
-        _record(engine, stage_id, RunState.PENDING, job_ids, None, reasons[0] if reasons else None)
+        if not failed:
+            return RunState.COMPLETED, None
+        job_id, observation = failed[0]
+        state = observation.state or "gone"
+        reason = f"{len(failed)} of {len(job_ids)} jobs did not complete: job {job_id} {state}"
+        return RunState.FAILED, reason + (f" ({observation.reason})" if observation.reason else "")
+    if Phase.RUNNING in phases:
+        return RunState.RUNNING, None
+    reasons = [observation.reason for observation in observations if observation.reason]
+    return RunState.PENDING, reasons[0] if reasons else None
 
 
 def _record(

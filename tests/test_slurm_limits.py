@@ -138,6 +138,8 @@ def test_a_feeder_job_submits_the_waiting_runs_after_the_user_logged_out(
     """``orch feed --reschedule`` keeps a submit slot for its own job and queues itself (``--begin``),
     one per home; started, the feeder submits what waits, with no orch command at the login node."""
     limit = ["sacctmgr", "-i", "modify", "user", "root", "set"]
+    # the jobs of earlier tests (completing) would take slots of the 3
+    wait_until(lambda: not _queued(mini_cluster, ""), timeout_seconds=120)
     assert slurm_run(mini_cluster, *limit, "MaxSubmitJobs=3").returncode == 0
     try:
         sweep = slurm_sweep(tmp_path, "fed", TINY_RUN + "seeds: 6\n")

@@ -24,7 +24,7 @@ include: [problems/digits_mlp.yaml]
 base:
   cluster: mini
   model: {hidden: [64]}
-  training: {steps: 1500, checkpoint_every: 100, eval_every: 500, heartbeat_seconds: 0.5, device: cpu}
+  training: {steps: 1000, checkpoint_every: 100, eval_every: 500, heartbeat_seconds: 0.5, device: cpu}
   resources: {gpus: 1, gpu_type: 1080ti, pack: 4, cpus: 1, mem: 3900M}
 grid:
   optimizer.lr: [0.1, 0.05, 0.02, 0.01]

@@ -139,3 +139,22 @@ def test_a_bad_stage_is_refused_before_anything_is_written(orch: Orch, tmp_path:
 def test_a_bad_then_in_the_sweep_file_is_refused(orch: Orch, tmp_path: Path, then: str) -> None:
     refused = orch("plan", write_sweep(tmp_path, "staged", SWEEP + f"then: {then}\n"))
     assert refused.exit_code == 2 and "then" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_stage_follows_its_jobs() -> None:
+    from orchestrator.executors import Observation, Phase
+    from orchestrator.stages import followed_state
+
+    ended, failed = Observation(Phase.ENDED, "COMPLETED"), Observation(Phase.ENDED, "FAILED", reason="exit 1")
+    pending, running = Observation(Phase.PENDING, reason="Dependency"), Observation(Phase.RUNNING)
+    assert followed_state(["1_0", "1_1"], [pending, pending]) == ("PENDING", "Dependency")
+    assert followed_state(["1_0", "1_1"], [ended, running]) == ("RUNNING", None)
+    assert followed_state(["1_0", "1_1"], [ended, ended]) == ("COMPLETED", None)
+    assert followed_state(["1_0", "1_1"], [ended, failed]) == (
+        "FAILED",
+        "1 of 2 jobs did not complete: job 1_1 FAILED (exit 1)",
+    )
+    assert followed_state(["1_0"], [Observation(Phase.GONE)]) == (
+        "FAILED",
+        "1 of 1 jobs did not complete: job 1_0 gone",
+    )
