@@ -24,7 +24,7 @@ include: [problems/digits_mlp.yaml]
 base:
   cluster: mini
   model: {hidden: [64]}
-  training: {steps: 1000, checkpoint_every: 100, eval_every: 500, heartbeat_seconds: 0.5, device: cpu}
+  training: {steps: 1500, checkpoint_every: 100, eval_every: 500, heartbeat_seconds: 0.5, device: cpu}
   resources: {gpus: 1, gpu_type: 1080ti, pack: 4, cpus: 1, mem: 3900M}
 grid:
   optimizer.lr: [0.1, 0.05, 0.02, 0.01]
@@ -55,7 +55,7 @@ def test_eight_runs_packed_four_per_task_one_killed_and_resumed_alone(
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --gres=gpu:1080ti:1" in script
 
     one, other = ([a for a in first if a["job_id"] == job] for job in jobs)
-    wait_until(lambda: all(step_of(attempt) >= 50 for attempt in first))
+    wait_until(lambda: all(step_of(attempt) >= 150 for attempt in first))  # each past its checkpoint at 100
     assert len({pid_of(attempt) for attempt in first}) == 8  # a process each
     killed = one[1]
     os.kill(pid_of(killed), signal.SIGKILL)  # the OOM killer's way: no last words
