@@ -125,8 +125,13 @@ def test_a_failed_smoke_test_keeps_the_runs_from_starting(
     for run in shown:
         attempt = run["attempts"][-1]
         assert attempt["started_time"] is None  # no run of the sweep ever started
-        assert attempt["reason"].startswith(
-            "the smoke test failed (sweep broken.smoke): run " + failure["run_id"]
+        # the reason names the smoke run whose failure the sync that cancelled them saw first
+        failed_runs = {item["run_id"] for item in status_of(orch, "broken.smoke")["smoke_failures"]}
+        prefix = "the smoke test failed (sweep broken.smoke): run "
+        assert attempt["reason"].startswith(prefix) and attempt["reason"][len(prefix) :][:16] in failed_runs
+        assert (
+            f"reproduce: orch resume {attempt['reason'][len(prefix) :][:16]} --executor debug"
+            in attempt["reason"]
         )
     text = orch.ok("status").stdout
     assert "reproduce: orch resume" in text
