@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 from submitit.helpers import Checkpointable
 
-from jobs.paths import AttemptPaths
+from jobs.paths import AttemptPaths, RunPaths
 from jobs.slots import local_slot
 
 if TYPE_CHECKING:
@@ -33,6 +33,11 @@ class AttemptRequest:
     attempt_key: str
     umask: int = 0o077  # the cluster profile's results_access: everything the job writes gets it
 
+    @property
+    def attempt_paths(self) -> AttemptPaths:
+        """The attempt's journal folder in its run folder."""
+        return RunPaths(Path(self.run_dir)).attempt(self.attempt_key)
+
 
 def run_attempt(request: AttemptRequest) -> int:
     """Train the run to completion (resuming from its newest valid checkpoint); returns the final step."""
@@ -50,7 +55,6 @@ def _run_attempt(request: AttemptRequest) -> int:
         from jobs.atomic import remove_temporaries
         from jobs.interrupt import StopRequest, Terminated, ignore_termination, raise_on_termination
         from jobs.journal import Finished, JournalWriter
-        from jobs.paths import RunPaths
         from jobs.spec import spec_from_yaml
         from jobs.train import peak_gpu_bytes, train
         from jobs.writer import sole_writer

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 from submitit.core.utils import UncompletedJobError
@@ -40,7 +39,7 @@ from jobs.entry import (
 )
 from jobs.interrupt import SIGNAL_VARIABLE
 from jobs.journal import Failed, Finished, read_events, read_heartbeat
-from jobs.paths import AttemptPaths, RunPaths
+from jobs.paths import AttemptPaths
 
 THREADS_VARIABLE = "ORCH_THREADS"  # a member's share of the task's CPUs (jobs.train sets torch's threads)
 POLL_SECONDS = 1.0  # how often the task looks for cancel requests and ended members
@@ -73,7 +72,7 @@ class Member:
 
     @property
     def attempt(self) -> AttemptPaths:
-        return RunPaths(Path(self.request.run_dir)).attempt(self.request.attempt_key)
+        return self.request.attempt_paths
 
 
 @dataclass
@@ -130,7 +129,7 @@ class PackedJob(Checkpointable):
 def cancelled_before_start(request: AttemptRequest) -> bool:
     """``orch cancel`` reached the run while its task waited: it is not started (its run may run
     again elsewhere by now, and must not meet this process in its folder)."""
-    return RunPaths(Path(request.run_dir)).attempt(request.attempt_key).cancel_request.exists()
+    return request.attempt_paths.cancel_request.exists()
 
 
 def member_threads(pack: PackRequest) -> int:
@@ -140,7 +139,7 @@ def member_threads(pack: PackRequest) -> int:
 
 def start_member(request: AttemptRequest, threads: int) -> Member:
     """The attempt's own process, logging to files in its journal folder (argument list, no shell)."""
-    attempt = RunPaths(Path(request.run_dir)).attempt(request.attempt_key)
+    attempt = request.attempt_paths
     attempt.root.mkdir(parents=True, exist_ok=True)
     with open(attempt.stdout_file, "ab") as stdout, open(attempt.stderr_file, "ab") as stderr:
         process = subprocess.Popen(

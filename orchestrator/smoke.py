@@ -161,10 +161,11 @@ def failure_of(gate: str, attempt: Attempt) -> SmokeFailure:
     )
 
 
-def dependency_of(job_ids: Sequence[str]) -> str:
-    """afterok on the arrays that hold the jobs (an array id waits for all its tasks)."""
+def dependency_of(kind: str, job_ids: Sequence[str]) -> Optional[str]:
+    """``kind`` (afterok, afterany) on the arrays that hold the jobs (an array id waits for all
+    its tasks); None for no job."""
     arrays = sorted({job_id.partition("_")[0] for job_id in job_ids})
-    return "afterok:" + ":".join(arrays)
+    return f"{kind}:" + ":".join(arrays) if arrays else None
 
 
 def failure_words(failure: SmokeFailure) -> str:
@@ -196,7 +197,7 @@ def settle_gates(engine: Engine) -> list[str]:
         if state.failures:
             cancelled += cancel_gated(engine, gate, failure_words(state.failures[0]))
         elif state.passed or state.job_ids:
-            release(engine, gate, None if state.passed else dependency_of(state.job_ids))
+            release(engine, gate, None if state.passed else dependency_of("afterok", state.job_ids))
     return cancelled
 
 
@@ -234,10 +235,3 @@ def cancel_gated(engine: Engine, gate: str, reason: str) -> list[str]:
             select(Attempt.key).where(Attempt.gate == gate, Attempt.state.in_(RunState.ACTIVE))
         ).all()
     return cancel_attempts(engine, list(keys), reason)
-
-
-def sweep_gate_failures(session: Session, sweep: str) -> list[SmokeFailure]:
-    """The smoke failures of ``sweep``'s gate, if it had one."""
-    gate = smoke_sweep_name(sweep)
-    known = session.scalar(select(func.count()).select_from(Sweep).where(Sweep.name == gate))
-    return gate_state(session, gate).failures if known else []

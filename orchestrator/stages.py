@@ -29,6 +29,7 @@ from orchestrator.executors import JobRef, Observation, Phase, backend_class, ge
 from orchestrator.home import OrchHome
 from orchestrator.registry.models import Attempt, Stage, Sweep, SweepRun
 from orchestrator.registry.tables import RunState, stages
+from orchestrator.smoke import dependency_of
 from orchestrator.sync import OPEN_STAGE_STATES, STAGE_SUBMITTING, STAGE_WAITING
 
 if TYPE_CHECKING:
@@ -195,8 +196,7 @@ def _stage_work(
         jobs = analyze.analysis_jobs(runs, request)
         if not queued:
             return StageWork([], jobs, [analyze.profile_of(run) for run in runs], None)
-        arrays_after = sorted({job.partition("_")[0] for job in active_jobs})
-        dependency = "afterany:" + ":".join(arrays_after) if arrays_after else None
+        dependency = dependency_of("afterany", active_jobs)
         return StageWork(analyze.plan_arrays(session, runs, jobs, executor, home), [], [], dependency)
 
 

@@ -391,7 +391,7 @@ def _attempt_row(item: PreparedAttempt) -> dict[str, Any]:
         "array_task": item.array_task,
         "state": RunState.PENDING,
         "submitted_time": time.time(),
-        "journal_dir": str(RunPaths(Path(item.request.run_dir)).attempt(item.request.attempt_key).root),
+        "journal_dir": str(item.request.attempt_paths.root),
         "journal_seq": 0,
         "requeues": 0,
         "image_sha256": item.image_sha256,

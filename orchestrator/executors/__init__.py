@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 from jobs.entry import AttemptJob, AttemptRequest
 from jobs.pack import PackedJob, PackRequest
-from jobs.paths import RunPaths
 from jobs.spec import ResourcesSpec
 from orchestrator.sbatch import SbatchOptions
 
@@ -214,7 +213,7 @@ def task_handles(
     """A handle per attempt of a task: packed attempts share the job and log to their own files."""
     if len(members) == 1:
         return [JobHandle(job_id, array_task, stdout, stderr)]
-    attempts = [RunPaths(Path(member.run_dir)).attempt(member.attempt_key) for member in members]
+    attempts = [member.attempt_paths for member in members]
     return [
         JobHandle(job_id, array_task, str(attempt.stdout_file), str(attempt.stderr_file))
         for attempt in attempts
