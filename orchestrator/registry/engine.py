@@ -98,6 +98,50 @@ def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
     return engine
 
 
+def open_registry_read_only(home: OrchHome) -> Optional[Engine]:
+    """For ``orch serve``: an engine that cannot write. SQLite opens the file ``mode=ro`` (the
+    driver refuses every write; no lock but a reader's); PostgreSQL runs every transaction
+    ``READ ONLY``. Never creates or upgrades anything: a registry at an older schema is refused
+    with the command that upgrades it. None where no registry exists yet."""
+    url = registry_url(home)
+    file = sqlite_file(url)
+    if file is not None and (not file.is_file() or file.stat().st_size == 0):
+        return None
+    engine = _read_only_engine(url, file)
+    if not _has_schema(engine, url):
+        engine.dispose()
+        if file is not None and not _is_empty_database(file):
+            raise _foreign_database(file)
+        return None
+    with _reachable(url), engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if versions != [head_revision()]:
+        engine.dispose()
+        raise UserError(
+            f"registry {registry_location(url)} is at schema {versions} and this orch reads "
+            f"{head_revision()!r} only, without writing; accepted: run any other orch command "
+            "once (e.g. orch status), which upgrades it"
+        )
+    return engine
+
+
+def _read_only_engine(url: URL, file: Optional[Path]) -> Engine:
+    if file is None:
+        return _engine(url).execution_options(postgresql_readonly=True)
+    uri = f"{file.as_uri()}?mode=ro"
+    engine = create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
+        dbapi_connection.execute("PRAGMA query_only=ON")
+
+    return engine
+
+
 def _foreign_database(file: Path) -> UserError:
     return UserError(
         f"{file} is an SQLite database but not an orch registry (no alembic_version table); accepted: "
