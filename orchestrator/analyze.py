@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -495,15 +495,7 @@ def analyze_sweep(
 
     keys = request.group_by or default_group_keys(runs)
     configs = {run.id: flat_spec(run) for run in runs}
-    known = {key for config in configs.values() for key in config}
-    unknown = [key for key in keys if key not in known]
-    if unknown:
-        section = unknown[0].split(".")[0]
-        related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
-        raise UserError(
-            f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec "
-            f"keys, e.g. {', '.join(related)}"
-        )
+    check_group_keys(keys, configs.values())
     selection = "+".join(request.targets) or "where"
     out_dir = request.out or default_sweep_folder(home)
     collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
@@ -514,6 +506,20 @@ def analyze_sweep(
         else:
             output = result_table(collected, keys, out_dir, selection)
     return AnalysisReport(selection, request.figure, output)
+
+
+def check_group_keys(keys: Sequence[str], configs: Iterable[dict[str, Any]]) -> None:
+    """``--group-by`` keys must be keys of the runs' flattened specs: else bad input naming the
+    keys of the same section (or all) that are accepted."""
+    known = {key for config in configs for key in config}
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        section = unknown[0].split(".")[0]
+        related = sorted(key for key in known if key.split(".")[0] == section) or sorted(known)
+        raise UserError(
+            f"--group-by {', '.join(unknown)}: not a key of these runs' specs; accepted: dotted spec "
+            f"keys, e.g. {', '.join(related)}"
+        )
 
 
 def default_group_keys(runs: Sequence[Run]) -> list[str]:

@@ -329,6 +329,13 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         "the papers' figures and tables from shards (per run) and metrics (per sweep)",
         _analyze_options,
     )
+    command(
+        "serve",
+        cmd_serve,
+        "a read-only web dashboard of the registry (docs/dashboard.md)",
+        _serve_options,
+        reports=False,
+    )
     return parser
 
 
@@ -1496,6 +1503,40 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
         return analyze.print_submission(submission, arguments.json)
     reports, failures = analyze.collect_reports(submission)
     return SOME_RUNS_FAILED_EXIT if analyze.print_reports(reports, failures, arguments.json) else 0
+
+
+# -- orch serve ------------------------------------------------------------------------------------
+
+SERVE_HOST = "127.0.0.1"  # this machine only: from elsewhere through an SSH tunnel
+SERVE_PORT = 8765
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=SERVE_HOST,
+        help=f"address to listen on (default: {SERVE_HOST}, this machine only; another prints a warning)",
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=SERVE_PORT, help=f"default: {SERVE_PORT}; 0: a free one (printed)"
+    )
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: accepted: a port number from 0 to 65535, e.g. 8765")
+    return port
+
+
+def cmd_serve(arguments: argparse.Namespace, home: OrchHome) -> int:
+    from orchestrator.serve.server import serve
+
+    serve(home, arguments.host, arguments.port)
+    return 0
 
 
 def cmd_data_fetch(arguments: argparse.Namespace, home: OrchHome) -> int:

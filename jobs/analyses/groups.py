@@ -116,7 +116,17 @@ def curves(
     return output
 
 
-def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: str) -> AnalysisOutput:
+@dataclass(frozen=True)
+class ResultTable:
+    """Per group the final and the best value of each metric, mean ± standard deviation over its
+    runs: the rows as text (``columns``) and the numbers behind them (``summary``)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    summary: dict[str, dict[str, Any]]
+
+
+def result_table_rows(runs: Sequence[RunCurves], keys: Sequence[str]) -> ResultTable:
     groups = grouped(runs, keys)
     metrics = sorted(
         {metric for run in runs for metric in run.series if metric in CURVE_METRICS + ("train_accuracy",)}
@@ -150,7 +160,12 @@ def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, 
                     [float(values.mean()), float(values.std())] if len(values) else None
                 )
         rows.append(row)
-    output = AnalysisOutput({"group_by": list(keys), "groups": summary})
-    output.tables.append(write_table(out_dir / f"{name}-table.csv", columns, rows))
-    output.tables.append(write_markdown_table(out_dir / f"{name}-table.md", columns, rows))
+    return ResultTable(columns, rows, summary)
+
+
+def result_table(runs: Sequence[RunCurves], keys: Sequence[str], out_dir: Path, name: str) -> AnalysisOutput:
+    table = result_table_rows(runs, keys)
+    output = AnalysisOutput({"group_by": list(keys), "groups": table.summary})
+    output.tables.append(write_table(out_dir / f"{name}-table.csv", table.columns, table.rows))
+    output.tables.append(write_markdown_table(out_dir / f"{name}-table.md", table.columns, table.rows))
     return output
