@@ -43,7 +43,7 @@ from orchestrator.launch import (
 )
 from orchestrator.registry.models import Attempt, Run
 from orchestrator.registry.tables import RunState
-from orchestrator.sync import FeedReport
+from orchestrator.sync import FeedReport, owned
 
 
 @dataclass
@@ -100,7 +100,9 @@ def feed(engine: Engine, home: OrchHome, budget: Optional[SlotBudget] = None) ->
 def launchable() -> ColumnElement[bool]:
     """Held back for a submit slot only: not behind a smoke test that has not let them go yet."""
     released = or_(Attempt.gate.is_(None), Attempt.after_jobs.is_not(None))
-    return and_(Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, released)
+    return and_(
+        Attempt.held_back.is_(True), Attempt.state == RunState.PENDING, released, owned(Attempt.owner)
+    )
 
 
 def held_back_counts(engine: Engine) -> dict[str, int]:

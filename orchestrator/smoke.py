@@ -36,6 +36,7 @@ from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Sweep, SweepRun
 from orchestrator.registry.tables import RunState
 from orchestrator.sweep import SweepPlan
+from orchestrator.sync import owned
 
 SMOKE_STEPS = 4
 RESTORE_AT = 2  # the step where a smoke job stops, checkpoints and restores itself
@@ -179,7 +180,7 @@ def open_gates(session: Session) -> list[str]:
     """The gates that still hold attempts back or have active attempts behind them."""
     query = (
         select(Attempt.gate)
-        .where(Attempt.gate.is_not(None), Attempt.state.in_(RunState.ACTIVE))
+        .where(Attempt.gate.is_not(None), Attempt.state.in_(RunState.ACTIVE), owned(Attempt.owner))
         .distinct()
         .order_by(Attempt.gate)
     )

@@ -30,7 +30,7 @@ from orchestrator.home import OrchHome
 from orchestrator.registry.models import Attempt, Stage, Sweep, SweepRun
 from orchestrator.registry.tables import RunState, stages
 from orchestrator.smoke import dependency_of
-from orchestrator.sync import OPEN_STAGE_STATES, STAGE_SUBMITTING, STAGE_WAITING
+from orchestrator.sync import OPEN_STAGE_STATES, STAGE_SUBMITTING, STAGE_WAITING, current_user, owned
 
 if TYPE_CHECKING:
     from orchestrator.analyze import AnalyzeRequest
@@ -98,7 +98,14 @@ def record_stages(session: Session, sweep_name: str, commands: Sequence[str], ex
     for command in dict.fromkeys(commands):
         if command not in open_commands:
             session.add(
-                Stage(sweep_id=sweep_id, command=command, state=WAITING, executor=executor, created_time=now)
+                Stage(
+                    sweep_id=sweep_id,
+                    command=command,
+                    state=WAITING,
+                    executor=executor,
+                    created_time=now,
+                    owner=current_user(),
+                )
             )
 
 
@@ -107,7 +114,7 @@ def advance_stages(engine: Engine, home: OrchHome) -> None:
     ones' jobs."""
     with Session(engine) as session:
         open_stages = session.scalars(
-            select(Stage).where(Stage.state.in_(OPEN_STATES)).order_by(Stage.id)
+            select(Stage).where(Stage.state.in_(OPEN_STATES), owned(Stage.owner)).order_by(Stage.id)
         ).all()
         plans = [
             (stage.id, stage.state, stage.sweep_id, stage.command, stage.executor, stage.job_ids)

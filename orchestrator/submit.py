@@ -43,7 +43,7 @@ from orchestrator.planner import PlannedRun
 from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sweep, SweepRun
 from orchestrator.sweep import SweepPlan
-from orchestrator.sync import sync
+from orchestrator.sync import current_user, sync
 
 INSERT_CHUNK = 1000  # rows per multi-row insert
 
@@ -400,6 +400,7 @@ def _attempt_row(item: PreparedAttempt) -> dict[str, Any]:
         if item.gate is None
         else f"waiting for the smoke test (sweep {item.gate})",
         "gate": item.gate,
+        "owner": current_user(),
     }
 
 

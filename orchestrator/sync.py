@@ -12,22 +12,46 @@ of the job side's journal and the executors.
 
 from __future__ import annotations
 
+import getpass
+import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from orchestrator.registry.tables import RunState, attempts, stages
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import InstrumentedAttribute
+
 RECHECK_SECONDS = 7 * 24 * 3600  # how long the journal of an attempt ended by a guess is read again
 
 
+def current_user() -> str:
+    """The login name this orch acts for (recorded as the owner of what it commits)."""
+    try:
+        return getpass.getuser()
+    except OSError:  # no login name in the environment and no passwd entry: a container's uid
+        return str(os.getuid())
+
+
+def owned(
+    owner: "ColumnElement[Optional[str]] | InstrumentedAttribute[Optional[str]]",
+) -> ColumnElement[bool]:
+    """Rows this user's orch writes: its own, and those from before owners were recorded. In a
+    registry that a lab shares, each fact of an attempt or stage has one writer, its owner's orch:
+    the one that can read the job's journal and ask the scheduler about the job as its user."""
+    return or_(owner.is_(None), owner == current_user())
+
+
 def open_attempts(now: float) -> ColumnElement[bool]:
-    """The attempts sync looks at: active and handed to the scheduler (not held back for a submit
-    slot: no job, no journal yet), or ended by a guess less than RECHECK_SECONDS ago."""
+    """The attempts this user's sync looks at: its own, active and handed to the scheduler (not
+    held back for a submit slot: no job, no journal yet), or ended by a guess less than
+    RECHECK_SECONDS ago."""
     recent_guess = and_(attempts.c.closed_by_guess.is_(True), attempts.c.ended_time > now - RECHECK_SECONDS)
     submitted = and_(attempts.c.state.in_(RunState.ACTIVE), attempts.c.held_back.is_(False))
-    return or_(submitted, recent_guess)
+    return and_(or_(submitted, recent_guess), owned(attempts.c.owner))
 
 
 @dataclass
@@ -60,14 +84,18 @@ def sync(engine: Engine) -> SyncReport:
 def any_held_back(engine: Engine) -> bool:
     """Whether any attempt waits for a submit slot (one indexed lookup; orchestrator/feed.py
     submits them)."""
-    held = select(attempts.c.id).where(attempts.c.held_back.is_(True), attempts.c.state == RunState.PENDING)
+    held = select(attempts.c.id).where(
+        attempts.c.held_back.is_(True), attempts.c.state == RunState.PENDING, owned(attempts.c.owner)
+    )
     with engine.connect() as connection:
         return connection.execute(held.limit(1)).first() is not None
 
 
 def any_gate_open(engine: Engine) -> bool:
     """Whether any active attempt waits on a smoke test (one indexed lookup; orchestrator/smoke.py)."""
-    gated = select(attempts.c.id).where(attempts.c.gate.is_not(None), attempts.c.state.in_(RunState.ACTIVE))
+    gated = select(attempts.c.id).where(
+        attempts.c.gate.is_not(None), attempts.c.state.in_(RunState.ACTIVE), owned(attempts.c.owner)
+    )
     with engine.connect() as connection:
         return connection.execute(gated.limit(1)).first() is not None
 
@@ -79,7 +107,7 @@ OPEN_STAGE_STATES = (STAGE_WAITING, STAGE_SUBMITTING, RunState.PENDING, RunState
 
 def any_stage_open(engine: Engine) -> bool:
     """Whether a stage after a sweep waits or runs (one indexed lookup; orchestrator/stages.py)."""
-    open_stage = select(stages.c.id).where(stages.c.state.in_(OPEN_STAGE_STATES))
+    open_stage = select(stages.c.id).where(stages.c.state.in_(OPEN_STAGE_STATES), owned(stages.c.owner))
     with engine.connect() as connection:
         return connection.execute(open_stage.limit(1)).first() is not None
 

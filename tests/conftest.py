@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from sqlalchemy import URL, Engine, create_engine, inspect, make_url, text
 
 from orchestrator.cli import main
 
@@ -30,9 +30,12 @@ class OrchResult:
 
 @dataclass(frozen=True)
 class Orch:
-    """Runs ``orch --home <home> ...`` in this process and captures what it prints."""
+    """Runs ``orch --home <home> ...`` in this process and captures what it prints. ``db_url``:
+    the PostgreSQL database this test's registry lives in (``ORCH_DB_URL``), or None for the
+    home's SQLite file."""
 
     home: Path
+    db_url: str | None = None
 
     def __call__(self, *arguments: str | Path) -> OrchResult:
         stdout, stderr = io.StringIO(), io.StringIO()
@@ -51,12 +54,110 @@ class Orch:
     def registry(self) -> Path:
         return self.home / "registry.sqlite"
 
+    @property
+    def url(self) -> str:
+        return self.db_url or f"sqlite:///{self.registry}"
+
+    def rows(self, statement: str, **parameters: Any) -> list[dict[str, Any]]:
+        """The rows a query returns, as dicts, on either backend."""
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as connection:
+                return [dict(row._mapping) for row in connection.execute(text(statement), parameters)]
+        finally:
+            engine.dispose()
+
+    def has_registry(self) -> bool:
+        """Whether any command created the registry (a file, or a schema in the database)."""
+        if self.db_url is None and (not self.registry.exists() or self.registry.stat().st_size == 0):
+            return False
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as connection:
+                return inspect(connection).has_table("alembic_version")
+        finally:
+            engine.dispose()
+
+    def snapshot(self) -> Any:
+        return registry_snapshot(self.url)
+
+
+def registry_snapshot(url: str | URL) -> Any:
+    """What a registry holds, to compare before and after a command: an SQLite file's bytes; on
+    PostgreSQL every row of every table, in a fixed order."""
+    url = make_url(url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None
+        return Path(url.database).read_bytes()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            names = sorted(inspect(connection).get_table_names())
+            return {
+                name: connection.execute(text(f'SELECT * FROM "{name}" ORDER BY 1')).all() for name in names
+            }
+    finally:
+        engine.dispose()
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_backends`` (a module's ``pytestmark``) run once per registry backend,
+    unless marked ``sqlite_only`` (what only a file has: its mode, its journal, its bytes)."""
+    marked = metafunc.definition.get_closest_marker("both_backends") is not None
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if marked and not sqlite_only and "registry_backend" in metafunc.fixturenames:
+        metafunc.parametrize("registry_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for this test session (see tests/postgres.py)."""
+    from tests import postgres
+
+    server = postgres.start()
+    yield server
+    postgres.stop(server.state_dir)
+
 
 @pytest.fixture
-def orch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Orch:
+def registry_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The database URL of this test's registry: None (the home's SQLite file) or a fresh
+    PostgreSQL database, set as ``ORCH_DB_URL`` for every ``orch`` this test runs."""
     monkeypatch.delenv("ORCH_DB_URL", raising=False)
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres_server").create_database()
+    monkeypatch.setenv("ORCH_DB_URL", url)
+    return url
+
+
+OpenRegistry = Callable[[Path], Engine]
+
+
+@pytest.fixture
+def new_registry(
+    registry_backend: str | None, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> OpenRegistry:
+    """Opens a registry of its own for a home (tests comparing two registries): the home's SQLite
+    file, or a fresh PostgreSQL database each time."""
+    from orchestrator.home import OrchHome
+    from orchestrator.registry.engine import open_registry
+
+    def open_new(home: Path) -> Engine:
+        if registry_backend is not None:
+            monkeypatch.setenv("ORCH_DB_URL", request.getfixturevalue("postgres_server").create_database())
+        return open_registry(OrchHome(home))
+
+    return open_new
+
+
+@pytest.fixture
+def orch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_backend: str | None) -> Orch:
     monkeypatch.delenv("ORCH_HOME", raising=False)
-    return Orch(tmp_path / "home")
+    return Orch(tmp_path / "home", registry_backend)
 
 
 def wait_until(
@@ -71,12 +172,7 @@ def wait_until(
 
 def attempt_rows(orch: Orch) -> list[dict[str, Any]]:
     """Every attempt of the home's registry as its row, by job, place in a pack and number."""
-    with sqlite3.connect(orch.registry) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = connection.execute(
-            "SELECT * FROM attempts ORDER BY job_id, pack_slot, run_id, number"
-        ).fetchall()
-    return [dict(row) for row in rows]
+    return orch.rows("SELECT * FROM attempts ORDER BY job_id, pack_slot, run_id, number")
 
 
 def write_sweep(directory: Path, name: str, text: str) -> Path:

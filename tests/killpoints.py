@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from jobs.faults import KILL_VARIABLE
+from orchestrator.registry.engine import DB_URL_VARIABLE
 
 PRELOAD = [
     "orchestrator.cli",
@@ -46,6 +47,12 @@ def _context() -> multiprocessing.context.ForkServerContext:
     return context
 
 
+def registry_environment(environment: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """``environment`` with this process's ``ORCH_DB_URL`` ("" for none): the fork server's own
+    environment is the one of the test that started it, which may have named another registry."""
+    return {DB_URL_VARIABLE: os.environ.get(DB_URL_VARIABLE, ""), **(environment or {})}
+
+
 def _child(argv: Sequence[str], kill_at: str, environment: dict[str, str], passes_file: str) -> None:
     from jobs import faults
     from orchestrator.cli import main
@@ -73,7 +80,12 @@ def run_orch(
     passes_file.unlink(missing_ok=True)
     process = _context().Process(
         target=_child,
-        args=(["--home", str(home), *map(str, argv)], kill_at, environment or {}, str(passes_file)),
+        args=(
+            ["--home", str(home), *map(str, argv)],
+            kill_at,
+            registry_environment(environment),
+            str(passes_file),
+        ),
     )
     process.start()
     process.join(timeout)

@@ -18,6 +18,8 @@ from orchestrator.cli import main
 from orchestrator.executors.processes import process_alive
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
+pytestmark = pytest.mark.both_backends
+
 TINY = SWEEPS_DIR / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +120,7 @@ def test_commands_on_a_home_without_registry(orch: Orch) -> None:
     assert orch.ok("sync", "--json").json()["attempts_checked"] == 0
     result = orch("show", "abc")
     assert result.exit_code == 2 and "no registry at" in result.stderr
-    assert not orch.home.exists()
+    assert not orch.home.exists() and not orch.has_registry()
 
 
 def test_python_dash_m_entry_point() -> None:
@@ -206,7 +208,7 @@ def test_max_parallel_is_a_whole_number_of_at_least_one(orch: Orch, count: str) 
     assert (
         exited.value.code == 2 and "--max-parallel" in stderr.getvalue() and "at least 1" in stderr.getvalue()
     )
-    assert not orch.registry.exists()
+    assert not orch.has_registry()
 
 
 @pytest.mark.parametrize(

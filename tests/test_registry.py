@@ -13,17 +13,26 @@ from orchestrator.home import OrchHome
 from orchestrator.registry.engine import alembic_config, open_registry
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
 
+pytestmark = pytest.mark.both_backends
+
 TINY = SWEEPS_DIR / "tiny.yaml"
 
 
+@pytest.mark.sqlite_only
 def test_registry_file_is_private_with_rollback_journal(orch: Orch) -> None:
     orch.ok("submit", TINY, "--executor", "debug")
 
     assert stat.S_IMODE(orch.registry.stat().st_mode) == 0o600
     with sqlite3.connect(orch.registry) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
+
+
+def test_the_schema_comes_from_alembic_at_its_head(orch: Orch) -> None:
+    assert not orch.has_registry()
+    orch.ok("submit", TINY, "--executor", "debug")
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert orch.rows("SELECT version_num FROM alembic_version") == [{"version_num": head}]
 
 
 def test_the_head_revision_orch_reads_without_alembic_is_alembics() -> None:
@@ -32,6 +41,7 @@ def test_the_head_revision_orch_reads_without_alembic_is_alembics() -> None:
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+@pytest.mark.sqlite_only
 def test_registry_is_private_whatever_the_umask(tmp_path: Path) -> None:
     import os
 
@@ -43,6 +53,7 @@ def test_registry_is_private_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "home" / "registry.sqlite").stat().st_mode) == 0o600
 
 
+@pytest.mark.sqlite_only
 def test_connections_use_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
     engine = open_registry(OrchHome(tmp_path))
     with engine.connect() as connection:
@@ -51,6 +62,7 @@ def test_connections_use_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
 
 
+@pytest.mark.sqlite_only
 def test_db_url_selects_another_database(orch: Orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "elsewhere.sqlite"
     monkeypatch.setenv("ORCH_DB_URL", f"sqlite:///{other}")
@@ -65,7 +77,7 @@ def test_db_url_selects_another_database(orch: Orch, tmp_path: Path, monkeypatch
 def test_sync_twice_changes_nothing(orch: Orch) -> None:
     orch.ok("submit", TINY, "--executor", "debug")
     first = orch.ok("sync", "--json").json()
-    after_first = orch.registry.read_bytes()
+    after_first = orch.snapshot()
 
     second = orch.ok("sync", "--json").json()
 
@@ -77,7 +89,7 @@ def test_sync_twice_changes_nothing(orch: Orch) -> None:
         "submitted": 0,
         "waiting_for_slot": 0,
     }
-    assert orch.registry.read_bytes() == after_first
+    assert orch.snapshot() == after_first
 
 
 def test_sync_ingests_every_journal_event_once(orch: Orch) -> None:
@@ -122,14 +134,15 @@ def test_plan_marks_completed_runs_and_writes_nothing(orch: Orch) -> None:
     assert orch.ok("plan", TINY, "--json").json()["runs"][0]["state"] == "NEW"
     assert not orch.home.exists()
     orch.ok("submit", TINY, "--executor", "debug")
-    before = orch.registry.read_bytes()
+    before = orch.snapshot()
 
     planned = orch.ok("plan", TINY, "--json").json()
 
     assert [run["state"] for run in planned["runs"]] == ["COMPLETED", "COMPLETED"]
-    assert orch.registry.read_bytes() == before
+    assert orch.snapshot() == before
 
 
+@pytest.mark.sqlite_only
 def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Path) -> None:
     """Foreign keys are off while a migration recreates a table; what it leaves is checked before
     the commit, and a row that references a missing one rolls the whole upgrade back."""

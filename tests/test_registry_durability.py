@@ -20,7 +20,7 @@ from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.submit import record_sweep
 from orchestrator.sweep import load_sweep
 from tests.conftest import SWEEPS_DIR, Orch, write_sweep
-from tests.killpoints import KILLED, _context, run_orch, spread
+from tests.killpoints import KILLED, _context, registry_environment, run_orch, spread
 
 pytestmark = pytest.mark.subprocess
 
@@ -45,13 +45,14 @@ def _open_in_child(home: str) -> None:
 
 def open_killed_at(home: Path, kill_at: str) -> int:
     """Open (create or upgrade) the registry of ``home`` in a child killed at ``kill_at``."""
-    process = _context().Process(target=_killed_open, args=(str(home), kill_at))
+    process = _context().Process(target=_killed_open, args=(str(home), kill_at, registry_environment()))
     process.start()
     process.join(60)
     return process.exitcode  # type: ignore[return-value]  # joined: it has exited
 
 
-def _killed_open(home: str, kill_at: str) -> None:
+def _killed_open(home: str, kill_at: str, environment: dict[str, str]) -> None:
+    os.environ.update(environment)
     os.environ["ORCH_KILL_AT"] = kill_at
     _open_in_child(home)
 
@@ -121,6 +122,7 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_its_rows(tmp_path: Pat
     assert "superseded" in states[0][2]
 
 
+@pytest.mark.both_backends
 def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> None:
     orch.ok("submit", TINY, "--executor", "debug")
     engine = open_registry(OrchHome(orch.home))
@@ -146,6 +148,7 @@ def test_the_database_refuses_a_second_active_attempt_of_a_run(orch: Orch) -> No
                     )
 
 
+@pytest.mark.both_backends
 def test_attempt_keys_are_unique_by_construction_not_by_chance(
     orch: Orch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,8 +159,7 @@ def test_attempt_keys_are_unique_by_construction_not_by_chance(
     result = orch("submit", TINY, "--executor", "debug")
 
     assert result.exit_code == 0, result.stderr
-    with sqlite3.connect(orch.registry) as connection:
-        keys = [key for (key,) in connection.execute("SELECT key FROM attempts")]
+    keys = [row["key"] for row in orch.rows("SELECT key FROM attempts")]
     assert len(keys) == len(set(keys)) == 2
 
 
@@ -193,7 +195,7 @@ def _start_together(home: Path, sweeps: list[Path]) -> list[int]:
             args=(
                 ["--home", str(home), "submit", str(sweep), "--executor", "debug"],
                 "never:0",
-                {},
+                registry_environment(),
                 str(home.parent / f".p{i}"),
             ),
         )
@@ -206,18 +208,19 @@ def _start_together(home: Path, sweeps: list[Path]) -> list[int]:
     return [process.exitcode for process in processes]  # type: ignore[misc]  # joined: they have exited
 
 
-def attempts_per_run(registry: Path) -> dict[str, int]:
-    with sqlite3.connect(registry) as connection:
-        return dict(
-            connection.execute(
-                "SELECT runs.id, count(attempts.id) FROM runs LEFT JOIN attempts ON attempts.run_id = "
-                "runs.id GROUP BY runs.id"
-            )
-        )
+def attempts_per_run(home: Path, registry_backend: str | None) -> dict[str, int]:
+    rows = Orch(home, registry_backend).rows(
+        "SELECT runs.id, count(attempts.id) AS attempts FROM runs LEFT JOIN attempts ON attempts.run_id = "
+        "runs.id GROUP BY runs.id"
+    )
+    return {row["id"]: row["attempts"] for row in rows}
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("round_number", range(3))
-def test_concurrent_submits_of_sweeps_sharing_a_run_run_it_once(tmp_path: Path, round_number: int) -> None:
+def test_concurrent_submits_of_sweeps_sharing_a_run_run_it_once(
+    tmp_path: Path, round_number: int, registry_backend: str | None
+) -> None:
     first = write_sweep(tmp_path, "first", "name: first" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.2]}\n")
     second = write_sweep(
         tmp_path, "second", "name: second" + SHARED_BASE + "grid: {optimizer.lr: [0.1, 0.3]}\n"
@@ -226,23 +229,26 @@ def test_concurrent_submits_of_sweeps_sharing_a_run_run_it_once(tmp_path: Path, 
 
     assert _start_together(home, [first, second]) == [0, 0]
 
-    counts = attempts_per_run(home / "registry.sqlite")
+    counts = attempts_per_run(home, registry_backend)
     assert len(counts) == 3
     assert set(counts.values()) == {1}, counts
     states = {run["id"]: run["state"] for run in Orch(home).ok("runs", "--json").json()}
     assert set(states.values()) == {"COMPLETED"}
 
 
-def test_the_same_sweep_submitted_twice_at_once_runs_each_run_once(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_the_same_sweep_submitted_twice_at_once_runs_each_run_once(
+    tmp_path: Path, registry_backend: str | None
+) -> None:
     home = tmp_path / "home"
 
     assert _start_together(home, [TINY, TINY]) == [0, 0]
 
-    assert attempts_per_run(home / "registry.sqlite") and set(
-        attempts_per_run(home / "registry.sqlite").values()
-    ) == {1}
+    counts = attempts_per_run(home, registry_backend)
+    assert counts and set(counts.values()) == {1}
 
 
+@pytest.mark.both_backends
 def test_resume_submits_runs_a_dead_submit_left_planned(orch: Orch) -> None:
     engine = open_registry(OrchHome(orch.home))
     from jobs.catalog import known_names
@@ -257,7 +263,10 @@ def test_resume_submits_runs_a_dead_submit_left_planned(orch: Orch) -> None:
     assert {run["state"] for run in orch.ok("runs", "--json").json()} == {"COMPLETED"}
 
 
-def test_a_kill_after_commit_leaves_the_runs_held_back_and_the_next_sync_submits_them(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_a_kill_after_commit_leaves_the_runs_held_back_and_the_next_sync_submits_them(
+    tmp_path: Path, registry_backend: str | None
+) -> None:
     """Attempts are committed held back before any job exists: killed then, nothing is lost, and
     the next command that syncs hands them to the scheduler (their executor: local)."""
     home = tmp_path / "home"
@@ -278,7 +287,8 @@ def test_a_kill_after_commit_leaves_the_runs_held_back_and_the_next_sync_submits
     assert {run["state"] for run in Orch(home).ok("runs", "--json").json()} == {"COMPLETED"}
 
 
-def test_runs_held_back_are_cancelled_without_a_job(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_runs_held_back_are_cancelled_without_a_job(tmp_path: Path, registry_backend: str | None) -> None:
     """A held-back run has no job: cancelling it marks it, and no job ever starts for it."""
     home = tmp_path / "home"
     assert (
@@ -292,7 +302,10 @@ def test_runs_held_back_are_cancelled_without_a_job(tmp_path: Path) -> None:
     assert not (home / "results" / "submitit").exists()  # nothing was handed to an executor
 
 
-def test_a_kill_between_claim_and_scheduler_is_recovered_by_the_next_submit(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_a_kill_between_claim_and_scheduler_is_recovered_by_the_next_submit(
+    tmp_path: Path, registry_backend: str | None
+) -> None:
     """Claimed for an array but killed before sbatch: no job exists, and sync says so at once."""
     home = tmp_path / "home"
     assert (
@@ -305,8 +318,9 @@ def test_a_kill_between_claim_and_scheduler_is_recovered_by_the_next_submit(tmp_
     Orch(home).ok("status")
 
 
+@pytest.mark.both_backends
 def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs_them_once(
-    tmp_path: Path,
+    tmp_path: Path, registry_backend: str | None
 ) -> None:
     home = tmp_path / "home"
     assert (
@@ -326,7 +340,7 @@ def test_a_kill_after_local_jobs_started_but_before_their_ids_were_recorded_runs
     while {run["state"] for run in orch.ok("runs", "--json").json()} != {"COMPLETED"}:
         assert time.monotonic() < deadline, orch.ok("runs", "--json").json()
         time.sleep(0.5)
-    assert set(attempts_per_run(home / "registry.sqlite").values()) == {1}
+    assert set(attempts_per_run(home, registry_backend).values()) == {1}
 
 
 # -- ORCH_DB_URL -------------------------------------------------------------------------------

@@ -10,14 +10,13 @@ that hundreds of them take no training and no planning.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from jobs.journal import (
@@ -38,13 +37,12 @@ from jobs.journal import (
 from jobs.paths import AttemptPaths, RunPaths
 from jobs.spec import RunSpec
 from orchestrator.fingerprint import SpecTexts, canonical_json, spec_json
-from orchestrator.home import OrchHome
 from orchestrator.ingest import lost_after_by_run, lost_after_seconds
 from orchestrator.profiles import load_profile
-from orchestrator.registry.engine import open_registry
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.submit import record_sections, section_ids_text
 from orchestrator.sync import SyncReport, sync
+from tests.conftest import OpenRegistry, registry_snapshot
 
 KINDS = (
     "finished",  # started, metrics, a checkpoint, finished
@@ -64,6 +62,9 @@ NO_SUCH_PID = 4_194_305  # above Linux's largest pid: no process has it
 PROVENANCE = Provenance("0" * 40, None, "3.11.9", "2.4.1", "0.19.1", "1.5.3", "1.26.4", OTHER_HOST, "cpu")
 SHA = "ab" * 32
 JournalEntry = Union[Payload, Heartbeat]
+
+
+pytestmark = pytest.mark.both_backends
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,9 @@ def planned(results: Path, count: int) -> list[JournaledAttempt]:
     return attempts
 
 
-def record(home: Path, attempts: list[JournaledAttempt], now: float) -> Engine:
-    """A registry holding each attempt, open (PENDING), submitted at ``now``, with its run: the
+def record(engine: Engine, attempts: list[JournaledAttempt], now: float) -> Engine:
+    """The registry, holding each attempt, open (PENDING), submitted at ``now``, with its run: the
     columns submit records."""
-    engine = open_registry(OrchHome(home))
     spec = RunSpec()
     with Session(engine) as session, session.begin():
         sections = SpecTexts().sections(spec)
@@ -268,12 +268,11 @@ def registry_rows(engine: Engine, reconciled_run_ids: set[str]) -> dict[str, lis
             "created_time FROM shards ORDER BY run_id, probe, step"
         ),
     }
-    database = engine.url.database
-    assert database is not None
-    with sqlite3.connect(database) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = {table: [tuple(row) for row in connection.execute(query)] for table, query in queries.items()}
-        attempt_rows = [dict(row) for row in connection.execute(queries["attempts"])]
+    with engine.connect() as connection:
+        rows = {
+            table: [tuple(row) for row in connection.execute(text(query))] for table, query in queries.items()
+        }
+        attempt_rows = [dict(row._mapping) for row in connection.execute(text(queries["attempts"]))]
     for row in attempt_rows:
         if row["run_id"] in reconciled_run_ids:
             assert row["ended_time"] is not None
@@ -299,9 +298,13 @@ class StatementLog:
         event.listen(
             engine,
             "before_cursor_execute",
-            lambda _conn, _cursor, statement, *_rest: log.statements.append(statement),
+            lambda _conn, _cursor, statement, *_rest: log.record(statement),
         )
         return log
+
+    def record(self, statement: str) -> None:
+        if not statement.startswith("SELECT pg_advisory_xact_lock"):  # PostgreSQL's BEGIN IMMEDIATE
+            self.statements.append(statement)
 
     def writes(self) -> list[str]:
         return [
@@ -311,12 +314,14 @@ class StatementLog:
         ]
 
 
-def test_one_sync_of_many_attempts_equals_syncing_them_in_small_rounds(tmp_path: Path) -> None:
+def test_one_sync_of_many_attempts_equals_syncing_them_in_small_rounds(
+    tmp_path: Path, new_registry: OpenRegistry
+) -> None:
     attempts = planned(tmp_path / "results", 200)
     now = time.time()
     at_once, in_rounds = (
-        record(tmp_path / "at-once", attempts, now),
-        record(tmp_path / "in-rounds", attempts, now),
+        record(new_registry(tmp_path / "at-once"), attempts, now),
+        record(new_registry(tmp_path / "in-rounds"), attempts, now),
     )
     reports = []
     for item in attempts:
@@ -342,9 +347,9 @@ def test_one_sync_of_many_attempts_equals_syncing_them_in_small_rounds(tmp_path:
     assert sum(r.attempts_lost for r in reports) == report.attempts_lost
 
 
-def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
+def test_sync_applies_each_kind_of_journal(tmp_path: Path, new_registry: OpenRegistry) -> None:
     attempts = planned(tmp_path / "results", 2 * len(KINDS))
-    engine = record(tmp_path / "home", attempts, time.time())
+    engine = record(new_registry(tmp_path / "home"), attempts, time.time())
     for item in attempts:
         for phase in range(PHASES):
             item.write(phase)
@@ -382,27 +387,26 @@ def test_sync_applies_each_kind_of_journal(tmp_path: Path) -> None:
             [c.step for c in requeued.checkpoints],
             [(s.probe, s.step) for s in requeued.shards],
         ) == (2, [1], [("line", 2)])
-    with sqlite3.connect(tmp_path / "home" / "registry.sqlite") as connection:
+    with engine.connect() as connection:
         redone = connection.execute(
-            "SELECT value FROM metrics WHERE run_id = ? AND name = 'train_loss' AND step = 2",
-            (attempts[2].run_id,),
-        ).fetchone()
+            text("SELECT value FROM metrics WHERE run_id = :run AND name = 'train_loss' AND step = 2"),
+            {"run": attempts[2].run_id},
+        ).one()
         failed_reason = connection.execute(
-            "SELECT exit_code, reason FROM attempts WHERE key = ?", (attempts[5].key,)
-        ).fetchone()
+            text("SELECT exit_code, reason FROM attempts WHERE key = :key"), {"key": attempts[5].key}
+        ).one()
     assert redone == (metrics(2, 2, redone=True).rows[0].value,)  # the restarted job's value, journaled last
     assert failed_reason == (1, f"OSError: No space left on device: {attempts[5].journal_dir}")
 
 
-def test_second_sync_writes_nothing(tmp_path: Path) -> None:
+def test_second_sync_writes_nothing(tmp_path: Path, new_registry: OpenRegistry) -> None:
     attempts = planned(tmp_path / "results", 200)
-    engine = record(tmp_path / "home", attempts, time.time())
+    engine = record(new_registry(tmp_path / "home"), attempts, time.time())
     for item in attempts:
         for phase in range(PHASES):
             item.write(phase)
     sync(engine)
-    registry = tmp_path / "home" / "registry.sqlite"
-    before = registry.read_bytes()
+    before = registry_snapshot(engine.url)
     log = StatementLog.on(engine)
 
     report = sync(engine)
@@ -412,14 +416,16 @@ def test_second_sync_writes_nothing(tmp_path: Path) -> None:
     still_open += sum(item.kind == "killed" for item in attempts)
     assert report == SyncReport(attempts_checked=still_open, events_ingested=0, attempts_lost=0)
     assert log.writes() == []
-    assert registry.read_bytes() == before
+    assert registry_snapshot(engine.url) == before
 
 
 @pytest.mark.parametrize("phases", [range(PHASES), range(1)], ids=["whole journals", "first events only"])
-def test_statements_do_not_grow_with_the_number_of_attempts(tmp_path: Path, phases: range) -> None:
+def test_statements_do_not_grow_with_the_number_of_attempts(
+    tmp_path: Path, new_registry: OpenRegistry, phases: range
+) -> None:
     def statements_of_sync(count: int) -> list[str]:
         attempts = planned(tmp_path / f"results-{count}", count)
-        engine = record(tmp_path / f"home-{count}", attempts, time.time())
+        engine = record(new_registry(tmp_path / f"home-{count}"), attempts, time.time())
         for item in attempts:
             for phase in phases:
                 item.write(phase)
@@ -433,11 +439,13 @@ def test_statements_do_not_grow_with_the_number_of_attempts(tmp_path: Path, phas
     assert len(StatementLog(many).writes()) <= len(StatementLog(few).writes())
 
 
-def test_lost_after_comes_from_each_runs_cluster_in_one_query(tmp_path: Path) -> None:
+def test_lost_after_comes_from_each_runs_cluster_in_one_query(
+    tmp_path: Path, new_registry: OpenRegistry
+) -> None:
     """The silence an attempt of each run is allowed (its cluster profile's ``lost_after_s``), read
     from ``runs.spec_json`` for all runs at once; the same as ``lost_after_seconds`` of one attempt."""
     attempts = planned(tmp_path / "results", 3)
-    engine = record(tmp_path / "home", attempts, time.time())
+    engine = record(new_registry(tmp_path / "home"), attempts, time.time())
     log = StatementLog.on(engine)
 
     with Session(engine) as session:
@@ -452,7 +460,7 @@ def test_lost_after_comes_from_each_runs_cluster_in_one_query(tmp_path: Path) ->
 
 
 def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, new_registry: OpenRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sync reads journals and the scheduler with no transaction open. When another command's sync
     commits in that window (here: a whole sync run from inside the first one's scheduler call),
@@ -462,7 +470,10 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
 
     attempts = planned(tmp_path / "results", 2 * len(KINDS))
     now = time.time()
-    raced, alone = record(tmp_path / "raced", attempts, now), record(tmp_path / "alone", attempts, now)
+    raced, alone = (
+        record(new_registry(tmp_path / "raced"), attempts, now),
+        record(new_registry(tmp_path / "alone"), attempts, now),
+    )
     for item in attempts:
         for phase in range(PHASES):
             item.write(phase)
@@ -481,10 +492,10 @@ def test_a_sync_that_another_sync_overtook_writes_what_one_sync_would(
     assert len(calls) == 3  # the first sync, the one in between, the first one again
     reconciled = {item.run_id for item in attempts if item.kind.startswith("killed")}
     assert registry_rows(raced, reconciled) == registry_rows(alone, reconciled)
-    with sqlite3.connect(tmp_path / "raced" / "registry.sqlite") as connection:
+    with raced.connect() as connection:
         requeued_key = next(item.key for item in attempts if item.kind == "requeued")
         assert connection.execute(
-            "SELECT requeues FROM attempts WHERE key = ?", (requeued_key,)
-        ).fetchone() == (1,)
+            text("SELECT requeues FROM attempts WHERE key = :key"), {"key": requeued_key}
+        ).one() == (1,)
         # one per requeued attempt (two of that kind)
-        assert connection.execute("SELECT count(*) FROM requeues").fetchone() == (2,)
+        assert connection.execute(text("SELECT count(*) FROM requeues")).one() == (2,)

@@ -126,8 +126,8 @@ def open_registry_read_only(home: OrchHome) -> Optional[Engine]:
 
 
 def _read_only_engine(url: URL, file: Optional[Path]) -> Engine:
-    if file is None:
-        return _engine(url).execution_options(postgresql_readonly=True)
+    if file is None:  # a reader takes no lock: PostgreSQL's snapshots keep it consistent
+        return _postgresql_engine_without_lock(url).execution_options(postgresql_readonly=True)
     uri = f"{file.as_uri()}?mode=ro"
     engine = create_engine(
         "sqlite://",
@@ -190,11 +190,7 @@ def _create_private_file(path: Path, in_home: bool) -> None:
 
 def _engine(url: URL) -> Engine:
     try:
-        engine = (
-            create_engine(url, pool_pre_ping=True)
-            if url.get_backend_name() != "sqlite"
-            else _sqlite_engine(url)
-        )
+        engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else _postgresql_engine(url)
     except NoSuchModuleError:
         raise UserError(
             f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}"
@@ -226,6 +222,35 @@ def _sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# The key of the advisory lock every PostgreSQL transaction of orch takes first (any 64-bit number
+# that no other program on the database uses for its own advisory locks).
+REGISTRY_LOCK_KEY = 0x6F726368_72656769  # "orchregi"
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    """PostgreSQL, with SQLite's discipline: every transaction takes one advisory lock as it
+    begins (``pg_advisory_xact_lock``, released at commit or rollback), so the transactions of all
+    orch processes, whoever runs them, follow one another as they do on SQLite with ``BEGIN
+    IMMEDIATE``; a read-then-write (claim the next attempts, count the slots) never interleaves with
+    another's write. Waiting for it longer than the busy timeout fails as a locked SQLite file
+    does (``lock_timeout``)."""
+    engine = _postgresql_engine_without_lock(url)
+
+    @event.listens_for(engine, "begin")
+    def _serialized(connection) -> None:
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({REGISTRY_LOCK_KEY})")
+
+    return engine
+
+
+def _postgresql_engine_without_lock(url: URL) -> Engine:
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c lock_timeout={BUSY_TIMEOUT_SECONDS * 1000}"},
+    )
 
 
 def _statement_kill_point(*_arguments: object) -> None:
@@ -323,6 +348,8 @@ def head_revision() -> str:
 
 REGISTRY_ADVICE = {
     "locked": "retry once the other orch command has finished (it held the registry for over "
+    f"{BUSY_TIMEOUT_SECONDS} s)",
+    "lock timeout": "retry once the other orch command has finished (it held the registry for over "
     f"{BUSY_TIMEOUT_SECONDS} s)",
     "full": "free space on the registry's file system, or another --home",
     "readonly": "a registry on a writable file system that you may write, or another --home",

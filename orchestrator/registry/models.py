@@ -110,6 +110,7 @@ class Attempt(Base):
     peak_gpu_bytes: Mapped[Optional[int]]
     gate: Mapped[Optional[str]]
     after_jobs: Mapped[Optional[str]]
+    owner: Mapped[Optional[str]]
 
     run: Mapped[Run] = relationship(back_populates="attempts")
     requeue_history: Mapped[list["Requeue"]] = relationship(order_by="Requeue.time", viewonly=True)
@@ -132,6 +133,7 @@ class Stage(Base):
     created_time: Mapped[float]
     submitted_time: Mapped[Optional[float]]
     ended_time: Mapped[Optional[float]]
+    owner: Mapped[Optional[str]]
 
 
 class Requeue(Base):

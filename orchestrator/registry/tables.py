@@ -151,6 +151,9 @@ attempts = Table(
     # and the Slurm dependency its job went out with ("" released without one; NULL: still gated).
     Column("gate", String(80)),
     Column("after_jobs", Text),
+    # The login name of the user whose orch committed it: only that user's orch syncs, launches
+    # and settles it (a registry shared by a lab); NULL in registries from before owners.
+    Column("owner", String(64)),
     UniqueConstraint("run_id", "number"),
     # At most one active attempt per run, whatever the timing of concurrent submits: the database
     # refuses the second (SQLite and PostgreSQL both have partial unique indexes).
@@ -183,6 +186,7 @@ stages = Table(
     Column("created_time", Float, nullable=False),
     Column("submitted_time", Float),
     Column("ended_time", Float),
+    Column("owner", String(64)),  # as an attempt's
     Index("ix_stages_state", "state"),
 )
 
