@@ -313,6 +313,24 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         "--image", type=path_argument, help="image to check (default: the profile's container.image)"
     )
 
+    database = commands.add_parser("db", help="the registry's database as a whole")
+    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    move = database_commands.add_parser(
+        "migrate",
+        help="copy the registry into an empty database (e.g. SQLite to PostgreSQL), verified row for row",
+        description="Copy every row of the registry into an empty database, in one transaction that "
+        "commits only once each table reads back equal (docs/registry.md). The source is only read.",
+    )
+    move.set_defaults(handler=cmd_db_migrate)
+    move.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="the registry to copy (default: the current one: ORCH_DB_URL or <home>/registry.sqlite)",
+    )
+    move.add_argument("--to", dest="target", metavar="URL", required=True, help="an empty database")
+    move.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     sweep = commands.add_parser("sweep", help="a recorded sweep as a whole")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
     prune = sweep_commands.add_parser(
@@ -652,6 +670,32 @@ def no_longer_in_file(connection: Connection, plan: SweepPlan) -> list[str]:
     )
     planned = {run.run_id for run in plan.runs}
     return [run_id for run_id in connection.execute(members).scalars() if run_id not in planned]
+
+
+def cmd_db_migrate(arguments: argparse.Namespace, home: OrchHome) -> int:
+    """Copy the registry into an empty database, verified row for row (orchestrator/registry/move.py)."""
+    from orchestrator import output
+    from orchestrator.registry.engine import registry_url
+    from orchestrator.registry.move import move_registry
+
+    source = arguments.source or registry_url(home).render_as_string(hide_password=False)
+    report = move_registry(source, arguments.target)
+    if arguments.json:
+        output.print_json(
+            {
+                "source": report.source,
+                "target": report.target,
+                "rows": report.rows,
+                "seconds": round(report.seconds, 3),
+                "tables": report.tables,
+            }
+        )
+        return 0
+    rows = [[table.table, table.rows, table.sha256[:16]] for table in report.tables]
+    output.console().print(output.table("rows copied and read back equal", ["table", "rows", "sha256"], rows))
+    print(f"moved {report.rows} rows from {report.source} to {report.target} in {report.seconds:.1f} s")
+    print("use it: export ORCH_DB_URL='<the --to URL>'  (docs/registry.md)")
+    return 0
 
 
 def cmd_sweep_prune(arguments: argparse.Namespace, home: OrchHome) -> int:

@@ -39,7 +39,13 @@ class Orch:
 
     def __call__(self, *arguments: str | Path) -> OrchResult:
         stdout, stderr = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with (
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            pytest.MonkeyPatch.context() as environment,
+        ):
+            if self.db_url is not None:
+                environment.setenv("ORCH_DB_URL", self.db_url)
             exit_code = main(["--home", str(self.home), *map(str, arguments)])
         return OrchResult(exit_code, stdout.getvalue(), stderr.getvalue())
 
@@ -81,6 +87,9 @@ class Orch:
     def snapshot(self) -> Any:
         return registry_snapshot(self.url)
 
+    def table_rows(self) -> dict[str, list[Any]]:
+        return registry_rows(self.url)
+
 
 def registry_snapshot(url: str | URL) -> Any:
     """What a registry holds, to compare before and after a command: an SQLite file's bytes; on
@@ -89,15 +98,22 @@ def registry_snapshot(url: str | URL) -> Any:
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         return Path(url.database).read_bytes()
+    return registry_rows(url)
+
+
+def registry_rows(url: str | URL) -> dict[str, list[Any]]:
+    """Every row of every table, by table, in one order whatever order the database returns."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
             names = sorted(inspect(connection).get_table_names())
-            return {
-                name: connection.execute(text(f'SELECT * FROM "{name}" ORDER BY 1')).all() for name in names
-            }
+            return {name: _sorted_rows(connection.execute(text(f'SELECT * FROM "{name}"'))) for name in names}
     finally:
         engine.dispose()
+
+
+def _sorted_rows(rows: Any) -> list[tuple[Any, ...]]:
+    return sorted(map(tuple, rows), key=repr)
 
 
 BACKENDS = ("sqlite", "postgresql")

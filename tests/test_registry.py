@@ -147,10 +147,10 @@ def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Pa
     """Foreign keys are off while a migration recreates a table; what it leaves is checked before
     the commit, and a row that references a missing one rolls the whole upgrade back."""
     from orchestrator.errors import UserError
-    from orchestrator.registry.engine import _check_foreign_keys, _foreign_keys_checked_at_the_end
+    from orchestrator.registry.engine import check_foreign_keys, foreign_keys_checked_at_the_end
 
     engine = open_registry(OrchHome(tmp_path))
-    with engine.connect() as connection, _foreign_keys_checked_at_the_end(connection):
+    with engine.connect() as connection, foreign_keys_checked_at_the_end(connection):
         with (
             pytest.raises(UserError, match="2 references to missing rows .*sweep_runs row 1"),
             connection.begin(),
@@ -159,7 +159,7 @@ def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Pa
                 "INSERT INTO sweep_runs (sweep_id, run_id, position, swept_json) VALUES (7, 'nowhere', "
                 "0, '{}')"
             )
-            _check_foreign_keys(connection)
+            check_foreign_keys(connection)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM sweep_runs").scalar() == 0
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

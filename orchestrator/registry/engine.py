@@ -40,23 +40,31 @@ def registry_url(home: OrchHome) -> URL:
     given = os.environ.get(DB_URL_VARIABLE)
     if not given:
         return make_url(f"sqlite:///{home.registry_file}")
+    return parse_registry_url(given, DB_URL_VARIABLE)
+
+
+def parse_registry_url(given: str, where: str) -> URL:
+    """A registry's URL from text (``where``: the variable or option it came from). A plain
+    ``postgresql://`` gets the psycopg driver, the one orch installs."""
     try:
         url = make_url(given)
     except (ArgumentError, ValueError):
         raise UserError(
-            f"{DB_URL_VARIABLE}: not a database URL ({len(given)} characters, not shown: it may hold a "
+            f"{where}: not a database URL ({len(given)} characters, not shown: it may hold a "
             f"password); accepted: {ACCEPTED_URLS}"
         ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise UserError(
-            f"{DB_URL_VARIABLE}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; "
+            f"{where}: unsupported database {url.get_backend_name()!r} in {_shown(url)}; "
             f"accepted: {ACCEPTED_URLS}"
         )
     if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or url.query):
         raise UserError(
-            f"{DB_URL_VARIABLE}: {_shown(url)} names no plain file (an in-memory registry forgets "
+            f"{where}: {_shown(url)} names no plain file (an in-memory registry forgets "
             f"everything; no query options); accepted: {ACCEPTED_URLS}"
         )
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
     return url
 
 
@@ -64,9 +72,7 @@ def open_registry(home: OrchHome) -> Engine:
     """An engine on the registry at the newest schema; creates the SQLite file (0600) if missing."""
     url = registry_url(home)
     file = sqlite_file(url)
-    if file is not None:
-        _create_private_file(file, in_home=file == home.registry_file)
-    engine = _engine(url)
+    engine = create_if_missing(url, DB_URL_VARIABLE, in_home=file == home.registry_file)
     if file is not None and not _has_schema(engine, url) and not _is_empty_database(file):
         engine.dispose()
         raise _foreign_database(file)
@@ -74,9 +80,21 @@ def open_registry(home: OrchHome) -> Engine:
     return engine
 
 
+def create_if_missing(url: URL, where: str, in_home: bool = False) -> Engine:
+    """An engine on ``url``; an SQLite file is created first (mode 0600) if it does not exist."""
+    file = sqlite_file(url)
+    if file is not None:
+        _create_private_file(file, in_home, where)
+    return _engine(url)
+
+
 def open_registry_if_exists(home: OrchHome) -> Optional[Engine]:
     """For commands that only read: never creates a file, a folder or a schema that is not there."""
-    url = registry_url(home)
+    return open_url_if_registry(registry_url(home))
+
+
+def open_url_if_registry(url: URL) -> Optional[Engine]:
+    """An engine on the registry at ``url`` (at the newest schema), or None where none exists."""
     file = sqlite_file(url)
     if file is not None:
         if not file.exists():
@@ -113,7 +131,7 @@ def open_registry_read_only(home: OrchHome) -> Optional[Engine]:
         if file is not None and not _is_empty_database(file):
             raise _foreign_database(file)
         return None
-    with _reachable(url), engine.connect() as connection:
+    with reachable(url), engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     if versions != [head_revision()]:
         engine.dispose()
@@ -167,12 +185,12 @@ def _shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _create_private_file(path: Path, in_home: bool) -> None:
+def _create_private_file(path: Path, in_home: bool, where: str) -> None:
     """The registry file, mode 0600; the folder around it only if it is the orch home."""
     if not path.parent.is_dir():
         if not in_home:
             raise UserError(
-                f"{DB_URL_VARIABLE}: folder {path.parent} does not exist; accepted: an SQLite file in "
+                f"{where}: folder {path.parent} does not exist; accepted: an SQLite file in "
                 "an existing folder"
             )
         path.parent.mkdir(parents=True, exist_ok=True)  # the orch home itself
@@ -270,7 +288,7 @@ def alembic_config() -> Config:
 
 
 def _has_schema(engine: Engine, url: URL) -> bool:
-    with _reachable(url):
+    with reachable(url):
         with engine.connect() as connection:
             return inspect(connection).has_table("alembic_version")
 
@@ -279,27 +297,32 @@ def _upgrade_to_head(engine: Engine, url: URL) -> None:
     """Bring the schema to the newest revision in one transaction (DDL included). A registry at
     the newest revision already, every command's case, is told by one query: Alembic (a third of
     orch's start-up) is loaded only to upgrade."""
-    with _reachable(url):
+    with reachable(url):
         with engine.connect() as connection:
             if _has_version_table(connection) and connection.execute(
                 text("SELECT version_num FROM alembic_version")
             ).scalars().all() == [head_revision()]:
                 return  # nothing to do: no write, the file stays byte-identical
-        from alembic import command
+        with engine.connect() as connection, foreign_keys_checked_at_the_end(connection), connection.begin():
+            upgrade_in(connection)
+            check_foreign_keys(connection)
 
-        config = alembic_config()
-        with engine.connect() as connection, _foreign_keys_checked_at_the_end(connection), connection.begin():
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            _check_foreign_keys(connection)
+
+def upgrade_in(connection: Connection) -> None:
+    """Alembic's upgrade to the newest revision, inside the transaction ``connection`` holds."""
+    from alembic import command
+
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
 
 
 @contextlib.contextmanager
-def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
+def foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
     """SQLite's way to change a table that others reference (a migration that recreates it:
     create the new table, copy, drop the old one, rename): foreign keys off around the
     transaction (the pragma is a no-op inside one, so it goes to the driver's connection, which
-    begins nothing itself), checked with :func:`_check_foreign_keys` before the commit."""
+    begins nothing itself), checked with :func:`check_foreign_keys` before the commit."""
     driver = connection.connection.driver_connection if connection.dialect.name == "sqlite" else None
     if driver is None:
         yield
@@ -314,7 +337,7 @@ def _foreign_keys_checked_at_the_end(connection: Connection) -> Iterator[None]:
             connection.invalidate()  # never back to the pool without foreign keys
 
 
-def _check_foreign_keys(connection: Connection) -> None:
+def check_foreign_keys(connection: Connection) -> None:
     """Refuse (roll back) an upgrade that leaves a row referencing one that does not exist."""
     if connection.dialect.name != "sqlite":
         return
@@ -378,7 +401,7 @@ def registry_of(home: OrchHome) -> str:
     return registry_location(registry_url(home))
 
 
-class _reachable:
+class reachable:
     """Turns 'cannot open / not a database' into a UserError naming the registry (never its password)."""
 
     def __init__(self, url: URL) -> None:
