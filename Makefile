@@ -34,6 +34,7 @@ demo: $(VENV)/.installed
 	$(ORCH) analyze demo --figure strategies
 	$(ORCH) analyze demo --figure walk
 	$(ORCH) analyze demo --figure table
+	@echo "see the results in a browser: $(ORCH) serve  (then open http://127.0.0.1:8765; from your laptop: ssh -L 8765:127.0.0.1:8765 login-node)"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -47,8 +47,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+# A figure opened on its own is shown in the browser's own image document, which styles itself
+# inline; it is sandboxed instead (no script can run in it either way).
+FILE_CONTENT_SECURITY_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 SECURITY_HEADERS = (
-    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
     ("X-Frame-Options", "DENY"),
@@ -66,7 +68,8 @@ class ServeSettings:
 
 
 class SecurityHeaders:
-    """ASGI middleware: :data:`SECURITY_HEADERS` on every HTTP response, error pages included."""
+    """ASGI middleware: :data:`SECURITY_HEADERS` and a Content-Security-Policy on every HTTP
+    response, error pages included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -81,6 +84,10 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS:
                     headers[name] = value
+                image = headers.get("content-type", "").startswith("image/")
+                headers["Content-Security-Policy"] = (
+                    FILE_CONTENT_SECURITY_POLICY if image else CONTENT_SECURITY_POLICY
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -141,6 +148,9 @@ class Pages:
 
     def active_json(self, request: Request) -> Response:
         return JSONResponse({"runs": [row.as_json() for row in active_rows(self.reader)]})
+
+    def favicon(self, request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     def error(self, status_code: int, message: str) -> HTMLResponse:
         return self.render("error.html", ErrorPage(status_code, message), status_code)
@@ -206,6 +216,7 @@ def build_app(settings: ServeSettings) -> ASGIApp:
             Route("/compare", pages.compare),
             Route("/active", pages.active),
             Route("/api/active", pages.active_json),
+            Route("/favicon.ico", pages.favicon),  # what a browser asks for a figure opened on its own
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))],

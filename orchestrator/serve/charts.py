@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-WIDTH, HEIGHT = 600, 300
+WIDTH, HEIGHT = 560, 280
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 40  # margins of the plot area
 MAX_POINTS = 2000  # per line: longer series are thinned to every k-th point (the last kept)
 PALETTE = (
