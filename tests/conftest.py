@@ -73,6 +73,15 @@ class Orch:
         finally:
             engine.dispose()
 
+    def execute(self, statement: str, **parameters: Any) -> None:
+        """A write to the registry behind orch's back (a state as another tool would leave it)."""
+        engine = create_engine(self.url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(statement), parameters)
+        finally:
+            engine.dispose()
+
     def has_registry(self) -> bool:
         """Whether any command created the registry (a file, or a schema in the database)."""
         if self.db_url is None and (not self.registry.exists() or self.registry.stat().st_size == 0):

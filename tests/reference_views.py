@@ -73,7 +73,12 @@ def status_view(session: Session, sweep_name: Optional[str]) -> list[dict[str, A
         query = query.where(Sweep.name == sweep_name)
     views = []
     for sweep in session.scalars(query):
-        runs = [member.run for member in sweep.members]
+        # ties of position (a sweep recorded again from an edited file) by run id, as SQLite's
+        # primary-key index returns them; PostgreSQL returns ties in no particular order
+        runs = [
+            member.run
+            for member in sorted(sweep.members, key=lambda member: (member.position, member.run_id))
+        ]
         counts = Counter(run.state for run in runs)
         active = [active_row(run) for run in runs if run.state in RunState.ACTIVE]
         views.append(

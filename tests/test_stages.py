@@ -5,7 +5,6 @@ refused before anything is written. (On Slurm: tests/test_slurm_stages.py.)"""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ from jobs.journal import Started, read_events
 from jobs.paths import AttemptPaths
 from tests.conftest import Orch, write_sweep
 from tests.datasets import write_cifar10
+
+pytestmark = pytest.mark.both_backends
 
 SWEEP = """
 name: staged
@@ -41,11 +42,14 @@ def test_smoke_runs_each_configuration_then_the_sweep(orch: Orch, tmp_path: Path
     assert len(submitted["smoke"]) == 2 and len(submitted["submitted"]) == 4
     assert status_of(orch, "staged.smoke")["counts"] == {"COMPLETED": 2}
     assert status_of(orch, "staged")["counts"] == {"COMPLETED": 4}
-    with sqlite3.connect(orch.registry) as registry:
-        smoke = registry.execute("SELECT journal_dir, ended_time FROM attempts WHERE gate IS NULL").fetchall()
-        runs = registry.execute(
-            "SELECT started_time, after_jobs FROM attempts WHERE gate = 'staged.smoke'"
-        ).fetchall()
+    smoke = [
+        (row["journal_dir"], row["ended_time"])
+        for row in orch.rows("SELECT journal_dir, ended_time FROM attempts WHERE gate IS NULL")
+    ]
+    runs = [
+        (row["started_time"], row["after_jobs"])
+        for row in orch.rows("SELECT started_time, after_jobs FROM attempts WHERE gate = 'staged.smoke'")
+    ]
     for journal_dir, _ in smoke:  # 4 steps, a line at each, stopped at 2 and restored from its checkpoint
         events = read_events(AttemptPaths(Path(journal_dir)))
         assert [event.payload.start_step for event in events if isinstance(event.payload, Started)] == [0, 2]
@@ -96,8 +100,7 @@ def test_resume_runs_a_failed_stage_again(orch: Orch, tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path, "staged", SWEEP)
     orch.ok("submit", sweep, "--then", "analyze --figure lines", *DEBUG)
     assert status_of(orch, "staged")["stages"][0]["state"] == "COMPLETED"
-    with sqlite3.connect(orch.registry) as registry:
-        registry.execute("UPDATE stages SET state = 'FAILED', reason = 'job 12_0 FAILED'")
+    orch.execute("UPDATE stages SET state = 'FAILED', reason = 'job 12_0 FAILED'")
     assert status_of(orch, "staged")["stages"][0]["state"] == "FAILED"
 
     orch.ok("resume", "staged")
@@ -106,8 +109,7 @@ def test_resume_runs_a_failed_stage_again(orch: Orch, tmp_path: Path) -> None:
         "COMPLETED",
         "wrote 8 files here",
     )  # 4 runs: a figure and a table each
-    with sqlite3.connect(orch.registry) as registry:
-        assert registry.execute("SELECT number FROM stages").fetchone() == (2,)
+    assert orch.rows("SELECT number FROM stages") == [{"number": 2}]
     orch.ok("submit", sweep, "--then", "analyze --figure lines", *DEBUG)  # the same stage, not again
     assert len(status_of(orch, "staged")["stages"]) == 2  # a finished stage is analyzed anew
 
@@ -130,9 +132,7 @@ def test_a_bad_stage_is_refused_before_anything_is_written(orch: Orch, tmp_path:
     refused = orch("submit", write_sweep(tmp_path, "staged", SWEEP), "--then", then, *DEBUG)
     assert refused.exit_code == 2, refused.stderr
     assert "then" in refused.stderr and "accepted" in refused.stderr and "Traceback" not in refused.stderr
-    assert not orch.registry.exists() or sqlite3.connect(orch.registry).execute(
-        "SELECT count(*) FROM sweeps"
-    ).fetchone() == (0,)
+    assert not orch.has_registry() or orch.rows("SELECT count(*) AS sweeps FROM sweeps") == [{"sweeps": 0}]
 
 
 @pytest.mark.parametrize("then", ["[1]", "analyze --figure lines", "['analyze --figure walk --window x']"])

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from orchestrator import views
@@ -28,7 +28,7 @@ from orchestrator.registry.models import Attempt, Run, RunState, SpecSection, Sw
 from orchestrator.submit import record_sections, section_ids_text
 from orchestrator.views import WhereClause
 from tests import reference_views as reference
-from tests.conftest import Orch, write_sweep
+from tests.conftest import BACKENDS, OpenRegistry, Orch, write_sweep
 
 BASE = """include: [problems/digits_mlp.yaml]
 base:
@@ -97,13 +97,21 @@ WHERE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orch]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def home(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Orch]:
+    """The same home on each backend: the views' SQL (JSON paths, ordering) differs by dialect."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("ORCH_DB_URL", raising=False)
         patch.delenv("ORCH_HOME", raising=False)
         folder = tmp_path_factory.mktemp("views")
-        orch = Orch(folder / "home")
+        url = (
+            None
+            if request.param == "sqlite"
+            else request.getfixturevalue("postgres_server").create_database()
+        )
+        orch = Orch(folder / "home", url)
+        if url is not None:
+            patch.setenv("ORCH_DB_URL", url)
         for file_name, text in SWEEPS.items():
             name = file_name.removesuffix("-again")
             orch.ok("submit", write_sweep(folder, file_name, f"name: {name}\n{text}"), "--executor", "debug")
@@ -197,7 +205,7 @@ def add_odd_runs(session: Session) -> None:
 
 
 def reference_session(orch: Orch) -> Session:
-    return Session(open_registry(OrchHome(orch.home)))
+    return Session(create_engine(orch.url))
 
 
 def test_the_home_has_what_the_comparisons_need(home: Orch) -> None:
@@ -326,7 +334,9 @@ def _reference_export(orch: Orch, sweep: str | None, export_format: str) -> byte
     return reference.encode_rows(rows, export_format)
 
 
-def test_specs_flattened_section_by_section_flatten_as_a_whole(tmp_path: Path) -> None:
+def test_specs_flattened_section_by_section_flatten_as_a_whole(
+    tmp_path: Path, new_registry: OpenRegistry
+) -> None:
     """A run's ``config.*`` columns, put together from its sections (each distinct one recorded
     and flattened once), are what flattening the whole spec gives: also for texts that look like
     section keys, sections in another order or missing, and numbers that compare equal."""
@@ -358,7 +368,7 @@ def test_specs_flattened_section_by_section_flatten_as_a_whole(tmp_path: Path) -
         {**base, "optimizer": {"lr": 1}},
         {**base, "optimizer": {"lr": 10}},
     ]
-    engine = open_registry(OrchHome(tmp_path))
+    engine = new_registry(tmp_path)
     with Session(engine) as session, session.begin():
         recorded = []
         for spec in variants:
