@@ -13,6 +13,8 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -287,6 +289,28 @@ def test_compare_the_selected_sweeps(tab: BrowserTab) -> None:
     expect(tab.page.locator("figure.chart polygon").first).to_be_attached()  # the bands
     tab.screenshot("11-compare")
     tab.assert_clean()
+
+
+def test_concurrent_requests_all_answer(server: str, served: ServedHome) -> None:
+    """What a browser does (a page, its images, its script, the live page's polls at once) from
+    32 threads: every request answers, none breaks another's registry connection."""
+    run = served.tiny_runs[0]
+    paths = [
+        "/",
+        "/sweeps/tiny?sort=swept:optimizer.lr",
+        f"/runs/{run}",
+        f"/runs/{run}/files/curves.png",
+        f"/runs/{run}/files/figures/{run}-lines.png",
+        "/api/active",
+        "/compare?sweep=tiny",
+    ] * 30
+
+    def status_of(path: str) -> int:
+        with urllib.request.urlopen(server + path, timeout=60) as answer:
+            return int(answer.status)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        assert set(pool.map(status_of, paths)) == {200}
 
 
 def test_browsing_wrote_nothing_into_the_registry(tab: BrowserTab, served: ServedHome) -> None:

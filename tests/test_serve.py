@@ -8,6 +8,7 @@ import html
 import io
 import json
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ import time
 import warnings
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest
@@ -312,6 +313,38 @@ def test_a_home_without_registry_says_so(tmp_path: Path) -> None:
         assert empty.get("/api/active").json() == {"runs": []}
         assert empty.get("/sweeps/tiny").status_code == 404
     assert sorted(path.name for path in (tmp_path / "home").iterdir()) == []  # nothing created
+
+
+def test_a_postgresql_registry_shows_the_same_pages(
+    served: ServedHome,
+    client: TestClient,
+    postgres_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The home's registry copied into PostgreSQL (orch db migrate, from a copy) and served from
+    there through READ ONLY transactions: the same pages, --where in jsonb instead of json_extract."""
+    copy = tmp_path / "registry.sqlite"
+    shutil.copy2(served.registry, copy)
+    url = postgres_server.create_database()
+    moved = Orch(tmp_path / "elsewhere")("db", "migrate", "--from", f"sqlite:///{copy}", "--to", url)
+    assert moved.exit_code == 0, moved.stderr
+    monkeypatch.setenv("ORCH_DB_URL", url)
+    paths = [
+        "/sweeps/tiny",
+        "/sweeps/tiny?where=optimizer.lr%3D0.05&sort=final:val_loss&order=desc",
+        "/sweeps/tiny?where=model.hidden%3D%5B16%5D",
+        "/sweeps/tiny?where=nope%3D1",
+        sweep_path(INJECTION_SWEEP),
+        f"/runs/{served.tiny_runs[0]}",
+        f"/compare?sweep=tiny&sweep={quote(INJECTION_SWEEP)}",
+    ]
+    with TestClient(build_app(ServeSettings(OrchHome(served.root))), base_url=LOCAL) as on_postgres:
+        for path in paths:
+            expected, found = client.get(path), on_postgres.get(path)
+            assert (found.status_code, found.text) == (expected.status_code, expected.text), path
+        assert [row["run"] for row in on_postgres.get("/api/active").json()["runs"]] == [served.live_run]
+        assert "registry postgresql+psycopg://" in on_postgres.get("/").text
 
 
 def test_serve_imports_no_torch(served: ServedHome) -> None:
