@@ -453,10 +453,25 @@ def cancel(engine: Engine, targets: Sequence[str]) -> list[str]:
     """Cancel the active attempts of the named runs; returns the ids of runs cancelled."""
     sync(engine)
     with Session(engine) as session:
-        keys = [
-            run.attempts[-1].key for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
+        active = [
+            run.attempts[-1] for run in resolve_targets(session, targets) if run.state in RunState.ACTIVE
         ]
+        refuse_others_attempts(active)
+        keys = [attempt.key for attempt in active]
     return cancel_attempts(engine, keys, "cancelled by orch cancel")
+
+
+def refuse_others_attempts(active: Sequence[Attempt]) -> None:
+    """In a registry a lab shares, only an attempt's owner's orch may cancel its job (the
+    scheduler refuses anyone else's scancel, and the registry must not say otherwise)."""
+    me = current_user()
+    others = [attempt for attempt in active if attempt.owner not in (None, me)]
+    if others:
+        raise UserError(
+            f"cancel: {len(others)} of the {len(active)} active runs named are other users' attempts "
+            f"(run {others[0].run_id} is {others[0].owner}'s); nothing was cancelled. accepted: runs "
+            f"whose active attempt is yours ({me}'s); its owner cancels the others"
+        )
 
 
 def cancel_attempts(engine: Engine, keys: Sequence[str], reason: str) -> list[str]:

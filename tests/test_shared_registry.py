@@ -132,6 +132,9 @@ def test_a_users_sync_leaves_another_users_attempts_to_them(orch: Orch, tmp_path
     assert bob.returncode == 0, stderr
     assert '"submitted": 0' in stdout and '"attempts_checked": 0' in stdout
     assert {row["held_back"] for row in orch.rows("SELECT held_back FROM attempts")} == {True}
+    bob_cancels = start_orch("bob", tmp_path / "bob" / "home", ["cancel", "alone"], registry_url)
+    _, refusal = bob_cancels.communicate(timeout=120)
+    assert bob_cancels.returncode == 2 and "is alice's); nothing was cancelled" in refusal, refusal
 
     alice = start_orch("alice", tmp_path / "alice" / "home", ["status", "--watch"], registry_url)
     assert alice.communicate(timeout=300)[0] and alice.returncode == 0
