@@ -14,11 +14,12 @@ from sqlalchemy import Connection, select
 
 from jobs.journal import Heartbeat
 from orchestrator.output import format_duration
-from orchestrator.registry.tables import RunState, attempts
+from orchestrator.registry.tables import RunState, attempts, sweeps
 from orchestrator.serve import links
 from orchestrator.serve.files import latest_heartbeat
 from orchestrator.serve.reader import RegistryReader
-from orchestrator.status import ActiveRun, status_view
+from orchestrator.status import ActiveRun
+from orchestrator.status import active_rows as status_active_rows
 
 REFRESH_MILLISECONDS = 2000
 MAX_HEARTBEATS = 5000  # journals read per request (the rest show the registry's step)
@@ -68,19 +69,23 @@ def active_page(reader: RegistryReader) -> ActivePage:
 
 
 def active_rows(reader: RegistryReader) -> tuple[ActiveRow, ...]:
-    """Every active run of every sweep (a run in two sweeps twice), the journals read after the
-    registry's session is closed."""
+    """Every active run of every sweep as ``orch status`` lists them (a run in two sweeps twice;
+    sweeps by name), the journals read after the registry's session is closed."""
     with reader.session() as session:
         if session is None:
             return ()
-        views = status_view(session.connection(), None)
+        query = select(sweeps.c.id, sweeps.c.name).order_by(sweeps.c.name)
+        names: dict[int, str] = {sweep_id: name for sweep_id, name in session.execute(query)}
+        active = status_active_rows(session.connection(), None)
         journals = active_journals(session.connection())
     now = time.time()
     beats: dict[str, Optional[Heartbeat]] = {}
     for run_id in list(journals)[:MAX_HEARTBEATS]:
         beats[run_id] = latest_heartbeat(journals[run_id])
     return tuple(
-        active_row(view.sweep, item, beats.get(item.run), now) for view in views for item in view.active
+        active_row(name, item, beats.get(item.run), now)
+        for sweep_id, name in names.items()
+        for item in active.get(sweep_id, ())
     )
 
 
