@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ORCH_HOME ?= .orch
 ORCH   := $(BIN)/orch --home $(ORCH_HOME)
+# The Slurm tests mostly wait for the mini-cluster's scheduler: `make test` runs them in a pytest
+# process of their own beside the others, and prints their report after the others'.
+SLURM_LOG := .test-artifacts/slurm-tests.log
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test install install-dev clean
@@ -40,7 +43,13 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	@mkdir -p .test-artifacts
+	$(BIN)/python -m pytest -m slurm > $(SLURM_LOG) 2>&1 & slurm=$$!; \
+	$(BIN)/python -m pytest -m "not slurm"; others=$$?; \
+	wait $$slurm; slurm_status=$$?; \
+	echo "== the Slurm tests, run beside the others (pytest -m slurm; $(SLURM_LOG)) =="; \
+	cat $(SLURM_LOG); \
+	test $$others -eq 0 && test $$slurm_status -eq 0
 
 clean:
 	rm -rf $(VENV) $(ORCH_HOME)

@@ -207,17 +207,6 @@ def write_sweep(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``make test`` runs two pytest workers (``-n 2 --dist loadgroup``): every test on the
-    mini-cluster (fixed ports, one slurmctld) goes to the same worker, one after another; the
-    other worker takes the rest meanwhile. Slurm tests mostly wait for the scheduler."""
-    for item in items:
-        if item.get_closest_marker("slurm") is not None or "mini_cluster" in getattr(
-            item, "fixturenames", ()
-        ):
-            item.add_marker(pytest.mark.xdist_group("mini_cluster"))
-
-
 @pytest.fixture(autouse=True)
 def slurm_polls_every_second(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """In tests marked ``slurm``, commands waiting on Slurm jobs (``--wait``, ``status --watch``)

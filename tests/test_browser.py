@@ -34,7 +34,7 @@ from tests.serve_home import (
     file_sha256,
 )
 
-pytestmark = [pytest.mark.xdist_group("browser"), pytest.mark.subprocess]
+pytestmark = pytest.mark.subprocess
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -44,7 +44,6 @@ with warnings.catch_warnings():  # "install httpx2 instead": httpx is what the p
     from starlette.testclient import TestClient
 
 pytestmark = [
-    pytest.mark.xdist_group("serve"),  # one populated home for the module's tests
     pytest.mark.subprocess,
     pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
 ]

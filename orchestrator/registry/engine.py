@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
+from sqlalchemy.pool import QueuePool
 
 from jobs import faults
 from orchestrator.errors import UserError
@@ -150,6 +151,7 @@ def _read_only_engine(url: URL, file: Optional[Path]) -> Engine:
     engine = create_engine(
         "sqlite://",
         creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False),
+        poolclass=QueuePool,  # a file's pool (the URL alone would say an in-memory database's)
     )
 
     @event.listens_for(engine, "connect")

@@ -17,18 +17,14 @@ if TYPE_CHECKING:
 
 class RegistryReader:
     """Sessions on ``home``'s registry that cannot write. Until a registry exists (no orch submit
-    yet) a session is None; once one does it is opened and kept.
-
-    One session at a time: the read-only SQLite engine keeps a connection per thread (SQLAlchemy's
-    SingletonThreadPool) and closes other threads' connections once more than five threads have
-    one, in use or not; requests come from a pool of threads. Serialized, a connection it closes
-    is idle and is reopened when its thread reads next. Sessions are short, files are read after."""
+    yet) a session is None; once one does it is opened and kept. Requests come from a pool of
+    threads, each with a connection of the engine's pool while its session lasts; sessions are
+    short, files are read after."""
 
     def __init__(self, home: OrchHome) -> None:
         self.home = home
         self._engine: Optional[Engine] = None
         self._opening = threading.Lock()
-        self._reading = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -50,7 +46,7 @@ class RegistryReader:
         if engine is None:
             yield None
             return
-        with self._reading, Session(engine) as session:
+        with Session(engine) as session:
             yield session
 
     def close(self) -> None:
