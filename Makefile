@@ -45,6 +45,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	@mkdir -p .test-artifacts
 	$(BIN)/python -m pytest -m slurm > $(SLURM_LOG) 2>&1 & slurm=$$!; \
+	trap 'kill $$slurm 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest -m "not slurm"; others=$$?; \
 	wait $$slurm; slurm_status=$$?; \
 	echo "== the Slurm tests, run beside the others (pytest -m slurm; $(SLURM_LOG)) =="; \

@@ -175,10 +175,6 @@ def analysis_jobs(runs: Sequence[Run], request: AnalyzeRequest) -> list[Analysis
     return jobs
 
 
-def analyze_in_process(runs: Sequence[Run], request: AnalyzeRequest) -> list[AnalysisReport]:
-    return run_in_process(analysis_jobs(runs, request), [profile_of(run) for run in runs])
-
-
 def run_in_process(jobs: Sequence[AnalysisJob], profiles: Sequence[ClusterProfile]) -> list[AnalysisReport]:
     """The analyses, one after the other, in this process (no registry access: none may be open)."""
     reports = []

@@ -1461,7 +1461,7 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator.launch import results_umask
     from orchestrator.views import metric_series, swept_values
 
-    written = []
+    plots = []
     with submitted_runs(home, arguments.targets) as (session, runs):
         for run in runs:  # every figure's place is checked before the first is written
             assert run.run_dir is not None  # submitted_runs yields runs with a folder only
@@ -1469,14 +1469,12 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
         for run in runs:
             assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
-            with results_umask(submission.profile_of(run)):
-                written.append(
-                    str(
-                        plot_training_curves(
-                            metric_series(session, run.id), title, RunPaths(Path(run.run_dir)).curves_png
-                        )
-                    )
-                )
+            curves_png = RunPaths(Path(run.run_dir)).curves_png
+            plots.append((metric_series(session, run.id), title, curves_png, submission.profile_of(run)))
+    written = []  # drawn with the registry closed: an open transaction holds off other commands
+    for series, title, curves_png, profile in plots:
+        with results_umask(profile):
+            written.append(str(plot_training_curves(series, title, curves_png)))
     output.print_json({"written": written}) if arguments.json else print(
         "\n".join(written) or "no submitted runs"
     )
@@ -1530,18 +1528,18 @@ def cmd_analyze(arguments: argparse.Namespace, home: OrchHome) -> int:
     sync(engine)
     with Session(engine) as session:
         runs = analyze.selected_runs(session, request.targets, request.where)
-        if request.figure in SWEEP_VIEWS or request.executor is None:
-            in_process = (
-                [analyze.analyze_sweep(session, runs, request, home)]
-                if request.figure in SWEEP_VIEWS
-                else analyze.analyze_in_process(runs, request)
-            )
-            analyze.print_reports(in_process, [], arguments.json)
+        if request.figure in SWEEP_VIEWS:
+            analyze.print_reports([analyze.analyze_sweep(session, runs, request, home)], [], arguments.json)
             return 0
-        arrays = analyze.plan_arrays(
-            session, runs, analyze.analysis_jobs(runs, request), request.executor, home
-        )
-    # the session is closed before waiting: an open read would hold off other orch commands' writes
+        jobs = analyze.analysis_jobs(runs, request)
+        profiles = [analyze.profile_of(run) for run in runs]
+        if request.executor is not None:
+            arrays = analyze.plan_arrays(session, runs, jobs, request.executor, home)
+    # the session is closed before the analyses run or are waited for: an open transaction would
+    # hold off every other orch command's (the registry's lock, on either backend)
+    if request.executor is None:
+        analyze.print_reports(analyze.run_in_process(jobs, profiles), [], arguments.json)
+        return 0
     submission = analyze.submit_arrays(arrays, request.figure, request.executor)
     if not analyze.waits(request.executor, request.wait):
         return analyze.print_submission(submission, arguments.json)

@@ -26,6 +26,7 @@ from orchestrator.errors import SpecError
 from orchestrator.profile_files import profile_files, profile_names
 from orchestrator.registry.tables import RunState, attempts, notices, runs, sweep_runs, sweeps
 from orchestrator.status import state_counts
+from orchestrator.sync import owned
 
 if TYPE_CHECKING:
     from orchestrator.profiles import Notifications
@@ -106,16 +107,23 @@ def due_notices(connection: Connection, settings: dict[str, Notifications], now:
 
 
 def sweep_clusters(connection: Connection) -> list[tuple[int, str, str]]:
-    """(id, name, cluster profile of its first run) of every sweep."""
+    """(id, name, cluster profile of its first run) of every sweep this user has an attempt in:
+    in a registry a lab shares, each user is told about their own sweeps, by their own profiles."""
     first_run = (
         select(sweep_runs.c.sweep_id, func.min(sweep_runs.c.run_id).label("run_id"))
         .group_by(sweep_runs.c.sweep_id)
         .subquery()
     )
+    mine = (
+        select(sweep_runs.c.sweep_id)
+        .join(attempts, attempts.c.run_id == sweep_runs.c.run_id)
+        .where(owned(attempts.c.owner))
+    )
     query = (
         select(sweeps.c.id, sweeps.c.name, runs.c.spec_json)
         .join(first_run, first_run.c.sweep_id == sweeps.c.id)
         .join(runs, runs.c.id == first_run.c.run_id)
+        .where(sweeps.c.id.in_(mine))
         .order_by(sweeps.c.name)
     )
     return [

@@ -149,7 +149,10 @@ def gate_state(session: Session, gate: str) -> GateState:
 
 
 def failure_of(gate: str, attempt: Attempt) -> SmokeFailure:
-    events = read_events(AttemptPaths(Path(attempt.journal_dir)))
+    try:
+        events = read_events(AttemptPaths(Path(attempt.journal_dir)))
+    except PermissionError:  # another user's run folder (a registry a lab shares): the reason alone
+        events = []
     failed = [event.payload for event in events if isinstance(event.payload, Failed)]
     tail = failed[-1].traceback.strip().splitlines()[-TRACEBACK_TAIL_LINES:] if failed else []
     return SmokeFailure(
@@ -215,6 +218,7 @@ def release(engine: Engine, gate: str, dependency: Optional[str]) -> None:
             update(attempts)
             .where(
                 attempts.c.gate == gate,
+                owned(attempts.c.owner),
                 attempts.c.held_back.is_(True),
                 attempts.c.state == RunState.PENDING,
                 to_release,
@@ -233,6 +237,8 @@ def cancel_gated(engine: Engine, gate: str, reason: str) -> list[str]:
 
     with Session(engine) as session:
         keys = session.scalars(
-            select(Attempt.key).where(Attempt.gate == gate, Attempt.state.in_(RunState.ACTIVE))
+            select(Attempt.key).where(
+                Attempt.gate == gate, Attempt.state.in_(RunState.ACTIVE), owned(Attempt.owner)
+            )
         ).all()
     return cancel_attempts(engine, list(keys), reason)

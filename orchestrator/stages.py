@@ -343,6 +343,7 @@ def resume_stages(engine: Engine, sweep_names: Sequence[str]) -> int:
             .join(Sweep, Sweep.id == Stage.sweep_id)
             .where(Sweep.name.in_(sweep_names), Stage.state.in_(RunState.RESUMABLE))
         ).all()
-        for stage in found:
+        for stage in found:  # whoever resumes it submits it now, as their own
             stage.state, stage.reason, stage.job_ids, stage.ended_time = WAITING, None, "[]", None
+            stage.owner = current_user()
         return len(found)

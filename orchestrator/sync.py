@@ -39,7 +39,8 @@ def current_user() -> str:
 def owned(
     owner: "ColumnElement[Optional[str]] | InstrumentedAttribute[Optional[str]]",
 ) -> ColumnElement[bool]:
-    """Rows this user's orch writes: its own, and those from before owners were recorded. In a
+    """Rows this user's orch writes: its own, and rows with no owner (inserted by another tool;
+    migration 0013 gave the rows from before owners to the user who upgraded). In a
     registry that a lab shares, each fact of an attempt or stage has one writer, its owner's orch:
     the one that can read the job's journal and ask the scheduler about the job as its user."""
     return or_(owner.is_(None), owner == current_user())

@@ -163,3 +163,16 @@ def test_an_upgrade_that_would_leave_dangling_references_is_refused(tmp_path: Pa
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM sweep_runs").scalar() == 0
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_the_longest_sweep_name_goes_through_a_smoke_test(orch: Orch, tmp_path: Path) -> None:
+    """Names as long as a sweep's may be, with the smoke sweep's suffix and the arrays' time
+    stamps: PostgreSQL enforces the columns' widths that SQLite only declares (migration 0014)."""
+    name = "a" * 64
+    sweep = write_sweep(tmp_path, "long", TINY.read_text().replace("name: tiny", f"name: {name}"))
+
+    orch.ok("submit", sweep, "--smoke", "--executor", "debug")
+    orch.ok("status")  # the runs go out once the smoke runs passed
+
+    assert {row["name"] for row in orch.rows("SELECT name FROM sweeps")} == {name, f"{name}.smoke"}
+    assert {row["state"] for row in orch.rows("SELECT state FROM attempts")} == {"COMPLETED"}

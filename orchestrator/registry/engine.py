@@ -17,7 +17,7 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from sqlalchemy import URL, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection
@@ -145,8 +145,10 @@ def open_registry_read_only(home: OrchHome) -> Optional[Engine]:
 
 
 def _read_only_engine(url: URL, file: Optional[Path]) -> Engine:
-    if file is None:  # a reader takes no lock: PostgreSQL's snapshots keep it consistent
-        return _postgresql_engine_without_lock(url).execution_options(postgresql_readonly=True)
+    if file is None:  # a reader takes no lock: one snapshot per transaction keeps a page consistent
+        return _created(url, _postgresql_engine_without_lock).execution_options(
+            postgresql_readonly=True, isolation_level="REPEATABLE READ"
+        )
     uri = f"{file.as_uri()}?mode=ro"
     engine = create_engine(
         "sqlite://",
@@ -209,8 +211,16 @@ def _create_private_file(path: Path, in_home: bool, where: str) -> None:
 
 
 def _engine(url: URL) -> Engine:
+    engine = _created(url, _sqlite_engine if url.get_backend_name() == "sqlite" else _postgresql_engine)
+    event.listen(engine, "before_cursor_execute", _statement_kill_point)
+    event.listen(engine, "commit", _commit_kill_point)
+    return engine
+
+
+def _created(url: URL, make: Callable[[URL], Engine]) -> Engine:
+    """``make(url)``, with a missing dialect or driver said as bad input."""
     try:
-        engine = _sqlite_engine(url) if url.get_backend_name() == "sqlite" else _postgresql_engine(url)
+        return make(url)
     except NoSuchModuleError:
         raise UserError(
             f"{DB_URL_VARIABLE}: no SQLAlchemy dialect for {_shown(url)}; accepted: {ACCEPTED_URLS}"
@@ -220,9 +230,6 @@ def _engine(url: URL) -> Engine:
             f"{DB_URL_VARIABLE}: the driver for {_shown(url)} is not installed ({error.name}); "
             f"accepted: install it (pip install psycopg[binary]) or {ACCEPTED_URLS}"
         ) from None
-    event.listen(engine, "before_cursor_execute", _statement_kill_point)
-    event.listen(engine, "commit", _commit_kill_point)
-    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:

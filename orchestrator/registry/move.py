@@ -124,7 +124,13 @@ def _copy_table(reading: Connection, writing: Connection, table: Table) -> Table
 
 
 def _ordered_rows(connection: Connection, table: Table) -> Iterator[Sequence[Any]]:
-    query = select(*table.columns).order_by(*table.primary_key.columns)
+    """The table's rows in primary-key order, texts compared byte by byte on both backends (as
+    SQLite does; a PostgreSQL database's own collation may order them otherwise)."""
+    keys = [
+        key.collate("C") if connection.dialect.name == "postgresql" and key.type.python_type is str else key
+        for key in table.primary_key.columns
+    ]
+    query = select(*table.columns).order_by(*keys)
     yield from connection.execute(query, execution_options={"yield_per": COPY_BATCH})
 
 
