@@ -6,8 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ORCH_HOME ?= .orch
 ORCH   := $(BIN)/orch --home $(ORCH_HOME)
-# The Slurm tests mostly wait for the mini-cluster's scheduler: `make test` runs them in a pytest
-# process of their own beside the others, and prints their report after the others'.
+# The Slurm tests mostly wait for the mini-cluster's scheduler: `make test` runs them (and the
+# modules marked beside_slurm, so that both take about as long) in a pytest process of their own
+# beside the others, and prints their report after the others'.
 SLURM_LOG := .test-artifacts/slurm-tests.log
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
@@ -44,11 +45,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	@mkdir -p .test-artifacts
-	$(BIN)/python -m pytest -m slurm > $(SLURM_LOG) 2>&1 & slurm=$$!; \
+	$(BIN)/python -m pytest -m "slurm or beside_slurm" > $(SLURM_LOG) 2>&1 & slurm=$$!; \
 	trap 'kill $$slurm 2>/dev/null' INT TERM; \
-	$(BIN)/python -m pytest -m "not slurm"; others=$$?; \
+	$(BIN)/python -m pytest -m "not slurm and not beside_slurm"; others=$$?; \
 	wait $$slurm; slurm_status=$$?; \
-	echo "== the Slurm tests, run beside the others (pytest -m slurm; $(SLURM_LOG)) =="; \
+	echo "== the Slurm tests, run beside the others (pytest -m 'slurm or beside_slurm'; $(SLURM_LOG)) =="; \
 	cat $(SLURM_LOG); \
 	test $$others -eq 0 && test $$slurm_status -eq 0
 

@@ -17,7 +17,7 @@ from jobs.journal import CheckpointWritten, Started, read_events
 from jobs.paths import AttemptPaths
 from tests.conftest import Orch, write_sweep
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.beside_slurm]
 
 STEPS = 2000
 SWEEP = f"""

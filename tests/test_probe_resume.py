@@ -19,7 +19,7 @@ from jobs.train import train
 from tests.conftest import Orch, write_sweep
 from tests.test_crash_resume import WAIT_SECONDS, wait_for_counts, wait_until_gone
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.beside_slurm]
 
 STEPS = 24
 SWEEP = f"""
