@@ -10,7 +10,14 @@ Measures, in one run on one model and device:
 All three report sample-forwards per second; the ratios a/b and a/c are printed at the end
 (targets: a/b >= 0.9 on CPU; on a GPU a/b >= 0.8 and a/c >= 5).
 
+``--precision fp32 tf32 bf16`` measures (a) and (b) once per precision, each under the same
+precision (the probe's ``precision`` option: TF32 matmuls and convolutions, or bf16 autocast),
+and prints a/b per precision with the achieved TFLOP/s: the model's FLOPs per sample (counted by
+torch's FlopCounterMode on one forward) times the probe's samples per second, next to the
+device's dense peak for that precision where it is known.
+
     python benchmarks/probe_throughput.py --model cnn --hidden 16 32 64 --input-shape 3 32 32
+    python benchmarks/probe_throughput.py --model resnet20 --precision fp32 tf32 bf16
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jobs.models import build_model
-from jobs.probes.functional import LineEvaluator, flat_parameters
+from jobs.probes.functional import LineEvaluator, flat_parameters, reduced_precision
 from jobs.probes.line import base_points
 from jobs.spec import ModelSpec
 
@@ -45,8 +53,48 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--forward-batch", type=int, default=None, help="samples per forward (default 1024)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (a, b, c); the best of each counts")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=PRECISIONS,
+        help="one or more of fp32, tf32, bf16: a/b and TFLOP/s for each (default fp32)",
+    )
     parser.add_argument("--json", action="store_true")
     return parser.parse_args()
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+# Dense peaks in TFLOP/s (no structured sparsity) by a part of the device's name: the vendors'
+# data sheets (H100/H200 SXM: 67 FP32, 495 TF32 and 989 BF16 on tensor cores; the GTX 1080 Ti has
+# no tensor cores: TF32 runs as FP32, bf16 has no fast path).
+PEAK_TFLOPS = {
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "1080 Ti": {"fp32": 11.3, "tf32": 11.3},
+}
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The device's dense peak for ``precision``; None where not known (a CPU, another GPU)."""
+    for part, peaks in PEAK_TFLOPS.items():
+        if part in device_name:
+            return peaks.get(precision)
+    return None
+
+
+def flops_per_sample(model: nn.Module, inputs: torch.Tensor, train_mode: bool) -> float:
+    """Floating-point operations of one forward per sample (matmuls and convolutions, as torch's
+    FlopCounterMode counts them: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train(train_mode)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(inputs)
+    model.train()
+    return counter.get_total_flops() / len(inputs)
 
 
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048]
@@ -131,6 +179,12 @@ def main() -> None:
     evaluator = LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch)
     train_mode = options.bn_mode == "batch"
     batch_sizes = [size for size in BATCH_SIZES if size <= options.samples]
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    sample_flops = flops_per_sample(model, inputs[: min(128, options.samples)], train_mode)
 
     def measure_line():
         return evaluator.losses(origin, direction, points, inputs, targets, seed=0)
@@ -159,9 +213,7 @@ def main() -> None:
     probe_rate = sample_forwards / probe_seconds
     reference_rate = sample_forwards / reference_seconds
     result = {
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)",
+        "device": device_name,
         "model": f"{options.model} {options.hidden} on {options.input_shape}",
         "parameters": origin.numel(),
         "samples": options.samples,
@@ -179,12 +231,92 @@ def main() -> None:
         "reference_samples_per_s": round(reference_rate),
         "a/b": round(probe_rate / ceiling_rate, 3),
         "a/c": round(probe_rate / reference_rate, 2),
+        "gflop_per_sample": round(sample_flops / 1e9, 4),
+    }
+    result["precisions"] = {
+        precision: precision_row(
+            precision,
+            LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch, precision),
+            PrecisionInputs(
+                model, origin, direction, points, inputs, targets, device, batch_sizes, train_mode
+            ),
+            options.repeats,
+            sample_flops,
+            device_name,
+        )
+        for precision in options.precision
     }
     if options.json:
         print(json.dumps(result))
         return
     for key, value in result.items():
-        print(f"{key:>24}: {value}")
+        if key != "precisions":
+            print(f"{key:>24}: {value}")
+    print(
+        f"{'precision':>9} {'probe/s':>10} {'ceiling/s':>10} {'a/b':>6} {'TFLOP/s':>8} "
+        f"{'peak':>7} {'of peak':>8}"
+    )
+    for precision, row in result["precisions"].items():
+        peak = row["peak_tflops"]
+        print(
+            f"{precision:>9} {row['probe_samples_per_s']:>10} {row['ceiling_samples_per_s']:>10} "
+            f"{row['a/b']:>6} {row['achieved_tflops']:>8} {peak if peak else 'n/a':>7} "
+            f"{row['of_peak'] if row['of_peak'] is not None else 'n/a':>8}"
+        )
+
+
+@dataclass(frozen=True)
+class PrecisionInputs:
+    """What every precision's measurement shares: the model, one line and its samples."""
+
+    model: nn.Module
+    origin: torch.Tensor
+    direction: torch.Tensor
+    points: np.ndarray
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    device: torch.device
+    batch_sizes: list[int]
+    train_mode: bool
+
+
+def precision_row(
+    precision: str,
+    evaluator: LineEvaluator,
+    shared: PrecisionInputs,
+    repeats: int,
+    sample_flops: float,
+    device_name: str,
+) -> dict[str, object]:
+    """(a) and (b) under ``precision``, side by side in rounds (the best of each counts)."""
+    sample_forwards = len(shared.points) * len(shared.targets)
+
+    def measure_line() -> torch.Tensor:
+        return evaluator.losses(
+            shared.origin, shared.direction, shared.points, shared.inputs, shared.targets, 0
+        )
+
+    measure_line()  # warm-up
+    probe_seconds, rates = float("inf"), {size: 0.0 for size in shared.batch_sizes}
+    for _ in range(repeats):
+        probe_seconds = min(probe_seconds, seconds(measure_line, shared.device))
+        with reduced_precision(precision, shared.device):
+            for size in shared.batch_sizes:
+                rate = inference_rate(shared.model, shared.inputs, shared.device, size, shared.train_mode)
+                rates[size] = max(rates[size], rate)
+    ceiling_rate, ceiling_batch = ceiling(rates)
+    probe_rate = sample_forwards / probe_seconds
+    achieved = probe_rate * sample_flops / 1e12
+    peak = peak_tflops(device_name, precision)
+    return {
+        "probe_samples_per_s": round(probe_rate),
+        "ceiling_samples_per_s": round(ceiling_rate),
+        "ceiling_batch_size": ceiling_batch,
+        "a/b": round(probe_rate / ceiling_rate, 3),
+        "achieved_tflops": round(achieved, 3),
+        "peak_tflops": peak,
+        "of_peak": round(achieved / peak, 4) if peak else None,
+    }
 
 
 if __name__ == "__main__":
