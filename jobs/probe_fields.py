@@ -76,6 +76,10 @@ class LineFields(LossEvaluationFields):
 
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
+    # every n-th line measured at a reduced precision (tf32, bf16) is measured again in float32 and
+    # the shard says how far apart they are (jobs/probes/precision.py); 0: never. Not part of the
+    # run's id: the measured lines are the same, the check only adds a report beside them
+    precision_check_every: int = checked(0, ge=0, le=MAX_STEPS, fingerprint=False)
     max_enlargements: int = checked(5, ge=0, le=1000)
     record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)
     # 0: the update direction; k: k noisy gradient directions (Fig. 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -407,3 +408,45 @@ def test_reduced_precision_is_explicit_and_close() -> None:
     assert not torch.equal(fp32, bf16) and torch.allclose(fp32, bf16, rtol=5e-2, atol=5e-2)
     expected = full_batch_losses(model, origin, inputs, targets, chunk=64)
     assert np.allclose(fp32[:, 0].double().numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_reduced_precision_line_is_checked_against_float32_every_nth_line() -> None:
+    """bf16 lines at the probe's 1st and 3rd line (precision_check_every: 2) are measured again in
+    float32 and the shard's metadata says how far apart they are: close, the minimum in place."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(hidden=[32]), (1, 8, 8), 10)
+    inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    data = InMemoryData(inputs, targets, inputs[:16], targets[:16], 10, torch.arange(64), torch.arange(16))
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    spec = ProbeSpec(type="line", precision="bf16", precision_check_every=2, every=5, max_enlargements=0)
+    probe = LineProbe(spec, setup)
+
+    checked = {}
+    for step in (0, 5, 10):
+        context = dataclasses.replace(line_context(model, data, origin, direction, 0.05), step=step)
+        checked[step] = probe.measure(context).metadata.get("precision_check")
+
+    assert checked[5] is None and checked[0] is not None and checked[10] is not None
+    assert sorted(checked[0]) == ["direction", "train", "val"]
+    (train,) = checked[0]["train"]
+    assert 0 < train["max_abs_mean_loss_difference"] < 0.05
+    assert train["argmin_shift_steps"] <= 2 and train["curvature_relative_difference"] < 0.5
+    fp32 = LineProbe(ProbeSpec(type="line", precision_check_every=1, max_enlargements=0), setup)
+    assert "precision_check" not in fp32.measure(line_context(model, data, origin, direction, 0.05)).metadata
+
+
+def test_the_deviation_of_two_lines_is_what_their_means_and_fits_say() -> None:
+    from jobs.probes.precision import line_deviation
+
+    points = np.linspace(-0.5, 0.5, 11)
+    fp32 = np.stack([points**2, 3 * points**2])  # two samples: mean 2·s², minimum at the middle
+    reduced = np.stack([points**2, 3 * points**2 + 0.5 * (points - 0.1) ** 2 - 0.005])  # mean s² + ...
+
+    deviation = line_deviation(points, reduced, fp32, interval=0.5)
+
+    mean_difference = 0.25 * (points - 0.1) ** 2 - 0.0025
+    assert deviation.max_abs_mean_loss_difference == pytest.approx(np.abs(mean_difference).max())
+    assert deviation.argmin_shift_steps == 0  # both minima at s = 0 on this grid
+    assert deviation.curvature_relative_difference == pytest.approx(0.25 / 2.0)

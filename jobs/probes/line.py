@@ -32,6 +32,7 @@ import torch
 from jobs.data.augment import augment, batch_seed
 from jobs.probe_fields import LineFields
 from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
+from jobs.probes.precision import precision_report
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 
 
@@ -81,6 +82,10 @@ class LineProbe(ProbeBase):
             setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
         )
         self.gradient_replica = probe_replica(setup.model, "batch") if spec.directions else None
+        checks = spec.precision_check_every > 0 and spec.precision != "fp32"
+        self.fp32_evaluator = (
+            LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch) if checks else None
+        )
 
     def measure(self, context: ProbeContext) -> Measurement:
         seed = self.seed(context.step)
@@ -97,11 +102,24 @@ class LineProbe(ProbeBase):
             points, losses = merge(
                 points, losses, shell, self.measure_points(context, directions, sets, shell, seed)
             )
+        metadata = self.metadata(context, directions, seed, enlargements)
+        if self.checks_precision(context.step):
+            fp32 = self.measure_points(context, directions, sets, points, seed, self.fp32_evaluator)
+            metadata["precision_check"] = precision_report(points, losses, fp32, self.spec.interval)
         return Measurement(
             arrays=self.arrays(points, losses, directions),
-            metadata=self.metadata(context, directions, seed, enlargements),
+            metadata=metadata,
             is_extrapolation=minimum_at_edge(losses),
         )
+
+    def checks_precision(self, step: int) -> bool:
+        """Whether this step's line is one of every ``precision_check_every``-th lines (counted in
+        the probe's steps, so a resumed run checks the same lines)."""
+        if self.fp32_evaluator is None:
+            return False
+        spec = self.spec
+        number = sorted(spec.steps).index(step) if spec.steps else (step - spec.from_step) // spec.every
+        return number % spec.precision_check_every == 0
 
     def update_direction(self, context: ProbeContext) -> LineDirection:
         update = context.params_after - context.params_before
@@ -177,8 +195,11 @@ class LineProbe(ProbeBase):
         sets: list[LossSet],
         points: np.ndarray,
         seed: int,
+        evaluator: Optional[LineEvaluator] = None,
     ) -> dict[str, np.ndarray]:
-        """Losses of each set at ``points``: {set: [D, samples, K]}."""
+        """Losses of each set at ``points``: {set: [D, samples, K]} (by ``evaluator``: default
+        the probe's own, at its precision)."""
+        evaluator = evaluator or self.evaluator
         measured = {}
         for set_index, loss_set in enumerate(sets):
             per_direction = []
@@ -186,7 +207,7 @@ class LineProbe(ProbeBase):
                 zip(directions, loss_set.inputs, loss_set.targets)
             ):
                 forward_seed = line_seed(seed, set_index, loss_set.name, salt=direction_index)
-                losses = self.evaluator.losses(
+                losses = evaluator.losses(
                     context.params_before,
                     direction.vector,
                     points,
