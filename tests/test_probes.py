@@ -450,3 +450,27 @@ def test_the_deviation_of_two_lines_is_what_their_means_and_fits_say() -> None:
     assert deviation.max_abs_mean_loss_difference == pytest.approx(np.abs(mean_difference).max())
     assert deviation.argmin_shift_steps == 0  # both minima at s = 0 on this grid
     assert deviation.curvature_relative_difference == pytest.approx(0.25 / 2.0)
+
+
+def test_orch_analyze_says_whether_bf16_changed_a_lines_conclusion(orch, tmp_path: Path) -> None:
+    from tests.conftest import write_sweep
+
+    sweep = write_sweep(
+        tmp_path,
+        "checked",
+        "name: checked\ninclude: [problems/digits_mlp.yaml]\n"
+        "base:\n  model: {hidden: [16]}\n  training: {steps: 12, checkpoint_every: 6, eval_every: 6}\n"
+        "  probes: [{type: line, every: 3, resolution: 0.05, max_enlargements: 0, precision: bf16,"
+        " precision_check_every: 2}]\n",
+    )
+    orch.ok("submit", sweep, "--executor", "debug")
+
+    (report,) = orch.ok("analyze", "checked", "--figure", "precision", "--json").json()
+
+    summary = report["summary"]  # lines at steps 0, 3, 6, 9: the 1st and 3rd are checked
+    assert summary["precision"] == "bf16" and summary["lines_checked"] == 2
+    assert 0 < summary["max_abs_mean_loss_difference"] < 0.05
+    table = Path(report["tables"][0]).read_text().splitlines()
+    assert table[0].startswith("step,set,direction,max_abs_mean_loss_difference")
+    assert {line.split(",")[0] for line in table[1:]} == {"0", "6"}
+    assert Path(report["figures"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

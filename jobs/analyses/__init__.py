@@ -61,6 +61,11 @@ ANALYSES = {
         "line",
         "distances between lines of noisy gradient directions (Fig. 8)",
     ),
+    "precision": Analysis(
+        "jobs.analyses.precision:precision",
+        "line",
+        "reduced-precision lines against float32 twins: loss, minimum, curvature (precision_check_every)",
+    ),
     "walk": Analysis(
         "jobs.analyses.walk:walk",
         "interpolation",
