@@ -474,3 +474,29 @@ def test_orch_analyze_says_whether_bf16_changed_a_lines_conclusion(orch, tmp_pat
     assert table[0].startswith("step,set,direction,max_abs_mean_loss_difference")
     assert {line.split(",")[0] for line in table[1:]} == {"0", "6"}
     assert Path(report["figures"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_float32_twin_of_a_checked_line_is_the_float32_probes_line_bit_for_bit() -> None:
+    """The check compares against exactly what a float32 run measures (same draws, same forwards),
+    and a float32 probe measures the same bits with or without the option."""
+    from jobs.probes.precision import line_deviation
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(hidden=[32]), (1, 8, 8), 10)
+    inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    data = InMemoryData(inputs, targets, inputs[:16], targets[:16], 10, torch.arange(64), torch.arange(16))
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    context = line_context(model, data, origin, direction, 0.05)
+
+    def measured(**fields: object):
+        return LineProbe(ProbeSpec(type="line", max_enlargements=0, **fields), setup).measure(context)
+
+    fp32, fp32_checked = measured(), measured(precision_check_every=1)
+    bf16 = measured(precision="bf16", precision_check_every=1)
+
+    for name in ("train", "val", "direction"):
+        assert np.array_equal(fp32.arrays[name], fp32_checked.arrays[name])
+        expected = line_deviation(fp32.arrays["points"], bf16.arrays[name][0], fp32.arrays[name][0], 0.5)
+        assert bf16.metadata["precision_check"][name] == [dataclasses.asdict(expected)]
