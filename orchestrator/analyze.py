@@ -51,7 +51,7 @@ from orchestrator.views import (
     WhereClause,
     flat_spec,
     matches_where,
-    metric_series,
+    metric_series_of,
     select_runs,
     swept_of,
     swept_values,
@@ -494,7 +494,8 @@ def analyze_sweep(
     check_group_keys(keys, configs.values())
     selection = "+".join(request.targets) or "where"
     out_dir = request.out or default_sweep_folder(home)
-    collected = [RunCurves(run.id, configs[run.id], metric_series(session, run.id)) for run in runs]
+    series = metric_series_of(session, [run.id for run in runs])
+    collected = [RunCurves(run.id, configs[run.id], series[run.id]) for run in runs]
     title = f"{selection}: {len(runs)} runs grouped by {', '.join(keys) or '(nothing)'}"
     with results_umask(*{run_profile.name: run_profile for run_profile in map(profile_of, runs)}.values()):
         if request.figure == "curves":

@@ -1459,18 +1459,19 @@ def cmd_curves(arguments: argparse.Namespace, home: OrchHome) -> int:
     from orchestrator import output
     from orchestrator import submit as submission
     from orchestrator.launch import results_umask
-    from orchestrator.views import metric_series, swept_values
+    from orchestrator.views import metric_series_of, swept_values
 
     plots = []
     with submitted_runs(home, arguments.targets) as (session, runs):
         for run in runs:  # every figure's place is checked before the first is written
             assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             check_figure_path(run, RunPaths(Path(run.run_dir)).curves_png)
+        series_of = metric_series_of(session, [run.id for run in runs])
         for run in runs:
             assert run.run_dir is not None  # submitted_runs yields runs with a folder only
             title = f"run {run.id} ({run.state}) {swept_values(run)}"
             curves_png = RunPaths(Path(run.run_dir)).curves_png
-            plots.append((metric_series(session, run.id), title, curves_png, submission.profile_of(run)))
+            plots.append((series_of[run.id], title, curves_png, submission.profile_of(run)))
     written = []  # drawn with the registry closed: an open transaction holds off other commands
     for series, title, curves_png, profile in plots:
         with results_umask(profile):

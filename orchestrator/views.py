@@ -671,18 +671,28 @@ def metric_summary(session: Session, run_id: str) -> dict[str, MetricSummary]:
     }
 
 
-def metric_series(session: Session, run_id: str) -> dict[str, tuple[list[int], list[float]]]:
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    query = (
-        select(tables.metrics.c.name, tables.metrics.c.step, tables.metrics.c.value)
-        .where(tables.metrics.c.run_id == run_id)
-        .order_by(tables.metrics.c.name, tables.metrics.c.step)
-    )
-    for name, step, value in session.execute(query):
-        steps, values = series.setdefault(name, ([], []))
-        steps.append(step)
-        values.append(value)
-    return series
+MetricSeries = dict[str, tuple[list[int], list[float]]]  # metric -> (steps, values), by step
+
+
+def metric_series(session: Session, run_id: str) -> MetricSeries:
+    return metric_series_of(session, [run_id])[run_id]
+
+
+def metric_series_of(session: Session, run_ids: Sequence[str]) -> dict[str, MetricSeries]:
+    """Every metric of each run, in one query per chunk of runs (not one per run)."""
+    series_of: dict[str, MetricSeries] = {run_id: {} for run_id in run_ids}
+    metrics = tables.metrics.c
+    for chunk in in_chunks(list(series_of)):
+        query = (
+            select(metrics.run_id, metrics.name, metrics.step, metrics.value)
+            .where(metrics.run_id.in_(chunk))
+            .order_by(metrics.run_id, metrics.name, metrics.step)
+        )
+        for run_id, name, step, value in session.execute(query):
+            steps, values = series_of[run_id].setdefault(name, ([], []))
+            steps.append(step)
+            values.append(value)
+    return series_of
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from orchestrator.serve import links
 from orchestrator.serve.charts import Chart, Curve, line_chart
 from orchestrator.serve.pages.common import Link, NotFound
 from orchestrator.serve.reader import RegistryReader
-from orchestrator.views import flat_spec, metric_series
+from orchestrator.views import flat_spec, metric_series_of
 
 KEY_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -102,7 +102,8 @@ def read_comparison(reader: RegistryReader, names: Sequence[str]) -> Comparison:
         if unknown:
             raise NotFound(f"no sweep named {unknown[0]!r} in registry {reader.location}")
         runs = resolve_targets(session, names) if names else []
-        collected = tuple(RunCurves(run.id, flat_spec(run), metric_series(session, run.id)) for run in runs)
+        series = metric_series_of(session, [run.id for run in runs])
+        collected = tuple(RunCurves(run.id, flat_spec(run), series[run.id]) for run in runs)
         defaults = tuple(default_group_keys(runs))
     return Comparison(tuple(SweepChoice(name, name in names) for name in recorded), collected, defaults)
 
