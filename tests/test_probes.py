@@ -410,16 +410,21 @@ def test_reduced_precision_is_explicit_and_close() -> None:
     assert np.allclose(fp32[:, 0].double().numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
-def test_a_reduced_precision_line_is_checked_against_float32_every_nth_line() -> None:
-    """bf16 lines at the probe's 1st and 3rd line (precision_check_every: 2) are measured again in
-    float32 and the shard's metadata says how far apart they are: close, the minimum in place."""
+def small_mlp_line() -> tuple[nn.Module, InMemoryData, ProbeSetup, torch.Tensor, torch.Tensor]:
+    """A seeded MLP on 8×8 inputs with 64 samples, its probe setup, and a random unit-ish direction."""
     torch.manual_seed(0)
     model = build_model(ModelSpec(hidden=[32]), (1, 8, 8), 10)
     inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     data = InMemoryData(inputs, targets, inputs[:16], targets[:16], 10, torch.arange(64), torch.arange(16))
     setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
     origin = flat_parameters(model)
-    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    return model, data, setup, origin, torch.randn_like(origin) / origin.numel() ** 0.5
+
+
+def test_a_reduced_precision_line_is_checked_against_float32_every_nth_line() -> None:
+    """bf16 lines at the probe's 1st and 3rd line (precision_check_every: 2) are measured again in
+    float32 and the shard's metadata says how far apart they are: close, the minimum in place."""
+    model, data, setup, origin, direction = small_mlp_line()
     spec = ProbeSpec(type="line", precision="bf16", precision_check_every=2, every=5, max_enlargements=0)
     probe = LineProbe(spec, setup)
 
@@ -481,13 +486,7 @@ def test_the_float32_twin_of_a_checked_line_is_the_float32_probes_line_bit_for_b
     and a float32 probe measures the same bits with or without the option."""
     from jobs.probes.precision import line_deviation
 
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(hidden=[32]), (1, 8, 8), 10)
-    inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-    data = InMemoryData(inputs, targets, inputs[:16], targets[:16], 10, torch.arange(64), torch.arange(16))
-    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
-    origin = flat_parameters(model)
-    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    model, data, setup, origin, direction = small_mlp_line()
     context = line_context(model, data, origin, direction, 0.05)
 
     def measured(**fields: object):
