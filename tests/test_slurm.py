@@ -252,7 +252,9 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(
         f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, "
         "eval_every: 1000, heartbeat_seconds: 1.0}\n"
     )
-    sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2'}\n")
+    # requeues to spare (segments 6: up to 8 requeues): on a loaded machine a step takes two or three
+    # times as long, and the run needs more 2-minute jobs than the two it needs here alone
+    sweep = slurm_sweep(tmp_path, "limited", base + "  resources: {time: '2', segments: 6}\n")
     reference = Orch(tmp_path / "reference")
 
     # the uninterrupted reference (the same run: its time limit is not part of the run id) trains
