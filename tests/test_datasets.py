@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,27 @@ def test_autocast_training_is_explicit_and_close(tmp_path: Path) -> None:
         first_losses.append(next(row.value for row in rows if row.name == "train_loss" and row.step == 1))
         assert load_file(paths.checkpoint_file(3))["t0"].dtype == torch.float32  # parameters stay float32
     assert first_losses[1] != first_losses[0] and first_losses[1] == pytest.approx(first_losses[0], rel=2e-2)
+
+
+def test_digits_are_scikit_learns_load_digits_read_without_importing_scikit_learn() -> None:
+    from sklearn.datasets import load_digits
+
+    from jobs.data.digits import bundled_digits
+
+    images, labels = bundled_digits()
+    expected = load_digits()
+    assert images.tobytes() == expected.images.tobytes() and labels.tolist() == expected.target.tolist()
+
+
+def test_a_job_process_does_not_import_scikit_learn() -> None:
+    """Importing it would add 0.7 s to every job's start: the digits file is read directly."""
+    script = (
+        "import sys\n"
+        "import jobs.train\n"
+        "from jobs.data import DATASETS\n"
+        "from jobs.spec import DataSpec\n"
+        "DATASETS.get('digits')(DataSpec(name='digits'), None)\n"
+        "print(sorted(name for name in sys.modules if name.startswith('sklearn')))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"
