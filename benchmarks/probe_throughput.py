@@ -14,15 +14,21 @@ All three report sample-forwards per second; the ratios a/b and a/c are printed 
 precision (the probe's ``precision`` option: TF32 matmuls and convolutions, or bf16 autocast),
 and prints a/b per precision with the achieved TFLOP/s: the model's FLOPs per sample (counted by
 torch's FlopCounterMode on one forward) times the probe's samples per second, next to the
-device's dense peak for that precision where it is known.
+device's dense peak for that precision where it is known. ``--points-per-forward 1 4 16`` and
+``--memory-format contiguous channels_last`` add the probe's other speed options: one row per
+combination, its ceiling (b) measured in the same memory format, and for every row the largest
+difference of its losses from the plain float32 line's.
 
     python benchmarks/probe_throughput.py --model cnn --hidden 16 32 64 --input-shape 3 32 32
     python benchmarks/probe_throughput.py --model resnet20 --precision fp32 tf32 bf16
+    python benchmarks/probe_throughput.py --model resnet20 --precision bf16 --points-per-forward 1 8 \
+        --memory-format contiguous channels_last
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -59,6 +65,10 @@ def arguments() -> argparse.Namespace:
         default=["fp32"],
         choices=PRECISIONS,
         help="one or more of fp32, tf32, bf16: a/b and TFLOP/s for each (default fp32)",
+    )
+    parser.add_argument("--points-per-forward", type=int, nargs="+", default=[1], help="points per forward")
+    parser.add_argument(
+        "--memory-format", nargs="+", default=["contiguous"], choices=("contiguous", "channels_last")
     )
     parser.add_argument("--json", action="store_true")
     return parser.parse_args()
@@ -233,18 +243,31 @@ def main() -> None:
         "a/c": round(probe_rate / reference_rate, 2),
         "gflop_per_sample": round(sample_flops / 1e9, 4),
     }
+    shared = PrecisionInputs(
+        model, origin, direction, points, inputs, targets, device, batch_sizes, train_mode
+    )
+    plain = measure_line()
     result["precisions"] = {
-        precision: precision_row(
+        f"{precision} x{per_forward} {memory_format}": precision_row(
             precision,
-            LineEvaluator(model, options.bn_mode, options.chunk, options.forward_batch, precision),
-            PrecisionInputs(
-                model, origin, direction, points, inputs, targets, device, batch_sizes, train_mode
+            LineEvaluator(
+                model,
+                options.bn_mode,
+                options.chunk,
+                options.forward_batch,
+                precision,
+                per_forward,
+                memory_format,
             ),
+            shared,
             options.repeats,
             sample_flops,
             device_name,
+            plain,
         )
         for precision in options.precision
+        for per_forward in options.points_per_forward
+        for memory_format in options.memory_format
     }
     if options.json:
         print(json.dumps(result))
@@ -253,15 +276,16 @@ def main() -> None:
         if key != "precisions":
             print(f"{key:>24}: {value}")
     print(
-        f"{'precision':>9} {'probe/s':>10} {'ceiling/s':>10} {'a/b':>6} {'TFLOP/s':>8} "
-        f"{'peak':>7} {'of peak':>8}"
+        f"{'precision, points/forward, format':>34} {'probe/s':>10} {'ceiling/s':>10} {'a/b':>6} "
+        f"{'TFLOP/s':>8} {'peak':>7} {'of peak':>8} {'max |dloss|':>11}"
     )
-    for precision, row in result["precisions"].items():
+    for label, row in result["precisions"].items():
         peak = row["peak_tflops"]
         print(
-            f"{precision:>9} {row['probe_samples_per_s']:>10} {row['ceiling_samples_per_s']:>10} "
+            f"{label:>34} {row['probe_samples_per_s']:>10} {row['ceiling_samples_per_s']:>10} "
             f"{row['a/b']:>6} {row['achieved_tflops']:>8} {peak if peak else 'n/a':>7} "
-            f"{row['of_peak'] if row['of_peak'] is not None else 'n/a':>8}"
+            f"{row['of_peak'] if row['of_peak'] is not None else 'n/a':>8} "
+            f"{row['max_abs_loss_difference']:>11.2e}"
         )
 
 
@@ -287,22 +311,26 @@ def precision_row(
     repeats: int,
     sample_flops: float,
     device_name: str,
+    plain: torch.Tensor,
 ) -> dict[str, object]:
-    """(a) and (b) under ``precision``, side by side in rounds (the best of each counts)."""
+    """(a) and (b) under ``precision`` and the evaluator's memory format, side by side in rounds
+    (the best of each counts); ``plain``: the plain float32 line's losses."""
     sample_forwards = len(shared.points) * len(shared.targets)
+    model = copy.deepcopy(shared.model).to(memory_format=evaluator.memory_format)
+    inputs = shared.inputs.contiguous(memory_format=evaluator.memory_format)
 
     def measure_line() -> torch.Tensor:
         return evaluator.losses(
             shared.origin, shared.direction, shared.points, shared.inputs, shared.targets, 0
         )
 
-    measure_line()  # warm-up
+    difference = float((measure_line() - plain).abs().max())  # and the warm-up
     probe_seconds, rates = float("inf"), {size: 0.0 for size in shared.batch_sizes}
     for _ in range(repeats):
         probe_seconds = min(probe_seconds, seconds(measure_line, shared.device))
         with reduced_precision(precision, shared.device):
             for size in shared.batch_sizes:
-                rate = inference_rate(shared.model, shared.inputs, shared.device, size, shared.train_mode)
+                rate = inference_rate(model, inputs, shared.device, size, shared.train_mode)
                 rates[size] = max(rates[size], rate)
     ceiling_rate, ceiling_batch = ceiling(rates)
     probe_rate = sample_forwards / probe_seconds
@@ -316,6 +344,7 @@ def precision_row(
         "achieved_tflops": round(achieved, 3),
         "peak_tflops": peak,
         "of_peak": round(achieved / peak, 4) if peak else None,
+        "max_abs_loss_difference": difference,
     }
 
 

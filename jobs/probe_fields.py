@@ -67,6 +67,17 @@ class LossEvaluationFields(ProbeFields):
     precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))
     # samples per forward (speed only); None: see jobs/probes/functional.py
     forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)
+    # points per forward, their parameter sets stacked (vmap); speed only, float rounding aside
+    points_per_forward: int = checked(1, ge=1, le=MAX_LINE_POINTS, fingerprint=False)
+    # channels_last: NHWC convolutions (a GPU's tensor cores); speed only, float rounding aside
+    memory_format: str = checked("contiguous", choices=("contiguous", "channels_last"), fingerprint=False)
+
+
+def plain_float32(probe: LossEvaluationFields) -> bool:
+    """Whether ``probe`` measures by the plain float32 path: one point per forward, contiguous
+    tensors, float32 (bit-identical between runs and resumes)."""
+    plain_layout = probe.points_per_forward == 1 and probe.memory_format == "contiguous"
+    return probe.precision == "fp32" and plain_layout
 
 
 @PROBE_KINDS.register("line")
@@ -76,9 +87,10 @@ class LineFields(LossEvaluationFields):
 
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
-    # every n-th line measured at a reduced precision (tf32, bf16) is measured again in float32 and
-    # the shard says how far apart they are (jobs/probes/precision.py); 0: never. Not part of the
-    # run's id: the measured lines are the same, the check only adds a report beside them
+    # every n-th line measured other than by the plain float32 path (tf32, bf16, stacked points,
+    # channels_last) is measured again by it and the shard says how far apart they are
+    # (jobs/probes/precision.py); 0: never. Not part of the run's id: the measured lines are the
+    # same, the check only adds a report beside them
     precision_check_every: int = checked(0, ge=0, le=MAX_STEPS, fingerprint=False)
     max_enlargements: int = checked(5, ge=0, le=1000)
     record: list[str] = checked(list(LOSS_SETS), choices=LOSS_SETS)

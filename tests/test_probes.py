@@ -499,3 +499,53 @@ def test_the_float32_twin_of_a_checked_line_is_the_float32_probes_line_bit_for_b
         assert np.array_equal(fp32.arrays[name], fp32_checked.arrays[name])
         expected = line_deviation(fp32.arrays["points"], bf16.arrays[name][0], fp32.arrays[name][0], 0.5)
         assert bf16.metadata["precision_check"][name] == [dataclasses.asdict(expected)]
+
+
+@pytest.mark.parametrize("bn_mode", ["batch", "eval"])
+def test_stacked_points_and_channels_last_measure_the_plain_float32_line(bn_mode: str) -> None:
+    """Several points per forward (vmap over stacked parameter sets; 7 points in groups of 3, 3
+    and 1) and NHWC convolutions give the plain path's losses up to float rounding."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name="cnn", hidden=[8, 16]), (3, 8, 8), 10)
+    inputs, targets = torch.randn(100, 3, 8, 8), torch.randint(0, 10, (100,))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    points = [-0.3, -0.1, 0.0, 0.05, 0.2, 0.4, 0.5]
+
+    def losses(points_per_forward: int, memory_format: str) -> torch.Tensor:
+        evaluator = LineEvaluator(model, bn_mode, 32, 64, "fp32", points_per_forward, memory_format)
+        return evaluator.losses(origin, direction, points, inputs, targets, seed=3)
+
+    plain = losses(1, "contiguous")
+    for points_per_forward, memory_format in [(3, "contiguous"), (1, "channels_last")]:
+        fast = losses(points_per_forward, memory_format)
+        assert fast.shape == plain.shape == (100, 7)
+        assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-6), (points_per_forward, memory_format)
+
+
+def test_stacked_points_see_the_same_dropout_draws_as_one_point_at_a_time() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(hidden=[32], dropout=0.3), (1, 8, 8), 10)
+    inputs, targets = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
+    points = np.linspace(-0.5, 0.5, 9)
+
+    one_at_a_time, stacked = (
+        LineEvaluator(model, "batch", 16, 32, "fp32", points_per_forward).losses(
+            origin, direction, points, inputs, targets, seed=5
+        )
+        for points_per_forward in (1, 4)
+    )
+    assert torch.equal(stacked, one_at_a_time)
+
+
+def test_stacked_points_are_checked_against_the_plain_float32_line() -> None:
+    """A line measured with points_per_forward > 1 is not the plain float32 path: its
+    precision_check_every twin measures it that way and reports a difference of rounding only."""
+    model, data, setup, origin, direction = small_mlp_line()
+    spec = ProbeSpec(type="line", points_per_forward=8, precision_check_every=1, max_enlargements=0)
+    report = LineProbe(spec, setup).measure(line_context(model, data, origin, direction, 0.05)).metadata
+
+    (train,) = report["precision_check"]["train"]
+    assert train["max_abs_mean_loss_difference"] < 1e-5 and train["argmin_shift_steps"] == 0

@@ -11,7 +11,10 @@ gradients are never written.
 Speed: BatchNorm statistics are taken per ``eval_chunk`` samples (128 in the paper), but a forward
 may hold many such groups (:class:`GroupBatchNorm`), so the model runs at an efficient batch size
 (``forward_batch``) while computing exactly the per-chunk statistics. The data stays on the device
-and the losses of a whole line leave it in one transfer.
+and the losses of a whole line leave it in one transfer. Two more options trade bit-identity with
+the default float32 path for speed on a GPU: ``points_per_forward`` evaluates several points of
+the line in one forward (their parameter sets stacked, the replica vmapped over them), and
+``memory_format: channels_last`` runs the convolutions on NHWC tensors (tensor cores' layout).
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from jobs.probe_fields import LossEvaluationFields
+
 LARGE_FORWARD_BATCH = 1024  # samples per forward on a GPU, or for a model without convolutions
+Spans = list[tuple[int, int]]  # (start, stop) of the samples of each forward
 
 
 @dataclass(frozen=True)
@@ -154,14 +160,18 @@ class LineEvaluator:
         chunk: int,
         forward_batch: Optional[int] = None,
         precision: str = "fp32",
+        points_per_forward: int = 1,
+        memory_format: str = "contiguous",
     ) -> None:
         self.model = model
         self.bn_mode = bn_mode
         self.precision = precision
         self.chunk = chunk
         self.forward_batch = forward_batch or default_forward_batch(model, chunk)
+        self.points_per_forward = points_per_forward
+        self.memory_format = MEMORY_FORMATS[memory_format]
         self.layout = ParameterLayout.of(model)
-        self.replica = probe_replica(model, bn_mode)
+        self.replica = probe_replica(model, bn_mode).to(memory_format=self.memory_format)
         self.group_norms = [module for module in self.replica.modules() if isinstance(module, GroupBatchNorm)]
 
     @torch.no_grad()
@@ -186,19 +196,85 @@ class LineEvaluator:
         if self.bn_mode == "eval":  # the running statistics as training has left them so far
             for replica_buffer, live_buffer in zip(self.replica.buffers(), self.model.buffers()):
                 replica_buffer.copy_(live_buffer)
+        line = Line(origin, direction, inputs.contiguous(memory_format=self.memory_format), targets, seed)
         spans = forward_batches(len(targets), chunk, self.forward_batch)
-        parameters = list(self.replica.parameters())
         result = torch.empty(len(points), len(targets), dtype=torch.float32, device=origin.device)
         with reduced_precision(self.precision, origin.device):
-            for index, point in enumerate(points):
-                torch.nn.utils.vector_to_parameters(origin + float(point) * direction, parameters)
-                for span_index, (start, stop) in enumerate(spans):
-                    reseed(origin.device, seed + span_index)
-                    logits = self.replica(inputs[start:stop])
-                    result[index, start:stop] = F.cross_entropy(
-                        logits.float(), targets[start:stop], reduction="none"
-                    )
+            if self.points_per_forward == 1:
+                self.point_by_point(line, points, spans, result)
+            else:
+                self.stacked_points(line, points, spans, result)
         return result.T.contiguous().cpu()
+
+    def point_by_point(
+        self, line: Line, points: Sequence[float] | np.ndarray, spans: Spans, result: torch.Tensor
+    ) -> None:
+        """One point at a time: its parameters copied into the replica, then a forward per span."""
+        parameters = list(self.replica.parameters())
+        for index, point in enumerate(points):
+            position = self.layout.unflatten(line.origin + float(point) * line.direction)
+            for parameter, value in zip(parameters, position.values()):
+                parameter.copy_(value)  # keeps the replica's memory format
+            for span_index, (start, stop) in enumerate(spans):
+                reseed(line.origin.device, line.seed + span_index)
+                logits = self.replica(line.inputs[start:stop])
+                result[index, start:stop] = F.cross_entropy(
+                    logits.float(), line.targets[start:stop], reduction="none"
+                )
+
+    def stacked_points(
+        self, line: Line, points: Sequence[float] | np.ndarray, spans: Spans, result: torch.Tensor
+    ) -> None:
+        """``points_per_forward`` points per forward: their parameter sets stacked along a new first
+        dimension and the replica vmapped over it. Every point sees the same random draws, as one at
+        a time (``randomness="same"``, re-seeded per span)."""
+        steps = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=line.origin.dtype)
+        steps = steps.to(line.origin.device)
+        forward = torch.func.vmap(self.forward_at, in_dims=(0, None), randomness="same")
+        for first in range(0, len(points), self.points_per_forward):
+            group = steps[first : first + self.points_per_forward]
+            positions = line.origin + group[:, None] * line.direction  # [P, parameters]
+            pieces = torch.split(positions, self.layout.numels, dim=1)
+            stacked = {
+                name: piece.reshape(len(group), *shape)
+                for name, piece, shape in zip(self.layout.names, pieces, self.layout.shapes)
+            }
+            for span_index, (start, stop) in enumerate(spans):
+                reseed(line.origin.device, line.seed + span_index)
+                logits = forward(stacked, line.inputs[start:stop])  # [P, samples, classes]
+                targets = line.targets[start:stop].repeat(len(group))
+                losses = F.cross_entropy(logits.float().flatten(0, 1), targets, reduction="none")
+                result[first : first + len(group), start:stop] = losses.view(len(group), stop - start)
+
+    def forward_at(self, parameters: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.replica, parameters, (inputs,))
+
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def evaluator_of(spec: LossEvaluationFields, model: nn.Module, chunk: int) -> LineEvaluator:
+    """The evaluator a probe's fields describe."""
+    return LineEvaluator(
+        model,
+        spec.bn_mode,
+        chunk,
+        spec.forward_batch,
+        spec.precision,
+        spec.points_per_forward,
+        spec.memory_format,
+    )
+
+
+@dataclass(frozen=True)
+class Line:
+    """One measurement's line and samples: ``origin + s·direction`` over ``inputs``."""
+
+    origin: torch.Tensor
+    direction: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    seed: int
 
 
 @contextlib.contextmanager

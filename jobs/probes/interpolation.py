@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from jobs.probe_fields import InterpolationFields
-from jobs.probes.functional import LineEvaluator, flat_parameters
+from jobs.probes.functional import evaluator_of, flat_parameters
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup
 
 
@@ -34,9 +34,7 @@ class InterpolationProbe(ProbeBase):
 
     def __init__(self, spec: InterpolationFields, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
-        self.evaluator = LineEvaluator(
-            setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
-        )
+        self.evaluator = evaluator_of(spec, setup.model, self.chunk)
         self.initial_parameters = flat_parameters(setup.model)
         self.previous_step: Optional[int] = None
         self.previous_gradient: Optional[torch.Tensor] = None

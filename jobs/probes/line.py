@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from jobs.data.augment import augment, batch_seed
-from jobs.probe_fields import LineFields
-from jobs.probes.functional import LineEvaluator, gradient_at, probe_replica
+from jobs.probe_fields import LineFields, plain_float32
+from jobs.probes.functional import LineEvaluator, evaluator_of, gradient_at, probe_replica
 from jobs.probes.precision import precision_report
 from jobs.probes.registry import PROBES, Measurement, ProbeBase, ProbeContext, ProbeSetup, line_seed
 
@@ -78,11 +78,10 @@ class LineProbe(ProbeBase):
 
     def __init__(self, spec: LineFields, setup: ProbeSetup) -> None:
         super().__init__(spec, setup)
-        self.evaluator = LineEvaluator(
-            setup.model, spec.bn_mode, self.chunk, spec.forward_batch, spec.precision
-        )
+        self.evaluator = evaluator_of(spec, setup.model, self.chunk)
         self.gradient_replica = probe_replica(setup.model, "batch") if spec.directions else None
-        checks = spec.precision_check_every > 0 and spec.precision != "fp32"
+        checks = spec.precision_check_every > 0 and not plain_float32(spec)
+        # the twin is today's float32 path: one point per forward, contiguous tensors
         self.fp32_evaluator = (
             LineEvaluator(setup.model, spec.bn_mode, self.chunk, spec.forward_batch) if checks else None
         )
