@@ -14,10 +14,11 @@ All three report sample-forwards per second; the ratios a/b and a/c are printed 
 precision (the probe's ``precision`` option: TF32 matmuls and convolutions, or bf16 autocast),
 and prints a/b per precision with the achieved TFLOP/s: the model's FLOPs per sample (counted by
 torch's FlopCounterMode on one forward) times the probe's samples per second, next to the
-device's dense peak for that precision where it is known. ``--points-per-forward 1 4 16`` and
-``--memory-format contiguous channels_last`` add the probe's other speed options: one row per
-combination, its ceiling (b) measured in the same memory format, and for every row the largest
-difference of its losses from the plain float32 line's.
+device's dense peak for that precision where it is known. ``--points-per-forward 1 4 16``,
+``--memory-format contiguous channels_last`` and ``--compile-mode off reduce-overhead`` add the
+probe's other speed options: one row per combination, with its ceiling (b) measured in the same
+memory format, the seconds its first line took beyond a later one's (the compilation) and the
+largest difference of its losses from the plain float32 line's.
 
     python benchmarks/probe_throughput.py --model cnn --hidden 16 32 64 --input-shape 3 32 32
     python benchmarks/probe_throughput.py --model resnet20 --precision fp32 tf32 bf16
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jobs.models import build_model
+from jobs.probe_fields import COMPILE_MODES
 from jobs.probes.functional import LineEvaluator, flat_parameters, reduced_precision
 from jobs.probes.line import base_points
 from jobs.spec import ModelSpec
@@ -69,6 +71,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--points-per-forward", type=int, nargs="+", default=[1], help="points per forward")
     parser.add_argument(
         "--memory-format", nargs="+", default=["contiguous"], choices=("contiguous", "channels_last")
+    )
+    parser.add_argument(
+        "--compile-mode",
+        nargs="+",
+        default=["off"],
+        choices=COMPILE_MODES,
+        help="torch.compile modes (reduce-overhead: CUDA graphs); the first line's extra seconds are printed",
     )
     parser.add_argument("--json", action="store_true")
     return parser.parse_args()
@@ -248,7 +257,7 @@ def main() -> None:
     )
     plain = measure_line()
     result["precisions"] = {
-        f"{precision} x{per_forward} {memory_format}": precision_row(
+        f"{precision} x{per_forward} {memory_format} {compile_mode}": precision_row(
             precision,
             LineEvaluator(
                 model,
@@ -258,6 +267,7 @@ def main() -> None:
                 precision,
                 per_forward,
                 memory_format,
+                compile_mode,
             ),
             shared,
             options.repeats,
@@ -268,6 +278,7 @@ def main() -> None:
         for precision in options.precision
         for per_forward in options.points_per_forward
         for memory_format in options.memory_format
+        for compile_mode in options.compile_mode
     }
     if options.json:
         print(json.dumps(result))
@@ -276,16 +287,16 @@ def main() -> None:
         if key != "precisions":
             print(f"{key:>24}: {value}")
     print(
-        f"{'precision, points/forward, format':>34} {'probe/s':>10} {'ceiling/s':>10} {'a/b':>6} "
-        f"{'TFLOP/s':>8} {'peak':>7} {'of peak':>8} {'max |dloss|':>11}"
+        f"{'precision, points/forward, format, compile':>44} {'probe/s':>10} {'ceiling/s':>10} {'a/b':>6} "
+        f"{'TFLOP/s':>8} {'peak':>7} {'of peak':>8} {'max |dloss|':>11} {'first +s':>8}"
     )
     for label, row in result["precisions"].items():
         peak = row["peak_tflops"]
         print(
-            f"{label:>34} {row['probe_samples_per_s']:>10} {row['ceiling_samples_per_s']:>10} "
+            f"{label:>44} {row['probe_samples_per_s']:>10} {row['ceiling_samples_per_s']:>10} "
             f"{row['a/b']:>6} {row['achieved_tflops']:>8} {peak if peak else 'n/a':>7} "
             f"{row['of_peak'] if row['of_peak'] is not None else 'n/a':>8} "
-            f"{row['max_abs_loss_difference']:>11.2e}"
+            f"{row['max_abs_loss_difference']:>11.2e} {row['first_line_extra_s']:>8}"
         )
 
 
@@ -324,7 +335,8 @@ def precision_row(
             shared.origin, shared.direction, shared.points, shared.inputs, shared.targets, 0
         )
 
-    difference = float((measure_line() - plain).abs().max())  # and the warm-up
+    first_seconds = seconds(measure_line, shared.device)  # the warm-up: compiles where it does
+    difference = float((measure_line() - plain).abs().max())
     probe_seconds, rates = float("inf"), {size: 0.0 for size in shared.batch_sizes}
     for _ in range(repeats):
         probe_seconds = min(probe_seconds, seconds(measure_line, shared.device))
@@ -345,6 +357,7 @@ def precision_row(
         "peak_tflops": peak,
         "of_peak": round(achieved / peak, 4) if peak else None,
         "max_abs_loss_difference": difference,
+        "first_line_extra_s": round(first_seconds - probe_seconds, 2),
     }
 
 

@@ -58,6 +58,11 @@ class RunPaths:
         return self.run_dir / "shards"
 
     @property
+    def compile_cache_dir(self) -> Path:
+        """torch.compile's kernels for the run's probes (``compile_mode``), kept across requeues."""
+        return self.run_dir / "compile-cache"
+
+    @property
     def data_indices_file(self) -> Path:
         """The source-data-set indices of the training and validation samples (npz, no pickle)."""
         return self.run_dir / "data" / "indices.npz"

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from jobs.schema import MAX_LINE_POINTS, MAX_SAMPLES, MAX_STEPS, KindFields, Problems, SpecKinds, checked
 
 LOSS_SETS = ("train", "val", "direction")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
 
 @dataclass
@@ -71,13 +72,16 @@ class LossEvaluationFields(ProbeFields):
     points_per_forward: int = checked(1, ge=1, le=MAX_LINE_POINTS, fingerprint=False)
     # channels_last: NHWC convolutions (a GPU's tensor cores); speed only, float rounding aside
     memory_format: str = checked("contiguous", choices=("contiguous", "channels_last"), fingerprint=False)
+    # torch.compile of the forward (reduce-overhead: and CUDA graphs on a GPU), its kernels cached in
+    # the run's folder for the requeued jobs; off: eager. Speed only, float rounding aside
+    compile_mode: str = checked("off", choices=COMPILE_MODES, fingerprint=False)
 
 
 def plain_float32(probe: LossEvaluationFields) -> bool:
-    """Whether ``probe`` measures by the plain float32 path: one point per forward, contiguous
-    tensors, float32 (bit-identical between runs and resumes)."""
+    """Whether ``probe`` measures by the plain float32 path: eager, one point per forward,
+    contiguous tensors, float32 (bit-identical between runs and resumes)."""
     plain_layout = probe.points_per_forward == 1 and probe.memory_format == "contiguous"
-    return probe.precision == "fp32" and plain_layout
+    return probe.precision == "fp32" and plain_layout and probe.compile_mode == "off"
 
 
 @PROBE_KINDS.register("line")
@@ -88,7 +92,7 @@ class LineFields(LossEvaluationFields):
     interval: float = checked(0.5, gt=0.0)
     resolution: float = checked(0.006, gt=0.0)
     # every n-th line measured other than by the plain float32 path (tf32, bf16, stacked points,
-    # channels_last) is measured again by it and the shard says how far apart they are
+    # channels_last, compiled) is measured again by it and the shard says how far apart they are
     # (jobs/probes/precision.py); 0: never. Not part of the run's id: the measured lines are the
     # same, the check only adds a report beside them
     precision_check_every: int = checked(0, ge=0, le=MAX_STEPS, fingerprint=False)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -549,3 +551,29 @@ def test_stacked_points_are_checked_against_the_plain_float32_line() -> None:
 
     (train,) = report["precision_check"]["train"]
     assert train["max_abs_mean_loss_difference"] < 1e-5 and train["argmin_shift_steps"] == 0
+
+
+def test_a_compiled_line_probe_measures_the_plain_line_and_keeps_its_kernels_in_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compile_mode: torch.compile (inductor, C++ kernels on this CPU) one point and two points per
+    forward; the kernels land in the run's compile-cache folder for its requeued jobs."""
+    from jobs.probes.runner import INDUCTOR_CACHE_VARIABLE, ProbeRunner
+
+    monkeypatch.delenv(INDUCTOR_CACHE_VARIABLE, raising=False)
+    model, data, setup, origin, direction = small_mlp_line()
+    paths = RunPaths(tmp_path / "run")
+    context = line_context(model, data, origin, direction, 0.05)
+
+    def line(**fields: Any) -> np.ndarray:
+        spec = ProbeSpec(type="line", max_enlargements=0, record=["train"], **fields)
+        [probe] = ProbeRunner.build([spec], setup, paths).probes
+        return probe.measure(context).arrays["train"]
+
+    plain = line()
+    assert INDUCTOR_CACHE_VARIABLE not in os.environ  # eager: no compiler, no cache
+    for points_per_forward in (1, 2):
+        compiled = line(compile_mode="default", points_per_forward=points_per_forward)
+        assert np.allclose(compiled, plain, rtol=1e-5, atol=1e-6), points_per_forward
+    assert os.environ[INDUCTOR_CACHE_VARIABLE] == str(paths.compile_cache_dir)
+    assert any(path.is_file() for path in paths.compile_cache_dir.rglob("*"))

@@ -247,7 +247,9 @@ def test_time_limit_checkpoints_requeues_and_completes_identically(
     # second does not take CPU from the two trainings whose speed the step count assumes
     monkeypatch.setattr(SlurmBackend, "poll_seconds", 10.0)
 
-    steps = 12000  # about 150 s of training in a job here (13 ms a step): longer than its 2-minute limit
+    # about 100 s of training in a job here (13 ms a step): more than one 2-minute job trains, which
+    # is signalled 30 s (signal_delay_s) to 90 s (Slurm's slack) before its limit
+    steps = 8000
     base = (
         f"  model: {{hidden: [1024, 1024, 1024]}}\n  training: {{steps: {steps}, checkpoint_every: 3000, "
         "eval_every: 1000, heartbeat_seconds: 1.0}\n"

@@ -23,7 +23,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, TypeVar, cast
 
 import numpy as np
 import torch
@@ -162,6 +162,7 @@ class LineEvaluator:
         precision: str = "fp32",
         points_per_forward: int = 1,
         memory_format: str = "contiguous",
+        compile_mode: str = "off",
     ) -> None:
         self.model = model
         self.bn_mode = bn_mode
@@ -173,6 +174,10 @@ class LineEvaluator:
         self.layout = ParameterLayout.of(model)
         self.replica = probe_replica(model, bn_mode).to(memory_format=self.memory_format)
         self.group_norms = [module for module in self.replica.modules() if isinstance(module, GroupBatchNorm)]
+        self.forward = compiled(self.replica, compile_mode)
+        self.stacked_forward = compiled(
+            torch.func.vmap(self.forward_at, in_dims=(0, None), randomness="same"), compile_mode
+        )
 
     @torch.no_grad()
     def losses(
@@ -217,7 +222,7 @@ class LineEvaluator:
                 parameter.copy_(value)  # keeps the replica's memory format
             for span_index, (start, stop) in enumerate(spans):
                 reseed(line.origin.device, line.seed + span_index)
-                logits = self.replica(line.inputs[start:stop])
+                logits = self.forward(line.inputs[start:stop])
                 result[index, start:stop] = F.cross_entropy(
                     logits.float(), line.targets[start:stop], reduction="none"
                 )
@@ -230,7 +235,6 @@ class LineEvaluator:
         a time (``randomness="same"``, re-seeded per span)."""
         steps = torch.as_tensor(np.asarray(points, dtype=np.float64), dtype=line.origin.dtype)
         steps = steps.to(line.origin.device)
-        forward = torch.func.vmap(self.forward_at, in_dims=(0, None), randomness="same")
         for first in range(0, len(points), self.points_per_forward):
             group = steps[first : first + self.points_per_forward]
             positions = line.origin + group[:, None] * line.direction  # [P, parameters]
@@ -241,7 +245,7 @@ class LineEvaluator:
             }
             for span_index, (start, stop) in enumerate(spans):
                 reseed(line.origin.device, line.seed + span_index)
-                logits = forward(stacked, line.inputs[start:stop])  # [P, samples, classes]
+                logits = self.stacked_forward(stacked, line.inputs[start:stop])  # [P, samples, classes]
                 targets = line.targets[start:stop].repeat(len(group))
                 losses = F.cross_entropy(logits.float().flatten(0, 1), targets, reduction="none")
                 result[first : first + len(group), start:stop] = losses.view(len(group), stop - start)
@@ -251,6 +255,15 @@ class LineEvaluator:
 
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+Forward = TypeVar("Forward", bound=Callable)
+
+
+def compiled(forward: Forward, compile_mode: str) -> Forward:
+    """``forward`` through ``torch.compile`` in ``compile_mode`` (static shapes: a line's forwards
+    have at most two, the full span and the remainder), or itself when ``off``."""
+    if compile_mode == "off":
+        return forward
+    return cast(Forward, torch.compile(forward, mode=compile_mode, dynamic=False))
 
 
 def evaluator_of(spec: LossEvaluationFields, model: nn.Module, chunk: int) -> LineEvaluator:
@@ -263,6 +276,7 @@ def evaluator_of(spec: LossEvaluationFields, model: nn.Module, chunk: int) -> Li
         spec.precision,
         spec.points_per_forward,
         spec.memory_format,
+        spec.compile_mode,
     )
 
 

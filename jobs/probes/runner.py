@@ -8,6 +8,7 @@ call the torch random streams are forked, so a run with probes trains exactly li
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
@@ -16,10 +17,12 @@ from torch import nn
 
 from jobs.journal import JournalWriter
 from jobs.paths import RunPaths
-from jobs.probe_fields import PROBE_KINDS, ProbeFields
+from jobs.probe_fields import PROBE_KINDS, LossEvaluationFields, ProbeFields
 from jobs.probes.functional import flat_gradients, flat_parameters
 from jobs.probes.registry import PROBES, Probe, ProbeContext, ProbeSetup
 from jobs.shards import complete_steps, write_shard
+
+INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
 class ProbeRunner:
@@ -32,7 +35,10 @@ class ProbeRunner:
     def build(cls, specs: Sequence[ProbeFields], setup: ProbeSetup, paths: RunPaths) -> "ProbeRunner":
         """Each probe of ``specs`` (the run spec's, each the union of every type's fields) with its
         type's own fields."""
-        return cls([PROBES.get(spec.type)(PROBE_KINDS.typed(spec), setup) for spec in specs], paths)
+        typed = [PROBE_KINDS.typed(spec) for spec in specs]
+        if any(isinstance(spec, LossEvaluationFields) and spec.compile_mode != "off" for spec in typed):
+            keep_compiled_kernels_in(paths)
+        return cls([PROBES.get(spec.type)(spec, setup) for spec in typed], paths)
 
     def wants(self, step: int) -> bool:
         return any(probe.wants(step) for probe in self.probes)
@@ -91,6 +97,12 @@ def step_context(
         learning_rate=learning_rate,
         optimizer_step=step_length,
     )
+
+
+def keep_compiled_kernels_in(paths: RunPaths) -> None:
+    """torch.compile's kernels go to the run's folder (where the environment does not name another),
+    so that the run's requeued jobs, on whichever node, load them instead of compiling again."""
+    os.environ.setdefault(INDUCTOR_CACHE_VARIABLE, str(paths.compile_cache_dir))
 
 
 @contextmanager
