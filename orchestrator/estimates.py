@@ -1,9 +1,10 @@
 """Runtime estimates from the registry's history, and the partition, ``--time`` and segments they imply.
 
 Seconds per step are measured on completed attempts of similar runs (same model and width, same
-probes, same kind of GPU). A run whose sweep sets no ``resources.time`` gets the shortest partition
-that fits its estimate times the profile's margin; a run longer than every partition is split into
-segments of the longest partition's limit, each ending in a checkpoint and a requeue.
+probes with the same speed settings, same kind of GPU). A run whose sweep sets no
+``resources.time`` gets the shortest partition that fits its estimate times the profile's margin;
+a run longer than every partition is split into segments of the longest partition's limit, each
+ending in a checkpoint and a requeue.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,7 +25,15 @@ from orchestrator.profiles import ClusterProfile, load_profile
 from orchestrator.registry.models import Attempt, Run, RunState
 from orchestrator.sweep import SweepPlan
 
-SimilarityKey = tuple[str, tuple[int, ...], tuple[str, ...], str, bool]
+# a probe's type and the settings that change its speed and memory by integer factors
+ProbeKind = tuple[str, str, int, str, str]
+SimilarityKey = tuple[str, tuple[int, ...], tuple[ProbeKind, ...], str, bool]
+PROBE_SPEED_DEFAULTS = (
+    ("precision", "fp32"),
+    ("points_per_forward", 1),
+    ("memory_format", "contiguous"),
+    ("compile_mode", "off"),
+)
 MINIMUM_JOB_MINUTES = 5  # startup (imports, data) is not in the per-step figure
 
 
@@ -31,7 +41,7 @@ def similarity_key(spec: RunSpec) -> SimilarityKey:
     return _similarity(
         spec.model.name,
         spec.model.hidden,
-        [probe.type for probe in spec.probes],
+        [probe_kind(probe.type, partial(getattr, probe)) for probe in spec.probes],
         spec.resources.gpu_type,
         spec.resources.gpus,
     )
@@ -43,16 +53,25 @@ def recorded_similarity_key(spec: Mapping[str, Any]) -> SimilarityKey:
     return _similarity(
         model["name"],
         model["hidden"],
-        [probe["type"] for probe in spec["probes"]],
+        [probe_kind(probe["type"], probe.get) for probe in spec["probes"]],
         resources["gpu_type"],
         resources["gpus"],
     )
 
 
+def probe_kind(probe_type: str, setting: Callable[[str, Any], Any]) -> ProbeKind:
+    """A probe's type and speed settings (``setting(name, default)``); a spec recorded before a
+    setting existed has its default."""
+    precision, points_per_forward, memory_format, compile_mode = (
+        setting(name, default) for name, default in PROBE_SPEED_DEFAULTS
+    )
+    return probe_type, precision, points_per_forward, memory_format, compile_mode
+
+
 def _similarity(
-    model: str, hidden: Sequence[int], probe_types: Sequence[str], gpu_type: Optional[str], gpus: int
+    model: str, hidden: Sequence[int], probes: Sequence[ProbeKind], gpu_type: Optional[str], gpus: int
 ) -> SimilarityKey:
-    return (model, tuple(hidden), tuple(sorted(probe_types)), gpu_type or "", gpus > 0)
+    return (model, tuple(hidden), tuple(sorted(probes)), gpu_type or "", gpus > 0)
 
 
 def seconds_per_step(session: Session) -> dict[SimilarityKey, float]:

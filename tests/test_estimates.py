@@ -76,3 +76,37 @@ def test_history_is_the_median_seconds_per_step_of_completed_attempts_of_the_sam
 
     assert len(attempts) == 2 and len(by_hand) == 1
     assert history == {key: statistics.median(values) for key, values in by_hand.items()}
+
+
+def test_a_probes_speed_settings_make_another_kind_of_run_and_old_records_read_as_the_defaults() -> None:
+    """A bf16 line, stacked points or a compiled forward run at other speeds (and memory) than the
+    plain float32 line: their history is kept apart. A spec recorded before those settings existed
+    (no such keys in its JSON) is the plain kind."""
+    from dataclasses import asdict
+
+    from jobs.spec import ProbeSpec
+    from orchestrator.estimates import recorded_similarity_key
+
+    def line_run(**settings: object) -> RunSpec:
+        return RunSpec(probes=[ProbeSpec(type="line", **settings)])  # type: ignore[arg-type]
+
+    plain = line_run()
+    kinds = {
+        similarity_key(spec)
+        for spec in [
+            plain,
+            line_run(precision="bf16"),
+            line_run(points_per_forward=8),
+            line_run(memory_format="channels_last"),
+            line_run(compile_mode="reduce-overhead"),
+        ]
+    }
+    assert len(kinds) == 5
+    assert similarity_key(line_run(forward_batch=256, precision_check_every=10)) == similarity_key(plain)
+
+    recorded = asdict(plain)
+    for name in ("precision", "points_per_forward", "memory_format", "compile_mode"):
+        del recorded["probes"][0][name]
+    assert recorded_similarity_key(recorded) == similarity_key(plain)
+    bf16 = line_run(precision="bf16")
+    assert recorded_similarity_key(asdict(bf16)) == similarity_key(bf16)
