@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 from tests.conftest import Orch, write_sweep
 from tests.killpoints import KILLED, run_orch, spread
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.beside_slurm]
 
 SWEEP = """
 name: kills
