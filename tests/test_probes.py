@@ -519,6 +519,8 @@ def test_stacked_points_and_channels_last_measure_the_plain_float32_line(bn_mode
         return evaluator.losses(origin, direction, points, inputs, targets, seed=3)
 
     plain = losses(1, "contiguous")
+    nhwc = inputs.contiguous(memory_format=torch.channels_last)  # a run with model.channels_last
+    assert LineEvaluator(model, bn_mode, 32).formatted(nhwc) is nhwc  # the plain path leaves it so
     for points_per_forward, memory_format in [(3, "contiguous"), (1, "channels_last")]:
         fast = losses(points_per_forward, memory_format)
         assert fast.shape == plain.shape == (100, 7)
@@ -557,11 +559,16 @@ def test_a_compiled_line_probe_measures_the_plain_line_and_keeps_its_kernels_in_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """compile_mode: torch.compile (inductor, C++ kernels on this CPU) one point and two points per
-    forward; the kernels land in the run's compile-cache folder for its requeued jobs."""
+    forward, with the eager dropout masks; the kernels land in the run's compile-cache folder for
+    its requeued jobs."""
     from jobs.probes.runner import INDUCTOR_CACHE_VARIABLE, ProbeRunner
 
     monkeypatch.delenv(INDUCTOR_CACHE_VARIABLE, raising=False)
-    model, data, setup, origin, direction = small_mlp_line()
+    _, data, *_ = small_mlp_line()
+    model = build_model(ModelSpec(hidden=[32], dropout=0.3), (1, 8, 8), 10)
+    setup = ProbeSetup(model, data, TrainingSpec(batch_size=16), torch.device("cpu"))
+    origin = flat_parameters(model)
+    direction = torch.randn_like(origin) / origin.numel() ** 0.5
     paths = RunPaths(tmp_path / "run")
     context = line_context(model, data, origin, direction, 0.05)
 

@@ -174,6 +174,7 @@ class LineEvaluator:
         self.layout = ParameterLayout.of(model)
         self.replica = probe_replica(model, bn_mode).to(memory_format=self.memory_format)
         self.group_norms = [module for module in self.replica.modules() if isinstance(module, GroupBatchNorm)]
+        refuse_stacked_dropout_on_a_gpu(self.replica, points_per_forward)
         self.forward = compiled(self.replica, compile_mode)
         self.stacked_forward = compiled(
             torch.func.vmap(self.forward_at, in_dims=(0, None), randomness="same"), compile_mode
@@ -201,7 +202,7 @@ class LineEvaluator:
         if self.bn_mode == "eval":  # the running statistics as training has left them so far
             for replica_buffer, live_buffer in zip(self.replica.buffers(), self.model.buffers()):
                 replica_buffer.copy_(live_buffer)
-        line = Line(origin, direction, inputs.contiguous(memory_format=self.memory_format), targets, seed)
+        line = Line(origin, direction, self.formatted(inputs), targets, seed)
         spans = forward_batches(len(targets), chunk, self.forward_batch)
         result = torch.empty(len(points), len(targets), dtype=torch.float32, device=origin.device)
         with reduced_precision(self.precision, origin.device):
@@ -250,6 +251,12 @@ class LineEvaluator:
                 losses = F.cross_entropy(logits.float().flatten(0, 1), targets, reduction="none")
                 result[first : first + len(group), start:stop] = losses.view(len(group), stop - start)
 
+    def formatted(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images as NHWC with ``channels_last``; otherwise the inputs as training holds them."""
+        if self.memory_format is torch.channels_last and inputs.dim() == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
     def forward_at(self, parameters: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(self.replica, parameters, (inputs,))
 
@@ -258,12 +265,40 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.
 Forward = TypeVar("Forward", bound=Callable)
 
 
+COMPILED_SHAPES = 64  # forward shapes compiled per function: full spans, remainders, sets, point groups
+
+
 def compiled(forward: Forward, compile_mode: str) -> Forward:
-    """``forward`` through ``torch.compile`` in ``compile_mode`` (static shapes: a line's forwards
-    have at most two, the full span and the remainder), or itself when ``off``."""
+    """``forward`` through ``torch.compile`` in ``compile_mode``, or itself when ``off``.
+
+    Shapes are static: each distinct forward (a full span, a remainder, the validation and
+    direction sets, a last smaller group of points) compiles once, up to :data:`COMPILED_SHAPES`
+    (torch's default of 8 would run the rest eagerly). Random draws (dropout) come from the eager
+    generators (``fallback_random``), so a compiled line sees the masks an eager one does.
+    """
     if compile_mode == "off":
         return forward
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILED_SHAPES)
     return cast(Forward, torch.compile(forward, mode=compile_mode, dynamic=False))
+
+
+def refuse_stacked_dropout_on_a_gpu(replica: nn.Module, points_per_forward: int) -> None:
+    """On a GPU, dropout under vmap draws its masks with another kernel than one point at a time
+    (the same seed, other masks): stacked points would measure another line."""
+    on_gpu = next(replica.parameters()).device.type == "cuda"
+    dropping = any(
+        isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 and module.training
+        for module in replica.modules()
+    )
+    if points_per_forward > 1 and on_gpu and dropping:
+        raise ValueError(
+            f"points_per_forward {points_per_forward} with dropout on a GPU: the stacked forward draws "
+            "other dropout masks than one point at a time; accepted: points_per_forward 1 for this model"
+        )
 
 
 def evaluator_of(spec: LossEvaluationFields, model: nn.Module, chunk: int) -> LineEvaluator:
