@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 
 from jobs.paths import RunPaths
-from jobs.probe_fields import COMPILE_MODES
+from jobs.probe_fields import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS
 from jobs.shards import iter_shards, shard_file
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -44,11 +44,9 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200, help="training steps, a line at each")
     parser.add_argument("--study-lines", type=int, default=10_000, help="the study to project")
-    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "tf32", "bf16"))
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--points-per-forward", type=int, nargs="+", default=[1])
-    parser.add_argument(
-        "--memory-format", nargs="+", default=["contiguous"], choices=("contiguous", "channels_last")
-    )
+    parser.add_argument("--memory-format", nargs="+", default=["contiguous"], choices=MEMORY_FORMATS)
     parser.add_argument("--compile-mode", nargs="+", default=["off"], choices=COMPILE_MODES)
     parser.add_argument(
         "--precision-check-every", type=int, default=0, help="re-measure every n-th line in float32"

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jobs.models import build_model
-from jobs.probe_fields import COMPILE_MODES
+from jobs.probe_fields import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS
 from jobs.probes.functional import LineEvaluator, flat_parameters, reduced_precision
 from jobs.probes.line import base_points
 from jobs.spec import ModelSpec
@@ -69,9 +69,7 @@ def arguments() -> argparse.Namespace:
         help="one or more of fp32, tf32, bf16: a/b and TFLOP/s for each (default fp32)",
     )
     parser.add_argument("--points-per-forward", type=int, nargs="+", default=[1], help="points per forward")
-    parser.add_argument(
-        "--memory-format", nargs="+", default=["contiguous"], choices=("contiguous", "channels_last")
-    )
+    parser.add_argument("--memory-format", nargs="+", default=["contiguous"], choices=MEMORY_FORMATS)
     parser.add_argument(
         "--compile-mode",
         nargs="+",
@@ -83,7 +81,6 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-PRECISIONS = ("fp32", "tf32", "bf16")
 # Dense peaks in TFLOP/s (no structured sparsity) by a part of the device's name: the vendors'
 # data sheets (H100/H200 SXM: 67 FP32, 495 TF32 and 989 BF16 on tensor cores; the GTX 1080 Ti has
 # no tensor cores: TF32 runs as FP32, bf16 has no fast path).

@@ -16,6 +16,8 @@ from typing import Any, Optional
 from jobs.schema import MAX_LINE_POINTS, MAX_SAMPLES, MAX_STEPS, KindFields, Problems, SpecKinds, checked
 
 LOSS_SETS = ("train", "val", "direction")
+PRECISIONS = ("fp32", "tf32", "bf16")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
 
@@ -65,13 +67,13 @@ class LossEvaluationFields(ProbeFields):
     bn_mode: str = checked("batch", choices=("batch", "eval"))
     eval_chunk: Optional[int] = eval_chunk_field()
     # tf32 (GPU matmuls) or bf16 autocast: explicit only
-    precision: str = checked("fp32", choices=("fp32", "tf32", "bf16"))
+    precision: str = checked("fp32", choices=PRECISIONS)
     # samples per forward (speed only); None: see jobs/probes/functional.py
     forward_batch: Optional[int] = checked(None, ge=1, le=MAX_SAMPLES, fingerprint=False)
     # points per forward, their parameter sets stacked (vmap); speed only, float rounding aside
     points_per_forward: int = checked(1, ge=1, le=MAX_LINE_POINTS, fingerprint=False)
     # channels_last: NHWC convolutions (a GPU's tensor cores); speed only, float rounding aside
-    memory_format: str = checked("contiguous", choices=("contiguous", "channels_last"), fingerprint=False)
+    memory_format: str = checked("contiguous", choices=MEMORY_FORMATS, fingerprint=False)
     # torch.compile of the forward (reduce-overhead: and CUDA graphs on a GPU), its kernels cached in
     # the run's folder for the requeued jobs; off: eager. Speed only, float rounding aside
     compile_mode: str = checked("off", choices=COMPILE_MODES, fingerprint=False)

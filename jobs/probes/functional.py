@@ -170,7 +170,7 @@ class LineEvaluator:
         self.chunk = chunk
         self.forward_batch = forward_batch or default_forward_batch(model, chunk)
         self.points_per_forward = points_per_forward
-        self.memory_format = MEMORY_FORMATS[memory_format]
+        self.memory_format = TORCH_MEMORY_FORMATS[memory_format]
         self.layout = ParameterLayout.of(model)
         self.replica = probe_replica(model, bn_mode).to(memory_format=self.memory_format)
         self.group_norms = [module for module in self.replica.modules() if isinstance(module, GroupBatchNorm)]
@@ -261,7 +261,7 @@ class LineEvaluator:
         return functional_call(self.replica, parameters, (inputs,))
 
 
-MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+TORCH_MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 Forward = TypeVar("Forward", bound=Callable)
 
 
