@@ -11,10 +11,11 @@ gradients are never written.
 Speed: BatchNorm statistics are taken per ``eval_chunk`` samples (128 in the paper), but a forward
 may hold many such groups (:class:`GroupBatchNorm`), so the model runs at an efficient batch size
 (``forward_batch``) while computing exactly the per-chunk statistics. The data stays on the device
-and the losses of a whole line leave it in one transfer. Two more options trade bit-identity with
-the default float32 path for speed on a GPU: ``points_per_forward`` evaluates several points of
-the line in one forward (their parameter sets stacked, the replica vmapped over them), and
-``memory_format: channels_last`` runs the convolutions on NHWC tensors (tensor cores' layout).
+and the losses of a whole line leave it in one transfer. Three more options trade bit-identity
+with the default float32 path for speed on a GPU: ``points_per_forward`` evaluates several points
+of the line in one forward (their parameter sets stacked, the replica vmapped over them),
+``memory_format: channels_last`` runs the convolutions on NHWC tensors (tensor cores' layout), and
+``compile_mode`` runs the forward through ``torch.compile`` (with CUDA graphs: ``reduce-overhead``).
 """
 
 from __future__ import annotations
@@ -262,10 +263,8 @@ class LineEvaluator:
 
 
 TORCH_MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-Forward = TypeVar("Forward", bound=Callable)
-
-
 COMPILED_SHAPES = 64  # forward shapes compiled per function: full spans, remainders, sets, point groups
+Forward = TypeVar("Forward", bound=Callable)
 
 
 def compiled(forward: Forward, compile_mode: str) -> Forward:
