@@ -53,8 +53,9 @@ from orchestrator.resources import ResourceProblem, node_memory, resolve_resourc
 
 SPEC_FIELDS = {spec_field.name: spec_field for spec_field in dataclasses.fields(RunSpec)}
 SECTIONS = tuple(SPEC_FIELDS)
-RESOURCES, CLUSTER, DATA, TRAINING, OPTIMIZER, PROBES = (
-    SECTIONS.index(name) for name in ("resources", "cluster", "data", "training", "optimizer", "probes")
+RESOURCES, CLUSTER, DATA, TRAINING, OPTIMIZER, PROBES, MODEL = (
+    SECTIONS.index(name)
+    for name in ("resources", "cluster", "data", "training", "optimizer", "probes", "model")
 )
 # in the canonical JSON's (sorted) order
 FINGERPRINTED_POSITIONS = tuple(SECTIONS.index(name) for name in FINGERPRINTED_SECTIONS)
@@ -295,15 +296,17 @@ class SectionBuilder:
         return self.resources[key]
 
     def _fits(self, entries: list[SectionEntry]) -> bool:
-        """The data set is staged, and the batches and a line of each probe fit the split and a node."""
-        data, training, optimizer, probes, cluster = (
+        """The data set is staged, the batches and a line of each probe fit the split and a node,
+        and the probes suit the model."""
+        data, training, optimizer, probes, cluster, model = (
             entries[DATA],
             entries[TRAINING].value,
             entries[OPTIMIZER].value,
             entries[PROBES],
             entries[CLUSTER].value,
+            entries[MODEL],
         )
-        key = (data, training.batch_size, optimizer.search_batch_size, probes, cluster)
+        key = (data, training.batch_size, optimizer.search_batch_size, probes, cluster, model)
         if key not in self.fits:
             spec = RunSpec(
                 data=data.recorded,
@@ -311,8 +314,11 @@ class SectionBuilder:
                 optimizer=optimizer,
                 probes=probes.recorded,
                 cluster=cluster,
+                model=model.value,
             )
-            self.fits[key] = _passes(check_data_present, spec) and _passes(check_sizes, spec)
+            self.fits[key] = all(
+                _passes(check, spec) for check in (check_data_present, check_sizes, check_probes_on_model)
+            )
         return self.fits[key]
 
 
@@ -505,7 +511,26 @@ def resolve_point(
     check_data_present(spec, origins)
     spec = _with_split_hash(_with_source_init(spec), origins)
     check_sizes(spec, origins)
+    check_probes_on_model(spec, origins)
     return PlannedRun(run_id(spec), spec, swept, time_was_given)
+
+
+def check_probes_on_model(spec: RunSpec, origins: Origins) -> None:
+    """Stacked points (``points_per_forward`` > 1) and a model with dropout: on a GPU the stacked
+    forward draws other dropout masks than one point at a time, and would measure another line."""
+    if not spec.model.dropout:
+        return
+    for index, probe in enumerate(spec.probes):
+        if getattr(probe, "points_per_forward", 1) > 1:
+            origin_file, origin_key = origins.of(f"probes[{index}].points_per_forward")
+            raise SpecError(
+                origin_file,
+                origin_key,
+                "stacked points with a model that has dropout",
+                probe.points_per_forward,
+                f"points_per_forward 1 while model.dropout is {spec.model.dropout:g} (on a GPU the stacked "
+                "forward draws other dropout masks than one point at a time)",
+            )
 
 
 def check_sizes(spec: RunSpec, origins: Origins) -> None:

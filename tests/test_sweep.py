@@ -458,3 +458,23 @@ def test_sbatch_options_of_a_profile_reach_the_job_script_quoted_and_checked(
         with pytest.raises(SpecError) as raised:
             load_profile("tcml")
         assert str(own / "tcml.yaml") in str(raised.value) and key in str(raised.value)
+
+
+@pytest.mark.parametrize("swept", [False, True])
+def test_stacked_line_points_with_a_dropout_model_are_refused_where_they_are_written(
+    tmp_path: Path, swept: bool
+) -> None:
+    """On a GPU the stacked forward draws other dropout masks than one point at a time: refused
+    at plan time, by the memoized planner (a grid) as by the exact way (no grid)."""
+    text = (
+        "name: stacked\ninclude: [problems/digits_mlp.yaml]\nbase:\n  model: {hidden: [16], dropout: 0.2}\n"
+        "  probes: [{type: line, points_per_forward: 4}]\n"
+    )
+    if swept:
+        text += "grid:\n  optimizer.lr: [0.1, 0.05]\n"
+    with pytest.raises(SpecError) as raised:
+        load_sweep(write(tmp_path, text), known_names())
+    message = str(raised.value)
+    assert "sweep.yaml" in message and "probes[0]" in message and "points_per_forward 1" in message
+    without_dropout = text.replace(", dropout: 0.2", "")
+    assert len(load_sweep(write(tmp_path, without_dropout), known_names()).runs) == (2 if swept else 1)
