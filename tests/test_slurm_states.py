@@ -53,6 +53,23 @@ def test_each_requeue_is_kept_in_order_and_a_pending_line_seen_twice_is_not_one(
     assert observation_of(records["1_1"]).requeued == ()
 
 
+def test_runs_of_a_requeued_job_listed_newest_first_are_read_oldest_first() -> None:
+    """sacct does not promise to list a requeued job's runs in order (sites see them shuffled): the
+    run that started last is the job's state, the others its history, oldest first."""
+    text = (
+        "34|job.sh|COMPLETED|0:0|vm|None|2026-12-02T00:18:58|2026-12-02T00:20:11\n"
+        "34|job.sh|REQUEUED|0:0|vm|None|2026-12-02T00:17:25|2026-12-02T00:18:42\n"
+        "34|job.sh|REQUEUED|0:0|vm|None|2026-12-02T00:16:00|2026-12-02T00:17:20\n"
+    )
+    finished = observation_of(parse_sacct(text, wanted=None)["34"])
+
+    assert (finished.phase, finished.state) == (Phase.ENDED, "COMPLETED")
+    assert [run.started_time for run in finished.requeued] == [
+        epoch("2026-12-02T00:16:00"),
+        epoch("2026-12-02T00:17:25"),
+    ]
+
+
 def test_a_job_squeue_has_waiting_again_before_accounting_saw_the_requeue_has_that_run_as_history() -> None:
     from orchestrator.executors.slurm import earlier_runs
 

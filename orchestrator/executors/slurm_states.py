@@ -58,8 +58,9 @@ class SacctRecord:
 
 
 def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]:
-    """Records by job id; a later line (a newer duplicate after a requeue) replaces an earlier one,
+    """Records by job id; a newer run of a job (a duplicate after a requeue) replaces the one before,
     which it keeps in ``earlier`` when that run had ended (NODE_FAIL, PREEMPTED, REQUEUED, ...).
+    Runs are ordered by their start where both have one, whatever order sacct lists them in.
 
     Pending array tasks come as one line (``123_[0-5%2]``) and are expanded to one record each.
     Step lines (``123_4.0``, ``123_4.batch``) are folded into their job: a failed job whose step
@@ -93,13 +94,31 @@ def parse_sacct(text: str, wanted: Optional[set[str]]) -> dict[str, SacctRecord]
                     sacct_epoch(start),
                     sacct_epoch(end),
                 )
-                records[single_id] = replace(record, earlier=runs_before(records.get(single_id)))
+                newest = records.get(single_id)
+                if started_before(record, newest):  # an older run listed after a newer one
+                    assert newest is not None
+                    records[single_id] = replace(newest, earlier=with_run(newest.earlier, record))
+                    continue
+                records[single_id] = replace(record, earlier=runs_before(newest))
                 requested_mb[single_id] = _megabytes(req_mem) or 0.0
     for job_id, record in records.items():
         over_limit = requested_mb[job_id] and peak_step_mb.get(job_id, 0.0) > requested_mb[job_id]
         if record.state in ("FAILED", "CANCELLED") and over_limit:
             records[job_id] = replace(record, state="OUT_OF_MEMORY")  # killed by OverMemoryKill
     return records
+
+
+def started_before(record: SacctRecord, newest: Optional[SacctRecord]) -> bool:
+    """Whether ``record`` is a run of its job that started before the newest one seen so far:
+    sacct does not promise to list a requeued job's runs oldest first."""
+    if newest is None or record.started_time is None or newest.started_time is None:
+        return False
+    return record.started_time < newest.started_time
+
+
+def with_run(earlier: tuple[SacctRecord, ...], run: SacctRecord) -> tuple[SacctRecord, ...]:
+    """``earlier`` with one more ended run, oldest first."""
+    return tuple(sorted((*earlier, replace(run, earlier=())), key=lambda ended: ended.started_time or 0.0))
 
 
 def runs_before(replaced: Optional[SacctRecord]) -> tuple[SacctRecord, ...]:
