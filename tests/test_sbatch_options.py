@@ -237,7 +237,7 @@ base:
   cluster: mini
   model: {hidden: [8]}
   training: {steps: 10, checkpoint_every: 5, eval_every: 5, device: cpu}
-  resources: {gpus: 1, gpu_type: 1080ti, mem: 1G, sbatch: {mail_type: "END,FAIL", mail_user: me@example.org}}
+  resources: {gpus: 1, gpu_type: 1080ti, mem: 2G, sbatch: {mail_type: "END,FAIL", mail_user: me@example.org}}
 zip:
   optimizer.lr: [0.1, 0.2]
   resources.sbatch.extra: [[--nice=10], [--nice=20]]

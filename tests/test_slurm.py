@@ -302,7 +302,7 @@ def test_an_analysis_runs_as_a_slurm_job_without_a_gpu(
         "  model: {hidden: [16]}\n"
         "  training: {steps: 30, checkpoint_every: 10, eval_every: 10, heartbeat_seconds: 0.5, device: cpu}\n"
         "  probes: [{type: line, every: 10, resolution: 0.02}]\n"
-        "  resources: {gpus: 1, gpu_type: 1080ti, mem: 1G}\n"
+        "  resources: {gpus: 1, gpu_type: 1080ti, mem: 2G}\n"
     )
     assert orch("submit", slurm_sweep(tmp_path, "probed", base), "--wait").exit_code == 0
 
